@@ -1,0 +1,6 @@
+"""``python -m medvae`` runs the command line."""
+import sys
+
+from medvae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""Saving and loading model weights, and the fingerprint that ties a bitstream to them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from compressai.models import CompressionModel
+
+from medvae.errors import MedVAEError
+from medvae.models import create
+
+CHECKPOINT_FORMAT = "medvae-checkpoint-v1"
+
+
+def fingerprint(model: CompressionModel) -> str:
+    """16 hex digits of a SHA-256 over every tensor of the state dict (weights and CDF tables).
+
+    Two models produce and decode the same bitstreams exactly when this matches.
+    """
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_record(model: CompressionModel, half: bool = False) -> dict[str, Any]:
+    """What a checkpoint needs to rebuild ``model``: family name, constructor args, weights.
+
+    With ``half``, floating-point weights are stored as float16 (the CDF tables,
+    which are integers, stay exact); loading casts them back to float32.
+    """
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    return {"format": CHECKPOINT_FORMAT, "model": model.model_name, "model_config": dict(model.config), "state_dict": state}
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: CompressionModel, path: str | os.PathLike, half: bool = False, **extra: Any) -> None:
+    """Write a coding checkpoint (entropy tables updated first) that :func:`medvae.load` reads."""
+    model.update(force=True)
+    atomic_torch_save({**model_record(model, half=half), **extra}, path)
+
+
+def load_model(path: str | os.PathLike) -> CompressionModel:
+    """Rebuild the model stored in a checkpoint written by :func:`save_model` or ``train.py``."""
+    path = Path(path)
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise MedVAEError(f"{path}: not a readable checkpoint ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
+        raise MedVAEError(f"{path}: not a MedVAE checkpoint")
+    model = create(record["model"], **record["model_config"])
+    state = {k: v.float() if v.is_floating_point() else v for k, v in record["state_dict"].items()}
+    model.load_state_dict(state)
+    return model.eval()

@@ -1,0 +1,7 @@
+"""Model families, registered by name: ``bls2017``, ``balle2018``, ``bls-residual``, ``medvae``."""
+
+from medvae.models.factorized import BLS2017, BLSResidual
+from medvae.models.hyperprior import Balle2018, MedVAE
+from medvae.models.registry import available, create, register_model
+
+__all__ = ["BLS2017", "BLSResidual", "Balle2018", "MedVAE", "available", "create", "register_model"]

@@ -1,0 +1,38 @@
+"""Shared fixtures: small untrained models (fast on 2 CPU cores) and the corpus location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import medvae
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "data" / "corpus"
+FAMILIES = ("bls2017", "balle2018", "bls-residual", "medvae")
+
+
+def small_model(name: str, seed: int = 0):
+    """An untrained model of family ``name`` with few channels, deterministic weights."""
+    torch.manual_seed(seed)
+    return medvae.models.create(name, N=16, M=24)
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def family_codec(request) -> medvae.Codec:
+    return medvae.Codec(small_model(request.param))
+
+
+@pytest.fixture()
+def ct_like() -> np.ndarray:
+    """A 96×80 int16 'CT' with air, soft tissue, bone and the int16 extremes present."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :80]
+    image = np.full((96, 80), -1024, np.int16)
+    body = (yy - 48) ** 2 / 40**2 + (xx - 40) ** 2 / 34**2 < 1
+    image[body] = 40 + rng.normal(0, 20, body.sum()).astype(np.int16)
+    image[40:50, 30:45] = 1200
+    return image

@@ -1,0 +1,92 @@
+"""Damaged or mismatched bitstreams always raise BitstreamError, never decode silently."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import medvae
+from medvae import BitstreamError
+from tests.conftest import small_model
+
+
+@pytest.fixture(scope="module")
+def coded():
+    codec = medvae.Codec(small_model("medvae"))
+    image = np.random.default_rng(1).integers(0, 4096, size=(64, 96)).astype(np.uint16)
+    return codec, codec.compress(image)
+
+
+def test_every_truncation_is_detected(coded):
+    codec, data = coded
+    for cut in range(len(data)):
+        with pytest.raises(BitstreamError):
+            codec.decompress(data[:cut])
+
+
+def test_every_single_bit_flip_is_detected(coded):
+    codec, data = coded
+    for position in range(len(data)):
+        for bit in (0, 7):
+            damaged = bytearray(data)
+            damaged[position] ^= 1 << bit
+            with pytest.raises(BitstreamError):
+                codec.decompress(bytes(damaged))
+
+
+def test_trailing_garbage_is_detected(coded):
+    codec, data = coded
+    with pytest.raises(BitstreamError, match="unexpected bytes"):
+        codec.decompress(data + b"\0")
+
+
+@pytest.mark.parametrize("payload", [b"", b"MVAE", b"not a bitstream at all", b"\x89PNG\r\n\x1a\n" + bytes(40)])
+def test_garbage_is_rejected(coded, payload):
+    codec, _ = coded
+    with pytest.raises(BitstreamError):
+        codec.decompress(payload)
+
+
+def test_other_weights_of_the_same_family_are_refused(coded):
+    _, data = coded
+    other = medvae.Codec(small_model("medvae", seed=99))
+    with pytest.raises(BitstreamError, match="weights"):
+        other.decompress(data)
+
+
+def test_another_family_is_refused(coded):
+    _, data = coded
+    with pytest.raises(BitstreamError, match="'medvae'"):
+        medvae.Codec(small_model("balle2018")).decompress(data)
+
+
+def test_unknown_weights_without_a_model_name_what_is_missing(coded):
+    _, data = coded
+    with pytest.raises(BitstreamError, match="not installed"):
+        medvae.decompress(data)
+
+
+def test_future_format_version_is_refused(coded):
+    import zlib
+
+    codec, data = coded
+    body = bytearray(data[:-4])
+    body[4] = 99
+    resealed = bytes(body) + zlib.crc32(bytes(body)).to_bytes(4, "little")
+    with pytest.raises(BitstreamError, match="version 99"):
+        codec.decompress(resealed)
+
+
+def test_metadata_travels_with_the_image_and_is_checksummed():
+    codec = medvae.Codec(small_model("bls2017"))
+    image = np.arange(48 * 40, dtype=np.uint16).reshape(48, 40)
+    meta = b"source header \x00\x01" * 10
+    data = codec.compress(image, metadata=meta)
+    assert medvae.read_metadata(data) == meta
+    assert medvae.read_header(data).metadata_bytes == len(meta)
+    assert len(data) == len(codec.compress(image)) + len(meta)
+    np.testing.assert_array_equal(codec.decompress(data), codec.decompress(codec.compress(image)))
+    damaged = bytearray(data)
+    damaged[-10] ^= 0x10  # inside the metadata block
+    with pytest.raises(BitstreamError, match="checksum"):
+        medvae.read_metadata(bytes(damaged))
