@@ -74,7 +74,7 @@ class BLSResidual(BLS2017):
                   └────────┘       └───┘      EB        │   └──┬───┘     └────────┘
                                                         └─►[f]─┘   (decoder-side fusion)
 
-        RB: residual block (two 3×3 convs, identity shortcut) after each GDN / IGDN
+        RB: residual block (two 3×3 convs, identity shortcut) at 1/4 and 1/8 resolution
         f:  3×3 conv, LeakyReLU, 1×1 conv; y_f = y_hat + f(y_hat)
 
     The fusion reads only ``y_hat``, which the decoder gets from the bitstream.

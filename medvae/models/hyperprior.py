@@ -162,7 +162,7 @@ class MedVAE(Balle2018):
                           x_hat ◄────┤g_s + RB├────◄───────┘
                                      └────────┘
 
-        RB: residual block (3×3 convs with identity shortcut)
+        RB: residual block (two 3×3 convs, identity shortcut); in g_a/g_s at 1/4 and 1/8 resolution
         F:  hyper-decoder features (M channels at the resolution of y), from z_hat only
         f:  3×3 conv, LeakyReLU, 1×1 conv on the concatenation [y_hat, F]
 

@@ -1,0 +1,27 @@
+"""Configs: YAML over defaults, dotted overrides, unknown keys refused."""
+
+import pytest
+
+from medvae.config import load_config
+from medvae.errors import MedVAEError
+from tests.conftest import REPO
+
+
+def test_overrides_are_parsed_as_yaml():
+    cfg = load_config(REPO / "configs/tiny-cpu.yaml", ["loss.lmbda=0.05", "data.modalities=[CT]", "train.init_from=null"])
+    assert cfg["loss"]["lmbda"] == 0.05
+    assert cfg["data"]["modalities"] == ["CT"]
+    assert cfg["train"]["init_from"] is None
+    assert cfg["optim"]["aux_lr"] == 1e-3  # default filled in
+
+
+@pytest.mark.parametrize("override", ["loss.lambda=1", "nope=1", "loss=3", "missing-equals"])
+def test_bad_overrides_are_refused(override):
+    with pytest.raises(MedVAEError):
+        load_config(REPO / "configs/tiny-cpu.yaml", [override])
+
+
+def test_every_shipped_config_loads():
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        cfg = load_config(path)
+        assert cfg["model"]["name"] in {"bls2017", "balle2018", "bls-residual", "medvae"}, path

@@ -1,0 +1,93 @@
+"""The training loop on CPU: it learns, logs, checkpoints, resumes, and runs under torchrun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import medvae
+from medvae.config import load_config
+from medvae.training import train
+from tests.conftest import CORPUS, REPO
+
+pytestmark = pytest.mark.skipif(not (CORPUS / "MANIFEST.csv").is_file(), reason=f"corpus not found at {CORPUS}")
+
+
+def tiny_config(out_dir, *overrides):
+    return load_config(
+        REPO / "configs/tiny-cpu.yaml",
+        [f"train.out_dir={out_dir}", f"data.manifest={CORPUS / 'MANIFEST.csv'}", *overrides],
+    )
+
+
+def scalars(run_dir, tag):
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    torch.set_num_threads(2)
+    train(tiny_config(out), device="cpu")
+    return out
+
+
+def test_tiny_config_trains_and_the_loss_falls(tiny_run):
+    loss = [v for _, v in scalars(tiny_run, "train/loss")]
+    assert len(loss) >= 4
+    assert loss[-1] < 0.5 * loss[0]
+    assert (tiny_run / "last.pt").is_file() and (tiny_run / "best.pt").is_file()
+    assert any(p.name.startswith("events.out.tfevents") for p in (tiny_run / "tb").iterdir())
+    assert {"val/bpp", "val/psnr", "val/ms_ssim", "train/aux_loss", "train/lr"} <= set(
+        EventAccumulator(str(tiny_run / "tb")).Reload().Tags()["scalars"]
+    )
+
+
+def test_checkpoint_codes_through_medvae_load(tiny_run, ct_like):
+    codec = medvae.load(tiny_run / "best.pt")
+    data = codec.compress(ct_like)
+    restored = codec.decompress(data)
+    np.testing.assert_array_equal(restored, codec.reconstruct(ct_like)[0])
+    state = torch.load(tiny_run / "last.pt", weights_only=False)
+    assert state["step"] == 40 and {"optimizer", "aux_optimizer", "scheduler", "config"} <= set(state)
+
+
+def test_existing_run_is_not_overwritten(tiny_run):
+    with pytest.raises(medvae.MedVAEError, match="already holds a run"):
+        train(tiny_config(tiny_run), device="cpu")
+
+
+def test_resume_continues_the_same_curve(tiny_run, tmp_path):
+    out = tmp_path / "resumed"
+    train(tiny_config(out, "train.iterations=20"), device="cpu")
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 20
+    train(tiny_config(out), resume="auto", device="cpu")
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 40
+    full = dict(scalars(tiny_run, "train/loss"))
+    resumed = dict(scalars(out, "train/loss"))
+    assert sorted(resumed) == sorted(full)
+    for step in full:
+        assert resumed[step] == pytest.approx(full[step], rel=0.05), step
+
+
+def test_two_process_gloo_ddp_run_completes(tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+        str(REPO / "train.py"), "--config", str(REPO / "configs/tiny-cpu.yaml"), "--device", "cpu",
+        f"train.out_dir={out}", f"data.manifest={CORPUS / 'MANIFEST.csv'}", "train.iterations=6",
+        "train.val_interval=6", "train.checkpoint_interval=6", "train.log_interval=2",
+    ]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 6
+    assert len(list((out / "tb").iterdir())) == 1  # only rank 0 writes logs
