@@ -155,7 +155,7 @@ def _train(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
 
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        writer = SummaryWriter(str(out_dir / "tb"), purge_step=step if resume else None)
+        writer = SummaryWriter(str(out_dir / "tb"), purge_step=step + 1 if resume else None)
 
     def checkpoint(path: Path) -> None:
         rng = [_rng_state()]  # rank 0's state; other ranks' streams are re-derived from the seed
