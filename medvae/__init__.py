@@ -4,14 +4,29 @@
 >>> codec = medvae.Codec(medvae.models.create("medvae", N=64, M=96))
 >>> data = codec.compress(image)          # 2-D uint8 / uint16 / int16 array
 >>> restored = codec.decompress(data)     # same shape and dtype
+
+Names that need PyTorch (``models``, ``Codec``, ``load``, ``compress``,
+``decompress``) are imported on first use, so ``medvae.io`` and ``medvae info``
+start without loading torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from medvae.bitstream import Header, read_header, read_metadata
+from medvae.errors import BitstreamError, InputError, MedVAEError
 
 __version__ = "0.1.0"
 
-from medvae import models
-from medvae.bitstream import Header, read_header, read_metadata
-from medvae.codec import Codec, compress, decompress, load
-from medvae.errors import BitstreamError, InputError, MedVAEError
+_LAZY = {
+    "models": ("medvae.models", None),
+    "Codec": ("medvae.codec", "Codec"),
+    "load": ("medvae.codec", "load"),
+    "compress": ("medvae.codec", "compress"),
+    "decompress": ("medvae.codec", "decompress"),
+}
 
 __all__ = [
     "BitstreamError",
@@ -26,3 +41,17 @@ __all__ = [
     "read_header",
     "read_metadata",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'medvae' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
