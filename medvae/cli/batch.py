@@ -1,0 +1,266 @@
+"""Run one job per input file, in this process or in worker processes, and report.
+
+Each job returns an :class:`Outcome` and never raises: a failure becomes one
+line ``path: reason`` on stderr (the traceback too with ``--debug``) and the
+batch goes on. A tqdm progress bar runs on stderr; the summary table goes to
+stdout. Exit status: 0 when every file succeeded (or was skipped), 1 when any
+failed.
+
+Every process codes with one torch thread (:func:`one_thread`), in this process
+too: decoding with another thread count can change a few pixels by one (float
+sums in another order), and in the worst case the hyperprior's scales, so one
+thread count everywhere keeps outputs identical whatever ``--workers`` is. With
+``workers > 1`` the jobs run in ``spawn``-ed processes; each loads the model once
+(``initializer``), so K workers use K cores.
+Workers ignore Ctrl-C: the main process stops handing out files and waits for
+the files in progress to finish, so nothing is left half-done.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from medvae.cli.files import Problem, Task
+from medvae.errors import MedVAEError
+
+
+@dataclass
+class Outcome:
+    """What happened to one input file.
+
+    ``status`` is ``ok``, ``failed`` or ``skipped``; the byte and pixel counts
+    cover the outputs written (``image_bytes`` is the coded image alone, without
+    the stored source header; ``pixels`` counts the coded slices' pixels).
+    """
+
+    source: Path
+    status: str = "ok"
+    message: str = ""
+    details: str = ""  # traceback, shown with --debug
+    outputs: list[Path] = field(default_factory=list)
+    slices: int = 0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    image_bytes: int = 0
+    pixels: int = 0
+    bpp_sum: float = 0.0  # sum over slices of image-only bpp, for the mean
+    file_bpp_sum: float = 0.0  # sum over slices of whole-file bpp (source header included)
+
+
+def failure(source: Path, exc: BaseException, debug: bool = False) -> Outcome:
+    """An :class:`Outcome` for a job that raised ``exc``: one line naming the reason."""
+    return Outcome(source, "failed", reason(exc, source), traceback.format_exc() if debug else "")
+
+
+def reason(exc: BaseException, source: Path | str | None = None) -> str:
+    """One line saying why, without repeating the file name the line starts with.
+
+    Errors MedVAE raises on purpose (and missing or unreadable files) read as
+    their message; anything else is labelled unexpected, with a pointer to ``--debug``.
+    """
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if source is not None:
+        for prefix in (f"{source}: ", f"{Path(source).resolve()}: "):
+            if text.startswith(prefix):
+                text = text[len(prefix) :]
+    if isinstance(exc, FileExistsError):
+        return f"{text or exc}; pass --force to overwrite it or --skip-existing to keep it"
+    if isinstance(exc, (MedVAEError, OSError)):
+        if isinstance(exc, OSError) and exc.strerror:
+            return exc.strerror + (f" ({exc.filename})" if exc.filename and str(exc.filename) != str(source) else "")
+        return text or type(exc).__name__
+    return f"unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)"
+
+
+# ------------------------------------------------------------------ running
+
+
+@contextmanager
+def quiet_warnings(debug: bool) -> Iterator[None]:
+    """Hide library warnings (pydicom's notes on odd values...) unless ``--debug``: one line per file."""
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.simplefilter("ignore")
+        yield
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch with one intra-op thread inside the block (see the module docstring)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _init_worker(init: Callable[..., Any] | None, init_args: tuple, debug: bool) -> None:
+    """Worker process start-up: ignore Ctrl-C, one torch thread, load the model once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not debug:
+        warnings.simplefilter("ignore")
+    import torch
+
+    torch.set_num_threads(1)
+    if init is not None:
+        init(*init_args)
+
+
+def run(
+    tasks: Sequence[Task],
+    job: Callable[[Task], Outcome],
+    *,
+    workers: int = 1,
+    init: Callable[..., Any] | None = None,
+    init_args: tuple = (),
+    debug: bool = False,
+    desc: str = "",
+    err: TextIO | None = None,
+) -> list[Outcome]:
+    """Run ``job`` on every task and return the outcomes in task order.
+
+    ``init(*init_args)`` prepares each process (the model); ``job`` must be a
+    module-level function so worker processes can import it. Failures are
+    printed as they happen.
+    """
+    from tqdm import tqdm
+
+    err = err or sys.stderr
+    outcomes: dict[int, Outcome] = {}
+    bar = tqdm(total=len(tasks), desc=desc, unit="file", file=err, disable=None, dynamic_ncols=True)
+
+    def record(i: int, outcome: Outcome) -> None:
+        outcomes[i] = outcome
+        if outcome.status == "failed":
+            bar.write(f"{outcome.source}: {outcome.message}", file=err)
+            if debug and outcome.details:
+                bar.write(outcome.details.rstrip(), file=err)
+        bar.update(1)
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            with one_thread(), quiet_warnings(debug):
+                if init is not None:
+                    init(*init_args)
+                for i, task in enumerate(tasks):
+                    record(i, job(task))
+        else:
+            _run_pool(tasks, job, workers, init, init_args, debug, record)
+    finally:
+        bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return [outcomes[i] for i in range(len(tasks))]
+
+
+def _run_pool(tasks, job, workers, init, init_args, debug, record) -> None:
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker,
+        initargs=(init, init_args, debug)
+    )
+    futures = {pool.submit(job, task): i for i, task in enumerate(tasks)}
+    try:
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                i = futures[future]
+                try:
+                    record(i, future.result())
+                except BrokenProcessPool:
+                    record(i, Outcome(tasks[i].source, "failed",
+                                      "a worker process died (out of memory?); rerun this file with --workers 1"))
+                except Exception as exc:  # the model failed to load in the worker, or a pickling error
+                    record(i, failure(tasks[i].source, exc))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # let files in progress finish; start no more
+        raise
+    pool.shutdown(wait=True)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+# ------------------------------------------------------------------ reporting
+
+
+def report_problems(problems: Sequence[Problem], err: TextIO | None = None) -> list[Outcome]:
+    """Print inputs that could not be planned, as failures."""
+    err = err or sys.stderr
+    for p in problems:
+        print(f"{p.source}: {p.reason}", file=err)
+    return [Outcome(p.source, "failed", p.reason) for p in problems]
+
+
+def summary_rows(outcomes: Sequence[Outcome], seconds: float, *, rates: bool) -> list[tuple[str, str]]:
+    """The summary table as (label, value) rows.
+
+    ``rates`` adds the compression figures: ratio = input bytes / output bytes
+    (file sizes, what the disk sees) and the mean over the coded slices of their
+    bits per pixel, of the image data alone and of the whole ``.mvae`` files.
+    """
+    ok = [o for o in outcomes if o.status == "ok"]
+    n_failed = sum(o.status == "failed" for o in outcomes)
+    n_skipped = sum(o.status == "skipped" for o in outcomes)
+    slices = sum(o.slices for o in ok)
+    in_bytes = sum(o.input_bytes for o in ok)
+    out_bytes = sum(o.output_bytes for o in ok)
+    rows = [
+        ("files", f"{len(ok)} ok, {n_failed} failed, {n_skipped} skipped"),
+        ("slices", f"{slices}"),
+        ("input bytes", f"{in_bytes:,}"),
+        ("output bytes", f"{out_bytes:,}"),
+    ]
+    if rates:
+        ratio = f"{in_bytes / out_bytes:.2f}:1" if out_bytes else "-"
+        if slices:
+            image_bpp = sum(o.bpp_sum for o in ok) / slices
+            file_bpp = sum(o.file_bpp_sum for o in ok) / slices
+            bpp = f"{image_bpp:.4f} (image data; {file_bpp:.4f} whole files, source headers included)"
+        else:
+            bpp = "-"
+        rows += [("ratio", ratio), ("mean bpp", bpp)]
+    rows.append(("time", f"{seconds:.1f} s"))
+    return rows
+
+
+def print_summary(outcomes: Sequence[Outcome], seconds: float, *, rates: bool, out: TextIO | None = None) -> None:
+    """Print the summary table (see :func:`summary_rows`)."""
+    out = out or sys.stdout
+    for label, value in summary_rows(outcomes, seconds, rates=rates):
+        print(f"{label:<13} {value}", file=out)
+
+
+def exit_status(outcomes: Sequence[Outcome]) -> int:
+    """0 when nothing failed, else 1."""
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def elapsed(start: float) -> float:
+    """Seconds since ``start`` (``time.perf_counter()``)."""
+    return time.perf_counter() - start

@@ -1,0 +1,199 @@
+"""``medvae compress``: DICOM (and NIfTI, NRRD, PNG, TIFF, .npy) files and folders to ``.mvae``.
+
+One ``.mvae`` per slice, mirroring the input tree under OUT: ``x.dcm`` becomes
+``OUT/x.mvae``; a multi-slice input (multi-frame DICOM, NIfTI/NRRD volume,
+3-D .npy, multi-page TIFF) ``x.nii.gz`` becomes ``OUT/x/slice_0000.mvae``...
+Each file carries the source's header, so ``medvae decompress`` writes the
+source format back. Inputs are only read; outputs are written atomically and
+never replace existing files unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from medvae.cli import batch
+from medvae.cli.files import Task, UsageError, plan, publish, slice_paths
+
+EXAMPLES = """examples:
+  medvae compress scans/ -o scans_mvae/                 every file under scans/, tree mirrored
+  medvae compress a.dcm b.dcm -o out/ --model runs/x/best.pt
+  medvae compress study/ -o out/ --workers 2 --skip-existing   resume an interrupted run
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-file behaviour shared by every job."""
+
+    force: bool = False
+    skip_existing: bool = False
+    debug: bool = False
+
+
+_state: dict = {}
+
+
+@lru_cache(maxsize=2)
+def load_codec(model: str, quality: int | None = None):
+    """The codec for ``--model``/``--quality`` (cached: each process loads it once).
+
+    A checkpoint that does not fit the installed model code (a state-dict
+    mismatch, a damaged file) is a one-line :class:`MedVAEError`, not a traceback.
+    """
+    import medvae
+    from medvae.errors import MedVAEError
+
+    try:
+        return medvae.load(model, quality)
+    except MedVAEError as exc:
+        raise MedVAEError(str(exc).replace("pass a checkpoint path instead", "pass --model CHECKPOINT")) from exc
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise MedVAEError(
+            f"{model}: cannot load the model ({type(exc).__name__}: {first}); "
+            "was it written by another MedVAE version?"
+        ) from exc
+
+
+def check_model_args(model: str, quality: int | None) -> None:
+    """``--quality`` picks among shipped weights; a checkpoint file has exactly one quality."""
+    if quality is not None and Path(model).is_file():
+        raise UsageError("--quality applies to shipped models; a checkpoint file has a single quality")
+
+
+def setup(model: str, quality: int | None, options: Options) -> None:
+    """Prepare this process for :func:`compress_file` (the model, the options)."""
+    _state["codec"] = load_codec(model, quality)
+    _state["options"] = options
+
+
+def compress_file(task: Task) -> batch.Outcome:
+    """Compress every slice of one input file; never raises."""
+    from medvae import io as mio
+    from medvae import source_metadata
+
+    options: Options = _state["options"]
+    codec = _state["codec"]
+    outcome = batch.Outcome(task.source)
+    try:
+        outcome.input_bytes = task.source.stat().st_size
+        if options.skip_existing and slice_paths(task.base, 1, ".mvae")[0].exists():
+            return batch.Outcome(task.source, "skipped", "output exists")  # done before; no need to read it
+        stack = mio.read(task.source)
+        targets = slice_paths(task.base, len(stack), ".mvae")
+        todo = select(targets, task.source, options, outcome)
+        if not todo:
+            return batch.Outcome(task.source, "skipped", "outputs exist")
+        for i in todo:
+            meta = source_metadata.pack(source_metadata.from_stack(stack, i))
+            data = codec.compress(stack.pixels[i], bits_stored=stack.bits_stored, metadata=meta)
+            publish(targets[i], data, overwrite=options.force)
+            h, w = stack.pixels[i].shape
+            count(outcome, targets[i], len(data), len(data) - len(meta), h * w)
+    except Exception as exc:  # one line per file; the batch goes on
+        failed = batch.failure(task.source, exc, options.debug)
+        if outcome.outputs:
+            failed.message += f" ({len(outcome.outputs)} slice(s) were written before the failure)"
+        return failed
+    return outcome
+
+
+def select(targets: list[Path], source: Path, options: Options, outcome: batch.Outcome) -> list[int]:
+    """Indices of the slices to code now.
+
+    Existing outputs fail the file (``FileExistsError``) unless ``--force``
+    (overwrite) or ``--skip-existing`` (keep them: they are complete, since
+    every write is atomic; they count in the summary).
+    """
+    import medvae
+    from medvae.errors import MedVAEError
+
+    if any(t.resolve() == source.resolve() for t in targets):
+        raise UsageError("refusing to overwrite the input with its own output")
+    existing = [i for i, t in enumerate(targets) if t.exists()]
+    if not existing or options.force:
+        return list(range(len(targets)))
+    if not options.skip_existing:
+        raise FileExistsError(f"output {targets[existing[0]]} exists")
+    if len(existing) == len(targets):
+        return []
+    for i in existing:
+        data = targets[i].read_bytes()
+        try:
+            header = medvae.read_header(data)  # verified: complete unless damaged since
+        except MedVAEError as exc:
+            raise MedVAEError(f"existing output {targets[i]}: {exc}; remove it or pass --force") from None
+        h, w = header.shape
+        count(outcome, targets[i], len(data), len(data) - header.metadata_bytes, h * w)
+    return [i for i in range(len(targets)) if i not in existing]
+
+
+def count(outcome: batch.Outcome, path: Path, n_bytes: int, image_bytes: int, pixels: int) -> None:
+    """Add one written slice to ``outcome``."""
+    outcome.outputs.append(path)
+    outcome.slices += 1
+    outcome.output_bytes += n_bytes
+    outcome.image_bytes += image_bytes
+    outcome.pixels += pixels
+    outcome.bpp_sum += 8.0 * image_bytes / pixels
+    outcome.file_bpp_sum += 8.0 * n_bytes / pixels
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``medvae compress``: 0 all done, 1 some files failed (2 comes from usage errors)."""
+    with batch.quiet_warnings(args.debug):
+        return compress_all(args)
+
+
+def compress_all(args: argparse.Namespace) -> int:
+    """Plan, run and summarize the batch."""
+    start = time.perf_counter()
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.force and args.skip_existing:
+        raise UsageError("--force and --skip-existing exclude each other")
+    check_model_args(args.model, args.quality)
+    out = Path(args.output)
+    tasks, problems = plan(args.inputs, out)
+    if not tasks and not problems:
+        raise UsageError("no input files")
+    load_codec(args.model, args.quality)  # fail fast (exit 2) on a bad --model
+    outcomes = batch.report_problems(problems)
+    options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug)
+    outcomes += batch.run(
+        tasks, compress_file, workers=args.workers, init=setup, init_args=(args.model, args.quality, options),
+        debug=args.debug, desc="compress",
+    )
+    batch.print_summary(outcomes, batch.elapsed(start), rates=True)
+    return batch.exit_status(outcomes)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-o``, ``--force``, ``--skip-existing``, ``--workers``, ``--debug``: shared with decompress."""
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="leave existing outputs alone and count them (resume an interrupted run)")
+    parser.add_argument("--workers", type=int, default=1, metavar="K", help="files processed in parallel (default 1)")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compress", help="compress DICOM/NIfTI/NRRD/PNG/TIFF/.npy files and folders to .mvae",
+        description=__doc__.replace("``", ""), epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders (searched recursively)")
+    add_common_arguments(parser)
+    parser.add_argument("--model", default="medvae", metavar="NAME|CHECKPOINT",
+                        help="shipped model name or checkpoint file (default: medvae)")
+    parser.add_argument("--quality", type=int, default=None, metavar="Q",
+                        help="quality of a shipped model (default: its default quality)")
+    parser.set_defaults(func=run)

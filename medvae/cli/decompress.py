@@ -1,0 +1,125 @@
+"""``medvae decompress``: ``.mvae`` files and folders back to the source's format.
+
+``OUT/x.mvae`` from a DICOM source becomes ``x.dcm``: the source's attributes,
+with the lossy-compression attributes set, a new SOP Instance UID and a
+reference to the source image. Other sources come back as they were stored:
+a PNG as 16-bit (or 8-bit) PNG, a NIfTI or NRRD volume slice as a one-slice
+NIfTI or NRRD at the slice's position, a TIFF page as TIFF, a .npy slice as
+.npy. A bitstream written through the Python API (no source header) becomes
+``.npy``. Folders are searched recursively for ``*.mvae``; the tree is mirrored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from medvae.cli import batch
+from medvae.cli import compress
+from medvae.cli.compress import Options, add_common_arguments
+from medvae.cli.files import Task, UsageError, plan, publish
+
+EXAMPLES = """examples:
+  medvae decompress scans_mvae/ -o restored/
+  medvae decompress x.mvae -o restored/ --model runs/x/best.pt   weights that are not shipped
+"""
+
+
+_state: dict = {}
+
+
+def load_codec(model: str | None):
+    """The codec for ``--model`` (None: the shipped weights each file's header names)."""
+    return None if model is None else compress.load_codec(model)
+
+
+def setup(model: str | None, options: Options) -> None:
+    """Prepare this process for :func:`decompress_file`."""
+    _state["codec"] = load_codec(model)
+    _state["options"] = options
+
+
+def decompress_file(task: Task) -> batch.Outcome:
+    """Decode one ``.mvae`` file and write the restored image; never raises."""
+    options: Options = _state["options"]
+    try:
+        return restore(task, _state["codec"], options)
+    except Exception as exc:  # one line per file; the batch goes on
+        failed = batch.failure(task.source, exc, options.debug)
+        failed.message = failed.message.replace("(model=...)", "(--model CHECKPOINT)")
+        return failed
+
+
+def restore(task: Task, codec, options: Options) -> batch.Outcome:
+    """Decode ``task.source`` with ``codec`` (shipped weights when None) and publish the result."""
+    import medvae
+    from medvae import bitstream, metrics, source_metadata
+    from medvae.cli.restore import render, suffix_for
+
+    data = task.source.read_bytes()
+    header, _, meta = bitstream.unpack(data)  # verifies magic, lengths and CRC before any decoding
+    info = source_metadata.unpack(meta) if source_metadata.is_source_metadata(meta) else None
+    target = task.base.with_name(task.base.name + suffix_for(info))
+    if target.resolve() == task.source.resolve():
+        raise UsageError("refusing to overwrite the input with its own output")
+    if target.exists() and not options.force:
+        if options.skip_existing:
+            return batch.Outcome(task.source, "skipped", "output exists")
+        raise FileExistsError(f"output {target} exists")
+    image = medvae.decompress(data) if codec is None else codec.decompress(data)
+    image_bytes = header.n_bytes - header.metadata_bytes
+    bits = header.bits_stored or (info.bits_stored if info else 0) or image.dtype.itemsize * 8
+    ratio = metrics.compression_ratio(image_bytes, header.shape, bits)
+    blob = render(image, info, compression_ratio=ratio, name=str(target))
+    publish(target, blob, overwrite=options.force)
+    pixels = header.shape[0] * header.shape[1]
+    return batch.Outcome(
+        task.source, outputs=[target], slices=1, input_bytes=len(data), output_bytes=len(blob),
+        image_bytes=image_bytes, pixels=pixels, bpp_sum=8.0 * image_bytes / pixels,
+        file_bpp_sum=8.0 * len(data) / pixels,
+    )
+
+
+def is_bitstream_name(path: Path) -> bool:
+    """Folders are searched for ``*.mvae`` files only."""
+    return path.name.lower().endswith(".mvae")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``medvae decompress``: 0 all done, 1 some files failed (2 comes from usage errors)."""
+    with batch.quiet_warnings(args.debug):
+        return decompress_all(args)
+
+
+def decompress_all(args: argparse.Namespace) -> int:
+    """Plan, run and summarize the batch."""
+    start = time.perf_counter()
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.force and args.skip_existing:
+        raise UsageError("--force and --skip-existing exclude each other")
+    tasks, problems = plan(args.inputs, Path(args.output), keep=is_bitstream_name)
+    if not tasks and not problems:
+        raise UsageError("no .mvae files")
+    load_codec(args.model)  # fail fast (exit 2) on a bad --model
+    outcomes = batch.report_problems(problems)
+    options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug)
+    outcomes += batch.run(
+        tasks, decompress_file, workers=args.workers, init=setup, init_args=(args.model, options),
+        debug=args.debug, desc="decompress",
+    )
+    batch.print_summary(outcomes, batch.elapsed(start), rates=False)
+    return batch.exit_status(outcomes)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "decompress", help="restore .mvae files to DICOM (or the source's format)",
+        description=__doc__.replace("``", ""), epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help=".mvae files or folders (searched recursively)")
+    add_common_arguments(parser)
+    parser.add_argument("--model", default=None, metavar="NAME|CHECKPOINT",
+                        help="weights to decode with (default: the shipped weights named in each file)")
+    parser.set_defaults(func=run)

@@ -1,0 +1,127 @@
+"""``medvae info``: what a ``.mvae`` file holds, read from its header without decoding the image.
+
+The container is verified (magic, lengths, CRC) before anything is shown, so a
+damaged file is reported as such. Shows the model and the fingerprint of its
+weights (and whether they are installed), the image's shape, dtype, bit depth
+and intensity mapping, the bytes (image data and stored source header), bits
+per pixel and compression ratio, and the source the slice came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from medvae.cli import batch
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """Everything ``medvae info`` shows about one file, as plain values."""
+    from medvae import bitstream, source_metadata, zoo
+    from medvae.errors import BitstreamError
+
+    data = Path(path).read_bytes()
+    header, _, meta = bitstream.unpack(data)
+    h, w = header.shape
+    image_bytes = header.n_bytes - header.metadata_bytes
+    try:
+        weights = zoo.path_for_fingerprint(header.model, header.fingerprint).name
+    except BitstreamError:
+        weights = None
+    info: dict[str, Any] = {
+        "file": str(path),
+        "model": header.model,
+        "fingerprint": header.fingerprint,
+        "weights_installed": weights,
+        "shape": [h, w],
+        "dtype": str(header.dtype),
+        "bits_stored": header.bits_stored,
+        "value_range": list(header.value_range),
+        "latent_shape": list(header.latent_shape),
+        "bytes": header.n_bytes,
+        "image_bytes": image_bytes,
+        "metadata_bytes": header.metadata_bytes,
+        # The definitions of medvae.metrics.bpp / compression_ratio, inline because
+        # medvae.metrics imports torch, which `medvae info` does not need.
+        "bpp": header.bpp,
+        "image_bpp": 8.0 * image_bytes / (h * w),
+        "compression_ratio": (h * w * header.bits_stored / 8.0) / image_bytes if header.bits_stored else None,
+        "source": None,
+    }
+    if source_metadata.is_source_metadata(meta):
+        src = source_metadata.unpack(meta)
+        info["source"] = {
+            "format": src.format, "name": src.name, "slice": src.slice, "slices": src.slices,
+            "modality": src.modality, "bits_stored": src.bits_stored, "signed": src.signed,
+        }
+        if src.dataset is not None:
+            sop = src.dataset.get("SOPClassUID")
+            info["source"]["sop_class"] = getattr(sop, "name", None) or (str(sop) if sop else None)
+    return info
+
+
+def format_text(info: dict[str, Any]) -> str:
+    """The human-readable block for one file."""
+    h, w = info["shape"]
+    weights = (f"installed ({info['weights_installed']})" if info["weights_installed"]
+               else "not shipped; decode with --model CHECKPOINT")
+    bits = f"{info['bits_stored']} bits stored" if info["bits_stored"] else "bits stored unknown"
+    lo, hi = info["value_range"]
+    ratio = f"{info['compression_ratio']:.2f}:1 (image data vs {info['bits_stored']} bits/pixel)" \
+        if info["compression_ratio"] else "-"
+    rows = [
+        ("file", info["file"]),
+        ("model", f"{info['model']}, weights {info['fingerprint']} ({weights})"),
+        ("image", f"{h} x {w}, {info['dtype']}, {bits}"),
+        ("mapping", f"stored values [{lo}, {hi}] -> [0, 1]"),
+        ("latent", " x ".join(str(s) for s in info["latent_shape"])),
+        ("bytes", f"{info['bytes']:,} total = {info['image_bytes']:,} image"
+                  f" + {info['metadata_bytes']:,} source header"),
+        ("bpp", f"{info['image_bpp']:.4f} image data, {info['bpp']:.4f} whole file"),
+        ("ratio", ratio),
+    ]
+    src = info["source"]
+    if src:
+        where = f"slice {src['slice'] + 1} of {src['slices']}"
+        extra = f", {src['sop_class']}" if src.get("sop_class") else ""
+        rows.append(("source", f"{src['format']} {src['name']} ({where}), {src['modality']}{extra}"))
+    else:
+        rows.append(("source", "not recorded (decodes to .npy)"))
+    return "\n".join(f"{label:<8} {value}" for label, value in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``medvae info``: exit 1 if any file could not be read."""
+    results, status = [], 0
+    for name in args.files:
+        path = Path(name)
+        try:
+            with batch.quiet_warnings(args.debug):
+                results.append(describe(path))
+        except Exception as exc:  # one line per file, then the next
+            if args.debug:
+                raise
+            print(f"{path}: {batch.reason(exc, path)}", file=sys.stderr)
+            status = 1
+            continue
+        if not args.json:
+            if len(results) > 1:
+                print()
+            print(format_text(results[-1]))
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return status
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "info", help="show a .mvae file's header without decoding it", description=__doc__.replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE.mvae")
+    parser.add_argument("--json", action="store_true", help="print JSON (a list, one object per file)")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    parser.set_defaults(func=run)
