@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +43,10 @@ def model_record(model: CompressionModel, half: bool = False) -> dict[str, Any]:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from medvae.io.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_model(model: CompressionModel, path: str | os.PathLike, half: bool = False, **extra: Any) -> None:
@@ -73,7 +66,13 @@ def load_model(path: str | os.PathLike) -> CompressionModel:
         raise MedVAEError(f"{path}: not a readable checkpoint ({exc})") from None
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
         raise MedVAEError(f"{path}: not a MedVAE checkpoint")
-    model = create(record["model"], **record["model_config"])
     state = {k: v.float() if v.is_floating_point() else v for k, v in record["state_dict"].items()}
-    model.load_state_dict(state)
+    try:
+        model = create(record["model"], **record["model_config"])
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MedVAEError(
+            f"{path}: checkpoint does not fit this MedVAE's {record.get('model')!r} model ({first})"
+        ) from None
     return model.eval()

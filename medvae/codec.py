@@ -6,7 +6,10 @@ The Python API, the command line, the tests and ``evaluate.py`` all go through
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +24,34 @@ from medvae.errors import BitstreamError, InputError
 from medvae.intensity import check_image, default_value_range, denormalize, normalize
 
 
+#: Torch threads used while coding. Convolution results depend on how the work is split
+#: between threads; the entropy decoder depends on those results (through the hyperprior's
+#: scales), so every encode and decode runs with this fixed count, whatever the caller set.
+CODING_THREADS = 1
+
+
+@contextmanager
+def fixed_threads(n: int = CODING_THREADS) -> Iterator[None]:
+    """Run the block with ``n`` intra-op torch threads, then restore the caller's setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _with_fixed_threads(method):
+    """Decorator: run a coding method under :func:`fixed_threads`."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with fixed_threads():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
 class Codec:
     """Compresses 2-D integer images to bytes and back with one model's weights.
 
@@ -31,6 +62,10 @@ class Codec:
         device: where the transforms run. Decode on the same kind of device you
             encoded on: float results differ across CPU and GPU, and the entropy
             decoder depends on them.
+
+    Coding always runs with :data:`CODING_THREADS` torch threads, so bitstreams and
+    decoded images do not depend on the caller's thread setting (use several
+    processes to code many images in parallel, as ``medvae compress --workers`` does).
     """
 
     def __init__(self, model: CompressionModel, *, device: str | torch.device = "cpu", update_tables: bool = False):
@@ -66,6 +101,7 @@ class Codec:
         return denormalize(x_hat[0, 0, :h, :w].float().cpu().numpy(), *value_range, dtype)
 
     @torch.inference_mode()
+    @_with_fixed_threads
     def compress(
         self, image: np.ndarray, *, value_range: tuple[int, int] | None = None, bits_stored: int = 0, metadata: bytes = b""
     ) -> bytes:
@@ -91,6 +127,7 @@ class Codec:
         return bitstream.pack(header, [group[0] for group in out["strings"]], metadata)
 
     @torch.inference_mode()
+    @_with_fixed_threads
     def decompress(self, data: bytes) -> np.ndarray:
         """Decode a container written with these weights; same shape and dtype as the input."""
         header, strings, _ = bitstream.unpack(data)
@@ -109,6 +146,7 @@ class Codec:
         return self._restore(out["x_hat"], header.shape, header.value_range, header.dtype)
 
     @torch.inference_mode()
+    @_with_fixed_threads
     def reconstruct(self, image: np.ndarray, *, value_range: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
         """Eval-mode forward pass without entropy coding: (decoded image, estimated bpp).
 

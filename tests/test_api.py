@@ -46,3 +46,15 @@ def test_codec_rejects_models_it_cannot_name():
 
     with pytest.raises(TypeError):
         medvae.Codec(torch.nn.Conv2d(1, 1, 3))
+
+
+def test_checkpoint_that_no_longer_fits_the_model_code_is_one_clear_error(tmp_path):
+    import torch
+
+    save_model(small_model("medvae"), tmp_path / "m.pt")
+    record = torch.load(tmp_path / "m.pt", weights_only=False)
+    record["state_dict"] = {k: v for k, v in record["state_dict"].items() if not k.startswith("fusion.")}
+    torch.save(record, tmp_path / "old.pt")
+    with pytest.raises(medvae.MedVAEError, match="does not fit") as info:
+        medvae.load(tmp_path / "old.pt")
+    assert "\n" not in str(info.value)

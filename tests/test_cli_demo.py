@@ -15,7 +15,6 @@ from medvae import io as mio
 from medvae import metrics
 from medvae.checkpoint import save_model
 from medvae.cli import main
-from medvae.cli.batch import one_thread
 from medvae.cli.demo import find_sample
 
 
@@ -64,8 +63,7 @@ def test_demo_compresses_restores_and_compares(tmp_path, checkpoint, capsys):
     # the restored DICOM keeps the source's attributes and declares the lossy step
     back, source = pydicom.dcmread(dicom), pydicom.dcmread(sample)
     assert back.LossyImageCompression == "01" and back.PatientID == source.PatientID
-    with one_thread():  # as the demo decodes
-        assert np.array_equal(restored, medvae.load(checkpoint).decompress(mvae.read_bytes()))
+    assert np.array_equal(restored, medvae.load(checkpoint).decompress(mvae.read_bytes()))
     # the side-by-side PNG is an RGB(A) picture wider than tall (panels side by side)
     picture = imagecodecs.png_decode(png.read_bytes())
     assert picture.ndim == 3 and picture.shape[1] > picture.shape[0]

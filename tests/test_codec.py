@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -68,18 +69,24 @@ def test_negative_hounsfield_values_keep_their_sign(ct_like):
     assert medvae.read_header(codec.compress(ct_like)).value_range == (-1024, int(ct_like.max()))
 
 
-def test_bitstream_is_identical_with_one_and_two_threads(ct_like):
-    codec = medvae.Codec(small_model("medvae"))
-    image = np.resize(ct_like, (256, 200)).astype(np.int16)
+def test_bitstream_and_decoding_do_not_depend_on_the_callers_threads():
+    """Coding runs with a fixed thread count: bytes and pixels match whatever torch was set to.
+
+    At the paper's size (N=128, M=192) and 512×512, an unpinned decode differs in a
+    few pixels between 1 and 2 threads (seen here: 6 of 262,144 on this image).
+    """
+    torch.manual_seed(0)
+    codec = medvae.Codec(medvae.models.create("medvae", N=128, M=192))
+    image = np.random.default_rng(5).integers(-1024, 3072, size=(512, 512)).astype(np.int16)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = codec.compress(image)
+        restored_one = codec.decompress(one)
         torch.set_num_threads(2)
         two = codec.compress(image)
         restored_two = codec.decompress(one)
-        torch.set_num_threads(1)
-        restored_one = codec.decompress(one)
+        assert torch.get_num_threads() == 2  # the caller's setting is restored
     finally:
         torch.set_num_threads(before)
     assert one == two
@@ -101,7 +108,9 @@ def test_decoding_in_a_fresh_process_needs_only_bytes_and_weights(tmp_path, ct_l
         np.save(r"{tmp_path / 'decoded.npy'}", medvae.decompress(data, model=r"{tmp_path / 'weights.pt'}"))
         """
     )
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=300)
+    # The fresh process also runs with another torch thread setting than this one.
+    env = dict(os.environ, OMP_NUM_THREADS="2" if torch.get_num_threads() == 1 else "1")
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO, timeout=300, env=env)
     np.testing.assert_array_equal(np.load(tmp_path / "decoded.npy"), codec.decompress(data))
 
 

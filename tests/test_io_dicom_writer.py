@@ -192,3 +192,18 @@ def test_dcmtk_reads_the_output(tmp_path):
 
 def _values(value):
     return value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes must not leave owner-only (0600) files behind."""
+    import os
+
+    from medvae.io.files import atomic_path
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "out.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o644

@@ -6,11 +6,9 @@ batch goes on. A tqdm progress bar runs on stderr; the summary table goes to
 stdout. Exit status: 0 when every file succeeded (or was skipped), 1 when any
 failed.
 
-Every process codes with one torch thread (:func:`one_thread`), in this process
-too: decoding with another thread count can change a few pixels by one (float
-sums in another order), and in the worst case the hyperprior's scales, so one
-thread count everywhere keeps outputs identical whatever ``--workers`` is. With
-``workers > 1`` the jobs run in ``spawn``-ed processes; each loads the model once
+Outputs do not depend on ``--workers``: :class:`medvae.Codec` codes with a fixed
+torch thread count. With ``workers > 1`` the jobs run in ``spawn``-ed processes,
+each with one torch thread (no oversubscription); each loads the model once
 (``initializer``), so K workers use K cores.
 Workers ignore Ctrl-C: the main process stops handing out files and waits for
 the files in progress to finish, so nothing is left half-done.
@@ -97,19 +95,6 @@ def quiet_warnings(debug: bool) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch with one intra-op thread inside the block (see the module docstring)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _init_worker(init: Callable[..., Any] | None, init_args: tuple, debug: bool) -> None:
     """Worker process start-up: ignore Ctrl-C, one torch thread, load the model once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -156,7 +141,7 @@ def run(
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
         if workers <= 1 or len(tasks) <= 1:
-            with one_thread(), quiet_warnings(debug):
+            with quiet_warnings(debug):
                 if init is not None:
                     init(*init_args)
                 for i, task in enumerate(tasks):

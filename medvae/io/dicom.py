@@ -77,6 +77,8 @@ def check_image_dataset(ds: Dataset, path: str | Path) -> None:
         raise InputError(f"{path}: floating-point pixel data is not supported (stored integers only)")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if not photometric:
+        raise InputError(f"{path}: PhotometricInterpretation is missing; cannot tell grayscale from colour")
     if samples != 1 or photometric not in GRAYSCALE:
         raise InputError(
             f"{path}: colour image ({photometric or 'no PhotometricInterpretation'}, "

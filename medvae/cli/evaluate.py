@@ -1,0 +1,89 @@
+"""``medvae evaluate`` (and ``evaluate.py``): codecs × rate points over a dataset.
+
+Writes ``per_image.csv``, ``summary.json``, the R-D plots (``rd_*.png/.svg``)
+and a visual comparison of one slice at matched bpp (``visual.png/.svg``).
+
+Example::
+
+    medvae evaluate --data ../shared/data/corpus/MANIFEST.csv --split test --modality CT \\
+        --codecs jpeg2000,jpegxl,jpegls,jpeg,spiht,coiflet,medvae=runs/a/best.pt --out results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_CODECS = "jpeg2000,jpegxl,jpegls,jpeg,spiht,coiflet"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``evaluate.py`` and ``medvae evaluate``."""
+    parser.add_argument("--data", nargs="+", required=True, metavar="SOURCE", help="manifest CSV, folder(s) or image file(s)")
+    parser.add_argument("--split", default=None, help="manifest split (train/val/test); default: all")
+    parser.add_argument("--modality", default=None, help="keep one modality (CT, MR, CR ...)")
+    parser.add_argument(
+        "--codecs", action="append", default=None, metavar="SPEC",
+        help=f"codecs and rate points, e.g. 'jpeg2000,jpegls=0,2,medvae=ckpt.pt' (default: {DEFAULT_CODECS}); "
+        "repeatable; see docs/evaluation.md",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate at most this many slices")
+    parser.add_argument("--max-slices", type=int, default=None, help="at most this many (evenly spaced) slices per volume")
+    parser.add_argument("--visual-bpp", type=float, default=0.5, help="target bpp of the visual comparison (default 0.5)")
+    parser.add_argument("--visual-image", type=int, default=0, help="index of the slice shown in the visual comparison")
+    parser.add_argument("--no-plots", action="store_true", help="write the CSV and JSON only")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from medvae.errors import InputError
+    from medvae.evaluation import codecs as registry
+    from medvae.evaluation import datasets, plots
+    from medvae.evaluation import run as runner
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    points = registry.expand(args.codecs or [DEFAULT_CODECS])
+    images = datasets.load_images(args.data, args.split, modality=args.modality, max_slices=args.max_slices, limit=args.limit)
+    if not 0 <= args.visual_image < len(images):
+        raise InputError(f"--visual-image {args.visual_image} is out of range (0..{len(images) - 1})")
+    meta = runner.run_metadata(
+        data=[str(d) for d in args.data], split=args.split, modality=args.modality,
+        codecs=args.codecs or [DEFAULT_CODECS], command=" ".join(sys.argv),
+        images=[f"{im.file}#{im.slice}" for im in images],
+        bits_stored=sorted({im.bits_stored for im in images}),
+        modalities=sorted({im.modality for im in images}),
+    )
+    print(f"evaluating {len(points)} rate points on {len(images)} slices", file=sys.stderr)
+    result = runner.evaluate(images, points, progress=not args.no_progress, keep=None if args.no_plots else args.visual_image, meta=meta)
+    out: Path = args.out
+    written = [runner.write_csv(result.rows, out / "per_image.csv"), runner.write_summary(result.summary, out / "summary.json")]
+    if not args.no_plots:
+        written += plots.plot_summary(result.summary, out)
+        shown = images[args.visual_image]
+        chosen = plots.nearest_points(result.rows, (shown.file, shown.slice), args.visual_bpp)
+        decoded = {point: result.decoded[point] for point in chosen.values() if point in result.decoded}
+        if decoded:
+            window = plots.useful_window(shown.pixels, shown.windows.get("soft_tissue"), shown.slope, shown.intercept)
+            written += plots.visual_comparison(
+                shown.pixels, decoded, out / "visual", window=window, slope=shown.slope, intercept=shown.intercept,
+                bits_stored=shown.bits_stored, title=f"{shown.file} slice {shown.slice}, target {args.visual_bpp} bpp",
+            )
+    print(runner.table(result.summary))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="R-D evaluation of codecs on a dataset", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)

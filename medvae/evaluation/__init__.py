@@ -1,0 +1,16 @@
+"""Rate–distortion evaluation: codecs behind one interface, runs, BD-rate, plots.
+
+>>> from medvae.evaluation import expand, evaluate
+>>> points = expand("jpeg2000,jpegls,medvae=runs/a/best.pt")
+>>> result = evaluate(images, points)              # per-image rows + summary
+>>> bd_rate(result.summary, "jpeg2000", "medvae")  # % rate change at equal PSNR
+
+Modules: :mod:`~medvae.evaluation.codecs` (registry, protocol), one module per
+codec family, :mod:`~medvae.evaluation.datasets` (what to evaluate on),
+:mod:`~medvae.evaluation.run` (the loop, CSV and JSON),
+:mod:`~medvae.evaluation.bdrate`, :mod:`~medvae.evaluation.plots`.
+"""
+
+from medvae.evaluation.codecs import ImageCodec, expand, families, parse_spec, sweep
+
+__all__ = ["ImageCodec", "expand", "families", "parse_spec", "sweep"]

@@ -1,0 +1,103 @@
+"""Learned codecs in the registry: one rate point per checkpoint, through :class:`medvae.Codec`.
+
+Family names are the registered model names (``medvae``, ``bls2017``,
+``balle2018``, ``bls-residual``). Values are checkpoint paths or globs
+(``medvae=runs/*/best.pt``), or shipped qualities (``medvae=q3``); no value
+means every shipped quality of that model. Rates are the real ``.mvae`` bytes,
+header and CRC included, never the likelihood estimate.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medvae.errors import InputError, MedVAEError
+from medvae.evaluation.codecs import Family, ImageCodec, register_family
+
+
+class Learned(ImageCodec):
+    """A :class:`medvae.Codec` as one rate point.
+
+    Args:
+        codec: the codec (weights) of this point.
+        family: curve name (the model family).
+        value: what identifies the point: a checkpoint stem or ``q<N>``.
+    """
+
+    knob = "model"
+    learned = True
+
+    def __init__(self, codec, family: str, value: str):
+        super().__init__(value, lossless=False)
+        self.codec = codec
+        self.family = family  # instance attribute: one class serves every model family
+
+    def encode(self, image: np.ndarray, bits_stored: int | None = None) -> bytes:
+        return self.codec.compress(image, bits_stored=int(bits_stored or 0))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.codec.decompress(data)
+
+
+def _from_path(family: str, path: Path) -> Learned:
+    import medvae
+
+    try:
+        codec = medvae.load(path)
+    except RuntimeError as exc:  # weights that do not fit the current model code
+        first = str(exc).strip().splitlines()[0]
+        raise MedVAEError(f"{path}: cannot load these weights into the current model code ({first})") from None
+    if codec.name != family:
+        raise InputError(f"{path} holds a {codec.name!r} model, not {family!r}")
+    stem = path.stem if path.stem not in ("best", "last", "model", "checkpoint") else f"{path.parent.name}/{path.stem}"
+    return Learned(codec, family, stem)
+
+
+def _shipped(family: str, quality: int) -> Learned:
+    import medvae
+
+    return Learned(medvae.load(family, quality=quality), family, f"q{quality}")
+
+
+def maker(family: str):
+    """The ``make`` function of a learned family (see :class:`~medvae.evaluation.codecs.Family`)."""
+
+    def make(value: str | None) -> list[ImageCodec]:
+        from medvae import zoo
+
+        if value is None:
+            qualities = zoo.qualities(family)
+            if not qualities:
+                raise MedVAEError(
+                    f"no shipped {family!r} weights are installed; name checkpoints instead: "
+                    f"--codecs {family}=path/to/checkpoint.pt"
+                )
+            return [_shipped(family, q) for q in qualities]
+        text = value.strip()
+        if text.lower().lstrip("q").isdigit() and not os.path.exists(text):
+            return [_shipped(family, int(text.lower().lstrip("q")))]
+        paths = sorted(glob.glob(os.path.expanduser(text))) if glob.has_magic(text) else [text]
+        if not paths:
+            raise InputError(f"no checkpoint matches {text!r}")
+        points = []
+        for p in paths:
+            if not Path(p).is_file():
+                raise FileNotFoundError(f"no such checkpoint: {p}")
+            points.append(_from_path(family, Path(p)))
+        return points
+
+    return make
+
+
+def _register() -> None:
+    from medvae.models import available
+
+    for name in available():
+        register_family(Family(name, maker(name), f"learned {name} checkpoints", learned=True))
+
+
+_register()

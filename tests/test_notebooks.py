@@ -1,0 +1,34 @@
+"""The notebooks run top to bottom (nbclient), so they never rot."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import REPO
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def test_the_notebooks_exist():
+    assert {p.name for p in NOTEBOOKS} >= {"quickstart.ipynb", "rd_curves.ipynb"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs(path, tmp_path):
+    # Run a copy inside a temporary notebooks/ folder so outputs stay out of the repo,
+    # with the same relative position to the corpus as the real one.
+    work = tmp_path / "notebooks"
+    work.mkdir()
+    shutil.copy(path, work / path.name)
+    nb = nbformat.read(work / path.name, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}})
+    client.execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    if path.stem == "rd_curves":
+        assert (work / "rd_curves_output" / "rd_psnr.png").is_file()
