@@ -3,9 +3,11 @@
 
 Prints a table (median of ``--repeats`` runs after one warm-up). Untrained models are
 used unless ``--checkpoint NAME=PATH`` is given: speed does not depend on training,
-bytes do (so untrained byte counts are only a sanity figure).
+bytes do (so untrained byte counts are only a sanity figure). Learned codecs code on one
+thread (``medvae.Codec`` pins it: the entropy coder must see the same floats on both
+sides); JPEG 2000 comes from the evaluation registry, rate-targeted like in ``evaluate.py``.
 
-    python benchmarks/speed.py [--threads 2] [--repeats 5] [--N 128 --M 192]
+    python benchmarks/speed.py [--repeats 5] [--N 128 --M 192] [--checkpoint medvae=PATH]
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import argparse
 import statistics
 import time
 
-import imagecodecs
 import numpy as np
 import torch
 
 import medvae
 from medvae.checkpoint import load_model
+from medvae.evaluation import codecs as registry
 
 
 def synthetic_ct(size: int = 512, seed: int = 0) -> np.ndarray:
@@ -44,8 +46,7 @@ def corpus_slice() -> np.ndarray | None:
     files = sorted(folder.glob("*.dcm"))
     if not files:
         return None
-    pixels = pydicom.dcmread(files[len(files) // 2]).pixel_array
-    return pixels.astype(np.int16) if pixels.dtype != np.int16 and pixels.max() < 32768 else pixels
+    return pydicom.dcmread(files[len(files) // 2]).pixel_array  # uint16, 12 bits stored
 
 
 def median_time(fn, repeats: int) -> tuple[float, object]:
@@ -60,38 +61,33 @@ def median_time(fn, repeats: int) -> tuple[float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--N", type=int, default=128)
     parser.add_argument("--M", type=int, default=192)
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH", help="use trained weights for a family")
     parser.add_argument("--synthetic", action="store_true", help="use a synthetic slice even when the corpus is present")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     image = None if args.synthetic else corpus_slice()
     source = "corpus CT (totalseg-abdomen)" if image is not None else "synthetic CT"
     if image is None:
         image = synthetic_ct()
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
 
-    print(f"512x512 {image.dtype} slice ({source}), torch {torch.__version__}, {args.threads} thread(s), "
+    bits = 12 if image is not None and source.startswith("corpus") else 16
+    print(f"{image.shape[0]}x{image.shape[1]} {image.dtype} slice ({source}, {bits} bits), torch {torch.__version__}, 1 coding thread, "
           f"median of {args.repeats} runs, untrained N={args.N} M={args.M} unless a checkpoint is named")
     print(f"{'codec':<26}{'encode s':>10}{'decode s':>10}{'bytes':>10}{'bpp':>8}")
     for name in medvae.models.available():
         model = load_model(checkpoints[name]) if name in checkpoints else medvae.models.create(name, N=args.N, M=args.M)
         codec = medvae.Codec(model)
-        enc, data = median_time(lambda: codec.compress(image), args.repeats)
+        enc, data = median_time(lambda: codec.compress(image, bits_stored=bits), args.repeats)
         dec, _ = median_time(lambda: codec.decompress(data), args.repeats)
         print(f"{name:<26}{enc:>10.3f}{dec:>10.3f}{len(data):>10}{8 * len(data) / image.size:>8.3f}")
-    # OpenJPEG: lossless, and lossy at a compression ratio (``level``) of 16 bits / 0.7 bpp.
-    j2k = {
-        "jpeg2000 lossless": lambda: imagecodecs.jpeg2k_encode(image, reversible=True),
-        "jpeg2000 lossy ~0.7 bpp": lambda: imagecodecs.jpeg2k_encode(image, level=16 / 0.7, reversible=False),
-    }
-    for label, encode in j2k.items():
-        enc, data = median_time(encode, args.repeats)
-        dec, _ = median_time(lambda: imagecodecs.jpeg2k_decode(data), args.repeats)
-        print(f"{label:<26}{enc:>10.3f}{dec:>10.3f}{len(data):>10}{8 * len(data) / image.size:>8.3f}")
+    for point in registry.expand("jpeg2000=lossless,0.25,0.5,1"):
+        enc, data = median_time(lambda: point.encode(image, bits), args.repeats)
+        dec, _ = median_time(lambda: point.decode(data), args.repeats)
+        print(f"{point.label:<26}{enc:>10.3f}{dec:>10.3f}{len(data):>10}{8 * len(data) / image.size:>8.3f}")
+
 
 if __name__ == "__main__":
     main()

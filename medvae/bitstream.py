@@ -59,7 +59,9 @@ class Header:
     @property
     def bpp(self) -> float:
         """Bits per pixel of the whole container, header and CRC included."""
-        return 8.0 * self.n_bytes / (self.shape[0] * self.shape[1])
+        from medvae.metrics import bpp
+
+        return bpp(self.n_bytes, self.shape)
 
 
 def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:

@@ -57,8 +57,18 @@ def _merge(base: dict[str, Any], update: dict[str, Any], where: str = "") -> dic
                 raise MedVAEError(f"config key {where}{key} must be a mapping")
             _merge(base[key], value, f"{where}{key}.")
         else:
-            base[key] = value
+            base[key] = _as_number(value, base[key], f"{where}{key}")
     return base
+
+
+def _as_number(value: Any, default: Any, name: str) -> Any:
+    """Numbers stay numbers: YAML 1.1 reads ``1e-4`` as a string, so convert it back."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)) or not isinstance(value, str):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise MedVAEError(f"config key {name} must be a number, not {value!r}") from None
 
 
 def apply_override(config: dict[str, Any], override: str) -> None:

@@ -19,12 +19,14 @@ Conventions
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
-import torch
 
 from medvae.intensity import normalize
+
+if TYPE_CHECKING:  # torch is imported where needed: rate metrics serve `medvae info` without it
+    import torch
 
 #: CT display windows as (center, width) in HU: what radiologists look at.
 CT_WINDOWS: dict[str, tuple[float, float]] = {
@@ -172,6 +174,8 @@ def ms_ssim(reference: np.ndarray, decoded: np.ndarray, lo: int, hi: int) -> flo
     reference's own min and max). Computed in float64 with data_range = 1;
     identical images give exactly 1. Small images: see :func:`ms_ssim_settings`.
     """
+    import torch
+
     reference, decoded = _pair(reference, decoded)
     if reference.ndim != 2:
         raise ValueError(f"expected 2-D images, got shape {reference.shape}")
@@ -196,6 +200,8 @@ def psnr_torch(x: torch.Tensor, x_hat: torch.Tensor, peak: float = 1.0) -> torch
 
     Returns a 0-dim tensor; an image reconstructed exactly contributes ``inf``.
     """
+    import torch
+
     if x.shape != x_hat.shape:
         raise ValueError(f"shape mismatch: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
     err = (x.detach().double() - x_hat.detach().double()).pow(2).flatten(1).mean(1)

@@ -26,6 +26,16 @@ def family_codec(request) -> medvae.Codec:
     return medvae.Codec(small_model(request.param))
 
 
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> str:
+    """A tiny untrained medvae (fast on 2 cores), saved as a checkpoint file for the CLI tests."""
+    from medvae.checkpoint import save_model
+
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_model(small_model("medvae"), path)
+    return str(path)
+
+
 @pytest.fixture()
 def ct_like() -> np.ndarray:
     """A 96×80 int16 'CT' with air, soft tissue, bone and the int16 extremes present."""

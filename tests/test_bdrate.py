@@ -58,6 +58,23 @@ def test_errors_are_input_errors():
     assert bd_rate(np.append(RATE, 5.0), np.append(PSNR, math.inf), RATE, PSNR) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_pchip_needs_three_points_and_agrees_on_exact_cases():
+    d_a = np.array([30.0, 35.0, 40.0])  # three points: too few for the cubic fit
+    r_a = 10 ** ((d_a - 40) / 10)
+    with pytest.raises(InputError):
+        bd_rate(r_a, d_a, r_a, d_a)
+    assert bd_rate(r_a, d_a, r_a, d_a, method="pchip") == pytest.approx(0.0, abs=1e-9)
+    # Log-rate linear in quality is reproduced exactly by PCHIP. Test curve sampled at other
+    # qualities, 0.05 lower in log10 R; overlap 32..40 dB -> 10**-0.05 - 1 = -10.87 %.
+    d_b = np.array([32.0, 36.0, 40.0, 44.0])
+    r_b = 10 ** ((d_b - 40) / 10 - 0.05)
+    assert bd_rate(r_a, d_a, r_b, d_b, method="pchip") == pytest.approx((10**-0.05 - 1) * 100, abs=1e-9)
+    assert bd_quality(r_a, d_a, r_a, d_a + 0.5, method="pchip") == pytest.approx(0.5, abs=1e-9)
+    assert bd_rate(RATE, PSNR, 0.9 * RATE, PSNR, method="pchip") == pytest.approx(-10.0, abs=1e-9)
+    with pytest.raises(InputError):
+        bd_rate(RATE, PSNR, RATE, PSNR, method="spline")
+
+
 def _summary(curves):
     return {
         "format": "medvae-evaluation-v1",

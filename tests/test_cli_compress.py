@@ -14,7 +14,6 @@ import torch
 
 import medvae
 from medvae import io as mio
-from medvae.checkpoint import save_model
 from medvae.cli import main
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpus"
@@ -37,15 +36,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
-    """A tiny untrained model (fast on 2 cores), saved as a checkpoint file."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_model(medvae.models.create("medvae", N=16, M=24), path)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

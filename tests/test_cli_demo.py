@@ -8,22 +8,12 @@ import imagecodecs
 import numpy as np
 import pydicom
 import pytest
-import torch
 
 import medvae
 from medvae import io as mio
 from medvae import metrics
-from medvae.checkpoint import save_model
 from medvae.cli import main
 from medvae.cli.demo import find_sample
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_model(medvae.models.create("medvae", N=16, M=24), path)
-    return str(path)
 
 
 def row(stdout: str, name: str) -> list[str]:

@@ -19,24 +19,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pydicom.data
-import pytest
-import torch
 
 import medvae
 from medvae import io as mio
-from medvae.checkpoint import save_model
 from medvae.cli.files import strip_suffix
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 SEPARATOR = "----- decompress -----"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_model(medvae.models.create("medvae", N=16, M=24), path)
-    return str(path)
 
 
 def run_cli_twice(src: Path, out: Path, restored: Path, checkpoint: str) -> tuple[list[int], str, str]:

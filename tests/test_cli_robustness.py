@@ -22,14 +22,6 @@ from medvae.cli import main
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_model(medvae.models.create("medvae", N=16, M=24), path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def mvae(tmp_path_factory, checkpoint) -> Path:
     """A good .mvae of CT_small.dcm (128×128), written by the command line."""
     out = tmp_path_factory.mktemp("good")

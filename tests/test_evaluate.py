@@ -38,7 +38,7 @@ def tiny(tmp_path_factory):
     return root
 
 
-def test_evaluate_py_writes_csv_json_and_plots(tiny, tmp_path):
+def test_evaluate_py_writes_csv_json_and_plots(tiny, tmp_path, capsys):
     out = tmp_path / "results"
     cmd = [sys.executable, str(REPO / "evaluate.py"), "--data", str(tiny / "MANIFEST.csv"), "--split", "test",
            "--out", str(out), "--no-progress", "--visual-bpp", "1.0"]
@@ -69,7 +69,10 @@ def test_evaluate_py_writes_csv_json_and_plots(tiny, tmp_path):
     assert "| jpeg2000 |" in proc.stdout
 
     # the summary feeds bd-rate and plot
-    assert main(["bd-rate", str(out / "summary.json"), "--anchor", "jpeg2000", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["bd-rate", str(out / "summary.json"), "--anchor", "jpeg2000", "--json", "--method", "pchip"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["method"] == "pchip" and set(report["bd_rate_percent"]) == {"jpegls", "spiht", "coiflet", "medvae"}
     assert main(["plot", str(out), "--out", str(tmp_path / "p"), "--metric", "psnr"]) == 0
     assert (tmp_path / "p" / "rd_psnr.svg").is_file()
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from medvae.cli.files import Problem, Task
+from medvae.cli.files import Problem, Task, UsageError
 from medvae.errors import MedVAEError
 
 
@@ -84,6 +84,14 @@ def reason(exc: BaseException, source: Path | str | None = None) -> str:
 
 
 # ------------------------------------------------------------------ running
+
+
+def check_batch_args(workers: int, force: bool, skip_existing: bool) -> None:
+    """The options every batch command shares, checked before any work starts."""
+    if workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if force and skip_existing:
+        raise UsageError("--force and --skip-existing exclude each other")
 
 
 @contextmanager

@@ -17,11 +17,11 @@ def run(args: argparse.Namespace) -> int:
 
     summary = merge_summaries([read_summary(r) for r in args.results])
     metrics = args.metric or ["psnr", "ms_ssim_db"]
-    result = bd_table(summary, args.anchor, metrics)
+    result = bd_table(summary, args.anchor, metrics, args.method)
     if args.json:
-        print(json.dumps({"anchor": args.anchor, "bd_rate_percent": result}, indent=1))
+        print(json.dumps({"anchor": args.anchor, "method": args.method, "bd_rate_percent": result}, indent=1))
         return 0
-    print(f"BD-rate (%) against {args.anchor} (negative = fewer bits at equal quality)")
+    print(f"BD-rate (%, {args.method}) against {args.anchor} (negative = fewer bits at equal quality)")
     width = max([len(c) for c in result] + [5])
     print(f"{'codec':<{width}}  " + "  ".join(f"{m:>16}" for m in metrics))
     for codec, values in result.items():
@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--metric", action="append", choices=("psnr", "ms_ssim_db", "psnr_soft_tissue", "psnr_lung", "psnr_bone"),
         help="quality axis (repeatable; default: psnr and ms_ssim_db)",
+    )
+    parser.add_argument(
+        "--method", choices=("cubic", "pchip"), default="cubic",
+        help="curve fit: cubic (VCEG-M33, 4+ points per curve) or pchip (piecewise cubic, 3+ points)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run)

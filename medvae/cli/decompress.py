@@ -95,10 +95,7 @@ def run(args: argparse.Namespace) -> int:
 def decompress_all(args: argparse.Namespace) -> int:
     """Plan, run and summarize the batch."""
     start = time.perf_counter()
-    if args.workers < 1:
-        raise UsageError("--workers must be at least 1")
-    if args.force and args.skip_existing:
-        raise UsageError("--force and --skip-existing exclude each other")
+    batch.check_batch_args(args.workers, args.force, args.skip_existing)
     tasks, problems = plan(args.inputs, Path(args.output), keep=is_bitstream_name)
     if not tasks and not problems:
         raise UsageError("no .mvae files")

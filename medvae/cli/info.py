@@ -20,7 +20,7 @@ from medvae.cli import batch
 
 def describe(path: Path) -> dict[str, Any]:
     """Everything ``medvae info`` shows about one file, as plain values."""
-    from medvae import bitstream, source_metadata, zoo
+    from medvae import bitstream, metrics, source_metadata, zoo
     from medvae.errors import BitstreamError
 
     data = Path(path).read_bytes()
@@ -44,11 +44,9 @@ def describe(path: Path) -> dict[str, Any]:
         "bytes": header.n_bytes,
         "image_bytes": image_bytes,
         "metadata_bytes": header.metadata_bytes,
-        # The definitions of medvae.metrics.bpp / compression_ratio, inline because
-        # medvae.metrics imports torch, which `medvae info` does not need.
         "bpp": header.bpp,
-        "image_bpp": 8.0 * image_bytes / (h * w),
-        "compression_ratio": (h * w * header.bits_stored / 8.0) / image_bytes if header.bits_stored else None,
+        "image_bpp": metrics.bpp(image_bytes, (h, w)),
+        "compression_ratio": metrics.compression_ratio(image_bytes, (h, w), header.bits_stored) if header.bits_stored else None,
         "source": None,
     }
     if source_metadata.is_source_metadata(meta):

@@ -10,11 +10,15 @@ a percentage::
 Negative means the test codec needs fewer bits for the same quality. BD-quality
 swaps the axes (quality as a cubic of log-rate, over the shared log-rate
 range) and is in the quality's unit (dB for PSNR and MS-SSIM in dB).
+
+``method="pchip"`` replaces the cubic fit by a piecewise-cubic Hermite
+interpolation through the points (as JVET's common test conditions do): it
+needs only 3 points per curve and cannot overshoot between them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -23,50 +27,75 @@ from medvae.errors import InputError
 #: Quality axes a summary can be compared on (MS-SSIM in dB, as in the literature).
 QUALITY_METRICS = ("psnr", "ms_ssim_db", "psnr_soft_tissue", "psnr_lung", "psnr_bone")
 
+Method = Literal["cubic", "pchip"]
+#: Fewest distinct points per curve each method accepts.
+MIN_POINTS = {"cubic": 4, "pchip": 3}
 
-def _curve(rate: Sequence[float], quality: Sequence[float], name: str) -> tuple[np.ndarray, np.ndarray]:
+
+def _curve(rate: Sequence[float], quality: Sequence[float], name: str, method: Method) -> tuple[np.ndarray, np.ndarray]:
+    if method not in MIN_POINTS:
+        raise InputError(f"unknown BD method {method!r}; use cubic or pchip")
     r = np.asarray(rate, dtype=np.float64)
     q = np.asarray(quality, dtype=np.float64)
     if r.shape != q.shape or r.ndim != 1:
         raise InputError(f"{name}: rate and quality need the same length")
     keep = np.isfinite(r) & np.isfinite(q) & (r > 0)
     r, q = r[keep], q[keep]
-    if len(np.unique(q)) < 4 or len(np.unique(r)) < 4:
-        raise InputError(f"{name}: BD needs at least 4 distinct finite R-D points, got {len(r)}")
+    need = MIN_POINTS[method]
+    if len(np.unique(q)) < need or len(np.unique(r)) < need:
+        raise InputError(f"{name}: {method} BD needs at least {need} distinct finite R-D points, got {len(r)}")
     return np.log10(r), q
 
 
-def _mean_gap(x_a: np.ndarray, y_a: np.ndarray, x_b: np.ndarray, y_b: np.ndarray) -> float:
-    """Mean of (fit_b − fit_a) over the shared x range, cubic fits of y against x."""
+def _area(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: Method) -> float:
+    """Integral of y(x) over [lo, hi]: a least-squares cubic, or PCHIP through the points."""
+    if method == "cubic":
+        p = np.polyint(np.polyfit(x, y, 3))
+        return float(np.polyval(p, hi) - np.polyval(p, lo))
+    from scipy.interpolate import PchipInterpolator
+
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    if np.any(np.diff(x) <= 0):
+        raise InputError("pchip BD needs a curve whose points differ on both axes")
+    return float(PchipInterpolator(x, y).integrate(lo, hi))
+
+
+def _mean_gap(x_a: np.ndarray, y_a: np.ndarray, x_b: np.ndarray, y_b: np.ndarray, method: Method) -> float:
+    """Mean of (fit_b − fit_a) over the shared x range."""
     lo, hi = max(x_a.min(), x_b.min()), min(x_a.max(), x_b.max())
     if not hi > lo:
         raise InputError("the two R-D curves do not overlap")
-    p_a = np.polyint(np.polyfit(x_a, y_a, 3))
-    p_b = np.polyint(np.polyfit(x_b, y_b, 3))
-    area_a = np.polyval(p_a, hi) - np.polyval(p_a, lo)
-    area_b = np.polyval(p_b, hi) - np.polyval(p_b, lo)
-    return float((area_b - area_a) / (hi - lo))
+    return (_area(x_b, y_b, lo, hi, method) - _area(x_a, y_a, lo, hi, method)) / (hi - lo)
 
 
 def bd_rate(
-    rate_anchor: Sequence[float], quality_anchor: Sequence[float], rate_test: Sequence[float], quality_test: Sequence[float]
+    rate_anchor: Sequence[float],
+    quality_anchor: Sequence[float],
+    rate_test: Sequence[float],
+    quality_test: Sequence[float],
+    method: Method = "cubic",
 ) -> float:
     """Average rate change (%) of the test curve against the anchor at equal quality.
 
     Rates in any positive unit (bpp, bytes), the same for both curves.
     """
-    lr_a, q_a = _curve(rate_anchor, quality_anchor, "anchor")
-    lr_b, q_b = _curve(rate_test, quality_test, "test")
-    return (10.0 ** _mean_gap(q_a, lr_a, q_b, lr_b) - 1.0) * 100.0
+    lr_a, q_a = _curve(rate_anchor, quality_anchor, "anchor", method)
+    lr_b, q_b = _curve(rate_test, quality_test, "test", method)
+    return (10.0 ** _mean_gap(q_a, lr_a, q_b, lr_b, method) - 1.0) * 100.0
 
 
 def bd_quality(
-    rate_anchor: Sequence[float], quality_anchor: Sequence[float], rate_test: Sequence[float], quality_test: Sequence[float]
+    rate_anchor: Sequence[float],
+    quality_anchor: Sequence[float],
+    rate_test: Sequence[float],
+    quality_test: Sequence[float],
+    method: Method = "cubic",
 ) -> float:
     """Average quality change (e.g. BD-PSNR in dB) of the test curve at equal rate."""
-    lr_a, q_a = _curve(rate_anchor, quality_anchor, "anchor")
-    lr_b, q_b = _curve(rate_test, quality_test, "test")
-    return _mean_gap(lr_a, q_a, lr_b, q_b)
+    lr_a, q_a = _curve(rate_anchor, quality_anchor, "anchor", method)
+    lr_b, q_b = _curve(rate_test, quality_test, "test", method)
+    return _mean_gap(lr_a, q_a, lr_b, q_b, method)
 
 
 def curve(summary: dict[str, Any], codec: str, metric: str = "psnr") -> tuple[list[float], list[float]]:
@@ -87,19 +116,21 @@ def curve(summary: dict[str, Any], codec: str, metric: str = "psnr") -> tuple[li
     return rate, quality
 
 
-def bd_rate_summary(summary: dict[str, Any], anchor: str, test: str, metric: str = "psnr") -> float:
+def bd_rate_summary(summary: dict[str, Any], anchor: str, test: str, metric: str = "psnr", method: Method = "cubic") -> float:
     """BD-rate (%) of ``test`` against ``anchor`` on ``metric`` from an evaluation summary."""
     if metric not in QUALITY_METRICS:
         raise InputError(f"unknown quality metric {metric!r}; use one of {', '.join(QUALITY_METRICS)}")
     ra, qa = curve(summary, anchor, metric)
     rb, qb = curve(summary, test, metric)
     try:
-        return bd_rate(ra, qa, rb, qb)
+        return bd_rate(ra, qa, rb, qb, method)
     except InputError as exc:
         raise InputError(f"{test} vs {anchor} ({metric}): {exc}") from None
 
 
-def bd_table(summary: dict[str, Any], anchor: str, metrics: Sequence[str] = ("psnr", "ms_ssim_db")) -> dict[str, dict[str, float | str]]:
+def bd_table(
+    summary: dict[str, Any], anchor: str, metrics: Sequence[str] = ("psnr", "ms_ssim_db"), method: Method = "cubic"
+) -> dict[str, dict[str, float | str]]:
     """BD-rate of every other codec against ``anchor``: ``{codec: {metric: % or reason}}``."""
     if anchor not in summary.get("codecs", {}):
         raise InputError(f"anchor {anchor!r} is not in the results (have: {', '.join(summary.get('codecs', {}))})")
@@ -110,7 +141,7 @@ def bd_table(summary: dict[str, Any], anchor: str, metrics: Sequence[str] = ("ps
         out[codec] = {}
         for metric in metrics:
             try:
-                out[codec][metric] = bd_rate_summary(summary, anchor, codec, metric)
+                out[codec][metric] = bd_rate_summary(summary, anchor, codec, metric, method)
             except InputError as exc:
                 out[codec][metric] = str(exc).split(": ", 1)[-1]
     return out

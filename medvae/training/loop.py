@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -171,7 +172,14 @@ def _train(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
             rng=rng,
         )
 
-    progress = tqdm(total=iterations, initial=step, disable=not runtime.is_main, dynamic_ncols=True, desc="train")
+    progress = tqdm(
+        total=iterations,
+        initial=step,
+        disable=not runtime.is_main,
+        dynamic_ncols=True,
+        desc="train",
+        mininterval=0.5 if sys.stderr.isatty() else 60.0,  # a log file gets a line a minute, not a flood
+    )
     sums: dict[str, float] = {}
     window_start, window_steps = time.perf_counter(), 0
     net.train()

@@ -1,0 +1,301 @@
+#!/usr/bin/env python
+"""Write ``benchmarks/RESULTS.md``: the rate–distortion benchmark of the default models.
+
+Codes the corpus ``test`` split (CT and MR apart, native bit depth) with the shipped
+``medvae`` weights, the equal-budget ablation checkpoints (``bls2017``, ``balle2018``,
+``bls-residual``, ``medvae``) and the classical codecs, all through
+:func:`medvae.evaluation.run.evaluate` (real bytes, the same metrics as ``evaluate.py``),
+then writes the tables, BD-rates, plots, coding times and training times.
+
+    python benchmarks/results.py                 # evaluate and write the report (~15 min, 2 cores)
+    python benchmarks/results.py --code          # rewrite the report from the saved results
+    python benchmarks/results.py --code learned  # code the learned models again, reuse the rest
+
+Raw results go to ``--work`` (default ``results/benchmark``, not committed); the report and
+its plots to ``benchmarks/``. The analysis text is ``benchmarks/results_notes.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import glob
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from medvae.evaluation import codecs as registry  # noqa: E402
+from medvae.evaluation.bdrate import bd_rate_summary  # noqa: E402
+from medvae.evaluation.datasets import load_images  # noqa: E402
+from medvae.evaluation.learned import Learned  # noqa: E402
+from medvae.evaluation.plots import rd_plot  # noqa: E402
+from medvae.evaluation.run import evaluate, merge_summaries, read_summary, run_metadata, write_csv, write_summary  # noqa: E402
+from medvae.errors import InputError  # noqa: E402
+
+FAMILIES = ("bls2017", "balle2018", "bls-residual", "medvae")
+SHIPPED = "medvae (shipped)"
+ANCHOR = "jpeg2000"
+CLASSICAL = "jpeg2000,jpegxl,jpegls,jpeg"
+MODALITIES = ("CT", "MR")
+BD_METHOD = "pchip"  # the ablation curves have 3 points; the cubic fit needs 4
+TARGETS = {"shipped_vs_j2k": -10.0, "shipped_vs_j2k_aim": -35.0, "medvae_vs_balle2018": 0.0}
+
+
+def _lmbda(path: str) -> float:
+    match = re.search(r"-l([0-9.]+)$", Path(path).parent.name)
+    return float(match.group(1)) if match else math.nan
+
+
+def learned_points(ablation: Path) -> list[Learned]:
+    """Shipped medvae qualities, then each ablation family's checkpoints in λ order."""
+    import medvae
+    from medvae import zoo
+
+    points = [Learned(medvae.load("medvae", quality=q), SHIPPED, f"q{q}") for q in zoo.qualities("medvae")]
+    for family in FAMILIES:
+        for path in sorted(glob.glob(str(ablation / f"{family}-l*" / "best.pt")), key=_lmbda):
+            points.append(Learned(medvae.load(path), family, f"λ={_lmbda(path):g}"))
+    return points
+
+
+def evaluate_modality(modality: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Classical and learned codecs on the test slices of ``modality``, saved apart so that
+    ``--code`` can redo one part (the classical curves do not change when models do)."""
+    images = load_images([args.manifest], "test", modality=modality)
+    meta = run_metadata(split="test", modality=modality, images=[f"{im.file}#{im.slice}" for im in images])
+    meta["patients"] = sorted({im.patient for im in images})
+    parts = []
+    for part in ("classical", "learned"):
+        saved = args.work / modality.lower() / f"{part}.json"
+        if part not in args.code:
+            if saved.is_file():
+                parts.append(read_summary(saved))
+            else:
+                print(f"{modality}: no saved {part} results ({saved}); the report leaves them out")
+            continue
+        points = registry.expand(CLASSICAL) if part == "classical" else learned_points(args.ablation)
+        result = evaluate(images, points, meta=meta)
+        write_csv(result.rows, saved.with_suffix(".csv"))
+        write_summary(result.summary, saved)
+        parts.append(result.summary)
+    return merge_summaries(parts)
+
+
+# ----------------------------------------------------------------------------- report pieces
+
+
+def _bd(summary: dict[str, Any], anchor: str, test: str, metric: str) -> float | str:
+    try:
+        return bd_rate_summary(summary, anchor, test, metric, BD_METHOD)
+    except InputError as exc:
+        return str(exc).split(": ")[-1]
+
+
+def _fmt(value: Any, digits: int = 2, sign: bool = False) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return f"n/a ({value})"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _pct(value: float | str) -> str:
+    return _fmt(value) if isinstance(value, str) else f"{value:+.2f} %"
+
+
+def bd_section(summary: dict[str, Any]) -> list[str]:
+    names = [n for n in summary["codecs"] if n != ANCHOR]
+    lines = [
+        f"BD-rate against {ANCHOR} ({BD_METHOD}; negative = fewer bits for the same quality):",
+        "",
+        "| codec | BD-rate PSNR (%) | BD-rate MS-SSIM dB (%) |",
+        "|---|---|---|",
+    ]
+    for name in names:
+        lines.append(
+            f"| {name} | {_fmt(_bd(summary, ANCHOR, name, 'psnr'), sign=True)} "
+            f"| {_fmt(_bd(summary, ANCHOR, name, 'ms_ssim_db'), sign=True)} |"
+        )
+    if "medvae" in summary["codecs"] and "balle2018" in summary["codecs"]:
+        lines += [
+            "",
+            "Equal-budget ablation: `medvae` against `balle2018`, BD-rate PSNR "
+            f"{_pct(_bd(summary, 'balle2018', 'medvae', 'psnr'))}, MS-SSIM dB "
+            f"{_pct(_bd(summary, 'balle2018', 'medvae', 'ms_ssim_db'))}; `bls-residual` against `bls2017`, "
+            f"PSNR {_pct(_bd(summary, 'bls2017', 'bls-residual', 'psnr'))}, "
+            f"MS-SSIM dB {_pct(_bd(summary, 'bls2017', 'bls-residual', 'ms_ssim_db'))}.",
+        ]
+    return lines
+
+
+def rd_table(summary: dict[str, Any]) -> list[str]:
+    ct = summary["meta"].get("modality") == "CT"
+    head = ["codec", "point", "bpp", "PSNR dB", "MS-SSIM"] + (["PSNR W400/L40 dB"] if ct else []) + ["max err", "enc s", "dec s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, fam in summary["codecs"].items():
+        for p in fam["points"]:
+            label = p["point"].split("[", 1)[-1].rstrip("]").removeprefix("model=")
+            psnr = "lossless" if p["lossless"] else _fmt(p["psnr"])
+            cells = [name, label, _fmt(p["bpp"], 3), psnr, _fmt(p["ms_ssim"], 4)]
+            if ct:
+                cells.append("lossless" if p["lossless"] else _fmt(p["psnr_soft_tissue"]))
+            cells += [str(p["max_abs_error"]), _fmt(p["encode_s"], 3), _fmt(p["decode_s"], 3)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def timing_section(summary: dict[str, Any]) -> list[str]:
+    lines = [
+        "| codec | encode s/slice | decode s/slice |",
+        "|---|---|---|",
+    ]
+    for name, fam in summary["codecs"].items():
+        lossy = [p for p in fam["points"] if not p["lossless"] and p["encode_s"] is not None]
+        if lossy:
+            enc = sum(p["encode_s"] for p in lossy) / len(lossy)
+            dec = sum(p["decode_s"] for p in lossy) / len(lossy)
+            lines.append(f"| {name} | {enc:.3f} | {dec:.3f} |")
+    return lines
+
+
+def training_seconds(run_dir: Path, max_gap: float = 300.0) -> tuple[float, int] | None:
+    """(seconds spent training, last step) from a run's TensorBoard log; pauses between
+    sessions (gaps over ``max_gap`` s between logged steps) are not counted."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not (run_dir / "tb").is_dir():
+        return None
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    if "train/loss" not in acc.Tags().get("scalars", []):
+        return None
+    events = sorted(acc.Scalars("train/loss"), key=lambda e: e.step)
+    times = [e.wall_time for e in events]
+    seconds = sum(b - a for a, b in zip(times, times[1:]) if 0 < b - a < max_gap)
+    return seconds, events[-1].step
+
+
+def training_section(ablation: Path, shipped: Path, base: Path) -> list[str]:
+    lines = ["| model | run | steps | training time (h) |", "|---|---|---|---|"]
+    for family in FAMILIES:
+        total = 0.0
+        for run in sorted(ablation.glob(f"{family}-l*"), key=lambda p: _lmbda(str(p / "x"))):
+            got = training_seconds(run)
+            if got:
+                total += got[0]
+                lines.append(f"| {family} | {run.name} | {got[1]} | {got[0] / 3600:.2f} |")
+        if total:
+            lines.append(f"| **{family}** | **all λ** | | **{total / 3600:.2f}** |")
+    for run in [base, *sorted(shipped.glob("medvae-l*"), key=lambda p: _lmbda(str(p / "x")))]:
+        got = training_seconds(run)
+        if got:
+            lines.append(f"| {SHIPPED} | {run.name} | {got[1]} | {got[0] / 3600:.2f} |")
+    return lines
+
+
+def targets_section(ct: dict[str, Any]) -> list[str]:
+    shipped = _bd(ct, ANCHOR, SHIPPED, "psnr")
+    ablation = _bd(ct, "balle2018", "medvae", "psnr")
+    lines = ["| target | goal | measured (CT test) | met |", "|---|---|---|---|"]
+    for name, goal, value in [
+        ("shipped medvae vs JPEG 2000, BD-rate PSNR", TARGETS["shipped_vs_j2k"], shipped),
+        ("medvae vs balle2018 at equal budget, BD-rate PSNR", TARGETS["medvae_vs_balle2018"], ablation),
+    ]:
+        met = "n/a" if isinstance(value, str) else ("yes" if value <= goal else f"no, by {value - goal:.1f} points")
+        lines.append(f"| {name} | ≤ {goal:+.0f} % | {_fmt(value, sign=True)} % | {met} |")
+    return lines
+
+
+def write_report(summaries: dict[str, dict[str, Any]], args: argparse.Namespace) -> Path:
+    out = args.out
+    plots = out / "results"
+    plots.mkdir(parents=True, exist_ok=True)
+    notes = (out / "results_notes.md").read_text() if (out / "results_notes.md").is_file() else ""
+    lines = [
+        "# MedVAE benchmark: corpus test split",
+        "",
+        f"Generated by `python benchmarks/results.py` on {dt.date.today().isoformat()}. "
+        "Rates are real bytes (`.mvae` container with header and CRC for the learned codecs); "
+        "PSNR at each image's native bit depth (peak 2^bits − 1); MS-SSIM on the same range. "
+        f"BD-rates use {BD_METHOD} interpolation (the ablation curves have 3 points). "
+        "Learned codecs run on 1 CPU thread; times are per slice on this machine.",
+        "",
+    ]
+    if notes:
+        lines += [notes.strip(), ""]
+    ct = summaries.get("CT")
+    if ct:
+        lines += ["## Targets", "", *targets_section(ct), ""]
+    for modality, summary in summaries.items():
+        meta = summary["meta"]
+        stem = modality.lower()
+        have = list(summary["codecs"])
+        views = {
+            "rd": [n for n in have if n not in FAMILIES],  # shipped medvae and the classical codecs
+            "ablation": [n for n in have if n in FAMILIES or n == ANCHOR],  # equal budget
+        }
+        for view, names in views.items():
+            for metric in ("psnr", "ms_ssim_db"):
+                rd_plot(summary, metric, plots / f"{stem}_{view}_{metric}", codecs=names, max_bpp=args.max_bpp,
+                        title=f"{modality} test split ({meta['n_images']} slices): {'shipped' if view == 'rd' else 'ablation'}")
+        lines += [
+            f"## {modality}: {meta['n_images']} slices from {len(meta.get('patients', []))} patients "
+            f"({', '.join(meta.get('patients', []))})",
+            "",
+            f"![{modality} PSNR](results/{stem}_rd_psnr.png) ![{modality} MS-SSIM](results/{stem}_rd_ms_ssim_db.png)",
+            "",
+            f"![{modality} ablation PSNR](results/{stem}_ablation_psnr.png) "
+            f"![{modality} ablation MS-SSIM](results/{stem}_ablation_ms_ssim_db.png)",
+            "",
+            *bd_section(summary),
+            "",
+            "<details><summary>Every rate point</summary>",
+            "",
+            *rd_table(summary),
+            "",
+            "</details>",
+            "",
+        ]
+    if ct:
+        lines += ["## Coding time per slice (CT test, 512×512)", "", *timing_section(ct), ""]
+    lines += [
+        "## Training time",
+        "",
+        "Wall time from each run's TensorBoard log (pauses between sessions not counted).",
+        "",
+        *training_section(args.ablation, args.shipped_runs, args.base_run),
+        "",
+    ]
+    path = out / "RESULTS.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", type=Path, default=REPO.parent / "shared/data/corpus/MANIFEST.csv")
+    parser.add_argument("--ablation", type=Path, default=REPO / "runs/ablation", help="folder of <family>-l<λ>/best.pt runs")
+    parser.add_argument("--shipped-runs", type=Path, default=REPO / "runs/shipped", help="fine-tune runs of the shipped weights")
+    parser.add_argument("--base-run", type=Path, default=REPO / "runs/corpus-cpu-medvae-l0.3", help="base run of the shipped weights")
+    parser.add_argument("--work", type=Path, default=REPO / "results/benchmark", help="raw results (summaries, rows)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
+    parser.add_argument("--modality", action="append", choices=MODALITIES, help="default: CT and MR")
+    parser.add_argument("--max-bpp", type=float, default=3.0, help="x range of the plots")
+    parser.add_argument(
+        "--code", nargs="*", choices=("classical", "learned"), default=["classical", "learned"],
+        help="parts to code now; the others come from the saved results (none: just rewrite the report)",
+    )
+    args = parser.parse_args(argv)
+
+    summaries = {modality: evaluate_modality(modality, args) for modality in args.modality or MODALITIES}
+    print(f"wrote {write_report(summaries, args)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

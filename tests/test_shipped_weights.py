@@ -1,0 +1,53 @@
+"""The weights shipped inside the package: complete, within budget, ordered by rate, bit-exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+import medvae
+from medvae import metrics, zoo
+from medvae.checkpoint import fingerprint, load_model
+
+MAX_TOTAL_BYTES = 50_000_000
+
+
+@pytest.fixture(scope="module")
+def ct_slice() -> np.ndarray:
+    """pydicom's 128×128 16-bit CT test slice."""
+    return pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array
+
+
+def test_index_lists_at_least_four_medvae_qualities_within_budget():
+    qualities = zoo.qualities("medvae")
+    assert len(qualities) >= 4
+    entry = zoo.index()["medvae"]
+    assert entry["default_quality"] in qualities
+    files = [zoo.shipped_path("medvae", q) for q in qualities]
+    assert all(f.is_file() for f in files)
+    assert sum(f.stat().st_size for f in files) <= MAX_TOTAL_BYTES
+    for q in qualities:
+        record = entry["qualities"][str(q)]
+        assert record.get("command"), f"q{q} does not record how it was trained"
+        # the fingerprint a bitstream names is the one of the weights as users load them
+        assert fingerprint(load_model(zoo.shipped_path("medvae", q))) == record["fingerprint"]
+
+
+def test_higher_quality_costs_more_bytes_and_gives_less_error(ct_slice):
+    sizes, errors = [], []
+    for q in zoo.qualities("medvae"):
+        data = medvae.compress(ct_slice, quality=q)
+        restored = medvae.decompress(data)  # weights found by the header's fingerprint
+        assert restored.shape == ct_slice.shape and restored.dtype == ct_slice.dtype
+        sizes.append(len(data))
+        errors.append(metrics.mse(ct_slice, restored))
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    assert errors == sorted(errors, reverse=True)
+
+
+def test_default_quality_is_what_compress_uses(ct_slice):
+    default = zoo.index()["medvae"]["default_quality"]
+    assert medvae.compress(ct_slice) == medvae.compress(ct_slice, quality=default)
+    assert medvae.read_header(medvae.compress(ct_slice)).fingerprint == zoo.index()["medvae"]["qualities"][str(default)]["fingerprint"]
