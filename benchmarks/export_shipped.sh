@@ -3,9 +3,9 @@
 # that record how each was trained. Run after benchmarks/train_shipped.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FT="python train.py --config configs/corpus-cpu-medvae.yaml loss.lmbda=@L@ optim.lr=1e-4 optim.milestones=[0.8] train.iterations=2500 train.val_interval=500 train.checkpoint_interval=500 train.init_from=training-state/corpus-cpu-medvae-l0.3/last.pt train.out_dir=runs/shipped/medvae-l@L@"
+FT="python train.py --config configs/corpus-cpu-medvae.yaml loss.lmbda=@L@ optim.lr=1e-4 optim.milestones=[0.8] train.iterations=2500 train.val_interval=500 train.checkpoint_interval=500 train.init_from=training-state/medvae-l0.3-step32000.pt train.out_dir=runs/shipped/medvae-l@L@"
 TOP="python train.py --config configs/corpus-cpu-medvae.yaml loss.lmbda=20 optim.lr=5e-4 optim.milestones=[0.8] train.iterations=2500 train.val_interval=500 train.checkpoint_interval=500 train.init_from=runs/shipped/medvae-l5/best.pt train.out_dir=runs/shipped/medvae-l20"
-BUDGET="fine-tuned 2,500 steps (1 CPU thread, ~15 min) from the lambda=0.3 base (32,500 steps from scratch, 2 CPU cores, ~2.2 h)"
+BUDGET="fine-tuned 2,500 steps (1 CPU thread, ~15 min) from the lambda=0.3 base (32,000 steps from scratch, 2 CPU cores, ~2.2 h)"
 
 export_one() {  # quality, checkpoint, command, budget [--default]
   python -m medvae.zoo "$2" --quality "$1" --note "command=$3" --note "budget=$4" "${@:5}"

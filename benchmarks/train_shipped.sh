@@ -2,7 +2,9 @@
 # Trains the shipped `medvae` weights (issue 6) on the corpus, 1 CPU thread per run.
 #
 # 1. Base run, λ = 0.3 from scratch (configs/corpus-cpu-medvae.yaml: N=64, M=96, 128² crops,
-#    batch 8, Adam 5e-4). It stopped at step 32,500; its resume state is committed:
+#    batch 8, Adam 5e-4). The shipped weights were fine-tuned from its step-32,000 state,
+#    kept as training-state/medvae-l0.3-step32000.pt. The run itself goes on from its
+#    committed resume state:
 #      python train.py --config configs/corpus-cpu-medvae.yaml \
 #          train.out_dir=training-state/corpus-cpu-medvae-l0.3 --resume
 # 2. The quality ladder (this script): each λ fine-tuned from the base for $STEPS steps at
@@ -16,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-BASE=${BASE:-training-state/corpus-cpu-medvae-l0.3/last.pt}
+BASE=${BASE:-training-state/medvae-l0.3-step32000.pt}
 STEPS=${STEPS:-2500}
 LAMBDAS=${LAMBDAS:-"0.003 5 0.02 0.1 1.2 0.3"}   # extremes first
 
