@@ -129,6 +129,10 @@ def _fmt(value: Any, digits: int = 2, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _pct(value: float | str) -> str:
     return _fmt(value) if isinstance(value, str) else f"{value:+.2f} %"
 
@@ -254,11 +258,11 @@ def write_report(summaries: dict[str, dict[str, Any]], args: argparse.Namespace)
         "Learned codecs run on 1 CPU thread; times are per slice on this machine.",
         "",
     ]
-    if notes:
-        lines += [notes.strip(), ""]
     ct = summaries.get("CT")
     if ct:
         lines += ["## Targets", "", *targets_section(ct), ""]
+    if notes:
+        lines += [notes.strip(), ""]
     for modality, summary in summaries.items():
         meta = summary["meta"]
         stem = modality.lower()
@@ -272,7 +276,7 @@ def write_report(summaries: dict[str, dict[str, Any]], args: argparse.Namespace)
                 rd_plot(summary, metric, plots / f"{stem}_{view}_{metric}", codecs=names, max_bpp=args.max_bpp,
                         title=f"{modality} test split ({meta['n_images']} slices): {'shipped' if view == 'rd' else 'ablation'}")
         lines += [
-            f"## {modality}: {meta['n_images']} slices from {len(meta.get('patients', []))} patients "
+            f"## {modality}: {_count(meta['n_images'], 'slice')} from {_count(len(meta.get('patients', [])), 'patient')} "
             f"({', '.join(meta.get('patients', []))})",
             "",
             f"![{modality} PSNR](results/{stem}_rd_psnr.png) ![{modality} MS-SSIM](results/{stem}_rd_ms_ssim_db.png)",
