@@ -34,7 +34,7 @@ from medvae.evaluation.bdrate import bd_rate_summary, curve  # noqa: E402
 from medvae.evaluation.datasets import load_images  # noqa: E402
 from medvae.evaluation.learned import Learned  # noqa: E402
 from medvae.evaluation.plots import rd_plot  # noqa: E402
-from medvae.evaluation.run import evaluate, merge_summaries, read_summary, run_metadata, write_csv, write_summary  # noqa: E402
+from medvae.evaluation.run import evaluate, merge_summaries, read_summary, run_metadata, table, write_csv, write_summary  # noqa: E402
 from medvae.errors import InputError  # noqa: E402
 
 FAMILIES = ("bls2017", "balle2018", "bls-residual", "medvae")
@@ -164,18 +164,8 @@ def bd_section(summary: dict[str, Any]) -> list[str]:
 
 def rd_table(summary: dict[str, Any]) -> list[str]:
     ct = summary["meta"].get("modality") == "CT"
-    head = ["codec", "point", "bpp", "PSNR dB", "MS-SSIM"] + (["PSNR W400/L40 dB"] if ct else []) + ["max err", "enc s", "dec s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, fam in summary["codecs"].items():
-        for p in fam["points"]:
-            label = p["point"].split("[", 1)[-1].rstrip("]").removeprefix("model=")
-            psnr = "lossless" if p["lossless"] else _fmt(p["psnr"])
-            cells = [name, label, _fmt(p["bpp"], 3), psnr, _fmt(p["ms_ssim"], 4)]
-            if ct:
-                cells.append("lossless" if p["lossless"] else _fmt(p["psnr_soft_tissue"]))
-            cells += [str(p["max_abs_error"]), _fmt(p["encode_s"], 3), _fmt(p["decode_s"], 3)]
-            lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    metrics = ["bpp", "psnr", "ms_ssim"] + (["psnr_soft_tissue"] if ct else []) + ["max_abs_error", "encode_s", "decode_s"]
+    return table(summary, metrics).splitlines()
 
 
 def timing_section(summary: dict[str, Any]) -> list[str]:
