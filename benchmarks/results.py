@@ -9,10 +9,13 @@ then writes the tables, BD-rates, plots, coding times and training times.
 
     python benchmarks/results.py                 # evaluate and write the report (~15 min, 2 cores)
     python benchmarks/results.py --code          # rewrite the report from the saved results
-    python benchmarks/results.py --code learned  # code the learned models again, reuse the rest
+    python benchmarks/results.py --code shipped  # code the shipped weights again, reuse the rest
 
-Raw results go to ``--work`` (default ``results/benchmark``, not committed); the report and
-its plots to ``benchmarks/``. The analysis text is ``benchmarks/results_notes.md``.
+The summaries (means per rate point) and training times go to ``--work`` (default
+``benchmarks/results/raw``, committed), so a later checkout without the training runs can
+recode one part and still write the whole report; per-image CSVs lie beside them (not
+committed). The report and its plots go to ``benchmarks/``; the analysis text is
+``benchmarks/results_notes.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import glob
+import json
 import math
 import re
 import sys
@@ -52,26 +56,39 @@ def _lmbda(path: str) -> float:
     return float(match.group(1)) if match else math.nan
 
 
-def learned_points(ablation: Path) -> list[Learned]:
-    """Shipped medvae qualities, then each ablation family's checkpoints in λ order."""
+def shipped_points() -> list[Learned]:
+    """The shipped medvae qualities, q1 first."""
     import medvae
     from medvae import zoo
 
-    points = [Learned(medvae.load("medvae", quality=q), SHIPPED, f"q{q}") for q in zoo.qualities("medvae")]
+    return [Learned(medvae.load("medvae", quality=q), SHIPPED, f"q{q}") for q in zoo.qualities("medvae")]
+
+
+def ablation_points(ablation: Path) -> list[Learned]:
+    """Each ablation family's checkpoints in λ order."""
+    import medvae
+
+    points = []
     for family in FAMILIES:
         for path in sorted(glob.glob(str(ablation / f"{family}-l*" / "best.pt")), key=_lmbda):
             points.append(Learned(medvae.load(path), family, f"λ={_lmbda(path):g}"))
+    if not points:
+        raise InputError(f"no ablation runs under {ablation} (benchmarks/train_ablation.sh makes them)")
     return points
 
 
+PARTS = ("classical", "shipped", "ablation")
+
+
 def evaluate_modality(modality: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Classical and learned codecs on the test slices of ``modality``, saved apart so that
-    ``--code`` can redo one part (the classical curves do not change when models do)."""
+    """Classical codecs, shipped weights and ablation on the test slices of ``modality``,
+    saved apart so that ``--code`` can redo one part (the classical curves do not change
+    when models do, and the ablation runs need not be on this machine)."""
     images = load_images([args.manifest], "test", modality=modality)
     meta = run_metadata(split="test", modality=modality, images=[f"{im.file}#{im.slice}" for im in images])
     meta["patients"] = sorted({im.patient for im in images})
     parts = []
-    for part in ("classical", "learned"):
+    for part in PARTS:
         saved = args.work / modality.lower() / f"{part}.json"
         if part not in args.code:
             if saved.is_file():
@@ -79,7 +96,8 @@ def evaluate_modality(modality: str, args: argparse.Namespace) -> dict[str, Any]
             else:
                 print(f"{modality}: no saved {part} results ({saved}); the report leaves them out")
             continue
-        points = registry.expand(CLASSICAL) if part == "classical" else learned_points(args.ablation)
+        points = {"classical": lambda: registry.expand(CLASSICAL), "shipped": shipped_points,
+                  "ablation": lambda: ablation_points(args.ablation)}[part]()
         result = evaluate(images, points, meta=meta)
         write_csv(result.rows, saved.with_suffix(".csv"))
         write_summary(result.summary, saved)
@@ -182,38 +200,75 @@ def timing_section(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def training_seconds(run_dir: Path, max_gap: float = 300.0) -> tuple[float, int] | None:
-    """(seconds spent training, last step) from a run's TensorBoard log; pauses between
-    sessions (gaps over ``max_gap`` s between logged steps) are not counted."""
+def training_seconds(run_dir: Path, max_gap: float = 300.0) -> tuple[float, str] | None:
+    """(seconds spent training, steps logged) from a run's TensorBoard log; pauses between
+    sessions (gaps over ``max_gap`` s between logged steps) are not counted. The steps are
+    the last one, or "first–last" when the log does not start at the beginning."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     if not (run_dir / "tb").is_dir():
         return None
-    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    # Keep every event: a run resumed from an earlier checkpoint logs some steps twice, and
+    # TensorBoard's default purge would drop the first session's time.
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0}, purge_orphaned_data=False)
     acc.Reload()
     if "train/loss" not in acc.Tags().get("scalars", []):
         return None
-    events = sorted(acc.Scalars("train/loss"), key=lambda e: e.step)
+    events = sorted(acc.Scalars("train/loss"), key=lambda e: e.wall_time)
     times = [e.wall_time for e in events]
     seconds = sum(b - a for a, b in zip(times, times[1:]) if 0 < b - a < max_gap)
-    return seconds, events[-1].step
+    first, last = min(e.step for e in events), max(e.step for e in events)
+    return seconds, (f"{first}–{last}" if first > 1000 else str(last))
 
 
-def training_section(ablation: Path, shipped: Path, base: Path) -> list[str]:
-    lines = ["| model | run | steps | training time (h) |", "|---|---|---|---|"]
-    for family in FAMILIES:
-        total = 0.0
-        for run in sorted(ablation.glob(f"{family}-l*"), key=lambda p: _lmbda(str(p / "x"))):
-            got = training_seconds(run)
-            if got:
-                total += got[0]
-                lines.append(f"| {family} | {run.name} | {got[1]} | {got[0] / 3600:.2f} |")
-        if total:
-            lines.append(f"| **{family}** | **all λ** | | **{total / 3600:.2f}** |")
-    for run in [base, *sorted(shipped.glob("medvae-l*"), key=lambda p: _lmbda(str(p / "x")))]:
+def shipped_run_names() -> set[str]:
+    """Run folders the shipped weights came from, read from the commands in their index."""
+    from medvae import zoo
+
+    names = set()
+    for entry in zoo.index().get("medvae", {}).get("qualities", {}).values():
+        names.update(Path(m).name for m in re.findall(r"train\.(?:out_dir|init_from)=(\S+?)(?:/best\.pt|/last\.pt)?(?=\s|$)", entry.get("command", "")))
+    return names
+
+
+def training_times(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Rows of (model, run, steps, hours): measured from the runs on this machine, else as last
+    saved in ``--work``/training.json, so the report keeps the times of runs trained in an
+    earlier session. A run is named by its model and folder (the ablation's ``medvae-l0.3``
+    is not the shipped ladder's)."""
+    saved_path = args.work / "training.json"
+    rows = json.loads(saved_path.read_text()) if saved_path.is_file() else []
+    times = {(r["model"], r["run"]): r for r in rows}
+    found = [(family, run) for family in FAMILIES for run in args.ablation.glob(f"{family}-l*")]
+    found += [(SHIPPED, run) for run in [args.base_run, *args.shipped_runs.glob("medvae-*")]]
+    for model, run in found:
         got = training_seconds(run)
         if got:
-            lines.append(f"| {SHIPPED} | {run.name} | {got[1]} | {got[0] / 3600:.2f} |")
+            times[model, run.name] = {"model": model, "run": run.name, "steps": got[1], "hours": round(got[0] / 3600, 3)}
+    rows = sorted(times.values(), key=lambda r: (r["model"], r["run"]))
+    saved_path.parent.mkdir(parents=True, exist_ok=True)
+    saved_path.write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
+
+
+def _first_step(row: dict[str, Any]) -> int:
+    return int(str(row["steps"]).split("–")[0]) if "–" in str(row["steps"]) else 0
+
+
+def training_section(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| model | run | steps | training time (h) |", "|---|---|---|---|"]
+    for family in FAMILIES:
+        runs = sorted((r for r in rows if r["model"] == family), key=lambda r: _lmbda(r["run"] + "/x"))
+        for r in runs:
+            lines.append(f"| {family} | {r['run']} | {r['steps']} | {r['hours']:.2f} |")
+        if runs:
+            lines.append(f"| **{family}** | **all λ** | | **{sum(r['hours'] for r in runs):.2f}** |")
+    shipped = shipped_run_names()
+    base = sorted((r for r in rows if r["model"] == SHIPPED and r["run"].startswith("corpus-")), key=_first_step)
+    ladder = sorted((r for r in rows if r["model"] == SHIPPED and r["run"] in shipped),
+                    key=lambda r: (re.search(r"-M(\d+)-", r["run"]) is not None, _lmbda(r["run"] + "/x")))
+    for r in base + ladder:
+        lines.append(f"| {SHIPPED} | {r['run']} | {r['steps']} | {r['hours']:.2f} |")
     return lines
 
 
@@ -290,7 +345,7 @@ def write_report(summaries: dict[str, dict[str, Any]], args: argparse.Namespace)
         "",
         "Wall time from each run's TensorBoard log (pauses between sessions not counted).",
         "",
-        *training_section(args.ablation, args.shipped_runs, args.base_run),
+        *training_section(training_times(args)),
         "",
     ]
     path = out / "RESULTS.md"
@@ -303,13 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=REPO.parent / "shared/data/corpus/MANIFEST.csv")
     parser.add_argument("--ablation", type=Path, default=REPO / "runs/ablation", help="folder of <family>-l<λ>/best.pt runs")
     parser.add_argument("--shipped-runs", type=Path, default=REPO / "runs/shipped", help="fine-tune runs of the shipped weights")
-    parser.add_argument("--base-run", type=Path, default=REPO / "runs/corpus-cpu-medvae-l0.3", help="base run of the shipped weights")
-    parser.add_argument("--work", type=Path, default=REPO / "results/benchmark", help="raw results (summaries, rows)")
+    parser.add_argument("--base-run", type=Path, default=REPO / "training-state/corpus-cpu-medvae-l0.3", help="base run of the shipped weights")
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks/results/raw", help="summaries, training times and per-image rows")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
     parser.add_argument("--modality", action="append", choices=MODALITIES, help="default: CT and MR")
     parser.add_argument("--max-bpp", type=float, default=3.0, help="x range of the plots")
     parser.add_argument(
-        "--code", nargs="*", choices=("classical", "learned"), default=["classical", "learned"],
+        "--code", nargs="*", choices=PARTS, default=list(PARTS),
         help="parts to code now; the others come from the saved results (none: just rewrite the report)",
     )
     args = parser.parse_args(argv)

@@ -32,12 +32,14 @@ def fingerprint(model: CompressionModel) -> str:
 def model_record(model: CompressionModel, half: bool = False) -> dict[str, Any]:
     """What a checkpoint needs to rebuild ``model``: family name, constructor args, weights.
 
-    With ``half``, floating-point weights are stored as float16 (the CDF tables,
-    which are integers, stay exact); loading casts them back to float32.
+    With ``half``, learned parameters are stored as float16; loading casts them
+    back to float32. Buffers (CDF tables, scale table, likelihood bounds) stay
+    exact: a bound of 1e-9 would round to zero in float16.
     """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        learned = {name for name, _ in model.named_parameters()}
+        state = {k: v.half() if k in learned and v.is_floating_point() else v for k, v in state.items()}
     return {"format": CHECKPOINT_FORMAT, "model": model.model_name, "model_config": dict(model.config), "state_dict": state}
 
 

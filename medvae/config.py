@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
         "checkpoint_interval": 1000,
         "seed": 0,
         "out_dir": "runs/medvae",
-        "init_from": None,  # checkpoint whose weights start this run (fine-tuning another λ)
+        "init_from": None,  # checkpoint whose parameters start this run (another λ, or a wider M)
         "image_interval": 5000,
     },
 }

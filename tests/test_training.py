@@ -91,3 +91,18 @@ def test_two_process_gloo_ddp_run_completes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(out / "last.pt", weights_only=False)["step"] == 6
     assert len(list((out / "tb").iterdir())) == 1  # only rank 0 writes logs
+
+
+def test_fine_tune_from_a_narrower_latent_widens_it(tiny_run, tmp_path):
+    """``train.init_from`` with a larger ``model.M`` starts from the widened weights."""
+    out = tmp_path / "wide"
+    start = medvae.load(tiny_run / "best.pt").model
+    train(tiny_config(out, "model.M=32", "train.iterations=5", f"train.init_from={tiny_run / 'best.pt'}"), device="cpu")
+    wide = medvae.load(out / "last.pt").model
+    assert wide.config["M"] == 32
+    # The new latent channels entered g_s through zero weights; five Adam steps at lr 1e-3
+    # move a weight by at most about 5e-3, so they are still far smaller than the old ones
+    # (a run that ignored init_from would have them all alike).
+    g_s_in = wide.g_s[0].weight  # ConvTranspose2d: (in = M, out, k, k)
+    assert g_s_in[24:].abs().max() < 0.2 * g_s_in[:24].abs().max()
+    assert torch.allclose(g_s_in[:24], start.g_s[0].weight, atol=0.01)

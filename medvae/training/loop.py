@@ -24,6 +24,7 @@ from medvae.checkpoint import load_model, save_model
 from medvae.errors import MedVAEError
 from medvae.losses import RateDistortionLoss
 from medvae.models import create
+from medvae.models.widen import initialize_from
 from medvae.training import distributed
 from medvae.training.data import build_train_dataset, build_validation_images
 from medvae.training.sampler import EpochSampler
@@ -114,7 +115,9 @@ def _train(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
     mcfg = cfg["model"]
     model = create(mcfg["name"], N=mcfg["N"], M=mcfg["M"], in_channels=mcfg["in_channels"])
     if tcfg["init_from"] and resume is None:
-        model.load_state_dict(load_model(tcfg["init_from"]).state_dict())
+        initialize_from(model, load_model(tcfg["init_from"]))
+        if runtime.is_main:
+            print(f"medvae train: starting from the weights in {tcfg['init_from']}")
     model.to(runtime.device)
     iterations = int(tcfg["iterations"])
     optimizer, aux_optimizer = make_optimizers(model, ocfg)
