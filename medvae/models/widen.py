@@ -1,10 +1,11 @@
 """Widen a trained hyperprior model's latent (more channels M) without changing what it computes.
 
 Why: with 16× downsampling a latent of M channels carries M/256 values per
-pixel. At M=96 that is 0.375, too few to reproduce CT noise at high rates, so
-the model's PSNR levels off whatever λ asks. Training a wider model from
-scratch costs hours; widening a trained one and fine-tuning it at high λ
-costs minutes (the Net2Net idea: Chen, Goodfellow and Shlens, ICLR 2016).
+pixel. At M=96 that is 0.375, too few to reproduce CT noise at high rates: one
+reason the PSNR of such a model levels off whatever λ asks. Training a wider
+model from scratch costs what the first one did; widening a trained one lets a
+high-λ fine-tune start from everything it already learned (the Net2Net idea:
+Chen, Goodfellow and Shlens, ICLR 2016).
 
 The widened model starts as the same function: every new latent channel reaches
 the layers that read the latent through zero weights, so the image, and the
