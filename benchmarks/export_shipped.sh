@@ -10,7 +10,8 @@ TRAIN="python train.py --config configs/corpus-cpu-medvae.yaml"
 RUN="train.val_interval=500 train.checkpoint_interval=500"
 FT="$TRAIN loss.lmbda=@L@ optim.lr=1e-4 optim.milestones=[0.8] train.iterations=2500 $RUN train.init_from=$BASE train.out_dir=runs/shipped/medvae-l@L@"
 TOP="$TRAIN model.M=256 loss.lmbda=20 optim.lr=1e-4 optim.milestones=[0.8] train.iterations=4000 $RUN train.init_from=runs/shipped/medvae-l1.2/best.pt train.out_dir=runs/shipped/medvae-M256-l20"
-BUDGET="fine-tuned 2,500 steps (1 CPU thread, about 15 min) from the lambda=0.3 base ($BASE: the base run's weights after ${BASE//[^0-9]/} steps from scratch on 2 CPU cores)"
+BASE_STEP=${BASE##*-step}; BASE_STEP=${BASE_STEP%.pt}
+BUDGET="fine-tuned 2,500 steps (1 CPU thread, about 15 min) from the lambda=0.3 base ($BASE: the base run's weights after $BASE_STEP steps from scratch on 2 CPU cores)"
 
 export_one() {  # quality, checkpoint, command, budget [--default]
   python -m medvae.zoo "$2" --quality "$1" --note "command=$3" --note "budget=$4" "${@:5}"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import glob
 import json
 import math
 import re
@@ -51,8 +50,9 @@ TARGETS = {"shipped_vs_j2k": -10.0, "shipped_vs_j2k_aim": -35.0, "medvae_vs_ball
 MIN_OVERLAP_DB = 1.0  # a BD-rate over a narrower shared quality range is reported, but not trusted
 
 
-def _lmbda(path: str) -> float:
-    match = re.search(r"-l([0-9.]+)$", Path(path).parent.name)
+def _lmbda(run: str) -> float:
+    """λ from a run folder name such as ``medvae-l0.3``."""
+    match = re.search(r"-l([0-9.]+)$", run)
     return float(match.group(1)) if match else math.nan
 
 
@@ -70,8 +70,8 @@ def ablation_points(ablation: Path) -> list[Learned]:
 
     points = []
     for family in FAMILIES:
-        for path in sorted(glob.glob(str(ablation / f"{family}-l*" / "best.pt")), key=_lmbda):
-            points.append(Learned(medvae.load(path), family, f"λ={_lmbda(path):g}"))
+        for path in sorted(ablation.glob(f"{family}-l*/best.pt"), key=lambda p: _lmbda(p.parent.name)):
+            points.append(Learned(medvae.load(path), family, f"λ={_lmbda(path.parent.name):g}"))
     if not points:
         raise InputError(f"no ablation runs under {ablation} (benchmarks/train_ablation.sh makes them)")
     return points
@@ -225,10 +225,8 @@ def shipped_run_names() -> set[str]:
     """Run folders the shipped weights came from, read from the commands in their index."""
     from medvae import zoo
 
-    names = set()
-    for entry in zoo.index().get("medvae", {}).get("qualities", {}).values():
-        names.update(Path(m).name for m in re.findall(r"train\.(?:out_dir|init_from)=(\S+?)(?:/best\.pt|/last\.pt)?(?=\s|$)", entry.get("command", "")))
-    return names
+    commands = [e.get("command", "") for e in zoo.index().get("medvae", {}).get("qualities", {}).values()]
+    return {Path(m).name for c in commands for m in re.findall(r"train\.out_dir=(\S+)", c)}
 
 
 def training_times(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -258,7 +256,7 @@ def _first_step(row: dict[str, Any]) -> int:
 def training_section(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| model | run | steps | training time (h) |", "|---|---|---|---|"]
     for family in FAMILIES:
-        runs = sorted((r for r in rows if r["model"] == family), key=lambda r: _lmbda(r["run"] + "/x"))
+        runs = sorted((r for r in rows if r["model"] == family), key=lambda r: _lmbda(r["run"]))
         for r in runs:
             lines.append(f"| {family} | {r['run']} | {r['steps']} | {r['hours']:.2f} |")
         if runs:
@@ -266,7 +264,7 @@ def training_section(rows: list[dict[str, Any]]) -> list[str]:
     shipped = shipped_run_names()
     base = sorted((r for r in rows if r["model"] == SHIPPED and r["run"].startswith("corpus-")), key=_first_step)
     ladder = sorted((r for r in rows if r["model"] == SHIPPED and r["run"] in shipped),
-                    key=lambda r: (re.search(r"-M(\d+)-", r["run"]) is not None, _lmbda(r["run"] + "/x")))
+                    key=lambda r: (re.search(r"-M(\d+)-", r["run"]) is not None, _lmbda(r["run"])))
     for r in base + ladder:
         lines.append(f"| {SHIPPED} | {r['run']} | {r['steps']} | {r['hours']:.2f} |")
     return lines

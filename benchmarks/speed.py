@@ -73,7 +73,7 @@ def main() -> None:
         image = synthetic_ct()
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
 
-    bits = 12 if image is not None and source.startswith("corpus") else 16
+    bits = 12 if source.startswith("corpus") else 16
     print(f"{image.shape[0]}x{image.shape[1]} {image.dtype} slice ({source}, {bits} bits), torch {torch.__version__}, 1 coding thread, "
           f"median of {args.repeats} runs, untrained N={args.N} M={args.M} unless a checkpoint is named")
     print(f"{'codec':<26}{'encode s':>10}{'decode s':>10}{'bytes':>10}{'bpp':>8}")

@@ -7,7 +7,7 @@
 #   base   λ = 0.3 from scratch, $STEPS steps (lr drops x0.1 at 85% and 95%);
 #   then   λ = 0.08 and λ = 1.2, each fine-tuned from the base's last.pt for $FT_STEPS
 #          steps at lr $FT_LR (x0.1 for the last 20%).
-# Re-running resumes unfinished runs and skips finished ones; raise STEPS / FT_STEPS (with
+# Re-running resumes unfinished runs and skips finished ones (benchmarks/run_training.sh); raise STEPS / FT_STEPS (with
 # fresh out dirs) for a larger budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,12 +18,7 @@ FT_LR=${FT_LR:-5e-4}  # at 1e-4, 700 steps hardly move a model along its R-D cur
 FAMILIES=${FAMILIES:-"bls2017 balle2018 bls-residual medvae"}
 ROOT=${ROOT:-runs/ablation}
 
-run() {  # out_dir, then train.py overrides
-  local out=$1; shift
-  local resume=()
-  if [ -f "$out/last.pt" ]; then resume=(--resume); fi
-  python train.py "$@" train.out_dir="$out" "${resume[@]}"
-}
+source benchmarks/run_training.sh
 
 for family in $FAMILIES; do
   echo "== $family base: lambda 0.3, $STEPS steps"

@@ -26,23 +26,12 @@ STEPS=${STEPS:-2500}
 TOP_STEPS=${TOP_STEPS:-4000}
 LAMBDAS=${LAMBDAS:-"0.003 1.2 0.01 0.3 0.03 0.1"}   # λ = 1.2 early: the top quality starts from it
 
-run() {  # out_dir, then train.py overrides
-  local out=$1; shift
-  local resume=()
-  if [ -f "$out/last.pt" ]; then
-    if python -c "import sys, torch; s = torch.load('$out/last.pt', weights_only=False); sys.exit(s['step'] < s['config']['train']['iterations'])" 2>/dev/null; then
-      echo "== $out is finished"; return 0
-    fi
-    resume=(--resume)
-  fi
-  echo "== $out"
-  python train.py --config configs/corpus-cpu-medvae.yaml "$@" \
-      train.val_interval=500 train.checkpoint_interval=500 train.out_dir="$out" "${resume[@]}"
-}
+source benchmarks/run_training.sh
+CONFIG=(--config configs/corpus-cpu-medvae.yaml train.val_interval=500 train.checkpoint_interval=500)
 
 ladder() {  # λ ...
   for lmbda in "$@"; do
-    run "runs/shipped/medvae-l$lmbda" loss.lmbda="$lmbda" optim.lr=1e-4 "optim.milestones=[0.8]" \
+    run "runs/shipped/medvae-l$lmbda" "${CONFIG[@]}" loss.lmbda="$lmbda" optim.lr=1e-4 "optim.milestones=[0.8]" \
         train.iterations="$STEPS" train.init_from="$BASE"
   done
 }
@@ -54,6 +43,6 @@ first=$!
 ladder "${@:$((half + 1))}" > logs/shipped-b.log 2>&1 &
 second=$!
 wait $first
-run runs/shipped/medvae-M256-l20 model.M=256 loss.lmbda=20 optim.lr=1e-4 "optim.milestones=[0.8]" \
+run runs/shipped/medvae-M256-l20 "${CONFIG[@]}" model.M=256 loss.lmbda=20 optim.lr=1e-4 "optim.milestones=[0.8]" \
     train.iterations="$TOP_STEPS" train.init_from=runs/shipped/medvae-l1.2/best.pt > logs/shipped-top.log 2>&1
 wait $second

@@ -54,10 +54,10 @@ def widen_latent(model: CompressionModel, M: int) -> CompressionModel:
                 continue
             if module not in conv_kinds:
                 raise MedVAEError(f"{key}: shape {tuple(old.shape)} -> {tuple(new.shape)} outside a convolution")
-            # Conv2d weights are (out, in, k, k); transposed ones are (in, out, k, k).
-            in_dim = 0 if conv_kinds[module] is nn.ConvTranspose2d else 1
-            out_dim = 1 - in_dim if param == "weight" else 0
             if param == "weight":
+                # Conv2d weights are (out, in, k, k); transposed ones are (in, out, k, k).
+                in_dim = 0 if conv_kinds[module] is nn.ConvTranspose2d else 1
+                out_dim = 1 - in_dim
                 keep_in = _channel_index(old.shape[in_dim], new.shape[in_dim], old_m, M)
                 keep_out = _channel_index(old.shape[out_dim], new.shape[out_dim], old_m, M)
                 added_in = torch.ones(new.shape[in_dim], dtype=torch.bool)
