@@ -1,0 +1,47 @@
+"""benchmarks/ceiling.py: its step-1 pass is the real codec's, finer steps cost more bits."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import medvae
+from tests.conftest import REPO, small_model
+
+
+@pytest.fixture(scope="module")
+def ceiling():
+    spec = importlib.util.spec_from_file_location("ceiling", REPO / "benchmarks" / "ceiling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("family", ["balle2018", "medvae"])
+def test_step_one_is_what_the_codec_decodes(ceiling, ct_like, family):
+    codec = medvae.Codec(small_model(family))
+    decoded, bpp = ceiling.code_at_step(codec, ct_like, 1.0)
+    expected, expected_bpp = codec.reconstruct(ct_like)
+    np.testing.assert_array_equal(decoded, expected)
+    np.testing.assert_array_equal(decoded, codec.decompress(codec.compress(ct_like)))
+    assert bpp == pytest.approx(expected_bpp, rel=1e-5)
+
+
+def test_finer_steps_cost_more_bits_and_none_has_no_rate(ceiling, ct_like):
+    codec = medvae.Codec(small_model("medvae"))
+    rates = [ceiling.code_at_step(codec, ct_like, step)[1] for step in (1.0, 0.5, 0.25)]
+    assert rates[0] < rates[1] < rates[2]
+    unquantized, rate = ceiling.code_at_step(codec, ct_like, 0.0)
+    assert np.isnan(rate)
+    assert unquantized.shape == ct_like.shape and unquantized.dtype == ct_like.dtype
+
+
+def test_rejects_a_factorized_model(ceiling, tmp_path, capsys):
+    from medvae.checkpoint import save_model
+
+    path = tmp_path / "bls.pt"
+    save_model(small_model("bls2017"), path)
+    with pytest.raises(SystemExit, match="not a hyperprior model"):
+        ceiling.main(["--qualities", "", "--checkpoint", str(path), "--steps", "1"])
