@@ -1,10 +1,9 @@
 #!/usr/bin/env python
 """Where a hyperprior model's PSNR levels off: the quantizer or the transforms?
 
-Codes the corpus test slices with the latent quantized at a finer step ``s``
+Codes the corpus test slices with the latent y quantized at a finer step ``s``
 (``round(y / s) · s``, coded with the hyperprior's scales divided by ``s``), and
-with no quantization at all (``s = 0``: ``g_s(g_a(x))``, the transforms'
-ceiling). If PSNR barely moves while the rate grows, bits are not what the
+with y not quantized at all (``s = 0``; z still is: the transforms' ceiling). If PSNR barely moves while the rate grows, bits are not what the
 model lacks: its transforms cannot represent the image any better, and only
 training them (longer, wider, at a higher λ) raises the high-rate end.
 
@@ -31,24 +30,25 @@ MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/corpus/MANIFEST.cs
 
 @torch.inference_mode()
 def code_at_step(codec: medvae.Codec, image: np.ndarray, step: float) -> tuple[np.ndarray, float]:
-    """(decoded image, estimated bpp) with the latent quantized at ``step`` (0: unquantized)."""
-    model = codec.model
-    image, value_range, x = codec._prepare(image, None)
-    y = model.g_a(x)
-    z_hat, z_likelihoods = model.entropy_bottleneck(model.h_a(torch.abs(y)))
-    features = model.hyper_decode(z_hat)
-    bits = -torch.log2(z_likelihoods).sum()
-    if step > 0:
-        y_index = torch.round(y / step)
-        conditional = model.gaussian_conditional
-        likelihoods = conditional.likelihood_lower_bound(conditional._likelihood(y_index, model.scales_from(features) / step))
-        bits = bits - torch.log2(likelihoods).sum()
-        y = y_index * step
-    else:
-        bits = torch.tensor(float("nan"))
-    x_hat = model.synthesize(y, features).clamp(0, 1)
-    return codec._restore(x_hat, image.shape, value_range, image.dtype), float(bits) / image.size
+    """(decoded image, estimated bpp) with y quantized at ``step`` (0: y not quantized, bpp NaN).
 
+    z is always quantized as the codec does; at ``step`` 1 this is the codec's own decode.
+    """
+    model = codec.model
+    with medvae.codec.fixed_threads():
+        image, value_range, x = codec._prepare(image, None)
+        y = model.g_a(x)
+        z_hat, z_likelihoods = model.entropy_bottleneck(model.h_a(torch.abs(y)))
+        features = model.hyper_decode(z_hat)
+        bits = -torch.log2(z_likelihoods).sum()
+        if step > 0:
+            y_index, likelihoods = model.gaussian_conditional(y / step, model.scales_from(features) / step, training=False)
+            bits = bits - torch.log2(likelihoods).sum()
+            y = y_index * step
+        else:
+            bits = torch.tensor(float("nan"))
+        x_hat = model.synthesize(y, features).clamp(0, 1)
+    return codec._restore(x_hat, image.shape, value_range, image.dtype), float(bits) / image.size
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -71,13 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.modality} {args.split} split: {len(slices)} slices; PSNR at the native bit depth, mean over slices")
     print(f"{'model':28s} {'step':>5s} {'bpp (est.)':>10s} {'PSNR dB':>8s}")
     for name, codec in codecs.items():
-        with medvae.codec.fixed_threads():
-            for step in steps:
-                results = [code_at_step(codec, s.pixels, step) for s in slices]
-                quality_db = np.mean([psnr(s.pixels, decoded, s.bits_stored) for s, (decoded, _) in zip(slices, results)])
-                rate = np.mean([bpp for _, bpp in results])
-                label = "none" if step == 0 else f"{step:g}"
-                print(f"{name:28s} {label:>5s} {rate:10.3f} {quality_db:8.2f}", flush=True)
+        for step in steps:
+            results = [code_at_step(codec, s.pixels, step) for s in slices]
+            quality_db = np.mean([psnr(s.pixels, decoded, s.bits_stored) for s, (decoded, _) in zip(slices, results)])
+            rate = np.mean([bpp for _, bpp in results])
+            label = "none" if step == 0 else f"{step:g}"
+            print(f"{name:28s} {label:>5s} {rate:10.3f} {quality_db:8.2f}", flush=True)
 
 
 if __name__ == "__main__":

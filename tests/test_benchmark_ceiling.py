@@ -38,6 +38,13 @@ def test_finer_steps_cost_more_bits_and_none_has_no_rate(ceiling, ct_like):
     assert unquantized.shape == ct_like.shape and unquantized.dtype == ct_like.dtype
 
 
+def test_a_finer_step_decodes_closer_to_the_unquantized_latent(ceiling, ct_like):
+    codec = medvae.Codec(small_model("medvae"))
+    unquantized = ceiling.code_at_step(codec, ct_like, 0.0)[0].astype(float)
+    coarse, fine = (ceiling.code_at_step(codec, ct_like, step)[0].astype(float) for step in (1.0, 0.05))
+    assert np.abs(fine - unquantized).mean() < 0.5 * np.abs(coarse - unquantized).mean()
+
+
 def test_rejects_a_factorized_model(ceiling, tmp_path, capsys):
     from medvae.checkpoint import save_model
 
