@@ -1,8 +1,9 @@
 """Widen a trained hyperprior model's latent (more channels M) without changing what it computes.
 
 Why: with 16× downsampling a latent of M channels carries M/256 values per
-pixel. At M=96 that is 0.375, too few to reproduce CT noise at high rates: one
-reason the PSNR of such a model levels off whatever λ asks. Training a wider
+pixel. At M=96 that is 0.375, too few to reproduce CT noise at high rates. (For
+the shipped weights the trained transforms were the tighter limit: even with y
+unquantized they stop near 53 dB on CT, see ``benchmarks/ceiling.py``.) Training a wider
 model from scratch costs what the first one did; widening a trained one lets a
 high-λ fine-tune start from everything it already learned (the Net2Net idea:
 Chen, Goodfellow and Shlens, ICLR 2016).
