@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Where a hyperprior model's PSNR levels off: the quantizer or the transforms?
 
-Codes the corpus test slices with the latent y quantized at a finer step ``s``
-(``round(y / s) · s``, coded with the hyperprior's scales divided by ``s``), and
-with y not quantized at all (``s = 0``; z still is: the transforms' ceiling). If PSNR barely moves while the rate grows, bits are not what the
-model lacks: its transforms cannot represent the image any better, and only
-training them (longer, wider, at a higher λ) raises the high-rate end.
+Codes the corpus test slices (loaded as ``benchmarks/results.py`` loads them)
+with the latent y quantized at a finer step ``s`` (``round(y / s) · s``, coded
+with the hyperprior's scales divided by ``s``), and with y not quantized at all
+(``s = 0``; z still is): the transforms' ceiling. If PSNR barely moves while the
+rate grows, bits are not what the model lacks: its transforms cannot represent
+the image any better, and only training them (longer, wider, at a higher λ)
+raises the high-rate end.
 
 The rate is the entropy models' estimate (bits of ``-log2`` likelihoods, y and
 z), not a byte count: at ``s = 1`` it is within about 1 % of the real stream.
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 
 import medvae
-from medvae.data import split_slices
+from medvae.evaluation.datasets import load_images
 from medvae.metrics import psnr
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/corpus/MANIFEST.csv"
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, codec in codecs.items():
         if not hasattr(codec.model, "scales_from"):
             raise SystemExit(f"{name}: not a hyperprior model ({codec.name}); the step sweep needs its scales")
-    slices = split_slices(args.manifest, args.split, [args.modality])
+    slices = load_images([args.manifest], args.split, modality=args.modality)
     print(f"{args.modality} {args.split} split: {len(slices)} slices; PSNR at the native bit depth, mean over slices")
     print(f"{'model':28s} {'step':>5s} {'bpp (est.)':>10s} {'PSNR dB':>8s}")
     for name, codec in codecs.items():

@@ -45,7 +45,7 @@ def test_a_finer_step_decodes_closer_to_the_unquantized_latent(ceiling, ct_like)
     assert np.abs(fine - unquantized).mean() < 0.5 * np.abs(coarse - unquantized).mean()
 
 
-def test_rejects_a_factorized_model(ceiling, tmp_path, capsys):
+def test_rejects_a_factorized_model(ceiling, tmp_path):
     from medvae.checkpoint import save_model
 
     path = tmp_path / "bls.pt"
