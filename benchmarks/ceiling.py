@@ -4,10 +4,11 @@
 Codes the corpus test slices (loaded as ``benchmarks/results.py`` loads them)
 with the latent y quantized at a finer step ``s`` (``round(y / s) · s``, coded
 with the hyperprior's scales divided by ``s``), and with y not quantized at all
-(``s = 0``; z still is): the transforms' ceiling. If PSNR barely moves while the
-rate grows, bits are not what the model lacks: its transforms cannot represent
-the image any better, and only training them (longer, wider, at a higher λ)
-raises the high-rate end.
+(``s = 0``; z still is): the ceiling of the latents the encoder network gives.
+If PSNR barely moves while the rate grows, bits are not what the model lacks:
+better latents are (encoder-side refinement, :mod:`medvae.refine`, finds some
+for the same decoder), or better transforms (training longer, wider, at a
+higher λ).
 
 The rate is the entropy models' estimate (bits of ``-log2`` likelihoods, y and
 z), not a byte count: at ``s = 1`` it is within about 1 % of the real stream.

@@ -77,4 +77,17 @@ def load_model(path: str | os.PathLike) -> CompressionModel:
         raise MedVAEError(
             f"{path}: checkpoint does not fit this MedVAE's {record.get('model')!r} model ({first})"
         ) from None
+    model.trained_lmbda = trained_lmbda(record)
     return model.eval()
+
+
+def trained_lmbda(record: dict[str, Any]) -> float | None:
+    """λ of the ``R + λ·255²·MSE`` loss a checkpoint's weights were trained with, if it says.
+
+    ``train.py`` checkpoints carry their config; weights trained with another
+    distortion (MS-SSIM) give None, since their λ means something else.
+    """
+    loss = (record.get("config") or {}).get("loss") or {}
+    if loss.get("distortion", "mse") == "mse" and "lmbda" in loss:
+        return float(loss["lmbda"])
+    return None

@@ -22,7 +22,7 @@ from medvae import bitstream, zoo
 from medvae.checkpoint import fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
 from medvae.intensity import check_image, default_value_range, denormalize, normalize
-
+from medvae.refine import check_refinement, refine_latents
 
 #: Torch threads used while coding. Convolution results depend on how the work is split
 #: between threads; the entropy decoder depends on those results (through the hyperprior's
@@ -75,6 +75,8 @@ class Codec:
         self.model.update(force=update_tables)
         self.device = torch.device(device)
         self.fingerprint = fingerprint(self.model)
+        #: λ of the MSE loss the weights were trained with, when their file records it (None if not).
+        self.lmbda: float | None = getattr(model, "trained_lmbda", None)
 
     @property
     def name(self) -> str:
@@ -100,10 +102,15 @@ class Codec:
         h, w = shape
         return denormalize(x_hat[0, 0, :h, :w].float().cpu().numpy(), *value_range, dtype)
 
-    @torch.inference_mode()
-    @_with_fixed_threads
     def compress(
-        self, image: np.ndarray, *, value_range: tuple[int, int] | None = None, bits_stored: int = 0, metadata: bytes = b""
+        self,
+        image: np.ndarray,
+        *,
+        value_range: tuple[int, int] | None = None,
+        bits_stored: int = 0,
+        metadata: bytes = b"",
+        refine_steps: int = 0,
+        lmbda: float | None = None,
     ) -> bytes:
         """Encode a 2-D uint8/uint16/int16 image to a self-describing ``.mvae`` container.
 
@@ -112,9 +119,21 @@ class Codec:
             value_range: (lo, hi) mapped to [0, 1]; default: the image's own min and max.
             bits_stored: the DICOM Bits Stored, recorded for metrics (0 = unknown).
             metadata: opaque bytes stored in the container (e.g. the source DICOM header).
+            refine_steps: fit the latents to this image with that many gradient steps
+                before coding (:mod:`medvae.refine`): a much slower encoder, higher
+                fidelity at about the same size, the same decoder. Like all coding,
+                it runs with :data:`CODING_THREADS` threads, so the bytes do not
+                depend on the caller's thread setting.
+            lmbda: the rate–distortion trade-off refinement aims at; default: the λ
+                the weights were trained with (:attr:`lmbda`).
         """
+        check_refinement(refine_steps, lmbda)
         image, value_range, x = self._prepare(image, value_range)
-        out = self.model.compress(x)
+        with fixed_threads():
+            if refine_steps:
+                latents = refine_latents(self.model, x, self._refine_lmbda(lmbda), steps=refine_steps, size=image.shape)
+            with torch.inference_mode():
+                out = self.model.compress_latents(latents if refine_steps else self.model.analyze(x))
         header = bitstream.Header(
             model=self.name,
             fingerprint=self.fingerprint,
@@ -125,6 +144,13 @@ class Codec:
             bits_stored=int(bits_stored),
         )
         return bitstream.pack(header, [group[0] for group in out["strings"]], metadata)
+
+    def _refine_lmbda(self, lmbda: float | None) -> float:
+        if lmbda is not None:
+            return float(lmbda)
+        if self.lmbda is None:
+            raise InputError("these weights do not record the lambda they were trained with; pass lmbda= to refine")
+        return self.lmbda
 
     @torch.inference_mode()
     @_with_fixed_threads
@@ -177,12 +203,20 @@ def load(source: str | os.PathLike, quality: int | None = None, *, device: str =
             path = zoo.shipped_path(source, quality)
         else:
             raise FileNotFoundError(f"no such checkpoint: {source}")
-    return Codec(load_model(path), device=device)
+    return Codec(_load_weights(path), device=device)
+
+
+def _load_weights(path: Path) -> CompressionModel:
+    """:func:`load_model`, with the trained λ of shipped weights taken from the weights index."""
+    model = load_model(path)
+    if model.trained_lmbda is None:
+        model.trained_lmbda = zoo.shipped_lmbda(path)
+    return model
 
 
 @lru_cache(maxsize=8)
 def _shipped(path: Path) -> Codec:
-    return Codec(load_model(path))
+    return Codec(_load_weights(path))
 
 
 def _as_codec(model: Codec | CompressionModel | str | os.PathLike) -> Codec:

@@ -50,6 +50,18 @@ def shipped_path(model: str, quality: int | None = None) -> Path:
         ) from None
 
 
+def shipped_lmbda(path: str | Path) -> float | None:
+    """λ recorded in the index for the shipped weights file ``path`` (None if it is not one)."""
+    path = Path(path)
+    if path.resolve().parent != WEIGHTS_DIR.resolve():
+        return None
+    for entry in index().values():
+        for quality in entry.get("qualities", {}).values():
+            if quality["file"] == path.name and quality.get("lmbda") is not None:
+                return float(quality["lmbda"])
+    return None
+
+
 def path_for_fingerprint(model: str, fingerprint: str) -> Path:
     """The shipped weights a bitstream was written with, found by its header's fingerprint."""
     for entry in index().get(model, {}).get("qualities", {}).values():
@@ -71,7 +83,7 @@ def export(checkpoint: str | Path, quality: int, *, default_quality: int | None 
     """
     import torch
 
-    from medvae.checkpoint import fingerprint, load_model, model_record
+    from medvae.checkpoint import fingerprint, load_model, model_record, trained_lmbda
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = load_model(checkpoint)
@@ -86,7 +98,7 @@ def export(checkpoint: str | Path, quality: int, *, default_quality: int | None 
         "file": target.name,
         "fingerprint": fingerprint(shipped),
         "model_config": record["model_config"],
-        "lmbda": state.get("config", {}).get("loss", {}).get("lmbda"),
+        "lmbda": trained_lmbda(state),  # None unless trained with MSE: what refinement aims at
         "step": state.get("step"),
         **(notes or {}),
     }

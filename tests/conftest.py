@@ -15,6 +15,16 @@ CORPUS = REPO.parent / "shared" / "data" / "corpus"
 FAMILIES = ("bls2017", "balle2018", "bls-residual", "medvae")
 
 
+def benchmark_module(name: str):
+    """Import ``benchmarks/<name>.py`` (a script, not a package) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def small_model(name: str, seed: int = 0):
     """An untrained model of family ``name`` with few channels, deterministic weights."""
     torch.manual_seed(seed)

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
 import medvae
-from tests.conftest import REPO, small_model
+from tests.conftest import benchmark_module, small_model
 
 
 @pytest.fixture(scope="module")
 def ceiling():
-    spec = importlib.util.spec_from_file_location("ceiling", REPO / "benchmarks" / "ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("ceiling")
 
 
 @pytest.mark.parametrize("family", ["balle2018", "medvae"])

@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from medvae.cli.compress import add_refine_arguments, refine_steps
+
 DEFAULT_CODECS = "jpeg2000,jpegxl,jpegls,jpeg,spiht,coiflet"
 
 
@@ -36,6 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="write the CSV and JSON only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_refine_arguments(parser)
+
+
+def refine(points: list, steps: int) -> None:
+    """Make the learned points refine their latents (curves named ``<family> (refined)``)."""
+    from medvae.errors import InputError
+
+    for point in points:
+        if not point.learned:
+            continue
+        if point.codec.lmbda is None:
+            raise InputError(f"{point.label}: the weights record no MSE-loss lambda, which --refine aims at")
+        point.refine_steps = steps
+        point.family = f"{point.family} (refined)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,13 +64,16 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    steps = refine_steps(args)
     points = registry.expand(args.codecs or [DEFAULT_CODECS])
+    if steps:
+        refine(points, steps)
     images = datasets.load_images(args.data, args.split, modality=args.modality, max_slices=args.max_slices, limit=args.limit)
     if not 0 <= args.visual_image < len(images):
         raise InputError(f"--visual-image {args.visual_image} is out of range (0..{len(images) - 1})")
     meta = runner.run_metadata(
         data=[str(d) for d in args.data], split=args.split, modality=args.modality,
-        codecs=args.codecs or [DEFAULT_CODECS], command=" ".join(sys.argv),
+        codecs=args.codecs or [DEFAULT_CODECS], refine_steps=steps, command=" ".join(sys.argv),
         images=[f"{im.file}#{im.slice}" for im in images],
         bits_stored=sorted({im.bits_stored for im in images}),
         modalities=sorted({im.modality for im in images}),

@@ -26,18 +26,20 @@ class Learned(ImageCodec):
         codec: the codec (weights) of this point.
         family: curve name (the model family).
         value: what identifies the point: a checkpoint stem or ``q<N>``.
+        refine_steps: encoder-side latent refinement steps (:mod:`medvae.refine`); 0: none.
     """
 
     knob = "model"
     learned = True
 
-    def __init__(self, codec, family: str, value: str):
+    def __init__(self, codec, family: str, value: str, refine_steps: int = 0):
         super().__init__(value, lossless=False)
         self.codec = codec
         self.family = family  # instance attribute: one class serves every model family
+        self.refine_steps = int(refine_steps)
 
     def encode(self, image: np.ndarray, bits_stored: int | None = None) -> bytes:
-        return self.codec.compress(image, bits_stored=int(bits_stored or 0))
+        return self.codec.compress(image, bits_stored=int(bits_stored or 0), refine_steps=self.refine_steps)
 
     def decode(self, data: bytes) -> np.ndarray:
         return self.codec.decompress(data)

@@ -53,8 +53,16 @@ class BLS2017(CompressionModel):
         y_hat, y_likelihoods = self.entropy_bottleneck(y)
         return {"x_hat": self.synthesize(y_hat), "likelihoods": {"y": y_likelihoods}}
 
+    def analyze(self, x: Tensor) -> list[Tensor]:
+        """The latents the encoder codes for ``x``: ``[y]``."""
+        return [self.g_a(x)]
+
     def compress(self, x: Tensor) -> dict[str, Any]:
-        y = self.g_a(x)
+        return self.compress_latents(self.analyze(x))
+
+    def compress_latents(self, latents: list[Tensor]) -> dict[str, Any]:
+        """Entropy-code ``[y]`` (from :meth:`analyze`, or refined by :mod:`medvae.refine`)."""
+        (y,) = latents
         y_strings = self.entropy_bottleneck.compress(y)
         return {"strings": [y_strings], "shape": tuple(y.size()[-2:])}
 

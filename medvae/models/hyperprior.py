@@ -102,9 +102,17 @@ class Balle2018(CompressionModel):
         x_hat = self.synthesize(y_hat, features)
         return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
-    def compress(self, x: Tensor) -> dict[str, Any]:
+    def analyze(self, x: Tensor) -> list[Tensor]:
+        """The latents the encoder codes for ``x``: ``[y, z]``."""
         y = self.g_a(x)
-        z = self.h_a(torch.abs(y))
+        return [y, self.h_a(torch.abs(y))]
+
+    def compress(self, x: Tensor) -> dict[str, Any]:
+        return self.compress_latents(self.analyze(x))
+
+    def compress_latents(self, latents: list[Tensor]) -> dict[str, Any]:
+        """Entropy-code ``[y, z]`` (from :meth:`analyze`, or refined by :mod:`medvae.refine`)."""
+        y, z = latents
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
         indexes = self.gaussian_conditional.build_indexes(self.scales_from(self.hyper_decode(z_hat)))
