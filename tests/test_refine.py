@@ -158,3 +158,14 @@ def test_evaluate_names_refined_curves_apart(tmp_path):
                  "--out", str(out), "--no-plots", "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["codecs"]) == ["medvae (refined)"] and summary["meta"]["refine_steps"] == 3
+
+
+def test_the_command_line_parser_does_not_load_torch():
+    """``medvae info`` and ``--help`` start fast: building the parser (refinement options
+    included) must not import torch, which only the commands that code need."""
+    import subprocess
+    import sys
+
+    code = "import sys; from medvae.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
