@@ -12,7 +12,6 @@ BD-rate of each k against no refinement where there are 4 or more qualities.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,8 @@ import torch
 import medvae
 from medvae.evaluation.bdrate import bd_rate
 from medvae.evaluation.datasets import load_images
-from medvae.metrics import psnr
+from medvae.evaluation.learned import Learned
+from medvae.evaluation.run import evaluate_point
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/corpus/MANIFEST.csv"
 
@@ -31,14 +31,11 @@ def _ints(text: str) -> list[int]:
 
 
 def measure(codec: medvae.Codec, images: list, steps: int) -> tuple[float, float, float]:
-    """Mean (bpp, PSNR, encode seconds) over ``images`` with ``steps`` refinement steps."""
-    rows = []
-    for im in images:
-        start = time.perf_counter()
-        data = codec.compress(im.pixels, bits_stored=im.bits_stored, refine_steps=steps)
-        seconds = time.perf_counter() - start
-        rows.append((8 * len(data) / im.pixels.size, psnr(im.pixels, codec.decompress(data), im.bits_stored), seconds))
-    return tuple(float(v) for v in np.mean(rows, axis=0))
+    """Mean (bpp, PSNR, encode seconds) over ``images`` with ``steps`` refinement steps,
+    each slice coded and measured as ``evaluate.py`` does."""
+    point = Learned(codec, codec.name, "", refine_steps=steps)
+    rows = [evaluate_point(point, im)[0] for im in images]
+    return tuple(float(np.mean([row[key] for row in rows])) for key in ("bpp", "psnr", "encode_s"))
 
 
 def main(argv: list[str] | None = None) -> None:

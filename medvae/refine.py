@@ -24,14 +24,15 @@ were trained with.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.models import CompressionModel
 from torch import Tensor
 
 from medvae.errors import InputError
+from medvae.losses import RateDistortionLoss
 
 #: Gradient steps used when a caller asks for refinement without a count.
 DEFAULT_STEPS = 50
@@ -50,31 +51,35 @@ def _round_like_bottleneck(bottleneck: EntropyBottleneck, v: Tensor) -> Tensor:
     return _round_straight_through(v - medians) + medians
 
 
-def _bottleneck_bits(bottleneck: EntropyBottleneck, v_hat: Tensor) -> Tensor:
-    """Bits the factorized prior assigns to the rounded ``v_hat`` (B, C, H, W)."""
+def _bottleneck_likelihood(bottleneck: EntropyBottleneck, v_hat: Tensor) -> Tensor:
+    """Likelihoods the factorized prior assigns to the rounded ``v_hat`` (B, C, H, W)."""
     values = v_hat.transpose(0, 1).reshape(v_hat.size(1), 1, -1)  # the (C, 1, N) layout it expects
     likelihood, _, _ = bottleneck._likelihood(values)
-    return -torch.log2(bottleneck.likelihood_lower_bound(likelihood)).sum()
+    return bottleneck.likelihood_lower_bound(likelihood)
 
 
-def quantized_forward(model: CompressionModel, latents: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """(x_hat, bits) for ``latents`` rounded as the coder rounds them; gradients pass the rounding.
+def quantized_forward(model: CompressionModel, latents: list[Tensor]) -> dict[str, Any]:
+    """The model's output (``x_hat``, ``likelihoods``) for ``latents`` rounded as the coder rounds
+    them; gradients pass the rounding.
 
-    ``x_hat`` is what :meth:`decompress` would return for these latents, and ``bits``
-    the entropy models' estimate of their coded size.
+    ``x_hat`` is what :meth:`decompress` would return for these latents, and the
+    likelihoods are the entropy models' estimate of their coded size, in the form
+    :class:`~medvae.losses.RateDistortionLoss` reads in training.
     """
     bottleneck = model.entropy_bottleneck
     if len(latents) == 1:  # factorized prior: y through the bottleneck
         y_hat = _round_like_bottleneck(bottleneck, latents[0])
-        return model.synthesize(y_hat), _bottleneck_bits(bottleneck, y_hat)
+        return {"x_hat": model.synthesize(y_hat), "likelihoods": {"y": _bottleneck_likelihood(bottleneck, y_hat)}}
     y, z = latents  # scale hyperprior: z through the bottleneck, y through the Gaussian conditional
     z_hat = _round_like_bottleneck(bottleneck, z)
     features = model.hyper_decode(z_hat)
     y_hat = _round_straight_through(y)
     conditional = model.gaussian_conditional
     y_likelihood = conditional.likelihood_lower_bound(conditional._likelihood(y_hat, model.scales_from(features)))
-    bits = -torch.log2(y_likelihood).sum() + _bottleneck_bits(bottleneck, z_hat)
-    return model.synthesize(y_hat, features), bits
+    return {
+        "x_hat": model.synthesize(y_hat, features),
+        "likelihoods": {"y": y_likelihood, "z": _bottleneck_likelihood(bottleneck, z_hat)},
+    }
 
 
 def check_refinement(steps: int, lmbda: float | None) -> None:
@@ -126,10 +131,11 @@ def refine_latents(
         optimizer = torch.optim.Adam(latents, lr=lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
         best, best_loss = start, math.inf
+        criterion = RateDistortionLoss(lmbda)  # the training loss, with MSE
         for step in range(steps + 1):
-            x_hat, bits = quantized_forward(model, latents)
-            mse = F.mse_loss(x_hat[..., :h, :w].clamp(0.0, 1.0), target)  # the decoder clips to [0, 1]
-            loss = bits / (h * w) + lmbda * 255.0**2 * mse
+            out = quantized_forward(model, latents)
+            x_hat = out["x_hat"][..., :h, :w].clamp(0.0, 1.0)  # the decoder crops and clips to [0, 1]
+            loss = criterion({"x_hat": x_hat, "likelihoods": out["likelihoods"]}, target)["loss"]
             if loss.item() < best_loss:
                 best, best_loss = [t.detach().clone() for t in latents], loss.item()
             if step == steps:

@@ -14,6 +14,7 @@ from medvae.checkpoint import load_model, save_model, trained_lmbda
 from medvae.cli import main
 from medvae.errors import InputError
 from medvae.intensity import normalize
+from medvae.losses import bits_per_pixel
 from medvae.refine import quantized_forward, refine_latents
 from tests.conftest import small_model
 
@@ -56,7 +57,8 @@ def test_quantized_forward_is_what_the_decoder_gives(family, ct_like):
     _, _, x = codec._prepare(ct_like, None)
     with torch.no_grad():
         latents = codec.model.analyze(x)
-        x_hat, bits = quantized_forward(codec.model, latents)
+        out = quantized_forward(codec.model, latents)
+        x_hat, bits = out["x_hat"], bits_per_pixel(out["likelihoods"], 1)
         coded = codec.model.compress_latents(latents)
         decoded = codec.model.decompress(coded["strings"], coded["shape"])["x_hat"]
     torch.testing.assert_close(x_hat, decoded, atol=1e-5, rtol=0)
