@@ -62,6 +62,9 @@ class Layered(ImageCodec):
 def mean_point(point: ImageCodec, images: list) -> tuple[float, float, float]:
     """Mean (bpp, PSNR, max |error|) of ``point`` over ``images``."""
     rows = [evaluate_point(point, im)[0] for im in images]
+    failed = [f"{r['file']}#{r['slice']}: {r['error']}" for r in rows if r["error"]]
+    if failed:
+        raise SystemExit(f"{point.label} failed on " + "; ".join(failed))
     return (float(np.mean([r["bpp"] for r in rows])), float(np.mean([r["psnr"] for r in rows])),
             float(max(r["max_abs_error"] for r in rows)))
 
