@@ -19,7 +19,7 @@ import torch
 
 import medvae
 from medvae.evaluation.bdrate import bd_rate
-from medvae.evaluation.datasets import load_images
+from medvae.evaluation.datasets import evenly_spaced_indices, load_images
 from medvae.evaluation.learned import Learned
 from medvae.evaluation.run import evaluate_point
 
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     images = load_images([args.manifest], args.split, modality=args.modality)
-    if args.slices:
-        images = [images[i] for i in np.linspace(0, len(images) - 1, min(args.slices, len(images))).round().astype(int)]
+    images = [images[i] for i in evenly_spaced_indices(len(images), args.slices)]
     print(f"{len(images)} {args.modality} {args.split} slices: {', '.join(f'{im.patient}/{Path(im.file).name}#{im.slice}' for im in images)}")
     print(f"{'quality':>7} {'steps':>5} {'bpp':>7} {'PSNR dB':>8} {'encode s':>9}")
     curves: dict[int, list[tuple[float, float]]] = {k: [] for k in args.steps}

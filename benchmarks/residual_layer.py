@@ -22,7 +22,7 @@ import numpy as np
 
 import medvae
 from medvae.evaluation.codecs import ImageCodec
-from medvae.evaluation.datasets import load_images
+from medvae.evaluation.datasets import evenly_spaced_indices, load_images
 from medvae.evaluation.jpeg2000 import JPEG2000
 from medvae.evaluation.jpegls import JPEGLS
 from medvae.evaluation.run import evaluate_point
@@ -80,21 +80,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     images = load_images([args.manifest], "test", modality=args.modality)
-    if args.slices:
-        images = [images[i] for i in np.linspace(0, len(images) - 1, min(args.slices, len(images))).round().astype(int)]
-    residual_points = [JPEG2000(float(v)) for v in args.j2k_bpp.split(",")] + [JPEGLS(int(v)) for v in args.near.split(",")]
+    images = [images[i] for i in evenly_spaced_indices(len(images), args.slices)]
+    near = [JPEGLS(int(v)) for v in args.near.split(",")]
     print(f"{len(images)} {args.modality} test slices; mean bpp, PSNR dB, worst max |error|")
     print(f"{'codec':<32}{'bpp':>8}{'PSNR':>8}{'max err':>9}")
-    singles = {}
-    for point in [JPEG2000(b) for b in (0.5, 0.75, 1.0, 1.5, 2.0)] + [JPEGLS(int(v)) for v in args.near.split(",")]:
-        singles[point.label] = mean_point(point, images)
-        print(f"{point.label:<32}{singles[point.label][0]:>8.3f}{singles[point.label][1]:>8.2f}{singles[point.label][2]:>9.0f}")
+    points = [JPEG2000(b) for b in (0.5, 0.75, 1.0, 1.5, 2.0)] + near  # each classical codec alone
     for quality in (int(q) for q in args.qualities.split(",")):
         codec = medvae.load("medvae", quality=quality)
-        for residual in residual_points:
-            point = Layered(codec, quality, residual)
-            bpp, db, err = mean_point(point, images)
-            print(f"{point.label:<32}{bpp:>8.3f}{db:>8.2f}{err:>9.0f}", flush=True)
+        points += [Layered(codec, quality, residual) for residual in [JPEG2000(float(v)) for v in args.j2k_bpp.split(",")] + near]
+    for point in points:
+        bpp, db, err = mean_point(point, images)
+        print(f"{point.label:<32}{bpp:>8.3f}{db:>8.2f}{err:>9.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,9 @@ class EvalImage:
         return default_value_range(self.pixels)
 
 
-def _slice_indices(n: int, max_slices: int | None) -> list[int]:
+def evenly_spaced_indices(n: int, max_slices: int | None) -> list[int]:
+    """At most ``max_slices`` indices of ``range(n)``, evenly spaced, first and last included
+    (all of them when ``max_slices`` is 0 or None)."""
     if not max_slices or n <= max_slices:
         return list(range(n))
     return sorted({int(round(i)) for i in np.linspace(0, n - 1, max_slices)})
@@ -75,7 +77,7 @@ def images_from_file(
         ds = stack.datasets[0] if stack.datasets else None
         patient = str(getattr(ds, "PatientID", "") or Path(path).parent.name)
     images = []
-    for k in _slice_indices(len(stack), max_slices):
+    for k in evenly_spaced_indices(len(stack), max_slices):
         slope, intercept = stack.rescale_of(k)
         mod = (stack.modality or "OT").upper()
         images.append(
