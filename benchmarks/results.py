@@ -267,7 +267,7 @@ def training_times(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = json.loads(saved_path.read_text()) if saved_path.is_file() else []
     times = {(r["model"], r["run"]): r for r in rows}
     found = [(family, run) for family in FAMILIES for run in args.ablation.glob(f"{family}-l*")]
-    found += [(SHIPPED, run) for run in [args.base_run, *args.shipped_runs.glob("medvae-*")]]
+    found += [(SHIPPED, run) for run in [*args.base_runs, *args.shipped_runs.glob("medvae-*")]]
     for model, run in found:
         got = training_seconds(run)
         if got:
@@ -291,8 +291,8 @@ def training_section(rows: list[dict[str, Any]]) -> list[str]:
         if runs:
             lines.append(f"| **{family}** | **all λ** | | **{sum(r['hours'] for r in runs):.2f}** |")
     shipped = shipped_run_names()
-    base = sorted((r for r in rows if r["model"] == SHIPPED and r["run"].startswith("corpus-")), key=_first_step)
-    ladder = sorted((r for r in rows if r["model"] == SHIPPED and r["run"] in shipped),
+    base = sorted((r for r in rows if r["model"] == SHIPPED and r["run"].startswith(("corpus-", "base"))), key=_first_step)
+    ladder = sorted((r for r in rows if r["model"] == SHIPPED and r["run"] in shipped and r not in base),
                     key=lambda r: (re.search(r"-M(\d+)-", r["run"]) is not None, _lmbda(r["run"])))
     for r in base + ladder:
         lines.append(f"| {SHIPPED} | {r['run']} | {r['steps']} | {r['hours']:.2f} |")
@@ -386,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=REPO.parent / "shared/data/corpus/MANIFEST.csv")
     parser.add_argument("--ablation", type=Path, default=REPO / "runs/ablation", help="folder of <family>-l<λ>/best.pt runs")
     parser.add_argument("--shipped-runs", type=Path, default=REPO / "runs/shipped", help="fine-tune runs of the shipped weights")
-    parser.add_argument("--base-run", type=Path, default=REPO / "training-state/corpus-cpu-medvae-l0.3", help="base run of the shipped weights")
+    parser.add_argument("--base-runs", type=Path, nargs="*", help="base runs of the shipped weights",
+                        default=[REPO / "training-state/corpus-cpu-medvae-l0.3", REPO / "training-state/base2-l1.2"])
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks/results/raw", help="summaries, training times and per-image rows")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
     parser.add_argument("--modality", action="append", choices=MODALITIES, help="default: CT and MR")
