@@ -291,7 +291,8 @@ def training_section(rows: list[dict[str, Any]]) -> list[str]:
         if runs:
             lines.append(f"| **{family}** | **all λ** | | **{sum(r['hours'] for r in runs):.2f}** |")
     shipped = shipped_run_names()
-    base = sorted((r for r in rows if r["model"] == SHIPPED and r["run"].startswith(("corpus-", "base"))), key=_first_step)
+    base = sorted((r for r in rows if r["model"] == SHIPPED and r["run"].startswith(("corpus-", "base"))),
+                  key=lambda r: (r["run"].startswith("base"), _first_step(r)))  # the continuation last
     ladder = sorted((r for r in rows if r["model"] == SHIPPED and r["run"] in shipped and r not in base),
                     key=lambda r: (re.search(r"-M(\d+)-", r["run"]) is not None, _lmbda(r["run"])))
     for r in base + ladder:
