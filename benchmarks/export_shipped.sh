@@ -10,7 +10,8 @@ DEFAULT=5
 TRAIN="python train.py --config configs/corpus-cpu-medvae.yaml"
 RUN="train.val_interval=500 train.checkpoint_interval=500"
 FT="$TRAIN loss.lmbda=@L@ optim.lr=1e-4 optim.milestones=[0.8] train.iterations=2500 $RUN train.out_dir=runs/shipped/medvae-l@L@"
-BASE_NOTE="the lambda=0.3 base ($BASE: the base run's weights after 52,000 steps from scratch, about 3.6 h on 2 CPU cores)"
+BASE_STEP=${BASE##*-step}; BASE_STEP=${BASE_STEP%.pt}
+BASE_NOTE="the lambda=0.3 base ($BASE: the base run's weights after $BASE_STEP steps from scratch on 2 CPU cores)"
 BASE2_NOTE="the lambda=1.2 continuation ($BASE2: the lambda=0.3 base run's last weights, 60,000 steps from scratch in about 4.2 h on 2 CPU cores, then 30,000 steps at lambda=1.2 in about 3.9 h on 1-2 threads)"
 FT_BUDGET="fine-tuned 2,500 steps (1 CPU thread, 15-30 min) from"
 
