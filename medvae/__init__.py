@@ -18,7 +18,7 @@ from typing import Any
 from medvae.bitstream import Header, read_header, read_metadata
 from medvae.errors import BitstreamError, InputError, MedVAEError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "models": ("medvae.models", None),
@@ -26,6 +26,7 @@ _LAZY = {
     "load": ("medvae.codec", "load"),
     "compress": ("medvae.codec", "compress"),
     "decompress": ("medvae.codec", "decompress"),
+    "LegacyFormatWarning": ("medvae.codec", "LegacyFormatWarning"),
 }
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Codec",
     "Header",
     "InputError",
+    "LegacyFormatWarning",
     "MedVAEError",
     "compress",
     "decompress",

@@ -1,18 +1,21 @@
-"""The ``.mvae`` container: a small binary header, the entropy-coded strings, a CRC.
+"""The ``.mvae`` container: a small binary header, the entropy-coded strings, two CRCs.
 
 Layout (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"MVAE"
-    4       1     format version (1)
+    4       1     format version (2; 1 is still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
     6       1     bits stored (0 = not known)
     7       1     length n of the model name
     8       n     model name (ASCII, a registered family, e.g. "medvae")
-    ...     8     weights fingerprint (first 8 bytes of a SHA-256 of the state dict)
+    ...     8     weights fingerprint (format 2: of the state dict and exact plan,
+                  :func:`medvae.checkpoint.exact_fingerprint`; format 1: of the state dict)
     ...     4+4   image height, width (u32)
     ...     4+4   intensity mapping lo, hi (i32): lo maps to 0.0 and hi to 1.0
     ...     2+2   latent shape handed to ``model.decompress`` (u16)
+    ...     4     format 2 only: CRC-32 of the decoded pixels (the encoder's own exact
+                  reconstruction, little-endian bytes); the decoder checks its result
     ...     1     number of string groups G (y, z, ... as the model returns them)
     ...           G × (u32 length, bytes)
     ...     4     length m of the metadata block (u32, 0 when absent)
@@ -20,7 +23,11 @@ Layout (all integers little-endian)::
                   source DICOM header there, so decoding can write DICOM back)
     end-4   4     CRC-32 of every byte before it
 
-The header costs about 50 bytes plus the model name; evaluation counts it in bpp.
+Format 2 is written by the exact coder (:mod:`medvae.exact`): every machine decodes it
+to the same pixels, and the pixel CRC turns any disagreement into an error instead of
+a silently different image. Format 1 (no pixel CRC) was written by the float coder of
+earlier releases. The header costs about 55 bytes plus the model name; evaluation
+counts it in bpp.
 ``Codec.compress`` attaches no metadata unless asked, so measured rates are image-only.
 """
 
@@ -35,11 +42,13 @@ import numpy as np
 from medvae.errors import BitstreamError
 
 MAGIC = b"MVAE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this release reads; 1 decodes through the float path of the release that wrote it.
+READABLE_VERSIONS = (1, 2)
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHHB")  # fingerprint, H, W, lo, hi, latent h, latent w, G
-_CRC = struct.Struct("<I")
+_CRC = struct.Struct("<I")  # also the pixel CRC of format 2
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,8 @@ class Header:
     value_range: tuple[int, int]
     latent_shape: tuple[int, int]
     bits_stored: int = 0
+    pixels_crc: int | None = None  # CRC-32 of the decoded pixels (format 2; None in format 1)
+    version: int = FORMAT_VERSION
     n_bytes: int = 0  # size of the whole container (filled in on reading)
     metadata_bytes: int = 0  # size of the metadata block (filled in on reading)
 
@@ -64,8 +75,17 @@ class Header:
         return bpp(self.n_bytes, self.shape)
 
 
+def pixels_crc(pixels: np.ndarray) -> int:
+    """CRC-32 of an image's values as little-endian bytes (the same on every machine)."""
+    pixels = np.ascontiguousarray(pixels)
+    return zlib.crc32(pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes())
+
+
 def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
-    """Serialize a header, one byte string per latent group and optional metadata."""
+    """Serialize a header (with its pixel CRC), one byte string per latent group and optional metadata,
+    in the current format."""
+    if header.pixels_crc is None:
+        raise ValueError("a format-2 header needs the CRC of the decoded pixels")
     name = header.model.encode("ascii")
     if not 0 < len(name) < 256:
         raise ValueError(f"model name {header.model!r} must be 1..255 ASCII characters")
@@ -80,6 +100,7 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
             *header.latent_shape,
             len(strings),
         ),
+        _CRC.pack(header.pixels_crc),
     ]
     for s in strings:
         parts += [struct.pack("<I", len(s)), s]
@@ -112,9 +133,10 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
     if r.take(4, "magic number") != MAGIC:
         raise BitstreamError("not a MedVAE bitstream (bad magic number)")
     version, dtype_code, bits_stored, name_len = r.take(4, "header")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise BitstreamError(
-            f"bitstream format version {version} is not supported (this MedVAE reads {FORMAT_VERSION})"
+            f"bitstream format version {version} is not supported (this MedVAE reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
         )
     try:
         name = r.take(name_len, "model name").decode("ascii")
@@ -122,6 +144,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
     except (UnicodeDecodeError, KeyError):
         raise BitstreamError("corrupted bitstream header") from None
     fp, h, w, lo, hi, lh, lw, n_groups = _FIXED.unpack(r.take(_FIXED.size, "header"))
+    crc_of_pixels = _CRC.unpack(r.take(4, "pixel checksum"))[0] if version >= 2 else None
     strings = []
     for i in range(n_groups):
         (length,) = struct.unpack("<I", r.take(4, f"length of string {i}"))
@@ -143,6 +166,8 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         value_range=(lo, hi),
         latent_shape=(lh, lw),
         bits_stored=bits_stored,
+        pixels_crc=crc_of_pixels,
+        version=version,
         n_bytes=len(data),
         metadata_bytes=len(metadata),
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from compressai.models import CompressionModel
 
@@ -16,16 +19,32 @@ from medvae.models import create
 CHECKPOINT_FORMAT = "medvae-checkpoint-v1"
 
 
-def fingerprint(model: CompressionModel) -> str:
-    """16 hex digits of a SHA-256 over every tensor of the state dict (weights and CDF tables).
-
-    Two models produce and decode the same bitstreams exactly when this matches.
-    """
+def _state_digest(model: CompressionModel) -> "hashlib._Hash":
     digest = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()
         digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
         digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return digest
+
+
+def fingerprint(model: CompressionModel) -> str:
+    """16 hex digits of a SHA-256 over every tensor of the state dict (weights and CDF tables).
+
+    The weights a format-1 file names (the float decoder of earlier releases).
+    """
+    return _state_digest(model).hexdigest()[:16]
+
+
+def exact_fingerprint(model: CompressionModel, plan: dict[str, int]) -> str:
+    """The weights a format-2 file names: the state dict, the exact plan and the exact rules' version.
+
+    Two codecs produce and decode the same bitstreams exactly when this matches.
+    """
+    from medvae.exact import EXACT_VERSION
+
+    digest = _state_digest(model)
+    digest.update(json.dumps({"exact_version": EXACT_VERSION, "plan": plan}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -40,7 +59,10 @@ def model_record(model: CompressionModel, half: bool = False) -> dict[str, Any]:
     if half:
         learned = {name for name, _ in model.named_parameters()}
         state = {k: v.half() if k in learned and v.is_floating_point() else v for k, v in state.items()}
-    return {"format": CHECKPOINT_FORMAT, "model": model.model_name, "model_config": dict(model.config), "state_dict": state}
+    record = {"format": CHECKPOINT_FORMAT, "model": model.model_name, "model_config": dict(model.config), "state_dict": state}
+    if getattr(model, "exact_plan", None) is not None:
+        record["exact_plan"] = dict(model.exact_plan)
+    return record
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -51,9 +73,29 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
-def save_model(model: CompressionModel, path: str | os.PathLike, half: bool = False, **extra: Any) -> None:
-    """Write a coding checkpoint (entropy tables updated first) that :func:`medvae.load` reads."""
+def prepare_for_coding(model: CompressionModel, calibration: Iterable[np.ndarray] | None = None) -> None:
+    """Compute what coding needs beside the weights: the entropy coder's CDF tables and the
+    exact plan (:func:`medvae.exact.calibrate`, on ``calibration`` images and synthetic ones).
+
+    Both are float computations, done once here and stored with the weights, so that no
+    decoder ever recomputes them.
+    """
+    from medvae.exact import calibrate
+
     model.update(force=True)
+    model.exact_plan = calibrate(model, calibration)
+
+
+def save_model(
+    model: CompressionModel,
+    path: str | os.PathLike,
+    half: bool = False,
+    calibration: Iterable[np.ndarray] | None = None,
+    **extra: Any,
+) -> None:
+    """Write a coding checkpoint that :func:`medvae.load` reads, prepared for coding first
+    (:func:`prepare_for_coding`, calibrated on ``calibration`` images)."""
+    prepare_for_coding(model, calibration)
     atomic_torch_save({**model_record(model, half=half), **extra}, path)
 
 
@@ -78,6 +120,7 @@ def load_model(path: str | os.PathLike) -> CompressionModel:
             f"{path}: checkpoint does not fit this MedVAE's {record.get('model')!r} model ({first})"
         ) from None
     model.trained_lmbda = trained_lmbda(record)
+    model.exact_plan = record.get("exact_plan")
     return model.eval()
 
 

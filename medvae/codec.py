@@ -6,8 +6,8 @@ The Python API, the command line, the tests and ``evaluate.py`` all go through
 
 from __future__ import annotations
 
-import functools
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -19,19 +19,26 @@ import torch.nn.functional as F
 from compressai.models import CompressionModel
 
 from medvae import bitstream, zoo
-from medvae.checkpoint import fingerprint, load_model
+from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
-from medvae.intensity import check_image, default_value_range, denormalize, normalize
+from medvae.exact import ExactTwin, Fixed, calibrate
+from medvae.exact.fixed import pow2
+from medvae.intensity import check_image, default_value_range, denormalize
 from medvae.refine import check_refinement, refine_latents
 
-#: Torch threads used while coding. Convolution results depend on how the work is split
-#: between threads; the entropy decoder depends on those results (through the hyperprior's
-#: scales), so every encode and decode runs with this fixed count, whatever the caller set.
-CODING_THREADS = 1
+#: Torch threads of the format-1 float decoder. Its entropy decoder depends on float
+#: results that change with the thread count, so format-1 files decode with the count
+#: they were written with. Format 2 is exact and uses the caller's threads.
+FORMAT1_THREADS = 1
+
+
+class LegacyFormatWarning(UserWarning):
+    """A format-1 file: decoded with the float path of the release that wrote it, whose
+    pixels can differ on other machines. Re-encode it to get format 2."""
 
 
 @contextmanager
-def fixed_threads(n: int = CODING_THREADS) -> Iterator[None]:
+def fixed_threads(n: int = FORMAT1_THREADS) -> Iterator[None]:
     """Run the block with ``n`` intra-op torch threads, then restore the caller's setting."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -41,31 +48,20 @@ def fixed_threads(n: int = CODING_THREADS) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _with_fixed_threads(method):
-    """Decorator: run a coding method under :func:`fixed_threads`."""
-
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        with fixed_threads():
-            return method(*args, **kwargs)
-
-    return wrapper
-
-
 class Codec:
     """Compresses 2-D integer images to bytes and back with one model's weights.
 
     Args:
         model: a registered MedVAE model (see :mod:`medvae.models`). It is put in
-            eval mode on ``device``. Its entropy tables are computed if missing;
-            pass ``update_tables=True`` after changing the weights yourself.
-        device: where the transforms run. Decode on the same kind of device you
-            encoded on: float results differ across CPU and GPU, and the entropy
-            decoder depends on them.
+            eval mode on ``device``. Its entropy tables and exact plan
+            (:mod:`medvae.exact`) are computed if missing; pass ``update_tables=True``
+            after changing the weights yourself.
+        device: where the transforms run (``"cpu"``, ``"cuda"``). Any device decodes
+            any file to the same pixels.
 
-    Coding always runs with :data:`CODING_THREADS` torch threads, so bitstreams and
-    decoded images do not depend on the caller's thread setting (use several
-    processes to code many images in parallel, as ``medvae compress --workers`` does).
+    Coding runs in the exact arithmetic of :mod:`medvae.exact`: the bytes written and
+    the pixels decoded are the same on every CPU, at any torch thread count, and on
+    GPU. Every file carries a CRC of its decoded pixels, which decoding checks.
     """
 
     def __init__(self, model: CompressionModel, *, device: str | torch.device = "cpu", update_tables: bool = False):
@@ -73,8 +69,14 @@ class Codec:
             raise TypeError("Codec needs a registered MedVAE model (medvae.models.create(...))")
         self.model = model.eval().to(device)
         self.model.update(force=update_tables)
+        if update_tables or getattr(model, "exact_plan", None) is None:
+            model.exact_plan = calibrate(model)
         self.device = torch.device(device)
-        self.fingerprint = fingerprint(self.model)
+        self.twin = ExactTwin(model, model.exact_plan).to(self.device)
+        #: The weights format-2 files written here name (state dict and exact plan).
+        self.fingerprint = exact_fingerprint(model, model.exact_plan)
+        #: The weights format-1 files name (state dict only).
+        self.format1_fingerprint = fingerprint(self.model)
         #: λ of the MSE loss the weights were trained with, when their file records it (None if not).
         self.lmbda: float | None = getattr(model, "trained_lmbda", None)
 
@@ -84,23 +86,42 @@ class Codec:
         return self.model.model_name
 
     def _prepare(self, image: np.ndarray, value_range: tuple[int, int] | None) -> tuple[np.ndarray, tuple[int, int], torch.Tensor]:
+        """(image, value range, the image in [0, 1] as a (1, 1, H', W') float64 tensor padded to the stride).
+
+        ``(image − lo) / (hi − lo)`` is one correctly rounded division per pixel and the
+        padding copies edge pixels, so this input is the same on every machine.
+        """
         image = check_image(image)
         lo, hi = default_value_range(image) if value_range is None else map(int, value_range)
         if hi <= lo:
             raise InputError(f"empty value range [{lo}, {hi}]")
         if image.min() < lo or image.max() > hi:
             raise InputError(f"image values [{image.min()}, {image.max()}] fall outside value_range [{lo}, {hi}]")
-        x = torch.from_numpy(normalize(image, lo, hi))[None, None].to(self.device)
+        x = (torch.from_numpy(image.astype(np.float64)) - lo) / float(hi - lo)
         stride = self.model.downsampling_factor
         h, w = image.shape
-        pad_h, pad_w = (-h) % stride, (-w) % stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        return image, (lo, hi), x
+        x = F.pad(x[None, None], (0, (-w) % stride, 0, (-h) % stride), mode="replicate")
+        return image, (lo, hi), x.to(self.device)
 
-    def _restore(self, x_hat: torch.Tensor, shape: tuple[int, int], value_range: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    def _encode(self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0, lmbda: float | None = None) -> tuple[list[bytes], np.ndarray, tuple[int, int]]:
+        """(strings, the pixels every decoder will get, value range)."""
+        image, value_range, x = self._prepare(image, value_range)
+        with torch.inference_mode():
+            if refine_steps:
+                latents = refine_latents(self.model, x.float(), self._refine_lmbda(lmbda), steps=refine_steps, size=image.shape)
+            else:
+                latents = self.twin.analyze(x)
+            strings, x_hat = self.twin.encode(latents)
+        return strings, self._pixels(x_hat, image.shape, value_range, image.dtype), value_range
+
+    def _pixels(self, x_hat: Fixed, shape: tuple[int, int], value_range: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        """Exact denormalization: ``round(clip(x̂, 0, 1) · (hi − lo) + lo)``, clipped to the range and dtype."""
         h, w = shape
-        return denormalize(x_hat[0, 0, :h, :w].float().cpu().numpy(), *value_range, dtype)
+        lo, hi = value_range
+        v = x_hat.value[0, 0, :h, :w].clamp(0.0, pow2(x_hat.frac))
+        restored = torch.round(v * float(hi - lo) * pow2(-x_hat.frac) + float(lo))
+        info = np.iinfo(dtype)
+        return restored.clamp(max(lo, info.min), min(hi, info.max)).cpu().numpy().astype(dtype)
 
     def compress(
         self,
@@ -121,29 +142,26 @@ class Codec:
             metadata: opaque bytes stored in the container (e.g. the source DICOM header).
             refine_steps: fit the latents to this image with that many gradient steps
                 before coding (:mod:`medvae.refine`): a much slower encoder, higher
-                fidelity at about the same size, the same decoder. Like all coding,
-                it runs with :data:`CODING_THREADS` threads, so the bytes do not
-                depend on the caller's thread setting.
+                fidelity at about the same size, the same decoder. Refinement is a
+                float search, so its bytes may differ between machines; the file then
+                decodes to the same pixels everywhere, like any other.
             lmbda: the rate–distortion trade-off refinement aims at; default: the λ
                 the weights were trained with (:attr:`lmbda`).
         """
         check_refinement(refine_steps, lmbda)
-        image, value_range, x = self._prepare(image, value_range)
-        with fixed_threads():
-            if refine_steps:
-                latents = refine_latents(self.model, x, self._refine_lmbda(lmbda), steps=refine_steps, size=image.shape)
-            with torch.inference_mode():
-                out = self.model.compress_latents(latents if refine_steps else self.model.analyze(x))
+        strings, decoded, value_range = self._encode(image, value_range, refine_steps, lmbda)
+        stride = self.model.downsampling_factor
         header = bitstream.Header(
             model=self.name,
             fingerprint=self.fingerprint,
-            dtype=image.dtype,
-            shape=image.shape,
+            dtype=decoded.dtype,
+            shape=decoded.shape,
             value_range=value_range,
-            latent_shape=tuple(int(s) for s in out["shape"]),
+            latent_shape=tuple(-(-s // stride) for s in decoded.shape),
             bits_stored=int(bits_stored),
+            pixels_crc=bitstream.pixels_crc(decoded),
         )
-        return bitstream.pack(header, [group[0] for group in out["strings"]], metadata)
+        return bitstream.pack(header, strings, metadata)
 
     def _refine_lmbda(self, lmbda: float | None) -> float:
         if lmbda is not None:
@@ -153,42 +171,69 @@ class Codec:
         return self.lmbda
 
     @torch.inference_mode()
-    @_with_fixed_threads
     def decompress(self, data: bytes) -> np.ndarray:
-        """Decode a container written with these weights; same shape and dtype as the input."""
+        """Decode a container written with these weights; same shape and dtype as the input.
+
+        Raises:
+            BitstreamError: the data is damaged, names other weights, or decodes to pixels
+                whose CRC differs from the one the encoder stored.
+        """
         header, strings, _ = bitstream.unpack(data)
-        if header.model != self.name or header.fingerprint != self.fingerprint:
-            raise BitstreamError(
-                f"bitstream was written with {header.model!r} weights {header.fingerprint}, "
-                f"this codec has {self.name!r} weights {self.fingerprint}"
-            )
-        expected = self._latent_shape(header.shape)
-        if header.latent_shape != expected:
-            raise BitstreamError(f"corrupted header: latent shape {header.latent_shape} does not fit image {header.shape}")
+        if header.version == 1:
+            return self._decompress_format1(header, strings)
+        self._check_weights(header, self.fingerprint)
         try:
-            out = self.model.decompress([[s] for s in strings], header.latent_shape)
+            x_hat = self.twin.decode(strings, header.latent_shape)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"entropy decoding failed: {exc}") from None
-        return self._restore(out["x_hat"], header.shape, header.value_range, header.dtype)
+        decoded = self._pixels(x_hat, header.shape, header.value_range, header.dtype)
+        if bitstream.pixels_crc(decoded) != header.pixels_crc:
+            raise BitstreamError(
+                "the decoded pixels do not match the checksum the encoder stored: the file is damaged "
+                "(or this decoder computes differently from the encoder); no image is returned"
+            )
+        return decoded
+
+    def _check_weights(self, header: bitstream.Header, expected: str) -> None:
+        if header.model != self.name or header.fingerprint != expected:
+            raise BitstreamError(
+                f"bitstream was written with {header.model!r} weights {header.fingerprint}, "
+                f"this codec has {self.name!r} weights {expected}"
+            )
+        stride = self.model.downsampling_factor
+        if header.latent_shape != tuple(-(-s // stride) for s in header.shape):
+            raise BitstreamError(f"corrupted header: latent shape {header.latent_shape} does not fit image {header.shape}")
+
+    def _decompress_format1(self, header: bitstream.Header, strings: list[bytes]) -> np.ndarray:
+        """The float decoder of format 1, as the release that wrote the file ran it."""
+        warnings.warn(
+            "format-1 .mvae file: decoded with the float decoder of the release that wrote it, whose "
+            "pixels may differ on other machines; re-encode it to get format 2, exact on every machine",
+            LegacyFormatWarning,
+            stacklevel=3,
+        )
+        self._check_weights(header, self.format1_fingerprint)
+        with fixed_threads():
+            try:
+                out = self.model.decompress([[s] for s in strings], header.latent_shape)
+            except (RuntimeError, ValueError, IndexError) as exc:
+                raise BitstreamError(f"entropy decoding failed: {exc}") from None
+        h, w = header.shape
+        return denormalize(out["x_hat"][0, 0, :h, :w].float().cpu().numpy(), *header.value_range, header.dtype)
 
     @torch.inference_mode()
-    @_with_fixed_threads
     def reconstruct(self, image: np.ndarray, *, value_range: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
-        """Eval-mode forward pass without entropy coding: (decoded image, estimated bpp).
+        """The decoded image and the entropy models' rate estimate (bpp, for training logs),
+        without writing a container.
 
-        The image equals ``decompress(compress(image))`` bit for bit (the tests
-        check this); the bpp is the likelihood estimate, for training logs only.
+        The image is the one ``decompress(compress(image))`` returns, bit for bit (the
+        tests check this).
         """
-        image, value_range, x = self._prepare(image, value_range)
-        out = self.model(x)
+        _, decoded, _ = self._encode(image, value_range)
+        _, _, x = self._prepare(image, value_range)
+        out = self.model(x.float())
         bits = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
-        return self._restore(out["x_hat"], image.shape, value_range, image.dtype), float(bits) / image.size
-
-    def _latent_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
-        # The image is padded to the stride, so the coded latent (y, or z for
-        # hyperprior models) is ceil(size / stride) on each side.
-        stride = self.model.downsampling_factor
-        return tuple(-(-s // stride) for s in shape)
+        return decoded, float(bits) / decoded.size
 
 
 def load(source: str | os.PathLike, quality: int | None = None, *, device: str = "cpu") -> Codec:

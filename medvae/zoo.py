@@ -63,9 +63,10 @@ def shipped_lmbda(path: str | Path) -> float | None:
 
 
 def path_for_fingerprint(model: str, fingerprint: str) -> Path:
-    """The shipped weights a bitstream was written with, found by its header's fingerprint."""
+    """The shipped weights a bitstream was written with, found by its header's fingerprint
+    (of format 2, or of format 1 for files written by earlier releases)."""
     for entry in index().get(model, {}).get("qualities", {}).values():
-        if entry["fingerprint"] == fingerprint:
+        if fingerprint in (entry["fingerprint"], entry.get("format1_fingerprint")):
             return WEIGHTS_DIR / entry["file"]
     raise BitstreamError(
         f"bitstream needs {model!r} weights {fingerprint}, which are not installed; "

@@ -9,7 +9,7 @@ from pydicom.data import get_testdata_file
 
 import medvae
 from medvae import metrics, zoo
-from medvae.checkpoint import fingerprint, load_model
+from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 
 MAX_TOTAL_BYTES = 50_000_000
 
@@ -31,8 +31,13 @@ def test_index_lists_at_least_four_medvae_qualities_within_budget():
     for q in qualities:
         record = entry["qualities"][str(q)]
         assert record.get("command"), f"q{q} does not record how it was trained"
-        # the fingerprint a bitstream names is the one of the weights as users load them
-        assert fingerprint(load_model(zoo.shipped_path("medvae", q))) == record["fingerprint"]
+        # the fingerprint a bitstream names is the one of the weights as users load them, with
+        # the exact plan stored in the file; files of format 1 name the float weights alone
+        model = load_model(zoo.shipped_path("medvae", q))
+        assert model.exact_plan, f"q{q} has no exact plan"
+        assert exact_fingerprint(model, model.exact_plan) == record["fingerprint"]
+        assert fingerprint(model) == record["format1_fingerprint"]
+        assert record["exact"]["command"].startswith("python benchmarks/convert_exact.py")
 
 
 def test_higher_quality_costs_more_bytes_and_gives_less_error(ct_slice):

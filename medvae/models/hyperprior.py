@@ -105,7 +105,7 @@ class Balle2018(CompressionModel):
     def analyze(self, x: Tensor) -> list[Tensor]:
         """The latents the encoder codes for ``x``: ``[y, z]``."""
         y = self.g_a(x)
-        return [y, self.h_a(torch.abs(y))]
+        return [y, self.h_a(abs(y))]  # abs(), not torch.abs: the exact twin runs this method too
 
     def compress(self, x: Tensor) -> dict[str, Any]:
         return self.compress_latents(self.analyze(x))

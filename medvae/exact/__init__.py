@@ -1,0 +1,20 @@
+"""Exact arithmetic for coding: every machine decodes a file to the same pixels.
+
+* :mod:`medvae.exact.fixed`: fixed-point values and the argument why their sums are exact.
+* :mod:`medvae.exact.layers`: exact twins of convolutions, GDN, activations, residual blocks.
+* :mod:`medvae.exact.calibrate`: the plan of fractional bits, computed once per weights.
+* :mod:`medvae.exact.twin`: a model's whole coding path (analysis, entropy coding, synthesis).
+
+Training keeps the float model; :class:`medvae.Codec` codes with the twin.
+"""
+
+from medvae.exact.calibrate import Plan, calibrate, synthetic_images
+from medvae.exact.fixed import Fixed
+from medvae.exact.twin import ExactTwin
+
+#: Version of the rules that turn float weights and a plan into the exact twin. It is part
+#: of the weights fingerprint a file names, so a change of rules can never silently
+#: decode an older file differently.
+EXACT_VERSION = 1
+
+__all__ = ["EXACT_VERSION", "ExactTwin", "Fixed", "Plan", "calibrate", "synthetic_images"]

@@ -1,0 +1,330 @@
+"""Exact twins of the layers MedVAE's models are built from, and the converter that builds them.
+
+Each twin computes what its float layer computes, in the fixed-point arithmetic of
+:mod:`medvae.exact.fixed`: convolutions as an explicit im2col (``unfold``) and float64
+matrix product of integers (never a library convolution, which may pick Winograd or
+FFT and round), transposed convolutions as the product followed by ``fold`` (col2im,
+a sum of integers), and elementwise steps from exactly rounded IEEE operations only.
+Output fractional bits come from a calibration plan (:mod:`medvae.exact.calibrate`):
+``plan[name]`` for the layer named ``name`` in the float model.
+
+Work is split into bands of output rows so that memory stays bounded; every output
+value is the same exact sum whatever the split, so banding changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from compressai.layers import GDN, ResidualBlock
+from torch import Tensor, nn
+
+from medvae.exact.fixed import ACTIVATION_BITS, DTYPE, Fixed, integer_bias, integer_weights, pow2, saturate, scale_round, scale_round_, weight_shifts
+from medvae.models.hyperprior import _HyperSynthesisWithSkip
+from medvae.models.layers import LatentFusion
+
+#: Elements of one im2col band (float64): 2^22 × 8 bytes = 32 MiB.
+BAND_ELEMENTS = 2**22
+#: LeakyReLU slopes are applied as ``round(x · m / 2^20)``, m an integer.
+SLOPE_BITS = 20
+
+Plan = dict[str, int]
+
+
+class ExactModule(nn.Module):
+    """A layer on :class:`Fixed` values. Buffers are float64 integers (moved with ``.to(device)``)."""
+
+    def forward(self, x: Fixed) -> Fixed:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class _Accumulating(ExactModule):
+    """A layer that sums integer weights × inputs into an accumulator, adds a bias, and rescales.
+
+    The accumulator of output channel ``o`` has scale ``2^(s_o + frac_in)``. Its weight
+    shift ``s_o`` is the largest the sum bound allows (:func:`weight_shifts`) and that keeps
+    the bias, at the same scale, below 2^51; the second limit only binds for inputs with
+    very many fractional bits (tiny values), where the weights need fewer bits anyway.
+    """
+
+    def __init__(self, weight_by_output: Tensor, bias: Tensor | None, out_frac: int):
+        super().__init__()
+        self.register_buffer("weight", weight_by_output.detach().to("cpu", DTYPE))
+        self.register_buffer("bias", torch.zeros(self.weight.shape[0], dtype=DTYPE) if bias is None else bias.detach().to("cpu", DTYPE))
+        self.max_shifts = weight_shifts(self.weight)
+        # |b| < 2^bias_bits, so b · 2^(s_o + frac_in) < 2^51 whenever s_o + frac_in <= 51 - bias_bits.
+        self.bias_bits = torch.tensor([math.frexp(b)[1] for b in self.bias.tolist()], dtype=torch.int64)
+        self.out_frac = int(out_frac)
+        self._cache: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+
+    def integers(self, frac_in: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """For inputs with ``frac_in`` fractional bits: integer weights, integer bias (shaped to
+        broadcast), the power of two back to ``out_frac``, and the accumulator exponents."""
+        if frac_in not in self._cache:
+            shifts = torch.minimum(self.max_shifts, 51 - self.bias_bits - frac_in)
+            device = self.weight.device
+            weights = integer_weights(self.weight.cpu(), shifts).to(device)
+            exponents = shifts + frac_in
+            bias = integer_bias(self.bias.cpu(), exponents).to(device)[:, None, None]
+            multiplier = pow2(self.out_frac - exponents).to(device)[:, None, None]
+            self._cache[frac_in] = (weights, bias, multiplier, exponents)
+        return self._cache[frac_in]
+
+    def _apply(self, fn, recurse=True):  # moving devices invalidates the cached integers
+        self._cache = {}
+        return super()._apply(fn, recurse)
+
+
+def _rows_per_band(per_row: int) -> int:
+    return max(1, BAND_ELEMENTS // max(per_row, 1))
+
+
+class ExactConv2d(_Accumulating):
+    """``nn.Conv2d`` (groups 1, dilation 1) as im2col and an integer matrix product."""
+
+    def __init__(self, conv: nn.Conv2d, out_frac: int):
+        if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+            raise ValueError(f"exact conversion supports plain convolutions, not {conv}")
+        super().__init__(conv.weight, conv.bias, out_frac)
+        self.stride, self.padding, self.kernel = conv.stride, conv.padding, conv.kernel_size
+
+    def forward(self, x: Fixed) -> Fixed:
+        weights, bias, multiplier, _ = self.integers(x.frac)
+        acc = conv2d_exact(x.value, weights, self.stride, self.padding)
+        return Fixed(scale_round_(acc.add_(bias), multiplier), self.out_frac)
+
+
+def conv2d_exact(value: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
+    """Integer convolution: every output is one exact float64 sum of integer products."""
+    (sh, sw), (kh, kw) = stride, weight.shape[2:]
+    x = F.pad(value, (padding[1], padding[1], padding[0], padding[0]))
+    b, c, h, w = x.shape
+    out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
+    matrix = weight.reshape(weight.shape[0], -1)
+    out = value.new_empty((b, weight.shape[0], out_h, out_w))
+    rows = _rows_per_band(b * c * kh * kw * out_w)
+    for r0 in range(0, out_h, rows):
+        r1 = min(out_h, r0 + rows)
+        band = x[:, :, r0 * sh : (r1 - 1) * sh + kh]
+        cols = F.unfold(band, (kh, kw), stride=(sh, sw))  # (b, c·kh·kw, rows·out_w), copies only
+        out[:, :, r0:r1] = (matrix @ cols).reshape(b, -1, r1 - r0, out_w)
+    return out
+
+
+class ExactConvTranspose2d(_Accumulating):
+    """``nn.ConvTranspose2d`` as an integer matrix product and ``fold`` (col2im: a sum of integers)."""
+
+    def __init__(self, conv: nn.ConvTranspose2d, out_frac: int):
+        if conv.groups != 1 or conv.dilation != (1, 1):
+            raise ValueError(f"exact conversion supports plain transposed convolutions, not {conv}")
+        super().__init__(conv.weight.transpose(0, 1), conv.bias, out_frac)  # (out, in, kh, kw)
+        self.stride, self.padding, self.output_padding = conv.stride, conv.padding, conv.output_padding
+
+    def forward(self, x: Fixed) -> Fixed:
+        weights, bias, multiplier, _ = self.integers(x.frac)
+        acc = conv_transpose2d_exact(x.value, weights, self.stride, self.padding, self.output_padding)
+        return Fixed(scale_round_(acc.add_(bias), multiplier), self.out_frac)
+
+
+def conv_transpose2d_exact(
+    value: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int], output_padding: tuple[int, int]
+) -> Tensor:
+    """Integer transposed convolution; ``weight`` is (out, in, kh, kw)."""
+    (sh, sw), (kh, kw) = stride, weight.shape[2:]
+    b, c, h, w = value.shape
+    o = weight.shape[0]
+    full_h, full_w = (h - 1) * sh + kh, (w - 1) * sw + kw
+    out_h = (h - 1) * sh - 2 * padding[0] + kh + output_padding[0]
+    out_w = (w - 1) * sw - 2 * padding[1] + kw + output_padding[1]
+    # Rows and columns past the full result (output padding) receive no contribution.
+    full = value.new_zeros((b, o, max(full_h, padding[0] + out_h), max(full_w, padding[1] + out_w)))
+    matrix = weight.permute(0, 2, 3, 1).reshape(o * kh * kw, c)  # rows in (out, kh, kw) order, as fold reads them
+    rows = _rows_per_band(b * o * kh * kw * w)
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        cols = matrix @ value[:, :, r0:r1].reshape(b, c, -1)  # (b, o·kh·kw, rows·w)
+        band_h = (r1 - r0 - 1) * sh + kh
+        full[:, :, r0 * sh : r0 * sh + band_h, :full_w] += F.fold(cols, (band_h, full_w), (kh, kw), stride=(sh, sw))
+    return full[:, :, padding[0] : padding[0] + out_h, padding[1] : padding[1] + out_w].contiguous()
+
+
+class ExactGDN(ExactModule):
+    """GDN / inverse GDN: ``x / sqrt(β + Σ γ x²)`` or ``x · sqrt(...)``.
+
+    ``x²`` is exact (below 2^48) and is split into two 24-bit halves, so ``Σ γ x²`` is two
+    exact integer 1×1 convolutions, joined by one correctly rounded addition; ``β`` is
+    added, and ``sqrt``, the product (or quotient) and the final rounding follow, each a
+    single IEEE 754 operation with one correct result on every CPU and GPU. No precision
+    of ``x²`` is given up, however small ``x`` is next to the largest value.
+    """
+
+    def __init__(self, gdn: GDN, out_frac: int):
+        super().__init__()
+        gamma = _nonnegative(gdn.gamma, gdn.gamma_reparam)[:, :, None, None]  # (out, in, 1, 1)
+        self.inverse = bool(gdn.inverse)
+        self.out_frac = int(out_frac)
+        self.shifts = weight_shifts(gamma)
+        self.register_buffer("gamma", integer_weights(gamma, self.shifts))
+        self.register_buffer("beta", _nonnegative(gdn.beta, gdn.beta_reparam))
+
+    def forward(self, x: Fixed) -> Fixed:
+        device = x.value.device
+        sq = x.value * x.value  # exact: |x| < 2^24
+        high = torch.floor(sq * pow2(-ACTIVATION_BITS))
+        low = sq.sub_(high * pow2(ACTIVATION_BITS))  # exact: 0 <= low < 2^24
+        # v · 2^exponent, exponent = s_o + 2·frac: both sums exact, then rounded additions.
+        exponents = self.shifts + 2 * x.frac
+        acc = conv2d_exact(high, self.gamma, (1, 1), (0, 0)).mul_(pow2(ACTIVATION_BITS))
+        acc.add_(conv2d_exact(low, self.gamma, (1, 1), (0, 0)))
+        acc.add_((self.beta.cpu() * pow2(exponents)).to(device)[:, None, None])
+        # With an even exponent, sqrt(v) is sqrt(acc) times a power of two.
+        odd = exponents % 2
+        root = acc.mul_(pow2(odd).to(device)[:, None, None]).sqrt_()  # sqrt(v) · 2^half
+        half = (exponents + odd) // 2
+        if self.inverse:
+            out = torch.mul(x.value, root, out=root)
+            return Fixed(scale_round_(out, pow2(self.out_frac - x.frac - half).to(device)[:, None, None]), self.out_frac)
+        out = torch.div(x.value, root, out=root)
+        return Fixed(scale_round_(out, pow2(self.out_frac - x.frac + half).to(device)[:, None, None]), self.out_frac)
+
+
+def _nonnegative(parameter: Tensor, reparam: nn.Module) -> Tensor:
+    """CompressAI's ``NonNegativeParametrizer`` in float64: ``max(p, bound)² − pedestal`` (exact here)."""
+    p = parameter.detach().to("cpu", DTYPE)
+    bounded = torch.maximum(p, reparam.lower_bound.bound.detach().to("cpu", DTYPE))
+    return bounded * bounded - reparam.pedestal.detach().to("cpu", DTYPE)
+
+
+class ExactReLU(ExactModule):
+    def forward(self, x: Fixed) -> Fixed:
+        return Fixed(x.value.clamp(min=0.0), x.frac)
+
+
+class ExactLeakyReLU(ExactModule):
+    """Negative values times an integer slope ``m / 2^20``, rounded half to even."""
+
+    def __init__(self, slope: float):
+        super().__init__()
+        # m · 2^-20 is exact in float64, and so is x · m (< 2^38): one multiply gives x · m / 2^20 exactly.
+        self.slope = round(slope * 2**SLOPE_BITS) * pow2(-SLOPE_BITS)
+
+    def forward(self, x: Fixed) -> Fixed:
+        negative = torch.round(x.value * self.slope)
+        return Fixed(torch.where(x.value < 0, negative, x.value), x.frac)
+
+
+class ExactUpsample(ExactModule):
+    """Nearest-neighbour upsampling by an integer factor (copies)."""
+
+    def __init__(self, factor: int):
+        super().__init__()
+        self.factor = int(factor)
+
+    def forward(self, x: Fixed) -> Fixed:
+        v = x.value.repeat_interleave(self.factor, dim=2).repeat_interleave(self.factor, dim=3)
+        return Fixed(v, x.frac)
+
+
+class ExactSequential(ExactModule):
+    def __init__(self, layers: list[ExactModule]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: Fixed) -> Fixed:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def add(a: Fixed, b: Fixed, frac: int) -> Fixed:
+    """``a + b`` at ``frac`` fractional bits (each operand rescaled exactly, then one sum)."""
+    return Fixed(saturate(a.to(frac).value + b.to(frac).value), frac)
+
+
+def concat(parts: list[Fixed], frac: int) -> Fixed:
+    """Channel concatenation at a common ``frac``."""
+    return Fixed(torch.cat([p.to(frac).value for p in parts], dim=1), frac)
+
+
+class ExactResidualBlock(ExactModule):
+    """CompressAI's ``ResidualBlock``: ``leaky(conv2(leaky(conv1(x)))) + skip(x)``."""
+
+    def __init__(self, conv1: ExactModule, conv2: ExactModule, leaky: ExactModule, skip: ExactModule | None, out_frac: int):
+        super().__init__()
+        self.conv1, self.conv2, self.leaky, self.skip = conv1, conv2, leaky, skip
+        self.out_frac = int(out_frac)
+
+    def forward(self, x: Fixed) -> Fixed:
+        out = self.leaky(self.conv2(self.leaky(self.conv1(x))))
+        return add(out, x if self.skip is None else self.skip(x), self.out_frac)
+
+
+class ExactLatentFusion(ExactModule):
+    """``ŷ + f([ŷ, side])`` (:class:`medvae.models.layers.LatentFusion`)."""
+
+    def __init__(self, body: ExactModule, in_frac: int, out_frac: int):
+        super().__init__()
+        self.body, self.in_frac, self.out_frac = body, int(in_frac), int(out_frac)
+
+    def forward(self, y_hat: Fixed, side: Fixed | None = None) -> Fixed:
+        inputs = y_hat if side is None else concat([y_hat, side], self.in_frac)
+        return add(y_hat, self.body(inputs), self.out_frac)
+
+
+class ExactSum(ExactModule):
+    """``first(x) + second(x)`` (the medvae hyper-decoder's trunk and skip)."""
+
+    def __init__(self, first: ExactModule, second: ExactModule, out_frac: int):
+        super().__init__()
+        self.first, self.second, self.out_frac = first, second, int(out_frac)
+
+    def forward(self, x: Fixed) -> Fixed:
+        return add(self.first(x), self.second(x), self.out_frac)
+
+
+def convert(module: nn.Module, name: str, plan: Plan) -> ExactModule:
+    """The exact twin of ``module`` (named ``name`` in its model), with output bits from ``plan``."""
+    for kind, converter in _CONVERTERS.items():
+        if type(module) is kind:
+            return converter(module, name, plan)
+    raise TypeError(f"{name}: no exact form for {type(module).__name__}")
+
+
+def _child(module: nn.Module, name: str, child: str, plan: Plan) -> ExactModule:
+    return convert(getattr(module, child), f"{name}.{child}" if name else child, plan)
+
+
+def _sequential(module: nn.Sequential, name: str, plan: Plan) -> ExactModule:
+    return ExactSequential([convert(m, f"{name}.{i}", plan) for i, m in enumerate(module)])
+
+
+def _upsample(module: nn.Upsample, name: str, plan: Plan) -> ExactModule:
+    factor = module.scale_factor
+    if module.mode != "nearest" or factor is None or float(factor) != int(factor):
+        raise TypeError(f"{name}: only nearest upsampling by an integer factor has an exact form")
+    return ExactUpsample(int(factor))
+
+
+def _residual_block(module: ResidualBlock, name: str, plan: Plan) -> ExactModule:
+    skip = None if module.skip is None else _child(module, name, "skip", plan)
+    return ExactResidualBlock(
+        _child(module, name, "conv1", plan), _child(module, name, "conv2", plan),
+        _child(module, name, "leaky_relu", plan), skip, plan[name],
+    )
+
+
+_CONVERTERS: dict[type, Callable[[nn.Module, str, Plan], ExactModule]] = {
+    nn.Conv2d: lambda m, name, plan: ExactConv2d(m, plan[name]),
+    nn.ConvTranspose2d: lambda m, name, plan: ExactConvTranspose2d(m, plan[name]),
+    GDN: lambda m, name, plan: ExactGDN(m, plan[name]),
+    nn.ReLU: lambda m, name, plan: ExactReLU(),
+    nn.LeakyReLU: lambda m, name, plan: ExactLeakyReLU(m.negative_slope),
+    nn.Upsample: _upsample,
+    nn.Sequential: _sequential,
+    ResidualBlock: _residual_block,
+    LatentFusion: lambda m, name, plan: ExactLatentFusion(_child(m, name, "body", plan), plan[f"{name}.body:in"], plan[name]),
+    _HyperSynthesisWithSkip: lambda m, name, plan: ExactSum(_child(m, name, "trunk", plan), _child(m, name, "skip", plan), plan[name]),
+}

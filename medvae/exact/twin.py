@@ -1,0 +1,107 @@
+"""A model's coding path in exact arithmetic: what both the encoder and every decoder run.
+
+:class:`ExactTwin` holds the exact twins of a model's transforms under the same
+attribute names (``g_a``, ``h_a``, ``h_s``, ``scale_head``, ``fusion``, ``g_s``) and
+runs the family's own data-flow methods (``analyze``, ``hyper_decode``,
+``scales_from``, ``synthesize``) on them, so the data flow is written once, in the
+model class, and the twin cannot drift from it.
+
+Entropy coding uses the model's CompressAI entropy models with the integer CDF
+tables stored in the weights. For hyperprior models the table index of each
+element of y is an exact comparison of the exact scale with the stored scale
+table; for the factorized prior it is the channel. Nothing on the decoding side is
+computed in machine-dependent floating point.
+"""
+
+from __future__ import annotations
+
+import torch
+from compressai.entropy_models import EntropyModel
+from compressai.models import CompressionModel
+from torch import Tensor, nn
+
+from medvae.exact.calibrate import INPUT, Plan
+from medvae.exact.fixed import DTYPE, Fixed, from_real
+from medvae.exact.layers import convert
+
+#: Transforms a family may have; each present one gets an exact twin.
+TRANSFORMS = ("g_a", "h_a", "h_s", "scale_head", "fusion", "g_s")
+
+
+class ExactTwin(nn.Module):
+    """The exact coding path of ``model`` under calibration ``plan`` (see :mod:`medvae.exact`)."""
+
+    def __init__(self, model: CompressionModel, plan: Plan):
+        super().__init__()
+        self.family = type(model)
+        for name in TRANSFORMS:
+            if hasattr(model, name):
+                setattr(self, name, convert(getattr(model, name), name, plan))
+        self.hyperprior = hasattr(model, "gaussian_conditional")
+        # Kept outside the module tree: their tables stay on the CPU, where rANS runs.
+        self._coders = (model.entropy_bottleneck, getattr(model, "gaussian_conditional", None))
+        self.input_frac = plan[INPUT]
+        self.bottleneck_frac = plan["entropy_bottleneck"]
+        bottleneck = model.entropy_bottleneck
+        self.register_buffer("medians", bottleneck.quantiles.detach()[:, 0, 1].to("cpu", DTYPE).reshape(1, -1, 1, 1))
+        if self.hyperprior:
+            conditional = model.gaussian_conditional
+            self.conditional_frac = plan["gaussian_conditional"]
+            self.register_buffer("scale_table", conditional.scale_table.detach().to("cpu", DTYPE)[:-1].contiguous())
+            self.scale_bound = float(conditional.lower_bound_scale.bound)
+
+    @property
+    def device(self) -> torch.device:
+        return self.medians.device
+
+    # --- transforms ---------------------------------------------------------------
+    def analyze(self, x: Tensor) -> list[Tensor]:
+        """Latents (real values, float64) of an image ``x`` in [0, 1], (1, 1, H, W), padded to the stride."""
+        latents = self.family.analyze(self, from_real(x.to(self.device), self.input_frac))
+        return [latent.real() for latent in latents]
+
+    def _bottleneck_symbols(self, v: Tensor) -> Tensor:
+        """What the entropy bottleneck codes for ``v``: ``round(v − median)``."""
+        return torch.round(v.to(self.device, DTYPE) - self.medians)
+
+    def _bottleneck_value(self, symbols: Tensor) -> Fixed:
+        """What a decoder makes of bottleneck symbols: ``symbols + median``."""
+        return from_real(symbols.to(self.device) + self.medians, self.bottleneck_frac)
+
+    def _indexes(self, scales: Fixed) -> Tensor:
+        """Table index of each scale: how many table entries lie below it (exact comparisons)."""
+        bounded = scales.real().clamp(min=self.scale_bound)
+        return torch.searchsorted(self.scale_table, bounded.contiguous(), right=False).to(torch.int32)
+
+    # --- coding -------------------------------------------------------------------
+    def encode(self, latents: list[Tensor]) -> tuple[list[bytes], Fixed]:
+        """Entropy-code real-valued latents ``[y]`` or ``[y, z]`` (batch 1); also return the
+        reconstruction every decoder will compute from the strings."""
+        bottleneck, conditional = self._coders
+        if not self.hyperprior:
+            symbols = self._bottleneck_symbols(latents[0])
+            (string,) = EntropyModel.compress(bottleneck, symbols.cpu(), bottleneck._build_indexes(symbols.size()))
+            return [string], self.family.synthesize(self, self._bottleneck_value(symbols))
+        y, z = latents
+        z_symbols = self._bottleneck_symbols(z)
+        (z_string,) = EntropyModel.compress(bottleneck, z_symbols.cpu(), bottleneck._build_indexes(z_symbols.size()))
+        features = self.family.hyper_decode(self, self._bottleneck_value(z_symbols))
+        indexes = self._indexes(self.family.scales_from(self, features))
+        y_symbols = torch.round(y.to(self.device, DTYPE))
+        (y_string,) = conditional.compress(y_symbols.cpu(), indexes.cpu())
+        y_hat = from_real(y_symbols, self.conditional_frac)
+        return [y_string, z_string], self.family.synthesize(self, y_hat, features)
+
+    def decode(self, strings: list[bytes], shape: tuple[int, int]) -> Fixed:
+        """The reconstruction from the strings ``encode`` wrote; ``shape``: the latent coded by the
+        entropy bottleneck (y for the factorized prior, z for hyperpriors)."""
+        bottleneck, conditional = self._coders
+        size = (1, bottleneck._quantized_cdf.size(0), *shape)
+        symbols = EntropyModel.decompress(bottleneck, [strings[-1]], bottleneck._build_indexes(size), DTYPE)
+        hat = self._bottleneck_value(symbols)
+        if not self.hyperprior:
+            return self.family.synthesize(self, hat)
+        features = self.family.hyper_decode(self, hat)
+        indexes = self._indexes(self.family.scales_from(self, features))
+        y_symbols = conditional.decompress([strings[0]], indexes.cpu(), DTYPE)
+        return self.family.synthesize(self, from_real(y_symbols.to(self.device), self.conditional_frac), features)
