@@ -26,6 +26,7 @@ import torch
 
 import medvae
 from medvae.evaluation.datasets import load_images
+from medvae.intensity import denormalize
 from medvae.metrics import psnr
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/corpus/MANIFEST.csv"
@@ -35,23 +36,25 @@ MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/corpus/MANIFEST.cs
 def code_at_step(codec: medvae.Codec, image: np.ndarray, step: float) -> tuple[np.ndarray, float]:
     """(decoded image, estimated bpp) with y quantized at ``step`` (0: y not quantized, bpp NaN).
 
-    z is always quantized as the codec does; at ``step`` 1 this is the codec's own decode.
+    z is always quantized as the codec does. This runs the float model: at ``step`` 1 it
+    is the codec's own decode up to the exact path's last-bit differences.
     """
     model = codec.model
-    with medvae.codec.fixed_threads():
-        image, value_range, x = codec._prepare(image, None)
-        y = model.g_a(x)
-        z_hat, z_likelihoods = model.entropy_bottleneck(model.h_a(torch.abs(y)))
-        features = model.hyper_decode(z_hat)
-        bits = -torch.log2(z_likelihoods).sum()
-        if step > 0:
-            y_index, likelihoods = model.gaussian_conditional(y / step, model.scales_from(features) / step, training=False)
-            bits = bits - torch.log2(likelihoods).sum()
-            y = y_index * step
-        else:
-            bits = torch.tensor(float("nan"))
-        x_hat = model.synthesize(y, features).clamp(0, 1)
-    return codec._restore(x_hat, image.shape, value_range, image.dtype), float(bits) / image.size
+    image, value_range, x = codec._prepare(image, None)
+    y = model.g_a(x.float())
+    z_hat, z_likelihoods = model.entropy_bottleneck(model.h_a(torch.abs(y)))
+    features = model.hyper_decode(z_hat)
+    bits = -torch.log2(z_likelihoods).sum()
+    if step > 0:
+        y_index, likelihoods = model.gaussian_conditional(y / step, model.scales_from(features) / step, training=False)
+        bits = bits - torch.log2(likelihoods).sum()
+        y = y_index * step
+    else:
+        bits = torch.tensor(float("nan"))
+    x_hat = model.synthesize(y, features).clamp(0, 1)
+    h, w = image.shape
+    return denormalize(x_hat[0, 0, :h, :w].cpu().numpy(), *value_range, image.dtype), float(bits) / image.size
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -29,10 +29,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from medvae.codec import CODING_THREADS  # noqa: E402
 from medvae.errors import InputError  # noqa: E402
 from medvae.evaluation import codecs as registry  # noqa: E402
 from medvae.evaluation.bdrate import bd_rate_summary, curve  # noqa: E402
@@ -111,7 +112,7 @@ def evaluate_modality(modality: str, args: argparse.Namespace) -> dict[str, Any]
             continue
         points = {"classical": lambda: registry.expand(CLASSICAL), "shipped": shipped_points,
                   "refined": lambda: shipped_points(DEFAULT_STEPS), "ablation": lambda: ablation_points(args.ablation)}[part]()
-        part_meta = {**meta, "refine_steps": DEFAULT_STEPS, "refine_threads": CODING_THREADS} if part == "refined" else meta
+        part_meta = {**meta, "refine_steps": DEFAULT_STEPS, "refine_threads": torch.get_num_threads()} if part == "refined" else meta
         result = evaluate(images, points, meta=part_meta)
         write_csv(result.rows, saved.with_suffix(".csv"))
         write_summary(result.summary, saved)

@@ -77,17 +77,21 @@ def path_for_fingerprint(model: str, fingerprint: str) -> Path:
 def export(checkpoint: str | Path, quality: int, *, default_quality: int | None = None, notes: dict[str, Any] | None = None) -> Path:
     """Ship a training checkpoint as ``medvae/weights/<model>-q<quality>.pt`` (float16 weights).
 
-    The weights are stored in float16 and cast back to float32 on loading; the
-    recorded fingerprint is that of the loaded model, which is what encoder and
-    decoder both use, so coding stays bit-exact. ``notes`` (training config,
-    command, wall time, validation metrics) go into the index for the record.
+    The weights are stored in float16 and cast back to float32 on loading, with the
+    checkpoint's exact plan (calibrated now if it has none); the recorded fingerprint
+    is that of the loaded model and its plan, which is what encoder and decoder both
+    use, so coding stays bit-exact. ``notes`` (training config, command, wall time,
+    validation metrics) go into the index for the record.
     """
     import torch
 
-    from medvae.checkpoint import fingerprint, load_model, model_record, trained_lmbda
+    from medvae.checkpoint import exact_fingerprint, load_model, model_record, trained_lmbda
+    from medvae.exact import calibrate
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = load_model(checkpoint)
+    if model.exact_plan is None:
+        model.exact_plan = calibrate(model)
     name = model.model_name
     target = WEIGHTS_DIR / f"{name}-q{int(quality)}.pt"
     WEIGHTS_DIR.mkdir(exist_ok=True)
@@ -97,7 +101,7 @@ def export(checkpoint: str | Path, quality: int, *, default_quality: int | None 
     shipped.update(force=False)
     entry = {
         "file": target.name,
-        "fingerprint": fingerprint(shipped),
+        "fingerprint": exact_fingerprint(shipped, shipped.exact_plan),
         "model_config": record["model_config"],
         "lmbda": trained_lmbda(state),  # None unless trained with MSE: what refinement aims at
         "step": state.get("step"),

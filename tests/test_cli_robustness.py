@@ -49,7 +49,7 @@ def test_damaged_mvae_fails_cleanly_in_decompress_and_info(tmp_path, mvae, check
     if damage == "truncate":
         data = data[: len(data) // 2]
     elif damage == "flip_image_bit":
-        data[60] ^= 0x10  # inside the entropy-coded strings
+        data[bytes(data).index(medvae.bitstream.unpack(bytes(data))[1][0]) + 2] ^= 0x10  # inside the entropy-coded strings
     elif damage == "flip_metadata_bit":
         data[len(data) - 4 - header.metadata_bytes // 2] ^= 0x01
     elif damage == "flip_magic":

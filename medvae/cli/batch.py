@@ -6,10 +6,11 @@ batch goes on. A tqdm progress bar runs on stderr; the summary table goes to
 stdout. Exit status: 0 when every file succeeded (or was skipped), 1 when any
 failed.
 
-Outputs do not depend on ``--workers``: :class:`medvae.Codec` codes with a fixed
-torch thread count. With ``workers > 1`` the jobs run in ``spawn``-ed processes,
-each with one torch thread (no oversubscription); each loads the model once
-(``initializer``), so K workers use K cores.
+Outputs do not depend on ``--workers`` or on threads: :class:`medvae.Codec` codes
+exactly (``medvae.exact``). With ``workers > 1`` the jobs run in ``spawn``-ed
+processes that share the cores (each gets ``cores // workers`` torch threads, at least
+one: no oversubscription); each loads the model once (``initializer``). With one worker
+the main process codes with all of torch's threads.
 Workers ignore Ctrl-C: the main process stops handing out files and waits for
 the files in progress to finish, so nothing is left half-done.
 """
@@ -17,6 +18,7 @@ the files in progress to finish, so nothing is left half-done.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -103,14 +105,14 @@ def quiet_warnings(debug: bool) -> Iterator[None]:
         yield
 
 
-def _init_worker(init: Callable[..., Any] | None, init_args: tuple, debug: bool) -> None:
-    """Worker process start-up: ignore Ctrl-C, one torch thread, load the model once."""
+def _init_worker(init: Callable[..., Any] | None, init_args: tuple, debug: bool, threads: int) -> None:
+    """Worker process start-up: ignore Ctrl-C, its share of the cores, load the model once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not debug:
         warnings.simplefilter("ignore")
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     if init is not None:
         init(*init_args)
 
@@ -167,7 +169,7 @@ def _run_pool(tasks, job, workers, init, init_args, debug, record) -> None:
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker,
-        initargs=(init, init_args, debug)
+        initargs=(init, init_args, debug, max(1, (os.cpu_count() or 1) // workers))
     )
     futures = {pool.submit(job, task): i for i, task in enumerate(tasks)}
     try:

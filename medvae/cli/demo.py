@@ -183,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """Run the demo (see the module docstring); 0 on success."""
+    import torch
+
     from medvae import io as mio
     from medvae import source_metadata
     from medvae.cli.compress import check_model_args, load_codec
@@ -244,7 +246,7 @@ def demo(args: argparse.Namespace) -> int:
     print()
     print(format_table(results, stack.bits_stored, window))
     print()
-    print(f"MedVAE: encode {t_enc:.2f} s, decode {t_dec:.2f} s ({codec.device.type.upper()}, one thread). "
+    print(f"MedVAE: encode {t_enc:.2f} s, decode {t_dec:.2f} s ({codec.device.type.upper()}, {torch.get_num_threads()} threads). "
           f"Its bytes are the whole bitstream (header and CRC included),\n"
           f"        not counting the {len(meta):,}-byte DICOM header stored beside it to restore the DICOM file.")
     if j2k_error:

@@ -83,8 +83,9 @@ def calibrate(model: CompressionModel, images: Iterable[np.ndarray] | None = Non
     model.eval()
     try:
         stride = model.downsampling_factor
+        device = next(model.parameters()).device
         for image in [*(images or []), *synthetic_images()]:
-            x = torch.from_numpy(_as_unit(np.asarray(image)))[None, None]
+            x = torch.from_numpy(_as_unit(np.asarray(image)))[None, None].to(device)
             h, w = x.shape[-2:]
             x = F.pad(x, (0, (-w) % stride, 0, (-h) % stride), mode="replicate")
             model(x)

@@ -166,6 +166,7 @@ def _train(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
         save_model(
             model,
             path,
+            calibration=[item.pixels for item in val_images],
             optimizer=optimizer.state_dict(),
             aux_optimizer=aux_optimizer.state_dict(),
             scheduler=scheduler.state_dict(),
