@@ -255,3 +255,29 @@ def test_cpu_and_cuda_code_the_same_bytes_and_pixels():
     on_cpu, on_gpu = cpu.compress(image), gpu.compress(image)
     assert on_cpu == on_gpu
     np.testing.assert_array_equal(gpu.decompress(on_cpu), cpu.decompress(on_gpu))
+
+
+def _tiled_equals_whole(codec: medvae.Codec, image: np.ndarray) -> bytes:
+    whole_bytes = codec.compress(image)
+    whole = codec.decompress(whole_bytes)
+    g_a, g_s = codec.twin.g_a, codec.twin.g_s
+    assert (g_a.tile, g_a.halo, g_s.tile, g_s.halo) == (512, 128, 32, 8)  # a 512×512 slice is one tile
+    g_a.tile, g_s.tile = 48, 2  # tiles of 48 image / 2 latent pixels: many tile borders
+    tiled_bytes = codec.compress(image)
+    assert tiled_bytes == whole_bytes
+    np.testing.assert_array_equal(codec.decompress(tiled_bytes), whole)
+    return whole_bytes
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiled_coding_equals_whole_image_coding_bit_for_bit(family):
+    image = np.random.default_rng(3).integers(0, 4096, (150, 230)).astype(np.uint16)
+    _tiled_equals_whole(medvae.Codec(small_model(family, seed=4)), image)
+
+
+def test_a_halo_narrower_than_the_receptive_field_is_caught_by_the_pixel_checksum():
+    codec = medvae.load("medvae", 1)
+    data = _tiled_equals_whole(codec, _image((150, 230)))
+    codec.twin.g_s.halo = 0  # tile borders now show in the decoded image
+    with pytest.raises(medvae.BitstreamError, match="do not match the checksum"):
+        codec.decompress(data)

@@ -285,6 +285,56 @@ class ExactSum(ExactModule):
         return add(self.first(x), self.second(x), self.out_frac)
 
 
+class Tiled(ExactModule):
+    """Runs ``inner`` on overlapping tiles of its input and stitches the outputs.
+
+    ``inner`` maps an input of size ``n`` to ``n · scale`` (``scale`` 16 for a synthesis
+    transform, 1/16 for an analysis one). Each tile of ``tile`` input pixels is computed
+    with ``halo`` more pixels of real input on every side (fewer at the image border,
+    where the whole-image computation pads too) and only its own part of the output is
+    kept. Every output value depends on the input within the transform's receptive field
+    only, and the arithmetic is exact, so when ``halo`` covers that field the result is
+    identical, bit for bit, to the whole-image computation (the tests check it), while
+    memory stays that of one tile.
+    """
+
+    def __init__(self, inner: ExactModule, scale: float, tile: int, halo: int):
+        super().__init__()
+        self.inner, self.scale, self.tile, self.halo = inner, scale, int(tile), int(halo)
+
+    def forward(self, x: Fixed) -> Fixed:
+        h, w = x.shape[-2:]
+        if h <= self.tile + 2 * self.halo and w <= self.tile + 2 * self.halo:
+            return self.inner(x)
+        out = None
+        for r0 in range(0, h, self.tile):
+            for c0 in range(0, w, self.tile):
+                r1, c1 = min(h, r0 + self.tile), min(w, c0 + self.tile)
+                a0, b0 = max(0, r0 - self.halo), max(0, c0 - self.halo)
+                a1, b1 = min(h, r1 + self.halo), min(w, c1 + self.halo)
+                part = self.inner(Fixed(x.value[:, :, a0:a1, b0:b1], x.frac))
+                if out is None:
+                    size = (x.shape[0], part.shape[1], int(h * self.scale), int(w * self.scale))
+                    out = Fixed(part.value.new_empty(size), part.frac)
+                s = self.scale
+                out.value[:, :, int(r0 * s) : int(r1 * s), int(c0 * s) : int(c1 * s)] = part.value[
+                    :, :, int((r0 - a0) * s) : int((r1 - a0) * s), int((c0 - b0) * s) : int((c1 - b0) * s)
+                ]
+        return out
+
+
+def resolution_scale(module: nn.Module) -> float:
+    """Output size over input size of a transform: its strided convolutions (down) and
+    transposed convolutions (up) multiplied together."""
+    scale = 1.0
+    for m in module.modules():
+        if isinstance(m, nn.ConvTranspose2d):
+            scale *= m.stride[0]
+        elif isinstance(m, nn.Conv2d):
+            scale /= m.stride[0]
+    return scale
+
+
 def convert(module: nn.Module, name: str, plan: Plan) -> ExactModule:
     """The exact twin of ``module`` (named ``name`` in its model), with output bits from ``plan``."""
     for kind, converter in _CONVERTERS.items():

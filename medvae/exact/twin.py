@@ -22,10 +22,15 @@ from torch import Tensor, nn
 
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import DTYPE, Fixed, from_real
-from medvae.exact.layers import convert
+from medvae.exact.layers import Tiled, convert, resolution_scale
 
 #: Transforms a family may have; each present one gets an exact twin.
 TRANSFORMS = ("g_a", "h_a", "h_s", "scale_head", "fusion", "g_s")
+#: The image-sized transforms run in tiles (:class:`~medvae.exact.layers.Tiled`): TILE latent
+#: pixels a side (512 image pixels) with HALO latent pixels (128 image pixels) of context,
+#: wider than their receptive fields, so tiled coding equals whole-image coding bit for bit.
+TILED = ("g_a", "g_s")
+TILE, HALO = 32, 8
 
 
 class ExactTwin(nn.Module):
@@ -36,7 +41,12 @@ class ExactTwin(nn.Module):
         self.family = type(model)
         for name in TRANSFORMS:
             if hasattr(model, name):
-                setattr(self, name, convert(getattr(model, name), name, plan))
+                twin = convert(getattr(model, name), name, plan)
+                if name in TILED:
+                    scale = resolution_scale(getattr(model, name))
+                    in_pixels = 1 if scale > 1 else round(1 / scale)  # input pixels per latent pixel
+                    twin = Tiled(twin, scale, TILE * in_pixels, HALO * in_pixels)
+                setattr(self, name, twin)
         self.hyperprior = hasattr(model, "gaussian_conditional")
         # Kept outside the module tree: their tables stay on the CPU, where rANS runs.
         self._coders = (model.entropy_bottleneck, getattr(model, "gaussian_conditional", None))
