@@ -33,6 +33,7 @@ def describe(path: Path) -> dict[str, Any]:
         weights = None
     info: dict[str, Any] = {
         "file": str(path),
+        "format": header.version,
         "model": header.model,
         "fingerprint": header.fingerprint,
         "weights_installed": weights,
@@ -72,6 +73,8 @@ def format_text(info: dict[str, Any]) -> str:
         if info["compression_ratio"] else "-"
     rows = [
         ("file", info["file"]),
+        ("format", f"{info['format']}: " + ("exact, decodes to the same pixels on every machine (pixel CRC checked)"
+                                            if info["format"] >= 2 else "float decoder of release 0.1; re-encode for exact decoding")),
         ("model", f"{info['model']}, weights {info['fingerprint']} ({weights})"),
         ("image", f"{h} x {w}, {info['dtype']}, {bits}"),
         ("mapping", f"stored values [{lo}, {hi}] -> [0, 1]"),

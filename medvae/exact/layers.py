@@ -26,8 +26,8 @@ from medvae.exact.fixed import ACTIVATION_BITS, DTYPE, Fixed, integer_bias, inte
 from medvae.models.hyperprior import _HyperSynthesisWithSkip
 from medvae.models.layers import LatentFusion
 
-#: Elements of one im2col band (float64): 2^22 × 8 bytes = 32 MiB.
-BAND_ELEMENTS = 2**22
+#: Elements of one im2col band (float64): 2^24 × 8 bytes = 128 MiB.
+BAND_ELEMENTS = 2**24
 #: LeakyReLU slopes are applied as ``round(x · m / 2^20)``, m an integer.
 SLOPE_BITS = 20
 
@@ -100,12 +100,17 @@ class ExactConv2d(_Accumulating):
 def conv2d_exact(value: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
     """Integer convolution: every output is one exact float64 sum of integer products."""
     (sh, sw), (kh, kw) = stride, weight.shape[2:]
-    x = F.pad(value, (padding[1], padding[1], padding[0], padding[0]))
-    b, c, h, w = x.shape
-    out_h, out_w = (h - kh) // sh + 1, (w - kw) // sw + 1
+    b, c, h, w = value.shape
     matrix = weight.reshape(weight.shape[0], -1)
-    out = value.new_empty((b, weight.shape[0], out_h, out_w))
+    if (kh, kw, sh, sw) == (1, 1, 1, 1) and tuple(padding) == (0, 0):  # a 1×1 convolution needs no im2col
+        return (matrix @ value.reshape(b, c, -1)).reshape(b, -1, h, w)
+    out_h, out_w = (h + 2 * padding[0] - kh) // sh + 1, (w + 2 * padding[1] - kw) // sw + 1
     rows = _rows_per_band(b * c * kh * kw * out_w)
+    if rows >= out_h:  # one band: unfold pads by itself
+        cols = F.unfold(value, (kh, kw), padding=padding, stride=(sh, sw))
+        return (matrix @ cols).reshape(b, -1, out_h, out_w)
+    x = F.pad(value, (padding[1], padding[1], padding[0], padding[0]))
+    out = value.new_empty((b, weight.shape[0], out_h, out_w))
     for r0 in range(0, out_h, rows):
         r1 = min(out_h, r0 + rows)
         band = x[:, :, r0 * sh : (r1 - 1) * sh + kh]
