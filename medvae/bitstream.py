@@ -43,6 +43,8 @@ from medvae.errors import BitstreamError
 
 MAGIC = b"MVAE"
 FORMAT_VERSION = 2
+#: Largest image side a container may claim (DICOM Rows and Columns are 16-bit).
+MAX_SIDE = 65535
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
 READABLE_VERSIONS = (1, 2)
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
@@ -158,6 +160,8 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         raise BitstreamError("bitstream checksum mismatch: the data is corrupted")
     if h == 0 or w == 0 or hi <= lo:
         raise BitstreamError("corrupted bitstream header (empty shape or value range)")
+    if h > MAX_SIDE or w > MAX_SIDE:
+        raise BitstreamError(f"corrupted bitstream header: {h} x {w} pixels exceeds {MAX_SIDE} a side")
     header = Header(
         model=name,
         fingerprint=fp.hex(),

@@ -29,6 +29,8 @@ def check_image(image: np.ndarray) -> np.ndarray:
         raise InputError(f"expected a 2-D image, got shape {image.shape}")
     if image.size == 0:
         raise InputError("image is empty")
+    if max(image.shape) > 65535:
+        raise InputError(f"image of {image.shape[0]} x {image.shape[1]} pixels: MedVAE codes at most 65535 a side (as DICOM)")
     if image.dtype not in SUPPORTED_DTYPES:
         raise InputError(
             f"unsupported dtype {image.dtype}; MedVAE codes uint8, uint16 and int16 images"

@@ -90,3 +90,22 @@ def test_metadata_travels_with_the_image_and_is_checksummed():
     damaged[-10] ^= 0x10  # inside the metadata block
     with pytest.raises(BitstreamError, match="checksum"):
         medvae.read_metadata(bytes(damaged))
+
+
+def test_a_claimed_shape_beyond_dicom_limits_is_refused_before_decoding(coded):
+    codec, data = coded
+    header, strings, metadata = medvae.bitstream.unpack(data)
+    forged = medvae.bitstream.pack(medvae.bitstream.Header(**{**header.__dict__, "shape": (100000, 512)}), strings, metadata)
+    with pytest.raises(BitstreamError, match="exceeds 65535 a side"):
+        codec.decompress(forged)
+
+
+def test_a_metadata_bomb_is_refused_without_inflating_it():
+    import zlib
+
+    from medvae import source_metadata
+
+    bomb = source_metadata.MAGIC + bytes([source_metadata.VERSION]) + zlib.compress(bytes(source_metadata.MAX_INFLATED + 1), 9)
+    assert len(bomb) < source_metadata.MAX_INFLATED // 500
+    with pytest.raises(BitstreamError, match="inflates to more than 64 MiB"):
+        source_metadata.unpack(bomb)

@@ -241,3 +241,32 @@ def test_skip_existing_resumes_a_volume(tmp_path, checkpoint, capsys):
     assert main(["compress", str(src), "-o", str(out), "--model", checkpoint, "--skip-existing"]) == 1
     err = capsys.readouterr().err
     assert f"existing output {out / 'vol' / 'slice_0002.mvae'}: truncated bitstream" in err
+
+
+def test_output_in_the_folder_of_an_input_file_is_a_usage_error(tmp_path, checkpoint, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(pydicom.data.get_testdata_file("MR_small.dcm"), src / "a.dcm")
+    assert main(["compress", str(src / "a.dcm"), "-o", str(src), "--model", checkpoint]) == 2
+    err = capsys.readouterr().err
+    assert "is the folder of input" in err and "Traceback" not in err
+    assert sorted(p.name for p in src.iterdir()) == ["a.dcm"]
+
+
+def test_an_unreadable_argument_is_one_error_line_and_the_rest_go_on(tmp_path, checkpoint, capsys, monkeypatch):
+    import pathlib
+
+    locked = tmp_path / "locked" / "x.dcm"  # as if in a folder this user cannot list (root can list any)
+    shutil.copy(pydicom.data.get_testdata_file("MR_small.dcm"), tmp_path / "b.dcm")
+    real_is_dir = pathlib.Path.is_dir
+
+    def is_dir(path):
+        if path == locked:
+            raise PermissionError(13, "Permission denied")
+        return real_is_dir(path)
+
+    monkeypatch.setattr(pathlib.Path, "is_dir", is_dir)
+    code = main(["compress", str(locked), str(tmp_path / "b.dcm"), "-o", str(tmp_path / "out"), "--model", checkpoint])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot read it (Permission denied)" in err and "Traceback" not in err
+    assert (tmp_path / "out" / "b.mvae").is_file()

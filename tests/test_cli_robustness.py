@@ -224,3 +224,39 @@ def test_terminated_compress_stops_cleanly(tmp_path, many_slices, checkpoint):
     assert proc.returncode == 130, stderr
     assert lines(stderr)[-1] == "medvae: interrupted" and "Traceback" not in stderr
     check_only_complete_outputs(out, checkpoint, 12)
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = task / "children"
+        if children.is_file():
+            found |= {int(c) for c in children.read_text().split()}
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the worker processes")
+def test_workers_die_with_a_killed_parent_and_leave_no_partial_output(tmp_path, many_slices, checkpoint):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore::FutureWarning"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medvae", "compress", str(many_slices), "-o", str(out), "--model", checkpoint, "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    wait_for_first_output(proc, out)
+    workers = _children(proc.pid)
+    assert workers, "no worker processes found"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() and "zombie" not in _state(w) for w in workers):
+        time.sleep(0.1)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists() and "zombie" not in _state(w)], "workers outlived their parent"
+    check_only_complete_outputs(out, checkpoint, 12)
+
+
+def _state(pid: int) -> str:
+    try:
+        return next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:")).lower()
+    except (OSError, StopIteration):
+        return "gone"

@@ -105,8 +105,26 @@ def quiet_warnings(debug: bool) -> Iterator[None]:
         yield
 
 
-def _init_worker(init: Callable[..., Any] | None, init_args: tuple, debug: bool, threads: int) -> None:
-    """Worker process start-up: ignore Ctrl-C, its share of the cores, load the model once."""
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this process when its parent dies (even by SIGKILL), and stop now if
+    that already happened; elsewhere, nothing (the pool's own checks remain). Outputs are
+    published atomically, so a killed worker leaves no partial file."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        except (OSError, AttributeError):
+            return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(init: Callable[..., Any] | None, init_args: tuple, debug: bool, threads: int, parent: int) -> None:
+    """Worker process start-up: die with the parent, ignore Ctrl-C, its share of the cores,
+    load the model once."""
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not debug:
         warnings.simplefilter("ignore")
@@ -169,7 +187,7 @@ def _run_pool(tasks, job, workers, init, init_args, debug, record) -> None:
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker,
-        initargs=(init, init_args, debug, max(1, (os.cpu_count() or 1) // workers))
+        initargs=(init, init_args, debug, max(1, (os.cpu_count() or 1) // workers), os.getpid())
     )
     futures = {pool.submit(job, task): i for i, task in enumerate(tasks)}
     try:

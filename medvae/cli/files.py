@@ -81,12 +81,20 @@ def check_output_folder(inputs: Sequence[Path], out: Path) -> None:
     """
     out_resolved = out.resolve()
     for path in inputs:
-        if path.is_dir():
+        try:
+            is_dir, is_file = path.is_dir(), path.is_file()
+        except OSError:
+            continue  # unreadable: reported by plan() as that input's problem
+        if is_dir:
             folder = path.resolve()
             if out_resolved == folder or folder in out_resolved.parents:
                 raise UsageError(
                     f"output folder {out} is inside input folder {path}; choose an output folder outside the inputs"
                 )
+        elif is_file and out_resolved == path.resolve().parent:
+            raise UsageError(
+                f"output folder {out} is the folder of input {path}; choose an output folder apart from the inputs"
+            )
     if out.exists() and not out.is_dir():
         raise UsageError(f"output {out} exists and is not a folder")
 
@@ -108,12 +116,17 @@ def plan(
     owners: dict[Path, Path] = {}
     seen: set[Path] = set()
     for arg in paths:
-        if arg.is_dir():
+        try:
+            is_dir, is_file = arg.is_dir(), arg.is_file()
+        except OSError as exc:
+            problems.append(Problem(arg, f"cannot read it ({exc.strerror or exc})"))
+            continue
+        if is_dir:
             files = walk(arg, keep)
             if not files:
                 problems.append(Problem(arg, "no input files in this folder"))
             pairs = [(f, out / f.relative_to(arg).parent) for f in files]
-        elif arg.is_file():
+        elif is_file:
             pairs = [(arg, out)]
         else:
             problems.append(Problem(arg, "no such file or folder"))
