@@ -109,3 +109,40 @@ def test_a_metadata_bomb_is_refused_without_inflating_it():
     assert len(bomb) < source_metadata.MAX_INFLATED // 500
     with pytest.raises(BitstreamError, match="inflates to more than 64 MiB"):
         source_metadata.unpack(bomb)
+
+
+@pytest.mark.parametrize("change", ["empty y", "short y", "empty z", "short z", "long y", "swapped"])
+def test_changed_strings_with_a_valid_crc_never_crash_or_decode_silently(change):
+    """Run in a subprocess: a native crash would end it with a signal instead of an exit code."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import REPO
+
+    script = textwrap.dedent(
+        f"""
+        import numpy as np, medvae
+        from medvae import bitstream
+        codec = medvae.load("medvae", 3)
+        image = np.random.default_rng(0).integers(0, 4096, (128, 160)).astype(np.uint16)
+        data = codec.compress(image)
+        header, (y, z), meta = bitstream.unpack(data)
+        change = {change!r}
+        y, z = {{
+            "empty y": (b"", z), "short y": (y[: len(y) // 3], z), "empty z": (y, b""),
+            "short z": (y, z[:3]), "long y": (y + bytes(range(256)) * 4, z), "swapped": (z, y),
+        }}[change]
+        forged = bitstream.pack(header, [y, z], meta)
+        try:
+            decoded = codec.decompress(forged)
+        except medvae.BitstreamError as exc:
+            print("refused:", exc)
+        else:
+            assert np.array_equal(decoded, codec.decompress(data)), "a different image came back"
+            print("identical image")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"decoder process ended with {result.returncode}: {result.stderr[-2000:]}"
+    assert ("refused:" in result.stdout) or (change == "long y" and "identical image" in result.stdout), result.stdout

@@ -24,6 +24,21 @@ from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import DTYPE, Fixed, from_real
 from medvae.exact.layers import Tiled, convert, resolution_scale
 
+def guarded(string: bytes, n_symbols: int) -> bytes:
+    """``string`` followed by enough zero bytes that CompressAI's rANS decoder cannot read past it.
+
+    That decoder reads without bounds checks: 8 bytes to start, then at most one 32-bit word
+    per renormalization, which happens at most once per symbol and once per 4-bit group of
+    an escaped value's length or bits. In zero padding a refill brings eight zero nibbles,
+    so a length run of 15s ends within 17 groups (the 64-bit state holds 16 nibbles), an
+    escape then has at most 255 bit groups, and a symbol reads at most 35 words, while the
+    string itself can lengthen one escape by at most 15 groups per nibble it holds. Hence
+    ``8 + 4·(35·n + 4·len + 40)`` zero bytes suffice: a short, empty or forged string
+    decodes to garbage, which the pixel checksum refuses, instead of crashing the process.
+    """
+    return string + bytes(8 + 4 * (35 * n_symbols + 4 * len(string) + 40))
+
+
 #: Transforms a family may have; each present one gets an exact twin.
 TRANSFORMS = ("g_a", "h_a", "h_s", "scale_head", "fusion", "g_s")
 #: The image-sized transforms run in tiles (:class:`~medvae.exact.layers.Tiled`): TILE latent
@@ -107,11 +122,12 @@ class ExactTwin(nn.Module):
         entropy bottleneck (y for the factorized prior, z for hyperpriors)."""
         bottleneck, conditional = self._coders
         size = (1, bottleneck._quantized_cdf.size(0), *shape)
-        symbols = EntropyModel.decompress(bottleneck, [strings[-1]], bottleneck._build_indexes(size), DTYPE)
+        indexes = bottleneck._build_indexes(size)
+        symbols = EntropyModel.decompress(bottleneck, [guarded(strings[-1], indexes.numel())], indexes, DTYPE)
         hat = self._bottleneck_value(symbols)
         if not self.hyperprior:
             return self.family.synthesize(self, hat)
         features = self.family.hyper_decode(self, hat)
         indexes = self._indexes(self.family.scales_from(self, features))
-        y_symbols = conditional.decompress([strings[0]], indexes.cpu(), DTYPE)
+        y_symbols = conditional.decompress([guarded(strings[0], indexes.numel())], indexes.cpu(), DTYPE)
         return self.family.synthesize(self, from_real(y_symbols.to(self.device), self.conditional_frac), features)
