@@ -18,6 +18,9 @@ Layout (all integers little-endian)::
                   reconstruction, little-endian bytes); the decoder checks its result
     ...     1     number of string groups G (y, z, ... as the model returns them)
     ...           G × (u32 length, bytes)
+    ...     4     format 2 only: length e of the exception block (u32, 0 when none)
+    ...     e     exceptions: padding mask and extreme pixels with their exact values
+                  (:mod:`medvae.exceptions`), restored after the model's decode
     ...     4     length m of the metadata block (u32, 0 when absent)
     ...     m     metadata: opaque bytes the caller attaches (the command line stores the
                   source DICOM header there, so decoding can write DICOM back)
@@ -65,6 +68,7 @@ class Header:
     latent_shape: tuple[int, int]
     bits_stored: int = 0
     pixels_crc: int | None = None  # CRC-32 of the decoded pixels (format 2; None in format 1)
+    exceptions: bytes = b""  # padding mask and extreme pixels (format 2; :mod:`medvae.exceptions`)
     version: int = FORMAT_VERSION
     n_bytes: int = 0  # size of the whole container (filled in on reading)
     metadata_bytes: int = 0  # size of the metadata block (filled in on reading)
@@ -106,6 +110,7 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
     ]
     for s in strings:
         parts += [struct.pack("<I", len(s)), s]
+    parts += [struct.pack("<I", len(header.exceptions)), bytes(header.exceptions)]
     parts += [struct.pack("<I", len(metadata)), bytes(metadata)]
     body = b"".join(parts)
     return body + _CRC.pack(zlib.crc32(body))
@@ -151,6 +156,10 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
     for i in range(n_groups):
         (length,) = struct.unpack("<I", r.take(4, f"length of string {i}"))
         strings.append(r.take(length, f"string {i}"))
+    exceptions = b""
+    if version >= 2:
+        (exc_len,) = struct.unpack("<I", r.take(4, "exception block length"))
+        exceptions = r.take(exc_len, "exception block")
     (meta_len,) = struct.unpack("<I", r.take(4, "metadata length"))
     metadata = r.take(meta_len, "metadata")
     (crc,) = _CRC.unpack(r.take(4, "checksum"))
@@ -171,6 +180,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         latent_shape=(lh, lw),
         bits_stored=bits_stored,
         pixels_crc=crc_of_pixels,
+        exceptions=exceptions,
         version=version,
         n_bytes=len(data),
         metadata_bytes=len(metadata),

@@ -23,6 +23,7 @@ from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
 from medvae.exact import ExactTwin, Fixed, calibrate
 from medvae.exact.fixed import pow2
+from medvae.exceptions import Exceptions, split
 from medvae.intensity import check_image, default_value_range, denormalize
 from medvae.refine import check_refinement, refine_latents
 
@@ -103,16 +104,22 @@ class Codec:
         x = F.pad(x[None, None], (0, (-w) % stride, 0, (-h) % stride), mode="replicate")
         return image, (lo, hi), x.to(self.device)
 
-    def _encode(self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0, lmbda: float | None = None) -> tuple[list[bytes], np.ndarray, tuple[int, int]]:
-        """(strings, the pixels every decoder will get, value range)."""
-        image, value_range, x = self._prepare(image, value_range)
+    def _encode(
+        self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
+        lmbda: float | None = None, padding_value: int | None = None,
+    ) -> tuple[list[bytes], np.ndarray, tuple[int, int], Exceptions]:
+        """(strings, the pixels every decoder will get, value range, what the model left out)."""
+        image = check_image(image)
+        model_image, exceptions = split(image, padding_value) if value_range is None else (image, Exceptions())
+        model_image, value_range, x = self._prepare(model_image, value_range)
         with torch.inference_mode():
             if refine_steps:
                 latents = refine_latents(self.model, x.float(), self._refine_lmbda(lmbda), steps=refine_steps, size=image.shape)
             else:
                 latents = self.twin.analyze(x)
             strings, x_hat = self.twin.encode(latents)
-        return strings, self._pixels(x_hat, image.shape, value_range, image.dtype), value_range
+        decoded = exceptions.restore(self._pixels(x_hat, image.shape, value_range, image.dtype))
+        return strings, decoded, value_range, exceptions
 
     def _pixels(self, x_hat: Fixed, shape: tuple[int, int], value_range: tuple[int, int], dtype: np.dtype) -> np.ndarray:
         """Exact denormalization: ``round(clip(x̂, 0, 1) · (hi − lo) + lo)``, clipped to the range and dtype."""
@@ -132,12 +139,15 @@ class Codec:
         metadata: bytes = b"",
         refine_steps: int = 0,
         lmbda: float | None = None,
+        padding_value: int | None = None,
     ) -> bytes:
         """Encode a 2-D uint8/uint16/int16 image to a self-describing ``.mvae`` container.
 
         Args:
             image: the stored integers (any size; padded to the model stride internally).
-            value_range: (lo, hi) mapped to [0, 1]; default: the image's own min and max.
+            value_range: (lo, hi) mapped to [0, 1]; default: the min and max of the image
+                without its padding and isolated extremes, which are then stored exactly
+                (:mod:`medvae.exceptions`). An explicit range codes every pixel with the model.
             bits_stored: the DICOM Bits Stored, recorded for metrics (0 = unknown).
             metadata: opaque bytes stored in the container (e.g. the source DICOM header).
             refine_steps: fit the latents to this image with that many gradient steps
@@ -147,9 +157,11 @@ class Codec:
                 decodes to the same pixels everywhere, like any other.
             lmbda: the rate–distortion trade-off refinement aims at; default: the λ
                 the weights were trained with (:attr:`lmbda`).
+            padding_value: the scanner's padding value (DICOM Pixel Padding Value); when
+                None, out-of-field padding is detected from the image.
         """
         check_refinement(refine_steps, lmbda)
-        strings, decoded, value_range = self._encode(image, value_range, refine_steps, lmbda)
+        strings, decoded, value_range, exceptions = self._encode(image, value_range, refine_steps, lmbda, padding_value)
         stride = self.model.downsampling_factor
         header = bitstream.Header(
             model=self.name,
@@ -160,6 +172,7 @@ class Codec:
             latent_shape=tuple(-(-s // stride) for s in decoded.shape),
             bits_stored=int(bits_stored),
             pixels_crc=bitstream.pixels_crc(decoded),
+            exceptions=exceptions.pack() if exceptions else b"",
         )
         return bitstream.pack(header, strings, metadata)
 
@@ -187,6 +200,8 @@ class Codec:
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"entropy decoding failed: {exc}") from None
         decoded = self._pixels(x_hat, header.shape, header.value_range, header.dtype)
+        if header.exceptions:
+            decoded = Exceptions.unpack(header.exceptions, header.shape).restore(decoded)
         if bitstream.pixels_crc(decoded) != header.pixels_crc:
             raise BitstreamError(
                 "the decoded pixels do not match the checksum the encoder stored: the file is damaged "
@@ -229,8 +244,8 @@ class Codec:
         The image is the one ``decompress(compress(image))`` returns, bit for bit (the
         tests check this).
         """
-        _, decoded, _ = self._encode(image, value_range)
-        _, _, x = self._prepare(image, value_range)
+        _, decoded, value_range, exceptions = self._encode(image, value_range)
+        _, _, x = self._prepare(split(check_image(image))[0] if exceptions else image, value_range)
         out = self.model(x.float())
         bits = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
         return decoded, float(bits) / decoded.size
