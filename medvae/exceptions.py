@@ -11,11 +11,13 @@ extremes with the median of their neighbours), and decoding puts the exact value
 
 * **Padding**: the given ``padding_value``, or, when none is given, the image's minimum
   if it covers most of the image border and lies far below every other value (a gap of
-  at least an eighth of the rest's range): the signature of out-of-field padding, which
-  air or a dark background does not have.
-* **Extremes**: values more than half the robust range (0.01 % to 99.99 % quantiles)
-  beyond it, when there are few of them (at most 0.01 % of the pixels, 16 at least);
-  many such pixels are anatomy (a large implant), which the model codes as usual.
+  at least an eighth of the rest's robust range): the signature of out-of-field padding,
+  which noisy air or a dark background does not have. (A perfectly constant background
+  that far below the rest is treated the same way: it is then stored exactly.)
+* **Extremes**: values more than half the robust range beyond it (the range without the
+  ``cap`` lowest and highest values, ``cap`` = 0.01 % of the pixels, 16 at least), when
+  there are at most ``cap`` of them; more such pixels are anatomy (a large implant), which
+  the model codes as usual.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class Exceptions:
             raw = inflater.decompress(block, MAX_INFLATED)
             if inflater.unconsumed_tail:
                 raise BitstreamError("exception block inflates past 64 MiB; refused")
+            if not inflater.eof:
+                raise ValueError("truncated")
             has_mask, padding_value = struct.unpack_from("<Bi", raw)
             pos = 5
             (n_codes,) = struct.unpack_from("<I", raw, pos)
@@ -96,13 +100,16 @@ def split(image: np.ndarray, padding_value: int | None = None) -> tuple[np.ndarr
     tissue = image[~mask] if mask is not None else image.reshape(-1)
     if tissue.size == 0:  # all padding: nothing for the model to do
         return np.zeros_like(image), Exceptions(padding, mask)
-    lo_q, hi_q = np.quantile(tissue, [1e-4, 1 - 1e-4])
+    cap = max(16, image.size // 10_000)  # at most this many extremes (0.01 %, 16 at least)
+    k = min(cap, (tissue.size - 1) // 2)
+    ordered = np.partition(tissue, [k, tissue.size - 1 - k])
+    lo_q, hi_q = int(ordered[k]), int(ordered[tissue.size - 1 - k])  # the range without the cap's worth at each end
     margin = max(0.5 * (hi_q - lo_q), 1.0)
     extreme = (image < lo_q - margin) | (image > hi_q + margin)
     if mask is not None:
         extreme &= ~mask
     index = np.flatnonzero(extreme)
-    if index.size > max(16, image.size // 10_000):
+    if index.size > cap:
         index = index[:0]  # many: anatomy, not isolated extremes
     keep = np.ones(image.size, bool)
     keep[index] = False
@@ -140,7 +147,8 @@ def _padding(image: np.ndarray, given: int | None) -> int | None:
     if rest.size == 0:
         return None
     gap = int(rest.min()) - int(low)
-    return int(low) if gap >= max(1, (int(rest.max()) - int(rest.min())) // 8) else None
+    bottom, top = np.quantile(rest, [0.001, 0.999])  # robust: one extreme pixel must not hide the gap
+    return int(low) if gap >= max(1.0, (top - bottom) / 8) else None
 
 
 def _mask_rows(mask: np.ndarray) -> list[int]:

@@ -215,6 +215,8 @@ def unpack(data: bytes) -> SourceInfo:
             raise BitstreamError(
                 f"source metadata inflates to more than {MAX_INFLATED // 2**20} MiB; refused (a damaged or hostile file)"
             )
+        if not inflater.eof:
+            raise ValueError("truncated zlib stream")
         (n,) = struct.unpack_from("<I", raw)
         descriptor = json.loads(raw[4 : 4 + n].decode("utf-8"))
         blob = raw[4 + n :]

@@ -96,7 +96,7 @@ def compress_file(task: Task) -> batch.Outcome:
         for i in todo:
             meta = source_metadata.pack(source_metadata.from_stack(stack, i))
             data = codec.compress(stack.pixels[i], bits_stored=stack.bits_stored, metadata=meta,
-                                  refine_steps=options.refine_steps)
+                                  refine_steps=options.refine_steps, padding_value=padding_value(stack, i))
             publish(targets[i], data, overwrite=options.force)
             h, w = stack.pixels[i].shape
             count(outcome, targets[i], len(data), len(data) - len(meta), h * w)
@@ -106,6 +106,14 @@ def compress_file(task: Task) -> batch.Outcome:
             failed.message += f" ({len(outcome.outputs)} slice(s) were written before the failure)"
         return failed
     return outcome
+
+
+def padding_value(stack, i: int) -> int | None:
+    """The DICOM Pixel Padding Value of slice ``i`` as a stored value, if its dataset has one."""
+    datasets = getattr(stack, "datasets", None) or []
+    ds = datasets[i] if i < len(datasets) else (datasets[0] if datasets else None)
+    value = getattr(ds, "PixelPaddingValue", None) if ds is not None else None
+    return int(value) if isinstance(value, int) else None
 
 
 def select(targets: list[Path], source: Path, options: Options, outcome: batch.Outcome) -> list[int]:

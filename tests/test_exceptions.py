@@ -1,0 +1,111 @@
+"""Scanner padding and isolated extremes: stored exactly, and the tissue coded as without them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import medvae
+from medvae import bitstream
+from medvae.exceptions import Exceptions, split
+
+
+def _ct(shape=(160, 160), seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """(a CT-like slice in HU: noisy air, a body, bone; exactly -1024 outside the field-of-view
+    circle, as reconstructions give; the circle mask)."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    fov = (yy - h / 2 + 0.5) ** 2 + (xx - w / 2 + 0.5) ** 2 < (min(h, w) / 2) ** 2
+    body = (yy - h / 2) ** 2 / (0.38 * h) ** 2 + (xx - w / 2) ** 2 / (0.3 * w) ** 2 < 1
+    image = np.clip(-1000 + rng.normal(0, 15, shape), -1024, None).astype(np.int16)
+    image[~fov] = -1024
+    image[body] = (40 + rng.normal(0, 25, body.sum())).astype(np.int16)
+    image[h // 2 - 8 : h // 2 + 8, w // 2 - 5 : w // 2 + 5] = 900
+    return image, fov
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return medvae.load("medvae", 3)
+
+
+@pytest.mark.parametrize("padding", [-2048, -32768])
+def test_a_padding_ring_is_restored_exactly_and_the_tissue_decodes_as_without_it(codec, padding):
+    reference, fov = _ct()
+    padded = reference.copy()
+    padded[~fov] = padding
+    data = codec.compress(padded)
+    decoded = codec.decompress(data)
+    np.testing.assert_array_equal(decoded[~fov], padded[~fov])
+    # the model sees the same image as for the unpadded slice, so the tissue decodes identically
+    np.testing.assert_array_equal(decoded[fov], codec.decompress(codec.compress(reference))[fov])
+    assert len(data) <= 1.05 * len(codec.compress(reference)) + 200
+
+
+def test_the_dicom_padding_value_is_used_when_given(codec):
+    reference, fov = _ct()
+    padded = reference.copy()
+    padded[~fov] = -2000
+    padded[5, 80] = -2000 if fov[5, 80] else padded[5, 80]
+    _, found = split(padded, padding_value=-2000)
+    assert found.padding_value == -2000 and found.mask.sum() == (padded == -2000).sum()
+    np.testing.assert_array_equal(codec.decompress(codec.compress(padded, padding_value=-2000)) == -2000, padded == -2000)
+
+
+def test_one_extreme_pixel_is_restored_exactly_and_does_not_stretch_the_mapping(codec):
+    reference, fov = _ct()
+    spiked = reference.copy()
+    spiked[40, 60] = 32767
+    data = codec.compress(spiked)
+    decoded = codec.decompress(data)
+    assert decoded[40, 60] == 32767
+    assert medvae.read_header(data).value_range == (-1024, 900)
+    plain = codec.decompress(codec.compress(reference))
+    keep = np.ones(reference.shape, bool)
+    keep[40, 60] = False
+    assert np.abs(decoded[keep].astype(int) - plain[keep]).max() <= 50  # only the spike's neighbourhood moves
+
+
+@pytest.mark.parametrize("kind", ["ct air border", "mr background", "many bright pixels"])
+def test_ordinary_images_have_no_exceptions(kind):
+    rng = np.random.default_rng(2)
+    if kind == "ct air border":
+        image, _ = _ct()
+    elif kind == "mr background":
+        image = rng.poisson(3, (96, 96)).astype(np.uint16)
+        image[20:70, 20:70] += 800
+    else:  # a large implant: anatomy, coded by the model
+        image, _ = _ct()
+        image[60:100, 60:100] = 3000
+    model_image, exceptions = split(image)
+    assert not exceptions and np.array_equal(model_image, image)
+
+
+def test_exception_blocks_round_trip_and_damage_is_refused():
+    image, fov = _ct((64, 80))
+    image[~fov] = -3024
+    image[10, 40] = 30000
+    _, exceptions = split(image)
+    assert exceptions.padding_value == -3024 and exceptions.index.tolist() == [10 * 80 + 40]
+    back = Exceptions.unpack(exceptions.pack(), image.shape)
+    np.testing.assert_array_equal(back.mask, exceptions.mask)
+    assert back.value.tolist() == [30000]
+    import zlib
+
+    for bad in (b"", exceptions.pack()[:-3], zlib.compress(b"\x01\0\0\0\0\xff\xff\xff\xff")):
+        with pytest.raises(medvae.BitstreamError):
+            Exceptions.unpack(bad, image.shape)
+    with pytest.raises(medvae.BitstreamError):
+        Exceptions.unpack(exceptions.pack(), (image.shape[0] + 1, image.shape[1]))
+
+
+def test_a_forged_exception_block_never_decodes_silently(codec):
+    image, fov = _ct((128, 128))
+    image[~fov] = -2048
+    data = codec.compress(image)
+    header, strings, metadata = bitstream.unpack(data)
+    other = Exceptions(-2047, header and Exceptions.unpack(header.exceptions, header.shape).mask)
+    forged = bitstream.pack(bitstream.Header(**{**header.__dict__, "exceptions": other.pack()}), strings, metadata)
+    with pytest.raises(medvae.BitstreamError, match="checksum"):
+        codec.decompress(forged)
