@@ -26,6 +26,7 @@ import torch
 
 import medvae
 from medvae.evaluation.datasets import load_images
+from medvae.exceptions import split
 from medvae.intensity import denormalize
 from medvae.metrics import psnr
 
@@ -40,7 +41,8 @@ def code_at_step(codec: medvae.Codec, image: np.ndarray, step: float) -> tuple[n
     is the codec's own decode up to the exact path's last-bit differences.
     """
     model = codec.model
-    image, value_range, x = codec._prepare(image, None)
+    model_image, exceptions = split(image)  # padding and extremes are stored exactly, as the codec does
+    model_image, value_range, x = codec._prepare(model_image, None)
     y = model.g_a(x.float())
     z_hat, z_likelihoods = model.entropy_bottleneck(model.h_a(torch.abs(y)))
     features = model.hyper_decode(z_hat)
@@ -53,7 +55,8 @@ def code_at_step(codec: medvae.Codec, image: np.ndarray, step: float) -> tuple[n
         bits = torch.tensor(float("nan"))
     x_hat = model.synthesize(y, features).clamp(0, 1)
     h, w = image.shape
-    return denormalize(x_hat[0, 0, :h, :w].cpu().numpy(), *value_range, image.dtype), float(bits) / image.size
+    decoded = exceptions.restore(denormalize(x_hat[0, 0, :h, :w].cpu().numpy(), *value_range, image.dtype))
+    return decoded, float(bits) / image.size
 
 
 def main(argv: list[str] | None = None) -> None:

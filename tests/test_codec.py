@@ -66,31 +66,9 @@ def test_negative_hounsfield_values_keep_their_sign(ct_like):
     codec = medvae.Codec(small_model("medvae"))
     restored = codec.decompress(codec.compress(ct_like))
     assert restored.min() >= -1024 and restored.max() <= ct_like.max()
-    assert medvae.read_header(codec.compress(ct_like)).value_range == (-1024, int(ct_like.max()))
-
-
-def test_bitstream_and_decoding_do_not_depend_on_the_callers_threads():
-    """Coding runs with a fixed thread count: bytes and pixels match whatever torch was set to.
-
-    At the paper's size (N=128, M=192) and 512×512, an unpinned decode differs in a
-    few pixels between 1 and 2 threads (seen here: 6 of 262,144 on this image).
-    """
-    torch.manual_seed(0)
-    codec = medvae.Codec(medvae.models.create("medvae", N=128, M=192))
-    image = np.random.default_rng(5).integers(-1024, 3072, size=(512, 512)).astype(np.int16)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = codec.compress(image)
-        restored_one = codec.decompress(one)
-        torch.set_num_threads(2)
-        two = codec.compress(image)
-        restored_two = codec.decompress(one)
-        assert torch.get_num_threads() == 2  # the caller's setting is restored
-    finally:
-        torch.set_num_threads(before)
-    assert one == two
-    np.testing.assert_array_equal(restored_one, restored_two)
+    # The constant air far below the body is stored exactly (medvae.exceptions); the model maps the body.
+    assert (restored[ct_like == -1024] == -1024).all()
+    assert medvae.read_header(codec.compress(ct_like)).value_range == (int(ct_like[ct_like > -1024].min()), int(ct_like.max()))
 
 
 def test_decoding_in_a_fresh_process_needs_only_bytes_and_weights(tmp_path, ct_like):

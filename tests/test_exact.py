@@ -99,8 +99,11 @@ def test_files_decode_and_encode_identically_under_other_instruction_sets_and_th
 
 
 def test_encoding_does_not_depend_on_the_callers_threads_and_keeps_them():
-    codec = medvae.Codec(medvae.models.create("medvae", N=32, M=48))
-    image = _image((256, 200), seed=5)
+    """At the paper's size, release 0.1's float decoder gave a few other pixels with 2 threads
+    than with 1 (6 of 262,144 on a 512² slice); it pinned one thread. Exact coding needs no pin."""
+    torch.manual_seed(0)
+    codec = medvae.Codec(medvae.models.create("medvae", N=128, M=192))
+    image = _image((256, 256), seed=5)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
