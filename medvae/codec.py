@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -47,6 +48,14 @@ def fixed_threads(n: int = FORMAT1_THREADS) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class _Encoded(NamedTuple):
+    strings: list[bytes]
+    decoded: np.ndarray  # the pixels every decoder gets
+    value_range: tuple[int, int]
+    exceptions: Exceptions  # padding and extremes, stored exactly
+    x: torch.Tensor  # the model's input: the image in [0, 1], padded to the stride
 
 
 class Codec:
@@ -107,8 +116,8 @@ class Codec:
     def _encode(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None,
-    ) -> tuple[list[bytes], np.ndarray, tuple[int, int], Exceptions]:
-        """(strings, the pixels every decoder will get, value range, what the model left out)."""
+    ) -> _Encoded:
+        """The strings, the pixels every decoder will get, and what went into them."""
         image = check_image(image)
         model_image, exceptions = split(image, padding_value) if value_range is None else (image, Exceptions())
         model_image, value_range, x = self._prepare(model_image, value_range)
@@ -119,7 +128,7 @@ class Codec:
                 latents = self.twin.analyze(x)
             strings, x_hat = self.twin.encode(latents)
         decoded = exceptions.restore(self._pixels(x_hat, image.shape, value_range, image.dtype))
-        return strings, decoded, value_range, exceptions
+        return _Encoded(strings, decoded, value_range, exceptions, x)
 
     def _pixels(self, x_hat: Fixed, shape: tuple[int, int], value_range: tuple[int, int], dtype: np.dtype) -> np.ndarray:
         """Exact denormalization: ``round(clip(x̂, 0, 1) · (hi − lo) + lo)``, clipped to the range and dtype."""
@@ -161,7 +170,7 @@ class Codec:
                 None, out-of-field padding is detected from the image.
         """
         check_refinement(refine_steps, lmbda)
-        strings, decoded, value_range, exceptions = self._encode(image, value_range, refine_steps, lmbda, padding_value)
+        strings, decoded, value_range, exceptions, _ = self._encode(image, value_range, refine_steps, lmbda, padding_value)
         stride = self.model.downsampling_factor
         header = bitstream.Header(
             model=self.name,
@@ -244,11 +253,10 @@ class Codec:
         The image is the one ``decompress(compress(image))`` returns, bit for bit (the
         tests check this).
         """
-        _, decoded, value_range, exceptions = self._encode(image, value_range)
-        _, _, x = self._prepare(split(check_image(image))[0] if exceptions else image, value_range)
-        out = self.model(x.float())
+        encoded = self._encode(image, value_range)
+        out = self.model(encoded.x.float())
         bits = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
-        return decoded, float(bits) / decoded.size
+        return encoded.decoded, float(bits) / encoded.decoded.size
 
 
 def load(source: str | os.PathLike, quality: int | None = None, *, device: str = "cpu") -> Codec:
