@@ -109,3 +109,17 @@ def test_a_forged_exception_block_never_decodes_silently(codec):
     forged = bitstream.pack(bitstream.Header(**{**header.__dict__, "exceptions": other.pack()}), strings, metadata)
     with pytest.raises(medvae.BitstreamError, match="checksum"):
         codec.decompress(forged)
+
+
+def test_medvae_info_shows_what_is_stored_exactly(codec, tmp_path):
+    from medvae.cli.info import describe, format_text
+
+    image, fov = _ct()
+    image[~fov] = -2048
+    image[50, 70] = 32000
+    path = tmp_path / "padded.mvae"
+    path.write_bytes(codec.compress(image))
+    info = describe(path)
+    assert info["exceptions"]["padding_value"] == -2048 and info["exceptions"]["padding_pixels"] == int((~fov).sum())
+    assert info["exceptions"]["extreme_pixels"] == 1
+    assert f"padding -2048 on {int((~fov).sum()):,} pixels, 1 extreme pixel(s)" in format_text(info)

@@ -49,7 +49,18 @@ def describe(path: Path) -> dict[str, Any]:
         "image_bpp": metrics.bpp(image_bytes, (h, w)),
         "compression_ratio": metrics.compression_ratio(image_bytes, (h, w), header.bits_stored) if header.bits_stored else None,
         "source": None,
+        "exceptions": None,
     }
+    if header.exceptions:
+        from medvae.exceptions import Exceptions
+
+        exc = Exceptions.unpack(header.exceptions, header.shape)
+        info["exceptions"] = {
+            "padding_value": exc.padding_value,
+            "padding_pixels": int(exc.mask.sum()) if exc.mask is not None else 0,
+            "extreme_pixels": int(exc.index.size),
+            "bytes": len(header.exceptions),
+        }
     if source_metadata.is_source_metadata(meta):
         src = source_metadata.unpack(meta)
         info["source"] = {
@@ -84,6 +95,10 @@ def format_text(info: dict[str, Any]) -> str:
         ("bpp", f"{info['image_bpp']:.4f} image data, {info['bpp']:.4f} whole file"),
         ("ratio", ratio),
     ]
+    exc = info["exceptions"]
+    if exc:
+        padding = f"padding {exc['padding_value']} on {exc['padding_pixels']:,} pixels" if exc["padding_pixels"] else "no padding"
+        rows.append(("exact", f"{padding}, {exc['extreme_pixels']} extreme pixel(s); {exc['bytes']:,} bytes, restored exactly"))
     src = info["source"]
     if src:
         where = f"slice {src['slice'] + 1} of {src['slices']}"
