@@ -116,7 +116,7 @@ def split(image: np.ndarray, padding_value: int | None = None) -> tuple[np.ndarr
     if mask is not None:
         keep &= ~mask.reshape(-1)
     kept = image.reshape(-1)[keep]
-    lo, hi = int(kept.min()), int(kept.max())
+    lo = int(kept.min())
     model_image = image.copy()
     if mask is not None:
         model_image[mask] = lo  # padding as the darkest tissue value: no edge to code

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from compressai.layers import GDN, ResidualBlock
 from torch import Tensor, nn
 
-from medvae.exact.fixed import ACTIVATION_BITS, DTYPE, Fixed, integer_bias, integer_weights, pow2, saturate, scale_round, scale_round_, weight_shifts
+from medvae.exact.fixed import ACTIVATION_BITS, DTYPE, Fixed, integer_bias, integer_weights, pow2, saturate, scale_round_, weight_shifts
 from medvae.models.hyperprior import _HyperSynthesisWithSkip
 from medvae.models.layers import LatentFusion
 
