@@ -204,6 +204,7 @@ class Codec:
         if header.version == 1:
             return self._decompress_format1(header, strings)
         self._check_weights(header, self.fingerprint)
+        self.twin.check_lengths(strings, header.latent_shape)
         try:
             x_hat = self.twin.decode(strings, header.latent_shape)
         except (RuntimeError, ValueError, IndexError) as exc:

@@ -146,3 +146,19 @@ def test_changed_strings_with_a_valid_crc_never_crash_or_decode_silently(change)
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"decoder process ended with {result.returncode}: {result.stderr[-2000:]}"
     assert ("refused:" in result.stdout) or (change == "long y" and "identical image" in result.stdout), result.stdout
+
+
+@pytest.mark.parametrize("quality", [1, 7])
+def test_a_large_image_claimed_in_a_few_bytes_is_refused_at_once(quality):
+    import time
+
+    codec = medvae.load("medvae", quality)
+    data = codec.compress(np.random.default_rng(0).integers(0, 4096, (64, 64)).astype(np.uint16))
+    header, strings, metadata = medvae.bitstream.unpack(data)
+    side = 60000
+    latent = (-(-side // 64),) * 2
+    forged = medvae.bitstream.pack(medvae.bitstream.Header(**{**header.__dict__, "shape": (side, side), "latent_shape": latent}), strings, metadata)
+    start = time.perf_counter()
+    with pytest.raises(BitstreamError, match="cannot hold the"):
+        codec.decompress(forged)
+    assert time.perf_counter() - start < 1.0

@@ -15,11 +15,14 @@ computed in machine-dependent floating point.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from compressai.entropy_models import EntropyModel
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from medvae.errors import BitstreamError
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import DTYPE, Fixed, from_real
 from medvae.exact.layers import Tiled, convert, resolution_scale
@@ -78,6 +81,26 @@ class ExactTwin(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.medians.device
+
+    def check_lengths(self, strings: list[bytes], shape: tuple[int, int]) -> None:
+        """Refuse, before any allocation, a bottleneck string too short for ``shape`` latent positions.
+
+        Every symbol of channel ``c`` costs at least ``-log2(p_max(c))`` bits, ``p_max`` its
+        table's largest probability, and rANS cannot write fewer bits than its symbols cost
+        (less its 64-bit state and a margin). A file that claims a large image in a few
+        bytes is therefore forged or damaged, and is refused at once.
+        """
+        bottleneck = self._coders[0]
+        if not hasattr(self, "_bits_per_position"):
+            cdf, lengths = bottleneck._quantized_cdf.cpu(), bottleneck._cdf_length.cpu()
+            peak = [int(torch.diff(cdf[c, : int(lengths[c])]).max()) for c in range(cdf.shape[0])]
+            self._bits_per_position = sum(-math.log2(p / 2**bottleneck.entropy_coder_precision) for p in peak)
+        needed = 0.99 * self._bits_per_position * shape[0] * shape[1] - 128
+        if 8 * len(strings[-1]) < needed:
+            raise BitstreamError(
+                f"corrupted bitstream: {len(strings[-1])} bytes cannot hold the {shape[0]} x {shape[1]} latent "
+                f"the header claims (at least {needed / 8:.0f} bytes)"
+            )
 
     # --- transforms ---------------------------------------------------------------
     def analyze(self, x: Tensor) -> list[Tensor]:
