@@ -241,6 +241,8 @@ def test_format1_file_of_the_previous_release_still_decodes_with_a_warning():
     assert decoded.dtype == expected.dtype and decoded.shape == expected.shape
     # The float path may differ by a step in a few pixels on another CPU; on the one that wrote it, not at all.
     assert np.mean(decoded != expected) < 0.01
+    source = np.load(REPO / "tests/data/format1-medvae-q1.source.npy")  # the image that was coded (q1: ~34 dB)
+    assert medvae.metrics.psnr(source, decoded, 12) > 30
 
 
 def test_new_files_are_format_2_and_name_the_exact_weights():
