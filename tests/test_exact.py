@@ -22,6 +22,7 @@ from medvae.checkpoint import exact_fingerprint, load_model, save_model
 from medvae.exact import ExactTwin, calibrate
 from medvae.exact.fixed import LIMIT, WEIGHT_L1_BITS, Fixed, from_real, integer_weights, weight_shifts
 from medvae.exact.layers import ExactConv2d, ExactConvTranspose2d, ExactGDN, conv2d_exact
+from medvae.metrics import psnr
 from tests.conftest import FAMILIES, REPO, small_model
 
 #: Environments that make PyTorch (and its BLAS) use the kernels of older CPUs, and thread counts.
@@ -242,7 +243,7 @@ def test_format1_file_of_the_previous_release_still_decodes_with_a_warning():
     # The float path may differ by a step in a few pixels on another CPU; on the one that wrote it, not at all.
     assert np.mean(decoded != expected) < 0.01
     source = np.load(REPO / "tests/data/format1-medvae-q1.source.npy")  # the image that was coded (q1: ~34 dB)
-    assert medvae.metrics.psnr(source, decoded, 12) > 30
+    assert psnr(source, decoded, 12) > 30
 
 
 def test_new_files_are_format_2_and_name_the_exact_weights():
