@@ -81,6 +81,26 @@ class Header:
         return bpp(self.n_bytes, self.shape)
 
 
+#: Largest inflated zlib block a container may carry (metadata, exceptions): a source header is
+#: kilobytes, an Enhanced MR one a few megabytes; more is a zip bomb, refused before it is built.
+MAX_INFLATED = 64 * 2**20
+
+
+def inflate(block: bytes, what: str) -> bytes:
+    """zlib-decompress a block of the container, refusing one that inflates past
+    :data:`MAX_INFLATED` (without building it) or is truncated. Raises :class:`BitstreamError`."""
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(block, MAX_INFLATED)
+    except zlib.error:
+        raise BitstreamError(f"corrupted {what} (not a zlib stream)") from None
+    if inflater.unconsumed_tail:
+        raise BitstreamError(f"{what} inflates to more than {MAX_INFLATED // 2**20} MiB; refused (a damaged or hostile file)")
+    if not inflater.eof:
+        raise BitstreamError(f"corrupted {what} (truncated)")
+    return raw
+
+
 def pixels_crc(pixels: np.ndarray) -> int:
     """CRC-32 of an image's values as little-endian bytes (the same on every machine)."""
     pixels = np.ascontiguousarray(pixels)

@@ -171,14 +171,13 @@ class Codec:
         """
         check_refinement(refine_steps, lmbda)
         strings, decoded, value_range, exceptions, _ = self._encode(image, value_range, refine_steps, lmbda, padding_value)
-        stride = self.model.downsampling_factor
         header = bitstream.Header(
             model=self.name,
             fingerprint=self.fingerprint,
             dtype=decoded.dtype,
             shape=decoded.shape,
             value_range=value_range,
-            latent_shape=tuple(-(-s // stride) for s in decoded.shape),
+            latent_shape=self._latent_shape(decoded.shape),
             bits_stored=int(bits_stored),
             pixels_crc=bitstream.pixels_crc(decoded),
             exceptions=exceptions.pack() if exceptions else b"",
@@ -219,14 +218,18 @@ class Codec:
             )
         return decoded
 
+    def _latent_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """The coded latent's size (y, or z for hyperpriors): the image is padded to the stride."""
+        stride = self.model.downsampling_factor
+        return tuple(-(-s // stride) for s in shape)
+
     def _check_weights(self, header: bitstream.Header, expected: str) -> None:
         if header.model != self.name or header.fingerprint != expected:
             raise BitstreamError(
                 f"bitstream was written with {header.model!r} weights {header.fingerprint}, "
                 f"this codec has {self.name!r} weights {expected}"
             )
-        stride = self.model.downsampling_factor
-        if header.latent_shape != tuple(-(-s // stride) for s in header.shape):
+        if header.latent_shape != self._latent_shape(header.shape):
             raise BitstreamError(f"corrupted header: latent shape {header.latent_shape} does not fit image {header.shape}")
 
     def _decompress_format1(self, header: bitstream.Header, strings: list[bytes]) -> np.ndarray:

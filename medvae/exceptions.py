@@ -28,11 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medvae.bitstream import inflate
 from medvae.errors import BitstreamError
-
-#: Largest inflated exception block accepted (a mask of 65535² pixels as runs is far less).
-MAX_INFLATED = 64 * 2**20
-
 
 @dataclass
 class Exceptions:
@@ -68,12 +65,7 @@ class Exceptions:
     def unpack(cls, block: bytes, shape: tuple[int, int]) -> "Exceptions":
         """Parse a block written by :meth:`pack` for an image of ``shape``. Raises :class:`BitstreamError`."""
         try:
-            inflater = zlib.decompressobj()
-            raw = inflater.decompress(block, MAX_INFLATED)
-            if inflater.unconsumed_tail:
-                raise BitstreamError("exception block inflates past 64 MiB; refused")
-            if not inflater.eof:
-                raise ValueError("truncated")
+            raw = inflate(block, "exception block")
             has_mask, padding_value = struct.unpack_from("<Bi", raw)
             pos = 5
             (n_codes,) = struct.unpack_from("<I", raw, pos)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from medvae.bitstream import inflate
 from medvae.errors import BitstreamError
 
 MAGIC = b"MVS"
@@ -196,11 +197,6 @@ def is_source_metadata(data: bytes) -> bool:
     return bytes(data[:3]) == MAGIC
 
 
-#: Largest inflated metadata block accepted: a source header is kilobytes, an Enhanced MR one
-#: with its per-frame groups a few megabytes; more is a zip bomb, refused before it is built.
-MAX_INFLATED = 64 * 2**20
-
-
 def unpack(data: bytes) -> SourceInfo:
     """Parse a metadata block written by :func:`pack`. Raises :class:`BitstreamError`."""
     data = bytes(data)
@@ -209,14 +205,7 @@ def unpack(data: bytes) -> SourceInfo:
     if data[3] != VERSION:
         raise BitstreamError(f"source metadata version {data[3]} is not supported (this MedVAE reads {VERSION})")
     try:
-        inflater = zlib.decompressobj()
-        raw = inflater.decompress(data[4:], MAX_INFLATED)
-        if inflater.unconsumed_tail:
-            raise BitstreamError(
-                f"source metadata inflates to more than {MAX_INFLATED // 2**20} MiB; refused (a damaged or hostile file)"
-            )
-        if not inflater.eof:
-            raise ValueError("truncated zlib stream")
+        raw = inflate(data[4:], "source metadata")
         (n,) = struct.unpack_from("<I", raw)
         descriptor = json.loads(raw[4 : 4 + n].decode("utf-8"))
         blob = raw[4 + n :]

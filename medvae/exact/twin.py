@@ -71,6 +71,10 @@ class ExactTwin(nn.Module):
         self.input_frac = plan[INPUT]
         self.bottleneck_frac = plan["entropy_bottleneck"]
         bottleneck = model.entropy_bottleneck
+        cdf, lengths = bottleneck._quantized_cdf.cpu(), bottleneck._cdf_length.cpu()
+        peaks = [int(torch.diff(cdf[c, : int(lengths[c])]).max()) for c in range(cdf.shape[0])]
+        #: The fewest bits a latent position can cost in the bottleneck string (all channels).
+        self.bits_per_position = sum(-math.log2(p / 2**bottleneck.entropy_coder_precision) for p in peaks)
         self.register_buffer("medians", bottleneck.quantiles.detach()[:, 0, 1].to("cpu", DTYPE).reshape(1, -1, 1, 1))
         if self.hyperprior:
             conditional = model.gaussian_conditional
@@ -90,12 +94,7 @@ class ExactTwin(nn.Module):
         (less its 64-bit state and a margin). A file that claims a large image in a few
         bytes is therefore forged or damaged, and is refused at once.
         """
-        bottleneck = self._coders[0]
-        if not hasattr(self, "_bits_per_position"):
-            cdf, lengths = bottleneck._quantized_cdf.cpu(), bottleneck._cdf_length.cpu()
-            peak = [int(torch.diff(cdf[c, : int(lengths[c])]).max()) for c in range(cdf.shape[0])]
-            self._bits_per_position = sum(-math.log2(p / 2**bottleneck.entropy_coder_precision) for p in peak)
-        needed = 0.99 * self._bits_per_position * shape[0] * shape[1] - 128
+        needed = 0.99 * self.bits_per_position * shape[0] * shape[1] - 128
         if 8 * len(strings[-1]) < needed:
             raise BitstreamError(
                 f"corrupted bitstream: {len(strings[-1])} bytes cannot hold the {shape[0]} x {shape[1]} latent "
