@@ -3,7 +3,8 @@
 
 Each case changes the entropy-coded strings the way a damaged or forged file would
 (truncated, emptied, lengthened, bytes flipped or replaced, strings swapped or taken from
-another file), repacks it with a valid container CRC (anyone can do that; it is no
+another file) or, one case in four, a header field (image and latent shapes, up to the
+65535 limit, value range, dtype, the exceptions block), repacks it with a valid container CRC (anyone can do that; it is no
 signature), and decodes it in a forked child process under a memory and a time limit.
 Every outcome is counted:
 
@@ -24,6 +25,7 @@ import os
 import resource
 import signal
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 
@@ -55,6 +57,27 @@ def mutate(strings: list[bytes], other: list[bytes], rng: np.random.Generator) -
         s = bytearray(other[i % len(other)])
     strings[i] = bytes(s)
     return strings
+
+
+def mutate_header(header, rng: np.random.Generator):
+    """One changed header field (a new header): what a forger or a damaged disk can do."""
+    kind = int(rng.integers(5))
+    if kind == 0:  # another image size, its latent shape kept
+        shape = tuple(int(v) for v in rng.integers(1, 65536, 2))
+        return replace(header, shape=shape)
+    if kind == 1:  # another image size with the latent shape that fits it
+        shape = tuple(int(v) for v in rng.integers(1, [2048, 65536][int(rng.integers(2))], 2))
+        stride = 64
+        return replace(header, shape=shape, latent_shape=tuple(-(-v // stride) for v in shape))
+    if kind == 2:
+        lo = int(rng.integers(-40000, 40000))
+        return replace(header, value_range=(lo, lo + int(rng.integers(-10, 70000))))
+    if kind == 3:
+        return replace(header, dtype=np.dtype(["uint8", "int16", "uint16"][int(rng.integers(3))]))
+    raw = bytearray(header.exceptions or rng.integers(0, 256, 16, dtype=np.uint8).tobytes())
+    for _ in range(int(rng.integers(1, 5))):
+        raw[int(rng.integers(len(raw)))] ^= int(rng.integers(1, 256))
+    return replace(header, exceptions=bytes(raw))
 
 
 def decode_in_child(codec, data: bytes, expected: np.ndarray, memory: int, seconds: int) -> str:
@@ -102,7 +125,10 @@ def run(cases: int, seed: int = 0, quality: int = 3, memory: int = 4 * 2**30, se
     for case in range(cases):
         header, strings, meta, expected = files[case % len(files)]
         other = files[(case + 1) % len(files)][1]
-        forged = bitstream.pack(header, mutate(strings, other, rng), meta)
+        if rng.random() < 0.25:
+            forged = bitstream.pack(mutate_header(header, rng), strings, meta)
+        else:
+            forged = bitstream.pack(header, mutate(strings, other, rng), meta)
         counts[decode_in_child(codec, forged, expected, memory, seconds)] += 1
     return counts
 

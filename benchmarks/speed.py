@@ -10,13 +10,26 @@ registry, rate-targeted (bpp, OpenJPEG's own rate allocation) at the shipped mod
 rate and lossless.
 
     python benchmarks/speed.py [--repeats 3] [--N 128 --M 192] [--checkpoint medvae=PATH] [--threads 1,2]
+
+With ``--sizes 512,2048,4096,8192`` it instead measures how time and peak memory grow with
+the slice: each size is encoded, then decoded, in a fresh process (the shipped default,
+all torch threads), which reports its wall time and peak resident memory (``ru_maxrss``).
+Coding runs in tiles (``medvae.exact.twin``), so memory should stay flat and time grow
+with the pixels.
+
+    python benchmarks/speed.py --sizes 512,2048,4096,8192
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,6 +74,38 @@ def median_time(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+def one_stage(stage: str, size: int, path: Path) -> None:
+    """Encode a synthetic ``size``² slice into ``path``, or decode ``path``; print time and peak RSS."""
+    codec = medvae.load("medvae")
+    start = time.perf_counter()
+    if stage == "encode":
+        path.write_bytes(codec.compress(synthetic_ct(size), bits_stored=16))
+    else:
+        codec.decompress(path.read_bytes())
+    elapsed = time.perf_counter() - start
+    print(f"{elapsed:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+
+
+def size_table(sizes: list[int]) -> None:
+    """Time and peak memory of encoding and decoding per slice size, each stage in a fresh process."""
+    print(f"shipped default medvae, synthetic CT, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
+          "peak RSS of the whole process (ru_maxrss), time from weights loaded to bytes/pixels out")
+    print("| size | pixels | encode s | encode peak MB | decode s | decode peak MB | bytes | s per Mpixel |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in sizes:
+            path = Path(scratch) / f"{size}.mvae"
+            rows = []
+            for stage in ("encode", "decode"):
+                out = subprocess.run([sys.executable, __file__, "--stage", stage, "--size", str(size), "--path", str(path)],
+                                     check=True, capture_output=True, text=True).stdout.split()
+                rows.append((float(out[-2]), float(out[-1])))
+            (enc, enc_mb), (dec, dec_mb) = rows
+            mpix = size * size / 1e6
+            print(f"| {size}x{size} | {size * size:,} | {enc:.1f} | {enc_mb:.0f} | {dec:.1f} | {dec_mb:.0f} | "
+                  f"{path.stat().st_size:,} | {(enc + dec) / mpix:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -69,7 +114,15 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2", help="torch thread counts to time")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH", help="use trained weights for a family")
     parser.add_argument("--synthetic", action="store_true", help="use a synthetic slice even when the corpus is present")
+    parser.add_argument("--sizes", help="comma-separated slice sizes: time and peak memory per size instead")
+    parser.add_argument("--stage", choices=("encode", "decode"), help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stage:
+        return one_stage(args.stage, args.size, args.path)
+    if args.sizes:
+        return size_table([int(s) for s in args.sizes.split(",")])
     image = None if args.synthetic else corpus_slice()
     source = "corpus CT (totalseg-abdomen)" if image is not None else "synthetic CT"
     if image is None:

@@ -4,21 +4,23 @@ Layout (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"MVAE"
-    4       1     format version (2; 1 is still read)
+    4       1     format version (3; 1 and 2 are still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
     6       1     bits stored (0 = not known)
     7       1     length n of the model name
     8       n     model name (ASCII, a registered family, e.g. "medvae")
-    ...     8     weights fingerprint (format 2: of the state dict and exact plan,
+    ...     8     weights fingerprint (formats 2, 3: of the state dict and exact plan,
                   :func:`medvae.checkpoint.exact_fingerprint`; format 1: of the state dict)
     ...     4+4   image height, width (u32)
     ...     4+4   intensity mapping lo, hi (i32): lo maps to 0.0 and hi to 1.0
     ...     2+2   latent shape handed to ``model.decompress`` (u16)
-    ...     4     format 2 only: CRC-32 of the decoded pixels (the encoder's own exact
+    ...     2     number of strings G (u16; formats 1 and 2: 1 byte)
+    ...     4     formats 2, 3: CRC-32 of the decoded pixels (the encoder's own exact
                   reconstruction, little-endian bytes); the decoder checks its result
-    ...     1     number of string groups G (y, z, ... as the model returns them)
-    ...           G × (u32 length, bytes)
-    ...     4     format 2 only: length e of the exception block (u32, 0 when none)
+    ...           G × (u32 length, bytes): format 3: each entropy-coded latent (y, then
+                  z for hyperpriors) in strings of at most 2^18 symbols
+                  (:data:`medvae.exact.twin.CHUNK`); formats 1, 2: one string per latent
+    ...     4     formats 2, 3: length e of the exception block (u32, 0 when none)
     ...     e     exceptions: padding mask and extreme pixels with their exact values
                   (:mod:`medvae.exceptions`), restored after the model's decode
     ...     4     length m of the metadata block (u32, 0 when absent)
@@ -26,10 +28,13 @@ Layout (all integers little-endian)::
                   source DICOM header there, so decoding can write DICOM back)
     end-4   4     CRC-32 of every byte before it
 
-Format 2 is written by the exact coder (:mod:`medvae.exact`): every machine decodes it
-to the same pixels, and the pixel CRC turns any disagreement into an error instead of
-a silently different image. Format 1 (no pixel CRC) was written by the float coder of
-earlier releases. The header costs about 55 bytes plus the model name; evaluation
+Formats 2 and 3 are written by the exact coder (:mod:`medvae.exact`): every machine
+decodes them to the same pixels, and the pixel CRC turns any disagreement into an error
+instead of a silently different image. Format 3 splits long latents into strings so that
+a decoder's guarded buffer (:func:`medvae.exact.twin.guarded`) stays small for any image
+size; for latents of at most 2^18 symbols (a 512×512 slice has 98,304) its bytes are
+those of format 2 apart from the version and the wider string count. Format 1 (no pixel
+CRC) was written by the float coder of earlier releases. The header costs about 55 bytes plus the model name; evaluation
 counts it in bpp.
 ``Codec.compress`` attaches no metadata unless asked, so measured rates are image-only.
 """
@@ -45,14 +50,15 @@ import numpy as np
 from medvae.errors import BitstreamError
 
 MAGIC = b"MVAE"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Largest image side a container may claim (DICOM Rows and Columns are 16-bit).
 MAX_SIDE = 65535
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
-_FIXED = struct.Struct("<8sIIiiHHB")  # fingerprint, H, W, lo, hi, latent h, latent w, G
+_FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
+_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H")}  # number of strings
 _CRC = struct.Struct("<I")  # also the pixel CRC of format 2
 
 
@@ -111,7 +117,9 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
     """Serialize a header (with its pixel CRC), one byte string per latent group and optional metadata,
     in the current format."""
     if header.pixels_crc is None:
-        raise ValueError("a format-2 header needs the CRC of the decoded pixels")
+        raise ValueError("a format-3 header needs the CRC of the decoded pixels")
+    if len(strings) > 65535:
+        raise ValueError(f"{len(strings)} strings: a container holds at most 65535")
     name = header.model.encode("ascii")
     if not 0 < len(name) < 256:
         raise ValueError(f"model name {header.model!r} must be 1..255 ASCII characters")
@@ -124,8 +132,8 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
             *header.shape,
             *header.value_range,
             *header.latent_shape,
-            len(strings),
         ),
+        _COUNT[FORMAT_VERSION].pack(len(strings)),
         _CRC.pack(header.pixels_crc),
     ]
     for s in strings:
@@ -170,7 +178,9 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         dtype = _DTYPES_BY_CODE[dtype_code]
     except (UnicodeDecodeError, KeyError):
         raise BitstreamError("corrupted bitstream header") from None
-    fp, h, w, lo, hi, lh, lw, n_groups = _FIXED.unpack(r.take(_FIXED.size, "header"))
+    fp, h, w, lo, hi, lh, lw = _FIXED.unpack(r.take(_FIXED.size, "header"))
+    count = _COUNT[version]
+    (n_groups,) = count.unpack(r.take(count.size, "number of strings"))
     crc_of_pixels = _CRC.unpack(r.take(4, "pixel checksum"))[0] if version >= 2 else None
     strings = []
     for i in range(n_groups):

@@ -16,14 +16,13 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from compressai.models import CompressionModel
 
 from medvae import bitstream, zoo
 from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
-from medvae.exact import ExactTwin, Fixed, calibrate
-from medvae.exact.fixed import pow2
+from medvae.exact import ExactTwin, calibrate
+from medvae.exact.image import NormalizedImage, pixels
 from medvae.exceptions import Exceptions, split
 from medvae.intensity import check_image, default_value_range, denormalize
 from medvae.refine import check_refinement, refine_latents
@@ -55,7 +54,7 @@ class _Encoded(NamedTuple):
     decoded: np.ndarray  # the pixels every decoder gets
     value_range: tuple[int, int]
     exceptions: Exceptions  # padding and extremes, stored exactly
-    x: torch.Tensor  # the model's input: the image in [0, 1], padded to the stride
+    x: NormalizedImage  # the model's input: the image in [0, 1], padded to the stride
 
 
 class Codec:
@@ -95,23 +94,15 @@ class Codec:
         """Registered family name of the model, e.g. ``"medvae"``."""
         return self.model.model_name
 
-    def _prepare(self, image: np.ndarray, value_range: tuple[int, int] | None) -> tuple[np.ndarray, tuple[int, int], torch.Tensor]:
-        """(image, value range, the image in [0, 1] as a (1, 1, H', W') float64 tensor padded to the stride).
-
-        ``(image − lo) / (hi − lo)`` is one correctly rounded division per pixel and the
-        padding copies edge pixels, so this input is the same on every machine.
-        """
+    def _prepare(self, image: np.ndarray, value_range: tuple[int, int] | None) -> tuple[np.ndarray, tuple[int, int], NormalizedImage]:
+        """(image, value range, the image in [0, 1] padded to the stride, normalized as tiles read it)."""
         image = check_image(image)
         lo, hi = default_value_range(image) if value_range is None else map(int, value_range)
         if hi <= lo:
             raise InputError(f"empty value range [{lo}, {hi}]")
         if image.min() < lo or image.max() > hi:
             raise InputError(f"image values [{image.min()}, {image.max()}] fall outside value_range [{lo}, {hi}]")
-        x = (torch.from_numpy(image.astype(np.float64)) - lo) / float(hi - lo)
-        stride = self.model.downsampling_factor
-        h, w = image.shape
-        x = F.pad(x[None, None], (0, (-w) % stride, 0, (-h) % stride), mode="replicate")
-        return image, (lo, hi), x.to(self.device)
+        return image, (lo, hi), NormalizedImage(image, lo, hi, self.model.downsampling_factor)
 
     def _encode(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
@@ -123,21 +114,13 @@ class Codec:
         model_image, value_range, x = self._prepare(model_image, value_range)
         with torch.inference_mode():
             if refine_steps:
-                latents = refine_latents(self.model, x.float(), self._refine_lmbda(lmbda), steps=refine_steps, size=image.shape)
+                x_float = x.tensor().float().to(self.device)
+                latents = refine_latents(self.model, x_float, self._refine_lmbda(lmbda), steps=refine_steps, size=image.shape)
             else:
                 latents = self.twin.analyze(x)
             strings, x_hat = self.twin.encode(latents)
-        decoded = exceptions.restore(self._pixels(x_hat, image.shape, value_range, image.dtype))
+        decoded = exceptions.restore(pixels(x_hat, image.shape, value_range, image.dtype))
         return _Encoded(strings, decoded, value_range, exceptions, x)
-
-    def _pixels(self, x_hat: Fixed, shape: tuple[int, int], value_range: tuple[int, int], dtype: np.dtype) -> np.ndarray:
-        """Exact denormalization: ``round(clip(x̂, 0, 1) · (hi − lo) + lo)``, clipped to the range and dtype."""
-        h, w = shape
-        lo, hi = value_range
-        v = x_hat.value[0, 0, :h, :w].clamp(0.0, pow2(x_hat.frac))
-        restored = torch.round(v * float(hi - lo) * pow2(-x_hat.frac) + float(lo))
-        info = np.iinfo(dtype)
-        return restored.clamp(max(lo, info.min), min(hi, info.max)).cpu().numpy().astype(dtype)
 
     def compress(
         self,
@@ -203,12 +186,13 @@ class Codec:
         if header.version == 1:
             return self._decompress_format1(header, strings)
         self._check_weights(header, self.fingerprint)
-        self.twin.check_lengths(strings, header.latent_shape)
+        chunk = None if header.version == 2 else self.twin.chunk  # format 2: one string per latent
+        self.twin.check_lengths(strings, header.latent_shape, chunk)
         try:
-            x_hat = self.twin.decode(strings, header.latent_shape)
+            x_hat = self.twin.decode(strings, header.latent_shape, chunk)
+            decoded = pixels(x_hat, header.shape, header.value_range, header.dtype)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"entropy decoding failed: {exc}") from None
-        decoded = self._pixels(x_hat, header.shape, header.value_range, header.dtype)
         if header.exceptions:
             decoded = Exceptions.unpack(header.exceptions, header.shape).restore(decoded)
         if bitstream.pixels_crc(decoded) != header.pixels_crc:
@@ -258,7 +242,7 @@ class Codec:
         tests check this).
         """
         encoded = self._encode(image, value_range)
-        out = self.model(encoded.x.float())
+        out = self.model(encoded.x.tensor().float().to(self.device))
         bits = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
         return encoded.decoded, float(bits) / encoded.decoded.size
 
@@ -269,12 +253,7 @@ def load(source: str | os.PathLike, quality: int | None = None, *, device: str =
     ``medvae.load("runs/x/best.pt")`` reads a checkpoint; ``medvae.load("medvae", quality=3)``
     reads the shipped weights (see :mod:`medvae.zoo`).
     """
-    path = Path(source)
-    if not path.is_file():
-        if isinstance(source, str) and os.sep not in source and not path.suffix:
-            path = zoo.shipped_path(source, quality)
-        else:
-            raise FileNotFoundError(f"no such checkpoint: {source}")
+    path = zoo.resolve(source, quality)
     return Codec(_load_weights(path), device=device)
 
 

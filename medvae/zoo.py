@@ -12,6 +12,7 @@ header names a fingerprint finds its weights without being told.
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,18 @@ def shipped_path(model: str, quality: int | None = None) -> Path:
         raise MedVAEError(
             f"{model!r} has no quality {quality}; shipped qualities: {qualities(model)}"
         ) from None
+
+
+def resolve(source: str | os.PathLike, quality: int | None = None) -> Path:
+    """The weights file ``medvae.load(source, quality)`` reads: ``source`` itself when it is a
+    file, else the shipped weights of the model named ``source`` (a bare name, no suffix).
+    Cheap (no torch), so the command line checks its arguments before loading anything."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if isinstance(source, str) and os.sep not in source and not path.suffix:
+        return shipped_path(source, quality)
+    raise FileNotFoundError(f"no such checkpoint: {source}")
 
 
 def shipped_lmbda(path: str | Path) -> float | None:

@@ -23,7 +23,7 @@ from medvae.exact import ExactTwin, calibrate
 from medvae.exact.fixed import LIMIT, WEIGHT_L1_BITS, Fixed, from_real, integer_weights, weight_shifts
 from medvae.exact.layers import ExactConv2d, ExactConvTranspose2d, ExactGDN, conv2d_exact
 from medvae.metrics import psnr
-from tests.conftest import FAMILIES, REPO, small_model
+from tests.conftest import FAMILIES, REPO, benchmark_module, small_model
 
 #: Environments that make PyTorch (and its BLAS) use the kernels of older CPUs, and thread counts.
 SETTINGS = {
@@ -210,7 +210,7 @@ def test_a_pixel_checksum_mismatch_raises_instead_of_returning_an_image():
     image = _image()
     data = codec.compress(image)
     header, strings, metadata = bitstream.unpack(data)
-    assert header.version == 2 and header.pixels_crc == zlib.crc32(codec.decompress(data).astype("<i2").tobytes())
+    assert header.version == 3 and header.pixels_crc == zlib.crc32(codec.decompress(data).astype("<i2").tobytes())
     forged = bitstream.pack(bitstream.Header(**{**header.__dict__, "pixels_crc": header.pixels_crc ^ 1}), strings, metadata)
     with pytest.raises(medvae.BitstreamError, match="do not match the checksum"):
         codec.decompress(forged)
@@ -246,10 +246,51 @@ def test_format1_file_of_the_previous_release_still_decodes_with_a_warning():
     assert psnr(source, decoded, 12) > 30
 
 
-def test_new_files_are_format_2_and_name_the_exact_weights():
+def test_format2_file_of_the_previous_release_decodes_exactly():
+    """Release 0.2.0 wrote one string per latent; this 1024×1024 file's y latent (393,216
+    symbols) is one string where format 3 writes two. Its pixel CRC proves the decode exact."""
+    data = (REPO / "tests/data/format2-medvae-q1-1024.mvae").read_bytes()
+    header, strings, _ = bitstream.unpack(data)
+    assert header.version == 2 and len(strings) == 2
+    decoded = medvae.decompress(data)  # raises unless the pixel CRC matches
+    source = benchmark_module("speed").synthetic_ct(1024, seed=7)
+    assert decoded.shape == source.shape and psnr(source, decoded, 12) > 30
+    again = medvae.compress(source, quality=1, bits_stored=12)
+    assert len(bitstream.unpack(again)[1]) == 3  # format 3: y in two strings, z in one
+    np.testing.assert_array_equal(medvae.decompress(again), decoded)
+
+
+@pytest.mark.parametrize("family", ["bls2017", "medvae"])
+def test_long_latents_are_coded_in_strings_of_at_most_chunk_symbols(family):
+    """Format 3 splits each latent into strings of ``twin.chunk`` symbols, so that the guarded
+    copy a decoder makes of a string stays small; the pixels do not depend on the split."""
+    from medvae.exact.twin import CHUNK
+
+    codec = medvae.Codec(small_model(family))
+    image = _image((100, 140))
+    whole = codec.compress(image)
+    assert codec.twin.chunk == CHUNK and len(bitstream.unpack(whole)[1]) == (2 if codec.twin.hyperprior else 1)
+    expected = codec.decompress(whole)
+    codec.twin.chunk = 300
+    split = codec.compress(image)
+    header, strings, _ = bitstream.unpack(split)
+    twin, bottleneck_channels = codec.twin, codec.model.entropy_bottleneck.channels
+    if twin.hyperprior:  # padded to 128 x 192: y is 8 x 12, z 2 x 3
+        sizes = [twin.y_channels * 8 * 12, bottleneck_channels * 2 * 3]
+    else:  # padded to 112 x 144: y is 7 x 9
+        sizes = [bottleneck_channels * 7 * 9]
+    assert len(strings) == sum(-(-n // 300) for n in sizes)
+    assert len(strings) > 2
+    np.testing.assert_array_equal(codec.decompress(split), expected)
+    forged = bitstream.pack(header, strings[:-1], b"")  # one string missing
+    with pytest.raises(medvae.BitstreamError, match="strings"):
+        codec.decompress(forged)
+
+
+def test_new_files_are_format_3_and_name_the_exact_weights():
     codec = medvae.load("medvae", zoo.index()["medvae"]["default_quality"])
     header = medvae.read_header(codec.compress(_image()))
-    assert header.version == bitstream.FORMAT_VERSION == 2
+    assert header.version == bitstream.FORMAT_VERSION == 3
     assert header.fingerprint == codec.fingerprint == zoo.index()["medvae"]["qualities"][str(zoo.index()["medvae"]["default_quality"])]["fingerprint"]
 
 
@@ -267,7 +308,7 @@ def _tiled_equals_whole(codec: medvae.Codec, image: np.ndarray) -> bytes:
     whole_bytes = codec.compress(image)
     whole = codec.decompress(whole_bytes)
     g_a, g_s = codec.twin.g_a, codec.twin.g_s
-    assert (g_a.tile, g_a.halo, g_s.tile, g_s.halo) == (512, 128, 32, 8)  # a 512×512 slice is one tile
+    assert (g_a.tile, g_a.halo, g_s.tile, g_s.halo) == (384, 64, 24, 6)  # a 512×512 slice is one tile
     g_a.tile, g_s.tile = 48, 2  # tiles of 48 image / 2 latent pixels: many tile borders
     tiled_bytes = codec.compress(image)
     assert tiled_bytes == whole_bytes
@@ -279,6 +320,37 @@ def _tiled_equals_whole(codec: medvae.Codec, image: np.ndarray) -> bytes:
 def test_tiled_coding_equals_whole_image_coding_bit_for_bit(family):
     image = np.random.default_rng(3).integers(0, 4096, (150, 230)).astype(np.uint16)
     _tiled_equals_whole(medvae.Codec(small_model(family, seed=4)), image)
+
+
+def _reach(grad: torch.Tensor, centre: int) -> int:
+    """How far from ``centre`` (columns) a gradient map is nonzero."""
+    columns = grad.abs().sum(dim=(0, 1, 2)).nonzero().flatten()
+    return int(max(centre - columns.min(), columns.max() - centre))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tile_halos_cover_the_receptive_fields(family):
+    """Tiled coding is exact only if each halo covers its transform's receptive field: measured
+    here, from the float model's gradients, for one latent pixel of g_a and one latent cell
+    of output of g_s (with the fusion of families that have one)."""
+    from medvae.exact.twin import TILING
+
+    model = small_model(family).double()
+    stride = 16  # g_a / g_s resolution change
+    x = torch.rand(1, 1, 512, 512, dtype=torch.double, requires_grad=True)
+    y = model.g_a(x)
+    centre = y.shape[-1] // 2
+    y[0, :, centre, centre].abs().sum().backward()
+    assert _reach(x.grad, centre * stride + stride // 2) <= TILING["g_a"][1] * stride
+    y_hat = torch.rand(1, y.shape[1], 32, 32, dtype=torch.double, requires_grad=True)
+    if hasattr(model, "fusion"):
+        extra = model.fusion.body[0].in_channels - y.shape[1]
+        side = torch.rand(1, extra, 32, 32, dtype=torch.double) if extra else None
+        fused = model.fusion(y_hat, side) if side is not None else model.fusion(y_hat)
+    else:
+        fused = y_hat
+    model.g_s(fused)[0, 0, 16 * stride : 17 * stride, 16 * stride : 17 * stride].sum().backward()
+    assert _reach(y_hat.grad, 16) <= TILING["g_s"][1]
 
 
 def test_a_halo_narrower_than_the_receptive_field_is_caught_by_the_pixel_checksum():

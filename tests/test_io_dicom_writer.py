@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.data
 import pytest
 
 import medvae.io as mio
@@ -207,3 +208,41 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o644
+
+
+def _pydicom_data_file(name: str) -> Path:
+    """A file of the ``pydicom-data`` package (the test extra installs it); skipped without it."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns when it would have to download
+        try:
+            path = pydicom.data.get_testdata_file(name)
+        except Exception:  # noqa: BLE001 - any failure to find it means: not installed
+            path = None
+    if not path:
+        pytest.skip(f"{name} not available (pip install pydicom-data)")
+    return Path(path)
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) not on PATH")
+@pytest.mark.parametrize("name", ["emri_small.dcm", "emri_small_RLE.dcm"])
+def test_enhanced_mr_outputs_add_no_dciodvfy_errors(tmp_path, checkpoint, name):
+    """A 10-frame Enhanced MR through compress and decompress: each restored frame is a
+    DERIVED single-frame Enhanced MR, which may not keep the MR Pulse Sequence attributes
+    of an ORIGINAL image (17 new dciodvfy errors per output before they were dropped)."""
+    from medvae.cli import main
+
+    source = _pydicom_data_file(name)
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(source, src / name)
+    assert main(["compress", str(src), "-o", str(tmp_path / "c"), "--model", checkpoint]) == 0
+    assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--model", checkpoint]) == 0
+    outputs = sorted((tmp_path / "d").rglob("*.dcm"))
+    assert len(outputs) == 10
+    before = _dciodvfy_errors(source)
+    for out in outputs[::3]:
+        assert pydicom.dcmread(out).ImageType[0] == "DERIVED"
+        new = _dciodvfy_errors(out) - before
+        assert not new, f"{out.name}: dciodvfy errors the output adds: {sorted(new)}"

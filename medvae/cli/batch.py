@@ -57,6 +57,7 @@ class Outcome:
     pixels: int = 0
     bpp_sum: float = 0.0  # sum over slices of image-only bpp, for the mean
     file_bpp_sum: float = 0.0  # sum over slices of whole-file bpp (source header included)
+    notes: list[str] = field(default_factory=list)  # worth telling the user, not a failure
 
 
 def failure(source: Path, exc: BaseException, debug: bool = False) -> Outcome:
@@ -160,6 +161,8 @@ def run(
 
     def record(i: int, outcome: Outcome) -> None:
         outcomes[i] = outcome
+        for note in outcome.notes:
+            bar.write(f"{outcome.source}: note: {note}", file=err)
         if outcome.status == "failed":
             bar.write(f"{outcome.source}: {outcome.message}", file=err)
             if debug and outcome.details:
@@ -236,15 +239,17 @@ def summary_rows(outcomes: Sequence[Outcome], seconds: float, *, rates: bool) ->
     ``rates`` adds the compression figures: ratio = input bytes / output bytes
     (file sizes, what the disk sees) and the mean over the coded slices of their
     bits per pixel, of the image data alone and of the whole ``.mvae`` files.
+    Files skipped because their outputs exist count with the outputs they kept.
     """
-    ok = [o for o in outcomes if o.status == "ok"]
+    ok = [o for o in outcomes if o.status in ("ok", "skipped")]
+    n_ok = sum(o.status == "ok" for o in outcomes)
     n_failed = sum(o.status == "failed" for o in outcomes)
     n_skipped = sum(o.status == "skipped" for o in outcomes)
     slices = sum(o.slices for o in ok)
     in_bytes = sum(o.input_bytes for o in ok)
     out_bytes = sum(o.output_bytes for o in ok)
     rows = [
-        ("files", f"{len(ok)} ok, {n_failed} failed, {n_skipped} skipped"),
+        ("files", f"{n_ok} ok, {n_failed} failed, {n_skipped} skipped"),
         ("slices", f"{slices}"),
         ("input bytes", f"{in_bytes:,}"),
         ("output bytes", f"{out_bytes:,}"),

@@ -65,9 +65,19 @@ def load_codec(model: str, quality: int | None = None):
 
 
 def check_model_args(model: str, quality: int | None) -> None:
-    """``--quality`` picks among shipped weights; a checkpoint file has exactly one quality."""
+    """``--model`` names a checkpoint file or a shipped model that has ``--quality`` (a
+    checkpoint file has exactly one quality): checked before anything is loaded."""
+    from medvae import zoo
+    from medvae.errors import MedVAEError
+
     if quality is not None and Path(model).is_file():
         raise UsageError("--quality applies to shipped models; a checkpoint file has a single quality")
+    try:
+        zoo.resolve(model, quality)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    except MedVAEError as exc:
+        raise UsageError(str(exc).replace("pass a checkpoint path instead", "pass --model CHECKPOINT")) from None
 
 
 def setup(model: str, quality: int | None, options: Options) -> None:
@@ -86,13 +96,17 @@ def compress_file(task: Task) -> batch.Outcome:
     outcome = batch.Outcome(task.source)
     try:
         outcome.input_bytes = task.source.stat().st_size
-        if options.skip_existing and slice_paths(task.base, 1, ".mvae")[0].exists():
-            return batch.Outcome(task.source, "skipped", "output exists")  # done before; no need to read it
+        single = slice_paths(task.base, 1, ".mvae")[0]
+        if options.skip_existing and single.exists():  # done before; no need to read the input
+            outcome.status, outcome.message = "skipped", "output exists"
+            count_kept(outcome, single)
+            return outcome
         stack = mio.read(task.source)
         targets = slice_paths(task.base, len(stack), ".mvae")
         todo = select(targets, task.source, options, outcome)
         if not todo:
-            return batch.Outcome(task.source, "skipped", "outputs exist")
+            outcome.status, outcome.message = "skipped", "outputs exist"
+            return outcome
         for i in todo:
             meta = source_metadata.pack(source_metadata.from_stack(stack, i))
             data = codec.compress(stack.pixels[i], bits_stored=stack.bits_stored, metadata=meta,
@@ -100,6 +114,11 @@ def compress_file(task: Task) -> batch.Outcome:
             publish(targets[i], data, overwrite=options.force)
             h, w = stack.pixels[i].shape
             count(outcome, targets[i], len(data), len(data) - len(meta), h * w)
+        if outcome.output_bytes > outcome.input_bytes:
+            outcome.notes.append(
+                f"the output ({outcome.output_bytes:,} bytes) is larger than the input ({outcome.input_bytes:,} bytes); "
+                "the input is probably already compressed, or very small"
+            )
     except Exception as exc:  # one line per file; the batch goes on
         failed = batch.failure(task.source, exc, options.debug)
         if outcome.outputs:
@@ -133,8 +152,6 @@ def select(targets: list[Path], source: Path, options: Options, outcome: batch.O
         return list(range(len(targets)))
     if not options.skip_existing:
         raise FileExistsError(f"output {targets[existing[0]]} exists")
-    if len(existing) == len(targets):
-        return []
     for i in existing:
         data = targets[i].read_bytes()
         try:
@@ -144,6 +161,23 @@ def select(targets: list[Path], source: Path, options: Options, outcome: batch.O
         h, w = header.shape
         count(outcome, targets[i], len(data), len(data) - header.metadata_bytes, h * w)
     return [i for i in range(len(targets)) if i not in existing]
+
+
+def count_kept(outcome: batch.Outcome, path: Path) -> None:
+    """Count an output ``--skip-existing`` keeps without reading the input: its bytes, and
+    its slice when it is a readable ``.mvae`` (a file of the user's under that name is kept
+    and counted by size only)."""
+    import medvae
+    from medvae.errors import MedVAEError
+
+    data = path.read_bytes()
+    try:
+        header = medvae.read_header(data)
+    except MedVAEError:
+        outcome.output_bytes += len(data)
+        return
+    h, w = header.shape
+    count(outcome, path, len(data), len(data) - header.metadata_bytes, h * w)
 
 
 def count(outcome: batch.Outcome, path: Path, n_bytes: int, image_bytes: int, pixels: int) -> None:
@@ -169,14 +203,16 @@ def compress_all(args: argparse.Namespace) -> int:
     batch.check_batch_args(args.workers, args.force, args.skip_existing)
     check_model_args(args.model, args.quality)
     out = Path(args.output)
+    steps = refine_steps(args)
     tasks, problems = plan(args.inputs, out)
     if not tasks and not problems:
         raise UsageError("no input files")
-    steps = refine_steps(args)
+    outcomes = batch.report_problems(problems)
+    if not tasks:  # nothing to do: no model to load, no all-zero summary
+        return batch.exit_status(outcomes)
     codec = load_codec(args.model, args.quality)  # fail fast (exit 2) on a bad --model
     if steps and codec.lmbda is None:
         raise UsageError(f"{args.model} records no MSE-loss lambda, which --refine aims at")
-    outcomes = batch.report_problems(problems)
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps)
     outcomes += batch.run(
         tasks, compress_file, workers=args.workers, init=setup, init_args=(args.model, args.quality, options),

@@ -64,8 +64,9 @@ def restore(task: Task, codec, options: Options) -> batch.Outcome:
     if target.resolve() == task.source.resolve():
         raise UsageError("refusing to overwrite the input with its own output")
     if target.exists() and not options.force:
-        if options.skip_existing:
-            return batch.Outcome(task.source, "skipped", "output exists")
+        if options.skip_existing:  # counted with what it kept
+            return batch.Outcome(task.source, "skipped", "output exists", outputs=[target], slices=1,
+                                 input_bytes=len(data), output_bytes=target.stat().st_size)
         raise FileExistsError(f"output {target} exists")
     image = medvae.decompress(data) if codec is None else codec.decompress(data)
     image_bytes = header.n_bytes - header.metadata_bytes
@@ -96,11 +97,15 @@ def decompress_all(args: argparse.Namespace) -> int:
     """Plan, run and summarize the batch."""
     start = time.perf_counter()
     batch.check_batch_args(args.workers, args.force, args.skip_existing)
+    if args.model is not None:
+        compress.check_model_args(args.model, None)
     tasks, problems = plan(args.inputs, Path(args.output), keep=is_bitstream_name)
     if not tasks and not problems:
         raise UsageError("no .mvae files")
-    load_codec(args.model)  # fail fast (exit 2) on a bad --model
     outcomes = batch.report_problems(problems)
+    if not tasks:  # nothing to do: no model to load, no all-zero summary
+        return batch.exit_status(outcomes)
+    load_codec(args.model)  # fail fast (exit 2) on a bad --model
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug)
     outcomes += batch.run(
         tasks, decompress_file, workers=args.workers, init=setup, init_args=(args.model, options),

@@ -116,34 +116,42 @@ def comparison_png(stack, image: np.ndarray, results: list[Result], title: str) 
     slope, intercept = stack.rescale_of(0)
     cmap = "gray_r" if stack.photometric == "MONOCHROME1" else "gray"
     errors = [np.abs(r.decoded.astype(np.int64) - image.astype(np.int64)) for r in results]
-    err_max = max(1, max(int(e.max()) for e in errors))
+    scale = error_scale(errors)
     n = len(results) + 1
-    fig = Figure(figsize=(4 * n, 8.4), dpi=100)
+    fig = Figure(figsize=(5.2 * n, 11.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    fig.suptitle(title)
-    panels = [("original", image, "")] + [(r.name, r.decoded, _caption(r)) for r in results]
+    fig.suptitle(title, fontsize=13)
+    panels = [("original", image, f"window W{width:g} L{center:g}")] + [(r.name, r.decoded, _caption(r)) for r in results]
     for col, (name, img, caption) in enumerate(panels):
         ax = fig.add_subplot(2, n, col + 1)
         ax.imshow(to_hu(img, slope, intercept), cmap=cmap, vmin=center - width / 2, vmax=center + width / 2)
-        ax.set_title(f"{name}\n{caption}" if caption else f"{name}\nwindow W{width:g} L{center:g}", fontsize=9)
+        ax.set_title(f"{name}\n{caption}", fontsize=11)
         ax.axis("off")
     ax = fig.add_subplot(2, n, n + 1)
     ax.axis("off")
-    ax.text(0.0, 0.5, "absolute error\n(stored values)\nsame scale in\nevery error map", fontsize=10, va="center")
+    ax.text(0.02, 0.5, f"absolute error, in stored values\n\none colour scale for every map:\n0 (black) to {scale}"
+            "\n(the 99.9th percentile of all\nerrors); larger errors show\nat full brightness, and each\n"
+            "map's title gives its maximum", fontsize=11, va="center")
     for col, (r, err) in enumerate(zip(results, errors)):
         ax = fig.add_subplot(2, n, n + col + 2)
-        shown = ax.imshow(err, cmap="inferno", vmin=0, vmax=err_max)
-        ax.set_title(f"|error| {r.name}, max {r.max_error}", fontsize=9)
+        shown = ax.imshow(err, cmap="inferno", vmin=0, vmax=scale, interpolation="antialiased")
+        ax.set_title(f"|error| {r.name}\nmean {err.mean():.2f}, max {r.max_error}", fontsize=11)
         ax.axis("off")
-        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, extend="max" if err.max() > scale else "neither")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
 
 
+def error_scale(errors: list[np.ndarray]) -> int:
+    """Top of the shared error colour scale: the 99.9th percentile of all errors (at least 1),
+    so that one large error does not turn every map black."""
+    return max(1, int(np.ceil(np.percentile(np.concatenate([e.ravel() for e in errors]), 99.9))))
+
+
 def _caption(r: Result) -> str:
     window = f", {r.window_psnr:.2f} dB windowed" if r.window_psnr is not None else ""
-    return f"{r.n_bytes:,} B, {r.bpp:.3f} bpp, {r.psnr:.2f} dB{window}"
+    return f"{r.n_bytes:,} bytes, {r.bpp:.3f} bpp ({r.ratio:.1f}:1)\nPSNR {r.psnr:.2f} dB{window}"
 
 
 def format_table(results: list[Result], bits: int, window: tuple[float, float] | None) -> str:

@@ -53,6 +53,10 @@ class Fixed:
     def shape(self) -> torch.Size:
         return self.value.shape
 
+    def crop(self, r0: int, r1: int, c0: int, c1: int) -> "Fixed":
+        """Rows ``r0:r1`` and columns ``c0:c1`` (a view)."""
+        return Fixed(self.value[..., r0:r1, c0:c1], self.frac)
+
     def __abs__(self) -> "Fixed":
         return Fixed(self.value.abs(), self.frac)
 

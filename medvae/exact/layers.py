@@ -15,6 +15,7 @@ value is the same exact sum whatever the split, so banding changes nothing.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Callable
 
 import torch
@@ -26,8 +27,8 @@ from medvae.exact.fixed import ACTIVATION_BITS, DTYPE, Fixed, integer_bias, inte
 from medvae.models.hyperprior import _HyperSynthesisWithSkip
 from medvae.models.layers import LatentFusion
 
-#: Elements of one im2col band (float64): 2^24 × 8 bytes = 128 MiB.
-BAND_ELEMENTS = 2**24
+#: Elements of one im2col band (float64): 2^22 × 8 bytes = 32 MiB.
+BAND_ELEMENTS = 2**22
 #: LeakyReLU slopes are applied as ``round(x · m / 2^20)``, m an integer.
 SLOPE_BITS = 20
 
@@ -176,12 +177,22 @@ class ExactGDN(ExactModule):
         self.register_buffer("beta", _nonnegative(gdn.beta, gdn.beta_reparam))
 
     def forward(self, x: Fixed) -> Fixed:
-        device = x.value.device
-        sq = x.value * x.value  # exact: |x| < 2^24
+        # Elementwise across positions: computed in bands of rows, so its five temporaries
+        # stay small, with the same value per element whatever the banding.
+        out = torch.empty_like(x.value)
+        b, c, h, w = x.value.shape
+        rows = _rows_per_band(b * c * w)
+        for r0 in range(0, h, rows):
+            out[:, :, r0 : r0 + rows] = self._band(x.value[:, :, r0 : r0 + rows], x.frac)
+        return Fixed(out, self.out_frac)
+
+    def _band(self, value: Tensor, frac: int) -> Tensor:
+        device = value.device
+        sq = value * value  # exact: |x| < 2^24
         high = torch.floor(sq * pow2(-ACTIVATION_BITS))
         low = sq.sub_(high * pow2(ACTIVATION_BITS))  # exact: 0 <= low < 2^24
         # v · 2^exponent, exponent = s_o + 2·frac: both sums exact, then rounded additions.
-        exponents = self.shifts + 2 * x.frac
+        exponents = self.shifts + 2 * frac
         acc = conv2d_exact(high, self.gamma, (1, 1), (0, 0)).mul_(pow2(ACTIVATION_BITS))
         acc.add_(conv2d_exact(low, self.gamma, (1, 1), (0, 0)))
         acc.add_((self.beta.cpu() * pow2(exponents)).to(device)[:, None, None])
@@ -190,10 +201,10 @@ class ExactGDN(ExactModule):
         root = acc.mul_(pow2(odd).to(device)[:, None, None]).sqrt_()  # sqrt(v) · 2^half
         half = (exponents + odd) // 2
         if self.inverse:
-            out = torch.mul(x.value, root, out=root)
-            return Fixed(scale_round_(out, pow2(self.out_frac - x.frac - half).to(device)[:, None, None]), self.out_frac)
-        out = torch.div(x.value, root, out=root)
-        return Fixed(scale_round_(out, pow2(self.out_frac - x.frac + half).to(device)[:, None, None]), self.out_frac)
+            out = torch.mul(value, root, out=root)
+            return scale_round_(out, pow2(self.out_frac - frac - half).to(device)[:, None, None])
+        out = torch.div(value, root, out=root)
+        return scale_round_(out, pow2(self.out_frac - frac + half).to(device)[:, None, None])
 
 
 def _nonnegative(parameter: Tensor, reparam: nn.Module) -> Tensor:
@@ -301,30 +312,56 @@ class Tiled(ExactModule):
     only, and the arithmetic is exact, so when ``halo`` covers that field the result is
     identical, bit for bit, to the whole-image computation (the tests check it), while
     memory stays that of one tile.
+
+    The input is anything with a ``shape`` and a ``crop(r0, r1, c0, c1)`` giving that
+    region as :class:`Fixed` (a :class:`Fixed`, or an image normalized tile by tile). With
+    ``lazy``, the output is a :class:`TiledOutput` that computes its tiles when read, so an
+    image-sized output never has to exist whole.
     """
 
-    def __init__(self, inner: ExactModule, scale: float, tile: int, halo: int):
+    def __init__(self, inner: ExactModule, scale: float, tile: int, halo: int, lazy: bool = False):
         super().__init__()
-        self.inner, self.scale, self.tile, self.halo = inner, scale, int(tile), int(halo)
+        self.inner, self.scale, self.tile, self.halo, self.lazy = inner, scale, int(tile), int(halo), lazy
 
-    def forward(self, x: Fixed) -> Fixed:
+    def tiles(self, x) -> Iterator[tuple[tuple[int, int, int, int], Fixed]]:
+        """``((r0, r1, c0, c1), part)``: each tile's output region and its output values."""
         h, w = x.shape[-2:]
+        s = self.scale
         if h <= self.tile + 2 * self.halo and w <= self.tile + 2 * self.halo:
-            return self.inner(x)
-        out = None
+            yield (0, int(h * s), 0, int(w * s)), self.inner(x.crop(0, h, 0, w))
+            return
         for r0 in range(0, h, self.tile):
             for c0 in range(0, w, self.tile):
                 r1, c1 = min(h, r0 + self.tile), min(w, c0 + self.tile)
                 a0, b0 = max(0, r0 - self.halo), max(0, c0 - self.halo)
                 a1, b1 = min(h, r1 + self.halo), min(w, c1 + self.halo)
-                part = self.inner(Fixed(x.value[:, :, a0:a1, b0:b1], x.frac))
-                if out is None:
-                    size = (x.shape[0], part.shape[1], int(h * self.scale), int(w * self.scale))
-                    out = Fixed(part.value.new_empty(size), part.frac)
-                s = self.scale
-                out.value[:, :, int(r0 * s) : int(r1 * s), int(c0 * s) : int(c1 * s)] = part.value[
-                    :, :, int((r0 - a0) * s) : int((r1 - a0) * s), int((c0 - b0) * s) : int((c1 - b0) * s)
-                ]
+                part = self.inner(x.crop(a0, a1, b0, b1))
+                own = part.crop(int((r0 - a0) * s), int((r1 - a0) * s), int((c0 - b0) * s), int((c1 - b0) * s))
+                yield (int(r0 * s), int(r1 * s), int(c0 * s), int(c1 * s)), own
+
+    def forward(self, x) -> Fixed | TiledOutput:
+        output = TiledOutput(self, x)
+        return output if self.lazy else output.whole()
+
+
+class TiledOutput:
+    """The output of a :class:`Tiled` transform, computed tile by tile when read."""
+
+    def __init__(self, tiled: Tiled, x):
+        self.tiled, self.x = tiled, x
+
+    def tiles(self) -> Iterator[tuple[tuple[int, int, int, int], Fixed]]:
+        return self.tiled.tiles(self.x)
+
+    def whole(self) -> Fixed:
+        """All tiles in one :class:`Fixed`."""
+        out = None
+        for (r0, r1, c0, c1), part in self.tiles():
+            if out is None:
+                h, w = self.x.shape[-2:]
+                size = (self.x.shape[0], part.shape[1], int(h * self.tiled.scale), int(w * self.tiled.scale))
+                out = Fixed(part.value.new_empty(size), part.frac)
+            out.value[:, :, r0:r1, c0:c1] = part.value
         return out
 
 

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from medvae.errors import BitstreamError
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import DTYPE, Fixed, from_real
-from medvae.exact.layers import Tiled, convert, resolution_scale
+from medvae.exact.image import NormalizedImage
+from medvae.exact.layers import Tiled, TiledOutput, convert, resolution_scale
 
 def guarded(string: bytes, n_symbols: int) -> bytes:
     """``string`` followed by enough zero bytes that CompressAI's rANS decoder cannot read past it.
@@ -42,13 +43,59 @@ def guarded(string: bytes, n_symbols: int) -> bytes:
     return string + bytes(8 + 4 * (35 * n_symbols + 4 * len(string) + 40))
 
 
+#: Format 3 codes each latent in strings of at most CHUNK symbols (flat C, H, W order): the
+#: guard a decoder appends to one string is then under 37 MB (plus 16 bytes per string byte)
+#: however large the image, where one string for a 4096×4096 slice needed 0.9 GB.
+CHUNK = 2**18
+
+
+def chunk_count(n_symbols: int, chunk: int | None) -> int:
+    """Strings a latent of ``n_symbols`` is coded in (``chunk`` None: one, as in format 2)."""
+    return 1 if chunk is None else max(1, -(-n_symbols // chunk))
+
+
+def _tables(coder: EntropyModel) -> tuple[list, list, list]:
+    return coder._quantized_cdf.tolist(), coder._cdf_length.reshape(-1).int().tolist(), coder._offset.reshape(-1).int().tolist()
+
+
+def encode_symbols(coder: EntropyModel, symbols: Tensor, indexes: Tensor, chunk: int = CHUNK) -> list[bytes]:
+    """rANS strings of integer ``symbols`` with table ``indexes`` (same shape), ``chunk`` symbols
+    per string: what CompressAI's ``EntropyModel.compress`` writes for each part."""
+    flat_symbols, flat_indexes = symbols.reshape(-1).int().cpu(), indexes.reshape(-1).int().cpu()
+    tables = _tables(coder)
+    return [
+        coder.entropy_coder.encode_with_indexes(flat_symbols[a : a + chunk].tolist(), flat_indexes[a : a + chunk].tolist(), *tables)
+        for a in range(0, max(1, flat_symbols.numel()), chunk)
+    ]
+
+
+def decode_symbols(coder: EntropyModel, strings: list[bytes], indexes: Tensor, chunk: int | None = CHUNK) -> Tensor:
+    """The symbols :func:`encode_symbols` coded (float64, the shape of ``indexes``); each string
+    is decoded from a :func:`guarded` copy, so a forged one cannot crash the decoder."""
+    flat_indexes = indexes.reshape(-1).int().cpu()
+    n = flat_indexes.numel()
+    chunk = chunk or max(n, 1)
+    if len(strings) != chunk_count(n, chunk):
+        raise BitstreamError(f"corrupted bitstream: {len(strings)} strings for a latent of {n} symbols")
+    out = torch.empty(n, dtype=DTYPE)
+    tables = _tables(coder)
+    for a, string in zip(range(0, n, chunk), strings):
+        part = flat_indexes[a : a + chunk]
+        values = coder.entropy_coder.decode_with_indexes(guarded(string, part.numel()), part.tolist(), *tables)
+        out[a : a + part.numel()] = torch.tensor(values, dtype=DTYPE)
+    return out.reshape(indexes.shape)
+
+
 #: Transforms a family may have; each present one gets an exact twin.
 TRANSFORMS = ("g_a", "h_a", "h_s", "scale_head", "fusion", "g_s")
-#: The image-sized transforms run in tiles (:class:`~medvae.exact.layers.Tiled`): TILE latent
-#: pixels a side (512 image pixels) with HALO latent pixels (128 image pixels) of context,
-#: wider than their receptive fields, so tiled coding equals whole-image coding bit for bit.
-TILED = ("g_a", "g_s")
-TILE, HALO = 32, 8
+#: The image-sized transforms run in tiles (:class:`~medvae.exact.layers.Tiled`), in latent
+#: pixels: (tile, halo). Their halos are wider than the receptive fields (a latent pixel of
+#: g_a sees 54 image pixels to each side, under 4 latent pixels; an output pixel of g_s,
+#: fusion included, sees 5 latent pixels; ``tests/test_exact.py`` measures both for every
+#: family), so tiled coding equals whole-image coding bit for bit. Tiles of 384 + 2·64 and
+#: 384 + 2·96 image pixels keep memory flat at about 2.25× the work of whole-image coding.
+#: The synthesis output is lazy: :func:`medvae.exact.image.pixels` reads it tile by tile.
+TILING = {"g_a": (24, 4), "g_s": (24, 6)}
 
 
 class ExactTwin(nn.Module):
@@ -60,12 +107,15 @@ class ExactTwin(nn.Module):
         for name in TRANSFORMS:
             if hasattr(model, name):
                 twin = convert(getattr(model, name), name, plan)
-                if name in TILED:
+                if name in TILING:
                     scale = resolution_scale(getattr(model, name))
                     in_pixels = 1 if scale > 1 else round(1 / scale)  # input pixels per latent pixel
-                    twin = Tiled(twin, scale, TILE * in_pixels, HALO * in_pixels)
+                    tile, halo = TILING[name]
+                    twin = Tiled(twin, scale, tile * in_pixels, halo * in_pixels, lazy=name == "g_s")
                 setattr(self, name, twin)
         self.hyperprior = hasattr(model, "gaussian_conditional")
+        #: Symbols per string in format 3 (:data:`CHUNK`; tests lower it to get many strings).
+        self.chunk = CHUNK
         # Kept outside the module tree: their tables stay on the CPU, where rANS runs.
         self._coders = (model.entropy_bottleneck, getattr(model, "gaussian_conditional", None))
         self.input_frac = plan[INPUT]
@@ -77,6 +127,8 @@ class ExactTwin(nn.Module):
         self.bits_per_position = sum(-math.log2(p / 2**bottleneck.entropy_coder_precision) for p in peaks)
         self.register_buffer("medians", bottleneck.quantiles.detach()[:, 0, 1].to("cpu", DTYPE).reshape(1, -1, 1, 1))
         if self.hyperprior:
+            #: Channels of y: what the hyper-analysis reads.
+            self.y_channels = next(m for m in model.h_a.modules() if isinstance(m, nn.Conv2d)).in_channels
             conditional = model.gaussian_conditional
             self.conditional_frac = plan["gaussian_conditional"]
             self.register_buffer("scale_table", conditional.scale_table.detach().to("cpu", DTYPE)[:-1].contiguous())
@@ -86,7 +138,7 @@ class ExactTwin(nn.Module):
     def device(self) -> torch.device:
         return self.medians.device
 
-    def check_lengths(self, strings: list[bytes], shape: tuple[int, int]) -> None:
+    def check_lengths(self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK) -> None:
         """Refuse, before any allocation, a bottleneck string too short for ``shape`` latent positions.
 
         Every symbol of channel ``c`` costs at least ``-log2(p_max(c))`` bits, ``p_max`` its
@@ -94,17 +146,37 @@ class ExactTwin(nn.Module):
         (less its 64-bit state and a margin). A file that claims a large image in a few
         bytes is therefore forged or damaged, and is refused at once.
         """
-        needed = 0.99 * self.bits_per_position * shape[0] * shape[1] - 128
-        if 8 * len(strings[-1]) < needed:
+        strings = self._split(strings, shape, chunk)[-1]
+        needed = 0.99 * self.bits_per_position * shape[0] * shape[1] - 128 * len(strings)
+        have = sum(len(s) for s in strings)
+        if 8 * have < needed:
             raise BitstreamError(
-                f"corrupted bitstream: {len(strings[-1])} bytes cannot hold the {shape[0]} x {shape[1]} latent "
+                f"corrupted bitstream: {have} bytes cannot hold the {shape[0]} x {shape[1]} latent "
                 f"the header claims (at least {needed / 8:.0f} bytes)"
             )
 
+    def _split(self, strings: list[bytes], shape: tuple[int, int], chunk: int | None) -> list[list[bytes]]:
+        """The strings of each coded latent: ``[y]`` for the factorized prior, ``[y, z]`` for
+        hyperpriors (``shape``: the bottleneck's latent, y's is 4× larger a side)."""
+        bottleneck = self._coders[0]
+        n_bottleneck = bottleneck._quantized_cdf.size(0) * shape[0] * shape[1]
+        counts = [chunk_count(n_bottleneck, chunk)]
+        if self.hyperprior:
+            n_y = self.y_channels * 16 * shape[0] * shape[1]  # y is 4× z a side
+            counts.insert(0, chunk_count(n_y, chunk))
+        if len(strings) != sum(counts):
+            raise BitstreamError(f"corrupted bitstream: {len(strings)} strings where this latent needs {sum(counts)}")
+        return [strings[: counts[0]], strings[counts[0] :]] if self.hyperprior else [strings]
+
     # --- transforms ---------------------------------------------------------------
-    def analyze(self, x: Tensor) -> list[Tensor]:
-        """Latents (real values, float64) of an image ``x`` in [0, 1], (1, 1, H, W), padded to the stride."""
-        latents = self.family.analyze(self, from_real(x.to(self.device), self.input_frac))
+    def analyze(self, x: NormalizedImage | Tensor) -> list[Tensor]:
+        """Latents (real values, float64) of an image in [0, 1], padded to the stride: a
+        :class:`NormalizedImage` (read tile by tile) or a (1, 1, H, W) tensor."""
+        if isinstance(x, NormalizedImage):
+            x = x.as_fixed(self.input_frac, self.device)
+        else:
+            x = from_real(x.to(self.device), self.input_frac)
+        latents = self.family.analyze(self, x)
         return [latent.real() for latent in latents]
 
     def _bottleneck_symbols(self, v: Tensor) -> Tensor:
@@ -121,35 +193,35 @@ class ExactTwin(nn.Module):
         return torch.searchsorted(self.scale_table, bounded.contiguous(), right=False).to(torch.int32)
 
     # --- coding -------------------------------------------------------------------
-    def encode(self, latents: list[Tensor]) -> tuple[list[bytes], Fixed]:
-        """Entropy-code real-valued latents ``[y]`` or ``[y, z]`` (batch 1); also return the
-        reconstruction every decoder will compute from the strings."""
+    def encode(self, latents: list[Tensor]) -> tuple[list[bytes], TiledOutput]:
+        """Entropy-code real-valued latents ``[y]`` or ``[y, z]`` (batch 1) in format-3 strings;
+        also return the reconstruction every decoder will compute from the strings."""
         bottleneck, conditional = self._coders
         if not self.hyperprior:
             symbols = self._bottleneck_symbols(latents[0])
-            (string,) = EntropyModel.compress(bottleneck, symbols.cpu(), bottleneck._build_indexes(symbols.size()))
-            return [string], self.family.synthesize(self, self._bottleneck_value(symbols))
+            strings = encode_symbols(bottleneck, symbols, bottleneck._build_indexes(symbols.size()), self.chunk)
+            return strings, self.family.synthesize(self, self._bottleneck_value(symbols))
         y, z = latents
         z_symbols = self._bottleneck_symbols(z)
-        (z_string,) = EntropyModel.compress(bottleneck, z_symbols.cpu(), bottleneck._build_indexes(z_symbols.size()))
+        z_strings = encode_symbols(bottleneck, z_symbols, bottleneck._build_indexes(z_symbols.size()), self.chunk)
         features = self.family.hyper_decode(self, self._bottleneck_value(z_symbols))
         indexes = self._indexes(self.family.scales_from(self, features))
         y_symbols = torch.round(y.to(self.device, DTYPE))
-        (y_string,) = conditional.compress(y_symbols.cpu(), indexes.cpu())
+        y_strings = encode_symbols(conditional, y_symbols, indexes, self.chunk)
         y_hat = from_real(y_symbols, self.conditional_frac)
-        return [y_string, z_string], self.family.synthesize(self, y_hat, features)
+        return y_strings + z_strings, self.family.synthesize(self, y_hat, features)
 
-    def decode(self, strings: list[bytes], shape: tuple[int, int]) -> Fixed:
-        """The reconstruction from the strings ``encode`` wrote; ``shape``: the latent coded by the
-        entropy bottleneck (y for the factorized prior, z for hyperpriors)."""
+    def decode(self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK) -> TiledOutput:
+        """The reconstruction from the strings ``encode`` wrote (computed when read); ``shape``:
+        the latent coded by the entropy bottleneck (y for the factorized prior, z for
+        hyperpriors); ``chunk``: symbols per string (None: format 2, one string per latent)."""
         bottleneck, conditional = self._coders
-        size = (1, bottleneck._quantized_cdf.size(0), *shape)
-        indexes = bottleneck._build_indexes(size)
-        symbols = EntropyModel.decompress(bottleneck, [guarded(strings[-1], indexes.numel())], indexes, DTYPE)
-        hat = self._bottleneck_value(symbols)
+        groups = self._split(strings, shape, chunk)
+        indexes = bottleneck._build_indexes((1, bottleneck._quantized_cdf.size(0), *shape))
+        hat = self._bottleneck_value(decode_symbols(bottleneck, groups[-1], indexes, chunk))
         if not self.hyperprior:
             return self.family.synthesize(self, hat)
         features = self.family.hyper_decode(self, hat)
         indexes = self._indexes(self.family.scales_from(self, features))
-        y_symbols = conditional.decompress([guarded(strings[0], indexes.numel())], indexes.cpu(), DTYPE)
+        y_symbols = decode_symbols(conditional, groups[0], indexes, chunk)
         return self.family.synthesize(self, from_real(y_symbols.to(self.device), self.conditional_frac), features)

@@ -4,7 +4,8 @@ The output keeps every attribute of the source that stays true, and changes
 only what decoding changed:
 
 * a new *SOP Instance UID* (and *Media Storage SOP Instance UID*);
-* *Image Type* value 1 ``DERIVED``;
+* *Image Type* value 1 ``DERIVED``, without the attributes an Enhanced MR image may
+  carry only while it is ``ORIGINAL`` (:data:`ORIGINAL_ONLY`);
 * *Lossy Image Compression* ``01``, with *Lossy Image Compression Ratio* and
   *Method* appended to any earlier lossy steps of the source (PS3.3 C.7.6.1.1.5);
 * *Derivation Description*, a *Derivation Code Sequence* item (DCM 113040
@@ -174,6 +175,18 @@ def _prepare_file_meta(ds: Dataset) -> None:
             del ds[elem.tag]
 
 
+#: Attributes an Enhanced MR image may carry only while Image Type value 1 is ORIGINAL or
+#: MIXED (PS3.3 C.8.13.4 MR Pulse Sequence and C.7.6.16.2.x Bulk Motion Synchronization, as
+#: dciodvfy checks them): a DERIVED image must drop them.
+ORIGINAL_ONLY = (
+    "PulseSequenceName", "MRAcquisitionType", "EchoPulseSequence", "MultipleSpinEcho", "MultiPlanarExcitation",
+    "PhaseContrast", "VelocityEncodingAcquisitionSequence", "TimeOfFlightContrast", "ArterialSpinLabelingContrast",
+    "SteadyStatePulseSequence", "EchoPlanarPulseSequence", "SaturationRecovery", "SpectrallySelectedSuppression",
+    "OversamplingPhase", "GeometryOfKSpaceTraversal", "RectilinearPhaseEncodeReordering", "SegmentedKSpaceTraversal",
+    "CoverageOfKSpace", "NumberOfKSpaceTrajectories", "BulkMotionCompensationTechnique", "BulkMotionSignalSource",
+)
+
+
 def _declare_lossy(
     ds: Dataset, source: Dataset, ratio: float, method: str, description: str | None
 ) -> None:
@@ -194,6 +207,9 @@ def _declare_lossy(
     if len(image_type) == 1:
         image_type.append("SECONDARY")
     ds.ImageType = image_type
+    for keyword in ORIGINAL_ONLY:
+        if keyword in ds:
+            delattr(ds, keyword)
 
     text = description or (
         f"Lossy compression by MedVAE learned codec ({method}), "
