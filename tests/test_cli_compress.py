@@ -138,7 +138,12 @@ def test_existing_outputs_are_refused_kept_or_replaced(tmp_path, checkpoint, cap
     assert summary(captured.out)["files"] == "1 ok, 1 failed, 0 skipped"
 
     assert main(["compress", str(src), "-o", str(out), "--model", checkpoint, "--skip-existing"]) == 0
-    assert summary(capsys.readouterr().out)["files"] == "0 ok, 0 failed, 2 skipped"
+    rows = summary(capsys.readouterr().out)
+    assert rows["files"] == "0 ok, 0 failed, 2 skipped"
+    # Kept outputs count, as docs/cli.md says: both files' bytes; only b.mvae is a slice.
+    assert number(rows["output bytes"]) == len(b"precious") + (out / "b.mvae").stat().st_size
+    assert number(rows["input bytes"]) == sum(p.stat().st_size for p in src.iterdir())
+    assert number(rows["slices"]) == 1
     assert (out / "a.mvae").read_bytes() == b"precious"
 
     assert main(["compress", str(src), "-o", str(out), "--model", checkpoint, "--force"]) == 0

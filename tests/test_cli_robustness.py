@@ -260,3 +260,53 @@ def _state(pid: int) -> str:
         return next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:")).lower()
     except (OSError, StopIteration):
         return "gone"
+
+
+def _no_model_loading(monkeypatch) -> None:
+    """Make any model load fail loudly: what follows must not need one."""
+    from medvae.cli import compress
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    compress.load_codec.cache_clear()
+    monkeypatch.setattr(compress, "load_codec", refuse)
+
+
+def test_nothing_readable_means_no_model_load_and_no_summary(tmp_path, monkeypatch, capsys):
+    _no_model_loading(monkeypatch)
+    missing = tmp_path / "missing.dcm"
+    assert main(["compress", str(missing), "-o", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no all-zero summary
+    assert lines(captured.err) == [f"{missing}: no such file or folder"]
+    assert main(["decompress", str(tmp_path / "gone.mvae"), "-o", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--quality", "99"], "has no quality 99"),
+    (["--model", "no-such-family"], "no shipped weights for 'no-such-family'"),
+    (["--model", "runs/missing.pt"], "no such checkpoint: runs/missing.pt"),
+])
+def test_bad_model_options_fail_before_any_model_is_loaded(tmp_path, monkeypatch, capsys, args, message):
+    _no_model_loading(monkeypatch)
+    started = time.perf_counter()
+    assert main(["compress", get_testdata_file("CT_small.dcm"), "-o", str(tmp_path / "out"), *args]) == 2
+    assert time.perf_counter() - started < 5
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_larger_than_its_input_gets_a_note(tmp_path, checkpoint, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    np.save(src / "tiny.npy", np.arange(16, dtype=np.uint8).reshape(4, 4))  # 144 bytes
+    np.save(src / "large.npy", np.random.default_rng(0).integers(0, 4096, (64, 64)).astype(np.uint16))
+    assert main(["compress", str(src), "-o", str(tmp_path / "out"), "--model", checkpoint]) == 0
+    err = capsys.readouterr().err
+    tiny_out = (tmp_path / "out" / "tiny.mvae").stat().st_size
+    assert tiny_out > (src / "tiny.npy").stat().st_size
+    assert f"{src / 'tiny.npy'}: note: the output ({tiny_out:,} bytes) is larger than the input (144 bytes)" in err
+    assert "large.npy" not in err  # 8 KB of 12-bit noise codes smaller
