@@ -74,35 +74,40 @@ def median_time(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def one_stage(stage: str, size: int, path: Path) -> None:
-    """Encode a synthetic ``size``² slice into ``path``, or decode ``path``; print time and peak RSS."""
+def one_stage(stage: str, path: Path) -> None:
+    """Encode ``path``.npy into ``path``, or decode ``path``; print time, peak RSS and the RSS
+    the process had before coding (libraries and weights)."""
     codec = medvae.load("medvae")
+    image = np.load(path.with_suffix(".npy")) if stage == "encode" else None
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     if stage == "encode":
-        path.write_bytes(codec.compress(synthetic_ct(size), bits_stored=16))
+        path.write_bytes(codec.compress(image, bits_stored=16))
     else:
         codec.decompress(path.read_bytes())
     elapsed = time.perf_counter() - start
-    print(f"{elapsed:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+    print(f"{elapsed:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} {loaded:.0f}")
 
 
 def size_table(sizes: list[int]) -> None:
     """Time and peak memory of encoding and decoding per slice size, each stage in a fresh process."""
     print(f"shipped default medvae, synthetic CT, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
-          "peak RSS of the whole process (ru_maxrss), time from weights loaded to bytes/pixels out")
-    print("| size | pixels | encode s | encode peak MB | decode s | decode peak MB | bytes | s per Mpixel |")
-    print("|---|---|---|---|---|---|---|---|")
+          "peak RSS of the whole process (ru_maxrss; 'before' is after importing torch and CompressAI and "
+          "loading the weights, the image already read), time from weights loaded to bytes/pixels out")
+    print("| size | pixels | encode s | encode peak MB | decode s | decode peak MB | before MB | bytes | s per Mpixel |")
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
         for size in sizes:
             path = Path(scratch) / f"{size}.mvae"
+            np.save(path.with_suffix(".npy"), synthetic_ct(size))
             rows = []
             for stage in ("encode", "decode"):
-                out = subprocess.run([sys.executable, __file__, "--stage", stage, "--size", str(size), "--path", str(path)],
+                out = subprocess.run([sys.executable, __file__, "--stage", stage, "--path", str(path)],
                                      check=True, capture_output=True, text=True).stdout.split()
-                rows.append((float(out[-2]), float(out[-1])))
-            (enc, enc_mb), (dec, dec_mb) = rows
+                rows.append((float(out[-3]), float(out[-2]), float(out[-1])))
+            (enc, enc_mb, before), (dec, dec_mb, _) = rows
             mpix = size * size / 1e6
-            print(f"| {size}x{size} | {size * size:,} | {enc:.1f} | {enc_mb:.0f} | {dec:.1f} | {dec_mb:.0f} | "
+            print(f"| {size}x{size} | {size * size:,} | {enc:.1f} | {enc_mb:.0f} | {dec:.1f} | {dec_mb:.0f} | {before:.0f} | "
                   f"{path.stat().st_size:,} | {(enc + dec) / mpix:.2f} |", flush=True)
 
 
@@ -116,11 +121,10 @@ def main() -> None:
     parser.add_argument("--synthetic", action="store_true", help="use a synthetic slice even when the corpus is present")
     parser.add_argument("--sizes", help="comma-separated slice sizes: time and peak memory per size instead")
     parser.add_argument("--stage", choices=("encode", "decode"), help=argparse.SUPPRESS)
-    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
-        return one_stage(args.stage, args.size, args.path)
+        return one_stage(args.stage, args.path)
     if args.sizes:
         return size_table([int(s) for s in args.sizes.split(",")])
     image = None if args.synthetic else corpus_slice()

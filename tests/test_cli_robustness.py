@@ -310,3 +310,17 @@ def test_an_output_larger_than_its_input_gets_a_note(tmp_path, checkpoint, capsy
     assert tiny_out > (src / "tiny.npy").stat().st_size
     assert f"{src / 'tiny.npy'}: note: the output ({tiny_out:,} bytes) is larger than the input (144 bytes)" in err
     assert "large.npy" not in err  # 8 KB of 12-bit noise codes smaller
+
+
+def test_default_workers_follow_cores_files_and_memory(monkeypatch):
+    from medvae.cli import batch
+
+    monkeypatch.setattr(batch, "cores", lambda: 16)
+    monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PHYS_PAGES": 2**22, "SC_PAGE_SIZE": 2**12}[name])  # 16 GiB
+    assert batch.auto_workers(100, threads_per_worker=2) == 8  # compress: 2 threads a worker
+    assert batch.auto_workers(100, threads_per_worker=1) == 8  # decompress: 16 cores, but 16 GiB / 2 GiB
+    assert batch.auto_workers(6, threads_per_worker=1) == 3  # at most one worker per two files
+    assert batch.auto_workers(1, threads_per_worker=1) == 1
+    monkeypatch.setattr(batch, "cores", lambda: 2)
+    assert batch.auto_workers(100, threads_per_worker=2) == 1  # this machine: measured fastest
+    assert batch.auto_workers(100, threads_per_worker=1) == 2

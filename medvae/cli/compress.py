@@ -214,8 +214,9 @@ def compress_all(args: argparse.Namespace) -> int:
     if steps and codec.lmbda is None:
         raise UsageError(f"{args.model} records no MSE-loss lambda, which --refine aims at")
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps)
+    workers = args.workers or batch.auto_workers(len(tasks), threads_per_worker=2)
     outcomes += batch.run(
-        tasks, compress_file, workers=args.workers, init=setup, init_args=(args.model, args.quality, options),
+        tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options),
         debug=args.debug, desc="compress",
     )
     batch.print_summary(outcomes, batch.elapsed(start), rates=True)
@@ -228,7 +229,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--skip-existing", action="store_true",
                         help="leave existing outputs alone and count them (resume an interrupted run)")
-    parser.add_argument("--workers", type=int, default=1, metavar="K", help="files processed in parallel (default 1)")
+    parser.add_argument("--workers", type=int, default=None, metavar="K",
+                        help="files processed in parallel, each worker with cores/K torch threads (default: what "
+                             "measured fastest, one worker per 2 cores for compress and per core for decompress, "
+                             "at most one per two files)")
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
 

@@ -107,8 +107,9 @@ def decompress_all(args: argparse.Namespace) -> int:
         return batch.exit_status(outcomes)
     load_codec(args.model)  # fail fast (exit 2) on a bad --model
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug)
+    workers = args.workers or batch.auto_workers(len(tasks), threads_per_worker=1)
     outcomes += batch.run(
-        tasks, decompress_file, workers=args.workers, init=setup, init_args=(args.model, options),
+        tasks, decompress_file, workers=workers, init=setup, init_args=(args.model, options),
         debug=args.debug, desc="decompress",
     )
     batch.print_summary(outcomes, batch.elapsed(start), rates=False)
