@@ -43,7 +43,7 @@ def code_at_step(codec: medvae.Codec, image: np.ndarray, step: float) -> tuple[n
     model = codec.model
     model_image, exceptions = split(image)  # padding and extremes are stored exactly, as the codec does
     model_image, value_range, x = codec._prepare(model_image, None)
-    y = model.g_a(x.float())
+    y = model.g_a(x.tensor().float())
     z_hat, z_likelihoods = model.entropy_bottleneck(model.h_a(torch.abs(y)))
     features = model.hyper_decode(z_hat)
     bits = -torch.log2(z_likelihoods).sum()

@@ -13,7 +13,7 @@ rate and lossless.
 
 With ``--sizes 512,2048,4096,8192`` it instead measures how time and peak memory grow with
 the slice: each size is encoded, then decoded, in a fresh process (the shipped default,
-all torch threads), which reports its wall time and peak resident memory (``ru_maxrss``).
+one torch thread unless ``--threads N``), which reports its wall time and peak resident memory (``ru_maxrss``).
 Coding runs in tiles (``medvae.exact.twin``), so memory should stay flat and time grow
 with the pixels.
 
@@ -74,9 +74,10 @@ def median_time(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def one_stage(stage: str, path: Path) -> None:
+def one_stage(stage: str, path: Path, threads: int) -> None:
     """Encode ``path``.npy into ``path``, or decode ``path``; print time, peak RSS and the RSS
     the process had before coding (libraries and weights)."""
+    torch.set_num_threads(threads)
     codec = medvae.load("medvae")
     image = np.load(path.with_suffix(".npy")) if stage == "encode" else None
     loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -89,9 +90,9 @@ def one_stage(stage: str, path: Path) -> None:
     print(f"{elapsed:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} {loaded:.0f}")
 
 
-def size_table(sizes: list[int]) -> None:
+def size_table(sizes: list[int], threads: int) -> None:
     """Time and peak memory of encoding and decoding per slice size, each stage in a fresh process."""
-    print(f"shipped default medvae, synthetic CT, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
+    print(f"shipped default medvae, synthetic CT, {threads} torch thread(s), torch {torch.__version__}; "
           "peak RSS of the whole process (ru_maxrss; 'before' is after importing torch and CompressAI and "
           "loading the weights, the image already read), time from weights loaded to bytes/pixels out")
     print("| size | pixels | encode s | encode peak MB | decode s | decode peak MB | before MB | bytes | s per Mpixel |")
@@ -102,7 +103,7 @@ def size_table(sizes: list[int]) -> None:
             np.save(path.with_suffix(".npy"), synthetic_ct(size))
             rows = []
             for stage in ("encode", "decode"):
-                out = subprocess.run([sys.executable, __file__, "--stage", stage, "--path", str(path)],
+                out = subprocess.run([sys.executable, __file__, "--stage", stage, "--path", str(path), "--threads", str(threads)],
                                      check=True, capture_output=True, text=True).stdout.split()
                 rows.append((float(out[-3]), float(out[-2]), float(out[-1])))
             (enc, enc_mb, before), (dec, dec_mb, _) = rows
@@ -123,16 +124,16 @@ def main() -> None:
     parser.add_argument("--stage", choices=("encode", "decode"), help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
     if args.stage:
-        return one_stage(args.stage, args.path)
+        return one_stage(args.stage, args.path, threads[0])
     if args.sizes:
-        return size_table([int(s) for s in args.sizes.split(",")])
+        return size_table([int(s) for s in args.sizes.split(",")], threads[0])
     image = None if args.synthetic else corpus_slice()
     source = "corpus CT (totalseg-abdomen)" if image is not None else "synthetic CT"
     if image is None:
         image = synthetic_ct()
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
-    threads = [int(t) for t in args.threads.split(",")]
 
     bits = 12 if source.startswith("corpus") else 16
     print(f"{image.shape[0]}x{image.shape[1]} {image.dtype} slice ({source}, {bits} bits), torch {torch.__version__}, "

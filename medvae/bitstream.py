@@ -109,8 +109,8 @@ def inflate(block: bytes, what: str) -> bytes:
 
 def pixels_crc(pixels: np.ndarray) -> int:
     """CRC-32 of an image's values as little-endian bytes (the same on every machine)."""
-    pixels = np.ascontiguousarray(pixels)
-    return zlib.crc32(pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes())
+    pixels = np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder("<"), copy=False))
+    return zlib.crc32(memoryview(pixels).cast("B"))  # no copy of the image
 
 
 def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:

@@ -44,7 +44,10 @@ class Exceptions:
         return self.mask is not None or self.index.size > 0
 
     def restore(self, decoded: np.ndarray) -> np.ndarray:
-        """``decoded`` with the padding and extreme pixels set back to their exact values."""
+        """``decoded`` with the padding and extreme pixels set back to their exact values
+        (``decoded`` itself when there are none)."""
+        if not self:
+            return decoded
         out = decoded.copy()
         if self.mask is not None:
             out[self.mask] = self.padding_value
@@ -103,6 +106,8 @@ def split(image: np.ndarray, padding_value: int | None = None) -> tuple[np.ndarr
     index = np.flatnonzero(extreme)
     if index.size > cap:
         index = index[:0]  # many: anatomy, not isolated extremes
+    if mask is None and index.size == 0:  # the common case: nothing left out, no copy
+        return image, Exceptions()
     keep = np.ones(image.size, bool)
     keep[index] = False
     if mask is not None:

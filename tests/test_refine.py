@@ -55,7 +55,7 @@ def test_quantized_forward_is_what_the_decoder_gives(family, ct_like):
     # The shipped weights have bottleneck medians far from 0 (untrained ones sit at 0), so
     # rounding z around the medians, as the coder does, is checked too.
     codec = medvae.load("medvae", quality=3) if family == "shipped q3" else medvae.Codec(small_model(family))
-    x = codec._prepare(ct_like, None)[2].float()
+    x = codec._prepare(ct_like, None)[2].tensor().float()
     with torch.no_grad():
         latents = codec.model.analyze(x)
         out = quantized_forward(codec.model, latents)

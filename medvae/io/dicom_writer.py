@@ -175,9 +175,11 @@ def _prepare_file_meta(ds: Dataset) -> None:
             del ds[elem.tag]
 
 
-#: Attributes an Enhanced MR image may carry only while Image Type value 1 is ORIGINAL or
-#: MIXED (PS3.3 C.8.13.4 MR Pulse Sequence and C.7.6.16.2.x Bulk Motion Synchronization, as
-#: dciodvfy checks them): a DERIVED image must drop them.
+#: Attributes an Enhanced MR image (:data:`ENHANCED_MR`) may carry only while Image Type value 1
+#: is ORIGINAL or MIXED (PS3.3 C.8.13.4 MR Pulse Sequence and the Bulk Motion Synchronization
+#: module, as dciodvfy checks them): a DERIVED one drops them. The classic MR Image IOD keeps
+#: them (there MR Acquisition Type is Type 2).
+ENHANCED_MR = ("1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.3")  # Enhanced MR, Enhanced MR Color
 ORIGINAL_ONLY = (
     "PulseSequenceName", "MRAcquisitionType", "EchoPulseSequence", "MultipleSpinEcho", "MultiPlanarExcitation",
     "PhaseContrast", "VelocityEncodingAcquisitionSequence", "TimeOfFlightContrast", "ArterialSpinLabelingContrast",
@@ -207,9 +209,10 @@ def _declare_lossy(
     if len(image_type) == 1:
         image_type.append("SECONDARY")
     ds.ImageType = image_type
-    for keyword in ORIGINAL_ONLY:
-        if keyword in ds:
-            delattr(ds, keyword)
+    if str(source.get("SOPClassUID", "")) in ENHANCED_MR:
+        for keyword in ORIGINAL_ONLY:
+            if keyword in ds:
+                delattr(ds, keyword)
 
     text = description or (
         f"Lossy compression by MedVAE learned codec ({method}), "
