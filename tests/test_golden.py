@@ -1,0 +1,69 @@
+"""Golden bitstreams: what the shipped weights write and decode is pinned.
+
+For each shipped quality, ``tests/data/golden/`` holds the ``.mvae`` the codec wrote for a
+small CT-like slice and the SHA-256 of the pixels it decodes to. Coding is exact
+(``docs/exact.md``), so these hold on every machine: a change that alters a single byte
+written or a single pixel decoded fails here, and is made on purpose by regenerating:
+
+    MEDVAE_REGENERATE_GOLDEN=1 pytest tests/test_golden.py
+
+(as CompressAI pins the md5 sums of its bitstreams).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+import medvae
+from medvae import zoo
+from tests.conftest import REPO
+
+GOLDEN = REPO / "tests/data/golden"
+REGENERATE = os.environ.get("MEDVAE_REGENERATE_GOLDEN") == "1"
+
+
+def _source() -> np.ndarray:
+    """The coded slice: 96×128 int16 HU (air, a body with noise, bone), committed as .npy."""
+    path = GOLDEN / "source.npy"
+    if REGENERATE and not path.exists():
+        rng = np.random.default_rng(2026)
+        yy, xx = np.mgrid[:96, :128]
+        image = np.full((96, 128), -1000.0)
+        body = (yy - 48) ** 2 / 40**2 + (xx - 64) ** 2 / 52**2 < 1
+        image[body] = 40 + 25 * np.sin(xx[body] / 9.0) + rng.normal(0, 12, body.sum())
+        image[(yy - 60) ** 2 + (xx - 70) ** 2 < 60] = 1250
+        np.save(path, np.round(image).astype(np.int16))
+    return np.load(path)
+
+
+def _sha256(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder("<"))).tobytes()).hexdigest()
+
+
+def _record() -> dict:
+    path = GOLDEN / "golden.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@pytest.mark.parametrize("quality", zoo.qualities("medvae"))
+def test_shipped_weights_write_and_decode_the_golden_bitstream(quality):
+    source = _source()
+    codec = medvae.load("medvae", quality)
+    written = codec.compress(source, bits_stored=12)
+    golden = GOLDEN / f"medvae-q{quality}.mvae"
+    if REGENERATE:
+        golden.write_bytes(written)
+        record = _record()
+        record[str(quality)] = {"fingerprint": codec.fingerprint, "mvae_sha256": hashlib.sha256(written).hexdigest(),
+                                "pixels_sha256": _sha256(codec.decompress(written))}
+        (GOLDEN / "golden.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    expected = _record()[str(quality)]
+    assert hashlib.sha256(golden.read_bytes()).hexdigest() == expected["mvae_sha256"]  # the committed file is intact
+    assert written == golden.read_bytes(), "the encoder now writes other bytes: regenerate on purpose (see module doc)"
+    decoded = medvae.decompress(golden.read_bytes())  # finds the shipped weights by fingerprint
+    assert _sha256(decoded) == expected["pixels_sha256"], "the golden file now decodes to other pixels"
