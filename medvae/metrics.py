@@ -1,7 +1,7 @@
 """Rate and quality metrics: the one implementation used by training, tests and evaluation.
 
 Every metric is computed on the decoded *integers* at the image's native bit
-depth (DESIGN.md §3). Rates come from real bytes, never from likelihoods.
+depth (so 12-bit CT is judged on its 4095 levels, not on an 8-bit rendering). Rates come from real bytes, never from likelihoods.
 
 Conventions
 -----------

@@ -131,3 +131,13 @@ def test_merging_runs_of_the_same_images(tiny):
         merge_summaries([first, first])
     with pytest.raises(InputError):
         merge_summaries([first, {**second, "meta": {"images": ["other#0"]}}])
+
+
+def test_the_package_docstring_example_imports_what_it_uses():
+    """The ``>>> from ...`` lines of ``medvae.evaluation``'s example must run (they once raised ImportError)."""
+    import medvae.evaluation
+
+    lines = [line[4:] for line in medvae.evaluation.__doc__.splitlines() if line.startswith(">>> from ")]
+    assert len(lines) >= 3
+    for line in lines:
+        exec(line, {})

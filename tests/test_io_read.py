@@ -339,3 +339,18 @@ def test_slice_order_uses_the_normal_then_instance_number():
     assert [p.name for p in order_slices(no_geometry)] == ["b", "c", "a"]
     mixed = [(Path("a"), header(2, (0, 0, 1))), (Path("b"), header(1, (0, 0, 2), (1, 0, 0, 0, 1, 0)))]
     assert [p.name for p in order_slices(mixed)] == ["b", "a"]  # two orientations: instance order
+
+
+def test_stripping_pixel_data_drops_the_decoded_cache_too():
+    """A stripped header must not carry a decoded image (pydicom caches one on first access)."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from medvae.io.dicom import strip_pixel_data
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    assert ds.pixel_array.shape == (128, 128)
+    strip_pixel_data(ds)
+    assert "PixelData" not in ds
+    with pytest.raises(AttributeError):
+        ds.pixel_array

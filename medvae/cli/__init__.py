@@ -32,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"medvae.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"medvae.cli.{name}":
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"medvae.cli.{name}").register(subparsers)
     return parser
 
 

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--visual-image", type=int, default=0, help="index of the slice shown in the visual comparison")
     parser.add_argument("--no-plots", action="store_true", help="write the CSV and JSON only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for coding: its speed, never its bytes or pixels (default: torch's choice)")
     add_refine_arguments(parser)
 
 

@@ -1,9 +1,12 @@
 """Rate–distortion evaluation: codecs behind one interface, runs, BD-rate, plots.
 
->>> from medvae.evaluation import expand, evaluate
+>>> from medvae.evaluation import expand
+>>> from medvae.evaluation.bdrate import bd_table
+>>> from medvae.evaluation.datasets import images_from_file
+>>> from medvae.evaluation.run import evaluate
 >>> points = expand("jpeg2000,jpegls,medvae=runs/a/best.pt")
->>> result = evaluate(images, points)              # per-image rows + summary
->>> bd_rate(result.summary, "jpeg2000", "medvae")  # % rate change at equal PSNR
+>>> result = evaluate(images_from_file("ct.dcm"), points)  # per-image rows + summary
+>>> bd_table(result.summary, anchor="jpeg2000")            # % rate change at equal quality
 
 Modules: :mod:`~medvae.evaluation.codecs` (registry, protocol), one module per
 codec family, :mod:`~medvae.evaluation.datasets` (what to evaluate on),

@@ -173,20 +173,6 @@ def visual_comparison(
     return _save(fig, Path(stem))
 
 
-def error_map(reference: np.ndarray, decoded: np.ndarray, stem: str | Path, *, title: str = "") -> list[Path]:
-    """Signed error (decoded − original) in stored units, symmetric colour scale."""
-    err = decoded.astype(np.int64) - reference.astype(np.int64)
-    lim = max(1, int(np.abs(err).max()))
-    fig = _figure(figsize=(5, 4.4))
-    ax = fig.subplots()
-    im = ax.imshow(err, cmap="seismic", vmin=-lim, vmax=lim)
-    fig.colorbar(im, ax=ax, label="error (stored units)")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title or f"error map, max |e| = {lim}", fontsize=9)
-    return _save(fig, Path(stem))
-
-
 def nearest_points(rows: Sequence[Mapping[str, Any]], image_key: tuple[str, int], target_bpp: float) -> dict[str, str]:
     """For one image (file, slice): each codec's lossy point whose bpp is closest to ``target_bpp``."""
     best: dict[str, tuple[float, str]] = {}

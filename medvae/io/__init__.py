@@ -10,7 +10,7 @@ the ``write_*`` helpers write decoded slices in the other formats.
 from medvae.io.dicom_writer import write_decoded_dicom
 from medvae.io.reader import detect_format, read
 from medvae.io.series import SeriesInfo, find_series
-from medvae.io.stack import ImageStack, iter_slices
+from medvae.io.stack import ImageStack
 from medvae.io.writers import write_like, write_nifti, write_npy, write_nrrd, write_png16, write_tiff
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "SeriesInfo",
     "detect_format",
     "find_series",
-    "iter_slices",
     "read",
     "write_decoded_dicom",
     "write_like",

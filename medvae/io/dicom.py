@@ -122,13 +122,11 @@ def decode_pixels(ds: Dataset, path: str | Path) -> np.ndarray:
 
 
 def strip_pixel_data(ds: Dataset) -> Dataset:
-    """Remove the pixel data elements (and pydicom's decoded cache) from ``ds`` in place."""
+    """Remove the pixel data elements (and with them pydicom's decoded cache) from ``ds`` in place."""
     for tag in PIXEL_TAGS + (0x7FE00001, 0x7FE00002):  # + extended offset table (lengths)
         if tag in ds:
             del ds[tag]
-    ds._pixel_array = None
-    ds._pixel_id = {}
-    return ds
+    return ds  # deleting the pixel data also drops pydicom's decoded cache (pydicom >= 3)
 
 
 def rescale_of(ds: Dataset) -> tuple[float, float]:

@@ -10,7 +10,6 @@ back with every attribute that stays true.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,12 +100,6 @@ class ImageStack:
         """Slice ``index`` in physical units (float64): ``slope * stored + intercept``."""
         slope, intercept = self.rescale_of(index)
         return self.pixels[index].astype(np.float64) * slope + intercept
-
-
-def iter_slices(stack: ImageStack) -> Iterator[tuple[np.ndarray, Any]]:
-    """Yield ``(pixels2d, dataset_or_None)`` for each slice of ``stack``, in order."""
-    for i in range(len(stack)):
-        yield stack.pixels[i], (stack.datasets[i] if stack.datasets is not None else None)
 
 
 def bits_needed(pixels: np.ndarray, signed: bool) -> int:
