@@ -11,6 +11,7 @@ header names a fingerprint finds its weights without being told.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from functools import lru_cache
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medvae.errors import BitstreamError, MedVAEError
+from medvae.io.files import publish
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
@@ -109,7 +111,9 @@ def export(checkpoint: str | Path, quality: int, *, default_quality: int | None 
     target = WEIGHTS_DIR / f"{name}-q{int(quality)}.pt"
     WEIGHTS_DIR.mkdir(exist_ok=True)
     record = model_record(model, half=True)
-    torch.save(record, target)
+    buffer = io.BytesIO()
+    torch.save(record, buffer)
+    publish(target, buffer.getvalue(), overwrite=True)
     shipped = load_model(target)  # float16 → float32, exactly as users will load it
     shipped.update(force=False)
     entry = {
@@ -126,7 +130,7 @@ def export(checkpoint: str | Path, quality: int, *, default_quality: int | None 
     family["qualities"][str(int(quality))] = entry
     if default_quality is not None:
         family["default_quality"] = int(default_quality)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    publish(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), overwrite=True)
     index.cache_clear()
     return target
 

@@ -13,7 +13,8 @@ from pydicom.data import get_testdata_file
 from medvae import io as mio
 from medvae import source_metadata as sm
 from medvae.cli import batch
-from medvae.cli.files import UsageError, plan, publish, slice_paths, strip_suffix
+from medvae.cli.files import UsageError, plan, slice_paths, strip_suffix
+from medvae.io.files import publish
 from medvae.cli.restore import render
 from medvae.errors import BitstreamError, InputError
 
@@ -199,7 +200,7 @@ def test_publish_killed_mid_write_leaves_nothing_behind(tmp_path, overwrite):
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from medvae.cli import files
+        from medvae.io import files
 
         def half_then_die(fd, data):
             os.write(fd, data[: len(data) // 2])
@@ -216,7 +217,7 @@ def test_publish_killed_mid_write_leaves_nothing_behind(tmp_path, overwrite):
 
 
 def test_publish_fallback_path_behaves_the_same(tmp_path, monkeypatch):
-    from medvae.cli import files
+    from medvae.io import files
 
     monkeypatch.setattr(files, "_publish_tmpfile", lambda *a: False)
     target = tmp_path / "x.mvae"

@@ -141,3 +141,19 @@ def test_the_package_docstring_example_imports_what_it_uses():
     assert len(lines) >= 3
     for line in lines:
         exec(line, {})
+
+
+def test_evaluation_reports_get_the_usual_permissions(tmp_path):
+    """The CSV and JSON reports go through the project's one atomic writer: mode as the umask says
+    (they were once left owner-only, 0600)."""
+    import os
+
+    from medvae.evaluation.run import write_csv, write_summary
+
+    umask = os.umask(0o022)
+    try:
+        paths = [write_csv([], tmp_path / "rows.csv"), write_summary({"codecs": {}}, tmp_path / "summary.json")]
+    finally:
+        os.umask(umask)
+    assert [p.stat().st_mode & 0o777 for p in paths] == [0o644, 0o644]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv", "summary.json"]  # no temporary left

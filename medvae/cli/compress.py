@@ -17,7 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from medvae.cli import batch
-from medvae.cli.files import Task, UsageError, plan, publish, slice_paths
+from medvae.cli.files import Task, UsageError, plan, slice_paths
+from medvae.io.files import publish
 
 EXAMPLES = """examples:
   medvae compress scans/ -o scans_mvae/                 every file under scans/, tree mirrored

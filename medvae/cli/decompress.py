@@ -18,7 +18,8 @@ from pathlib import Path
 from medvae.cli import batch
 from medvae.cli import compress
 from medvae.cli.compress import Options, add_common_arguments
-from medvae.cli.files import Task, UsageError, plan, publish
+from medvae.cli.files import Task, UsageError, plan
+from medvae.io.files import publish
 
 EXAMPLES = """examples:
   medvae decompress scans_mvae/ -o restored/

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medvae.cli.files import UsageError, publish, strip_suffix
+from medvae.cli.files import UsageError, strip_suffix
+from medvae.io.files import publish
 
 #: Corpus slices tried first (relative to the corpus folder): test split, 512×512 CT.
 CORPUS_SAMPLES = ("ct/dicompyler-neck/ct.0.dcm", "ct/cornerstone-neck/CTImage.dcm")

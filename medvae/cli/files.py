@@ -3,17 +3,13 @@
 * :func:`plan` expands the command line's inputs (files and folders, walked
   recursively) into :class:`Task` objects, each with an output *base* path that
   mirrors the input tree under ``OUT``; it refuses an ``OUT`` inside an input folder.
-* :func:`publish` writes bytes so that the file appears complete under its name or
-  not at all, never replaces an existing file unless asked, and leaves nothing
-  behind when the process is killed (Linux ``O_TMPFILE``; elsewhere a hidden
-  temporary file that is removed on any Python-level interruption).
+* outputs are written with :func:`medvae.io.files.publish`, the project's one atomic
+  writer (re-exported here for the subcommands).
 """
 
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,100 +151,3 @@ def slice_paths(base: Path, n_slices: int, suffix: str) -> list[Path]:
 
 
 # ------------------------------------------------------------------ writing
-
-
-def publish(path: Path, data: bytes, *, overwrite: bool = False) -> None:
-    """Write ``data`` to ``path`` atomically.
-
-    The file appears under its name complete, or not at all. Without
-    ``overwrite`` an existing ``path`` is never replaced (:class:`FileExistsError`,
-    checked atomically by the final link). On Linux the data goes to an unnamed
-    ``O_TMPFILE`` first, so even ``kill -9`` leaves nothing behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not overwrite and path.exists():
-        raise FileExistsError(f"{path} exists")
-    if _publish_tmpfile(path, data, overwrite):
-        return
-    _publish_named(path, data, overwrite)
-
-
-def _publish_tmpfile(path: Path, data: bytes, overwrite: bool) -> bool:
-    """``O_TMPFILE`` + ``linkat``; False where the platform or file system cannot.
-
-    The data goes to an unnamed file in the destination folder; a link through
-    ``/proc/self/fd`` names it once it is complete. With ``overwrite`` it is
-    linked under a hidden name and renamed over ``path`` (a kill between the two
-    steps can leave that hidden name behind, never a partial ``path``).
-    """
-    flag = getattr(os, "O_TMPFILE", None)
-    if flag is None or not os.path.isdir("/proc/self/fd"):
-        return False
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return False
-    fd = -1
-    try:
-        try:
-            fd = os.open(".", flag | os.O_WRONLY, 0o666, dir_fd=dir_fd)
-        except OSError:
-            return False
-        _write_all(fd, data)
-        os.fsync(fd)
-        name = path.name if not overwrite else f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            # With a dir fd, os.link calls linkat(..., AT_SYMLINK_FOLLOW), so the
-            # /proc link resolves to the unnamed file instead of being linked itself.
-            os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
-        except FileExistsError:
-            raise FileExistsError(f"{path} exists") from None
-        except OSError:
-            return False
-        if overwrite:
-            try:
-                os.replace(name, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except BaseException:
-                os.unlink(name, dir_fd=dir_fd)
-                raise
-        return True
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        os.close(dir_fd)
-
-
-def _publish_named(path: Path, data: bytes, overwrite: bool) -> None:
-    """Portable fallback: hidden temporary file in the folder, then link or rename."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.chmod(tmp, 0o666 & ~_umask())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise FileExistsError(f"{path} exists") from None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -14,8 +14,6 @@ import datetime as _dt
 import io
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 from medvae.errors import MedVAEError
 from medvae.evaluation.codecs import ImageCodec
 from medvae.evaluation.datasets import EvalImage
+from medvae.io.files import publish
 from medvae.metrics import image_metrics, ms_ssim_db
 
 FORMAT = "medvae-evaluation-v1"
@@ -171,18 +170,6 @@ def summarize(rows: list[dict[str, Any]], points: Sequence[ImageCodec], meta: di
 # ------------------------------------------------------------------------ writing
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _clean(obj: Any) -> Any:
     """JSON-safe copy: numpy scalars to Python, non-finite floats to ``None``."""
     if isinstance(obj, dict):
@@ -205,13 +192,13 @@ def write_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    _atomic_write(Path(path), buf.getvalue())
+    publish(Path(path), buf.getvalue().encode(), overwrite=True)
     return Path(path)
 
 
 def write_summary(summary: dict[str, Any], path: str | Path) -> Path:
     """The summary as strict JSON (infinite values become ``null``)."""
-    _atomic_write(Path(path), json.dumps(_clean(summary), indent=1, allow_nan=False) + "\n")
+    publish(Path(path), (json.dumps(_clean(summary), indent=1, allow_nan=False) + "\n").encode(), overwrite=True)
     return Path(path)
 
 
