@@ -15,7 +15,7 @@ Every outcome is counted:
 
     python benchmarks/fuzz.py [--cases 20000] [--seed 0] [--quality 3]
 
-A few hundred cases run in the test suite (``tests/test_fuzz.py``).
+A few hundred cases run in the test suite (``tests/benchmarks/test_fuzz.py``).
 """
 
 from __future__ import annotations

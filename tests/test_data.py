@@ -15,8 +15,8 @@ import medvae.io as mio
 from medvae.data import SliceDataset, SliceRecord, patient_split, read_manifest, split_slices
 from medvae.errors import InputError
 from medvae.intensity import default_value_range, normalize
+from tests.conftest import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/corpus"
 MANIFEST = CORPUS / "MANIFEST.csv"
 needs_corpus = pytest.mark.skipif(not MANIFEST.is_file(), reason=f"sample corpus not found at {CORPUS}")
 

@@ -18,8 +18,8 @@ import pytest
 from medvae import samples
 from medvae.cli import main
 from medvae.samples import Package, Rule, fetch_samples
+from tests.conftest import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/corpus"
 MR_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small.dcm"
 CT_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 

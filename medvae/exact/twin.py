@@ -91,7 +91,7 @@ TRANSFORMS = ("g_a", "h_a", "h_s", "scale_head", "fusion", "g_s")
 #: The image-sized transforms run in tiles (:class:`~medvae.exact.layers.Tiled`), in latent
 #: pixels: (tile, halo). Their halos are wider than the receptive fields (a latent pixel of
 #: g_a sees 54 image pixels to each side, under 4 latent pixels; an output pixel of g_s,
-#: fusion included, sees 5 latent pixels; ``tests/test_exact.py`` measures both for every
+#: fusion included, sees 5 latent pixels; ``tests/exact/test_exact.py`` measures both for every
 #: family), so tiled coding equals whole-image coding bit for bit. Tiles of 384 + 2·64 and
 #: 384 + 2·96 image pixels keep memory flat at about 2.25× the work of whole-image coding.
 #: The synthesis output is lazy: :func:`medvae.exact.image.pixels` reads it tile by tile.

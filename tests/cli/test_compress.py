@@ -15,8 +15,8 @@ import torch
 import medvae
 from medvae import io as mio
 from medvae.cli import main
+from tests.conftest import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpus"
 
 #: A small tree of corpus slices: JPEG 2000 lossless CT, native MR with a large
 #: private header, implicit-VR CT, and a file with DICOM command-set elements.

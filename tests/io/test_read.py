@@ -14,8 +14,8 @@ import pytest
 
 import medvae.io as mio
 from medvae.errors import InputError
+from tests.conftest import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/corpus"
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 needs_corpus = pytest.mark.skipif(
     not (CORPUS / "MANIFEST.csv").is_file(), reason=f"sample corpus not found at {CORPUS}"

@@ -13,8 +13,8 @@ import pytest
 
 import medvae.io as mio
 from medvae.errors import InputError
+from tests.conftest import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/corpus"
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 CORPUS_CT = CORPUS / "ct/totalseg-abdomen/CT.1.3.12.2.1107.5.1.4.60064.30000022120808113428000016573.dcm"
 CORPUS_MR = CORPUS / "mr/dwv-bbmri/bbmri-53323131.dcm"
