@@ -56,3 +56,12 @@ def ct_like() -> np.ndarray:
     image[body] = 40 + rng.normal(0, 20, body.sum()).astype(np.int16)
     image[40:50, 30:45] = 1200
     return image
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """Coding runs with the caller's threads; one keeps refinement tests quick on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

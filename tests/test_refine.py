@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pydicom
@@ -11,7 +10,6 @@ import torch
 
 import medvae
 from medvae.checkpoint import load_model, save_model, trained_lmbda
-from medvae.cli import main
 from medvae.errors import InputError
 from medvae.intensity import normalize
 from medvae.losses import bits_per_pixel
@@ -19,13 +17,7 @@ from medvae.refine import quantized_forward, refine_latents
 from tests.conftest import small_model
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Refinement runs with the caller's threads; one keeps these tests quick on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -124,51 +116,3 @@ def test_lambda_comes_from_the_weights_or_the_caller(tmp_path, ct_like):
     assert medvae.load(path).lmbda == 0.05
     assert trained_lmbda({"config": {"loss": {"lmbda": 5.0, "distortion": "ms-ssim"}}}) is None
     assert load_model(path).trained_lmbda == 0.05
-
-
-def test_cli_refines_and_refuses_what_it_cannot_do(tmp_path, checkpoint, capsys):
-    src = pydicom.data.get_testdata_file("CT_small.dcm")
-    assert main(["compress", src, "-o", str(tmp_path / "plain"), "--quality", "2"]) == 0
-    assert main(["compress", src, "-o", str(tmp_path / "refined"), "--quality", "2", "--refine", "--refine-steps", "5"]) == 0
-    plain, refined = (next((tmp_path / d).glob("*.mvae")).read_bytes() for d in ("plain", "refined"))
-    assert refined != plain
-    assert refined == medvae.load("medvae", quality=2).compress(  # the API's bytes, metadata aside
-        pydicom.dcmread(src).pixel_array, bits_stored=16, refine_steps=5, metadata=medvae.read_metadata(refined))
-    assert medvae.decompress(refined).shape == medvae.decompress(plain).shape == (128, 128)
-
-    capsys.readouterr()
-    assert main(["compress", src, "-o", str(tmp_path / "x"), "--model", checkpoint, "--refine"]) == 2
-    assert "lambda" in capsys.readouterr().err
-    assert main(["compress", src, "-o", str(tmp_path / "x"), "--refine-steps", "5"]) == 2
-    assert "--refine-steps needs --refine" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["compress", src, "-o", str(tmp_path / "x"), "--refine", "--refine-steps", "0"])
-    assert not (tmp_path / "x").exists()
-
-
-def test_cli_help_states_the_library_default(capsys):
-    from medvae.refine import DEFAULT_STEPS
-
-    with pytest.raises(SystemExit):
-        main(["compress", "--help"])
-    assert f"(default {DEFAULT_STEPS})" in " ".join(capsys.readouterr().out.split())
-
-
-def test_evaluate_names_refined_curves_apart(tmp_path):
-    src = pydicom.data.get_testdata_file("CT_small.dcm")
-    out = tmp_path / "eval"
-    assert main(["evaluate", "--data", src, "--codecs", "medvae=q1", "--refine", "--refine-steps", "3",
-                 "--out", str(out), "--no-plots", "--no-progress"]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["codecs"]) == ["medvae (refined)"] and summary["meta"]["refine_steps"] == 3
-
-
-def test_the_command_line_parser_does_not_load_torch():
-    """``medvae info`` and ``--help`` start fast: building the parser (refinement options
-    included) must not import torch, which only the commands that code need."""
-    import subprocess
-    import sys
-
-    code = "import sys; from medvae.cli import build_parser; build_parser(); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
