@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-from medvae.cli import batch
+from medvae.cli import batch, common
+from medvae.cli.common import Options, add_common_arguments, add_refine_arguments, check_model_args, refine_steps
 from medvae.cli.files import Task, UsageError, plan, slice_paths
 from medvae.io.files import publish
 
@@ -28,62 +27,12 @@ EXAMPLES = """examples:
 """
 
 
-@dataclass(frozen=True)
-class Options:
-    """Per-file behaviour shared by every job."""
-
-    force: bool = False
-    skip_existing: bool = False
-    debug: bool = False
-    refine_steps: int = 0
-
-
 _state: dict = {}
-
-
-@lru_cache(maxsize=2)
-def load_codec(model: str, quality: int | None = None):
-    """The codec for ``--model``/``--quality`` (cached: each process loads it once).
-
-    A checkpoint that does not fit the installed model code (a state-dict
-    mismatch, a damaged file) is a one-line :class:`MedVAEError`, not a traceback.
-    """
-    import medvae
-    from medvae.errors import MedVAEError
-
-    try:
-        return medvae.load(model, quality)
-    except MedVAEError as exc:
-        raise MedVAEError(str(exc).replace("pass a checkpoint path instead", "pass --model CHECKPOINT")) from exc
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise MedVAEError(
-            f"{model}: cannot load the model ({type(exc).__name__}: {first}); "
-            "was it written by another MedVAE version?"
-        ) from exc
-
-
-def check_model_args(model: str, quality: int | None) -> None:
-    """``--model`` names a checkpoint file or a shipped model that has ``--quality`` (a
-    checkpoint file has exactly one quality): checked before anything is loaded."""
-    from medvae import zoo
-    from medvae.errors import MedVAEError
-
-    if quality is not None and Path(model).is_file():
-        raise UsageError("--quality applies to shipped models; a checkpoint file has a single quality")
-    try:
-        zoo.resolve(model, quality)
-    except FileNotFoundError as exc:
-        raise UsageError(str(exc)) from None
-    except MedVAEError as exc:
-        raise UsageError(str(exc).replace("pass a checkpoint path instead", "pass --model CHECKPOINT")) from None
 
 
 def setup(model: str, quality: int | None, options: Options) -> None:
     """Prepare this process for :func:`compress_file` (the model, the options)."""
-    _state["codec"] = load_codec(model, quality)
+    _state["codec"] = common.load_codec(model, quality)
     _state["options"] = options
 
 
@@ -211,7 +160,7 @@ def compress_all(args: argparse.Namespace) -> int:
     outcomes = batch.report_problems(problems)
     if not tasks:  # nothing to do: no model to load, no all-zero summary
         return batch.exit_status(outcomes)
-    codec = load_codec(args.model, args.quality)  # fail fast (exit 2) on a bad --model
+    codec = common.load_codec(args.model, args.quality)  # fail fast (exit 2) on a bad --model
     if steps and codec.lmbda is None:
         raise UsageError(f"{args.model} records no MSE-loss lambda, which --refine aims at")
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps)
@@ -222,19 +171,6 @@ def compress_all(args: argparse.Namespace) -> int:
     )
     batch.print_summary(outcomes, batch.elapsed(start), rates=True)
     return batch.exit_status(outcomes)
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """``-o``, ``--force``, ``--skip-existing``, ``--workers``, ``--debug``: shared with decompress."""
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
-    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.add_argument("--skip-existing", action="store_true",
-                        help="leave existing outputs alone and count them (resume an interrupted run)")
-    parser.add_argument("--workers", type=int, default=None, metavar="K",
-                        help="files processed in parallel, each worker with cores/K torch threads (default: what "
-                             "measured fastest, one worker per 2 cores for compress and per core for decompress, "
-                             "at most one per two files)")
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -252,31 +188,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--refine`` and ``--refine-steps``: encoder-side latent refinement; shared with evaluate."""
-    parser.add_argument("--refine", action="store_true",
-                        help="fit the latents to each slice before coding them (medvae.refine): higher fidelity "
-                             "at about the same size, the same decoder, a much slower encoder (about 30 s per "
-                             "512x512 slice and worker)")
-    parser.add_argument("--refine-steps", type=_steps, default=None, metavar="N",
-                        help="gradient steps per slice for --refine (default 50)")
-
-
-def refine_steps(args: argparse.Namespace) -> int:
-    """Steps the ``--refine`` options ask for (0: no refinement)."""
-    from medvae.refine import DEFAULT_STEPS
-
-    if args.refine_steps is not None and not args.refine:
-        raise UsageError("--refine-steps needs --refine")
-    return (args.refine_steps or DEFAULT_STEPS) if args.refine else 0
-
-
-def _steps(text: str) -> int:
-    """``--refine-steps`` value: a positive step count."""
-    try:
-        steps = int(text)
-    except ValueError:
-        steps = 0
-    if steps < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive number of steps, got {text!r}")
-    return steps

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from medvae.cli import batch
-from medvae.cli import compress
-from medvae.cli.compress import Options, add_common_arguments
+from medvae.cli import common
+from medvae.cli.common import Options, add_common_arguments
 from medvae.cli.files import Task, UsageError, plan
 from medvae.io.files import publish
 
@@ -32,7 +32,7 @@ _state: dict = {}
 
 def load_codec(model: str | None):
     """The codec for ``--model`` (None: the shipped weights each file's header names)."""
-    return None if model is None else compress.load_codec(model)
+    return None if model is None else common.load_codec(model)
 
 
 def setup(model: str | None, options: Options) -> None:
@@ -99,7 +99,7 @@ def decompress_all(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     batch.check_batch_args(args.workers, args.force, args.skip_existing)
     if args.model is not None:
-        compress.check_model_args(args.model, None)
+        common.check_model_args(args.model, None)
     tasks, problems = plan(args.inputs, Path(args.output), keep=is_bitstream_name)
     if not tasks and not problems:
         raise UsageError("no .mvae files")

@@ -196,7 +196,7 @@ def demo(args: argparse.Namespace) -> int:
 
     from medvae import io as mio
     from medvae import source_metadata
-    from medvae.cli.compress import check_model_args, load_codec
+    from medvae.cli.common import check_model_args, load_codec
     from medvae.cli.restore import render
 
     if args.input:

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from medvae.cli.compress import add_refine_arguments, refine_steps
+from medvae.cli.common import add_refine_arguments, refine_steps
 
 DEFAULT_CODECS = "jpeg2000,jpegxl,jpegls,jpeg,spiht,coiflet"
 

@@ -264,13 +264,13 @@ def _state(pid: int) -> str:
 
 def _no_model_loading(monkeypatch) -> None:
     """Make any model load fail loudly: what follows must not need one."""
-    from medvae.cli import compress
+    from medvae.cli import common
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    compress.load_codec.cache_clear()
-    monkeypatch.setattr(compress, "load_codec", refuse)
+    common.load_codec.cache_clear()
+    monkeypatch.setattr(common, "load_codec", refuse)
 
 
 def test_nothing_readable_means_no_model_load_and_no_summary(tmp_path, monkeypatch, capsys):

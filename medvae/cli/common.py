@@ -1,0 +1,103 @@
+"""What the batch subcommands share: per-file options, the model loader and their common arguments."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from medvae.cli.files import UsageError
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-file behaviour shared by every job."""
+
+    force: bool = False
+    skip_existing: bool = False
+    debug: bool = False
+    refine_steps: int = 0
+
+
+@lru_cache(maxsize=2)
+def load_codec(model: str, quality: int | None = None):
+    """The codec for ``--model``/``--quality`` (cached: each process loads it once).
+
+    A checkpoint that does not fit the installed model code (a state-dict
+    mismatch, a damaged file) is a one-line :class:`MedVAEError`, not a traceback.
+    """
+    import medvae
+    from medvae.errors import MedVAEError
+
+    try:
+        return medvae.load(model, quality)
+    except MedVAEError as exc:
+        raise MedVAEError(str(exc).replace("pass a checkpoint path instead", "pass --model CHECKPOINT")) from exc
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise MedVAEError(
+            f"{model}: cannot load the model ({type(exc).__name__}: {first}); "
+            "was it written by another MedVAE version?"
+        ) from exc
+
+
+def check_model_args(model: str, quality: int | None) -> None:
+    """``--model`` names a checkpoint file or a shipped model that has ``--quality`` (a
+    checkpoint file has exactly one quality): checked before anything is loaded."""
+    from medvae import zoo
+    from medvae.errors import MedVAEError
+
+    if quality is not None and Path(model).is_file():
+        raise UsageError("--quality applies to shipped models; a checkpoint file has a single quality")
+    try:
+        zoo.resolve(model, quality)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    except MedVAEError as exc:
+        raise UsageError(str(exc).replace("pass a checkpoint path instead", "pass --model CHECKPOINT")) from None
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-o``, ``--force``, ``--skip-existing``, ``--workers``, ``--debug``: shared with decompress."""
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="leave existing outputs alone and count them (resume an interrupted run)")
+    parser.add_argument("--workers", type=int, default=None, metavar="K",
+                        help="files processed in parallel, each worker with cores/K torch threads (default: what "
+                             "measured fastest, one worker per 2 cores for compress and per core for decompress, "
+                             "at most one per two files)")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+
+def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--refine`` and ``--refine-steps``: encoder-side latent refinement; shared with evaluate."""
+    parser.add_argument("--refine", action="store_true",
+                        help="fit the latents to each slice before coding them (medvae.refine): higher fidelity "
+                             "at about the same size, the same decoder, a much slower encoder (about 30 s per "
+                             "512x512 slice and worker)")
+    parser.add_argument("--refine-steps", type=_steps, default=None, metavar="N",
+                        help="gradient steps per slice for --refine (default 50)")
+
+
+def refine_steps(args: argparse.Namespace) -> int:
+    """Steps the ``--refine`` options ask for (0: no refinement)."""
+    from medvae.refine import DEFAULT_STEPS
+
+    if args.refine_steps is not None and not args.refine:
+        raise UsageError("--refine-steps needs --refine")
+    return (args.refine_steps or DEFAULT_STEPS) if args.refine else 0
+
+
+def _steps(text: str) -> int:
+    """``--refine-steps`` value: a positive step count."""
+    try:
+        steps = int(text)
+    except ValueError:
+        steps = 0
+    if steps < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of steps, got {text!r}")
+    return steps
