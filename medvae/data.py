@@ -35,7 +35,8 @@ from medvae.intensity import default_value_range, normalize
 from medvae.io import ImageStack, find_series, read
 from medvae.io.dicom import read_dicom_files
 from medvae.io.reader import READERS, format_suffix
-from medvae.io.series import is_dicom_file, list_files
+from medvae.io.files import walk
+from medvae.io.series import is_dicom_file
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +387,7 @@ def _folder_units(folder: Path) -> list[tuple[str, Any]]:
         rel = series.paths[0].relative_to(folder)
         patient = rel.parts[0] if len(rel.parts) > 1 else (series.patient_id or series.uid)
         units.append((patient, lambda paths=series.paths: read_dicom_files(paths)))
-    for path in list_files(folder):
+    for path in walk(folder):
         if format_suffix(path) not in READERS or is_dicom_file(path):
             continue
         rel = path.relative_to(folder)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medvae.errors import MedVAEError
+from medvae.io.files import walk
 
 #: Suffixes removed from an input's name to form its output name (longest first).
 KNOWN_SUFFIXES = (
@@ -55,18 +56,6 @@ def strip_suffix(name: str) -> str:
         if lower.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return name
-
-
-def walk(folder: Path, keep: Callable[[Path], bool]) -> list[Path]:
-    """Files under ``folder`` (recursively, sorted), without hidden files or folders, symlinked folders not followed."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(root) / name
-            if not name.startswith(".") and path.is_file() and keep(path):
-                found.append(path)
-    return found
 
 
 def check_output_folder(inputs: Sequence[Path], out: Path) -> None:

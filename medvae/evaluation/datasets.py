@@ -135,12 +135,13 @@ def images_from_manifest(
 
 
 def images_from_folder(folder: str | Path, *, modality: str | None = None, max_slices: int | None = None) -> list[EvalImage]:
-    """Every readable image file under ``folder`` (files that are not images are skipped)."""
+    """Every readable image file under ``folder`` (:func:`medvae.io.files.walk`; files that are not images are skipped)."""
     from medvae.io import detect_format
+    from medvae.io.files import walk
 
     folder = Path(folder)
     images: list[EvalImage] = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in walk(folder):
         try:
             detect_format(path)
             images += images_from_file(path, modality=modality, max_slices=max_slices, label=str(path.relative_to(folder)))

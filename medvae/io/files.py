@@ -12,7 +12,7 @@ import io
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,6 +36,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def walk(folder: str | Path, keep: Callable[[Path], bool] | None = None) -> list[Path]:
+    """The files under ``folder`` (recursively), in sorted path order: the one rule every
+    folder argument follows. Hidden files and folders (names starting with ``.``) are left
+    out, symlinked folders are not followed (no loops, no escaping the tree), entries that
+    cannot be listed are skipped, and ``keep`` (when given) filters the rest."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(root) / name
+            if not name.startswith(".") and path.is_file() and (keep is None or keep(path)):
+                found.append(path)
+    return sorted(found)
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

@@ -11,7 +11,8 @@ import numpy as np
 from medvae.errors import InputError
 from medvae.io.dicom import has_dicom_prefix, read_dicom_files
 from medvae.io.formats import read_nifti, read_npy, read_nrrd, read_png, read_tiff
-from medvae.io.series import DICOM_SUFFIXES, find_series, is_dicom_file, list_files
+from medvae.io.files import walk
+from medvae.io.series import DICOM_SUFFIXES, find_series, is_dicom_file
 from medvae.io.stack import ImageStack
 
 #: Reader of each non-DICOM format, by file suffix.
@@ -109,7 +110,7 @@ def _read_folder(folder: Path, series_uid: str | None) -> ImageStack:
         )
     if found:
         return read_dicom_files(found[0].paths)
-    others = [p for p in list_files(folder) if format_suffix(p) in READERS and not is_dicom_file(p)]
+    others = [p for p in walk(folder) if format_suffix(p) in READERS and not is_dicom_file(p)]
     if len(others) == 1:
         return _read_file(others[0])
     slices = [p for p in others if READERS[format_suffix(p)][0] in ("png", "tiff", "npy")]

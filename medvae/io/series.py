@@ -19,6 +19,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from medvae.io.dicom import NON_IMAGE_CLASSES, has_dicom_prefix
+from medvae.io.files import walk
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +55,6 @@ def is_dicom_file(path: Path) -> bool:
     return path.suffix.lower() in DICOM_SUFFIXES or has_dicom_prefix(path)
 
 
-def list_files(folder: Path) -> list[Path]:
-    """Regular files under ``folder`` (recursively), hidden files and folders left out, sorted."""
-    out = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        out.append(path)
-    return out
-
-
 def find_series(folder: str | Path) -> list[SeriesInfo]:
     """All image series under ``folder``, each with its files in slice order.
 
@@ -74,7 +64,7 @@ def find_series(folder: str | Path) -> list[SeriesInfo]:
     """
     folder = Path(folder)
     groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
-    for path in list_files(folder):
+    for path in walk(folder):
         if not is_dicom_file(path):
             continue
         try:
