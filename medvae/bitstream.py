@@ -79,13 +79,6 @@ class Header:
     n_bytes: int = 0  # size of the whole container (filled in on reading)
     metadata_bytes: int = 0  # size of the metadata block (filled in on reading)
 
-    @property
-    def bpp(self) -> float:
-        """Bits per pixel of the whole container, header and CRC included."""
-        from medvae.metrics import bpp
-
-        return bpp(self.n_bytes, self.shape)
-
 
 #: Largest inflated zlib block a container may carry (metadata, exceptions): a source header is
 #: kilobytes, an Enhanced MR one a few megabytes; more is a zip bomb, refused before it is built.

@@ -45,7 +45,7 @@ def describe(path: Path) -> dict[str, Any]:
         "bytes": header.n_bytes,
         "image_bytes": image_bytes,
         "metadata_bytes": header.metadata_bytes,
-        "bpp": header.bpp,
+        "bpp": metrics.bpp(header.n_bytes, (h, w)),
         "image_bpp": metrics.bpp(image_bytes, (h, w)),
         "compression_ratio": metrics.compression_ratio(image_bytes, (h, w), header.bits_stored) if header.bits_stored else None,
         "source": None,

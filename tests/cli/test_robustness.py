@@ -104,7 +104,7 @@ def test_info_shows_the_header(mvae, capsys):
     assert f"mapping  stored values [{header.value_range[0]}, {header.value_range[1]}] -> [0, 1]" in text
     assert (f"bytes    {header.n_bytes:,} total = {image_bytes:,} image"
             f" + {header.metadata_bytes:,} source header") in text
-    assert f"bpp      {8 * image_bytes / (h * w):.4f} image data, {header.bpp:.4f} whole file" in text
+    assert f"bpp      {8 * image_bytes / (h * w):.4f} image data, {8 * header.n_bytes / (h * w):.4f} whole file" in text
     assert "source   dicom CT_small.dcm (slice 1 of 1), CT, CT Image Storage" in text
 
 
