@@ -17,7 +17,6 @@ full, uncropped slices of a split for evaluation and validation.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import logging
@@ -36,12 +35,11 @@ from medvae.io import ImageStack, find_series, read
 from medvae.io.dicom import read_dicom_files
 from medvae.io.reader import READERS, format_suffix
 from medvae.io.files import walk
+from medvae.io.manifest import read_manifest
 from medvae.io.series import is_dicom_file
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-MANIFEST_COLUMNS = ("path", "modality", "patient", "split")
 
 
 @dataclass
@@ -82,53 +80,6 @@ class SliceRecord:
     windows: list[tuple[float, float]] = field(default_factory=list)
     dataset: Any = None
     split: str = ""
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    """One row of a manifest; ``path`` is resolved against the manifest's folder."""
-
-    path: Path
-    modality: str
-    patient: str
-    split: str
-
-
-def read_manifest(manifest: str | Path) -> list[ManifestRow]:
-    """Rows of a manifest CSV, checked for columns, split names and patient-level splits.
-
-    Raises
-    ------
-    medvae.errors.InputError
-        Missing file or columns, an unknown split, or a patient in two splits.
-    """
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise InputError(f"{manifest}: no such manifest")
-    with open(manifest, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"{manifest}: missing column(s) {', '.join(missing)}")
-        rows = [
-            ManifestRow(
-                path=manifest.parent / r["path"],
-                modality=r["modality"].strip(),
-                patient=r["patient"].strip(),
-                split=r["split"].strip().lower(),
-            )
-            for r in reader
-        ]
-    patient_split: dict[str, str] = {}
-    for row in rows:
-        if row.split not in SPLITS:
-            raise InputError(f"{manifest}: unknown split {row.split!r} for {row.path.name} (use {', '.join(SPLITS)})")
-        if patient_split.setdefault(row.patient, row.split) != row.split:
-            raise InputError(
-                f"{manifest}: patient {row.patient} is in both {patient_split[row.patient]} and "
-                f"{row.split}; splits must be by patient"
-            )
-    return rows
 
 
 def split_slices(

@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 import medvae.io as mio
-from medvae.data import SliceDataset, SliceRecord, patient_split, read_manifest, split_slices
+from medvae.data import SliceDataset, SliceRecord, patient_split, split_slices
+from medvae.io.manifest import read_manifest
 from medvae.errors import InputError
 from medvae.intensity import default_value_range, normalize
 from tests.conftest import CORPUS

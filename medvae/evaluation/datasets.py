@@ -8,7 +8,6 @@ evaluation sees exactly the integers the codec would be given.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -16,6 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from medvae.errors import InputError
+from medvae.io.manifest import read_manifest
 from medvae.metrics import CT_WINDOWS
 
 
@@ -106,30 +106,24 @@ def images_from_manifest(
 ) -> list[EvalImage]:
     """Slices of a corpus manifest's ``split`` (all splits when None), optionally one modality."""
     manifest = Path(manifest)
-    try:
-        with manifest.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{manifest}: cannot read manifest ({exc})") from None
-    if rows and not {"path", "split"} <= set(rows[0]):
-        raise InputError(f"{manifest}: a manifest needs 'path' and 'split' columns")
+    wanted = None if split is None else split.strip().lower()
     chosen = [
-        r
-        for r in rows
-        if (split is None or r["split"] == split)
-        and (modality is None or r.get("modality", "").upper() == modality.upper())
-        and (not patients or r.get("patient") in patients)
+        row
+        for row in read_manifest(manifest)
+        if (wanted is None or row.split == wanted)
+        and (modality is None or row.modality.upper() == modality.upper())
+        and (not patients or row.patient in patients)
     ]
     if not chosen:
         raise InputError(f"{manifest}: no rows with split={split!r} modality={modality!r}")
     images: list[EvalImage] = []
-    for r in chosen:
+    for row in chosen:
         images += images_from_file(
-            manifest.parent / r["path"],
-            patient=r.get("patient") or None,
-            modality=r.get("modality") or None,
+            row.path,
+            patient=row.patient or None,
+            modality=row.modality or None,
             max_slices=max_slices,
-            label=r["path"],
+            label=row.path.relative_to(manifest.parent).as_posix(),
         )
     return images
 

@@ -157,3 +157,21 @@ def test_evaluation_reports_get_the_usual_permissions(tmp_path):
         os.umask(umask)
     assert [p.stat().st_mode & 0o777 for p in paths] == [0o644, 0o644]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.csv", "summary.json"]  # no temporary left
+
+
+def test_evaluation_reads_a_manifest_as_training_does(tmp_path):
+    """One manifest reader (medvae.io.manifest): split names in any case, patients in one split only."""
+    import numpy as np
+    import pytest
+
+    from medvae.errors import InputError
+    from medvae.evaluation.datasets import images_from_manifest
+
+    for name in ("a", "b"):
+        np.save(tmp_path / f"{name}.npy", np.zeros((16, 16), np.uint16))
+    manifest = tmp_path / "MANIFEST.csv"
+    manifest.write_text("path,modality,patient,split\na.npy,CT,p1,Test\nb.npy,CT,p2,train\n")
+    assert [image.file for image in images_from_manifest(manifest, "test")] == ["a.npy"]
+    manifest.write_text("path,modality,patient,split\na.npy,CT,p1,test\nb.npy,CT,p1,train\n")
+    with pytest.raises(InputError, match="patient p1 is in both"):
+        images_from_manifest(manifest, "test")
