@@ -13,7 +13,7 @@ rate and lossless.
 
 With ``--sizes 512,2048,4096,8192`` it instead measures how time and peak memory grow with
 the slice: each size is encoded, then decoded, in a fresh process (the shipped default,
-one torch thread unless ``--threads N``), which reports its wall time and peak resident memory (``ru_maxrss``).
+one torch thread unless ``--threads N``), which reports its wall time and peak resident memory (``VmHWM``).
 Coding runs in tiles (``medvae.exact.twin``), so memory should stay flat and time grow
 with the pixels.
 
@@ -80,27 +80,37 @@ def one_stage(stage: str, path: Path, threads: int) -> None:
     torch.set_num_threads(threads)
     codec = medvae.load("medvae")
     image = np.load(path.with_suffix(".npy")) if stage == "encode" else None
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    loaded = peak_rss_mb()
     start = time.perf_counter()
     if stage == "encode":
         path.write_bytes(codec.compress(image, bits_stored=16))
     else:
         codec.decompress(path.read_bytes())
     elapsed = time.perf_counter() - start
-    print(f"{elapsed:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} {loaded:.0f}")
+    print(f"{elapsed:.3f} {peak_rss_mb():.0f} {loaded:.0f}")
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MB. Not ``ru_maxrss``: that one keeps
+    the peak of the process that forked this one (the benchmark's parent) across ``exec``."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: an upper bound
 
 
 def size_table(sizes: list[int], threads: int) -> None:
     """Time and peak memory of encoding and decoding per slice size, each stage in a fresh process."""
     print(f"shipped default medvae, synthetic CT, {threads} torch thread(s), torch {torch.__version__}; "
-          "peak RSS of the whole process (ru_maxrss; 'before' is after importing torch and CompressAI and "
+          "peak RSS of the whole coding process (VmHWM; 'before' is after importing torch and CompressAI and "
           "loading the weights, the image already read), time from weights loaded to bytes/pixels out")
     print("| size | pixels | encode s | encode peak MB | decode s | decode peak MB | before MB | bytes | s per Mpixel |")
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
         for size in sizes:
             path = Path(scratch) / f"{size}.mvae"
-            np.save(path.with_suffix(".npy"), synthetic_ct(size))
+            np.save(path.with_suffix(".npy"), synthetic_ct(size))  # made here, freed before the children run
             rows = []
             for stage in ("encode", "decode"):
                 out = subprocess.run([sys.executable, __file__, "--stage", stage, "--path", str(path), "--threads", str(threads)],
