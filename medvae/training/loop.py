@@ -9,6 +9,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,159 +99,234 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, amp: bool
         distributed.teardown()
 
 
-def _train(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path | None, amp: bool) -> Path:
-    tcfg, dcfg, ocfg = cfg["train"], cfg["data"], cfg["optim"]
-    out_dir = Path(tcfg["out_dir"])
+@dataclass
+class _Run:
+    """Everything one training run holds between steps (see :func:`_setup`)."""
+
+    cfg: dict[str, Any]
+    runtime: distributed.Runtime
+    out_dir: Path
+    model: CompressionModel
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    aux_optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    criterion: RateDistortionLoss
+    dataset: Any
+    sampler: EpochSampler
+    val_images: list
+    writer: Any  # TensorBoard SummaryWriter on the main process, else None
+    amp: bool
+    step: int = 0
+    best_val: float = math.inf
+    pending_rng: dict[str, Any] | None = None  # RNG state to restore before the next step (resume)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.cfg["data"]["batch_size"])
+
+    @property
+    def iterations(self) -> int:
+        return int(self.cfg["train"]["iterations"])
+
+
+def _resolve_resume(out_dir: Path, resume: str | Path | None) -> Path | None:
+    """The checkpoint to resume from (``"auto"``: ``last.pt`` if present); refuses to start a
+    new run over an existing one."""
     last_path = out_dir / "last.pt"
     if resume == "auto":
         resume = last_path if last_path.is_file() else None
     if resume is None and last_path.exists():
         raise MedVAEError(f"{out_dir} already holds a run (last.pt); pass --resume to continue it or choose another out_dir")
+    return None if resume is None else Path(resume)
+
+
+def _setup(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path | None, amp: bool) -> _Run:
+    """Model, optimizers, data and logging for a run, restored from ``resume`` when given."""
+    tcfg, dcfg, ocfg, mcfg = cfg["train"], cfg["data"], cfg["optim"], cfg["model"]
+    out_dir = Path(tcfg["out_dir"])
+    resume = _resolve_resume(out_dir, resume)
     if amp and runtime.device.type != "cuda":
         print("medvae train: --amp needs CUDA; training in float32 on CPU")
         amp = False
-
     seed = int(tcfg["seed"])
     _seed_everything(seed + runtime.rank)
-    mcfg = cfg["model"]
     model = create(mcfg["name"], N=mcfg["N"], M=mcfg["M"], in_channels=mcfg["in_channels"])
     if tcfg["init_from"] and resume is None:
         initialize_from(model, load_model(tcfg["init_from"]))
         if runtime.is_main:
             print(f"medvae train: starting from the weights in {tcfg['init_from']}")
     model.to(runtime.device)
-    iterations = int(tcfg["iterations"])
     optimizer, aux_optimizer = make_optimizers(model, ocfg)
-    scheduler = make_scheduler(optimizer, ocfg, iterations)
-    criterion = RateDistortionLoss(cfg["loss"]["lmbda"], cfg["loss"]["distortion"])
-
-    step, best_val, pending_rng = 0, math.inf, None
-    if resume is not None:
-        state = torch.load(resume, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["state_dict"])
-        model.to(runtime.device)
-        optimizer.load_state_dict(state["optimizer"])
-        aux_optimizer.load_state_dict(state["aux_optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, best_val = int(state["step"]), float(state["best_val_loss"])
-        pending_rng = state["rng"][runtime.rank] if runtime.rank < len(state["rng"]) else None
+    scheduler = make_scheduler(optimizer, ocfg, int(tcfg["iterations"]))
 
     dataset = build_train_dataset(dcfg, seed)
-    batch_size = int(dcfg["batch_size"])
     sampler = EpochSampler(len(dataset), int(dcfg["epoch_size"]), seed, runtime.rank, runtime.world_size)
-    steps_per_epoch = len(sampler) // batch_size
-    if steps_per_epoch == 0:
-        raise MedVAEError(f"epoch_size per process ({len(sampler)}) is smaller than batch_size ({batch_size})")
-    val_images = build_validation_images(dcfg) if runtime.is_main else []
-
-    net: torch.nn.Module = model
-    if runtime.distributed:
-        # Quantiles get gradients only from the aux loss; CDF buffers are identical on all ranks.
-        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sorted(_aux_parameter_names(model)))
-        net = DistributedDataParallel(
-            model,
-            device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None,
-            broadcast_buffers=False,
-        )
-
-    writer = None
+    if len(sampler) // int(dcfg["batch_size"]) == 0:
+        raise MedVAEError(f"epoch_size per process ({len(sampler)}) is smaller than batch_size ({dcfg['batch_size']})")
+    run = _Run(
+        cfg=cfg, runtime=runtime, out_dir=out_dir, model=model, net=_wrap(model, runtime), optimizer=optimizer,
+        aux_optimizer=aux_optimizer, scheduler=scheduler,
+        criterion=RateDistortionLoss(cfg["loss"]["lmbda"], cfg["loss"]["distortion"]), dataset=dataset,
+        sampler=sampler, val_images=build_validation_images(dcfg) if runtime.is_main else [], writer=None, amp=amp,
+    )
+    if resume is not None:
+        _restore(run, resume)
     if runtime.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        writer = SummaryWriter(str(out_dir / "tb"), purge_step=step + 1 if resume else None)
+        run.writer = SummaryWriter(str(out_dir / "tb"), purge_step=run.step + 1 if resume else None)
+    return run
 
-    def checkpoint(path: Path) -> None:
-        rng = [_rng_state()]  # rank 0's state; other ranks' streams are re-derived from the seed
-        save_model(
-            model,
-            path,
-            calibration=[item.pixels for item in val_images],
-            optimizer=optimizer.state_dict(),
-            aux_optimizer=aux_optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            step=step,
-            best_val_loss=best_val,
-            config=cfg,
-            rng=rng,
+
+def _wrap(model: CompressionModel, runtime: distributed.Runtime) -> torch.nn.Module:
+    """The module the steps run: the model, or its DDP wrapper when distributed."""
+    if not runtime.distributed:
+        return model
+    # Quantiles get gradients only from the aux loss; CDF buffers are identical on all ranks.
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sorted(_aux_parameter_names(model)))
+    return DistributedDataParallel(
+        model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None, broadcast_buffers=False
+    )
+
+
+def _restore(run: _Run, path: Path) -> None:
+    """Model, optimizers, scheduler, step, best loss and this rank's RNG state from a checkpoint."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    run.model.load_state_dict(state["state_dict"])
+    run.model.to(run.runtime.device)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.aux_optimizer.load_state_dict(state["aux_optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.step, run.best_val = int(state["step"]), float(state["best_val_loss"])
+    rank = run.runtime.rank
+    run.pending_rng = state["rng"][rank] if rank < len(state["rng"]) else None
+
+
+def _checkpoint(run: _Run, path: Path) -> None:
+    """Everything a resumed run needs, and the exact plan calibrated on the validation slices."""
+    save_model(
+        run.model,
+        path,
+        calibration=[item.pixels for item in run.val_images],
+        optimizer=run.optimizer.state_dict(),
+        aux_optimizer=run.aux_optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict(),
+        step=run.step,
+        best_val_loss=run.best_val,
+        config=run.cfg,
+        rng=[_rng_state()],  # rank 0's state; other ranks' streams are re-derived from the seed
+    )
+
+
+def _loader(run: _Run, epoch: int) -> DataLoader:
+    """This epoch's batches, in an order fixed by the seed, the epoch and the rank."""
+    run.sampler.set_epoch(epoch)
+    seed = int(run.cfg["train"]["seed"])
+    return DataLoader(
+        run.dataset,
+        batch_size=run.batch_size,
+        sampler=run.sampler,
+        num_workers=int(run.cfg["data"]["workers"]),
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1009 + run.runtime.rank),
+        pin_memory=run.runtime.device.type == "cuda",
+    )
+
+
+def _batches(run: _Run):
+    """The batches still to train on, epoch after epoch, from where the run stands."""
+    steps_per_epoch = len(run.sampler) // run.batch_size
+    while run.step < run.iterations:
+        epoch, skip = divmod(run.step, steps_per_epoch)
+        for i, batch in enumerate(_loader(run, epoch)):
+            if i < skip:
+                continue  # resumed mid-epoch: these batches were trained on before the stop
+            yield batch
+            if run.step >= run.iterations:
+                return
+
+
+def _validate(run: _Run, at_end: bool, progress: tqdm) -> None:
+    """Validation loss and images to TensorBoard; ``best.pt`` when the loss improves."""
+    tcfg = run.cfg["train"]
+    val, preview = validate(run.model, run.val_images, run.criterion, run.runtime.device)
+    run.model.train()
+    for k, v in val.items():
+        run.writer.add_scalar(f"val/{k}", v, run.step)
+    if preview is not None and (run.step % int(tcfg["image_interval"]) == 0 or at_end):
+        run.writer.add_image("val/original|decoded|error", preview[None], run.step)
+    if val and val["loss"] < run.best_val:
+        run.best_val = val["loss"]
+        _checkpoint(run, run.out_dir / "best.pt")
+    if val:
+        progress.write(
+            f"step {run.step}: val loss {val['loss']:.4f} bpp {val['bpp']:.3f} "
+            f"PSNR {val['psnr']:.2f} dB MS-SSIM {val['ms_ssim']:.4f}"
         )
 
+
+class _TrainLog:
+    """Running means of the step values, written to TensorBoard every ``log_interval`` steps."""
+
+    def __init__(self, run: _Run):
+        self.run, self.sums, self.start, self.steps = run, {}, time.perf_counter(), 0
+
+    def add(self, values: dict[str, float]) -> None:
+        self.steps += 1
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        run = self.run
+        if run.writer is None or run.step % int(run.cfg["train"]["log_interval"]):
+            return
+        elapsed = time.perf_counter() - self.start
+        for k, v in self.sums.items():
+            run.writer.add_scalar(f"train/{k}", v / self.steps, run.step)
+        run.writer.add_scalar("train/lr", run.optimizer.param_groups[0]["lr"], run.step)
+        images = self.steps * run.batch_size * run.runtime.world_size
+        run.writer.add_scalar("train/images_per_sec", images / elapsed, run.step)
+        self.sums, self.start, self.steps = {}, time.perf_counter(), 0
+
+
+def _train(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path | None, amp: bool) -> Path:
+    """Set up (or resume) the run, then step, log, validate and checkpoint until the last iteration."""
+    run = _setup(cfg, runtime, resume, amp)
+    tcfg, clip = cfg["train"], float(cfg["optim"]["clip_grad"] or 0)
     progress = tqdm(
-        total=iterations,
-        initial=step,
+        total=run.iterations,
+        initial=run.step,
         disable=not runtime.is_main,
         dynamic_ncols=True,
         desc="train",
         mininterval=0.5 if sys.stderr.isatty() else 60.0,  # a log file gets a line a minute, not a flood
     )
-    sums: dict[str, float] = {}
-    window_start, window_steps = time.perf_counter(), 0
-    net.train()
-    while step < iterations:
-        epoch, skip = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch)
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=int(dcfg["workers"]),
-            drop_last=True,
-            generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1009 + runtime.rank),
-            pin_memory=runtime.device.type == "cuda",
-        )
-        for i, batch in enumerate(loader):
-            if i < skip:
-                continue  # resumed mid-epoch: these batches were trained on before the stop
-            if pending_rng is not None:
-                _set_rng_state(pending_rng)
-                pending_rng = None
-            x = batch.to(runtime.device, non_blocking=True)
-            values = train_step(net, model, x, criterion, optimizer, aux_optimizer, float(ocfg["clip_grad"] or 0), amp)
-            scheduler.step()
-            step += 1
-            window_steps += 1
-
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            progress.update(1)
-            progress.set_postfix(loss=f"{values['loss']:.4g}", bpp=f"{values['bpp']:.3f}", refresh=False)
-            if not all(math.isfinite(v) for v in values.values()):
-                raise MedVAEError(f"non-finite loss at step {step}: {values}")
-
-            if writer is not None and step % int(tcfg["log_interval"]) == 0:
-                elapsed = time.perf_counter() - window_start
-                for k, v in sums.items():
-                    writer.add_scalar(f"train/{k}", v / window_steps, step)
-                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-                writer.add_scalar("train/images_per_sec", window_steps * batch_size * runtime.world_size / elapsed, step)
-                sums, window_start, window_steps = {}, time.perf_counter(), 0
-
-            at_end = step >= iterations
-            if runtime.is_main and (step % int(tcfg["val_interval"]) == 0 or at_end):
-                val, preview = validate(model, val_images, criterion, runtime.device)
-                model.train()
-                for k, v in val.items():
-                    writer.add_scalar(f"val/{k}", v, step)
-                if preview is not None and (step % int(tcfg["image_interval"]) == 0 or at_end):
-                    writer.add_image("val/original|decoded|error", preview[None], step)
-                if val and val["loss"] < best_val:
-                    best_val = val["loss"]
-                    checkpoint(out_dir / "best.pt")
-                if val:
-                    progress.write(
-                        f"step {step}: val loss {val['loss']:.4f} bpp {val['bpp']:.3f} "
-                        f"PSNR {val['psnr']:.2f} dB MS-SSIM {val['ms_ssim']:.4f}"
-                    )
-            if runtime.is_main and (step % int(tcfg["checkpoint_interval"]) == 0 or at_end):
-                checkpoint(last_path)
-                writer.flush()
-            if at_end:
-                break
+    log = _TrainLog(run)
+    run.net.train()
+    for batch in _batches(run):
+        if run.pending_rng is not None:
+            _set_rng_state(run.pending_rng)
+            run.pending_rng = None
+        x = batch.to(runtime.device, non_blocking=True)
+        values = train_step(run.net, run.model, x, run.criterion, run.optimizer, run.aux_optimizer, clip, run.amp)
+        run.scheduler.step()
+        run.step += 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{values['loss']:.4g}", bpp=f"{values['bpp']:.3f}", refresh=False)
+        if not all(math.isfinite(v) for v in values.values()):
+            raise MedVAEError(f"non-finite loss at step {run.step}: {values}")
+        log.add(values)
+        at_end = run.step >= run.iterations
+        if runtime.is_main and (run.step % int(tcfg["val_interval"]) == 0 or at_end):
+            _validate(run, at_end, progress)
+        if runtime.is_main and (run.step % int(tcfg["checkpoint_interval"]) == 0 or at_end):
+            _checkpoint(run, run.out_dir / "last.pt")
+            run.writer.flush()
     progress.close()
-    if writer is not None:
-        if not (out_dir / "best.pt").exists():
-            checkpoint(out_dir / "best.pt")  # no validation data: the last weights are the best we know
-        writer.close()
+    if run.writer is not None:
+        if not (run.out_dir / "best.pt").exists():
+            _checkpoint(run, run.out_dir / "best.pt")  # no validation data: the last weights are the best we know
+        run.writer.close()
     distributed.barrier(runtime)
-    return out_dir
+    return run.out_dir
