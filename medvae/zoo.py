@@ -36,13 +36,18 @@ def qualities(model: str) -> list[int]:
     return sorted(int(q) for q in index().get(model, {}).get("qualities", {}))
 
 
-def shipped_path(model: str, quality: int | None = None) -> Path:
-    """Weights file of a shipped model at ``quality`` (its default quality when None)."""
+#: What an unknown model name's error suggests; the command line passes its own (``--model``).
+HINT = "pass a checkpoint path instead"
+
+
+def shipped_path(model: str, quality: int | None = None, hint: str = HINT) -> Path:
+    """Weights file of a shipped model at ``quality`` (its default quality when None);
+    ``hint`` ends the error for an unknown model."""
     entry = index().get(model)
     if not entry:
         shipped = ", ".join(sorted(index())) or "none"
         raise MedVAEError(
-            f"no shipped weights for {model!r} (shipped: {shipped}); pass a checkpoint path instead"
+            f"no shipped weights for {model!r} (shipped: {shipped}); {hint}"
         )
     quality = entry["default_quality"] if quality is None else int(quality)
     try:
@@ -53,7 +58,7 @@ def shipped_path(model: str, quality: int | None = None) -> Path:
         ) from None
 
 
-def resolve(source: str | os.PathLike, quality: int | None = None) -> Path:
+def resolve(source: str | os.PathLike, quality: int | None = None, hint: str = HINT) -> Path:
     """The weights file ``medvae.load(source, quality)`` reads: ``source`` itself when it is a
     file, else the shipped weights of the model named ``source`` (a bare name, no suffix).
     Cheap (no torch), so the command line checks its arguments before loading anything."""
@@ -61,7 +66,7 @@ def resolve(source: str | os.PathLike, quality: int | None = None) -> Path:
     if path.is_file():
         return path
     if isinstance(source, str) and os.sep not in source and not path.suffix:
-        return shipped_path(source, quality)
+        return shipped_path(source, quality, hint)
     raise FileNotFoundError(f"no such checkpoint: {source}")
 
 

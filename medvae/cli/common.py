@@ -31,10 +31,8 @@ def load_codec(model: str, quality: int | None = None):
     from medvae.errors import MedVAEError
 
     try:
-        return medvae.load(model, quality)
-    except MedVAEError as exc:
-        raise MedVAEError(str(exc).replace("pass a checkpoint path instead", "pass --model CHECKPOINT")) from exc
-    except FileNotFoundError:
+        return medvae.load(model, quality)  # the name was checked by check_model_args
+    except (MedVAEError, FileNotFoundError):
         raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
@@ -53,11 +51,9 @@ def check_model_args(model: str, quality: int | None) -> None:
     if quality is not None and Path(model).is_file():
         raise UsageError("--quality applies to shipped models; a checkpoint file has a single quality")
     try:
-        zoo.resolve(model, quality)
-    except FileNotFoundError as exc:
+        zoo.resolve(model, quality, hint="pass --model CHECKPOINT")
+    except (FileNotFoundError, MedVAEError) as exc:
         raise UsageError(str(exc)) from None
-    except MedVAEError as exc:
-        raise UsageError(str(exc).replace("pass a checkpoint path instead", "pass --model CHECKPOINT")) from None
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
