@@ -261,10 +261,11 @@ def test_format2_file_of_the_previous_release_decodes_exactly():
 
 
 @pytest.mark.parametrize("family", ["bls2017", "medvae"])
-def test_long_latents_are_coded_in_strings_of_at_most_chunk_symbols(family):
-    """Format 3 splits each latent into strings of ``twin.chunk`` symbols, so that the guarded
-    copy a decoder makes of a string stays small; the pixels do not depend on the split."""
-    from medvae.exact.twin import CHUNK
+def test_long_latents_are_coded_in_bands_of_rows_of_at_most_chunk_symbols(family):
+    """Format 3 codes each latent in bands of whole rows (all channels) of at most ``twin.chunk``
+    symbols, so that the guarded copy a decoder makes of a string stays small and a band can
+    be decoded from its own rows' table indexes; the pixels do not depend on the split."""
+    from medvae.exact.twin import CHUNK, decode_symbols
 
     codec = medvae.Codec(small_model(family))
     image = _image((100, 140))
@@ -274,14 +275,21 @@ def test_long_latents_are_coded_in_strings_of_at_most_chunk_symbols(family):
     codec.twin.chunk = 300
     split = codec.compress(image)
     header, strings, _ = bitstream.unpack(split)
-    twin, bottleneck_channels = codec.twin, codec.model.entropy_bottleneck.channels
+    twin, bottleneck = codec.twin, codec.model.entropy_bottleneck
     if twin.hyperprior:  # padded to 128 x 192: y is 8 x 12, z 2 x 3
-        sizes = [twin.y_channels * 8 * 12, bottleneck_channels * 2 * 3]
+        shapes = [(twin.y_channels, 8, 12), (bottleneck.channels, 2, 3)]
     else:  # padded to 112 x 144: y is 7 x 9
-        sizes = [bottleneck_channels * 7 * 9]
-    assert len(strings) == sum(-(-n // 300) for n in sizes)
+        shapes = [(bottleneck.channels, 7, 9)]
+    assert len(strings) == sum(-(-h // max(1, 300 // (c * w))) for c, h, w in shapes)
     assert len(strings) > 2
     np.testing.assert_array_equal(codec.decompress(split), expected)
+    if not twin.hyperprior:  # the first band alone decodes to the first rows of the whole latent
+        c, h, w = shapes[0]
+        rows = max(1, 300 // (c * w))
+        indexes = bottleneck._build_indexes((1, c, h, w))
+        all_rows = decode_symbols(bottleneck, strings, indexes, 300)
+        first = decode_symbols(bottleneck, strings[:1], indexes[:, :, :rows], 300)
+        torch.testing.assert_close(first, all_rows[:, :, :rows], rtol=0, atol=0)
     forged = bitstream.pack(header, strings[:-1], b"")  # one string missing
     with pytest.raises(medvae.BitstreamError, match="strings"):
         codec.decompress(forged)
