@@ -26,7 +26,7 @@ from medvae.errors import BitstreamError
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import DTYPE, Fixed, from_real
 from medvae.exact.image import NormalizedImage
-from medvae.exact.layers import Tiled, TiledOutput, convert, resolution_scale
+from medvae.exact.layers import Local, Tiled, TiledOutput, convert, resolution_scale
 
 def guarded(string: bytes, n_symbols: int) -> bytes:
     """``string`` followed by enough zero bytes that CompressAI's rANS decoder cannot read past it.
@@ -106,6 +106,9 @@ TRANSFORMS = ("g_a", "h_a", "h_s", "scale_head", "fusion", "g_s")
 #: 384 + 2·96 image pixels keep memory flat at about 2.25× the work of whole-image coding.
 #: The synthesis output is lazy: :func:`medvae.exact.image.pixels` reads it tile by tile.
 TILING = {"g_a": (24, 4), "g_s": (24, 6)}
+#: Halo of the fusion (3×3 then 1×1 convolutions), which runs inside the synthesis tiles
+#: (:class:`~medvae.exact.layers.Local`); the tests measure it too.
+FUSION_HALO = 1
 
 
 class ExactTwin(nn.Module):
@@ -122,6 +125,8 @@ class ExactTwin(nn.Module):
                     in_pixels = 1 if scale > 1 else round(1 / scale)  # input pixels per latent pixel
                     tile, halo = TILING[name]
                     twin = Tiled(twin, scale, tile * in_pixels, halo * in_pixels, lazy=name == "g_s")
+                elif name == "fusion":
+                    twin = Local(twin, FUSION_HALO)
                 setattr(self, name, twin)
         self.hyperprior = hasattr(model, "gaussian_conditional")
         #: Symbols per string in format 3 (:data:`CHUNK`; tests lower it to get many strings).
@@ -197,13 +202,14 @@ class ExactTwin(nn.Module):
 
     def _indexes(self, scales: Fixed) -> Tensor:
         """Table index of each scale: how many table entries lie below it (exact comparisons)."""
-        bounded = scales.real().clamp(min=self.scale_bound)
-        return torch.searchsorted(self.scale_table, bounded.contiguous(), right=False).to(torch.int32)
+        bounded = scales.real().clamp_(min=self.scale_bound)  # real() is a new tensor: clamp it in place
+        return torch.searchsorted(self.scale_table, bounded.contiguous(), right=False, out_int32=True)
 
     # --- coding -------------------------------------------------------------------
     def encode(self, latents: list[Tensor]) -> tuple[list[bytes], TiledOutput]:
         """Entropy-code real-valued latents ``[y]`` or ``[y, z]`` (batch 1) in format-3 strings;
-        also return the reconstruction every decoder will compute from the strings."""
+        also return the reconstruction every decoder will compute from the strings. y is
+        rounded in place (it is large and not needed afterwards)."""
         bottleneck, conditional = self._coders
         if not self.hyperprior:
             symbols = self._bottleneck_symbols(latents[0])
@@ -214,7 +220,7 @@ class ExactTwin(nn.Module):
         z_strings = encode_symbols(bottleneck, z_symbols, bottleneck._build_indexes(z_symbols.size()), self.chunk)
         features = self.family.hyper_decode(self, self._bottleneck_value(z_symbols))
         indexes = self._indexes(self.family.scales_from(self, features))
-        y_symbols = torch.round(y.to(self.device, DTYPE))
+        y_symbols = y.to(self.device, DTYPE).round_()  # in place: y is not needed any more
         y_strings = encode_symbols(conditional, y_symbols, indexes, self.chunk)
         y_hat = from_real(y_symbols, self.conditional_frac)
         return y_strings + z_strings, self.family.synthesize(self, y_hat, features)

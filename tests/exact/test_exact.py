@@ -341,7 +341,7 @@ def test_tile_halos_cover_the_receptive_fields(family):
     """Tiled coding is exact only if each halo covers its transform's receptive field: measured
     here, from the float model's gradients, for one latent pixel of g_a and one latent cell
     of output of g_s (with the fusion of families that have one)."""
-    from medvae.exact.twin import TILING
+    from medvae.exact.twin import FUSION_HALO, TILING
 
     model = small_model(family).double()
     stride = 16  # g_a / g_s resolution change
@@ -359,6 +359,11 @@ def test_tile_halos_cover_the_receptive_fields(family):
         fused = y_hat
     model.g_s(fused)[0, 0, 16 * stride : 17 * stride, 16 * stride : 17 * stride].sum().backward()
     assert _reach(y_hat.grad, 16) <= TILING["g_s"][1]
+    if hasattr(model, "fusion"):  # the fusion runs inside the synthesis tiles with its own halo
+        y_hat.grad = None
+        again = model.fusion(y_hat, side) if side is not None else model.fusion(y_hat)
+        again[0, :, 16, 16].abs().sum().backward()
+        assert _reach(y_hat.grad, 16) <= FUSION_HALO
 
 
 def test_a_halo_narrower_than_the_receptive_field_is_caught_by_the_pixel_checksum():
