@@ -18,8 +18,9 @@ Layout (all integers little-endian)::
     ...     4     formats 2, 3: CRC-32 of the decoded pixels (the encoder's own exact
                   reconstruction, little-endian bytes); the decoder checks its result
     ...           G × (u32 length, bytes): format 3: each entropy-coded latent (y, then
-                  z for hyperpriors) in strings of at most 2^18 symbols
-                  (:data:`medvae.exact.twin.CHUNK`); formats 1, 2: one string per latent
+                  z for hyperpriors) in bands of whole rows, all channels, of at most
+                  2^18 symbols (:data:`medvae.exact.twin.CHUNK`; one row when a row holds
+                  more); formats 1, 2: one string per latent
     ...     4     formats 2, 3: length e of the exception block (u32, 0 when none)
     ...     e     exceptions: padding mask and extreme pixels with their exact values
                   (:mod:`medvae.exceptions`), restored after the model's decode
@@ -30,9 +31,9 @@ Layout (all integers little-endian)::
 
 Formats 2 and 3 are written by the exact coder (:mod:`medvae.exact`): every machine
 decodes them to the same pixels, and the pixel CRC turns any disagreement into an error
-instead of a silently different image. Format 3 splits long latents into strings so that
+instead of a silently different image. Format 3 splits long latents into row bands so that
 a decoder's guarded buffer (:func:`medvae.exact.twin.guarded`) stays small for any image
-size; for latents of at most 2^18 symbols (a 512×512 slice has 98,304) its bytes are
+size, and a latent can be decoded band by band; for latents of at most 2^18 symbols (a 512×512 slice has 98,304) its bytes are
 those of format 2 apart from the version and the wider string count. Format 1 (no pixel
 CRC) was written by the float coder of earlier releases. The header costs about 55 bytes plus the model name; evaluation
 counts it in bpp.

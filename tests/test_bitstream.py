@@ -152,7 +152,7 @@ def test_changed_strings_with_a_valid_crc_never_crash_or_decode_silently(change)
 def test_a_large_image_claimed_in_a_few_bytes_is_refused_at_once(quality):
     import time
 
-    from medvae.exact.twin import chunk_count
+    from medvae.exact.twin import band_count
 
     codec = medvae.load("medvae", quality)
     data = codec.compress(np.random.default_rng(0).integers(0, 4096, (64, 64)).astype(np.uint16))
@@ -160,9 +160,8 @@ def test_a_large_image_claimed_in_a_few_bytes_is_refused_at_once(quality):
     side = 60000
     latent = (-(-side // 64),) * 2
     forged_header = medvae.bitstream.Header(**{**header.__dict__, "shape": (side, side), "latent_shape": latent})
-    positions = latent[0] * latent[1]
-    y_strings = chunk_count(codec.twin.y_channels * 16 * positions, codec.twin.chunk)
-    z_strings = chunk_count(codec.model.entropy_bottleneck.channels * positions, codec.twin.chunk)
+    y_strings = band_count((codec.twin.y_channels, 4 * latent[0], 4 * latent[1]), codec.twin.chunk)
+    z_strings = band_count((codec.model.entropy_bottleneck.channels, *latent), codec.twin.chunk)
     cases = {
         "strings where this latent needs": strings,  # too few strings for that latent
         "cannot hold the": [strings[0]] * y_strings + [strings[1]] * z_strings,  # the right count, too few bytes

@@ -365,6 +365,39 @@ class TiledOutput:
         return out
 
 
+class Local(ExactModule):
+    """``inner``, evaluated region by region when its output is read (:class:`LocalOutput`).
+
+    For a layer whose outputs depend on its inputs within ``halo`` pixels (the fusion's
+    3×3 then 1×1 convolutions: 1), a region computed from the inputs cropped ``halo`` wider
+    (clipped at the border, where the whole computation zero-pads too) is identical to that
+    region of the whole output. The tiled synthesis reads its input this way, so the
+    fusion's concatenation and body never exist image-wide, only tile by tile.
+    """
+
+    def __init__(self, inner: ExactModule, halo: int):
+        super().__init__()
+        self.inner, self.halo = inner, int(halo)
+
+    def forward(self, *inputs: Fixed | None) -> LocalOutput:
+        return LocalOutput(self, [x for x in inputs if x is not None])
+
+
+class LocalOutput:
+    """The output of a :class:`Local` layer; ``crop`` computes the region asked for."""
+
+    def __init__(self, local: Local, inputs: list[Fixed]):
+        self.local, self.inputs = local, inputs
+        self.shape = inputs[0].shape  # the fusion keeps ŷ's channels and size
+
+    def crop(self, r0: int, r1: int, c0: int, c1: int) -> Fixed:
+        h, w = self.shape[-2:]
+        halo = self.local.halo
+        a0, b0, a1, b1 = max(0, r0 - halo), max(0, c0 - halo), min(h, r1 + halo), min(w, c1 + halo)
+        out = self.local.inner(*(x.crop(a0, a1, b0, b1) for x in self.inputs))
+        return out.crop(r0 - a0, r1 - a0, c0 - b0, c1 - b0)
+
+
 def resolution_scale(module: nn.Module) -> float:
     """Output size over input size of a transform: its strided convolutions (down) and
     transposed convolutions (up) multiplied together."""

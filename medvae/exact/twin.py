@@ -26,7 +26,7 @@ from medvae.errors import BitstreamError
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import DTYPE, Fixed, from_real
 from medvae.exact.image import NormalizedImage
-from medvae.exact.layers import Tiled, TiledOutput, convert, resolution_scale
+from medvae.exact.layers import Local, Tiled, TiledOutput, convert, resolution_scale
 
 def guarded(string: bytes, n_symbols: int) -> bytes:
     """``string`` followed by enough zero bytes that CompressAI's rANS decoder cannot read past it.
@@ -43,15 +43,24 @@ def guarded(string: bytes, n_symbols: int) -> bytes:
     return string + bytes(8 + 4 * (35 * n_symbols + 4 * len(string) + 40))
 
 
-#: Format 3 codes each latent in strings of at most CHUNK symbols (flat C, H, W order): the
-#: guard a decoder appends to one string is then under 37 MB (plus 16 bytes per string byte)
-#: however large the image, where one string for a 4096×4096 slice needed 0.9 GB.
+#: Format 3 codes each latent in bands of whole rows, all channels, at most CHUNK symbols a
+#: band (one row when a row alone holds more): the guard a decoder appends to one string stays
+#: under 37 MB for any image up to 4096 latent columns wide (55 MB), where one string for a
+#: 4096×4096 slice needed 0.9 GB; and since a band holds every channel of its rows, a decoder
+#: can decode and use a latent band by band, from the table indexes of those rows alone.
 CHUNK = 2**18
 
 
-def chunk_count(n_symbols: int, chunk: int | None) -> int:
-    """Strings a latent of ``n_symbols`` is coded in (``chunk`` None: one, as in format 2)."""
-    return 1 if chunk is None else max(1, -(-n_symbols // chunk))
+def band_rows(shape: tuple[int, ...], chunk: int | None) -> int:
+    """Latent rows per string for a (…, C, H, W) latent (``chunk`` None: all, as in format 2)."""
+    c, h, w = shape[-3:]
+    return max(h, 1) if chunk is None else max(1, chunk // max(c * w, 1))
+
+
+def band_count(shape: tuple[int, ...], chunk: int | None) -> int:
+    """Strings a (…, C, H, W) latent is coded in."""
+    rows = band_rows(shape, chunk)
+    return max(1, -(-shape[-2] // rows))
 
 
 def _tables(coder: EntropyModel) -> tuple[list, list, list]:
@@ -59,31 +68,32 @@ def _tables(coder: EntropyModel) -> tuple[list, list, list]:
 
 
 def encode_symbols(coder: EntropyModel, symbols: Tensor, indexes: Tensor, chunk: int = CHUNK) -> list[bytes]:
-    """rANS strings of integer ``symbols`` with table ``indexes`` (same shape), ``chunk`` symbols
-    per string: what CompressAI's ``EntropyModel.compress`` writes for each part."""
-    flat_symbols, flat_indexes = symbols.reshape(-1).int().cpu(), indexes.reshape(-1).int().cpu()
-    tables = _tables(coder)
+    """rANS strings of integer ``symbols`` (1, C, H, W) with table ``indexes`` (same shape), one
+    per band of rows, each in (C, rows, W) order: what CompressAI's ``EntropyModel.compress``
+    writes for that part. A latent of at most ``chunk`` symbols is one string, as in format 2."""
+    symbols, indexes = symbols.int().cpu(), indexes.int().cpu()
+    rows, tables = band_rows(symbols.shape, chunk), _tables(coder)
     return [
-        coder.entropy_coder.encode_with_indexes(flat_symbols[a : a + chunk].tolist(), flat_indexes[a : a + chunk].tolist(), *tables)
-        for a in range(0, max(1, flat_symbols.numel()), chunk)
+        coder.entropy_coder.encode_with_indexes(
+            symbols[0, :, r : r + rows].reshape(-1).tolist(), indexes[0, :, r : r + rows].reshape(-1).tolist(), *tables
+        )
+        for r in range(0, max(1, symbols.shape[-2]), rows)
     ]
 
 
 def decode_symbols(coder: EntropyModel, strings: list[bytes], indexes: Tensor, chunk: int | None = CHUNK) -> Tensor:
     """The symbols :func:`encode_symbols` coded (float64, the shape of ``indexes``); each string
     is decoded from a :func:`guarded` copy, so a forged one cannot crash the decoder."""
-    flat_indexes = indexes.reshape(-1).int().cpu()
-    n = flat_indexes.numel()
-    chunk = chunk or max(n, 1)
-    if len(strings) != chunk_count(n, chunk):
-        raise BitstreamError(f"corrupted bitstream: {len(strings)} strings for a latent of {n} symbols")
-    out = torch.empty(n, dtype=DTYPE)
-    tables = _tables(coder)
-    for a, string in zip(range(0, n, chunk), strings):
-        part = flat_indexes[a : a + chunk]
-        values = coder.entropy_coder.decode_with_indexes(guarded(string, part.numel()), part.tolist(), *tables)
-        out[a : a + part.numel()] = torch.tensor(values, dtype=DTYPE)
-    return out.reshape(indexes.shape)
+    indexes = indexes.int().cpu()
+    if len(strings) != band_count(indexes.shape, chunk):
+        raise BitstreamError(f"corrupted bitstream: {len(strings)} strings for a latent of shape {tuple(indexes.shape[1:])}")
+    out = torch.empty(indexes.shape, dtype=DTYPE)
+    rows, tables = band_rows(indexes.shape, chunk), _tables(coder)
+    for r, string in zip(range(0, indexes.shape[-2], rows), strings):
+        part = indexes[0, :, r : r + rows]
+        values = coder.entropy_coder.decode_with_indexes(guarded(string, part.numel()), part.reshape(-1).tolist(), *tables)
+        out[0, :, r : r + rows] = torch.tensor(values, dtype=DTYPE).reshape(part.shape)
+    return out
 
 
 #: Transforms a family may have; each present one gets an exact twin.
@@ -96,6 +106,9 @@ TRANSFORMS = ("g_a", "h_a", "h_s", "scale_head", "fusion", "g_s")
 #: 384 + 2·96 image pixels keep memory flat at about 2.25× the work of whole-image coding.
 #: The synthesis output is lazy: :func:`medvae.exact.image.pixels` reads it tile by tile.
 TILING = {"g_a": (24, 4), "g_s": (24, 6)}
+#: Halo of the fusion (3×3 then 1×1 convolutions), which runs inside the synthesis tiles
+#: (:class:`~medvae.exact.layers.Local`); the tests measure it too.
+FUSION_HALO = 1
 
 
 class ExactTwin(nn.Module):
@@ -112,6 +125,8 @@ class ExactTwin(nn.Module):
                     in_pixels = 1 if scale > 1 else round(1 / scale)  # input pixels per latent pixel
                     tile, halo = TILING[name]
                     twin = Tiled(twin, scale, tile * in_pixels, halo * in_pixels, lazy=name == "g_s")
+                elif name == "fusion":
+                    twin = Local(twin, FUSION_HALO)
                 setattr(self, name, twin)
         self.hyperprior = hasattr(model, "gaussian_conditional")
         #: Symbols per string in format 3 (:data:`CHUNK`; tests lower it to get many strings).
@@ -159,11 +174,9 @@ class ExactTwin(nn.Module):
         """The strings of each coded latent: ``[y]`` for the factorized prior, ``[y, z]`` for
         hyperpriors (``shape``: the bottleneck's latent, y's is 4× larger a side)."""
         bottleneck = self._coders[0]
-        n_bottleneck = bottleneck._quantized_cdf.size(0) * shape[0] * shape[1]
-        counts = [chunk_count(n_bottleneck, chunk)]
-        if self.hyperprior:
-            n_y = self.y_channels * 16 * shape[0] * shape[1]  # y is 4× z a side
-            counts.insert(0, chunk_count(n_y, chunk))
+        counts = [band_count((bottleneck._quantized_cdf.size(0), *shape), chunk)]
+        if self.hyperprior:  # y is 4× z a side
+            counts.insert(0, band_count((self.y_channels, 4 * shape[0], 4 * shape[1]), chunk))
         if len(strings) != sum(counts):
             raise BitstreamError(f"corrupted bitstream: {len(strings)} strings where this latent needs {sum(counts)}")
         return [strings[: counts[0]], strings[counts[0] :]] if self.hyperprior else [strings]
@@ -189,13 +202,14 @@ class ExactTwin(nn.Module):
 
     def _indexes(self, scales: Fixed) -> Tensor:
         """Table index of each scale: how many table entries lie below it (exact comparisons)."""
-        bounded = scales.real().clamp(min=self.scale_bound)
-        return torch.searchsorted(self.scale_table, bounded.contiguous(), right=False).to(torch.int32)
+        bounded = scales.real().clamp_(min=self.scale_bound)  # real() is a new tensor: clamp it in place
+        return torch.searchsorted(self.scale_table, bounded.contiguous(), right=False, out_int32=True)
 
     # --- coding -------------------------------------------------------------------
     def encode(self, latents: list[Tensor]) -> tuple[list[bytes], TiledOutput]:
         """Entropy-code real-valued latents ``[y]`` or ``[y, z]`` (batch 1) in format-3 strings;
-        also return the reconstruction every decoder will compute from the strings."""
+        also return the reconstruction every decoder will compute from the strings. y is
+        rounded in place (it is large and not needed afterwards)."""
         bottleneck, conditional = self._coders
         if not self.hyperprior:
             symbols = self._bottleneck_symbols(latents[0])
@@ -206,7 +220,7 @@ class ExactTwin(nn.Module):
         z_strings = encode_symbols(bottleneck, z_symbols, bottleneck._build_indexes(z_symbols.size()), self.chunk)
         features = self.family.hyper_decode(self, self._bottleneck_value(z_symbols))
         indexes = self._indexes(self.family.scales_from(self, features))
-        y_symbols = torch.round(y.to(self.device, DTYPE))
+        y_symbols = y.to(self.device, DTYPE).round_()  # in place: y is not needed any more
         y_strings = encode_symbols(conditional, y_symbols, indexes, self.chunk)
         y_hat = from_real(y_symbols, self.conditional_frac)
         return y_strings + z_strings, self.family.synthesize(self, y_hat, features)

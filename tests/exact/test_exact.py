@@ -261,10 +261,11 @@ def test_format2_file_of_the_previous_release_decodes_exactly():
 
 
 @pytest.mark.parametrize("family", ["bls2017", "medvae"])
-def test_long_latents_are_coded_in_strings_of_at_most_chunk_symbols(family):
-    """Format 3 splits each latent into strings of ``twin.chunk`` symbols, so that the guarded
-    copy a decoder makes of a string stays small; the pixels do not depend on the split."""
-    from medvae.exact.twin import CHUNK
+def test_long_latents_are_coded_in_bands_of_rows_of_at_most_chunk_symbols(family):
+    """Format 3 codes each latent in bands of whole rows (all channels) of at most ``twin.chunk``
+    symbols, so that the guarded copy a decoder makes of a string stays small and a band can
+    be decoded from its own rows' table indexes; the pixels do not depend on the split."""
+    from medvae.exact.twin import CHUNK, decode_symbols
 
     codec = medvae.Codec(small_model(family))
     image = _image((100, 140))
@@ -274,14 +275,21 @@ def test_long_latents_are_coded_in_strings_of_at_most_chunk_symbols(family):
     codec.twin.chunk = 300
     split = codec.compress(image)
     header, strings, _ = bitstream.unpack(split)
-    twin, bottleneck_channels = codec.twin, codec.model.entropy_bottleneck.channels
+    twin, bottleneck = codec.twin, codec.model.entropy_bottleneck
     if twin.hyperprior:  # padded to 128 x 192: y is 8 x 12, z 2 x 3
-        sizes = [twin.y_channels * 8 * 12, bottleneck_channels * 2 * 3]
+        shapes = [(twin.y_channels, 8, 12), (bottleneck.channels, 2, 3)]
     else:  # padded to 112 x 144: y is 7 x 9
-        sizes = [bottleneck_channels * 7 * 9]
-    assert len(strings) == sum(-(-n // 300) for n in sizes)
+        shapes = [(bottleneck.channels, 7, 9)]
+    assert len(strings) == sum(-(-h // max(1, 300 // (c * w))) for c, h, w in shapes)
     assert len(strings) > 2
     np.testing.assert_array_equal(codec.decompress(split), expected)
+    if not twin.hyperprior:  # the first band alone decodes to the first rows of the whole latent
+        c, h, w = shapes[0]
+        rows = max(1, 300 // (c * w))
+        indexes = bottleneck._build_indexes((1, c, h, w))
+        all_rows = decode_symbols(bottleneck, strings, indexes, 300)
+        first = decode_symbols(bottleneck, strings[:1], indexes[:, :, :rows], 300)
+        torch.testing.assert_close(first, all_rows[:, :, :rows], rtol=0, atol=0)
     forged = bitstream.pack(header, strings[:-1], b"")  # one string missing
     with pytest.raises(medvae.BitstreamError, match="strings"):
         codec.decompress(forged)
@@ -333,7 +341,7 @@ def test_tile_halos_cover_the_receptive_fields(family):
     """Tiled coding is exact only if each halo covers its transform's receptive field: measured
     here, from the float model's gradients, for one latent pixel of g_a and one latent cell
     of output of g_s (with the fusion of families that have one)."""
-    from medvae.exact.twin import TILING
+    from medvae.exact.twin import FUSION_HALO, TILING
 
     model = small_model(family).double()
     stride = 16  # g_a / g_s resolution change
@@ -351,6 +359,11 @@ def test_tile_halos_cover_the_receptive_fields(family):
         fused = y_hat
     model.g_s(fused)[0, 0, 16 * stride : 17 * stride, 16 * stride : 17 * stride].sum().backward()
     assert _reach(y_hat.grad, 16) <= TILING["g_s"][1]
+    if hasattr(model, "fusion"):  # the fusion runs inside the synthesis tiles with its own halo
+        y_hat.grad = None
+        again = model.fusion(y_hat, side) if side is not None else model.fusion(y_hat)
+        again[0, :, 16, 16].abs().sum().backward()
+        assert _reach(y_hat.grad, 16) <= FUSION_HALO
 
 
 def test_a_halo_narrower_than_the_receptive_field_is_caught_by_the_pixel_checksum():
