@@ -51,15 +51,14 @@ class NormalizedImage:
         return self.real(0, self.shape[2], 0, self.shape[3])
 
 
-def pixels(output: Fixed | TiledOutput, shape: tuple[int, int], value_range: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+def pixels(output: TiledOutput, shape: tuple[int, int], value_range: tuple[int, int], dtype: np.dtype) -> np.ndarray:
     """Stored integers from the model's output: ``round(clip(x̂, 0, 1) · (hi − lo) + lo)``,
     clipped to the range and ``dtype``, computed tile by tile."""
     h, w = shape
     lo, hi = value_range
     info = np.iinfo(dtype)
     out = np.empty(shape, dtype)
-    tiles = output.tiles() if isinstance(output, TiledOutput) else [((0, output.shape[-2], 0, output.shape[-1]), output)]
-    for (r0, r1, c0, c1), part in tiles:
+    for (r0, r1, c0, c1), part in output.tiles():
         r1, c1 = min(r1, h), min(c1, w)
         if r0 >= r1 or c0 >= c1:
             continue
