@@ -61,6 +61,46 @@ class Fixed:
         return Fixed(self.value.abs(), self.frac)
 
 
+@dataclass
+class Stored:
+    """A latent-sized :class:`Fixed` kept as int32, read region by region (:meth:`crop`).
+
+    Activations are integers with ``|v| <= LIMIT < 2^24``, so int32 holds them exactly, in
+    half the memory of float64; arithmetic stays in float64 on the regions read. Large
+    latents (y of an 8192×8192 slice: 25 million values) are kept this way and nothing
+    latent-sized is ever held in float64.
+    """
+
+    values: Tensor  # int32
+    frac: int
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.values.shape
+
+    def crop(self, r0: int, r1: int, c0: int, c1: int) -> Fixed:
+        """Rows ``r0:r1`` and columns ``c0:c1`` as :class:`Fixed` (float64)."""
+        return Fixed(self.values[..., r0:r1, c0:c1].to(DTYPE), self.frac)
+
+    def real(self) -> Tensor:
+        """The represented real numbers, whole (float64: for small latents and tests)."""
+        return self.crop(0, self.shape[-2], 0, self.shape[-1]).real()
+
+    def __abs__(self) -> "Stored":
+        return Stored(self.values.abs(), self.frac)
+
+
+def map_rows_(values: Tensor, fn) -> Tensor:
+    """Replace int32 ``values`` (…, H, W) by ``fn`` of them, computed in float64 one band of
+    rows at a time (so no float64 copy of the whole exists); returns ``values``."""
+    per_row = max(1, values[..., :1, :].numel())
+    rows = max(1, 2**21 // per_row)
+    for r0 in range(0, values.shape[-2], rows):
+        band = values[..., r0 : r0 + rows, :]
+        band.copy_(fn(band.to(DTYPE)))
+    return values
+
+
 def saturate(value: Tensor) -> Tensor:
     """Clamp integers to the activation range (exact)."""
     return value.clamp_(-LIMIT, LIMIT)

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from compressai.layers import GDN, ResidualBlock
 from torch import Tensor, nn
 
-from medvae.exact.fixed import ACTIVATION_BITS, DTYPE, Fixed, integer_bias, integer_weights, pow2, saturate, scale_round_, weight_shifts
+from medvae.exact.fixed import ACTIVATION_BITS, DTYPE, Fixed, Stored, integer_bias, integer_weights, pow2, saturate, scale_round_, weight_shifts
 from medvae.models.hyperprior import _HyperSynthesisWithSkip
 from medvae.models.layers import LatentFusion
 
-#: Elements of one im2col band (float64): 2^22 × 8 bytes = 32 MiB.
-BAND_ELEMENTS = 2**22
+#: Elements of one im2col band (float64): 2^20 × 8 bytes = 8 MiB.
+BAND_ELEMENTS = 2**20
 #: LeakyReLU slopes are applied as ``round(x · m / 2^20)``, m an integer.
 SLOPE_BITS = 20
 
@@ -154,7 +154,7 @@ def conv_transpose2d_exact(
         cols = matrix @ value[:, :, r0:r1].reshape(b, c, -1)  # (b, o·kh·kw, rows·w)
         band_h = (r1 - r0 - 1) * sh + kh
         full[:, :, r0 * sh : r0 * sh + band_h, :full_w] += F.fold(cols, (band_h, full_w), (kh, kw), stride=(sh, sw))
-    return full[:, :, padding[0] : padding[0] + out_h, padding[1] : padding[1] + out_w].contiguous()
+    return full[:, :, padding[0] : padding[0] + out_h, padding[1] : padding[1] + out_w]  # a view: no second copy
 
 
 class ExactGDN(ExactModule):
@@ -314,14 +314,20 @@ class Tiled(ExactModule):
     memory stays that of one tile.
 
     The input is anything with a ``shape`` and a ``crop(r0, r1, c0, c1)`` giving that
-    region as :class:`Fixed` (a :class:`Fixed`, or an image normalized tile by tile). With
-    ``lazy``, the output is a :class:`TiledOutput` that computes its tiles when read, so an
-    image-sized output never has to exist whole.
+    region as :class:`Fixed` (a :class:`Fixed`, a :class:`Stored` latent, or an image
+    normalized tile by tile). ``output`` says what the result is: ``"fixed"``, one
+    :class:`Fixed`; ``"stored"``, one :class:`Stored` (int32, for latent-sized results);
+    ``"lazy"``, a :class:`TiledOutput` that computes its tiles when read, so an image-sized
+    output never has to exist whole.
     """
 
-    def __init__(self, inner: ExactModule, scale: float, tile: int, halo: int, lazy: bool = False):
+    OUTPUTS = ("fixed", "stored", "lazy")
+
+    def __init__(self, inner: ExactModule, scale: float, tile: int, halo: int, output: str = "fixed"):
         super().__init__()
-        self.inner, self.scale, self.tile, self.halo, self.lazy = inner, scale, int(tile), int(halo), lazy
+        if output not in self.OUTPUTS:
+            raise ValueError(f"output must be one of {self.OUTPUTS}, not {output!r}")
+        self.inner, self.scale, self.tile, self.halo, self.output = inner, scale, int(tile), int(halo), output
 
     def tiles(self, x) -> Iterator[tuple[tuple[int, int, int, int], Fixed]]:
         """``((r0, r1, c0, c1), part)``: each tile's output region and its output values."""
@@ -339,9 +345,11 @@ class Tiled(ExactModule):
                 own = part.crop(int((r0 - a0) * s), int((r1 - a0) * s), int((c0 - b0) * s), int((c1 - b0) * s))
                 yield (int(r0 * s), int(r1 * s), int(c0 * s), int(c1 * s)), own
 
-    def forward(self, x) -> Fixed | TiledOutput:
+    def forward(self, x) -> Fixed | Stored | TiledOutput:
         output = TiledOutput(self, x)
-        return output if self.lazy else output.whole()
+        if self.output == "lazy":
+            return output
+        return output.whole(stored=self.output == "stored")
 
 
 class TiledOutput:
@@ -353,49 +361,61 @@ class TiledOutput:
     def tiles(self) -> Iterator[tuple[tuple[int, int, int, int], Fixed]]:
         return self.tiled.tiles(self.x)
 
-    def whole(self) -> Fixed:
-        """All tiles in one :class:`Fixed`."""
+    def whole(self, stored: bool = False) -> Fixed | Stored:
+        """All tiles in one :class:`Fixed`, or in one :class:`Stored` (int32)."""
         out = None
         for (r0, r1, c0, c1), part in self.tiles():
             if out is None:
                 h, w = self.x.shape[-2:]
                 size = (self.x.shape[0], part.shape[1], int(h * self.tiled.scale), int(w * self.tiled.scale))
-                out = Fixed(part.value.new_empty(size), part.frac)
-            out.value[:, :, r0:r1, c0:c1] = part.value
+                values = part.value.new_empty(size, dtype=torch.int32 if stored else DTYPE)
+                out = Stored(values, part.frac) if stored else Fixed(values, part.frac)
+            (out.values if stored else out.value)[:, :, r0:r1, c0:c1] = part.value
         return out
 
 
 class Local(ExactModule):
-    """``inner``, evaluated region by region when its output is read (:class:`LocalOutput`).
+    """``inner``, evaluated band by band of rows when its output is read (:class:`LocalOutput`).
 
-    For a layer whose outputs depend on its inputs within ``halo`` pixels (the fusion's
-    3×3 then 1×1 convolutions: 1), a region computed from the inputs cropped ``halo`` wider
-    (clipped at the border, where the whole computation zero-pads too) is identical to that
-    region of the whole output. The tiled synthesis reads its input this way, so the
-    fusion's concatenation and body never exist image-wide, only tile by tile.
+    For a layer whose outputs depend on its inputs within ``halo`` input pixels (the fusion's
+    3×3 then 1×1 convolutions: 1; the hyper-synthesis, which upsamples ``scale`` = 4 times:
+    the tests measure it), rows computed from the input rows ``halo`` wider (clipped at the
+    border, where the whole computation zero-pads too) are identical to those rows of the
+    whole output. So the fusion and the hyper-synthesis never run image-wide: the tiled
+    synthesis and the entropy coder read their outputs a band at a time.
     """
 
-    def __init__(self, inner: ExactModule, halo: int):
+    def __init__(self, inner: ExactModule, halo: int, scale: int = 1):
         super().__init__()
-        self.inner, self.halo = inner, int(halo)
+        self.inner, self.halo, self.scale = inner, int(halo), int(scale)
 
-    def forward(self, *inputs: Fixed | None) -> LocalOutput:
+    def forward(self, *inputs: Fixed | Stored | LocalOutput | None) -> LocalOutput:
         return LocalOutput(self, [x for x in inputs if x is not None])
 
 
 class LocalOutput:
-    """The output of a :class:`Local` layer; ``crop`` computes the region asked for."""
+    """The output of a :class:`Local` layer; ``crop`` computes the rows asked for (all columns)
+    and keeps the last band, so the tiles of one row of tiles compute it once."""
 
-    def __init__(self, local: Local, inputs: list[Fixed]):
+    def __init__(self, local: Local, inputs: list):
         self.local, self.inputs = local, inputs
-        self.shape = inputs[0].shape  # the fusion keeps ŷ's channels and size
+        b, c, h, w = inputs[0].shape
+        s = local.scale
+        self.shape = (b, c if s == 1 else None, h * s, w * s)  # channels: known when kept
+        self._band: tuple[int, int, Fixed] | None = None
 
     def crop(self, r0: int, r1: int, c0: int, c1: int) -> Fixed:
-        h, w = self.shape[-2:]
-        halo = self.local.halo
-        a0, b0, a1, b1 = max(0, r0 - halo), max(0, c0 - halo), min(h, r1 + halo), min(w, c1 + halo)
-        out = self.local.inner(*(x.crop(a0, a1, b0, b1) for x in self.inputs))
-        return out.crop(r0 - a0, r1 - a0, c0 - b0, c1 - b0)
+        if self._band is None or not (self._band[0] <= r0 and r1 <= self._band[1]):
+            self._band = (r0, r1, self._rows(r0, r1))
+        first, _, band = self._band
+        return band.crop(r0 - first, r1 - first, c0, c1)
+
+    def _rows(self, r0: int, r1: int) -> Fixed:
+        h, w = self.inputs[0].shape[-2:]
+        s, halo = self.local.scale, self.local.halo
+        a0, a1 = max(0, r0 // s - halo), min(h, -(-r1 // s) + halo)
+        out = self.local.inner(*(x.crop(a0, a1, 0, w) for x in self.inputs))
+        return out.crop(r0 - a0 * s, r1 - a0 * s, 0, w * s)
 
 
 def resolution_scale(module: nn.Module) -> float:

@@ -16,6 +16,7 @@ computed in machine-dependent floating point.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from compressai.entropy_models import EntropyModel
@@ -24,9 +25,9 @@ from torch import Tensor, nn
 
 from medvae.errors import BitstreamError
 from medvae.exact.calibrate import INPUT, Plan
-from medvae.exact.fixed import DTYPE, Fixed, from_real
+from medvae.exact.fixed import DTYPE, Fixed, Stored, from_real, map_rows_, pow2, scale_round
 from medvae.exact.image import NormalizedImage
-from medvae.exact.layers import Local, Tiled, TiledOutput, convert, resolution_scale
+from medvae.exact.layers import Local, LocalOutput, Tiled, TiledOutput, convert, resolution_scale
 
 def guarded(string: bytes, n_symbols: int) -> bytes:
     """``string`` followed by enough zero bytes that CompressAI's rANS decoder cannot read past it.
@@ -67,48 +68,67 @@ def _tables(coder: EntropyModel) -> tuple[list, list, list]:
     return coder._quantized_cdf.tolist(), coder._cdf_length.reshape(-1).int().tolist(), coder._offset.reshape(-1).int().tolist()
 
 
-def encode_symbols(coder: EntropyModel, symbols: Tensor, indexes: Tensor, chunk: int = CHUNK) -> list[bytes]:
-    """rANS strings of integer ``symbols`` (1, C, H, W) with table ``indexes`` (same shape), one
-    per band of rows, each in (C, rows, W) order: what CompressAI's ``EntropyModel.compress``
-    writes for that part. A latent of at most ``chunk`` symbols is one string, as in format 2."""
-    symbols, indexes = symbols.int().cpu(), indexes.int().cpu()
+#: Table indexes of latent rows ``r0:r1``, all channels and columns: ``(1, C, r1 − r0, W)``.
+IndexRows = Callable[[int, int], Tensor]
+
+
+def encode_symbols(coder: EntropyModel, symbols: Tensor, indexes: IndexRows, chunk: int = CHUNK) -> list[bytes]:
+    """rANS strings of integer ``symbols`` (1, C, H, W), one per band of rows, each in
+    (C, rows, W) order: what CompressAI's ``EntropyModel.compress`` writes for that part.
+    ``indexes(r0, r1)`` gives the bands' table indexes, so they never exist whole. A latent
+    of at most ``chunk`` symbols is one string, as in format 2."""
     rows, tables = band_rows(symbols.shape, chunk), _tables(coder)
     return [
         coder.entropy_coder.encode_with_indexes(
-            symbols[0, :, r : r + rows].reshape(-1).tolist(), indexes[0, :, r : r + rows].reshape(-1).tolist(), *tables
+            symbols[0, :, r : r + rows].reshape(-1).tolist(),
+            indexes(r, min(r + rows, symbols.shape[-2])).reshape(-1).tolist(),
+            *tables,
         )
         for r in range(0, max(1, symbols.shape[-2]), rows)
     ]
 
 
-def decode_symbols(coder: EntropyModel, strings: list[bytes], indexes: Tensor, chunk: int | None = CHUNK) -> Tensor:
-    """The symbols :func:`encode_symbols` coded (float64, the shape of ``indexes``); each string
-    is decoded from a :func:`guarded` copy, so a forged one cannot crash the decoder."""
-    indexes = indexes.int().cpu()
-    if len(strings) != band_count(indexes.shape, chunk):
-        raise BitstreamError(f"corrupted bitstream: {len(strings)} strings for a latent of shape {tuple(indexes.shape[1:])}")
-    out = torch.empty(indexes.shape, dtype=DTYPE)
-    rows, tables = band_rows(indexes.shape, chunk), _tables(coder)
-    for r, string in zip(range(0, indexes.shape[-2], rows), strings):
-        part = indexes[0, :, r : r + rows]
-        values = coder.entropy_coder.decode_with_indexes(guarded(string, part.numel()), part.reshape(-1).tolist(), *tables)
-        out[0, :, r : r + rows] = torch.tensor(values, dtype=DTYPE).reshape(part.shape)
+def decode_symbols(
+    coder: EntropyModel, strings: list[bytes], indexes: IndexRows, shape: tuple[int, ...], chunk: int | None = CHUNK
+) -> Tensor:
+    """The symbols :func:`encode_symbols` coded, as int32 of ``shape`` (1, C, H, W) on the CPU;
+    each string is decoded from a :func:`guarded` copy, so a forged one cannot crash the decoder."""
+    if len(strings) != band_count(shape, chunk):
+        raise BitstreamError(f"corrupted bitstream: {len(strings)} strings for a latent of shape {tuple(shape[1:])}")
+    out = torch.empty(shape, dtype=torch.int32)
+    rows, tables = band_rows(shape, chunk), _tables(coder)
+    for r, string in zip(range(0, shape[-2], rows), strings):
+        part = out[0, :, r : r + rows]
+        band = indexes(r, r + part.shape[-2]).reshape(-1).tolist()
+        values = coder.entropy_coder.decode_with_indexes(guarded(string, len(band)), band, *tables)
+        part.copy_(torch.tensor(values, dtype=torch.int32).reshape(part.shape))
     return out
+
+
+def channel_indexes(channels: int, width: int) -> IndexRows:
+    """Table indexes of a factorized entropy model: each element's channel."""
+    return lambda r0, r1: torch.arange(channels, dtype=torch.int32)[None, :, None, None].expand(1, channels, r1 - r0, width)
 
 
 #: Transforms a family may have; each present one gets an exact twin.
 TRANSFORMS = ("g_a", "h_a", "h_s", "scale_head", "fusion", "g_s")
-#: The image-sized transforms run in tiles (:class:`~medvae.exact.layers.Tiled`), in latent
-#: pixels: (tile, halo). Their halos are wider than the receptive fields (a latent pixel of
-#: g_a sees 54 image pixels to each side, under 4 latent pixels; an output pixel of g_s,
-#: fusion included, sees 5 latent pixels; ``tests/exact/test_exact.py`` measures both for every
-#: family), so tiled coding equals whole-image coding bit for bit. Tiles of 384 + 2·64 and
-#: 384 + 2·96 image pixels keep memory flat at about 2.25× the work of whole-image coding.
-#: The synthesis output is lazy: :func:`medvae.exact.image.pixels` reads it tile by tile.
-TILING = {"g_a": (24, 4), "g_s": (24, 6)}
-#: Halo of the fusion (3×3 then 1×1 convolutions), which runs inside the synthesis tiles
-#: (:class:`~medvae.exact.layers.Local`); the tests measure it too.
+#: The transforms that read image-sized or latent-sized inputs run in tiles
+#: (:class:`~medvae.exact.layers.Tiled`): (tile, halo, output), tile and halo in pixels of
+#: their coarser side (latent pixels for g_a/g_s, z pixels for h_a). The halos are wider
+#: than the receptive fields (a latent pixel of g_a sees 54 image pixels to each side,
+#: under 4 latent pixels; a z pixel of h_a sees under 3 z pixels of y; an output pixel of
+#: g_s, fusion included, sees 5 latent pixels; ``tests/exact/test_exact.py`` measures all of
+#: them for every family), so tiled coding equals whole-image coding bit for bit. g_a keeps
+#: y as int32, h_a's z is small, and the synthesis output is read tile by tile by
+#: :func:`medvae.exact.image.pixels`.
+TILING = {"g_a": (24, 4, "stored"), "h_a": (32, 3, "fixed"), "g_s": (24, 6, "lazy")}
+#: Halos of the layers read band by band of rows (:class:`~medvae.exact.layers.Local`), in
+#: their input pixels: the fusion (3×3 then 1×1 convolutions) and the hyper-synthesis (z to
+#: y, ×4), which the entropy coder and the synthesis tiles read; the tests measure both.
 FUSION_HALO = 1
+HYPER_HALO = 3
+#: Latent rows of scales computed at once for the entropy coder (about 2^21 values a band).
+INDEX_BAND_VALUES = 2**21
 
 
 class ExactTwin(nn.Module):
@@ -120,13 +140,15 @@ class ExactTwin(nn.Module):
         for name in TRANSFORMS:
             if hasattr(model, name):
                 twin = convert(getattr(model, name), name, plan)
+                scale = resolution_scale(getattr(model, name))
                 if name in TILING:
-                    scale = resolution_scale(getattr(model, name))
-                    in_pixels = 1 if scale > 1 else round(1 / scale)  # input pixels per latent pixel
-                    tile, halo = TILING[name]
-                    twin = Tiled(twin, scale, tile * in_pixels, halo * in_pixels, lazy=name == "g_s")
+                    in_pixels = 1 if scale > 1 else round(1 / scale)  # input pixels per coarse pixel
+                    tile, halo, output = TILING[name]
+                    twin = Tiled(twin, scale, tile * in_pixels, halo * in_pixels, output)
                 elif name == "fusion":
                     twin = Local(twin, FUSION_HALO)
+                elif name == "h_s":
+                    twin = Local(twin, HYPER_HALO, round(scale))
                 setattr(self, name, twin)
         self.hyperprior = hasattr(model, "gaussian_conditional")
         #: Symbols per string in format 3 (:data:`CHUNK`; tests lower it to get many strings).
@@ -182,48 +204,79 @@ class ExactTwin(nn.Module):
         return [strings[: counts[0]], strings[counts[0] :]] if self.hyperprior else [strings]
 
     # --- transforms ---------------------------------------------------------------
-    def analyze(self, x: NormalizedImage | Tensor) -> list[Tensor]:
-        """Latents (real values, float64) of an image in [0, 1], padded to the stride: a
-        :class:`NormalizedImage` (read tile by tile) or a (1, 1, H, W) tensor."""
+    def analyze(self, x: NormalizedImage | Tensor) -> list[Stored | Tensor]:
+        """Latents of an image in [0, 1], padded to the stride (a :class:`NormalizedImage`, read
+        tile by tile, or a (1, 1, H, W) tensor): y as :class:`Stored` (int32), z as real values."""
         if isinstance(x, NormalizedImage):
             x = x.as_fixed(self.input_frac, self.device)
         else:
             x = from_real(x.to(self.device), self.input_frac)
         latents = self.family.analyze(self, x)
-        return [latent.real() for latent in latents]
+        return [latent if isinstance(latent, Stored) else latent.real() for latent in latents]
 
-    def _bottleneck_symbols(self, v: Tensor) -> Tensor:
-        """What the entropy bottleneck codes for ``v``: ``round(v − median)``."""
-        return torch.round(v.to(self.device, DTYPE) - self.medians)
+    def _symbols(self, latent: Stored | Tensor, offset: Tensor | None = None) -> Tensor:
+        """What an entropy model codes for a latent: ``round(v − offset)`` (int32). A
+        :class:`Stored` latent is replaced by its symbols, band by band, in its own memory."""
+        shift = 0.0 if offset is None else offset
+        if isinstance(latent, Stored):
+            unit = pow2(-latent.frac)
+            return map_rows_(latent.values, lambda v: torch.round(v * unit - shift))
+        return torch.round(latent.to(self.device, DTYPE) - shift).to(torch.int32)
 
-    def _bottleneck_value(self, symbols: Tensor) -> Fixed:
-        """What a decoder makes of bottleneck symbols: ``symbols + median``."""
-        return from_real(symbols.to(self.device) + self.medians, self.bottleneck_frac)
+    def _values(self, symbols: Tensor, frac: int, offset: Tensor | None = None) -> Stored:
+        """What a decoder makes of symbols: ``symbols + offset`` at ``frac`` fractional bits,
+        in the symbols' own memory."""
+        unit, shift = pow2(frac), 0.0 if offset is None else offset
+        return Stored(map_rows_(symbols.to(self.device), lambda v: scale_round(v + shift, unit)), frac)
+
+    def _bottleneck_value(self, symbols: Tensor) -> Stored:
+        """The entropy bottleneck's latent from its symbols: ``symbols + median``."""
+        return self._values(symbols, self.bottleneck_frac, self.medians)
 
     def _indexes(self, scales: Fixed) -> Tensor:
         """Table index of each scale: how many table entries lie below it (exact comparisons)."""
         bounded = scales.real().clamp_(min=self.scale_bound)  # real() is a new tensor: clamp it in place
-        return torch.searchsorted(self.scale_table, bounded.contiguous(), right=False, out_int32=True)
+        return torch.searchsorted(self.scale_table, bounded.contiguous(), right=False, out_int32=True).cpu()
+
+    def _scale_indexes(self, features: LocalOutput, shape: tuple[int, ...]) -> IndexRows:
+        """Table indexes of y's rows from the hyper-decoder's features, computed a band of
+        :data:`INDEX_BAND_VALUES` at a time as the entropy coder asks for rows in order."""
+        _, c, h, w = shape
+        step = max(1, INDEX_BAND_VALUES // (c * w))
+        band: list = [0, 0, None]  # rows [first, last) and their indexes
+
+        def rows(r0: int, r1: int) -> Tensor:
+            if not (band[0] <= r0 and r1 <= band[1]):
+                last = min(h, max(r1, r0 + step))
+                scales = self.family.scales_from(self, features.crop(r0, last, 0, w))
+                band[:] = [r0, last, self._indexes(scales)]
+            return band[2][:, :, r0 - band[0] : r1 - band[0]]
+
+        return rows
+
+    def _bottleneck_indexes(self, shape: tuple[int, ...]) -> IndexRows:
+        return channel_indexes(shape[1], shape[-1])
 
     # --- coding -------------------------------------------------------------------
-    def encode(self, latents: list[Tensor]) -> tuple[list[bytes], TiledOutput]:
-        """Entropy-code real-valued latents ``[y]`` or ``[y, z]`` (batch 1) in format-3 strings;
-        also return the reconstruction every decoder will compute from the strings. y is
-        rounded in place (it is large and not needed afterwards)."""
+    def encode(self, latents: list[Stored | Tensor]) -> tuple[list[bytes], TiledOutput]:
+        """Entropy-code the latents ``[y]`` or ``[y, z]`` (batch 1: :meth:`analyze`'s, or real
+        values) in format-3 strings; also return the reconstruction every decoder will compute
+        from the strings. The list is emptied and a :class:`Stored` y becomes its own symbols
+        (it is large and not needed afterwards)."""
         bottleneck, conditional = self._coders
         if not self.hyperprior:
-            symbols = self._bottleneck_symbols(latents[0])
-            strings = encode_symbols(bottleneck, symbols, bottleneck._build_indexes(symbols.size()), self.chunk)
+            symbols = self._symbols(latents.pop(0), self.medians)
+            strings = encode_symbols(bottleneck, symbols, self._bottleneck_indexes(symbols.shape), self.chunk)
             return strings, self.family.synthesize(self, self._bottleneck_value(symbols))
         y, z = latents
-        z_symbols = self._bottleneck_symbols(z)
-        z_strings = encode_symbols(bottleneck, z_symbols, bottleneck._build_indexes(z_symbols.size()), self.chunk)
+        latents.clear()
+        z_symbols = self._symbols(z, self.medians)
+        z_strings = encode_symbols(bottleneck, z_symbols, self._bottleneck_indexes(z_symbols.shape), self.chunk)
         features = self.family.hyper_decode(self, self._bottleneck_value(z_symbols))
-        indexes = self._indexes(self.family.scales_from(self, features))
-        y_symbols = y.to(self.device, DTYPE).round_()  # in place: y is not needed any more
-        y_strings = encode_symbols(conditional, y_symbols, indexes, self.chunk)
-        y_hat = from_real(y_symbols, self.conditional_frac)
-        return y_strings + z_strings, self.family.synthesize(self, y_hat, features)
+        y_symbols = self._symbols(y)
+        del y
+        y_strings = encode_symbols(conditional, y_symbols, self._scale_indexes(features, y_symbols.shape), self.chunk)
+        return y_strings + z_strings, self.family.synthesize(self, self._values(y_symbols, self.conditional_frac), features)
 
     def decode(self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK) -> TiledOutput:
         """The reconstruction from the strings ``encode`` wrote (computed when read); ``shape``:
@@ -231,11 +284,12 @@ class ExactTwin(nn.Module):
         hyperpriors); ``chunk``: symbols per string (None: format 2, one string per latent)."""
         bottleneck, conditional = self._coders
         groups = self._split(strings, shape, chunk)
-        indexes = bottleneck._build_indexes((1, bottleneck._quantized_cdf.size(0), *shape))
-        hat = self._bottleneck_value(decode_symbols(bottleneck, groups[-1], indexes, chunk))
+        bottleneck_shape = (1, bottleneck._quantized_cdf.size(0), *shape)
+        symbols = decode_symbols(bottleneck, groups[-1], self._bottleneck_indexes(bottleneck_shape), bottleneck_shape, chunk)
+        hat = self._bottleneck_value(symbols)
         if not self.hyperprior:
             return self.family.synthesize(self, hat)
         features = self.family.hyper_decode(self, hat)
-        indexes = self._indexes(self.family.scales_from(self, features))
-        y_symbols = decode_symbols(conditional, groups[0], indexes, chunk)
-        return self.family.synthesize(self, from_real(y_symbols.to(self.device), self.conditional_frac), features)
+        y_shape = (1, self.y_channels, 4 * shape[0], 4 * shape[1])
+        y_symbols = decode_symbols(conditional, groups[0], self._scale_indexes(features, y_shape), y_shape, chunk)
+        return self.family.synthesize(self, self._values(y_symbols, self.conditional_frac), features)

@@ -17,6 +17,7 @@ from compressai.layers import GDN
 from torch import nn
 
 import medvae
+import medvae.exact.twin as twin_module
 from medvae import bitstream, zoo
 from medvae.checkpoint import exact_fingerprint, load_model, save_model
 from medvae.exact import ExactTwin, calibrate
@@ -201,7 +202,7 @@ def test_calibration_follows_the_layer_ranges():
     x = torch.from_numpy(_image((128, 128)).astype(np.float64) + 1024) / 2400
     with torch.no_grad():
         y_float = model.g_a(x[None, None].float())
-    y = twin.analyze(x[None, None])[0]
+    y = twin.analyze(x[None, None])[0].real()  # y is kept as int32 (Stored)
     assert float((y - y_float.double()).abs().max()) < 1e-4 * float(y_float.abs().max())
 
 
@@ -265,7 +266,7 @@ def test_long_latents_are_coded_in_bands_of_rows_of_at_most_chunk_symbols(family
     """Format 3 codes each latent in bands of whole rows (all channels) of at most ``twin.chunk``
     symbols, so that the guarded copy a decoder makes of a string stays small and a band can
     be decoded from its own rows' table indexes; the pixels do not depend on the split."""
-    from medvae.exact.twin import CHUNK, decode_symbols
+    from medvae.exact.twin import CHUNK, channel_indexes, decode_symbols
 
     codec = medvae.Codec(small_model(family))
     image = _image((100, 140))
@@ -286,9 +287,9 @@ def test_long_latents_are_coded_in_bands_of_rows_of_at_most_chunk_symbols(family
     if not twin.hyperprior:  # the first band alone decodes to the first rows of the whole latent
         c, h, w = shapes[0]
         rows = max(1, 300 // (c * w))
-        indexes = bottleneck._build_indexes((1, c, h, w))
-        all_rows = decode_symbols(bottleneck, strings, indexes, 300)
-        first = decode_symbols(bottleneck, strings[:1], indexes[:, :, :rows], 300)
+        indexes = channel_indexes(c, w)
+        all_rows = decode_symbols(bottleneck, strings, indexes, (1, c, h, w), 300)
+        first = decode_symbols(bottleneck, strings[:1], indexes, (1, c, rows, w), 300)
         torch.testing.assert_close(first, all_rows[:, :, :rows], rtol=0, atol=0)
     forged = bitstream.pack(header, strings[:-1], b"")  # one string missing
     with pytest.raises(medvae.BitstreamError, match="strings"):
@@ -312,12 +313,16 @@ def test_cpu_and_cuda_code_the_same_bytes_and_pixels():
     np.testing.assert_array_equal(gpu.decompress(on_cpu), cpu.decompress(on_gpu))
 
 
-def _tiled_equals_whole(codec: medvae.Codec, image: np.ndarray) -> bytes:
+def _tiled_equals_whole(codec: medvae.Codec, image: np.ndarray, monkeypatch) -> bytes:
     whole_bytes = codec.compress(image)
     whole = codec.decompress(whole_bytes)
     g_a, g_s = codec.twin.g_a, codec.twin.g_s
     assert (g_a.tile, g_a.halo, g_s.tile, g_s.halo) == (384, 64, 24, 6)  # a 512×512 slice is one tile
     g_a.tile, g_s.tile = 48, 2  # tiles of 48 image / 2 latent pixels: many tile borders
+    if codec.twin.hyperprior:
+        assert (codec.twin.h_a.tile, codec.twin.h_a.halo) == (128, 12)
+        codec.twin.h_a.tile = 4  # one z pixel a tile
+        monkeypatch.setattr(twin_module, "INDEX_BAND_VALUES", 1)  # scales one row of y at a time
     tiled_bytes = codec.compress(image)
     assert tiled_bytes == whole_bytes
     np.testing.assert_array_equal(codec.decompress(tiled_bytes), whole)
@@ -325,9 +330,9 @@ def _tiled_equals_whole(codec: medvae.Codec, image: np.ndarray) -> bytes:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_tiled_coding_equals_whole_image_coding_bit_for_bit(family):
+def test_tiled_coding_equals_whole_image_coding_bit_for_bit(family, monkeypatch):
     image = np.random.default_rng(3).integers(0, 4096, (150, 230)).astype(np.uint16)
-    _tiled_equals_whole(medvae.Codec(small_model(family, seed=4)), image)
+    _tiled_equals_whole(medvae.Codec(small_model(family, seed=4)), image, monkeypatch)
 
 
 def _reach(grad: torch.Tensor, centre: int) -> int:
@@ -340,8 +345,9 @@ def _reach(grad: torch.Tensor, centre: int) -> int:
 def test_tile_halos_cover_the_receptive_fields(family):
     """Tiled coding is exact only if each halo covers its transform's receptive field: measured
     here, from the float model's gradients, for one latent pixel of g_a and one latent cell
-    of output of g_s (with the fusion of families that have one)."""
-    from medvae.exact.twin import FUSION_HALO, TILING
+    of output of g_s (with the fusion of families that have one), and, for hyperpriors, for
+    one z pixel of h_a and one y pixel of the hyper-synthesis h_s."""
+    from medvae.exact.twin import FUSION_HALO, HYPER_HALO, TILING
 
     model = small_model(family).double()
     stride = 16  # g_a / g_s resolution change
@@ -364,11 +370,18 @@ def test_tile_halos_cover_the_receptive_fields(family):
         again = model.fusion(y_hat, side) if side is not None else model.fusion(y_hat)
         again[0, :, 16, 16].abs().sum().backward()
         assert _reach(y_hat.grad, 16) <= FUSION_HALO
+    if hasattr(model, "h_a"):
+        y_in = torch.rand(1, y.shape[1], 128, 128, dtype=torch.double, requires_grad=True)
+        model.h_a(y_in)[0, :, 16, 16].abs().sum().backward()
+        assert _reach(y_in.grad, 16 * 4 + 2) <= TILING["h_a"][1] * 4
+        z_hat = torch.rand(1, model.entropy_bottleneck.channels, 32, 32, dtype=torch.double, requires_grad=True)
+        model.h_s(z_hat)[0, :, 64, 64].abs().sum().backward()
+        assert _reach(z_hat.grad, 16) <= HYPER_HALO
 
 
-def test_a_halo_narrower_than_the_receptive_field_is_caught_by_the_pixel_checksum():
+def test_a_halo_narrower_than_the_receptive_field_is_caught_by_the_pixel_checksum(monkeypatch):
     codec = medvae.load("medvae", 1)
-    data = _tiled_equals_whole(codec, _image((150, 230)))
+    data = _tiled_equals_whole(codec, _image((150, 230)), monkeypatch)
     codec.twin.g_s.halo = 0  # tile borders now show in the decoded image
     with pytest.raises(medvae.BitstreamError, match="do not match the checksum"):
         codec.decompress(data)
