@@ -19,7 +19,8 @@ import torch
 
 import medvae
 from medvae.evaluation.bdrate import bd_rate
-from medvae.evaluation.datasets import evenly_spaced_indices, load_images
+from medvae.evaluation.datasets import load_images
+from medvae.io.slices import evenly_spaced_indices
 from medvae.evaluation.learned import Learned
 from medvae.evaluation.run import evaluate_point
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
 
     images = load_images([args.manifest], args.split, modality=args.modality)
     images = [images[i] for i in evenly_spaced_indices(len(images), args.slices)]
-    print(f"{len(images)} {args.modality} {args.split} slices: {', '.join(f'{im.patient}/{Path(im.file).name}#{im.slice}' for im in images)}")
+    print(f"{len(images)} {args.modality} {args.split} slices: {', '.join(f'{im.patient}/{Path(im.file).name}#{im.index}' for im in images)}")
     print(f"{'quality':>7} {'steps':>5} {'bpp':>7} {'PSNR dB':>8} {'encode s':>9}")
     curves: dict[int, list[tuple[float, float]]] = {k: [] for k in args.steps}
     for quality in args.qualities:

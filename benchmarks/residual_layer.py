@@ -22,7 +22,8 @@ import numpy as np
 
 import medvae
 from medvae.evaluation.codecs import ImageCodec
-from medvae.evaluation.datasets import evenly_spaced_indices, load_images
+from medvae.evaluation.datasets import load_images
+from medvae.io.slices import evenly_spaced_indices
 from medvae.evaluation.jpeg2000 import JPEG2000
 from medvae.evaluation.jpegls import JPEGLS
 from medvae.evaluation.run import evaluate_point

@@ -99,7 +99,7 @@ def evaluate_modality(modality: str, args: argparse.Namespace) -> dict[str, Any]
     saved apart so that ``--code`` can redo one part (the classical curves do not change
     when models do, and the ablation runs need not be on this machine)."""
     images = load_images([args.manifest], "test", modality=modality)
-    meta = run_metadata(split="test", modality=modality, images=[f"{im.file}#{im.slice}" for im in images])
+    meta = run_metadata(split="test", modality=modality, images=[f"{im.file}#{im.index}" for im in images])
     meta["patients"] = sorted({im.patient for im in images})
     parts = []
     for part in PARTS:

@@ -11,8 +11,8 @@ evaluation.
 values fit, else the native uint8/uint16), so an epoch costs no I/O, and serves
 ``(1, crop, crop)`` float32 crops normalized exactly as the codec normalizes
 the full slice (:func:`medvae.intensity.default_value_range` of the whole
-slice, then :func:`medvae.intensity.normalize`). :func:`split_slices` lists the
-full, uncropped slices of a split for evaluation and validation.
+slice, then :func:`medvae.intensity.normalize`). :func:`medvae.io.slices.manifest_slices`
+and :func:`folder_slices` list the full, uncropped slices of a split (:class:`~medvae.io.slices.Slice`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,84 +30,15 @@ from torch.utils.data import Dataset
 
 from medvae.errors import InputError, MedVAEError
 from medvae.intensity import default_value_range, normalize
-from medvae.io import ImageStack, find_series, read
+from medvae.io import find_series, read
 from medvae.io.dicom import read_dicom_files
 from medvae.io.reader import READERS, format_suffix
 from medvae.io.files import walk
-from medvae.io.manifest import read_manifest
+from medvae.io.slices import Slice, manifest_slices, slices_of
 from medvae.io.series import is_dicom_file
 
 log = logging.getLogger(__name__)
 
-
-
-@dataclass
-class SliceRecord:
-    """One full 2-D slice of a corpus, with what evaluation needs to code and score it.
-
-    Attributes
-    ----------
-    patient, modality, split : str
-        Who, what and which split the slice belongs to.
-    path : Path
-        File the slice was read from.
-    index : int
-        Slice index within what :func:`medvae.io.read` returned for ``path``.
-    pixels : numpy.ndarray
-        Stored integers ``(rows, columns)`` in the reader's dtype.
-    bits_stored : int
-        Bits stored of the source (the PSNR peak is ``2**bits_stored - 1``).
-    signed : bool
-        Whether the source stores signed integers.
-    slope, intercept : float
-        Rescale to physical units (HU for CT).
-    windows : list of (float, float)
-        Display presets ``(center, width)`` in physical units.
-    dataset : pydicom.Dataset or None
-        Source dataset for DICOM (to write decoded slices back), else None.
-    """
-
-    patient: str
-    modality: str
-    path: Path
-    index: int
-    pixels: np.ndarray
-    bits_stored: int
-    signed: bool
-    slope: float = 1.0
-    intercept: float = 0.0
-    windows: list[tuple[float, float]] = field(default_factory=list)
-    dataset: Any = None
-    split: str = ""
-
-
-def split_slices(
-    manifest: str | Path, split: str | None, modalities: Iterable[str] | None = None
-) -> list[SliceRecord]:
-    """Every full slice of one split of a manifest, in manifest order.
-
-    Parameters
-    ----------
-    manifest : str or Path
-        Manifest CSV (see the module docstring).
-    split : str or None
-        ``train``, ``val`` or ``test``; None for all rows.
-    modalities : iterable of str, optional
-        Keep only rows of these modalities (``CT``, ``MR``...; case-insensitive).
-
-    Returns
-    -------
-    list of SliceRecord
-        Uncropped slices in their stored dtype, for evaluation and validation.
-    """
-    wanted = _modality_set(modalities)
-    records = []
-    for row in read_manifest(manifest):
-        if (split is not None and row.split != split) or (wanted and row.modality.upper() not in wanted):
-            continue
-        stack = read(row.path, modality=row.modality or None)
-        records.extend(_records(stack, row.patient, row.split))
-    return records
 
 
 def folder_slices(
@@ -119,7 +49,7 @@ def folder_slices(
     test_fraction: float = 0.1,
     seed: int = 0,
     modalities: Iterable[str] | None = None,
-) -> list[SliceRecord]:
+) -> list[Slice]:
     """Every full slice of one split of a plain folder, splits assigned by patient hash.
 
     A patient is the first-level subfolder a file sits in; for files directly
@@ -143,7 +73,7 @@ def folder_slices(
             continue
         if wanted and stack.modality.upper() not in wanted:
             continue
-        records.extend(_records(stack, patient, this_split))
+        records.extend(slices_of(stack, patient=patient, split=this_split))
     return records
 
 
@@ -177,7 +107,7 @@ class SliceDataset(Dataset):
 
     Parameters
     ----------
-    records : sequence of SliceRecord
+    records : sequence of Slice
         The slices (their pixels are copied to int16 where the values fit).
     crop_size : int
         Side of the square crops.
@@ -192,7 +122,7 @@ class SliceDataset(Dataset):
 
     def __init__(
         self,
-        records: Sequence[SliceRecord],
+        records: Sequence[Slice],
         *,
         crop_size: int = 256,
         train: bool = False,
@@ -226,7 +156,7 @@ class SliceDataset(Dataset):
         seed: int = 0,
     ) -> SliceDataset:
         """The slices of ``split`` in a manifest; ``train`` defaults to ``split == "train"``."""
-        records = split_slices(manifest_path, split, modalities)
+        records = manifest_slices(manifest_path, split, modalities=modalities)
         return cls(records, crop_size=crop_size, train=split == "train" if train is None else train,
                    small=small, seed=seed)
 
@@ -291,30 +221,6 @@ class SliceDataset(Dataset):
         ``torch.manual_seed``, so workers never repeat each other and runs repeat.
         """
         return np.random.default_rng([self.seed, int(torch.randint(0, 2**62, ()))])
-
-
-def _records(stack: ImageStack, patient: str, split: str) -> list[SliceRecord]:
-    """One :class:`SliceRecord` per slice of ``stack``."""
-    out = []
-    for i in range(len(stack)):
-        slope, intercept = stack.rescale_of(i)
-        out.append(
-            SliceRecord(
-                patient=patient,
-                modality=stack.modality,
-                path=stack.paths[i],
-                index=i,
-                pixels=stack.pixels[i],
-                bits_stored=stack.bits_stored,
-                signed=stack.signed,
-                slope=slope,
-                intercept=intercept,
-                windows=list(stack.windows),
-                dataset=stack.datasets[i] if stack.datasets is not None else None,
-                split=split,
-            )
-        )
-    return out
 
 
 def _compact(pixels: np.ndarray) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 import medvae.io as mio
-from medvae.data import SliceDataset, SliceRecord, patient_split, split_slices
+from medvae.data import SliceDataset, patient_split
+from medvae.io.slices import Slice, manifest_slices
 from medvae.io.manifest import read_manifest
 from medvae.errors import InputError
 from medvae.intensity import default_value_range, normalize
@@ -29,9 +29,9 @@ def corpus_splits() -> dict[str, SliceDataset]:
     return {split: SliceDataset.from_manifest(MANIFEST, split) for split in ("train", "val", "test")}
 
 
-def _record(pixels: np.ndarray, patient: str = "p") -> SliceRecord:
-    return SliceRecord(patient=patient, modality="CT", path=Path(f"{patient}.npy"), index=0, pixels=pixels,
-                       bits_stored=16, signed=pixels.dtype.kind == "i")
+def _record(pixels: np.ndarray, patient: str = "p") -> Slice:
+    return Slice(pixels=pixels, bits_stored=16, modality="CT", patient=patient, file=f"{patient}.npy",
+                 signed=pixels.dtype.kind == "i")
 
 
 def _header_slice_count(split: str) -> int:
@@ -93,7 +93,7 @@ def test_eval_crops_are_centre_crops_normalized_like_the_codec(corpus_splits):
     assert not ds.train
     for i in (0, len(ds) - 1):
         record = ds.records[i]
-        full = mio.read(record.path).pixels[record.index]  # read again, independently
+        full = mio.read(MANIFEST.parent / record.file).pixels[record.index]  # read again, independently
         lo, hi = default_value_range(full)
         rows, cols = full.shape
         top, left = (rows - 256) // 2, (cols - 256) // 2
@@ -103,16 +103,16 @@ def test_eval_crops_are_centre_crops_normalized_like_the_codec(corpus_splits):
 
 
 @needs_corpus
-def test_split_slices_lists_full_slices_with_provenance():
-    records = split_slices(MANIFEST, "val")
+def test_manifest_slices_lists_full_slices_with_provenance():
+    records = manifest_slices(MANIFEST, "VAL")  # split names are case-insensitive
     assert {r.patient for r in records} == {"pdd-693-head", "cornerstone-neck"}
     for record in records:
-        stack = mio.read(record.path)
+        stack = mio.read(MANIFEST.parent / record.file)
         assert np.array_equal(record.pixels, stack.pixels[record.index])
         assert record.pixels.dtype == np.int16 and record.modality == "CT" and record.split == "val"
         assert (record.slope, record.intercept) == stack.rescale_of(record.index)
         assert record.dataset is not None
-    mr = split_slices(MANIFEST, "train", modalities=["mr"])
+    mr = manifest_slices(MANIFEST, "train", modalities=["mr"])
     assert mr and {r.modality for r in mr} == {"MR"}
 
 

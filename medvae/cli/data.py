@@ -28,19 +28,20 @@ def fetch_samples(args: argparse.Namespace) -> int:
 
 def summary(args: argparse.Namespace) -> int:
     """Print a Markdown table: per patient, modality, slices, size, bits stored, value ranges."""
-    from medvae.data import folder_slices, split_slices
+    from medvae.data import folder_slices
+    from medvae.io.slices import manifest_slices
 
     path = Path(args.path)
     if path.is_dir() and (path / "MANIFEST.csv").is_file():
         path = path / "MANIFEST.csv"
-    records = split_slices(path, args.split) if path.is_file() else folder_slices(path, args.split)
+    records = manifest_slices(path, args.split) if path.is_file() else folder_slices(path, args.split)
     for line in summary_table(records):
         print(line)
     return 0
 
 
 def summary_table(records: list) -> list[str]:
-    """Markdown lines summarising :class:`medvae.data.SliceRecord` objects by patient."""
+    """Markdown lines summarising :class:`medvae.io.slices.Slice` records by patient."""
     by_patient: dict[str, list] = {}
     for record in records:
         by_patient.setdefault(record.patient, []).append(record)

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from medvae.evaluation import codecs as registry
     from medvae.evaluation import datasets, plots
     from medvae.evaluation import run as runner
+    from medvae.metrics import CT_WINDOWS
 
     if args.threads:
         import torch
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     meta = runner.run_metadata(
         data=[str(d) for d in args.data], split=args.split, modality=args.modality,
         codecs=args.codecs or [DEFAULT_CODECS], refine_steps=steps, command=" ".join(sys.argv),
-        images=[f"{im.file}#{im.slice}" for im in images],
+        images=[f"{im.file}#{im.index}" for im in images],
         bits_stored=sorted({im.bits_stored for im in images}),
         modalities=sorted({im.modality for im in images}),
     )
@@ -85,13 +86,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plots:
         written += plots.plot_summary(result.summary, out)
         shown = images[args.visual_image]
-        chosen = plots.nearest_points(result.rows, (shown.file, shown.slice), args.visual_bpp)
+        chosen = plots.nearest_points(result.rows, (shown.file, shown.index), args.visual_bpp)
         decoded = {point: result.decoded[point] for point in chosen.values() if point in result.decoded}
         if decoded:
-            window = plots.useful_window(shown.pixels, shown.windows.get("soft_tissue"), shown.slope, shown.intercept)
+            window = plots.useful_window(shown.pixels, CT_WINDOWS["soft_tissue"] if shown.modality == "CT" else None, shown.slope, shown.intercept)
             written += plots.visual_comparison(
                 shown.pixels, decoded, out / "visual", window=window, slope=shown.slope, intercept=shown.intercept,
-                bits_stored=shown.bits_stored, title=f"{shown.file} slice {shown.slice}, target {args.visual_bpp} bpp",
+                bits_stored=shown.bits_stored, title=f"{shown.file} slice {shown.index}, target {args.visual_bpp} bpp",
             )
     print(runner.table(result.summary))
     for path in written:

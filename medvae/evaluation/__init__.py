@@ -2,10 +2,10 @@
 
 >>> from medvae.evaluation import expand
 >>> from medvae.evaluation.bdrate import bd_table
->>> from medvae.evaluation.datasets import images_from_file
+>>> from medvae.io.slices import file_slices
 >>> from medvae.evaluation.run import evaluate
 >>> points = expand("jpeg2000,jpegls,medvae=runs/a/best.pt")
->>> result = evaluate(images_from_file("ct.dcm"), points)  # per-image rows + summary
+>>> result = evaluate(file_slices("ct.dcm"), points)  # per-image rows + summary
 >>> bd_table(result.summary, anchor="jpeg2000")            # % rate change at equal quality
 
 Modules: :mod:`~medvae.evaluation.codecs` (registry, protocol), one module per

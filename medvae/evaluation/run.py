@@ -23,9 +23,9 @@ import numpy as np
 
 from medvae.errors import MedVAEError
 from medvae.evaluation.codecs import ImageCodec
-from medvae.evaluation.datasets import EvalImage
+from medvae.io.slices import Slice
 from medvae.io.files import publish
-from medvae.metrics import image_metrics, ms_ssim_db
+from medvae.metrics import CT_WINDOWS, image_metrics, ms_ssim_db
 
 FORMAT = "medvae-evaluation-v1"
 
@@ -50,10 +50,10 @@ class EvalResult:
     decoded: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)  # label -> (image, bpp), kept image only
 
 
-def evaluate_point(point: ImageCodec, image: EvalImage) -> tuple[dict[str, Any], np.ndarray | None]:
+def evaluate_point(point: ImageCodec, image: Slice) -> tuple[dict[str, Any], np.ndarray | None]:
     """Encode and decode one image with one point: (row, decoded image or None on error)."""
     row: dict[str, Any] = {
-        "patient": image.patient, "modality": image.modality, "file": image.file, "slice": image.slice,
+        "patient": image.patient, "modality": image.modality, "file": image.file, "slice": image.index,
         "height": image.shape[0], "width": image.shape[1], "bits_stored": image.bits_stored,
         "codec": point.family, "point": point.label, "knob": point.knob,
         "value": "" if point.value is None else point.value, "lossless": point.lossless,
@@ -82,7 +82,8 @@ def evaluate_point(point: ImageCodec, image: EvalImage) -> tuple[dict[str, Any],
         decoded = decoded.astype(ref.dtype)
     lo, hi = image.value_range
     metrics = image_metrics(
-        ref, decoded, len(data), image.bits_stored, lo, hi, image.slope, image.intercept, image.windows
+        ref, decoded, len(data), image.bits_stored, lo, hi, image.slope, image.intercept,
+        CT_WINDOWS if image.modality == "CT" else {},
     )
     row.update(metrics)
     row.update(
@@ -92,12 +93,12 @@ def evaluate_point(point: ImageCodec, image: EvalImage) -> tuple[dict[str, Any],
         decode_s=t2 - t1,
     )
     if point.lossless and not row["exact"]:
-        raise MedVAEError(f"{point.label} claims to be lossless but changed {image.file} slice {image.slice}")
+        raise MedVAEError(f"{point.label} claims to be lossless but changed {image.file} slice {image.index}")
     return row, decoded
 
 
 def evaluate(
-    images: Sequence[EvalImage],
+    images: Sequence[Slice],
     points: Sequence[ImageCodec],
     *,
     progress: bool = True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from medvae.errors import MedVAEError
-from medvae.training.validation import ValidationImage
+from medvae.io.slices import Slice, manifest_slices
 
 
 def _source(dcfg: dict[str, Any]) -> tuple[str, str]:
@@ -29,18 +29,18 @@ def build_train_dataset(dcfg: dict[str, Any], seed: int):
     )
 
 
-def build_validation_images(dcfg: dict[str, Any]) -> list[ValidationImage]:
+def build_validation_images(dcfg: dict[str, Any]) -> list[Slice]:
     """Up to ``max_val_slices`` full slices of the validation split, spread over its patients.
 
     Slices are taken round-robin over patients, from the middle of each patient's
     stack outwards, so a long series does not crowd out the others.
     """
-    from medvae.data import folder_slices, split_slices
+    from medvae.data import folder_slices
 
     kind, where = _source(dcfg)
     split = dcfg["val_split"]
     if kind == "manifest":
-        records = split_slices(where, split, dcfg["modalities"])
+        records = manifest_slices(where, split, modalities=dcfg["modalities"])
     else:
         records = folder_slices(
             where, split, val_fraction=dcfg["val_fraction"], test_fraction=dcfg["test_fraction"], modalities=dcfg["modalities"]
@@ -61,7 +61,4 @@ def build_validation_images(dcfg: dict[str, Any]) -> list[ValidationImage]:
                 chosen.append(queue.pop(0))
             if not queue:
                 queues.remove(queue)
-    return [
-        ValidationImage(name=f"{r.patient}/{r.path.name}[{r.index}]", pixels=r.pixels, bits_stored=r.bits_stored)
-        for r in chosen
-    ]
+    return chosen

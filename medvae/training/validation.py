@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from compressai.models import CompressionModel
@@ -11,19 +9,11 @@ from compressai.models import CompressionModel
 from medvae import metrics
 from medvae.codec import Codec
 from medvae.intensity import default_value_range, normalize
+from medvae.io.slices import Slice
 from medvae.losses import RateDistortionLoss
 
 
-@dataclass(frozen=True)
-class ValidationImage:
-    """One full 2-D slice held out for validation."""
-
-    name: str
-    pixels: np.ndarray
-    bits_stored: int
-
-
-def validate(model: CompressionModel, images: list[ValidationImage], criterion: RateDistortionLoss, device: torch.device) -> tuple[dict[str, float], np.ndarray | None]:
+def validate(model: CompressionModel, images: list[Slice], criterion: RateDistortionLoss, device: torch.device) -> tuple[dict[str, float], np.ndarray | None]:
     """Code every image for real and return mean metrics plus a preview (original | decoded | error).
 
     The loss is ``bpp + λ·D`` with the bpp counted from the bytes written and D

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import medvae
-from medvae.evaluation.datasets import EvalImage
+from medvae.io.slices import Slice
 from medvae.metrics import psnr
 from tests.conftest import benchmark_module
 
@@ -18,7 +18,7 @@ def refine_steps():
 
 def test_measure_is_the_mean_over_real_bytes(refine_steps, ct_like):
     codec = medvae.load("medvae", quality=2)
-    images = [EvalImage(ct_like, 12), EvalImage(np.flipud(ct_like).copy(), 12)]
+    images = [Slice(ct_like, 12), Slice(np.flipud(ct_like).copy(), 12)]
     bpp, quality_db, seconds = refine_steps.measure(codec, images, 0)
     data = [codec.compress(im.pixels, bits_stored=12) for im in images]
     assert bpp == pytest.approx(np.mean([8 * len(d) / ct_like.size for d in data]))

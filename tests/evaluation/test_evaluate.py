@@ -14,7 +14,8 @@ from medvae.checkpoint import save_model
 from medvae.cli import main
 from medvae.errors import InputError, MedVAEError
 from medvae.evaluation import expand
-from medvae.evaluation.datasets import EvalImage, load_images
+from medvae.evaluation.datasets import load_images
+from medvae.io.slices import Slice
 from medvae.evaluation.run import evaluate, read_summary
 from tests.conftest import REPO, small_model
 
@@ -92,7 +93,7 @@ def test_evaluate_loop_in_memory_and_learned_round_trip(tiny):
 
 
 def test_failed_points_are_recorded_not_fatal():
-    image = EvalImage(pixels=np.full((32, 32), 7, np.uint8), bits_stored=8)
+    image = Slice(pixels=np.full((32, 32), 7, np.uint8), bits_stored=8)
     result = evaluate([image], expand("jpegls=200"), progress=False)
     assert "NEAR" in result.rows[0]["error"]
     point = result.summary["codecs"]["jpegls"]["points"][0]
@@ -123,7 +124,7 @@ def test_merging_runs_of_the_same_images(tiny):
     from medvae.evaluation.run import merge_summaries
 
     images = load_images([tiny / "a.npy"])
-    meta = {"images": [f"{im.file}#{im.slice}" for im in images]}
+    meta = {"images": [f"{im.file}#{im.index}" for im in images]}
     first = evaluate(images, expand("jpegls=0,1"), progress=False, meta=meta).summary
     second = evaluate(images, expand("jpeg=50"), progress=False, meta=meta).summary
     assert set(merge_summaries([first, second])["codecs"]) == {"jpegls", "jpeg"}
