@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import io
 from pathlib import Path
 
 import numpy as np
@@ -100,12 +101,30 @@ def write_decoded_dicom(
     if isinstance(source_file, (str, Path)) and path.exists() and Path(source_file).exists() \
             and path.samefile(source_file):
         raise InputError(f"{path}: refusing to overwrite the source DICOM file")
+    data = decoded_dicom_bytes(image, source_dataset, compression_ratio=compression_ratio, method=method,
+                               description=description, series_instance_uid=series_instance_uid, name=str(path))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def decoded_dicom_bytes(
+    image: np.ndarray,
+    source_dataset: Dataset,
+    *,
+    compression_ratio: float,
+    method: str = "MEDVAE",
+    description: str | None = None,
+    series_instance_uid: str | None = None,
+    name: str = "decoded DICOM",
+) -> bytes:
+    """The DICOM file :func:`write_decoded_dicom` writes, as bytes (``name``: for error messages)."""
     if not compression_ratio > 0:
         raise ValueError(f"compression_ratio must be positive, got {compression_ratio}")
 
     ds = copy.deepcopy(source_dataset)
     strip_pixel_data(ds)
-    frames = _pixels_like_source(np.asarray(image), ds, path)
+    frames = _pixels_like_source(np.asarray(image), ds, name)
 
     _prepare_file_meta(ds)
     ds.set_pixel_data(
@@ -125,12 +144,12 @@ def write_decoded_dicom(
     if series_instance_uid is not None:
         ds.SeriesInstanceUID = series_instance_uid
 
-    with atomic_path(path) as tmp:
-        pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
-    return path
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
 
 
-def _pixels_like_source(image: np.ndarray, ds: Dataset, path: Path) -> np.ndarray:
+def _pixels_like_source(image: np.ndarray, ds: Dataset, path: str) -> np.ndarray:
     """``image`` as ``(frames, rows, columns)`` in the source's stored integer type."""
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     frames = image[np.newaxis] if image.ndim == 2 else image

@@ -6,6 +6,7 @@ and keeps the dtype, so reading the output back gives the same integers.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medvae.errors import InputError
-from medvae.io.dicom_writer import write_decoded_dicom
+from medvae.io.dicom_writer import decoded_dicom_bytes, write_decoded_dicom
 from medvae.io.files import atomic_path, gzip_bytes
 from medvae.io.stack import ImageStack
 
@@ -27,32 +28,44 @@ def write_png16(image: np.ndarray, path: str | Path) -> Path:
         Signed or other dtypes (PNG holds no negative values; use
         :func:`write_tiff` or :func:`write_npy`), or not 2-D.
     """
+    return _write_bytes(path, png16_bytes(image, str(path)))
+
+
+def png16_bytes(image: np.ndarray, name: str = "PNG") -> bytes:
+    """The 16-bit (uint16) or 8-bit (uint8) grayscale PNG of a 2-D image (see :func:`write_png16`)."""
     import imagecodecs
 
     image = np.asarray(image)
     if image.ndim != 2 or image.dtype not in (np.uint8, np.uint16):
-        raise InputError(
-            f"{path}: PNG needs a 2-D uint8 or uint16 image, got {image.shape} {image.dtype}"
-        )
-    data = imagecodecs.png_encode(np.ascontiguousarray(image))
-    return _write_bytes(path, data)
+        raise InputError(f"{name}: PNG needs a 2-D uint8 or uint16 image, got {image.shape} {image.dtype}")
+    return imagecodecs.png_encode(np.ascontiguousarray(image))
 
 
 def write_tiff(image: np.ndarray, path: str | Path) -> Path:
     """Write a 2-D image, or a ``(slices, rows, columns)`` stack as pages, to TIFF (any codec dtype)."""
+    return _write_bytes(path, tiff_bytes(image, str(path)))
+
+
+def tiff_bytes(image: np.ndarray, name: str = "TIFF") -> bytes:
+    """The TIFF of a 2-D image or a ``(slices, rows, columns)`` stack (see :func:`write_tiff`)."""
     import imagecodecs
 
     image = np.asarray(image)
     if image.ndim not in (2, 3):
-        raise InputError(f"{path}: TIFF needs a 2-D image or a 3-D stack, got {image.shape}")
-    return _write_bytes(path, imagecodecs.tiff_encode(np.ascontiguousarray(image)))
+        raise InputError(f"{name}: TIFF needs a 2-D image or a 3-D stack, got {image.shape}")
+    return imagecodecs.tiff_encode(np.ascontiguousarray(image))
 
 
 def write_npy(image: np.ndarray, path: str | Path) -> Path:
     """Write an array to ``.npy`` exactly (no pickling)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, np.asarray(image), allow_pickle=False)
-    return Path(path)
+    return _write_bytes(path, npy_bytes(image))
+
+
+def npy_bytes(image: np.ndarray) -> bytes:
+    """The ``.npy`` file of an array (no pickling)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(image), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def write_nifti(volume: np.ndarray, path: str | Path, header: Any = None) -> Path:
@@ -62,6 +75,11 @@ def write_nifti(volume: np.ndarray, path: str | Path, header: Any = None) -> Pat
     affine, units and intent are kept, its scaling too, so the stored integers
     keep their meaning. The layout is the inverse of :func:`medvae.io.read`'s.
     """
+    return _write_bytes(path, nifti_bytes(volume, header, gz=str(path).lower().endswith(".gz")))
+
+
+def nifti_bytes(volume: np.ndarray, header: Any = None, *, gz: bool = True) -> bytes:
+    """The NIfTI file (gzipped when ``gz``) of a volume or slice (see :func:`write_nifti`)."""
     import nibabel as nib
 
     volume = np.asarray(volume)
@@ -78,9 +96,7 @@ def write_nifti(volume: np.ndarray, path: str | Path, header: Any = None) -> Pat
         image = nib.Nifti1Image(data, np.eye(4))
         image.header.set_data_dtype(data.dtype)
     raw = image.to_bytes()
-    if str(path).lower().endswith(".gz"):
-        raw = gzip_bytes(raw)
-    return _write_bytes(path, raw)
+    return gzip_bytes(raw) if gz else raw
 
 
 def write_nrrd(volume: np.ndarray, path: str | Path, header: dict | None = None) -> Path:
@@ -89,6 +105,11 @@ def write_nrrd(volume: np.ndarray, path: str | Path, header: dict | None = None)
     ``header`` is the source's pynrrd header (``ImageStack.header``): its space,
     directions and origin are kept.
     """
+    return _write_bytes(path, nrrd_bytes(volume, header))
+
+
+def nrrd_bytes(volume: np.ndarray, header: dict | None = None) -> bytes:
+    """The attached-header, gzip-encoded NRRD of a volume or slice (see :func:`write_nrrd`)."""
     import nrrd
 
     volume = np.asarray(volume)
@@ -97,9 +118,46 @@ def write_nrrd(volume: np.ndarray, path: str | Path, header: dict | None = None)
     keep = ("space", "space directions", "space origin", "kinds", "space units", "endian")
     out = {k: v for k, v in (header or {}).items() if k in keep}
     out["encoding"] = "gzip"
-    with atomic_path(path) as tmp:
-        nrrd.write(str(tmp), np.ascontiguousarray(volume.transpose(2, 1, 0)), out)
-    return Path(path)
+    buffer = io.BytesIO()
+    nrrd.write(buffer, np.ascontiguousarray(volume.transpose(2, 1, 0)), out)
+    return buffer.getvalue()
+
+
+def source_bytes(
+    pixels: np.ndarray,
+    source_format: str,
+    *,
+    header: Any = None,
+    dataset: Any = None,
+    compression_ratio: float | None = None,
+    name: str = "decoded",
+    gz: bool = True,
+    **dicom_options: Any,
+) -> bytes:
+    """The file decoded ``pixels`` make in their source's format, as bytes: the one encoder
+    behind :func:`write_like` and the command line's restored files.
+
+    ``header``: the NIfTI or NRRD source header; ``dataset`` and ``compression_ratio``:
+    the source DICOM dataset and the ratio it declares (``dicom_options``: ``method``,
+    ``description``, ``series_instance_uid``); ``name`` appears in error messages;
+    ``gz``: gzip NIfTI (as ``.nii.gz``).
+    """
+    if source_format == "dicom":
+        if dataset is None:
+            raise InputError(f"{name}: writing DICOM needs the source's DICOM header")
+        if compression_ratio is None:
+            raise InputError(f"{name}: writing DICOM needs the compression ratio")
+        return decoded_dicom_bytes(pixels, dataset, compression_ratio=compression_ratio, name=name, **dicom_options)
+    encoders = {
+        "nifti": lambda: nifti_bytes(pixels, header, gz=gz),
+        "nrrd": lambda: nrrd_bytes(pixels, header),
+        "npy": lambda: npy_bytes(pixels),
+        "tiff": lambda: tiff_bytes(pixels, name),
+        "png": lambda: png16_bytes(pixels, name),
+    }
+    if source_format not in encoders:
+        raise InputError(f"{name}: no writer for source format {source_format!r}")
+    return encoders[source_format]()
 
 
 def write_like(
@@ -145,32 +203,25 @@ def write_like(
         if target.resolve() in inputs:
             raise InputError(f"{target}: refusing to overwrite a source file")
 
-    if stack.source_format == "dicom":
-        if compression_ratio is None:
-            raise InputError(f"{out}: writing DICOM needs the compression ratio")
-        ratios = np.broadcast_to(np.asarray(compression_ratio, dtype=float), (len(stack),))
-        written = []
-        for src, idx in groups.items():
+    if stack.source_format == "dicom" and compression_ratio is None:
+        raise InputError(f"{out}: writing DICOM needs the compression ratio")
+    ratios = np.broadcast_to(np.asarray(compression_ratio or 1.0, dtype=float), (len(stack),))
+    written = []
+    for src, idx in groups.items():
+        target = targets[src]
+        if stack.source_format == "dicom":
             ds = stack.datasets[idx[0]]  # type: ignore[index]
             image = pixels[idx] if "NumberOfFrames" in ds else pixels[idx[0]]
-            written.append(
-                write_decoded_dicom(
-                    image, ds, targets[src],
-                    compression_ratio=float(np.mean(ratios[idx])), method=method,
-                    description=description, series_instance_uid=series_instance_uid,
-                )
-            )
-        return written
-
-    writers = {
-        "nifti": lambda v, p: write_nifti(v, p, stack.header),
-        "nrrd": lambda v, p: write_nrrd(v, p, stack.header),
-        "npy": lambda v, p: write_npy(v if len(v) > 1 else v[0], p),
-        "tiff": lambda v, p: write_tiff(v if len(v) > 1 else v[0], p),
-        "png": lambda v, p: write_png16(v[0], p),
-    }
-    write = writers[stack.source_format]
-    return [write(pixels[idx], targets[src]) for src, idx in groups.items()]
+            written.append(write_decoded_dicom(
+                image, ds, target, compression_ratio=float(np.mean(ratios[idx])), method=method,
+                description=description, series_instance_uid=series_instance_uid,
+            ))
+            continue
+        volume = pixels[idx] if len(idx) > 1 or stack.source_format in ("nifti", "nrrd") else pixels[idx[0]]
+        data = source_bytes(volume, stack.source_format, header=stack.header, name=str(target),
+                            gz=str(target).lower().endswith(".gz"))
+        written.append(_write_bytes(target, data))
+    return written
 
 
 def _write_bytes(path: str | Path, data: bytes) -> Path:

@@ -131,7 +131,7 @@ def test_damaged_metadata_is_a_bitstream_error(damage):
         sm.unpack(bytes(data))
 
 
-def test_render_names_the_output_not_the_scratch_file():
+def test_render_names_the_output_in_its_errors():
     info = sm.from_stack(mio.read(get_testdata_file("CT_small.dcm")), 0)
     with pytest.raises(InputError, match=r"^out/x\.dcm: decoded image shape"):
         render(np.zeros((3, 3), np.int16), info, compression_ratio=2.0, name="out/x.dcm")
