@@ -190,6 +190,7 @@ def read_dicom_files(paths: list[Path]) -> ImageStack:
         paths=slice_paths,
         source_format="dicom",
         frames=frames,
+        rescales=[rescale_of(ds) for ds in datasets],
     )
 
 

@@ -56,6 +56,8 @@ class ImageStack:
     header : Any
         Format-specific header kept for writing back (the ``nibabel`` image
         header for NIfTI, the ``pynrrd`` header dict for NRRD), else None.
+    rescales : list of (float, float) or None
+        ``(slope, intercept)`` of each slice when they may differ (DICOM), else None.
     """
 
     pixels: np.ndarray
@@ -71,6 +73,7 @@ class ImageStack:
     source_format: str = "npy"
     frames: list[int] = field(default_factory=list)
     header: Any = None
+    rescales: list[tuple[float, float]] | None = None
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 3:
@@ -90,10 +93,8 @@ class ImageStack:
 
     def rescale_of(self, index: int) -> tuple[float, float]:
         """``(slope, intercept)`` of slice ``index`` (they may differ per slice in DICOM)."""
-        if self.datasets is not None:
-            from medvae.io.dicom import rescale_of
-
-            return rescale_of(self.datasets[index])
+        if self.rescales is not None:
+            return self.rescales[index]
         return self.slope, self.intercept
 
     def physical(self, index: int) -> np.ndarray:
