@@ -14,6 +14,8 @@ import torch
 from compressai.models import CompressionModel
 
 from medvae.errors import MedVAEError
+from medvae.exact import EXACT_VERSION, calibrate
+from medvae.io.files import atomic_path
 from medvae.models import create
 
 CHECKPOINT_FORMAT = "medvae-checkpoint-v1"
@@ -41,8 +43,6 @@ def exact_fingerprint(model: CompressionModel, plan: dict[str, int]) -> str:
 
     Two codecs produce and decode the same bitstreams exactly when this matches.
     """
-    from medvae.exact import EXACT_VERSION
-
     digest = _state_digest(model)
     digest.update(json.dumps({"exact_version": EXACT_VERSION, "plan": plan}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
@@ -67,8 +67,6 @@ def model_record(model: CompressionModel, half: bool = False) -> dict[str, Any]:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
-    from medvae.io.files import atomic_path
-
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -80,8 +78,6 @@ def prepare_for_coding(model: CompressionModel, calibration: Iterable[np.ndarray
     Both are float computations, done once here and stored with the weights, so that no
     decoder ever recomputes them.
     """
-    from medvae.exact import calibrate
-
     model.update(force=True)
     model.exact_plan = calibrate(model, calibration)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from medvae.errors import InputError
+
 #: Integer dtypes the codec stores natively.
 SUPPORTED_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int16))
 
@@ -22,8 +24,6 @@ def check_image(image: np.ndarray) -> np.ndarray:
     Raises:
         medvae.errors.InputError: not 2-D, empty, or not uint8/uint16/int16.
     """
-    from medvae.errors import InputError
-
     image = np.asarray(image)
     if image.ndim != 2:
         raise InputError(f"expected a 2-D image, got shape {image.shape}")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
-from medvae.intensity import normalize
+from medvae.intensity import default_value_range, normalize
 
 if TYPE_CHECKING:  # torch is imported where needed: rate metrics serve `medvae info` without it
     import torch
@@ -229,8 +229,6 @@ def image_metrics(
     :data:`CT_WINDOWS` for CT, ``None`` for none). ``lo``/``hi`` default to the
     reference's own range (:func:`medvae.intensity.default_value_range`).
     """
-    from medvae.intensity import default_value_range
-
     reference, decoded = _pair(reference, decoded)
     if lo is None or hi is None:
         lo, hi = default_value_range(reference)

@@ -17,10 +17,12 @@ the files in progress to finish, so nothing is left half-done.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -140,8 +142,6 @@ def _die_with_parent(parent: int) -> None:
     that already happened; elsewhere, nothing (the pool's own checks remain). Outputs are
     published atomically, so a killed worker leaves no partial file."""
     if sys.platform.startswith("linux"):
-        import ctypes
-
         PR_SET_PDEATHSIG = 1
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
@@ -242,8 +242,6 @@ def _run_pool(tasks, job, workers, init, init_args, debug, record) -> None:
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

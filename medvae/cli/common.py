@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from medvae.cli.files import UsageError
+from medvae.errors import MedVAEError
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,6 @@ def load_codec(model: str, quality: int | None = None):
     mismatch, a damaged file) is a one-line :class:`MedVAEError`, not a traceback.
     """
     import medvae
-    from medvae.errors import MedVAEError
-
     try:
         return medvae.load(model, quality)  # the name was checked by check_model_args
     except (MedVAEError, FileNotFoundError):
@@ -46,8 +45,6 @@ def check_model_args(model: str, quality: int | None) -> None:
     """``--model`` names a checkpoint file or a shipped model that has ``--quality`` (a
     checkpoint file has exactly one quality): checked before anything is loaded."""
     from medvae import zoo
-    from medvae.errors import MedVAEError
-
     if quality is not None and Path(model).is_file():
         raise UsageError("--quality applies to shipped models; a checkpoint file has a single quality")
     try:

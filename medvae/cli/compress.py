@@ -15,8 +15,15 @@ import time
 from pathlib import Path
 
 from medvae.cli import batch, common
-from medvae.cli.common import Options, add_common_arguments, add_refine_arguments, check_model_args, refine_steps
+from medvae.cli.common import (
+    Options,
+    add_common_arguments,
+    add_refine_arguments,
+    check_model_args,
+    refine_steps,
+)
 from medvae.cli.files import Task, UsageError, plan, slice_paths
+from medvae.errors import MedVAEError
 from medvae.io.files import publish
 
 EXAMPLES = """examples:
@@ -93,8 +100,6 @@ def select(targets: list[Path], source: Path, options: Options, outcome: batch.O
     every write is atomic; they count in the summary).
     """
     import medvae
-    from medvae.errors import MedVAEError
-
     if any(t.resolve() == source.resolve() for t in targets):
         raise UsageError("refusing to overwrite the input with its own output")
     existing = [i for i, t in enumerate(targets) if t.exists()]
@@ -118,8 +123,6 @@ def count_kept(outcome: batch.Outcome, path: Path) -> None:
     its slice when it is a readable ``.mvae`` (a file of the user's under that name is kept
     and counted by size only)."""
     import medvae
-    from medvae.errors import MedVAEError
-
     data = path.read_bytes()
     try:
         header = medvae.read_header(data)

@@ -15,8 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from medvae.cli import batch
-from medvae.cli import common
+from medvae.cli import batch, common
 from medvae.cli.common import Options, add_common_arguments
 from medvae.cli.files import Task, UsageError, plan
 from medvae.io.files import publish

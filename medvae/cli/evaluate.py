@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from medvae.cli.common import add_refine_arguments, refine_steps
+from medvae.errors import InputError
 
 DEFAULT_CODECS = "jpeg2000,jpegxl,jpegls,jpeg,spiht,coiflet"
 
@@ -43,8 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def refine(points: list, steps: int) -> None:
     """Make the learned points refine their latents (curves named ``<family> (refined)``)."""
-    from medvae.errors import InputError
-
     for point in points:
         if not point.learned:
             continue
@@ -55,7 +54,6 @@ def refine(points: list, steps: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from medvae.errors import InputError
     from medvae.evaluation import codecs as registry
     from medvae.evaluation import datasets, plots
     from medvae.evaluation import run as runner

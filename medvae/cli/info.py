@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from medvae.cli import batch
+from medvae.errors import BitstreamError
 
 
 def describe(path: Path) -> dict[str, Any]:
     """Everything ``medvae info`` shows about one file, as plain values."""
     from medvae import bitstream, metrics, source_metadata, zoo
-    from medvae.errors import BitstreamError
-
     data = Path(path).read_bytes()
     header, _, meta = bitstream.unpack(data)
     h, w = header.shape

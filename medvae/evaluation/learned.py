@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+import medvae
+from medvae import zoo
 from medvae.errors import InputError, MedVAEError
 from medvae.evaluation.codecs import Family, ImageCodec, register_family
+from medvae.models import available
 
 
 class Learned(ImageCodec):
@@ -46,8 +49,6 @@ class Learned(ImageCodec):
 
 
 def _from_path(family: str, path: Path) -> Learned:
-    import medvae
-
     try:
         codec = medvae.load(path)
     except RuntimeError as exc:  # weights that do not fit the current model code
@@ -60,8 +61,6 @@ def _from_path(family: str, path: Path) -> Learned:
 
 
 def _shipped(family: str, quality: int) -> Learned:
-    import medvae
-
     return Learned(medvae.load(family, quality=quality), family, f"q{quality}")
 
 
@@ -69,8 +68,6 @@ def maker(family: str):
     """The ``make`` function of a learned family (see :class:`~medvae.evaluation.codecs.Family`)."""
 
     def make(value: str | None) -> list[ImageCodec]:
-        from medvae import zoo
-
         if value is None:
             qualities = zoo.qualities(family)
             if not qualities:
@@ -96,8 +93,6 @@ def maker(family: str):
 
 
 def _register() -> None:
-    from medvae.models import available
-
     for name in available():
         register_family(Family(name, maker(name), f"learned {name} checkpoints", learned=True))
 

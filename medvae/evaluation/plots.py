@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from medvae.evaluation.bdrate import curve
+from medvae.metrics import psnr
 
 #: Axis labels of the plottable metrics.
 LABELS = {
@@ -139,8 +140,6 @@ def visual_comparison(
     of intensity mass, a quarter of the shorter side. ``window`` is (center,
     width) in physical units (e.g. soft tissue for CT).
     """
-    from medvae.metrics import psnr
-
     from matplotlib.patches import Rectangle
 
     h, w = reference.shape

@@ -21,10 +21,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from medvae.errors import MedVAEError
+from medvae.errors import InputError, MedVAEError
 from medvae.evaluation.codecs import ImageCodec
-from medvae.io.slices import Slice
 from medvae.io.files import publish
+from medvae.io.slices import Slice
 from medvae.metrics import CT_WINDOWS, image_metrics, ms_ssim_db
 
 FORMAT = "medvae-evaluation-v1"
@@ -205,8 +205,6 @@ def write_summary(summary: dict[str, Any], path: str | Path) -> Path:
 
 def read_summary(path: str | Path) -> dict[str, Any]:
     """Load a summary JSON written by :func:`write_summary` (or ``evaluate.py``)."""
-    from medvae.errors import InputError
-
     path = Path(path)
     if path.is_dir():
         path = path / "summary.json"
@@ -227,8 +225,6 @@ def merge_summaries(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     The runs must cover the same slices (``meta.images``); a codec present in
     two runs is an error rather than a silent overwrite.
     """
-    from medvae.errors import InputError
-
     if len(summaries) == 1:
         return summaries[0]
     first = summaries[0]

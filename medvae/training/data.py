@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from medvae.data import SliceDataset, folder_slices
 from medvae.errors import MedVAEError
 from medvae.io.slices import Slice, manifest_slices
 
@@ -18,8 +19,6 @@ def _source(dcfg: dict[str, Any]) -> tuple[str, str]:
 
 def build_train_dataset(dcfg: dict[str, Any], seed: int):
     """Random, augmented crops of the ``train`` split (see :class:`medvae.data.SliceDataset`)."""
-    from medvae.data import SliceDataset
-
     kind, where = _source(dcfg)
     common = {"crop_size": int(dcfg["crop_size"]), "modalities": dcfg["modalities"], "small": dcfg["small"], "seed": seed}
     if kind == "manifest":
@@ -35,8 +34,6 @@ def build_validation_images(dcfg: dict[str, Any]) -> list[Slice]:
     Slices are taken round-robin over patients, from the middle of each patient's
     stack outwards, so a long series does not crowd out the others.
     """
-    from medvae.data import folder_slices
-
     kind, where = _source(dcfg)
     split = dcfg["val_split"]
     if kind == "manifest":
