@@ -105,19 +105,14 @@ class SliceDataset(Dataset):
     differs in every DataLoader worker: workers do not repeat each other, and
     ``torch.manual_seed`` makes a run repeatable.
 
-    Parameters
-    ----------
-    records : sequence of Slice
-        The slices (their pixels are copied to int16 where the values fit).
-    crop_size : int
-        Side of the square crops.
-    train : bool
-        Random crops and augmentation (True) or centre crops (False).
-    small : {"pad", "skip"}
-        Slices smaller than the crop are padded with their minimum (0 after
-        normalization) or left out.
-    seed : int
-        Mixed into the crop generator.
+    Args:
+        records (sequence of Slice): The slices (their pixels are copied to int16 where the
+            values fit).
+        crop_size (int): Side of the square crops.
+        train (bool): Random crops and augmentation (True) or centre crops (False).
+        small ({"pad", "skip"}): Slices smaller than the crop are padded with their minimum (0
+            after normalization) or left out.
+        seed (int): Mixed into the crop generator.
     """
 
     def __init__(

@@ -41,10 +41,8 @@ def load_dataset(path: str | Path) -> Dataset:
     Files without the 128-byte preamble and ``DICM`` prefix are read as well
     (``force=True``) when their first element is a plausible DICOM tag.
 
-    Raises
-    ------
-    medvae.errors.InputError
-        Not a DICOM file, or a file pydicom cannot parse.
+    Raises:
+        medvae.errors.InputError: Not a DICOM file, or a file pydicom cannot parse.
     """
     path = Path(path)
     try:
@@ -100,11 +98,9 @@ def decode_pixels(ds: Dataset, path: str | Path) -> np.ndarray:
     The dtype is uint8 for 8-bit unsigned data, uint16 or int16 (from *Pixel
     Representation*) otherwise; signed 8-bit data is widened to int16.
 
-    Raises
-    ------
-    medvae.errors.InputError
-        The transfer syntax has no available decoder, or the pixel data is
-        truncated or corrupt.
+    Raises:
+        medvae.errors.InputError: The transfer syntax has no available decoder, or the pixel
+            data is truncated or corrupt.
     """
     check_image_dataset(ds, path)
     tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None

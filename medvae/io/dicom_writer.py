@@ -65,36 +65,28 @@ def write_decoded_dicom(
 ) -> Path:
     """Write ``image``, decoded from a lossy bitstream, as a DICOM file.
 
-    Parameters
-    ----------
-    image : numpy.ndarray
-        Decoded stored integers, ``(rows, columns)``; or ``(frames, rows,
-        columns)`` when the source is multi-frame. Rows and columns must match
-        the source and every value must fit its *Bits Stored*.
-    source_dataset : pydicom.Dataset
-        The dataset the image was read from (pixel data may be absent).
-    path : str or Path
-        Output file; written atomically (temporary file, then rename). It may
-        not be the file ``source_dataset`` was read from.
-    compression_ratio : float
-        Uncompressed size over compressed size, as in *Lossy Image Compression Ratio*.
-    method : str
-        *Lossy Image Compression Method* value (a short code string).
-    description : str, optional
-        *Derivation Description*; a sentence naming the method and ratio by default.
-    series_instance_uid : str, optional
-        New *Series Instance UID*; the source's is kept when None.
+    Args:
+        image (numpy.ndarray): Decoded stored integers, ``(rows, columns)``; or ``(frames, rows,
+            columns)`` when the source is multi-frame. Rows and columns must match the source
+            and every value must fit its *Bits Stored*.
+        source_dataset (pydicom.Dataset): The dataset the image was read from (pixel data may be
+            absent).
+        path (str or Path): Output file; written atomically (temporary file, then rename). It
+            may not be the file ``source_dataset`` was read from.
+        compression_ratio (float): Uncompressed size over compressed size, as in *Lossy Image
+            Compression Ratio*.
+        method (str): *Lossy Image Compression Method* value (a short code string).
+        description (str, optional): *Derivation Description*; a sentence naming the method and
+            ratio by default.
+        series_instance_uid (str, optional): New *Series Instance UID*; the source's is kept
+            when None.
 
-    Returns
-    -------
-    Path
-        ``path``.
+    Returns:
+        Path: ``path``.
 
-    Raises
-    ------
-    medvae.errors.InputError
-        Shape or values that do not fit the source's geometry and pixel format,
-        or ``path`` is the source file.
+    Raises:
+        medvae.errors.InputError: Shape or values that do not fit the source's geometry and
+            pixel format, or ``path`` is the source file.
     """
     path = Path(path)
     source_file = getattr(source_dataset, "filename", None)

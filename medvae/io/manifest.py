@@ -30,10 +30,9 @@ class ManifestRow:
 def read_manifest(manifest: str | Path) -> list[ManifestRow]:
     """Rows of a manifest CSV, checked for columns, split names and patient-level splits.
 
-    Raises
-    ------
-    medvae.errors.InputError
-        Missing file or columns, an unknown split, or a patient in two splits.
+    Raises:
+        medvae.errors.InputError: Missing file or columns, an unknown split, or a patient in two
+            splits.
     """
     manifest = Path(manifest)
     if not manifest.is_file():

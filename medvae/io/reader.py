@@ -34,10 +34,8 @@ def detect_format(path: str | Path) -> str:
     The suffix decides; a file with another suffix (or none, as PACS exports
     often are) is DICOM if it has the ``DICM`` prefix.
 
-    Raises
-    ------
-    medvae.errors.InputError
-        Not one of the supported formats.
+    Raises:
+        medvae.errors.InputError: Not one of the supported formats.
     """
     path = Path(path)
     suffix = format_suffix(path)
@@ -53,30 +51,22 @@ def detect_format(path: str | Path) -> str:
 def read(path: str | Path, *, series: str | None = None, modality: str | None = None) -> ImageStack:
     """Read the stored integers of a file or folder, with what the codec needs.
 
-    Parameters
-    ----------
-    path : str or Path
-        A DICOM file (single- or multi-frame), a folder holding one DICOM series
-        (searched recursively; slices ordered by *Image Position (Patient)*
-        along the slice normal, then *Instance Number*), a NIfTI, NRRD, PNG,
-        TIFF or ``.npy`` file, or a folder of same-sized PNG/TIFF/``.npy``
-        slices (stacked in natural name order).
-    series : str, optional
-        *Series Instance UID* to read when a folder holds several series.
-    modality : str, optional
-        Modality to report (``CT``, ``MR``...); overrides the file's, and is the
-        only source for formats without one (they report ``OT`` otherwise).
+    Args:
+        path (str or Path): A DICOM file (single- or multi-frame), a folder holding one DICOM
+            series (searched recursively; slices ordered by *Image Position (Patient)* along the
+            slice normal, then *Instance Number*), a NIfTI, NRRD, PNG, TIFF or ``.npy`` file, or
+            a folder of same-sized PNG/TIFF/``.npy`` slices (stacked in natural name order).
+        series (str, optional): *Series Instance UID* to read when a folder holds several
+            series.
+        modality (str, optional): Modality to report (``CT``, ``MR``...); overrides the file's,
+            and is the only source for formats without one (they report ``OT`` otherwise).
 
-    Returns
-    -------
-    ImageStack
-        Pixels as ``(slices, rows, columns)`` uint8/uint16/int16 plus metadata.
+    Returns:
+        ImageStack: Pixels as ``(slices, rows, columns)`` uint8/uint16/int16 plus metadata.
 
-    Raises
-    ------
-    medvae.errors.InputError
-        Missing path, unsupported or unreadable file, colour or non-image
-        object, a folder with no images or with several series and no ``series``.
+    Raises:
+        medvae.errors.InputError: Missing path, unsupported or unreadable file, colour or
+            non-image object, a folder with no images or with several series and no ``series``.
     """
     path = Path(path)
     if path.is_dir():

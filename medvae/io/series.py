@@ -31,14 +31,11 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 class SeriesInfo:
     """One DICOM series found on disk.
 
-    Attributes
-    ----------
-    uid : str
-        *Series Instance UID* (the folder path for files that lack one).
-    paths : list of Path
-        Its files, in slice order.
-    patient_id, modality, description : str
-        *Patient ID*, *Modality* and *Series Description* of its first file.
+    Attributes:
+        uid (str): *Series Instance UID* (the folder path for files that lack one).
+        paths (list of Path): Its files, in slice order.
+        patient_id, modality, description (str): *Patient ID*, *Modality* and *Series
+            Description* of its first file.
     """
 
     uid: str

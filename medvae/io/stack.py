@@ -24,40 +24,31 @@ from medvae.intensity import SUPPORTED_DTYPES
 class ImageStack:
     """Stored pixels of one image, series or volume, with what the codec needs.
 
-    Attributes
-    ----------
-    pixels : numpy.ndarray
-        Stored integers, shape ``(slices, rows, columns)``, dtype uint8, uint16
-        or int16. No rescale and no window is applied.
-    bits_stored : int
-        Significant bits per pixel: *Bits Stored* for DICOM; for formats that do
-        not declare it, the fewest bits (at least 8) that hold every value.
-    signed : bool
-        Whether the stored integers are two's complement (*Pixel Representation* 1).
-    slope, intercept : float
-        *Rescale Slope* and *Rescale Intercept* of the first slice: physical value
-        = ``slope * stored + intercept``. See :meth:`rescale_of` for other slices.
-    photometric : str
-        *Photometric Interpretation*, ``MONOCHROME1`` or ``MONOCHROME2``.
-    modality : str
-        DICOM *Modality* (``CT``, ``MR``, ``CR``...), or ``OT`` when unknown.
-    windows : list of (float, float)
-        Display presets as ``(center, width)`` in rescaled units, as the file
-        declares them (*Window Center* / *Window Width* of the first slice).
-    datasets : list of pydicom.Dataset or None
-        For DICOM, the dataset each slice came from, without its pixel data (the
-        same object repeats for the frames of a multi-frame file).
-    paths : list of Path
-        The file each slice came from.
-    source_format : str
-        ``dicom``, ``nifti``, ``nrrd``, ``png``, ``tiff`` or ``npy``.
-    frames : list of int
-        Index of each slice within its file (0 for single-frame files).
-    header : Any
-        Format-specific header kept for writing back (the ``nibabel`` image
-        header for NIfTI, the ``pynrrd`` header dict for NRRD), else None.
-    rescales : list of (float, float) or None
-        ``(slope, intercept)`` of each slice when they may differ (DICOM), else None.
+    Attributes:
+        pixels (numpy.ndarray): Stored integers, shape ``(slices, rows, columns)``, dtype uint8,
+            uint16 or int16. No rescale and no window is applied.
+        bits_stored (int): Significant bits per pixel: *Bits Stored* for DICOM; for formats that
+            do not declare it, the fewest bits (at least 8) that hold every value.
+        signed (bool): Whether the stored integers are two's complement (*Pixel Representation*
+            1).
+        slope, intercept (float): *Rescale Slope* and *Rescale Intercept* of the first slice:
+            physical value = ``slope * stored + intercept``. See :meth:`rescale_of` for other
+            slices.
+        photometric (str): *Photometric Interpretation*, ``MONOCHROME1`` or ``MONOCHROME2``.
+        modality (str): DICOM *Modality* (``CT``, ``MR``, ``CR``...), or ``OT`` when unknown.
+        windows (list of (float, float)): Display presets as ``(center, width)`` in rescaled
+            units, as the file declares them (*Window Center* / *Window Width* of the first
+            slice).
+        datasets (list of pydicom.Dataset or None): For DICOM, the dataset each slice came from,
+            without its pixel data (the same object repeats for the frames of a multi-frame
+            file).
+        paths (list of Path): The file each slice came from.
+        source_format (str): ``dicom``, ``nifti``, ``nrrd``, ``png``, ``tiff`` or ``npy``.
+        frames (list of int): Index of each slice within its file (0 for single-frame files).
+        header (Any): Format-specific header kept for writing back (the ``nibabel`` image header
+            for NIfTI, the ``pynrrd`` header dict for NRRD), else None.
+        rescales (list of (float, float) or None): ``(slope, intercept)`` of each slice when
+            they may differ (DICOM), else None.
     """
 
     pixels: np.ndarray
@@ -126,10 +117,9 @@ def to_codec_dtype(values: np.ndarray, path: Path | str) -> np.ndarray:
     floating-point arrays holding only whole numbers, become int16 when their
     range fits, else uint16.
 
-    Raises
-    ------
-    medvae.errors.InputError
-        Complex, boolean or non-integral values, or a range no 16-bit type holds.
+    Raises:
+        medvae.errors.InputError: Complex, boolean or non-integral values, or a range no 16-bit
+            type holds.
     """
     values = np.asarray(values)
     if values.dtype in SUPPORTED_DTYPES:

@@ -22,11 +22,9 @@ from medvae.io.stack import ImageStack
 def write_png16(image: np.ndarray, path: str | Path) -> Path:
     """Write a 2-D uint16 (16-bit PNG) or uint8 (8-bit PNG) grayscale image.
 
-    Raises
-    ------
-    medvae.errors.InputError
-        Signed or other dtypes (PNG holds no negative values; use
-        :func:`write_tiff` or :func:`write_npy`), or not 2-D.
+    Raises:
+        medvae.errors.InputError: Signed or other dtypes (PNG holds no negative values; use
+            :func:`write_tiff` or :func:`write_npy`), or not 2-D.
     """
     return _write_bytes(path, png16_bytes(image, str(path)))
 
@@ -179,16 +177,12 @@ def write_like(
     volumes go to the file ``out`` (or into the folder ``out`` under the
     source's name); PNG/TIFF slice stacks to the folder ``out``, one file each.
 
-    Returns
-    -------
-    list of Path
-        The files written.
+    Returns:
+        list of Path: The files written.
 
-    Raises
-    ------
-    medvae.errors.InputError
-        Wrong shape, missing ratio for DICOM, or an output that would overwrite
-        a source file.
+    Raises:
+        medvae.errors.InputError: Wrong shape, missing ratio for DICOM, or an output that would
+            overwrite a source file.
     """
     pixels = np.asarray(pixels)
     if pixels.shape != stack.pixels.shape:
