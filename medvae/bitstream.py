@@ -101,10 +101,11 @@ def inflate(block: bytes, what: str) -> bytes:
     return raw
 
 
-def pixels_crc(pixels: np.ndarray) -> int:
-    """CRC-32 of an image's values as little-endian bytes (the same on every machine)."""
+def pixels_crc(pixels: np.ndarray, crc: int = 0) -> int:
+    """CRC-32 of an image's values as little-endian bytes (the same on every machine); ``crc``
+    continues a checksum, so bands of rows taken in order give the whole image's."""
     pixels = np.ascontiguousarray(pixels.astype(pixels.dtype.newbyteorder("<"), copy=False))
-    return zlib.crc32(memoryview(pixels).cast("B"))  # no copy of the image
+    return zlib.crc32(memoryview(pixels).cast("B"), crc)  # no copy of the image
 
 
 def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:

@@ -22,7 +22,7 @@ from medvae import bitstream, zoo
 from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
 from medvae.exact import ExactTwin, calibrate
-from medvae.exact.image import NormalizedImage, pixels
+from medvae.exact.image import NormalizedImage, pixel_rows, pixels
 from medvae.exceptions import Exceptions, split
 from medvae.intensity import check_image, default_value_range, denormalize
 from medvae.refine import check_refinement, refine_latents
@@ -51,7 +51,8 @@ def fixed_threads(n: int = FORMAT1_THREADS) -> Iterator[None]:
 
 class _Encoded(NamedTuple):
     strings: list[bytes]
-    decoded: np.ndarray  # the pixels every decoder gets
+    decoded: np.ndarray | None  # the pixels every decoder gets (None: only their checksum was kept)
+    pixels_crc: int  # bitstream.pixels_crc of those pixels
     value_range: tuple[int, int]
     exceptions: Exceptions  # padding and extremes, stored exactly
     x: NormalizedImage  # the model's input: the image in [0, 1], padded to the stride
@@ -106,9 +107,11 @@ class Codec:
 
     def _encode(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
-        lmbda: float | None = None, padding_value: int | None = None,
+        lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
     ) -> _Encoded:
-        """The strings, the pixels every decoder will get, and what went into them."""
+        """The strings, the pixels every decoder will get (or, without ``keep_pixels``, only
+        their checksum, computed band by band: an image-sized array less), and what went
+        into them."""
         image = check_image(image)
         model_image, exceptions = split(image, padding_value) if value_range is None else (image, Exceptions())
         model_image, value_range, x = self._prepare(model_image, value_range)
@@ -119,8 +122,13 @@ class Codec:
             else:
                 latents = self.twin.analyze(x)
             strings, x_hat = self.twin.encode(latents)
-        decoded = exceptions.restore(pixels(x_hat, image.shape, value_range, image.dtype))
-        return _Encoded(strings, decoded, value_range, exceptions, x)
+            if keep_pixels:
+                decoded = exceptions.restore(pixels(x_hat, image.shape, value_range, image.dtype))
+                return _Encoded(strings, decoded, bitstream.pixels_crc(decoded), value_range, exceptions, x)
+            crc = 0
+            for first, band in pixel_rows(x_hat, image.shape, value_range, image.dtype):
+                crc = bitstream.pixels_crc(exceptions.restore(band, first), crc)
+        return _Encoded(strings, None, crc, value_range, exceptions, x)
 
     def compress(
         self,
@@ -153,16 +161,18 @@ class Codec:
                 None, out-of-field padding is detected from the image.
         """
         check_refinement(refine_steps, lmbda)
-        strings, decoded, value_range, exceptions, _ = self._encode(image, value_range, refine_steps, lmbda, padding_value)
+        image = check_image(image)
+        encoded = self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=False)
+        strings, exceptions = encoded.strings, encoded.exceptions
         header = bitstream.Header(
             model=self.name,
             fingerprint=self.fingerprint,
-            dtype=decoded.dtype,
-            shape=decoded.shape,
-            value_range=value_range,
-            latent_shape=self._latent_shape(decoded.shape),
+            dtype=image.dtype,
+            shape=image.shape,
+            value_range=encoded.value_range,
+            latent_shape=self._latent_shape(image.shape),
             bits_stored=int(bits_stored),
-            pixels_crc=bitstream.pixels_crc(decoded),
+            pixels_crc=encoded.pixels_crc,
             exceptions=exceptions.pack() if exceptions else b"",
         )
         return bitstream.pack(header, strings, metadata)

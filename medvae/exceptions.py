@@ -43,15 +43,18 @@ class Exceptions:
     def __bool__(self) -> bool:
         return self.mask is not None or self.index.size > 0
 
-    def restore(self, decoded: np.ndarray) -> np.ndarray:
-        """``decoded`` with the padding and extreme pixels set back to their exact values
-        (``decoded`` itself when there are none)."""
+    def restore(self, decoded: np.ndarray, first_row: int = 0) -> np.ndarray:
+        """``decoded`` (the image, or its rows from ``first_row`` on) with the padding and
+        extreme pixels set back to their exact values (``decoded`` itself when there are none)."""
         if not self:
             return decoded
         out = decoded.copy()
+        rows, width = out.shape
         if self.mask is not None:
-            out[self.mask] = self.padding_value
-        out.reshape(-1)[self.index] = self.value.astype(out.dtype)
+            out[self.mask[first_row : first_row + rows]] = self.padding_value
+        start = first_row * width
+        inside = (self.index >= start) & (self.index < start + out.size)
+        out.reshape(-1)[self.index[inside] - start] = self.value[inside].astype(out.dtype)
         return out
 
     def pack(self) -> bytes:

@@ -9,6 +9,8 @@ per pixel whatever the tiling, so tiles change no byte and no pixel.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -51,18 +53,37 @@ class NormalizedImage:
         return self.real(0, self.shape[2], 0, self.shape[3])
 
 
-def pixels(output: TiledOutput, shape: tuple[int, int], value_range: tuple[int, int], dtype: np.dtype) -> np.ndarray:
-    """Stored integers from the model's output: ``round(clip(x̂, 0, 1) · (hi − lo) + lo)``,
-    clipped to the range and ``dtype``, computed tile by tile."""
+def pixel_rows(
+    output: TiledOutput, shape: tuple[int, int], value_range: tuple[int, int], dtype: np.dtype
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Stored integers from the model's output, ``round(clip(x̂, 0, 1) · (hi − lo) + lo)``
+    clipped to the range and ``dtype``, as ``(first row, rows)`` bands in order: one band per
+    row of tiles, yielded as soon as its tiles are computed, so a caller that only needs a
+    checksum never holds the whole image."""
     h, w = shape
     lo, hi = value_range
     info = np.iinfo(dtype)
-    out = np.empty(shape, dtype)
+    start, band = 0, None
     for (r0, r1, c0, c1), part in output.tiles():
-        r1, c1 = min(r1, h), min(c1, w)
-        if r0 >= r1 or c0 >= c1:
+        if r0 >= h:
             continue
-        v = part.value[0, 0, : r1 - r0, : c1 - c0].clamp(0.0, pow2(part.frac))
+        if band is None or r0 != start:
+            if band is not None:
+                yield start, band
+            start, band = r0, np.empty((min(r1, h) - r0, w), dtype)
+        c1 = min(c1, w)
+        if c0 >= c1:
+            continue
+        v = part.value[0, 0, : band.shape[0], : c1 - c0].clamp(0.0, pow2(part.frac))
         restored = torch.round(v * float(hi - lo) * pow2(-part.frac) + float(lo))
-        out[r0:r1, c0:c1] = restored.clamp(max(lo, info.min), min(hi, info.max)).cpu().numpy().astype(dtype)
+        band[:, c0:c1] = restored.clamp(max(lo, info.min), min(hi, info.max)).cpu().numpy().astype(dtype)
+    if band is not None:
+        yield start, band
+
+
+def pixels(output: TiledOutput, shape: tuple[int, int], value_range: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """The whole image :func:`pixel_rows` yields."""
+    out = np.empty(shape, dtype)
+    for start, band in pixel_rows(output, shape, value_range, dtype):
+        out[start : start + band.shape[0]] = band
     return out

@@ -176,10 +176,11 @@ class ExactGDN(ExactModule):
         self.register_buffer("gamma", integer_weights(gamma, self.shifts))
         self.register_buffer("beta", _nonnegative(gdn.beta, gdn.beta_reparam))
 
-    def forward(self, x: Fixed) -> Fixed:
+    def forward(self, x: Fixed, in_place: bool = False) -> Fixed:
         # Elementwise across positions: computed in bands of rows, so its five temporaries
-        # stay small, with the same value per element whatever the banding.
-        out = torch.empty_like(x.value)
+        # stay small, with the same value per element whatever the banding. A band is read
+        # whole before it is written, so ``in_place`` (for an input nobody else holds) is exact too.
+        out = x.value if in_place else torch.empty_like(x.value)
         b, c, h, w = x.value.shape
         rows = _rows_per_band(b * c * w)
         for r0 in range(0, h, rows):
@@ -245,13 +246,16 @@ class ExactUpsample(ExactModule):
 
 
 class ExactSequential(ExactModule):
+    """Layers in order. A GDN after the first layer overwrites its input, which only the
+    layer before it made and nothing else holds (one image-sized tensor less per GDN)."""
+
     def __init__(self, layers: list[ExactModule]):
         super().__init__()
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: Fixed) -> Fixed:
-        for layer in self.layers:
-            x = layer(x)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, in_place=True) if i and isinstance(layer, ExactGDN) else layer(x)
         return x
 
 
@@ -375,27 +379,29 @@ class TiledOutput:
 
 
 class Local(ExactModule):
-    """``inner``, evaluated band by band of rows when its output is read (:class:`LocalOutput`).
+    """``inner``, evaluated region by region when its output is read (:class:`LocalOutput`).
 
     For a layer whose outputs depend on its inputs within ``halo`` input pixels (the fusion's
     3×3 then 1×1 convolutions: 1; the hyper-synthesis, which upsamples ``scale`` = 4 times:
-    the tests measure it), rows computed from the input rows ``halo`` wider (clipped at the
-    border, where the whole computation zero-pads too) are identical to those rows of the
-    whole output. So the fusion and the hyper-synthesis never run image-wide: the tiled
-    synthesis and the entropy coder read their outputs a band at a time.
+    the tests measure it), a region computed from the inputs cropped ``halo`` wider (clipped
+    at the border, where the whole computation zero-pads too) is identical to that region of
+    the whole output. So the fusion and the hyper-synthesis never run image-wide: the tiled
+    synthesis and the entropy coder read their outputs a region at a time. With
+    ``whole_rows`` (the hyper-synthesis, whose ×4 upsampling would otherwise be recomputed
+    for every tile) a request computes its rows across the full width and keeps that band,
+    so the tiles of one row of tiles, and the entropy coder's next rows, reuse it.
     """
 
-    def __init__(self, inner: ExactModule, halo: int, scale: int = 1):
+    def __init__(self, inner: ExactModule, halo: int, scale: int = 1, whole_rows: bool = False):
         super().__init__()
-        self.inner, self.halo, self.scale = inner, int(halo), int(scale)
+        self.inner, self.halo, self.scale, self.whole_rows = inner, int(halo), int(scale), whole_rows
 
     def forward(self, *inputs: Fixed | Stored | LocalOutput | None) -> LocalOutput:
         return LocalOutput(self, [x for x in inputs if x is not None])
 
 
 class LocalOutput:
-    """The output of a :class:`Local` layer; ``crop`` computes the rows asked for (all columns)
-    and keeps the last band, so the tiles of one row of tiles compute it once."""
+    """The output of a :class:`Local` layer; ``crop`` computes the region asked for."""
 
     def __init__(self, local: Local, inputs: list):
         self.local, self.inputs = local, inputs
@@ -405,17 +411,21 @@ class LocalOutput:
         self._band: tuple[int, int, Fixed] | None = None
 
     def crop(self, r0: int, r1: int, c0: int, c1: int) -> Fixed:
+        if not self.local.whole_rows:
+            return self._region(r0, r1, c0, c1)
         if self._band is None or not (self._band[0] <= r0 and r1 <= self._band[1]):
-            self._band = (r0, r1, self._rows(r0, r1))
+            self._band = None  # free the old band before computing the next
+            self._band = (r0, r1, self._region(r0, r1, 0, self.shape[-1]))
         first, _, band = self._band
         return band.crop(r0 - first, r1 - first, c0, c1)
 
-    def _rows(self, r0: int, r1: int) -> Fixed:
+    def _region(self, r0: int, r1: int, c0: int, c1: int) -> Fixed:
         h, w = self.inputs[0].shape[-2:]
         s, halo = self.local.scale, self.local.halo
         a0, a1 = max(0, r0 // s - halo), min(h, -(-r1 // s) + halo)
-        out = self.local.inner(*(x.crop(a0, a1, 0, w) for x in self.inputs))
-        return out.crop(r0 - a0 * s, r1 - a0 * s, 0, w * s)
+        b0, b1 = max(0, c0 // s - halo), min(w, -(-c1 // s) + halo)
+        out = self.local.inner(*(x.crop(a0, a1, b0, b1) for x in self.inputs))
+        return out.crop(r0 - a0 * s, r1 - a0 * s, c0 - b0 * s, c1 - b0 * s)
 
 
 def resolution_scale(module: nn.Module) -> float:

@@ -148,7 +148,7 @@ class ExactTwin(nn.Module):
                 elif name == "fusion":
                     twin = Local(twin, FUSION_HALO)
                 elif name == "h_s":
-                    twin = Local(twin, HYPER_HALO, round(scale))
+                    twin = Local(twin, HYPER_HALO, round(scale), whole_rows=True)
                 setattr(self, name, twin)
         self.hyperprior = hasattr(model, "gaussian_conditional")
         #: Symbols per string in format 3 (:data:`CHUNK`; tests lower it to get many strings).

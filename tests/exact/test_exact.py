@@ -385,3 +385,22 @@ def test_a_halo_narrower_than_the_receptive_field_is_caught_by_the_pixel_checksu
     codec.twin.g_s.halo = 0  # tile borders now show in the decoded image
     with pytest.raises(medvae.BitstreamError, match="do not match the checksum"):
         codec.decompress(data)
+
+
+def test_checksum_made_band_by_band_covers_padding_and_extremes_in_every_band(monkeypatch):
+    """compress() keeps only a running CRC of the rows of tiles as they are decoded, with the
+    padding and extreme pixels restored band by band; decompress() checks it on the whole image."""
+    from medvae.exceptions import split
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 1500, (150, 230)).astype(np.int16)
+    yy, xx = np.mgrid[:150, :230]
+    image[(yy - 75) ** 2 + (xx - 115) ** 2 > 70**2] = -2048  # a padding ring crossing every band
+    image[10, 20], image[140, 200] = 32767, 32000  # extremes in the first and last bands
+    assert split(image)[1]  # the codec stores them as exceptions
+    codec = medvae.load("medvae", 1)
+    codec.twin.g_s.tile = 2  # rows of tiles of 32 image rows: five bands
+    data = codec.compress(image)
+    decoded = codec.decompress(data)  # raises unless the streamed CRC is the whole image's
+    assert decoded[0, 0] == -2048 and decoded[10, 20] == 32767 and decoded[140, 200] == 32000
+    np.testing.assert_array_equal(decoded, codec.reconstruct(image)[0])
