@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import medvae
+from medvae import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "data" / "corpus"
@@ -65,3 +66,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def weights_dir(tmp_path, monkeypatch):
+    """An empty shipped-weights folder that :mod:`medvae.zoo` reads instead of the package's."""
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "weights")  # where medvae.load looks
+    zoo.index.cache_clear()
+    yield tmp_path / "weights"
+    zoo.index.cache_clear()

@@ -12,14 +12,6 @@ from tests.conftest import small_model
 from tools.export_weights import export
 
 
-@pytest.fixture()
-def weights_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "weights")  # where medvae.load looks
-    zoo.index.cache_clear()
-    yield tmp_path / "weights"
-    zoo.index.cache_clear()
-
-
 def test_exported_weights_load_by_name_and_decode_by_fingerprint(weights_dir, tmp_path, ct_like):
     for quality, seed in ((1, 0), (2, 1)):
         save_model(small_model("medvae", seed=seed), tmp_path / f"q{quality}.pt")

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import medvae
 from medvae import zoo
 from medvae.checkpoint import save_model
 from tests.conftest import small_model
 from tools.export_weights import export
-
-
-@pytest.fixture()
-def weights_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "weights")  # where medvae.load looks
-    zoo.index.cache_clear()
-    yield tmp_path / "weights"
-    zoo.index.cache_clear()
 
 
 def test_float16_storage_keeps_coding_exact(weights_dir, tmp_path, ct_like):
