@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from tqdm import tqdm
+
 from medvae.cli.files import Problem, Task, UsageError
 from medvae.errors import MedVAEError
 
@@ -182,8 +184,6 @@ def run(
     module-level function so worker processes can import it. Failures are
     printed as they happen.
     """
-    from tqdm import tqdm
-
     err = err or sys.stderr
     outcomes: dict[int, Outcome] = {}
     bar = tqdm(total=len(tasks), desc=desc, unit="file", file=err, disable=None, dynamic_ncols=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from medvae.errors import InputError, MedVAEError
 from medvae.evaluation.codecs import ImageCodec
@@ -106,8 +107,6 @@ def evaluate(
     meta: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Run every point on every image; ``keep`` = index of an image whose decodings to keep."""
-    from tqdm import tqdm
-
     rows: list[dict[str, Any]] = []
     decoded_kept: dict[str, tuple[np.ndarray, float]] = {}
     bar = tqdm(total=len(images) * len(points), disable=not progress, unit="code", desc="evaluate")
