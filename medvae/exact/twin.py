@@ -254,9 +254,6 @@ class ExactTwin(nn.Module):
 
         return rows
 
-    def _bottleneck_indexes(self, shape: tuple[int, ...]) -> IndexRows:
-        return channel_indexes(shape[1], shape[-1])
-
     # --- coding -------------------------------------------------------------------
     def encode(self, latents: list[Stored | Tensor]) -> tuple[list[bytes], TiledOutput]:
         """Entropy-code the latents ``[y]`` or ``[y, z]`` (batch 1: :meth:`analyze`'s, or real
@@ -266,12 +263,12 @@ class ExactTwin(nn.Module):
         bottleneck, conditional = self._coders
         if not self.hyperprior:
             symbols = self._symbols(latents.pop(0), self.medians)
-            strings = encode_symbols(bottleneck, symbols, self._bottleneck_indexes(symbols.shape), self.chunk)
+            strings = encode_symbols(bottleneck, symbols, channel_indexes(symbols.shape[1], symbols.shape[-1]), self.chunk)
             return strings, self.family.synthesize(self, self._bottleneck_value(symbols))
         y, z = latents
         latents.clear()
         z_symbols = self._symbols(z, self.medians)
-        z_strings = encode_symbols(bottleneck, z_symbols, self._bottleneck_indexes(z_symbols.shape), self.chunk)
+        z_strings = encode_symbols(bottleneck, z_symbols, channel_indexes(z_symbols.shape[1], z_symbols.shape[-1]), self.chunk)
         features = self.family.hyper_decode(self, self._bottleneck_value(z_symbols))
         y_symbols = self._symbols(y)
         del y
@@ -285,7 +282,7 @@ class ExactTwin(nn.Module):
         bottleneck, conditional = self._coders
         groups = self._split(strings, shape, chunk)
         bottleneck_shape = (1, bottleneck._quantized_cdf.size(0), *shape)
-        symbols = decode_symbols(bottleneck, groups[-1], self._bottleneck_indexes(bottleneck_shape), bottleneck_shape, chunk)
+        symbols = decode_symbols(bottleneck, groups[-1], channel_indexes(bottleneck_shape[1], bottleneck_shape[-1]), bottleneck_shape, chunk)
         hat = self._bottleneck_value(symbols)
         if not self.hyperprior:
             return self.family.synthesize(self, hat)

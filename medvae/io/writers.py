@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medvae.errors import InputError
-from medvae.io.dicom_writer import decoded_dicom_bytes, write_decoded_dicom
+from medvae.io.dicom_writer import decoded_dicom_bytes
 from medvae.io.files import atomic_path, gzip_bytes
 from medvae.io.stack import ImageStack
 
@@ -172,7 +172,7 @@ def write_like(
 
     DICOM stacks go to the folder ``out``, one file per source file with the
     source's name (frames of a multi-frame file stay together), through
-    :func:`~medvae.io.write_decoded_dicom`; ``compression_ratio`` (one value, or
+    :func:`~medvae.io.dicom_writer.decoded_dicom_bytes`; ``compression_ratio`` (one value, or
     one per slice) is then required. NIfTI, NRRD, ``.npy`` and multi-page TIFF
     volumes go to the file ``out`` (or into the folder ``out`` under the
     source's name); PNG/TIFF slice stacks to the folder ``out``, one file each.
@@ -199,21 +199,18 @@ def write_like(
 
     if stack.source_format == "dicom" and compression_ratio is None:
         raise InputError(f"{out}: writing DICOM needs the compression ratio")
-    ratios = np.broadcast_to(np.asarray(compression_ratio or 1.0, dtype=float), (len(stack),))
+    ratios = None if compression_ratio is None else np.broadcast_to(np.asarray(compression_ratio, dtype=float), (len(stack),))
     written = []
     for src, idx in groups.items():
         target = targets[src]
-        if stack.source_format == "dicom":
-            ds = stack.datasets[idx[0]]  # type: ignore[index]
-            image = pixels[idx] if "NumberOfFrames" in ds else pixels[idx[0]]
-            written.append(write_decoded_dicom(
-                image, ds, target, compression_ratio=float(np.mean(ratios[idx])), method=method,
-                description=description, series_instance_uid=series_instance_uid,
-            ))
-            continue
-        volume = pixels[idx] if len(idx) > 1 or stack.source_format in ("nifti", "nrrd") else pixels[idx[0]]
-        data = source_bytes(volume, stack.source_format, header=stack.header, name=str(target),
-                            gz=str(target).lower().endswith(".gz"))
+        ds = stack.datasets[idx[0]] if stack.source_format == "dicom" else None  # type: ignore[index]
+        whole = len(idx) > 1 or stack.source_format in ("nifti", "nrrd") or (ds is not None and "NumberOfFrames" in ds)
+        data = source_bytes(
+            pixels[idx] if whole else pixels[idx[0]], stack.source_format, header=stack.header, dataset=ds,
+            compression_ratio=None if ratios is None else float(np.mean(ratios[idx])), name=str(target),
+            gz=str(target).lower().endswith(".gz"), method=method, description=description,
+            series_instance_uid=series_instance_uid,
+        )
         written.append(_write_bytes(target, data))
     return written
 
