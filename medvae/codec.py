@@ -122,13 +122,13 @@ class Codec:
             else:
                 latents = self.twin.analyze(x)
             strings, x_hat = self.twin.encode(latents)
-            if keep_pixels:
-                decoded = exceptions.restore(pixels(x_hat, image.shape, value_range, image.dtype))
-                return _Encoded(strings, decoded, bitstream.pixels_crc(decoded), value_range, exceptions, x)
-            crc = 0
+            crc, decoded = 0, np.empty(image.shape, image.dtype) if keep_pixels else None
             for first, band in pixel_rows(x_hat, image.shape, value_range, image.dtype):
-                crc = bitstream.pixels_crc(exceptions.restore(band, first), crc)
-        return _Encoded(strings, None, crc, value_range, exceptions, x)
+                band = exceptions.restore(band, first)
+                crc = bitstream.pixels_crc(band, crc)
+                if decoded is not None:
+                    decoded[first : first + band.shape[0]] = band
+        return _Encoded(strings, decoded, crc, value_range, exceptions, x)
 
     def compress(
         self,
