@@ -73,6 +73,7 @@ class Stored:
 
     values: Tensor  # int32
     frac: int
+    absolute: bool = False  # read as |values| (``abs(y)`` for h_a without a second copy of y)
 
     @property
     def shape(self) -> torch.Size:
@@ -80,14 +81,16 @@ class Stored:
 
     def crop(self, r0: int, r1: int, c0: int, c1: int) -> Fixed:
         """Rows ``r0:r1`` and columns ``c0:c1`` as :class:`Fixed` (float64)."""
-        return Fixed(self.values[..., r0:r1, c0:c1].to(DTYPE), self.frac)
+        region = self.values[..., r0:r1, c0:c1].to(DTYPE)
+        return Fixed(region.abs_() if self.absolute else region, self.frac)
 
     def real(self) -> Tensor:
         """The represented real numbers, whole (float64: for small latents and tests)."""
         return self.crop(0, self.shape[-2], 0, self.shape[-1]).real()
 
     def __abs__(self) -> "Stored":
-        return Stored(self.values.abs(), self.frac)
+        """``|self|``, read lazily region by region: shares ``values`` (no copy of a latent)."""
+        return Stored(self.values, self.frac, absolute=True)
 
 
 def map_rows_(values: Tensor, fn) -> Tensor:
