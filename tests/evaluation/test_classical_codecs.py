@@ -9,10 +9,12 @@ from medvae import metrics
 from medvae.errors import InputError
 from medvae.evaluation import bits, codecs, coiflet, spiht
 from medvae.evaluation.codecs import check_depth, expand, parse_spec
+from medvae.evaluation.htj2k import HTJ2K
 from medvae.evaluation.jpeg import JPEG
 from medvae.evaluation.jpeg2000 import JPEG2000
 from medvae.evaluation.jpegls import JPEGLS
 from medvae.evaluation.jpegxl import JPEGXL
+from medvae.evaluation.rle import RLE
 
 H, W = 72, 88
 
@@ -40,7 +42,9 @@ LOSSY = [
     JPEG2000(1.0), JPEGXL(0.5), JPEGLS(4), JPEG(90),
     spiht.SPIHT(1.0), coiflet.Coiflet(1.0),
 ]
-LOSSLESS = [JPEG2000(None, lossless=True), JPEGXL(None, lossless=True), JPEGLS(0), JPEG(None, lossless=True)]
+LOSSLESS = [
+    JPEG2000(None, lossless=True), JPEGXL(None, lossless=True), JPEGLS(0), JPEG(None, lossless=True), RLE(), HTJ2K(),
+]
 
 
 @pytest.mark.parametrize("point", LOSSY, ids=lambda p: p.label)
@@ -217,6 +221,9 @@ def test_spec_parsing():
         expand("jpegls=2,2")
     with pytest.raises(InputError):
         expand("spiht=lossless")
+    assert [p.label for p in expand("rle,htj2k")] == ["rle[lossless]", "htj2k[lossless]"]
+    with pytest.raises(InputError):
+        expand("rle=0.5")
 
 
 def test_default_sweeps_have_enough_points():
