@@ -130,6 +130,12 @@ class Codec:
                     decoded[first : first + band.shape[0]] = band
         return _Encoded(strings, decoded, crc, value_range, exceptions, x)
 
+    def base_layer(self, image: np.ndarray, padding_value: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        """The pixels every decoder gets from this image's lossy coding, and the intensity
+        mapping used (what the residual layer of lossless and near-lossless coding builds on)."""
+        encoded = self._encode(image, None, padding_value=padding_value)
+        return encoded.decoded, encoded.value_range
+
     def compress(
         self,
         image: np.ndarray,

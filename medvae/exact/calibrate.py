@@ -15,7 +15,7 @@ result, the *plan*, is stored with the weights; decoders never calibrate.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -63,9 +63,9 @@ def _as_unit(image: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def calibrate(model: CompressionModel, images: Iterable[np.ndarray] | None = None) -> Plan:
-    """Fractional bits for every layer output the exact twin needs, from ``images`` and the
-    synthetic patterns (integer images are mapped as the codec maps them; floats are taken in [0, 1])."""
+def layer_peaks(model: torch.nn.Module, run: Callable[[], object]) -> dict[str, float]:
+    """The largest magnitude each named submodule of ``model`` takes in (``name:in``) and puts
+    out (``name``) while ``run()`` runs it, in eval mode."""
     peaks: dict[str, float] = defaultdict(float)
 
     def record(key: str, value) -> None:
@@ -82,6 +82,27 @@ def calibrate(model: CompressionModel, images: Iterable[np.ndarray] | None = Non
     was_training = model.training
     model.eval()
     try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return peaks
+
+
+def plan_from_peaks(peaks: dict[str, float], input_peak: float = 1.0) -> Plan:
+    """Fractional bits per layer output (:data:`MARGIN` × its peak in range), and the input's."""
+    plan = {name: frac_for(peak, MARGIN) for name, peak in peaks.items()}
+    plan[INPUT] = frac_for(input_peak, 1.0)
+    return dict(sorted(plan.items()))
+
+
+@torch.no_grad()
+def calibrate(model: CompressionModel, images: Iterable[np.ndarray] | None = None) -> Plan:
+    """Fractional bits for every layer output the exact twin needs, from ``images`` and the
+    synthetic patterns (integer images are mapped as the codec maps them; floats are taken in [0, 1])."""
+
+    def run() -> None:
         stride = model.downsampling_factor
         device = next(model.parameters()).device
         for image in [*(images or []), *synthetic_images()]:
@@ -89,11 +110,5 @@ def calibrate(model: CompressionModel, images: Iterable[np.ndarray] | None = Non
             h, w = x.shape[-2:]
             x = F.pad(x, (0, (-w) % stride, 0, (-h) % stride), mode="replicate")
             model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
 
-    plan = {name: frac_for(peak, MARGIN) for name, peak in peaks.items()}
-    plan[INPUT] = frac_for(1.0, 1.0)
-    return dict(sorted(plan.items()))
+    return plan_from_peaks(layer_peaks(model, run))

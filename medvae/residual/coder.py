@@ -1,0 +1,178 @@
+"""Exact residual coding: lossless (τ = 0) and near-lossless (|error| ≤ τ on every pixel).
+
+Given the base layer's reconstruction x̃ (exact, the same on every machine), the residual
+r = x − x̃ is coded in the four passes of :mod:`medvae.residual.model`. For each pixel the
+exact twin of the residual network gives an integer mean μ and a table index; the coder
+writes ``q = sign(e)·⌊(|e| + τ)/(2τ + 1)⌋`` of ``e = r − μ`` with that table, and every
+decoder rebuilds ``r̂ = μ + (2τ + 1)·q``.
+
+Why the bound holds everywhere: ``|e − (2τ + 1)q| ≤ τ`` for every integer ``e`` (q rounds
+e/(2τ + 1) to the nearest integer), so ``|x − (x̃ + r̂)| ≤ τ``, and clipping to the dtype's
+range (where x lies) can only bring a value closer. Why every decoder computes the same
+μ, table and r̂: the network's inputs are correctly rounded divisions of integers, the
+network runs in the exact fixed-point arithmetic of :mod:`medvae.exact`, μ is an exact
+product rounded once, the table index an exact comparison of an exact base-2 logarithm
+(:func:`medvae.residual.tables.log2_fixed` for the range and for 2τ + 1), and the tables
+are integers built without a float ``exp``. The pixel checksum then confirms it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from compressai.ans import RansDecoder, RansEncoder
+
+from medvae.errors import BitstreamError
+from medvae.exact.calibrate import INPUT, Plan
+from medvae.exact.fixed import Fixed, from_real, pow2
+from medvae.exact.layers import Tiled, convert
+from medvae.exact.twin import CHUNK, guarded
+from medvae.residual.model import CONTEXT_GAIN, PHASES, RECEPTIVE_RADIUS, ResidualModel, block_offset, model_inputs
+from medvae.residual.tables import LOG2_FRAC, log2_fixed, table_index, tables
+
+#: Half-resolution tile of the residual network (memory stays that of one tile; the result
+#: is identical to the whole computation, see :class:`medvae.exact.layers.Tiled`).
+TILE = 256
+#: Largest error bound a file may declare (the container's u16).
+MAX_ERROR = 65535
+
+
+class _Inputs:
+    """The network's input, built region by region (half-resolution coordinates) for ``Tiled``."""
+
+    def __init__(self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], frac: int):
+        self.base, self.residual, self.known, self.frac = base, residual, known, frac
+        self.lo, self.hi = (float(v) for v in value_range)
+        self.shape = (1, 12, base.shape[0] // 2, base.shape[1] // 2)
+
+    def crop(self, r0: int, r1: int, c0: int, c1: int) -> Fixed:
+        region = lambda a: torch.from_numpy(np.ascontiguousarray(a[2 * r0 : 2 * r1, 2 * c0 : 2 * c1]))[None, None]  # noqa: E731
+        inputs = model_inputs(
+            region(self.base).to(torch.float64), region(self.residual).to(torch.float64), region(self.known),
+            self.lo, self.hi,
+        )
+        return from_real(inputs, self.frac)
+
+
+def quantize(error: np.ndarray, max_error: int) -> np.ndarray:
+    """``sign(e)·⌊(|e| + τ)/(2τ + 1)⌋``: the nearest multiple of 2τ + 1, in units of it."""
+    step = 2 * max_error + 1
+    return np.sign(error) * ((np.abs(error) + max_error) // step)
+
+
+class ResidualCoder:
+    """The exact residual coder of one trained :class:`ResidualModel` under calibration ``plan``."""
+
+    def __init__(self, model: ResidualModel, plan: Plan):
+        self.net = Tiled(convert(model.eval().net, "net", plan), 1.0, TILE, RECEPTIVE_RADIUS, output="lazy")
+        self.input_frac = plan[INPUT]
+
+    # --- parameters ----------------------------------------------------------------
+    def _parameters(
+        self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], max_error: int,
+        phase: tuple[int, int],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Integer means and table indexes of one pass's pixels, on the half-resolution grid."""
+        lo, hi = value_range
+        span = hi - lo
+        # log2(scale) = network output + log2(hi − lo) − log2(2τ + 1): multiples of 2^-16, summed exactly
+        offset = (log2_fixed(span) - log2_fixed(2 * max_error + 1)) * pow2(-LOG2_FRAC)
+        k = block_offset(phase)
+        h, w = base.shape[0] // 2, base.shape[1] // 2
+        mean, index = np.empty((h, w), np.int64), np.empty((h, w), np.int32)
+        with torch.inference_mode():
+            for (r0, r1, c0, c1), part in self.net(_Inputs(base, residual, known, value_range, self.input_frac)).tiles():
+                unit = pow2(-part.frac)
+                mu = torch.round(part.value[0, 2 * k] * unit * span / CONTEXT_GAIN)  # < 2^24 · 2^17: exact
+                mean[r0:r1, c0:c1] = mu.cpu().numpy()
+                index[r0:r1, c0:c1] = table_index(part.value[0, 2 * k + 1] * unit + offset).cpu().numpy()
+        return mean, index
+
+    # --- coding ----------------------------------------------------------------------
+    def encode(self, image: np.ndarray, base: np.ndarray, value_range: tuple[int, int], max_error: int) -> list[bytes]:
+        """rANS strings of the residual of ``image`` over ``base`` with bound ``max_error``."""
+        check_max_error(max_error)
+        strings: list[bytes] = []
+        encoder = RansEncoder()
+        cdfs, lengths, offsets = tables()
+        residual = _even(image.astype(np.int64) - base)
+
+        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], decoded: np.ndarray) -> np.ndarray:
+            rows, cols = _phase_size(image.shape, phase)
+            q = quantize(residual[phase[0] :: 2, phase[1] :: 2][:rows, :cols] - mean[:rows, :cols], max_error)
+            for flat_q, flat_index in _chunks(q, index[:rows, :cols]):
+                strings.append(encoder.encode_with_indexes(flat_q, flat_index, cdfs, lengths, offsets))
+            return q
+
+        self._passes(base, value_range, max_error, code)
+        return strings
+
+    def decode(
+        self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int
+    ) -> np.ndarray:
+        """The image :meth:`encode` coded: ``base`` plus the decoded residual, clipped to its dtype."""
+        check_max_error(max_error)
+        needed = sum(_chunk_count(_phase_size(base.shape, phase)) for phase in PHASES)
+        if len(strings) != needed:
+            raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where {needed} are needed")
+        decoder = RansDecoder()
+        cdfs, lengths, offsets = tables()
+        queue = iter(strings)
+
+        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], decoded: np.ndarray) -> np.ndarray:
+            rows, cols = _phase_size(base.shape, phase)
+            values = []
+            for _, flat_index in _chunks(np.zeros((rows, cols), np.int64), index[:rows, :cols]):
+                string = next(queue)
+                values += decoder.decode_with_indexes(guarded(string, len(flat_index)), flat_index, cdfs, lengths, offsets)
+            return np.asarray(values, np.int64).reshape(rows, cols)
+
+        decoded = self._passes(base, value_range, max_error, code)
+        return _clip(base.astype(np.int64) + decoded[: base.shape[0], : base.shape[1]], base.dtype)
+
+    def _passes(self, base: np.ndarray, value_range: tuple[int, int], max_error: int, code) -> np.ndarray:
+        """Run the four passes: parameters from what is decoded so far, then ``code`` (which
+        writes or reads the pass's quantized residuals). Returns the decoded residual (even-sized)."""
+        step = 2 * max_error + 1
+        padded = _even(base.astype(np.int64), edge=True)
+        decoded = np.zeros(padded.shape, np.int64)
+        known = np.zeros(padded.shape, bool)
+        for phase in PHASES:
+            mean, index = self._parameters(padded, decoded, known, value_range, max_error, phase)
+            q = code(mean, index, phase, decoded)
+            rows, cols = q.shape
+            decoded[phase[0] :: 2, phase[1] :: 2][:rows, :cols] = mean[:rows, :cols] + step * q
+            known[phase[0] :: 2, phase[1] :: 2][:rows, :cols] = True
+        return decoded
+
+
+def check_max_error(max_error: int) -> None:
+    if not isinstance(max_error, (int, np.integer)) or not 0 <= max_error <= MAX_ERROR:
+        raise ValueError(f"max_error must be an integer in 0..{MAX_ERROR}, got {max_error!r}")
+
+
+def _even(a: np.ndarray, edge: bool = False) -> np.ndarray:
+    """``a`` padded to even height and width (the last row/column repeated, or zeros)."""
+    pad = ((0, a.shape[0] % 2), (0, a.shape[1] % 2))
+    return np.pad(a, pad, mode="edge" if edge else "constant") if any(p for _, p in pad) else a
+
+
+def _phase_size(shape: tuple[int, int], phase: tuple[int, int]) -> tuple[int, int]:
+    """Pixels of the image in one pass: rows and columns of its sub-grid."""
+    return (shape[0] - phase[0] + 1) // 2, (shape[1] - phase[1] + 1) // 2
+
+
+def _chunk_count(size: tuple[int, int]) -> int:
+    return max(1, -(-size[0] * size[1] // CHUNK))
+
+
+def _chunks(q: np.ndarray, index: np.ndarray):
+    """(symbols, indexes) lists of at most :data:`CHUNK` symbols each, raster order."""
+    flat_q, flat_index = q.reshape(-1), index.reshape(-1)
+    for start in range(0, max(1, flat_q.size), CHUNK):
+        yield flat_q[start : start + CHUNK].tolist(), flat_index[start : start + CHUNK].tolist()
+
+
+def _clip(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(values, info.min, info.max).astype(dtype)

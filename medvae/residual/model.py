@@ -1,0 +1,116 @@
+"""The residual layer's learned entropy model (lossy plus residual coding, DLPR-style).
+
+After the lossy base layer, the decoder has the base reconstruction x̃. The residual
+r = x − x̃ is coded in four passes over the 2×2 polyphase grid (:data:`PHASES`): the
+pixels of pass p are coded under a discrete Laplace law whose mean and scale a small
+convolutional network predicts from x̃ and the residuals of passes 0..p−1, so each
+pass sees more context than the one before, and every pass is parallel (DLPR, Bai et al.,
+TPAMI 2024, codes its residual with such a context model; ours is smaller, for the CPU).
+
+Units: the network reads x̃ as ``(x̃ − lo)/(hi − lo)`` and decoded residuals as
+``r · CONTEXT_GAIN/(hi − lo)``; it outputs the mean in the same units as the residuals it
+reads, and ``log2(scale/(hi − lo))``. So one model serves any intensity range. Training
+runs in float (:func:`residual_bits`); coding runs its exact twin (:mod:`medvae.residual.coder`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Coding order of the 2×2 polyphase grid: (row, column) offsets of each pass.
+PHASES = ((0, 0), (1, 1), (0, 1), (1, 0))
+#: Decoded residuals enter the network as ``r · CONTEXT_GAIN/(hi − lo)`` (a power of two), clamped to ±CONTEXT_LIMIT.
+CONTEXT_GAIN = 64.0
+CONTEXT_LIMIT = 16.0
+#: Per 2×2 block, the network reads x̃, the decoded residuals and which are decoded (4 each).
+IN_CHANNELS = 12
+CHANNELS = 24
+#: Half-resolution outputs depend on inputs within this many half-resolution pixels (four 3×3 convolutions).
+RECEPTIVE_RADIUS = 4
+
+
+class ResidualModel(nn.Module):
+    """Works at half resolution on 2×2 blocks (``pixel_unshuffle``), so a pass costs a quarter
+    of a full-resolution network. Output channels ``2k, 2k + 1`` are, for the pixel at offset
+    ``k = 2·row + column`` of each block, ``mean · CONTEXT_GAIN/(hi − lo)`` and ``log2(scale/(hi − lo))``."""
+
+    model_name = "residual"
+
+    def __init__(self, channels: int = CHANNELS):
+        super().__init__()
+        self.channels = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(IN_CHANNELS, channels, 3, padding=1),
+            nn.LeakyReLU(0.125),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.125),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.LeakyReLU(0.125),
+            nn.Conv2d(channels, 8, 3, padding=1),
+        )
+        with torch.no_grad():  # start near a scale of 1/256 of the range: typical of a good base
+            self.net[-1].bias.copy_(torch.tensor([0.0, -8.0] * 4))
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.net(inputs)
+
+
+def phase_mask(shape: tuple[int, ...], phase: tuple[int, int], device=None) -> Tensor:
+    """Boolean (…, H, W) mask of the pixels of one pass."""
+    h, w = shape[-2:]
+    rows = torch.arange(h, device=device) % 2 == phase[0]
+    cols = torch.arange(w, device=device) % 2 == phase[1]
+    return (rows[:, None] & cols[None, :]).expand(shape)
+
+
+def block_offset(phase: tuple[int, int]) -> int:
+    """Channel of a phase's pixels after ``pixel_unshuffle(·, 2)``."""
+    return 2 * phase[0] + phase[1]
+
+
+def model_inputs(base: Tensor, residual: Tensor, known: Tensor, lo: Tensor | float, hi: Tensor | float) -> Tensor:
+    """The network's (B, 12, H/2, W/2) input from (B, 1, H, W) integer-valued tensors (H, W even):
+    the base reconstruction, the decoded residuals (read where ``known``) and ``known``, each
+    as its four 2×2 phases. Each value is one correctly rounded division and an exact clamp,
+    and the rearrangement moves values only, so the exact coder computes it identically."""
+    span = hi - lo
+    context = torch.where(known, residual * CONTEXT_GAIN / span, torch.zeros_like(residual))
+    planes = torch.cat([(base - lo) / span, context.clamp(-CONTEXT_LIMIT, CONTEXT_LIMIT), known.to(base.dtype)], dim=1)
+    return F.pixel_unshuffle(planes, 2)
+
+
+def _laplace_bits(error: Tensor, scale: Tensor) -> Tensor:
+    """−log2 P(error) for an integer ``error`` under a discrete Laplace law of ``scale``
+    (probabilities floored at 2^-16, as the 16-bit tables floor them)."""
+    a = error.abs()
+    inner = 1 - 0.5 * torch.exp(-(0.5 - a).clamp(min=0) / scale) - 0.5 * torch.exp(-(0.5 + a) / scale)
+    outer_log = math.log(0.5) - (a - 0.5).clamp(min=0) / scale + torch.log(-torch.expm1(-1 / scale))
+    log_p = torch.where(a < 0.5, torch.log(inner.clamp(min=2.0**-16)), outer_log)
+    return -log_p.clamp(min=-16 * math.log(2)) / math.log(2)
+
+
+def residual_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Bits of the lossless residual of each image, as the four passes code it: (B,) float.
+
+    ``image`` and ``base`` are (B, 1, H, W) float tensors of stored integers (H, W even);
+    ``lo``, ``hi`` (B, 1, 1, 1) the base layer's intensity mapping. The mean is rounded as the
+    coder rounds it (straight-through), so the loss is the coder's cost, escapes aside.
+    """
+    residual = image - base
+    blocks = F.pixel_unshuffle(residual, 2)
+    known = torch.zeros_like(residual, dtype=torch.bool)
+    total = torch.zeros(image.shape[0], device=image.device)
+    span = hi - lo
+    for phase in PHASES:
+        k = block_offset(phase)
+        out = model(model_inputs(base, residual, known, lo, hi))
+        mean = out[:, 2 * k : 2 * k + 1] * span / CONTEXT_GAIN
+        mean = mean + (torch.round(mean) - mean).detach()
+        scale = torch.exp2((out[:, 2 * k + 1 : 2 * k + 2] + torch.log2(span)).clamp(min=-5.0, max=14.0))
+        total = total + _laplace_bits(blocks[:, k : k + 1] - mean, scale).flatten(1).sum(1)
+        known = known | phase_mask(residual.shape, phase, residual.device)
+    return total

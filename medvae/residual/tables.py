@@ -1,0 +1,118 @@
+"""Integer CDF tables of the residual coder, built with exact steps only.
+
+Residuals are coded under a discrete Laplace law: symbol ``k`` has probability
+``F(k + ½) − F(k − ½)`` for a Laplace of scale ``b``. Table ``i`` holds the law of scale
+``2^(LOG2_MIN + (i + ½)/STEPS)``; the decoder picks a table by an exact comparison
+(:func:`table_index`), never by a float ``exp`` or ``log``.
+
+Why the tables are the same on every machine: they are computed with :mod:`decimal`,
+whose ``exp`` and ``ln`` are correctly rounded by its specification (the General Decimal
+Arithmetic spec, implemented in software by libmpdec); every other step, down to the
+16-bit frequencies, is integer arithmetic. No platform ``libm`` and no SIMD path is
+involved, so two decoders cannot disagree on a single frequency; a test pins their hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Context, Decimal
+from functools import lru_cache
+
+import torch
+
+#: log2 of the smallest and largest table scale (in stored-integer units), and tables per octave.
+LOG2_MIN, LOG2_MAX, STEPS = -5, 14, 4
+COUNT = (LOG2_MAX - LOG2_MIN) * STEPS
+#: CDF precision of CompressAI's rANS coder.
+PRECISION = 16
+#: Widest table: symbols ±MAX_HALF_WIDTH; rarer values are escaped (coded in bypass by rANS).
+MAX_HALF_WIDTH = 2048
+#: Fixed-point precision of the exact base-2 logarithms (:func:`log2_fixed`).
+LOG2_FRAC = 16
+
+_DECIMAL = Context(prec=40)
+
+
+def log2_fixed(n: int, frac: int = LOG2_FRAC) -> int:
+    """``floor(log2(n) · 2^frac)`` for an integer ``n ≥ 1``, in integer arithmetic only.
+
+    The classic bit-by-bit method: square the mantissa and read one bit of the logarithm
+    per squaring. Every step is a Python integer operation, so the result is exact and
+    the same everywhere.
+    """
+    if n < 1:
+        raise ValueError(f"log2 of {n}")
+    integer = n.bit_length() - 1
+    precision = 64  # bits kept of the mantissa m ∈ [1, 2)
+    m = (n << precision) >> integer if integer <= precision else n >> (integer - precision)
+    result = integer
+    for _ in range(frac):
+        m = (m * m) >> precision
+        result <<= 1
+        if m >> (precision + 1):
+            m >>= 1
+            result |= 1
+    return result
+
+
+def _scale(i: int) -> Decimal:
+    """Scale of table ``i``: ``2^(LOG2_MIN + (i + ½)/STEPS)`` (correctly rounded decimal)."""
+    exponent = Decimal(2 * i + 1) / Decimal(2 * STEPS) + LOG2_MIN
+    return _DECIMAL.exp(_DECIMAL.multiply(exponent, _DECIMAL.ln(Decimal(2))))
+
+
+#: Fixed point of the probabilities while a table is built (integers times 2^-ONE_BITS).
+ONE_BITS = 64
+
+
+def _pmf(scale: Decimal) -> tuple[list[int], int, int]:
+    """Probabilities (integers times 2^-ONE_BITS) of symbols −w..w and the tail mass beyond,
+    for a Laplace of ``scale``: two correctly rounded ``exp``, then integer products only."""
+    one = 1 << ONE_BITS
+    rho = int(_DECIMAL.exp(-1 / scale) * one)  # P(|k| ≥ j + ½) = ρ^(j + ½)
+    beyond = int(_DECIMAL.exp(Decimal(-0.5) / scale) * one)  # mass of |k| > j (both sides), now j = 0
+    centre, tail = one - beyond, []
+    while len(tail) < MAX_HALF_WIDTH and beyond >> (ONE_BITS - PRECISION):  # stop below 1/65536
+        tail.append((beyond * (one - rho)) >> (ONE_BITS + 1))  # one side: ½ (ρ^(j − ½) − ρ^(j + ½))
+        beyond = (beyond * rho) >> ONE_BITS
+    return [*reversed(tail), centre, *tail], beyond, len(tail)
+
+
+def _quantize(pmf: list[int]) -> list[int]:
+    """A 16-bit CDF (``0 … 2^16``) in which every symbol has frequency ≥ 1 (integers only)."""
+    total = 2**PRECISION
+    spare, mass = total - len(pmf), sum(pmf)
+    freq = [1 + p * spare // mass for p in pmf]
+    freq[max(range(len(freq)), key=lambda k: (freq[k], -k))] += total - sum(freq)  # the largest takes the rest
+    cdf = [0]
+    for f in freq:
+        cdf.append(cdf[-1] + f)
+    return cdf
+
+
+@lru_cache(maxsize=1)
+def tables() -> tuple[list[list[int]], list[int], list[int]]:
+    """``(cdfs, cdf_lengths, offsets)`` as CompressAI's rANS coder takes them: table ``i``'s
+    symbols are −w..w and an escape (its tail mass) for every value beyond."""
+    cdfs, lengths, offsets = [], [], []
+    for i in range(COUNT):
+        pmf, tail, width = _pmf(_scale(i))
+        cdf = _quantize([*pmf, tail])
+        cdfs.append(cdf)
+        lengths.append(len(cdf))
+        offsets.append(-width)
+    longest = max(lengths)
+    return [c + [0] * (longest - len(c)) for c in cdfs], lengths, offsets
+
+
+def tables_digest() -> str:
+    """SHA-256 of every table (a test pins it: the tables are part of the format)."""
+    cdfs, lengths, offsets = tables()
+    return hashlib.sha256(repr((cdfs, lengths, offsets)).encode()).hexdigest()
+
+
+def table_index(log2_scale: torch.Tensor) -> torch.Tensor:
+    """Table of each element for exact base-2 log scales (float64 multiples of 2^-LOG2_FRAC or
+    of a finer power of two): ``clamp(floor((log2 b − LOG2_MIN) · STEPS), 0, COUNT − 1)``.
+    Subtracting an integer and multiplying by a power of two are exact, and so is ``floor``."""
+    return torch.floor((log2_scale - LOG2_MIN) * STEPS).clamp_(0, COUNT - 1).to(torch.int32)

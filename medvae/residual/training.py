@@ -1,0 +1,116 @@
+"""Training of the residual model on (image, base reconstruction) pairs.
+
+The base layer is frozen: each training slice is coded once with it (exactly, as the coder
+will), and the residual model learns the cost of the residuals left
+(:func:`medvae.residual.model.residual_bits`) on random crops. bfloat16 autocast on the CPU
+(AVX-512-BF16) is an option; ``benchmarks/lossless.py`` measures whether it changes the result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from medvae.codec import Codec
+from medvae.io.slices import Slice
+from medvae.residual.model import ResidualModel, residual_bits
+
+
+@dataclass
+class Pair:
+    """One training slice: the stored integers, the base layer's reconstruction, its mapping."""
+
+    image: np.ndarray
+    base: np.ndarray
+    value_range: tuple[int, int]
+
+
+def base_pairs(codec: Codec, slices: list[Slice], progress: bool = True) -> list[Pair]:
+    """Each slice with what the base layer ``codec`` reconstructs from it."""
+    pairs = []
+    for s in tqdm(slices, desc="base layer", unit="slice", disable=not progress):
+        base, value_range = codec.base_layer(s.pixels)
+        pairs.append(Pair(s.pixels, base, value_range))
+    return pairs
+
+
+def save_pairs(pairs: list[Pair], path: str | Path) -> None:
+    np.savez_compressed(
+        path, images=np.array([p.image for p in pairs], dtype=object), bases=np.array([p.base for p in pairs], dtype=object),
+        ranges=np.array([p.value_range for p in pairs]),
+    )
+
+
+def load_pairs(path: str | Path) -> list[Pair]:
+    data = np.load(path, allow_pickle=True)
+    return [Pair(i, b, tuple(int(v) for v in r)) for i, b, r in zip(data["images"], data["bases"], data["ranges"])]
+
+
+def _batch(pairs: list[Pair], rng: np.random.Generator, size: int, crop: int) -> tuple[torch.Tensor, ...]:
+    images, bases, los, his = [], [], [], []
+    for k in rng.integers(0, len(pairs), size):
+        p = pairs[k]
+        h, w = p.image.shape
+        c = min(crop, h, w)
+        r0, c0 = rng.integers(0, h - c + 1), rng.integers(0, w - c + 1)
+        images.append(p.image[r0 : r0 + c, c0 : c0 + c].astype(np.float32))
+        bases.append(p.base[r0 : r0 + c, c0 : c0 + c].astype(np.float32))
+        los.append(p.value_range[0])
+        his.append(p.value_range[1])
+    c = min(x.shape[0] for x in images)
+    stack = lambda xs: torch.from_numpy(np.stack([x[:c, :c] for x in xs]))[:, None]  # noqa: E731
+    bound = lambda v: torch.tensor(v, dtype=torch.float32).reshape(-1, 1, 1, 1)  # noqa: E731
+    return stack(images), stack(bases), bound(los), bound(his)
+
+
+def evaluate_bpp(model: ResidualModel, pairs: list[Pair]) -> float:
+    """Mean residual bits per pixel over whole slices (float model, escapes aside)."""
+    model.eval()
+    bits, pixels = 0.0, 0
+    with torch.no_grad():
+        for p in pairs:
+            t = lambda a: torch.from_numpy(a.astype(np.float32))[None, None]  # noqa: E731
+            lo, hi = (torch.tensor(float(v)).reshape(1, 1, 1, 1) for v in p.value_range)
+            bits += float(residual_bits(model, t(p.image), t(p.base), lo, hi).sum())
+            pixels += p.image.size
+    model.train()
+    return bits / pixels
+
+
+def train_residual(
+    pairs: list[Pair], *, steps: int, batch: int = 16, crop: int = 96, lr: float = 1e-3, bf16: bool = False,
+    seed: int = 0, model: ResidualModel | None = None, val: list[Pair] | None = None, log_every: int = 500,
+) -> tuple[ResidualModel, list[dict]]:
+    """Adam on the mean residual bits per pixel; the learning rate falls tenfold for the last
+    fifth. Returns the model and a log (step, train bpp, validation bpp, seconds)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = model or ResidualModel()
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(steps * 0.8)], 0.1)
+    log, start, running = [], time.time(), []
+    for step in tqdm(range(1, steps + 1), desc="residual model", unit="step"):
+        image, base, lo, hi = _batch(pairs, rng, batch, crop)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            bits = residual_bits(model, image, base, lo, hi)
+        loss = bits.sum() / image[0, 0].numel() / image.shape[0]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        running.append(float(loss))
+        if step % log_every == 0 or step == steps:
+            entry = {"step": step, "train_bpp": float(np.mean(running)), "seconds": round(time.time() - start, 1)}
+            if val:
+                entry["val_bpp"] = evaluate_bpp(model, val)
+            log.append(entry)
+            tqdm.write(str(entry))
+            running = []
+    return model, log

@@ -1,0 +1,76 @@
+"""Saving, loading and fingerprinting residual models (with the exact plan their coder uses)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medvae.errors import MedVAEError
+from medvae.exact import EXACT_VERSION
+from medvae.exact.calibrate import Plan, layer_peaks, plan_from_peaks
+from medvae.io.files import atomic_path
+from medvae.residual.coder import ResidualCoder
+from medvae.residual.model import ResidualModel, model_inputs
+from medvae.residual.tables import tables_digest
+
+FORMAT = "medvae-residual-v1"
+
+
+def calibrate_residual(model: ResidualModel, pairs: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]) -> Plan:
+    """Fractional bits of each layer of the residual network, from (image, base, range)
+    examples run through the four passes with the true residuals as context."""
+    from medvae.residual.model import PHASES, phase_mask
+
+    def run() -> None:
+        for image, base, (lo, hi) in pairs:
+            h, w = (s - s % 2 for s in image.shape)
+            x = torch.from_numpy(image[:h, :w].astype(np.float32))[None, None]
+            b = torch.from_numpy(base[:h, :w].astype(np.float32))[None, None]
+            known = torch.zeros_like(x, dtype=torch.bool)
+            for phase in PHASES:
+                model(model_inputs(b, x - b, known, float(lo), float(hi)))
+                known = known | phase_mask(x.shape, phase)
+
+    peaks = layer_peaks(model, run)
+    return plan_from_peaks({k: v for k, v in peaks.items() if not k.endswith(":in")}, input_peak=16.0)
+
+
+def fingerprint(model: ResidualModel, plan: Plan) -> str:
+    """16 hex digits over the weights, the plan, the exact rules' version and the CDF tables."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps({"plan": plan, "exact_version": EXACT_VERSION, "tables": tables_digest()}, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+class Residual:
+    """A trained residual model ready to code: the float model, its plan, coder and fingerprint."""
+
+    def __init__(self, model: ResidualModel, plan: Plan, info: dict[str, Any] | None = None):
+        self.model, self.plan, self.info = model.eval(), plan, info or {}
+        self.coder = ResidualCoder(model, plan)
+        self.fingerprint = fingerprint(model, plan)
+
+
+def save_residual(residual: Residual, path: str | Path) -> None:
+    record = {
+        "format": FORMAT, "channels": residual.model.channels, "state_dict": residual.model.state_dict(),
+        "plan": residual.plan, "info": residual.info,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(record, tmp)
+
+
+def load_residual(path: str | Path) -> Residual:
+    record = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise MedVAEError(f"{path}: not a MedVAE residual model")
+    model = ResidualModel(record["channels"])
+    model.load_state_dict(record["state_dict"])
+    return Residual(model, record["plan"], record.get("info"))
