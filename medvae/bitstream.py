@@ -4,7 +4,7 @@ Layout (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"MVAE"
-    4       1     format version (3; 1 and 2 are still read)
+    4       1     format version (3, or 4 with a residual layer; 1 and 2 are still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
     6       1     bits stored (0 = not known)
     7       1     length n of the model name
@@ -24,6 +24,10 @@ Layout (all integers little-endian)::
     ...     4     formats 2, 3: length e of the exception block (u32, 0 when none)
     ...     e     exceptions: padding mask and extreme pixels with their exact values
                   (:mod:`medvae.exceptions`), restored after the model's decode
+    ...           format 4 only, the residual layer (:mod:`medvae.residual`): u16 error
+                  bound τ (0 = lossless), 8-byte residual model fingerprint, u16 count R,
+                  R × (u32 length, bytes) of rANS strings; the pixel CRC is then that of
+                  the final image (base plus residual)
     ...     4     length m of the metadata block (u32, 0 when absent)
     ...     m     metadata: opaque bytes the caller attaches (the command line stores the
                   source DICOM header there, so decoding can write DICOM back)
@@ -52,14 +56,17 @@ from medvae.errors import BitstreamError
 
 MAGIC = b"MVAE"
 FORMAT_VERSION = 3
+#: The format of files with a residual layer (lossless and near-lossless coding).
+RESIDUAL_VERSION = 4
 #: Largest image side a container may claim (DICOM Rows and Columns are 16-bit).
 MAX_SIDE = 65535
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
-_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H")}  # number of strings
+_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H")}  # number of strings
+_RESIDUAL = struct.Struct("<H8sH")  # error bound, residual model fingerprint, number of residual strings
 _CRC = struct.Struct("<I")  # also the pixel CRC of format 2
 
 
@@ -76,6 +83,9 @@ class Header:
     bits_stored: int = 0
     pixels_crc: int | None = None  # CRC-32 of the decoded pixels (format 2; None in format 1)
     exceptions: bytes = b""  # padding mask and extreme pixels (format 2; :mod:`medvae.exceptions`)
+    max_error: int | None = None  # residual layer's bound (0 = lossless); None: lossy, no residual layer
+    residual_fingerprint: str = ""  # the residual model's (16 hex digits)
+    residual_strings: tuple[bytes, ...] = ()
     version: int = FORMAT_VERSION
     n_bytes: int = 0  # size of the whole container (filled in on reading)
     metadata_bytes: int = 0  # size of the metadata block (filled in on reading)
@@ -113,14 +123,16 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
     in the current format."""
     if header.pixels_crc is None:
         raise ValueError("a format-3 header needs the CRC of the decoded pixels")
-    if len(strings) > 65535:
-        raise ValueError(f"{len(strings)} strings: a container holds at most 65535")
+    residual = header.max_error is not None
+    version = RESIDUAL_VERSION if residual else FORMAT_VERSION
+    if len(strings) > 65535 or len(header.residual_strings) > 65535:
+        raise ValueError("a container holds at most 65535 strings per layer")
     name = header.model.encode("ascii")
     if not 0 < len(name) < 256:
         raise ValueError(f"model name {header.model!r} must be 1..255 ASCII characters")
     parts = [
         MAGIC,
-        bytes([FORMAT_VERSION, DTYPE_CODES[np.dtype(header.dtype)], header.bits_stored, len(name)]),
+        bytes([version, DTYPE_CODES[np.dtype(header.dtype)], header.bits_stored, len(name)]),
         name,
         _FIXED.pack(
             bytes.fromhex(header.fingerprint),
@@ -128,12 +140,16 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
             *header.value_range,
             *header.latent_shape,
         ),
-        _COUNT[FORMAT_VERSION].pack(len(strings)),
+        _COUNT[version].pack(len(strings)),
         _CRC.pack(header.pixels_crc),
     ]
     for s in strings:
         parts += [struct.pack("<I", len(s)), s]
     parts += [struct.pack("<I", len(header.exceptions)), bytes(header.exceptions)]
+    if residual:
+        parts.append(_RESIDUAL.pack(header.max_error, bytes.fromhex(header.residual_fingerprint), len(header.residual_strings)))
+        for s in header.residual_strings:
+            parts += [struct.pack("<I", len(s)), s]
     parts += [struct.pack("<I", len(metadata)), bytes(metadata)]
     body = b"".join(parts)
     return body + _CRC.pack(zlib.crc32(body))
@@ -185,6 +201,13 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
     if version >= 2:
         (exc_len,) = struct.unpack("<I", r.take(4, "exception block length"))
         exceptions = r.take(exc_len, "exception block")
+    max_error, residual_fp, residual_strings = None, "", []
+    if version >= RESIDUAL_VERSION:
+        max_error, fp_bytes, n_residual = _RESIDUAL.unpack(r.take(_RESIDUAL.size, "residual layer header"))
+        residual_fp = fp_bytes.hex()
+        for i in range(n_residual):
+            (length,) = struct.unpack("<I", r.take(4, f"length of residual string {i}"))
+            residual_strings.append(r.take(length, f"residual string {i}"))
     (meta_len,) = struct.unpack("<I", r.take(4, "metadata length"))
     metadata = r.take(meta_len, "metadata")
     (crc,) = _CRC.unpack(r.take(4, "checksum"))
@@ -206,6 +229,9 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         bits_stored=bits_stored,
         pixels_crc=crc_of_pixels,
         exceptions=exceptions,
+        max_error=max_error,
+        residual_fingerprint=residual_fp,
+        residual_strings=tuple(residual_strings),
         version=version,
         n_bytes=len(data),
         metadata_bytes=len(metadata),

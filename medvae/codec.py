@@ -26,6 +26,8 @@ from medvae.exact.image import NormalizedImage, pixel_rows, pixels
 from medvae.exceptions import Exceptions, split
 from medvae.intensity import check_image, default_value_range, denormalize
 from medvae.refine import check_refinement, refine_latents
+from medvae.residual.coder import MAX_ERROR
+from medvae.residual.weights import Residual, load_residual
 
 #: Torch threads of the format-1 float decoder. Its entropy decoder depends on float
 #: results that change with the thread count, so format-1 files decode with the count
@@ -74,7 +76,10 @@ class Codec:
     GPU. Every file carries a CRC of its decoded pixels, which decoding checks.
     """
 
-    def __init__(self, model: CompressionModel, *, device: str | torch.device = "cpu", update_tables: bool = False):
+    def __init__(
+        self, model: CompressionModel, *, device: str | torch.device = "cpu", update_tables: bool = False,
+        residual: Residual | None = None,
+    ):
         if not hasattr(model, "model_name"):
             raise TypeError("Codec needs a registered MedVAE model (medvae.models.create(...))")
         self.model = model.eval().to(device)
@@ -89,6 +94,9 @@ class Codec:
         self.format1_fingerprint = fingerprint(self.model)
         #: λ of the MSE loss the weights were trained with, when their file records it (None if not).
         self.lmbda: float | None = getattr(model, "trained_lmbda", None)
+        #: The residual model of lossless and near-lossless coding (``max_error``), trained on
+        #: this base's reconstructions; None when the weights come without one.
+        self.residual = residual
 
     @property
     def name(self) -> str:
@@ -146,6 +154,7 @@ class Codec:
         refine_steps: int = 0,
         lmbda: float | None = None,
         padding_value: int | None = None,
+        max_error: int | None = None,
     ) -> bytes:
         """Encode a 2-D uint8/uint16/int16 image to a self-describing ``.mvae`` container.
 
@@ -165,11 +174,18 @@ class Codec:
                 the weights were trained with (:attr:`lmbda`).
             padding_value: the scanner's padding value (DICOM Pixel Padding Value); when
                 None, out-of-field padding is detected from the image.
+            max_error: add a residual layer (:mod:`medvae.residual`) so that every decoded
+                pixel is within ``max_error`` of the input: 0 is lossless (the decoded
+                integers equal the input), τ ≥ 1 near-lossless. None: the lossy base alone.
         """
         check_refinement(refine_steps, lmbda)
         image = check_image(image)
-        encoded = self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=False)
-        strings, exceptions = encoded.strings, encoded.exceptions
+        residual = self._check_residual(max_error)
+        encoded = self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=residual is not None)
+        strings, exceptions, crc, residual_strings = encoded.strings, encoded.exceptions, encoded.pixels_crc, ()
+        if residual is not None:
+            residual_strings, final = residual.coder.encode(image, encoded.decoded, encoded.value_range, max_error)
+            crc = bitstream.pixels_crc(final)
         header = bitstream.Header(
             model=self.name,
             fingerprint=self.fingerprint,
@@ -178,10 +194,26 @@ class Codec:
             value_range=encoded.value_range,
             latent_shape=self._latent_shape(image.shape),
             bits_stored=int(bits_stored),
-            pixels_crc=encoded.pixels_crc,
+            pixels_crc=crc,
             exceptions=exceptions.pack() if exceptions else b"",
+            max_error=max_error,
+            residual_fingerprint=residual.fingerprint if residual is not None else "",
+            residual_strings=tuple(residual_strings),
         )
         return bitstream.pack(header, strings, metadata)
+
+    def _check_residual(self, max_error: int | None) -> Residual | None:
+        """The residual model that codes ``max_error`` (None when there is no bound to keep)."""
+        if max_error is None:
+            return None
+        if isinstance(max_error, bool) or not isinstance(max_error, (int, np.integer)) or not 0 <= max_error <= MAX_ERROR:
+            raise InputError(f"max_error must be an integer in 0..{MAX_ERROR}, got {max_error!r}")
+        if self.residual is None:
+            raise InputError(
+                "these weights come without a residual model, so they cannot code losslessly or with a "
+                "bound on the error; use the shipped default (medvae.load('medvae')) or pass residual="
+            )
+        return self.residual
 
     def _refine_lmbda(self, lmbda: float | None) -> float:
         if lmbda is not None:
@@ -211,12 +243,26 @@ class Codec:
             raise BitstreamError(f"entropy decoding failed: {exc}") from None
         if header.exceptions:
             decoded = Exceptions.unpack(header.exceptions, header.shape).restore(decoded)
+        if header.max_error is not None:
+            decoded = self._add_residual(header, decoded)
         if bitstream.pixels_crc(decoded) != header.pixels_crc:
             raise BitstreamError(
                 "the decoded pixels do not match the checksum the encoder stored: the file is damaged "
                 "(or this decoder computes differently from the encoder); no image is returned"
             )
         return decoded
+
+    def _add_residual(self, header: bitstream.Header, base: np.ndarray) -> np.ndarray:
+        """The base pixels plus the residual layer the header carries."""
+        if self.residual is None or header.residual_fingerprint != self.residual.fingerprint:
+            have = "no residual model" if self.residual is None else f"residual model {self.residual.fingerprint}"
+            raise BitstreamError(
+                f"bitstream needs residual model {header.residual_fingerprint}; this codec has {have}"
+            )
+        try:
+            return self.residual.coder.decode(list(header.residual_strings), base, header.value_range, header.max_error)
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise BitstreamError(f"residual decoding failed: {exc}") from None
 
     def _latent_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
         """The coded latent's size (y, or z for hyperpriors): the image is padded to the stride."""
@@ -270,7 +316,7 @@ def load(source: str | os.PathLike, quality: int | None = None, *, device: str =
     reads the shipped weights (see :mod:`medvae.zoo`).
     """
     path = zoo.resolve(source, quality)
-    return Codec(_load_weights(path), device=device)
+    return Codec(_load_weights(path), device=device, residual=_shipped_residual(path))
 
 
 def _load_weights(path: Path) -> CompressionModel:
@@ -281,9 +327,14 @@ def _load_weights(path: Path) -> CompressionModel:
     return model
 
 
+def _shipped_residual(path: Path) -> Residual | None:
+    residual = zoo.residual_path(path)
+    return None if residual is None else load_residual(residual)
+
+
 @lru_cache(maxsize=8)
 def _shipped(path: Path) -> Codec:
-    return Codec(_load_weights(path))
+    return Codec(_load_weights(path), residual=_shipped_residual(path))
 
 
 def _as_codec(model: Codec | CompressionModel | str | os.PathLike) -> Codec:

@@ -81,6 +81,19 @@ def shipped_lmbda(path: str | Path) -> float | None:
     return None
 
 
+def residual_path(weights: str | Path) -> Path | None:
+    """The residual model shipped with the weights file ``weights`` (lossless and near-lossless
+    coding build on that base), or None when it has none."""
+    weights = Path(weights)
+    if weights.resolve().parent != WEIGHTS_DIR.resolve():
+        return None
+    for entry in index().values():
+        for quality in entry.get("qualities", {}).values():
+            if quality["file"] == weights.name and "residual" in quality:
+                return WEIGHTS_DIR / quality["residual"]["file"]
+    return None
+
+
 def path_for_fingerprint(model: str, fingerprint: str) -> Path:
     """The shipped weights a bitstream was written with, found by its header's fingerprint
     (of format 2, or of format 1 for files written by earlier releases)."""

@@ -20,7 +20,7 @@ from medvae import __version__
 from medvae.errors import MedVAEError
 
 #: Subcommand modules (``medvae.cli.<name>``) in help order. Missing ones are skipped.
-COMMANDS = ("compress", "decompress", "info", "demo", "data", "train", "evaluate", "bd_rate", "plot")
+COMMANDS = ("compress", "decompress", "info", "demo", "data", "train", "train_residual", "evaluate", "bd_rate", "plot")
 
 
 def build_parser() -> argparse.ArgumentParser:

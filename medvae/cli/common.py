@@ -19,6 +19,7 @@ class Options:
     skip_existing: bool = False
     debug: bool = False
     refine_steps: int = 0
+    max_error: int | None = None  # lossless (0) or near-lossless coding; None: lossy
 
 
 @lru_cache(maxsize=2)
@@ -74,6 +75,31 @@ def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
                              "512x512 slice and worker)")
     parser.add_argument("--refine-steps", type=_steps, default=None, metavar="N",
                         help="gradient steps per slice for --refine (default 50)")
+
+
+def add_error_bound_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--lossless`` and ``--max-error``: the residual layer (lossless and near-lossless coding)."""
+    bound = parser.add_mutually_exclusive_group()
+    bound.add_argument("--lossless", action="store_true",
+                       help="code losslessly: the decoded image equals the input (lossy base plus a learned residual layer)")
+    bound.add_argument("--max-error", type=_max_error, default=None, metavar="T",
+                       help="near-lossless: every decoded pixel within T of the input, guaranteed (T >= 1)")
+
+
+def max_error(args: argparse.Namespace) -> int | None:
+    """The error bound the options ask for: 0 lossless, T near-lossless, None lossy."""
+    return 0 if args.lossless else args.max_error
+
+
+def _max_error(text: str) -> int:
+    """``--max-error`` value: an integer bound in 0..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 (lossless) to 65535, got {text!r}")
+    return value
 
 
 def refine_steps(args: argparse.Namespace) -> int:

@@ -18,8 +18,10 @@ from medvae.cli import batch, common
 from medvae.cli.common import (
     Options,
     add_common_arguments,
+    add_error_bound_arguments,
     add_refine_arguments,
     check_model_args,
+    max_error,
     refine_steps,
 )
 from medvae.cli.files import Task, UsageError, plan, slice_paths
@@ -31,6 +33,8 @@ EXAMPLES = """examples:
   medvae compress a.dcm b.dcm -o out/ --model runs/x/best.pt
   medvae compress study/ -o out/ --workers 2 --skip-existing   resume an interrupted run
   medvae compress scans/ -o out/ --quality 3 --refine   higher fidelity at about the same size, slower encoding
+  medvae compress scans/ -o out/ --lossless             the archive's choice: decodes to the input exactly
+  medvae compress scans/ -o out/ --max-error 2          near-lossless: every pixel within 2 of the input
 """
 
 
@@ -67,7 +71,8 @@ def compress_file(task: Task) -> batch.Outcome:
         for i in todo:
             meta = source_metadata.pack(source_metadata.from_stack(stack, i))
             data = codec.compress(stack.pixels[i], bits_stored=stack.bits_stored, metadata=meta,
-                                  refine_steps=options.refine_steps, padding_value=padding_value(stack, i))
+                                  refine_steps=options.refine_steps, padding_value=padding_value(stack, i),
+                                  max_error=options.max_error)
             publish(targets[i], data, overwrite=options.force)
             h, w = stack.pixels[i].shape
             count(outcome, targets[i], len(data), len(data) - len(meta), h * w)
@@ -166,7 +171,12 @@ def compress_all(args: argparse.Namespace) -> int:
     codec = common.load_codec(args.model, args.quality)  # fail fast (exit 2) on a bad --model
     if steps and codec.lmbda is None:
         raise UsageError(f"{args.model} records no MSE-loss lambda, which --refine aims at")
-    options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps)
+    bound = max_error(args)
+    if bound is not None and codec.residual is None:
+        raise UsageError(f"{args.model} comes without a residual model: --lossless and --max-error need the shipped "
+                         "default (--model medvae without --quality)")
+    options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
+                      max_error=bound)
     workers = args.workers or batch.auto_workers(len(tasks), threads_per_worker=2)
     outcomes += batch.run(
         tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options),
@@ -188,6 +198,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quality", type=int, default=None, metavar="Q",
                         help="quality of a shipped model (default: its default quality)")
     add_refine_arguments(parser)
+    add_error_bound_arguments(parser)
     parser.set_defaults(func=run)
 
 

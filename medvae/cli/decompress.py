@@ -72,7 +72,7 @@ def restore(task: Task, codec, options: Options) -> batch.Outcome:
     image_bytes = header.n_bytes - header.metadata_bytes
     bits = header.bits_stored or (info.bits_stored if info else 0) or image.dtype.itemsize * 8
     ratio = metrics.compression_ratio(image_bytes, header.shape, bits)
-    blob = render(image, info, compression_ratio=ratio, name=str(target))
+    blob = render(image, info, compression_ratio=ratio, name=str(target), max_error=header.max_error)
     publish(target, blob, overwrite=options.force)
     pixels = header.shape[0] * header.shape[1]
     return batch.Outcome(

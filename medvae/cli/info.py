@@ -49,6 +49,10 @@ def describe(path: Path) -> dict[str, Any]:
         "compression_ratio": metrics.compression_ratio(image_bytes, (h, w), header.bits_stored) if header.bits_stored else None,
         "source": None,
         "exceptions": None,
+        "mode": _mode(header.max_error),
+        "max_error": header.max_error,
+        "residual_bytes": sum(len(s) for s in header.residual_strings),
+        "residual_fingerprint": header.residual_fingerprint or None,
     }
     if header.exceptions:
         from medvae.exceptions import Exceptions
@@ -72,6 +76,13 @@ def describe(path: Path) -> dict[str, Any]:
     return info
 
 
+def _mode(max_error: int | None) -> str:
+    """How the file bounds its error, in words."""
+    if max_error is None:
+        return "lossy"
+    return "lossless (decodes to the input exactly)" if max_error == 0 else f"near-lossless, max error {max_error} on every pixel"
+
+
 def format_text(info: dict[str, Any]) -> str:
     """The human-readable block for one file."""
     h, w = info["shape"]
@@ -93,6 +104,8 @@ def format_text(info: dict[str, Any]) -> str:
                   f" + {info['metadata_bytes']:,} source header"),
         ("bpp", f"{info['image_bpp']:.4f} image data, {info['bpp']:.4f} whole file"),
         ("ratio", ratio),
+        ("mode", info["mode"] + (f" (residual layer {info['residual_bytes']:,} bytes, model {info['residual_fingerprint']})"
+                                 if info["max_error"] is not None else "")),
     ]
     exc = info["exceptions"]
     if exc:

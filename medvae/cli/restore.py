@@ -21,16 +21,21 @@ def suffix_for(info: SourceInfo | None) -> str:
     return SUFFIXES[info.format] if info is not None else ".npy"
 
 
-def render(image: np.ndarray, info: SourceInfo | None, *, compression_ratio: float, name: str = "restored") -> bytes:
+def render(
+    image: np.ndarray, info: SourceInfo | None, *, compression_ratio: float, name: str = "restored",
+    max_error: int | None = None,
+) -> bytes:
     """The file a decoded 2-D ``image`` is restored to, as bytes.
 
-    DICOM keeps the source's attributes and declares the lossy compression
-    (:func:`medvae.io.write_decoded_dicom`); NIfTI and NRRD slices keep their
+    DICOM keeps the source's attributes and declares the lossy compression, or, for a
+    near-lossless file, its ``max_error`` (a lossless one, ``max_error`` 0, is the source
+    instance again; :func:`medvae.io.write_decoded_dicom`); NIfTI and NRRD slices keep their
     position in space; PNG, TIFF and ``.npy`` keep the dtype. Without ``info``
     (a bitstream written through the Python API) the result is ``.npy``.
     ``name`` only appears in error messages.
     """
     if info is None:
         return npy_bytes(image)
+    dicom = {"max_error": max_error} if info.format == "dicom" else {}
     return source_bytes(image, info.format, dataset=info.dataset, compression_ratio=compression_ratio, name=name,
-                        header=info.nifti_header if info.format == "nifti" else info.nrrd_header)
+                        header=info.nifti_header if info.format == "nifti" else info.nrrd_header, **dicom)

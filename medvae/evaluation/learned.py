@@ -92,9 +92,47 @@ def maker(family: str):
     return make
 
 
+#: Error bounds of the residual layer's default sweep (0: lossless).
+DEFAULT_MAX_ERROR = (0, 1, 2, 4, 8)
+
+
+class WithResidual(ImageCodec):
+    """The shipped default ``medvae`` plus its residual layer at error bound ``value``
+    (0: lossless; :mod:`medvae.residual`)."""
+
+    family = "medvae-residual"
+    knob = "max_error"
+    learned = True
+
+    def __init__(self, codec, max_error: int):
+        super().__init__(int(max_error), lossless=int(max_error) == 0)
+        self.codec = codec
+
+    def encode(self, image: np.ndarray, bits_stored: int | None = None) -> bytes:
+        return self.codec.compress(image, bits_stored=int(bits_stored or 0), max_error=self.value)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.codec.decompress(data)
+
+
+def _residual_points(value: str | None) -> list[ImageCodec]:
+    text = "" if value is None else value.strip().lower()
+    try:
+        bounds = DEFAULT_MAX_ERROR if value is None else [0 if text == "lossless" else int(text)]
+    except ValueError:
+        raise InputError(f"medvae-residual: bad max_error {value!r} (an integer >= 0, or lossless)") from None
+    if any(b < 0 for b in bounds):
+        raise InputError(f"medvae-residual: max_error must be >= 0, got {value!r}")
+    codec = medvae.load("medvae")
+    if codec.residual is None:
+        raise MedVAEError("the installed medvae weights come without a residual model")
+    return [WithResidual(codec, b) for b in bounds]
+
+
 def _register() -> None:
     for name in available():
         register_family(Family(name, maker(name), f"learned {name} checkpoints", learned=True))
+    register_family(Family("medvae-residual", _residual_points, "medvae plus its residual layer: lossless, max_error", learned=True))
 
 
 _register()

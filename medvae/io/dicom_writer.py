@@ -1,4 +1,4 @@
-"""Write a decoded image as DICOM that declares its lossy compression.
+"""Write a decoded image as DICOM that declares its lossy compression (or, decoded losslessly, the source instance again).
 
 The output keeps every attribute of the source that stays true, and changes
 only what decoding changed:
@@ -11,6 +11,11 @@ only what decoding changed:
 * *Derivation Description*, a *Derivation Code Sequence* item (DCM 113040
   "Lossy Compression") and a *Source Image Sequence* item pointing at the source;
 * *Instance Creation Date/Time*;
+* near-lossless files (``max_error`` τ ≥ 1) say so and give the bound in *Derivation
+  Description* ("near-lossless, max error τ"); lossless ones (τ = 0) decode to the source's
+  pixel data exactly, so their output is the source instance itself, re-encoded natively:
+  same SOP Instance UID, no lossy declaration (the source's *Lossy Image Compression*, if
+  any, kept as it was), no derivation;
 * the pixel data, native (uncompressed) in the source's *Bits Allocated*,
   *Bits Stored*, *High Bit* and *Pixel Representation*; the transfer syntax is
   the source's when it was native little endian, else Explicit VR Little Endian;
@@ -62,6 +67,7 @@ def write_decoded_dicom(
     method: str = "MEDVAE",
     description: str | None = None,
     series_instance_uid: str | None = None,
+    max_error: int | None = None,
 ) -> Path:
     """Write ``image``, decoded from a lossy bitstream, as a DICOM file.
 
@@ -80,6 +86,9 @@ def write_decoded_dicom(
             ratio by default.
         series_instance_uid (str, optional): New *Series Instance UID*; the source's is kept
             when None.
+        max_error (int, optional): The bound the bitstream kept on every pixel: 0 for a lossless
+            file (nothing is declared, the instance is the source's), τ ≥ 1 for near-lossless
+            (declared as lossy, with the bound); None for the lossy codec.
 
     Returns:
         Path: ``path``.
@@ -94,7 +103,8 @@ def write_decoded_dicom(
             and path.samefile(source_file):
         raise InputError(f"{path}: refusing to overwrite the source DICOM file")
     data = decoded_dicom_bytes(image, source_dataset, compression_ratio=compression_ratio, method=method,
-                               description=description, series_instance_uid=series_instance_uid, name=str(path))
+                               description=description, series_instance_uid=series_instance_uid, name=str(path),
+                               max_error=max_error)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path
@@ -109,6 +119,7 @@ def decoded_dicom_bytes(
     description: str | None = None,
     series_instance_uid: str | None = None,
     name: str = "decoded DICOM",
+    max_error: int | None = None,
 ) -> bytes:
     """The DICOM file :func:`write_decoded_dicom` writes, as bytes (``name``: for error messages)."""
     if not compression_ratio > 0:
@@ -123,9 +134,15 @@ def decoded_dicom_bytes(
         frames if "NumberOfFrames" in ds else frames[0],
         str(ds.PhotometricInterpretation).strip(),
         int(ds.BitsStored),
-        generate_instance_uid=True,
+        generate_instance_uid=max_error != 0,
     )
-    _declare_lossy(ds, source_dataset, compression_ratio, method, description)
+    if max_error != 0:
+        if max_error and description is None:
+            description = (
+                f"Near-lossless compression by MedVAE learned codec ({method}), near-lossless, max error "
+                f"{max_error}, compression ratio {float(compression_ratio):.4g}:1"
+            )
+        _declare_lossy(ds, source_dataset, compression_ratio, method, description)
     if "SmallestImagePixelValue" in ds:
         ds.SmallestImagePixelValue = int(frames.min())
     if "LargestImagePixelValue" in ds:

@@ -89,8 +89,11 @@ class ResidualCoder:
         return mean, index
 
     # --- coding ----------------------------------------------------------------------
-    def encode(self, image: np.ndarray, base: np.ndarray, value_range: tuple[int, int], max_error: int) -> list[bytes]:
-        """rANS strings of the residual of ``image`` over ``base`` with bound ``max_error``."""
+    def encode(
+        self, image: np.ndarray, base: np.ndarray, value_range: tuple[int, int], max_error: int
+    ) -> tuple[list[bytes], np.ndarray]:
+        """rANS strings of the residual of ``image`` over ``base`` with bound ``max_error``, and
+        the image every decoder will get from them."""
         check_max_error(max_error)
         strings: list[bytes] = []
         encoder = RansEncoder()
@@ -104,8 +107,8 @@ class ResidualCoder:
                 strings.append(encoder.encode_with_indexes(flat_q, flat_index, cdfs, lengths, offsets))
             return q
 
-        self._passes(base, value_range, max_error, code)
-        return strings
+        decoded = self._passes(base, value_range, max_error, code)
+        return strings, _clip(base.astype(np.int64) + decoded[: base.shape[0], : base.shape[1]], base.dtype)
 
     def decode(
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int

@@ -89,7 +89,7 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, amp: bool
         resume: a checkpoint written by this loop (``OUT/last.pt``), or ``"auto"`` for
             ``OUT/last.pt`` when it exists. Model, optimizers, scheduler, step, RNG
             states and data position are restored, so the run continues as if never stopped.
-        amp: bfloat16 autocast on CUDA (ignored with a warning on CPU).
+        amp: bfloat16 autocast (CUDA, or CPUs with AVX-512-BF16/AMX, where it is about twice as fast).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
     """
     runtime = distributed.setup(device)
@@ -146,9 +146,6 @@ def _setup(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
     tcfg, dcfg, ocfg, mcfg = cfg["train"], cfg["data"], cfg["optim"], cfg["model"]
     out_dir = Path(tcfg["out_dir"])
     resume = _resolve_resume(out_dir, resume)
-    if amp and runtime.device.type != "cuda":
-        print("medvae train: --amp needs CUDA; training in float32 on CPU")
-        amp = False
     seed = int(tcfg["seed"])
     _seed_everything(seed + runtime.rank)
     model = create(mcfg["name"], N=mcfg["N"], M=mcfg["M"], in_channels=mcfg["in_channels"])

@@ -1,0 +1,69 @@
+"""``medvae train-residual``: train the residual layer (lossless and near-lossless coding) of a base model.
+
+The base (shipped weights or a checkpoint) codes every training slice once, exactly as the
+coder will; the residual model then learns the cost of what is left, on random crops. The
+result is a file ``medvae.residual.weights.load_residual`` reads, calibrated for exact coding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, metavar="MANIFEST", help="corpus manifest (path, modality, patient, split)")
+    parser.add_argument("--out", required=True, metavar="FILE", help="residual model file to write (refused if it exists)")
+    parser.add_argument("--model", default="medvae", metavar="NAME|CHECKPOINT", help="the base (default: shipped medvae)")
+    parser.add_argument("--quality", type=int, default=None, help="quality of a shipped base")
+    parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--crop", type=int, default=96)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on the CPU")
+    parser.add_argument("--pairs", metavar="NPZ", help="cache of the base reconstructions (made if missing)")
+    parser.add_argument("--init", metavar="FILE", help="start from this residual model")
+
+
+def run(args: argparse.Namespace) -> int:
+    import medvae
+    from medvae.io.slices import manifest_slices
+    from medvae.residual.training import base_pairs, evaluate_bpp, load_pairs, save_pairs, train_residual
+    from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
+
+    out = Path(args.out)
+    if out.exists():
+        raise SystemExit(f"medvae train-residual: {out} exists; choose another --out")
+    codec = medvae.load(args.model, args.quality)
+
+    def pairs_of(split: str):
+        cache = Path(f"{args.pairs}.{split}.npz") if args.pairs else None
+        if cache and cache.exists():
+            return load_pairs(cache)
+        pairs = base_pairs(codec, manifest_slices(args.data, split=split))
+        if cache:
+            save_pairs(pairs, cache)
+        return pairs
+
+    train, val = pairs_of("train"), pairs_of("val")
+    start = load_residual(args.init).model if args.init else None
+    model, log = train_residual(train, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, bf16=args.bf16,
+                                model=start, val=val)
+    plan = calibrate_residual(model, [(p.image, p.base, p.value_range) for p in train[:: max(1, len(train) // 40)]])
+    info = {
+        "base": codec.name, "base_fingerprint": codec.fingerprint, "steps": args.steps, "batch": args.batch,
+        "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "train_slices": len(train),
+        "val_bpp": evaluate_bpp(model, val) if val else None, "log": log, "command": " ".join(sys.argv),
+    }
+    save_residual(Residual(model, plan, info), out)
+    print(json.dumps({k: v for k, v in info.items() if k != "log"}, indent=1))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train-residual", help="train the residual layer of lossless/near-lossless coding",
+                                   description=__doc__)
+    add_arguments(parser)
+    parser.set_defaults(func=run)

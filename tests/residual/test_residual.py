@@ -1,0 +1,224 @@
+"""The residual layer: exact lossless and near-lossless coding with a guaranteed bound.
+
+These tests use a small untrained residual model on a fast base (shipped q1): the bound
+and the exactness must hold for any weights; the shipped model's rates are benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from decimal import Decimal, getcontext
+
+import numpy as np
+import pytest
+import torch
+
+import medvae
+import medvae.residual.coder as coder_module
+from medvae import bitstream
+from medvae.errors import BitstreamError, InputError
+from medvae.io.slices import manifest_slices
+from medvae.residual import tables
+from medvae.residual.coder import quantize
+from medvae.residual.model import ResidualModel, residual_bits
+from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
+from tests.conftest import CORPUS
+
+MANIFEST = CORPUS / "MANIFEST.csv"
+
+
+def _phantom(shape=(70, 61), dtype=np.int16, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    info = np.iinfo(dtype)
+    lo = -1024 if info.min < 0 else 0
+    image = lo + 1000 + 600 * np.sin(xx / 7.0) * np.cos(yy / 5.0) + rng.normal(0, 30, shape)
+    return np.clip(image, info.min, info.max).astype(dtype)
+
+
+def _residual_model(codec: medvae.Codec, seed: int = 3) -> Residual:
+    torch.manual_seed(seed)
+    model = ResidualModel(channels=8)
+    image = _phantom()
+    base, value_range = codec.base_layer(image)
+    return Residual(model, calibrate_residual(model, [(image, base, value_range)]))
+
+
+@pytest.fixture(scope="module")
+def codec() -> medvae.Codec:
+    codec = medvae.load("medvae", quality=1)
+    codec.residual = _residual_model(codec)
+    return codec
+
+
+def _cases() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    checker = ((np.indices((40, 52)).sum(0) % 2) * 65535).astype(np.uint16)
+    extremes = _phantom((48, 48))
+    extremes[::7, ::5] = -32768
+    extremes[3::7, 2::5] = 32767
+    return {
+        "uint8": _phantom((33, 47), np.uint8),
+        "uint16": _phantom((64, 64), np.uint16),
+        "int16-negative": _phantom((57, 43)) - 2000,
+        "odd-size": _phantom((17, 29)),
+        "constant": np.full((32, 40), 1234, np.int16),
+        "noise-uint16": rng.integers(0, 65536, (40, 40)).astype(np.uint16),
+        "checkerboard": checker,
+        "extremes": extremes,
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_cases()))
+def test_lossless_round_trip_is_exact(codec, name):
+    image = _cases()[name]
+    data = codec.compress(image, max_error=0)
+    decoded = codec.decompress(data)
+    assert decoded.dtype == image.dtype
+    np.testing.assert_array_equal(decoded, image)
+    header = bitstream.read_header(data)
+    assert (header.version, header.max_error, header.residual_fingerprint) == (4, 0, codec.residual.fingerprint)
+
+
+@pytest.mark.parametrize("max_error", [1, 2, 7, 100])
+@pytest.mark.parametrize("name", ["uint16", "int16-negative", "noise-uint16", "checkerboard", "extremes"])
+def test_near_lossless_keeps_every_pixel_within_the_bound(codec, name, max_error):
+    image = _cases()[name]
+    decoded = codec.decompress(codec.compress(image, max_error=max_error))
+    error = np.abs(decoded.astype(np.int64) - image)
+    assert error.max() <= max_error
+    if name in ("uint16", "noise-uint16"):
+        assert error.max() > 0  # the bound is used, not a lossless file in disguise
+
+
+@pytest.mark.skipif(not MANIFEST.is_file(), reason=f"sample corpus not found at {CORPUS}")
+@pytest.mark.parametrize("max_error", [0, 1, 2, 7, 100])
+def test_bound_holds_on_real_corpus_slices(codec, max_error):
+    slices = manifest_slices(MANIFEST, "test", max_slices=1)
+    picked = [s for s in slices if s.modality == "CT"][:1] + [s for s in slices if s.modality != "CT"][:2]
+    for s in picked:
+        image = s.pixels[100:228, 120:248] if min(s.shape) >= 256 else s.pixels
+        decoded = codec.decompress(codec.compress(image, max_error=max_error))
+        assert np.abs(decoded.astype(np.int64) - image).max() <= max_error, s.name
+
+
+def test_quantization_bound_for_every_residual_in_range():
+    error = np.arange(-5000, 5001)
+    for tau in (0, 1, 2, 3, 7, 100, 65535):
+        q = quantize(error, tau)
+        assert np.abs(error - (2 * tau + 1) * q).max() <= tau
+
+
+def test_a_larger_bound_needs_fewer_bytes(codec):
+    image = _cases()["uint16"]
+    sizes = [len(codec.compress(image, max_error=t)) for t in (0, 2, 8)]
+    assert sizes[0] > sizes[1] > sizes[2]
+
+
+def test_tiled_residual_network_equals_the_whole(codec, monkeypatch):
+    image = _phantom((90, 76))
+    whole = codec.compress(image, max_error=0)
+    monkeypatch.setattr(coder_module, "TILE", 8)
+    tiled_codec = medvae.Codec(codec.model, residual=Residual(codec.residual.model, codec.residual.plan))
+    assert tiled_codec.residual.coder.net.tile == 8
+    assert tiled_codec.compress(image, max_error=0) == whole
+
+
+def test_damaged_residual_layers_raise(codec):
+    image = _cases()["uint16"]
+    data = codec.compress(image, max_error=0)
+    header, strings, meta = bitstream.unpack(data)
+    with pytest.raises(BitstreamError):
+        codec.decompress(data[:-10])
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0x10
+    with pytest.raises(BitstreamError):
+        codec.decompress(bytes(flipped))
+
+    def repack(**changes) -> bytes:
+        fields = {**header.__dict__, **changes}
+        fields.pop("n_bytes"), fields.pop("metadata_bytes"), fields.pop("version")
+        return bitstream.pack(bitstream.Header(**fields), strings, meta)  # a valid container CRC
+
+    residual = list(header.residual_strings)
+    for forged in (
+        repack(residual_strings=()),
+        repack(residual_strings=tuple(s[: len(s) // 2] for s in residual)),
+        repack(residual_strings=tuple(b"" for _ in residual)),
+        repack(residual_strings=tuple(s + b"\xff" * 64 for s in residual)),
+        repack(residual_strings=tuple(bytes(b ^ 0x5A for b in s) for s in residual)),
+        repack(max_error=3),
+        repack(residual_fingerprint="0123456789abcdef"),
+    ):
+        try:
+            again = codec.decompress(forged)
+        except BitstreamError:
+            continue
+        np.testing.assert_array_equal(again, image)  # never a silently different image
+
+
+def test_codec_without_residual_model_refuses_a_bound_and_its_files():
+    plain = medvae.load("medvae", quality=1)
+    plain.residual = None
+    with pytest.raises(InputError, match="residual model"):
+        plain.compress(_phantom(), max_error=0)
+    for bad in (-1, 1.5, True, 70000):
+        with pytest.raises(InputError):
+            plain.compress(_phantom(), max_error=bad)
+
+
+def test_file_with_residual_layer_needs_the_residual_model(codec):
+    data = codec.compress(_phantom(), max_error=1)
+    other = medvae.load("medvae", quality=1)
+    other.residual = _residual_model(other, seed=4)
+    with pytest.raises(BitstreamError, match="residual model"):
+        other.decompress(data)
+
+
+def test_lossy_files_are_still_format_3(codec):
+    assert bitstream.read_header(codec.compress(_phantom())).version == 3
+
+
+def test_residual_model_file_round_trip_keeps_the_fingerprint(codec, tmp_path):
+    save_residual(codec.residual, tmp_path / "r.pt")
+    again = load_residual(tmp_path / "r.pt")
+    assert again.fingerprint == codec.residual.fingerprint
+    assert again.plan == codec.residual.plan
+
+
+def test_log2_fixed_is_the_floor_of_the_true_logarithm():
+    getcontext().prec = 60
+    for n in [1, 2, 3, 5, 7, 15, 17, 255, 4095, 4096, 4097, 65535, 65536, 131071, 2**20 + 1]:
+        exact = Decimal(n).ln() / Decimal(2).ln() * 2**tables.LOG2_FRAC
+        assert tables.log2_fixed(n) == math.floor(exact), n
+
+
+def test_tables_are_valid_16_bit_cdfs_and_pinned():
+    cdfs, lengths, offsets = tables.tables()
+    assert len(cdfs) == tables.COUNT
+    for cdf, length, offset in zip(cdfs, lengths, offsets):
+        c = np.array(cdf[:length])
+        assert c[0] == 0 and c[-1] == 2**16 and (np.diff(c) >= 1).all()
+        assert length == 2 * -offset + 3  # symbols −w..w and the escape
+    # The tables are part of the format: any change here changes what every file decodes to.
+    assert tables.tables_digest() == "2f7ba1647e89e8f178d3c38c21e1df05d2bb91c2a7d3f04b0e37d7717b54cc05"
+
+
+def test_training_loss_is_the_coded_size(codec):
+    """The float model's bit count (the training loss) matches the real residual bytes."""
+    image = _phantom((96, 96), np.uint16)
+    base, value_range = codec.base_layer(image)
+    model = ResidualModel(channels=8)
+    with torch.no_grad():  # a constant law of the residual's own scale, as a trained model would roughly give
+        model.net[-1].weight.zero_()
+        scale = np.abs(image.astype(np.int64) - base).mean()
+        model.net[-1].bias.copy_(torch.tensor([0.0, math.log2(scale / (value_range[1] - value_range[0]))] * 4))
+    residual = Residual(model, calibrate_residual(model, [(image, base, value_range)]))
+    t = lambda a: torch.from_numpy(a.astype(np.float32))[None, None]  # noqa: E731
+    lo, hi = (torch.tensor(float(v)).reshape(1, 1, 1, 1) for v in value_range)
+    with torch.no_grad():
+        estimate = float(residual_bits(model, t(image), t(base), lo, hi)) / 8
+    strings, _ = residual.coder.encode(image, base, value_range, 0)
+    assert abs(sum(map(len, strings)) - estimate) < 0.03 * estimate + 16
