@@ -32,6 +32,18 @@ def small_model(name: str, seed: int = 0):
     return medvae.models.create(name, N=16, M=24)
 
 
+def small_residual(codec: medvae.Codec, image: np.ndarray, seed: int = 3):
+    """An untrained residual model (8 channels) for ``codec``'s base, calibrated on ``image``:
+    the bound and the exactness must hold for any weights."""
+    from medvae.residual.model import ResidualModel
+    from medvae.residual.weights import Residual, calibrate_residual
+
+    torch.manual_seed(seed)
+    model = ResidualModel(channels=8)
+    base, value_range = codec.base_layer(image)
+    return Residual(model, calibrate_residual(model, [(image, base, value_range)]))
+
+
 @pytest.fixture(scope="session", params=FAMILIES)
 def family_codec(request) -> medvae.Codec:
     return medvae.Codec(small_model(request.param))

@@ -24,7 +24,8 @@ from medvae.exact import ExactTwin, calibrate
 from medvae.exact.fixed import LIMIT, WEIGHT_L1_BITS, Fixed, from_real, integer_weights, weight_shifts
 from medvae.exact.layers import ExactConv2d, ExactConvTranspose2d, ExactGDN, conv2d_exact
 from medvae.metrics import psnr
-from tests.conftest import FAMILIES, REPO, benchmark_module, small_model
+from medvae.residual.weights import load_residual, save_residual
+from tests.conftest import FAMILIES, REPO, benchmark_module, small_model, small_residual
 
 #: Environments that make PyTorch (and its BLAS) use the kernels of older CPUs, and thread counts.
 SETTINGS = {
@@ -42,10 +43,13 @@ WORKER = textwrap.dedent(
     torch.set_num_threads(int(sys.argv[2]))
     for item in job:
         codec = medvae.load(item["weights"], item["quality"])
+        if item.get("residual"):
+            from medvae.residual.weights import load_residual
+            codec.residual = load_residual(item["residual"])
         data = open(item["file"], "rb").read()
         np.save(item["file"] + "." + sys.argv[3] + ".npy", codec.decompress(data))
         image = np.load(item["image"])
-        again = codec.compress(image, bits_stored=item["bits"])
+        again = codec.compress(image, bits_stored=item["bits"], max_error=item.get("max_error"))
         open(item["file"] + "." + sys.argv[3] + ".again", "wb").write(again)
     """
 )
@@ -63,22 +67,30 @@ def _image(shape=(96, 80), seed=0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def coded_files(tmp_path_factory):
-    """Files written here: every family (small untrained weights) and every shipped quality."""
+    """Files written here: every family (small untrained weights), every shipped quality, and
+    lossless and near-lossless files (shipped q1 base, a small untrained residual model)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
-    sources = [(str(folder / f"{family}.pt"), None, family) for family in FAMILIES]
-    for path, _, family in sources:
+    sources = [(str(folder / f"{family}.pt"), None, family, None) for family in FAMILIES]
+    for path, _, family, _ in sources:
         save_model(small_model(family, seed=7), path)
-    sources += [("medvae", q, f"shipped-q{q}") for q in zoo.qualities("medvae")]
-    for weights, quality, label in sources:
+    sources += [("medvae", q, f"shipped-q{q}", None) for q in zoo.qualities("medvae")]
+    sources += [("medvae", 1, f"residual-max-error-{t}", t) for t in (0, 3)]
+    residual_file = str(folder / "residual.pt")
+    for weights, quality, label, max_error in sources:
         image = _image(seed=len(job))
         np.save(folder / f"{label}.npy", image)
         codec = medvae.load(weights, quality)
-        data = codec.compress(image, bits_stored=12)
+        if max_error is not None:
+            if not os.path.exists(residual_file):
+                save_residual(small_residual(codec, image), residual_file)
+            codec.residual = load_residual(residual_file)
+        data = codec.compress(image, bits_stored=12, max_error=max_error)
         (folder / f"{label}.mvae").write_bytes(data)
         job.append({
             "weights": weights, "quality": quality, "file": str(folder / f"{label}.mvae"),
-            "image": str(folder / f"{label}.npy"), "bits": 12, "label": label,
+            "image": str(folder / f"{label}.npy"), "bits": 12, "label": label, "max_error": max_error,
+            "residual": residual_file if max_error is not None else None,
             "decoded": codec.decompress(data), "data": data,
         })
     (folder / "job.json").write_text(json.dumps([{k: v for k, v in item.items() if k not in ("decoded", "data")} for item in job]))

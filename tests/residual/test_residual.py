@@ -7,8 +7,6 @@ and the exactness must hold for any weights; the shipped model's rates are bench
 from __future__ import annotations
 
 import math
-import struct
-import zlib
 from decimal import Decimal, getcontext
 
 import numpy as np
@@ -24,7 +22,7 @@ from medvae.residual import tables
 from medvae.residual.coder import quantize
 from medvae.residual.model import ResidualModel, residual_bits
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, small_residual
 
 MANIFEST = CORPUS / "MANIFEST.csv"
 
@@ -39,11 +37,7 @@ def _phantom(shape=(70, 61), dtype=np.int16, seed=0) -> np.ndarray:
 
 
 def _residual_model(codec: medvae.Codec, seed: int = 3) -> Residual:
-    torch.manual_seed(seed)
-    model = ResidualModel(channels=8)
-    image = _phantom()
-    base, value_range = codec.base_layer(image)
-    return Residual(model, calibrate_residual(model, [(image, base, value_range)]))
+    return small_residual(codec, _phantom(), seed)
 
 
 @pytest.fixture(scope="module")
