@@ -246,3 +246,39 @@ def test_enhanced_mr_outputs_add_no_dciodvfy_errors(tmp_path, checkpoint, name):
         assert pydicom.dcmread(out).ImageType[0] == "DERIVED"
         new = _dciodvfy_errors(out) - before
         assert not new, f"{out.name}: dciodvfy errors the output adds: {sorted(new)}"
+
+
+# --- lossless and near-lossless outputs ------------------------------------------------------
+
+
+def test_lossless_output_is_the_source_instance_with_nothing_declared(tmp_path):
+    stack = mio.read(PYDICOM_FILES / "CT_small.dcm")
+    source = stack.datasets[0]
+    out = mio.write_decoded_dicom(stack.pixels[0], source, tmp_path / "out.dcm", compression_ratio=2.1, max_error=0)
+    ds = pydicom.dcmread(out)
+    np.testing.assert_array_equal(ds.pixel_array, stack.pixels[0])
+    assert ds.SOPInstanceUID == source.SOPInstanceUID
+    assert list(ds.ImageType) == list(source.ImageType)
+    for keyword in ("LossyImageCompression", "LossyImageCompressionRatio", "DerivationDescription"):
+        assert ds.get(keyword) == source.get(keyword), keyword
+
+
+def test_near_lossless_output_declares_the_bound(tmp_path):
+    stack = mio.read(PYDICOM_FILES / "CT_small.dcm")
+    decoded = np.clip(stack.pixels[0].astype(int) + 2, -32768, 32767).astype(stack.pixels.dtype)
+    out = mio.write_decoded_dicom(decoded, stack.datasets[0], tmp_path / "out.dcm", compression_ratio=4.5, max_error=2)
+    ds = pydicom.dcmread(out)
+    assert ds.LossyImageCompression == "01" and ds.SOPInstanceUID != stack.datasets[0].SOPInstanceUID
+    assert "near-lossless, max error 2" in ds.DerivationDescription and "MEDVAE" in ds.DerivationDescription
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) not on PATH")
+@pytest.mark.parametrize("max_error", [0, 3])
+def test_lossless_and_near_lossless_outputs_add_no_dciodvfy_errors(tmp_path, max_error):
+    source = PYDICOM_FILES / "MR_small.dcm"
+    stack = mio.read(source)
+    decoded = stack.pixels[0] if max_error == 0 else np.maximum(stack.pixels[0], 3) - 3
+    out = mio.write_decoded_dicom(decoded.astype(stack.pixels.dtype), stack.datasets[0], tmp_path / "out.dcm",
+                                  compression_ratio=3.0, max_error=max_error)
+    new = _dciodvfy_errors(out) - _dciodvfy_errors(source)
+    assert not new, f"dciodvfy errors the output adds: {sorted(new)}"
