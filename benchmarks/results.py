@@ -370,6 +370,9 @@ def write_report(summaries: dict[str, dict[str, Any]], args: argparse.Namespace)
         ]
     if ct:
         lines += ["## Coding time per slice (CT test, 512×512)", "", *timing_section(ct), ""]
+    lossless = plots / "lossless.md"  # written by benchmarks/lossless.py, kept between its markers
+    if lossless.is_file():
+        lines += ["<!-- lossless:start -->", lossless.read_text().strip(), "<!-- lossless:end -->", ""]
     lines += [
         "## Training time",
         "",

@@ -83,7 +83,7 @@ class ResidualCoder:
         with torch.inference_mode():
             for (r0, r1, c0, c1), part in self.net(_Inputs(base, residual, known, value_range, self.input_frac)).tiles():
                 unit = pow2(-part.frac)
-                mu = torch.round(part.value[0, 2 * k] * unit * span / CONTEXT_GAIN)  # < 2^24 · 2^17: exact
+                mu = torch.round(part.value[0, 2 * k] * unit * span / CONTEXT_GAIN)  # < 2^24 · 2^17, then a power of two: exact
                 mean[r0:r1, c0:c1] = mu.cpu().numpy()
                 index[r0:r1, c0:c1] = table_index(part.value[0, 2 * k + 1] * unit + offset).cpu().numpy()
         return mean, index

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 #: Coding order of the 2×2 polyphase grid: (row, column) offsets of each pass.
 PHASES = ((0, 0), (1, 1), (0, 1), (1, 0))
 #: Decoded residuals enter the network as ``r · CONTEXT_GAIN/(hi − lo)`` (a power of two), clamped to ±CONTEXT_LIMIT.
-CONTEXT_GAIN = 64.0
+CONTEXT_GAIN = 256.0
 CONTEXT_LIMIT = 16.0
 #: Per 2×2 block, the network reads x̃, the decoded residuals and which are decoded (4 each).
 IN_CHANNELS = 12
