@@ -36,6 +36,6 @@ def render(
     """
     if info is None:
         return npy_bytes(image)
-    dicom = {"max_error": max_error} if info.format == "dicom" else {}
+    dicom = {"max_error": max_error, "whole_instance": info.slices == 1} if info.format == "dicom" else {}
     return source_bytes(image, info.format, dataset=info.dataset, compression_ratio=compression_ratio, name=name,
                         header=info.nifti_header if info.format == "nifti" else info.nrrd_header, **dicom)

@@ -68,6 +68,7 @@ def write_decoded_dicom(
     description: str | None = None,
     series_instance_uid: str | None = None,
     max_error: int | None = None,
+    whole_instance: bool = True,
 ) -> Path:
     """Write ``image``, decoded from a lossy bitstream, as a DICOM file.
 
@@ -89,6 +90,8 @@ def write_decoded_dicom(
         max_error (int, optional): The bound the bitstream kept on every pixel: 0 for a lossless
             file (nothing is declared, the instance is the source's), τ ≥ 1 for near-lossless
             (declared as lossy, with the bound); None for the lossy codec.
+        whole_instance (bool): ``image`` is all of the source instance (False for one frame of a
+            multi-frame source: a lossless frame is then a new, derived instance, not the source's).
 
     Returns:
         Path: ``path``.
@@ -104,7 +107,7 @@ def write_decoded_dicom(
         raise InputError(f"{path}: refusing to overwrite the source DICOM file")
     data = decoded_dicom_bytes(image, source_dataset, compression_ratio=compression_ratio, method=method,
                                description=description, series_instance_uid=series_instance_uid, name=str(path),
-                               max_error=max_error)
+                               max_error=max_error, whole_instance=whole_instance)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path
@@ -120,6 +123,7 @@ def decoded_dicom_bytes(
     series_instance_uid: str | None = None,
     name: str = "decoded DICOM",
     max_error: int | None = None,
+    whole_instance: bool = True,
 ) -> bytes:
     """The DICOM file :func:`write_decoded_dicom` writes, as bytes (``name``: for error messages)."""
     if not compression_ratio > 0:
@@ -134,9 +138,11 @@ def decoded_dicom_bytes(
         frames if "NumberOfFrames" in ds else frames[0],
         str(ds.PhotometricInterpretation).strip(),
         int(ds.BitsStored),
-        generate_instance_uid=max_error != 0,
+        generate_instance_uid=max_error != 0 or not whole_instance,
     )
-    if max_error != 0:
+    if max_error == 0 and not whole_instance:  # one frame of a multi-frame source, unchanged: derived, not lossy
+        _declare_derived(ds, source_dataset, f"Frame extracted by MedVAE lossless coding ({method})", None)
+    elif max_error != 0:
         if max_error and description is None:
             description = (
                 f"Near-lossless compression by MedVAE learned codec ({method}), near-lossless, max error "
@@ -231,7 +237,16 @@ def _declare_lossy(
         ds.LossyImageCompressionMethod = methods + [method]
     else:  # the source's methods do not pair with its ratios: state ours alone
         ds.LossyImageCompressionMethod = [method]
+    text = description or (
+        f"Lossy compression by MedVAE learned codec ({method}), "
+        f"compression ratio {float(ratio):.4g}:1"
+    )
+    _declare_derived(ds, source, text, LOSSY_COMPRESSION_CODE)
 
+
+def _declare_derived(ds: Dataset, source: Dataset, text: str, code: tuple[str, str, str] | None) -> None:
+    """Image Type DERIVED (without what only ORIGINAL Enhanced MR may carry), the derivation
+    description and code, a Source Image Sequence item and the creation date and time."""
     image_type = [str(v) for v in as_values(source.get("ImageType"))] or ["DERIVED", "SECONDARY"]
     image_type[0] = "DERIVED"
     if len(image_type) == 1:
@@ -242,16 +257,13 @@ def _declare_lossy(
             if keyword in ds:
                 delattr(ds, keyword)
 
-    text = description or (
-        f"Lossy compression by MedVAE learned codec ({method}), "
-        f"compression ratio {float(ratio):.4g}:1"
-    )
     previous = str(source.get("DerivationDescription", "") or "").strip()
     ds.DerivationDescription = (f"{previous}; {text}" if previous else text)[:1024]
 
-    codes = Sequence(list(copy.deepcopy(source.get("DerivationCodeSequence", []) or [])))
-    codes.append(_code(*LOSSY_COMPRESSION_CODE))
-    ds.DerivationCodeSequence = codes
+    if code is not None:
+        codes = Sequence(list(copy.deepcopy(source.get("DerivationCodeSequence", []) or [])))
+        codes.append(_code(*code))
+        ds.DerivationCodeSequence = codes
 
     if _valid_uid(source.get("SOPInstanceUID")) and _valid_uid(source.get("SOPClassUID")):
         # Only a well-formed reference: copying a malformed UID would add a validation error.
