@@ -14,7 +14,6 @@ value is the same exact sum whatever the split, so banding changes nothing.
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections.abc import Iterator
 from typing import Callable
@@ -34,28 +33,6 @@ BAND_ELEMENTS = 2**20
 SLOPE_BITS = 20
 
 Plan = dict[str, int]
-
-
-def _malloc_trim():
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Give the pages of freed heap blocks back to the system (glibc ``malloc_trim``).
-
-    Each tile allocates and frees tensors of many sizes; glibc keeps the freed blocks, and
-    over hundreds of tiles (an 8192×8192 slice has 484 per transform) the kept, fragmented
-    heap grows by hundreds of MB. Trimming after each tile keeps the resident memory that
-    of one tile; it changes no value.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 class ExactModule(nn.Module):
@@ -371,8 +348,6 @@ class Tiled(ExactModule):
                 part = self.inner(x.crop(a0, a1, b0, b1))
                 own = part.crop(int((r0 - a0) * s), int((r1 - a0) * s), int((c0 - b0) * s), int((c1 - b0) * s))
                 yield (int(r0 * s), int(r1 * s), int(c0 * s), int(c1 * s)), own
-                del part, own
-                release_freed_memory()
 
     def forward(self, x) -> Fixed | Stored | TiledOutput:
         output = TiledOutput(self, x)

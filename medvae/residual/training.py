@@ -39,9 +39,17 @@ def base_pairs(codec: Codec, slices: list[Slice], progress: bool = True) -> list
     return pairs
 
 
+def _objects(arrays: list[np.ndarray]) -> np.ndarray:
+    """A 1-D object array holding ``arrays`` (``np.array`` would stack same-shaped ones)."""
+    out = np.empty(len(arrays), dtype=object)
+    for i, a in enumerate(arrays):
+        out[i] = a
+    return out
+
+
 def save_pairs(pairs: list[Pair], path: str | Path) -> None:
     np.savez_compressed(
-        path, images=np.array([p.image for p in pairs], dtype=object), bases=np.array([p.base for p in pairs], dtype=object),
+        path, images=_objects([p.image for p in pairs]), bases=_objects([p.base for p in pairs]),
         ranges=np.array([p.value_range for p in pairs]),
     )
 
