@@ -26,7 +26,7 @@ from medvae.exact.image import NormalizedImage, pixel_rows, pixels
 from medvae.exceptions import Exceptions, split
 from medvae.intensity import check_image, default_value_range, denormalize
 from medvae.refine import check_refinement, refine_latents
-from medvae.residual.coder import MAX_ERROR
+from medvae.residual.coder import check_max_error
 from medvae.residual.weights import Residual, load_residual
 
 #: Torch threads of the format-1 float decoder. Its entropy decoder depends on float
@@ -206,8 +206,7 @@ class Codec:
         """The residual model that codes ``max_error`` (None when there is no bound to keep)."""
         if max_error is None:
             return None
-        if isinstance(max_error, bool) or not isinstance(max_error, (int, np.integer)) or not 0 <= max_error <= MAX_ERROR:
-            raise InputError(f"max_error must be an integer in 0..{MAX_ERROR}, got {max_error!r}")
+        check_max_error(max_error)
         if self.residual is None:
             raise InputError(
                 "these weights come without a residual model, so they cannot code losslessly or with a "

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from compressai.ans import RansDecoder, RansEncoder
 
-from medvae.errors import BitstreamError
+from medvae.errors import BitstreamError, InputError
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import Fixed, from_real, pow2
 from medvae.exact.layers import Tiled, convert
@@ -150,8 +150,9 @@ class ResidualCoder:
 
 
 def check_max_error(max_error: int) -> None:
-    if not isinstance(max_error, (int, np.integer)) or not 0 <= max_error <= MAX_ERROR:
-        raise ValueError(f"max_error must be an integer in 0..{MAX_ERROR}, got {max_error!r}")
+    """Raise :class:`InputError` unless ``max_error`` is an integer bound a file can declare."""
+    if isinstance(max_error, bool) or not isinstance(max_error, (int, np.integer)) or not 0 <= max_error <= MAX_ERROR:
+        raise InputError(f"max_error must be an integer in 0..{MAX_ERROR}, got {max_error!r}")
 
 
 def _even(a: np.ndarray, edge: bool = False) -> np.ndarray:
