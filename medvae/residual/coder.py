@@ -100,7 +100,7 @@ class ResidualCoder:
         cdfs, lengths, offsets = tables()
         residual = _even(image.astype(np.int64) - base)
 
-        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], decoded: np.ndarray) -> np.ndarray:
+        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int]) -> np.ndarray:
             rows, cols = _phase_size(image.shape, phase)
             q = quantize(residual[phase[0] :: 2, phase[1] :: 2][:rows, :cols] - mean[:rows, :cols], max_error)
             for flat_q, flat_index in _chunks(q, index[:rows, :cols]):
@@ -122,10 +122,10 @@ class ResidualCoder:
         cdfs, lengths, offsets = tables()
         queue = iter(strings)
 
-        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], decoded: np.ndarray) -> np.ndarray:
+        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int]) -> np.ndarray:
             rows, cols = _phase_size(base.shape, phase)
             values = []
-            for _, flat_index in _chunks(np.zeros((rows, cols), np.int64), index[:rows, :cols]):
+            for (flat_index,) in _chunks(index[:rows, :cols]):
                 string = next(queue)
                 values += decoder.decode_with_indexes(guarded(string, len(flat_index)), flat_index, cdfs, lengths, offsets)
             return np.asarray(values, np.int64).reshape(rows, cols)
@@ -142,7 +142,7 @@ class ResidualCoder:
         known = np.zeros(padded.shape, bool)
         for phase in PHASES:
             mean, index = self._parameters(padded, decoded, known, value_range, max_error, phase)
-            q = code(mean, index, phase, decoded)
+            q = code(mean, index, phase)
             rows, cols = q.shape
             decoded[phase[0] :: 2, phase[1] :: 2][:rows, :cols] = mean[:rows, :cols] + step * q
             known[phase[0] :: 2, phase[1] :: 2][:rows, :cols] = True
@@ -170,11 +170,11 @@ def _chunk_count(size: tuple[int, int]) -> int:
     return max(1, -(-size[0] * size[1] // CHUNK))
 
 
-def _chunks(q: np.ndarray, index: np.ndarray):
-    """(symbols, indexes) lists of at most :data:`CHUNK` symbols each, raster order."""
-    flat_q, flat_index = q.reshape(-1), index.reshape(-1)
-    for start in range(0, max(1, flat_q.size), CHUNK):
-        yield flat_q[start : start + CHUNK].tolist(), flat_index[start : start + CHUNK].tolist()
+def _chunks(*arrays: np.ndarray):
+    """The arrays (symbols, indexes) as lists of at most :data:`CHUNK` values each, raster order."""
+    flat = [a.reshape(-1) for a in arrays]
+    for start in range(0, max(1, flat[0].size), CHUNK):
+        yield tuple(a[start : start + CHUNK].tolist() for a in flat)
 
 
 def _clip(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -83,6 +83,15 @@ def model_inputs(base: Tensor, residual: Tensor, known: Tensor, lo: Tensor | flo
     return F.pixel_unshuffle(planes, 2)
 
 
+def slice_tensors(image, base, value_range: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One slice as the float model takes it: image and base (1, 1, H, W), cropped to even
+    sides (the 2×2 blocks), and ``lo``, ``hi`` as (1, 1, 1, 1)."""
+    h, w = (s - s % 2 for s in image.shape)
+    as_tensor = lambda a: torch.from_numpy(a[:h, :w].astype("float32"))[None, None]  # noqa: E731
+    lo, hi = (torch.tensor(float(v)).reshape(1, 1, 1, 1) for v in value_range)
+    return as_tensor(image), as_tensor(base), lo, hi
+
+
 def _laplace_bits(error: Tensor, scale: Tensor) -> Tensor:
     """−log2 P(error) for an integer ``error`` under a discrete Laplace law of ``scale``
     (probabilities floored at 2^-16, as the 16-bit tables floor them)."""

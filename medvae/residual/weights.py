@@ -15,7 +15,7 @@ from medvae.exact import EXACT_VERSION
 from medvae.exact.calibrate import Plan, layer_peaks, plan_from_peaks
 from medvae.io.files import atomic_path
 from medvae.residual.coder import ResidualCoder
-from medvae.residual.model import ResidualModel, model_inputs
+from medvae.residual.model import PHASES, ResidualModel, model_inputs, phase_mask, slice_tensors
 from medvae.residual.tables import tables_digest
 
 FORMAT = "medvae-residual-v1"
@@ -24,16 +24,12 @@ FORMAT = "medvae-residual-v1"
 def calibrate_residual(model: ResidualModel, pairs: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]) -> Plan:
     """Fractional bits of each layer of the residual network, from (image, base, range)
     examples run through the four passes with the true residuals as context."""
-    from medvae.residual.model import PHASES, phase_mask
-
     def run() -> None:
-        for image, base, (lo, hi) in pairs:
-            h, w = (s - s % 2 for s in image.shape)
-            x = torch.from_numpy(image[:h, :w].astype(np.float32))[None, None]
-            b = torch.from_numpy(base[:h, :w].astype(np.float32))[None, None]
+        for image, base, value_range in pairs:
+            x, b, lo, hi = slice_tensors(image, base, value_range)
             known = torch.zeros_like(x, dtype=torch.bool)
             for phase in PHASES:
-                model(model_inputs(b, x - b, known, float(lo), float(hi)))
+                model(model_inputs(b, x - b, known, lo, hi))
                 known = known | phase_mask(x.shape, phase)
 
     peaks = layer_peaks(model, run)
