@@ -23,7 +23,8 @@ from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
 from medvae.exact import ExactTwin, calibrate
 from medvae.exact.image import NormalizedImage, pixel_rows, pixels
-from medvae.exceptions import Exceptions, split
+from medvae.exceptions import Exceptions
+from medvae.exceptions import find as find_exceptions
 from medvae.intensity import check_image, default_value_range, denormalize
 from medvae.refine import check_refinement, refine_latents
 from medvae.residual.coder import check_max_error
@@ -103,15 +104,21 @@ class Codec:
         """Registered family name of the model, e.g. ``"medvae"``."""
         return self.model.model_name
 
-    def _prepare(self, image: np.ndarray, value_range: tuple[int, int] | None) -> tuple[np.ndarray, tuple[int, int], NormalizedImage]:
-        """(image, value range, the image in [0, 1] padded to the stride, normalized as tiles read it)."""
+    def _prepare(
+        self, image: np.ndarray, value_range: tuple[int, int] | None, exceptions: Exceptions | None = None
+    ) -> tuple[np.ndarray, tuple[int, int], NormalizedImage]:
+        """(image, value range, the image in [0, 1] padded to the stride, normalized as tiles
+        read it). With ``exceptions`` (:func:`medvae.exceptions.find`) the model codes the
+        image they leave, over their ``value_range``."""
         image = check_image(image)
+        if exceptions:
+            value_range = exceptions.value_range
         lo, hi = default_value_range(image) if value_range is None else map(int, value_range)
         if hi <= lo:
             raise InputError(f"empty value range [{lo}, {hi}]")
-        if image.min() < lo or image.max() > hi:
+        if not exceptions and (image.min() < lo or image.max() > hi):
             raise InputError(f"image values [{image.min()}, {image.max()}] fall outside value_range [{lo}, {hi}]")
-        return image, (lo, hi), NormalizedImage(image, lo, hi, self.model.downsampling_factor)
+        return image, (lo, hi), NormalizedImage(image, lo, hi, self.model.downsampling_factor, exceptions=exceptions)
 
     def _encode(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
@@ -121,8 +128,8 @@ class Codec:
         their checksum, computed band by band: an image-sized array less), and what went
         into them."""
         image = check_image(image)
-        model_image, exceptions = split(image, padding_value) if value_range is None else (image, Exceptions())
-        model_image, value_range, x = self._prepare(model_image, value_range)
+        exceptions = find_exceptions(image, padding_value) if value_range is None else Exceptions()
+        _, value_range, x = self._prepare(image, value_range, exceptions)
         with torch.inference_mode():
             if refine_steps:
                 x_float = x.tensor().float().to(self.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 import medvae
@@ -122,3 +123,53 @@ def test_medvae_info_shows_what_is_stored_exactly(codec, tmp_path):
     assert info["exceptions"]["padding_value"] == -2048 and info["exceptions"]["padding_pixels"] == int((~fov).sum())
     assert info["exceptions"]["extreme_pixels"] == 1
     assert f"padding -2048 on {int((~fov).sum()):,} pixels, 1 extreme pixel(s)" in format_text(info)
+
+
+def test_order_statistics_from_the_histogram_are_numpys():
+    from medvae.exceptions import _histogram, _kth, _quantile
+
+    rng = np.random.default_rng(7)
+    for values in (rng.integers(-3000, 3000, 1001).astype(np.int16), rng.integers(0, 7, 64).astype(np.uint8), np.array([5], np.uint16)):
+        counts, offset = _histogram(values[None])
+        for k in {0, 1, values.size // 2, values.size - 1} & set(range(values.size)):
+            assert _kth(counts, k) + offset == np.partition(values, k)[k]
+        for q in (0.001, 0.5, 0.999):
+            assert _quantile(counts, q) + offset == pytest.approx(np.quantile(values, q), abs=1e-9)
+
+
+def test_the_model_reads_each_region_as_the_whole_filled_image_holds_it():
+    """The codec never makes the filled image whole: each tile fills its own region. Regions
+    that cross the border (repeated last rows and columns) must read what the whole one holds."""
+    from medvae.exact.image import NormalizedImage
+    from medvae.exceptions import find
+
+    image, fov = _ct((100, 96))
+    image[~fov] = -2048
+    image[3, 4], image[50, 89], image[99, 0] = 32767, -30000, 32000  # extremes, two on the border, one below the padding
+    exceptions = find(image)
+    model_image, _ = split(image)
+    assert exceptions.index.size == 3 and exceptions.padding_pixels == int((image == -2048).sum())
+    lo, hi = exceptions.value_range
+    lazy, whole = NormalizedImage(image, lo, hi, 16, exceptions=exceptions), NormalizedImage(model_image, lo, hi, 16)
+    for r0, r1, c0, c1 in [(0, 112, 0, 96), (0, 7, 0, 9), (48, 60, 80, 96), (90, 112, 0, 5), (40, 41, 20, 60)]:
+        assert torch.equal(lazy.real(r0, r1, c0, c1), whole.real(r0, r1, c0, c1))
+    assert (model_image >= lo).all() and (model_image <= hi).all() and model_image.min() == lo
+
+
+def test_finding_padding_and_extremes_makes_no_image_sized_copy():
+    """A 8192×8192 slice is 128 MiB: statistics come from a histogram and the mask is packed."""
+    import tracemalloc
+
+    from medvae.exceptions import find
+
+    h = w = 4096
+    yy, xx = np.ogrid[:h, :w]
+    image = np.full((h, w), 1000, np.uint16)
+    image[(yy - h / 2) ** 2 + (xx - w / 2) ** 2 > (h / 2) ** 2] = 0  # a padding ring
+    image[100, 1000] = 60000
+    tracemalloc.start()
+    exceptions = find(image)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert exceptions.padding_value == 0 and exceptions.index.tolist() == [100 * w + 1000]
+    assert peak < image.nbytes / 4, f"{peak / 2**20:.1f} MiB for a {image.nbytes / 2**20:.0f} MiB image"

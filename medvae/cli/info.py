@@ -60,7 +60,7 @@ def describe(path: Path) -> dict[str, Any]:
         exc = Exceptions.unpack(header.exceptions, header.shape)
         info["exceptions"] = {
             "padding_value": exc.padding_value,
-            "padding_pixels": int(exc.mask.sum()) if exc.mask is not None else 0,
+            "padding_pixels": exc.padding_pixels,
             "extreme_pixels": int(exc.index.size),
             "bytes": len(header.exceptions),
         }

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from medvae.exact.fixed import Fixed, from_real, pow2
 from medvae.exact.layers import TiledOutput
+from medvae.exceptions import Exceptions
 
 
 class NormalizedImage:
@@ -25,24 +26,33 @@ class NormalizedImage:
 
     ``frac`` and ``device`` say which :class:`Fixed` values :meth:`crop` returns; the
     division is one correctly rounded operation per pixel, identical on every machine.
+    With ``exceptions`` (:func:`medvae.exceptions.find`), each region is read as the
+    model codes it, padding and extremes filled in, so that image is never made whole.
     """
 
-    def __init__(self, image: np.ndarray, lo: int, hi: int, stride: int, frac: int = 0, device: str | torch.device = "cpu"):
+    def __init__(
+        self, image: np.ndarray, lo: int, hi: int, stride: int, frac: int = 0, device: str | torch.device = "cpu",
+        exceptions: Exceptions | None = None,
+    ):
         self.image, self.lo, self.hi, self.stride = image, int(lo), int(hi), int(stride)
         self.frac, self.device = int(frac), torch.device(device)
+        self.exceptions = exceptions if exceptions else None
         h, w = image.shape
         self.shape = (1, 1, h + (-h) % stride, w + (-w) % stride)
 
     def as_fixed(self, frac: int, device: str | torch.device) -> "NormalizedImage":
         """The same image, read as :class:`Fixed` values with ``frac`` fractional bits on ``device``."""
-        return NormalizedImage(self.image, self.lo, self.hi, self.stride, frac, device)
+        return NormalizedImage(self.image, self.lo, self.hi, self.stride, frac, device, self.exceptions)
 
     def real(self, r0: int, r1: int, c0: int, c1: int) -> Tensor:
         """The normalized values of a region (float64, (1, 1, r1 − r0, c1 − c0))."""
         h, w = self.image.shape
         rows = np.minimum(np.arange(r0, r1), h - 1)
         cols = np.minimum(np.arange(c0, c1), w - 1)
-        region = torch.from_numpy(self.image[np.ix_(rows, cols)].astype(np.float64))
+        region = self.image[np.ix_(rows, cols)]
+        if self.exceptions is not None:
+            self.exceptions.fill(region, rows, cols)
+        region = torch.from_numpy(region.astype(np.float64))
         return ((region - self.lo) / float(self.hi - self.lo))[None, None]
 
     def crop(self, r0: int, r1: int, c0: int, c1: int) -> Fixed:
