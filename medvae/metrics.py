@@ -214,7 +214,7 @@ def psnr_torch(x: torch.Tensor, x_hat: torch.Tensor, peak: float = 1.0) -> torch
 def image_metrics(
     reference: np.ndarray,
     decoded: np.ndarray,
-    n_bytes: int,
+    n_bytes: float,
     bits_stored: int,
     lo: int | None = None,
     hi: int | None = None,
@@ -235,7 +235,7 @@ def image_metrics(
     e = mse(reference, decoded)
     value = ms_ssim(reference, decoded, lo, hi)
     row: dict[str, float] = {
-        "bytes": int(n_bytes),
+        "bytes": n_bytes,  # a series codec's share of its stream: bytes over slices
         "bpp": bpp(n_bytes, reference.shape),
         "compression_ratio": compression_ratio(n_bytes, reference.shape, bits_stored),
         "psnr": psnr_from_mse(e, float(2 ** int(bits_stored) - 1)),

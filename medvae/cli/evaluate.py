@@ -36,6 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-slices", type=int, default=None, help="at most this many (evenly spaced) slices per volume")
     parser.add_argument("--visual-bpp", type=float, default=0.5, help="target bpp of the visual comparison (default 0.5)")
     parser.add_argument("--visual-image", type=int, default=0, help="index of the slice shown in the visual comparison")
+    parser.add_argument(
+        "--series", action="store_true",
+        help="evaluate whole series (a folder of slices, a volume, a multi-frame DICOM): series codecs (x264, x265) "
+        "code each series as one stream, the others each slice; every slice of each volume is kept unless --max-slices",
+    )
     parser.add_argument("--no-plots", action="store_true", help="write the CSV and JSON only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for coding: its speed, never its bytes or pixels (default: torch's choice)")
@@ -77,8 +82,16 @@ def run(args: argparse.Namespace) -> int:
         bits_stored=sorted({im.bits_stored for im in images}),
         modalities=sorted({im.modality for im in images}),
     )
-    print(f"evaluating {len(points)} rate points on {len(images)} slices", file=sys.stderr)
-    result = runner.evaluate(images, points, progress=not args.no_progress, keep=None if args.no_plots else args.visual_image, meta=meta)
+    series = datasets.group_series(images) if args.series else None
+    if series is not None:
+        meta["series"] = [[f"{images[i].file}#{images[i].index}" for i in group] for group in series]
+    elif any(getattr(point, "series", False) for point in points):
+        print("note: without --series, video codecs code each slice as a one-frame stream", file=sys.stderr)
+    print(f"evaluating {len(points)} rate points on {len(images)} slices"
+          + (f" in {len(series)} series" if series is not None else ""), file=sys.stderr)
+    result = runner.evaluate(
+        images, points, progress=not args.no_progress, keep=None if args.no_plots else args.visual_image, meta=meta, series=series,
+    )
     out: Path = args.out
     written = [runner.write_csv(result.rows, out / "per_image.csv"), runner.write_summary(result.summary, out / "summary.json")]
     if not args.no_plots:

@@ -180,7 +180,7 @@ def register_family(family: Family) -> Family:
 
 def _load_builtin() -> None:
     # Importing the modules registers their families.
-    from medvae.evaluation import coiflet, htj2k, jpeg, jpeg2000, jpegls, jpegxl, learned, rle, spiht  # noqa: F401
+    from medvae.evaluation import coiflet, htj2k, jpeg, jpeg2000, jpegls, jpegxl, learned, rle, spiht, video  # noqa: F401
 
 
 def families() -> dict[str, Family]:

@@ -9,8 +9,9 @@ evaluation sees exactly the integers the codec would be given.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
+import numpy as np
 
 from medvae.errors import InputError
 from medvae.io import detect_format
@@ -80,3 +81,37 @@ def load_images(
     if not images:
         raise InputError("no images to evaluate")
     return images
+
+
+def group_series(images: Sequence[Slice]) -> list[list[int]]:
+    """The series among ``images``, as lists of their indexes in slice order.
+
+    A series is the slices of one patient, modality, shape and dtype that come from one
+    multi-slice file (a NIfTI/NRRD volume, a multi-frame DICOM) or, for one file per slice,
+    from one folder. Slices are ordered by their position along the slice normal (DICOM
+    Image Position and Orientation) when every slice has one, else by file and index.
+    """
+    volumes = {im.file for im in images if im.index > 0}
+    groups: dict[tuple, list[int]] = {}
+    for i, im in enumerate(images):
+        source = im.file if im.file in volumes else str(Path(im.file).parent)
+        groups.setdefault((im.patient, im.modality, source, im.shape, im.pixels.dtype.str), []).append(i)
+    ordered = []
+    for group in groups.values():
+        positions = {i: _slice_position(images[i]) for i in group}
+        if None in positions.values():
+            ordered.append(sorted(group, key=lambda i: (images[i].file, images[i].index)))
+        else:
+            ordered.append(sorted(group, key=positions.__getitem__))
+    return ordered
+
+
+def _slice_position(image: Slice) -> float | None:
+    """Position along the slice normal, from the DICOM dataset, or None."""
+    ds = image.dataset
+    position = getattr(ds, "ImagePositionPatient", None)
+    orientation = getattr(ds, "ImageOrientationPatient", None)
+    if position is None or orientation is None or len(position) != 3 or len(orientation) != 6:
+        return None
+    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+    return float(np.dot(normal, np.asarray(position, float)))

@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -51,29 +51,21 @@ class EvalResult:
     decoded: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)  # label -> (image, bpp), kept image only
 
 
-def evaluate_point(point: ImageCodec, image: Slice) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Encode and decode one image with one point: (row, decoded image or None on error)."""
-    row: dict[str, Any] = {
+def _row(point: ImageCodec, image: Slice) -> dict[str, Any]:
+    """What a row says before coding: the slice and the point."""
+    return {
         "patient": image.patient, "modality": image.modality, "file": image.file, "slice": image.index,
         "height": image.shape[0], "width": image.shape[1], "bits_stored": image.bits_stored,
         "codec": point.family, "point": point.label, "knob": point.knob,
         "value": "" if point.value is None else point.value, "lossless": point.lossless,
         "note": "", "error": "",
     }
+
+
+def _measured(point: ImageCodec, image: Slice, row: dict[str, Any], decoded: np.ndarray, n_bytes: float, encode_s: float, decode_s: float) -> np.ndarray:
+    """Fill ``row`` with the metrics of ``decoded`` against the slice; the decoded image in the slice's dtype."""
     ref = image.pixels
-    try:
-        row["note"] = point.notes(ref, image.bits_stored)
-        t0 = time.perf_counter()
-        data = point.encode(ref, image.bits_stored)
-        t1 = time.perf_counter()
-        decoded = np.asarray(point.decode(data))
-        t2 = time.perf_counter()
-    except MedVAEError as exc:
-        row["error"] = str(exc)
-        return row, None
-    except RuntimeError as exc:  # a codec library refused the image (imagecodecs errors are RuntimeErrors)
-        row["error"] = f"{type(exc).__name__}: {exc}"
-        return row, None
+    decoded = np.asarray(decoded)
     if decoded.shape != ref.shape:
         raise MedVAEError(f"{point.label}: decoded shape {decoded.shape} differs from {ref.shape}")
     if decoded.dtype != ref.dtype:
@@ -83,19 +75,75 @@ def evaluate_point(point: ImageCodec, image: Slice) -> tuple[dict[str, Any], np.
         decoded = decoded.astype(ref.dtype)
     lo, hi = image.value_range
     metrics = image_metrics(
-        ref, decoded, len(data), image.bits_stored, lo, hi, image.slope, image.intercept,
+        ref, decoded, n_bytes, image.bits_stored, lo, hi, image.slope, image.intercept,
         CT_WINDOWS if image.modality == "CT" else {},
     )
     row.update(metrics)
     row.update(
         native_depth=point.native_depth and not row["note"],
         exact=metrics["max_abs_error"] == 0,
-        encode_s=t1 - t0,
-        decode_s=t2 - t1,
+        encode_s=encode_s,
+        decode_s=decode_s,
     )
     if point.lossless and not row["exact"]:
         raise MedVAEError(f"{point.label} claims to be lossless but changed {image.file} slice {image.index}")
-    return row, decoded
+    return decoded
+
+
+def _coded(code: Callable[[], tuple[bytes, np.ndarray]]) -> tuple[bytes, np.ndarray, float, float] | str:
+    """(bytes, decoded, encode s, decode s) of ``code`` (which returns an encode and a decode
+    step), or the error with which the codec refused the input."""
+    try:
+        encode, decode = code()
+        t0 = time.perf_counter()
+        data = encode()
+        t1 = time.perf_counter()
+        decoded = decode(data)
+        t2 = time.perf_counter()
+    except MedVAEError as exc:
+        return str(exc)
+    except RuntimeError as exc:  # a codec library refused the image (imagecodecs errors are RuntimeErrors)
+        return f"{type(exc).__name__}: {exc}"
+    return data, decoded, t1 - t0, t2 - t1
+
+
+def evaluate_point(point: ImageCodec, image: Slice) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Encode and decode one image with one point: (row, decoded image or None on error)."""
+    row = _row(point, image)
+    try:
+        row["note"] = point.notes(image.pixels, image.bits_stored)
+    except MedVAEError as exc:
+        row["error"] = str(exc)
+        return row, None
+    coded = _coded(lambda: (lambda: point.encode(image.pixels, image.bits_stored), point.decode))
+    if isinstance(coded, str):
+        row["error"] = coded
+        return row, None
+    data, decoded, encode_s, decode_s = coded
+    return row, _measured(point, image, row, decoded, len(data), encode_s, decode_s)
+
+
+def evaluate_series_point(point: ImageCodec, series: Sequence[Slice]) -> list[tuple[dict[str, Any], np.ndarray | None]]:
+    """One point on one series: a series codec (``point.series``) codes the slices as one
+    stream, each slice's row getting the stream's bytes and times over the slices; any other
+    codec codes each slice on its own (:func:`evaluate_point`)."""
+    if not getattr(point, "series", False):
+        return [evaluate_point(point, image) for image in series]
+    volume = np.stack([image.pixels for image in series])
+    bits = max(image.bits_stored for image in series)
+    rows = [_row(point, image) for image in series]
+    coded = _coded(lambda: (lambda: point.encode_series(volume, bits), point.decode_series))
+    if isinstance(coded, str):
+        for row in rows:
+            row["error"] = coded
+        return [(row, None) for row in rows]
+    data, decoded, encode_s, decode_s = coded
+    n = len(series)
+    out = []
+    for row, image, slice_decoded in zip(rows, series, decoded):
+        row["note"] = point.notes(volume, bits)
+        out.append((row, _measured(point, image, row, slice_decoded, len(data) / n, encode_s / n, decode_s / n)))
+    return out
 
 
 def evaluate(
@@ -105,20 +153,33 @@ def evaluate(
     progress: bool = True,
     keep: int | None = None,
     meta: dict[str, Any] | None = None,
+    series: Sequence[Sequence[int]] | None = None,
 ) -> EvalResult:
-    """Run every point on every image; ``keep`` = index of an image whose decodings to keep."""
-    rows: list[dict[str, Any]] = []
-    decoded_kept: dict[str, tuple[np.ndarray, float]] = {}
+    """Run every point on every image; ``keep`` = index of an image whose decodings to keep.
+
+    With ``series`` (lists of indexes into ``images``, each a series in slice order, e.g.
+    :func:`medvae.evaluation.datasets.group_series`), series codecs code each series as one
+    stream (:func:`evaluate_series_point`); the rows are per slice either way.
+    """
+    groups = [list(g) for g in series] if series is not None else [[i] for i in range(len(images))]
+    found: dict[tuple[int, str], tuple[dict[str, Any], np.ndarray | None]] = {}
     bar = tqdm(total=len(images) * len(points), disable=not progress, unit="code", desc="evaluate")
-    for i, image in enumerate(images):
+    for group in groups:
         for point in points:
             bar.set_postfix_str(point.label, refresh=False)
-            row, decoded = evaluate_point(point, image)
+            results = evaluate_series_point(point, [images[i] for i in group])
+            for i, (row, decoded) in zip(group, results):
+                found[i, point.label] = (row, decoded if i == keep else None)  # keep one image's decodings only
+            bar.update(len(group))
+    bar.close()
+    rows: list[dict[str, Any]] = []
+    decoded_kept: dict[str, tuple[np.ndarray, float]] = {}
+    for i in range(len(images)):
+        for point in points:
+            row, decoded = found[i, point.label]
             rows.append(row)
             if i == keep and decoded is not None:
                 decoded_kept[point.label] = (decoded, row["bpp"])
-            bar.update()
-    bar.close()
     return EvalResult(rows, summarize(rows, points, meta or {}, n_images=len(images)), decoded_kept)
 
 
