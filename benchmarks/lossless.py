@@ -18,7 +18,7 @@ max error, PSNR, time per slice), ``lossless.csv`` (one row per slice × point),
 from __future__ import annotations
 
 import argparse
-import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,12 @@ from medvae.evaluation.codecs import expand
 from medvae.evaluation.datasets import load_images
 from medvae.evaluation.run import evaluate, write_csv
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sections import write_section  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
 LOSSLESS_ANCHORS = ("jpegxl", "jpeg2000", "jpeg", "rle", "htj2k")
-START, END = "<!-- lossless:start -->", "<!-- lossless:end -->"
 
 
 def spec(bounds: list[int]) -> list[str]:
@@ -125,17 +127,6 @@ def plot(results: dict[str, list[dict[str, Any]]], bounds: list[int], path: Path
     plt.close(fig)
 
 
-def write_section(text: str, results_md: Path) -> None:
-    """Put ``text`` between the lossless markers of RESULTS.md (appended when absent)."""
-    block = f"{START}\n{text.strip()}\n{END}"
-    current = results_md.read_text() if results_md.is_file() else ""
-    if START in current and END in current:
-        current = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, current, flags=re.S)
-    else:
-        current = current.rstrip() + "\n\n" + block + "\n"
-    results_md.write_text(current)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=MANIFEST)
@@ -167,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     for modality, rows in results.items():
         lines += [*tables(rows, bounds, modality), ""]
     text = "\n".join(lines)
-    (out / "lossless.md").write_text(text + "\n")
-    write_section(text, args.out / "RESULTS.md")
+    write_section("lossless", text, args.out)
     print(text)
     return 0
 

@@ -51,6 +51,9 @@ from medvae.evaluation.run import (  # noqa: E402
 )
 from medvae.refine import DEFAULT_STEPS  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from sections import saved_blocks  # noqa: E402
+
 FAMILIES = ("bls2017", "balle2018", "bls-residual", "medvae")
 SHIPPED = "medvae (shipped)"
 REFINED = "medvae (shipped, refined)"  # the same weights, latents refined at encoding (medvae.refine)
@@ -370,9 +373,8 @@ def write_report(summaries: dict[str, dict[str, Any]], args: argparse.Namespace)
         ]
     if ct:
         lines += ["## Coding time per slice (CT test, 512×512)", "", *timing_section(ct), ""]
-    lossless = plots / "lossless.md"  # written by benchmarks/lossless.py, kept between its markers
-    if lossless.is_file():
-        lines += ["<!-- lossless:start -->", lossless.read_text().strip(), "<!-- lossless:end -->", ""]
+    for section in saved_blocks(plots.parent):  # written by lossless.py and series.py, kept between their markers
+        lines += [section, ""]
     lines += [
         "## Training time",
         "",

@@ -128,6 +128,39 @@ def bd_rate_summary(summary: dict[str, Any], anchor: str, test: str, metric: str
         raise InputError(f"{test} vs {anchor} ({metric}): {exc}") from None
 
 
+def bd_rate_per_image(
+    rows: Sequence[dict[str, Any]], anchor: str, test: str, metric: str = "psnr", method: Method = "cubic"
+) -> tuple[float, int, int]:
+    """BD-rate (%) of ``test`` against ``anchor`` computed on each image's own two curves, over
+    that image's shared quality range, then averaged: (mean %, images used, images without
+    a usable pair of curves). Averaging curves over images first biases the result when
+    two codecs sit at different rates on different images; this does not.
+
+    ``rows``: per-image evaluation rows (:func:`medvae.evaluation.run.evaluate`); lossless
+    and failed points are left out.
+    """
+    if metric not in QUALITY_METRICS:
+        raise InputError(f"unknown quality metric {metric!r}; use one of {', '.join(QUALITY_METRICS)}")
+    curves: dict[tuple, dict[str, tuple[list[float], list[float]]]] = {}
+    for row in rows:
+        if row["codec"] not in (anchor, test) or row.get("error") or row.get("lossless") or row.get(metric) in (None, ""):
+            continue
+        if not np.isfinite(float(row[metric])):  # decoded exactly: no point on a PSNR curve
+            continue
+        rate, quality = curves.setdefault((row["file"], row["slice"]), {}).setdefault(row["codec"], ([], []))
+        rate.append(float(row["bpp"]))
+        quality.append(float(row[metric]))
+    values, skipped = [], 0
+    for pair in curves.values():
+        try:
+            values.append(bd_rate(*pair[anchor], *pair[test], method))
+        except (InputError, KeyError):
+            skipped += 1
+    if not values:
+        raise InputError(f"{test} vs {anchor} ({metric}): no image has two overlapping curves")
+    return float(np.mean(values)), len(values), skipped
+
+
 def bd_table(
     summary: dict[str, Any], anchor: str, metrics: Sequence[str] = ("psnr", "ms_ssim_db"), method: Method = "cubic"
 ) -> dict[str, dict[str, float | str]]:

@@ -102,3 +102,23 @@ def test_summary_helpers():
         bd_table(summary, "missing")
     with pytest.raises(InputError):
         bd_rate_summary(summary, "anchor", "better", "bpp")
+
+
+def test_bd_rate_per_image_averages_each_images_own_comparison():
+    from medvae.evaluation.bdrate import bd_rate_per_image
+
+    def rows(codec, image, rates, offset):
+        gain = 0.9 if codec == "b" else 1.0  # b reaches a's quality with 10 % fewer bits
+        return [{"codec": codec, "file": image, "slice": 0, "bpp": r, "psnr": 30 + 10 * np.log10(r / gain) + offset, "error": "",
+                 "lossless": False} for r in rates]
+
+    # on each image the test needs 10 % fewer bits; the images differ by 20 dB, and the
+    # two codecs sample them at different rates, so averaging curves first would mislead
+    data = rows("a", "x", [0.1, 0.2, 0.4, 0.8, 1.6], 0) + rows("b", "x", [0.09, 0.18, 0.36, 0.72, 1.44], 0)
+    data += rows("a", "y", [0.1, 0.2, 0.4, 0.8, 1.6], 20) + rows("b", "y", [0.18, 0.36, 0.72, 1.44, 2.88], 20)
+    data += [{"codec": "b", "file": "x", "slice": 0, "bpp": 5.0, "psnr": float("inf"), "error": "", "lossless": False}]  # exact: ignored
+    data += [{"codec": "b", "file": "z", "slice": 0, "bpp": 1.0, "psnr": 40.0, "error": "", "lossless": False}]  # no anchor curve
+    mean, used, skipped = bd_rate_per_image(data, "a", "b")
+    assert mean == pytest.approx(-10.0, abs=1e-6) and used == 2 and skipped == 1
+    with pytest.raises(InputError):
+        bd_rate_per_image(data, "a", "c")
