@@ -43,15 +43,16 @@ MS_SSIM_LEVELS = 5
 # --------------------------------------------------------------------------- rate
 
 
-def bpp(n_bytes: int, shape: tuple[int, int]) -> float:
-    """Bits per pixel of a bitstream of ``n_bytes`` coding an image of ``shape`` (H, W)."""
+def bpp(n_bytes: float, shape: tuple[int, int]) -> float:
+    """Bits per pixel of a bitstream of ``n_bytes`` coding an image of ``shape`` (H, W)
+    (a fraction for a slice's share of a series stream)."""
     h, w = int(shape[0]), int(shape[1])
     if h <= 0 or w <= 0:
         raise ValueError(f"empty image shape {shape}")
-    return 8.0 * int(n_bytes) / (h * w)
+    return 8.0 * float(n_bytes) / (h * w)
 
 
-def compression_ratio(n_bytes: int, shape: tuple[int, int], bits_stored: int) -> float:
+def compression_ratio(n_bytes: float, shape: tuple[int, int], bits_stored: int) -> float:
     """Compression ratio against the bits the image stores.
 
     ``(H × W × bits_stored / 8) / n_bytes``: a 512×512 12-bit slice is 393,216
@@ -59,7 +60,7 @@ def compression_ratio(n_bytes: int, shape: tuple[int, int], bits_stored: int) ->
     """
     h, w = int(shape[0]), int(shape[1])
     raw = h * w * int(bits_stored) / 8.0
-    return math.inf if n_bytes <= 0 else raw / int(n_bytes)
+    return math.inf if n_bytes <= 0 else raw / float(n_bytes)
 
 
 # ------------------------------------------------------------------------ fidelity

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import Any
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +21,7 @@ class Options:
     debug: bool = False
     refine_steps: int = 0
     max_error: int | None = None  # lossless (0) or near-lossless coding; None: lossy
+    target: Any = None  # a medvae.rate_control.Target: rate control picks each slice's setting
 
 
 @lru_cache(maxsize=2)
@@ -78,12 +80,41 @@ def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_error_bound_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--lossless`` and ``--max-error``: the residual layer (lossless and near-lossless coding)."""
+    """``--lossless`` and ``--max-error`` (the residual layer: lossless and near-lossless coding)
+    and the rate-control targets ``--ratio``, ``--bpp``, ``--psnr``: one of them at most."""
     bound = parser.add_mutually_exclusive_group()
     bound.add_argument("--lossless", action="store_true",
                        help="code losslessly: the decoded image equals the input (lossy base plus a learned residual layer)")
     bound.add_argument("--max-error", type=_max_error, default=None, metavar="T",
                        help="near-lossless: every decoded pixel within T of the input, guaranteed (T >= 1)")
+    bound.add_argument("--ratio", type=_positive, default=None, metavar="R",
+                       help="rate control: the best file at or below R:1 compression (against the bits stored)")
+    bound.add_argument("--bpp", type=_positive, default=None, metavar="B",
+                       help="rate control: the best file at or below B bits per pixel")
+    bound.add_argument("--psnr", type=_positive, default=None, metavar="P",
+                       help="rate control: the smallest file with PSNR of at least P dB (at the bits stored)")
+
+
+def rate_target(args: argparse.Namespace):
+    """The rate-control target the options ask for (a :class:`medvae.rate_control.Target`), or None."""
+    if args.ratio is None and args.bpp is None and args.psnr is None:
+        return None
+    from medvae.rate_control import Target
+
+    try:
+        return Target(args.ratio, args.bpp, args.psnr)
+    except MedVAEError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
 
 
 def max_error(args: argparse.Namespace) -> int | None:

@@ -22,6 +22,7 @@ from medvae.cli.common import (
     add_refine_arguments,
     check_model_args,
     max_error,
+    rate_target,
     refine_steps,
 )
 from medvae.cli.files import Task, UsageError, plan, slice_paths
@@ -35,6 +36,8 @@ EXAMPLES = """examples:
   medvae compress scans/ -o out/ --quality 3 --refine   higher fidelity at about the same size, slower encoding
   medvae compress scans/ -o out/ --lossless             the archive's choice: decodes to the input exactly
   medvae compress scans/ -o out/ --max-error 2          near-lossless: every pixel within 2 of the input
+  medvae compress scans/ -o out/ --ratio 10             rate control: the best file at or below 10:1
+  medvae compress scans/ -o out/ --psnr 50              rate control: the smallest file of at least 50 dB
 """
 
 
@@ -45,6 +48,12 @@ def setup(model: str, quality: int | None, options: Options) -> None:
     """Prepare this process for :func:`compress_file` (the model, the options)."""
     _state["codec"] = common.load_codec(model, quality)
     _state["options"] = options
+    if options.target is not None:
+        from medvae import zoo
+        from medvae.rate_control import Ladder
+
+        shipped = quality is None and not Path(model).is_file() and model in zoo.index()
+        _state["ladder"] = Ladder.shipped(model) if shipped else Ladder.of(_state["codec"], Path(model).name)
 
 
 def compress_file(task: Task) -> batch.Outcome:
@@ -68,14 +77,23 @@ def compress_file(task: Task) -> batch.Outcome:
         if not todo:
             outcome.status, outcome.message = "skipped", "outputs exist"
             return outcome
+        chosen = []
         for i in todo:
             meta = source_metadata.pack(source_metadata.from_stack(stack, i))
-            data = codec.compress(stack.pixels[i], bits_stored=stack.bits_stored, metadata=meta,
-                                  refine_steps=options.refine_steps, padding_value=padding_value(stack, i),
-                                  max_error=options.max_error)
+            settings = dict(bits_stored=stack.bits_stored, metadata=meta, refine_steps=options.refine_steps,
+                            padding_value=padding_value(stack, i))
+            if options.target is None:
+                data = codec.compress(stack.pixels[i], max_error=options.max_error, **settings)
+            else:
+                from medvae.rate_control import compress_to
+
+                chosen.append(compress_to(stack.pixels[i], options.target, _state["ladder"], **settings))
+                data = chosen[-1].data
             publish(targets[i], data, overwrite=options.force)
             h, w = stack.pixels[i].shape
             count(outcome, targets[i], len(data), len(data) - len(meta), h * w)
+        if chosen:
+            outcome.notes.append(rate_note(options.target, chosen))
         if outcome.output_bytes > outcome.input_bytes:
             outcome.notes.append(
                 f"the output ({outcome.output_bytes:,} bytes) is larger than the input ({outcome.input_bytes:,} bytes); "
@@ -87,6 +105,16 @@ def compress_file(task: Task) -> batch.Outcome:
             failed.message += f" ({len(outcome.outputs)} slice(s) were written before the failure)"
         return failed
     return outcome
+
+
+def rate_note(target, chosen: list) -> str:
+    """What rate control chose for a file's slices and what they achieve."""
+    settings = sorted({c.setting for c in chosen})
+    psnr = [c.psnr for c in chosen]
+    quality = "lossless" if min(psnr) == float("inf") else f"PSNR {min(psnr):.2f}" + (f"–{max(psnr):.2f}" if len(chosen) > 1 else "") + " dB"
+    bpp = sum(c.bpp for c in chosen) / len(chosen)
+    ratio = sum(c.ratio for c in chosen) / len(chosen)
+    return f"{target}: {', '.join(settings)}; {quality}, {bpp:.3f} bpp, ratio {ratio:.1f}:1 (mean over {len(chosen)} slice(s))"
 
 
 def padding_value(stack, i: int) -> int | None:
@@ -162,6 +190,11 @@ def compress_all(args: argparse.Namespace) -> int:
     check_model_args(args.model, args.quality)
     out = Path(args.output)
     steps = refine_steps(args)
+    bound, target = max_error(args), rate_target(args)
+    if target is not None and args.quality is not None:
+        raise UsageError("--ratio, --bpp and --psnr choose the quality themselves; drop --quality")
+    if target is not None and steps:
+        raise UsageError("--refine cannot be combined with --ratio, --bpp or --psnr")
     tasks, problems = plan(args.inputs, out)
     if not tasks and not problems:
         raise UsageError("no input files")
@@ -171,12 +204,11 @@ def compress_all(args: argparse.Namespace) -> int:
     codec = common.load_codec(args.model, args.quality)  # fail fast (exit 2) on a bad --model
     if steps and codec.lmbda is None:
         raise UsageError(f"{args.model} records no MSE-loss lambda, which --refine aims at")
-    bound = max_error(args)
     if bound is not None and codec.residual is None:
         raise UsageError(f"{args.model} comes without a residual model: --lossless and --max-error need the shipped "
                          "default (--model medvae without --quality)")
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
-                      max_error=bound)
+                      max_error=bound, target=target)
     workers = args.workers or batch.auto_workers(len(tasks), threads_per_worker=2)
     outcomes += batch.run(
         tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options),

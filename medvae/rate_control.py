@@ -1,0 +1,140 @@
+"""Rate control: the file that meets a target compression ratio, bpp or PSNR.
+
+A radiology user asks for "10:1" or "at least 50 dB", not for a quality number. The search
+runs over a :class:`Ladder`: the lossy qualities (lowest rate first) and, when the weights
+come with a residual model, near-lossless coding at error bounds τ (the largest first). Each
+candidate is really coded, and its bytes and decoded pixels measured, so what is reported is
+what the file gives.
+
+* ``psnr=P``: the smallest file whose PSNR is at least ``P``. Lossless coding meets any
+  target, so this fails (:class:`InputError`) only for weights without a residual model.
+* ``bpp=B`` or ``ratio=R`` (``R = H·W·bits / 8 / bytes``, against the bits the image stores,
+  as :func:`medvae.metrics.compression_ratio`): the best-quality file at or below the budget
+  (highest PSNR among those that fit), or an :class:`InputError` when none fits.
+
+Conventions: PSNR is at the stored bit depth (peak ``2^bits − 1``, ``bits`` = the DICOM Bits
+Stored given, else the dtype's width), over the whole image, as every benchmark here reports
+it; a display-windowed PSNR would depend on a window the archive does not know. Each ladder is
+searched by bisection, assuming rate and quality rise together along it (true of the shipped
+qualities except q7, which rarely beats q6; the search then may return q7 where q6 would also
+meet a PSNR target, never a file that misses it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from medvae import metrics
+from medvae.codec import Codec
+from medvae.errors import InputError
+
+#: Error bounds near-lossless coding tries, largest (lowest rate) first.
+ERROR_BOUNDS = (96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1, 0)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Exactly one of a compression ratio, a bpp or a PSNR (dB)."""
+
+    ratio: float | None = None
+    bpp: float | None = None
+    psnr: float | None = None
+
+    def __post_init__(self) -> None:
+        given = [(k, v) for k, v in (("ratio", self.ratio), ("bpp", self.bpp), ("psnr", self.psnr)) if v is not None]
+        if len(given) != 1:
+            raise InputError("give exactly one rate-control target: ratio, bpp or psnr")
+        name, value = given[0]
+        if not math.isfinite(value) or value <= 0 or (name == "ratio" and value < 1):
+            raise InputError(f"{name} must be a positive number{' of at least 1' if name == 'ratio' else ''}, got {value}")
+
+    def __str__(self) -> str:
+        if self.ratio is not None:
+            return f"ratio {self.ratio:g}:1"
+        return f"{self.bpp:g} bpp" if self.bpp is not None else f"PSNR {self.psnr:g} dB"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A coded file and what it achieves."""
+
+    data: bytes
+    setting: str  # e.g. "q3" or "max error 4"
+    bpp: float
+    ratio: float
+    psnr: float  # inf when lossless
+
+
+@dataclass
+class Ladder:
+    """What rate control chooses from: lossy codecs, lowest rate first, and the codec whose
+    residual model codes near-lossless (None: lossy only)."""
+
+    lossy: Sequence[tuple[str, Codec]]
+    near_lossless: Codec | None = None
+
+    @classmethod
+    def shipped(cls, model: str = "medvae") -> "Ladder":
+        """Every shipped quality of ``model``; near-lossless on the one with a residual model."""
+        from medvae import zoo
+        from medvae.codec import _shipped
+
+        codecs = [(f"q{q}", _shipped(zoo.shipped_path(model, q))) for q in zoo.qualities(model)]
+        return cls(codecs, next((c for _, c in codecs if c.residual is not None), None))
+
+    @classmethod
+    def of(cls, codec: Codec, name: str = "model") -> "Ladder":
+        """One codec: its lossy point, and near-lossless when it has a residual model."""
+        return cls([(name, codec)], codec if codec.residual is not None else None)
+
+
+def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_stored: int = 0, **kwargs) -> Choice:
+    """The file ``target`` asks for (see the module docstring); ``kwargs`` go to
+    :meth:`medvae.Codec.compress` (metadata, padding value ...)."""
+    bits = int(bits_stored) or np.dtype(image.dtype).itemsize * 8
+
+    def measure(setting: str, codec: Codec, max_error: int | None) -> Choice:
+        data, decoded = codec.compress_and_decode(image, bits_stored=bits_stored, max_error=max_error, **kwargs)
+        return Choice(data, setting, metrics.bpp(len(data), image.shape), metrics.compression_ratio(len(data), image.shape, bits),
+                      metrics.psnr(image, decoded, bits))
+
+    lossy = [lambda s=s, c=c: measure(s, c, None) for s, c in ladder.lossy]
+    near = [] if ladder.near_lossless is None else [
+        lambda t=t: measure(f"max error {t}", ladder.near_lossless, t) for t in ERROR_BOUNDS
+    ]
+    if target.psnr is not None:
+        meets = lambda c: c.psnr >= target.psnr  # noqa: E731
+        found = [c for c in (_first(lossy, meets), _first(near, meets)) if c]
+        if not found:
+            raise InputError(f"no setting reaches {target}; the weights come without a residual model for near-lossless coding")
+        return min(found, key=lambda c: len(c.data))
+    budget = target.bpp if target.bpp is not None else metrics.bpp(image.size * bits / 8 / target.ratio, image.shape)
+    fits = lambda c: c.bpp <= budget + 1e-12  # noqa: E731
+    found = [c for c in (_first(lossy[::-1], fits), _first(near[::-1], fits)) if c]  # each: the best that fits
+    if not found:
+        raise InputError(f"no setting reaches {target} on this image: even the smallest file is larger")
+    return max(found, key=lambda c: (c.psnr, -len(c.data)))
+
+
+def _first(candidates: Sequence[Callable[[], Choice]], ok: Callable[[Choice], bool]) -> Choice | None:
+    """Bisection over candidates along which ``ok`` goes from False to True: the first that is
+    ok (each coded at most once), or None."""
+    coded: dict[int, Choice] = {}
+
+    def at(i: int) -> Choice:
+        if i not in coded:
+            coded[i] = candidates[i]()
+        return coded[i]
+
+    lo, hi = 0, len(candidates)  # the first ok index lies in [lo, hi]; hi = none
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(at(mid)):
+            hi = mid
+        else:
+            lo = mid + 1
+    return at(lo) if lo < len(candidates) else None

@@ -1,0 +1,111 @@
+"""Rate control: ``ratio``, ``bpp`` and ``psnr`` targets over the shipped qualities and
+near-lossless error bounds; the figures reported are the file's own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import medvae
+from medvae import metrics
+from medvae.cli import main
+from medvae.errors import InputError
+from medvae.rate_control import ERROR_BOUNDS, Ladder, Target, compress_to
+
+BITS = 12
+
+
+@pytest.fixture(scope="module")
+def slice12() -> np.ndarray:
+    """A 12-bit CT-like slice (uint16, stored as CT is: HU + 1024), 96×96."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:96, :96]
+    body = (yy - 48) ** 2 / 42**2 + (xx - 48) ** 2 / 36**2 < 1
+    hu = np.where(body, 40 + 60 * np.sin(xx / 7) + rng.normal(0, 12, body.shape), -1000)
+    hu[40:52, 30:44] = 900
+    return np.clip(hu + 1024, 0, 4095).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def ladder() -> Ladder:
+    return Ladder.shipped("medvae")
+
+
+def _coded(image, codec, max_error=None):
+    data = codec.compress(image, bits_stored=BITS, max_error=max_error)
+    return len(data), metrics.psnr(image, codec.decompress(data), BITS)
+
+
+def test_targets_are_checked():
+    for bad in ({}, {"ratio": 10, "psnr": 50}, {"ratio": 0.5}, {"bpp": -1}, {"psnr": float("nan")}):
+        with pytest.raises(InputError):
+            Target(**bad)
+    assert str(Target(ratio=10)) == "ratio 10:1" and str(Target(psnr=50)) == "PSNR 50 dB"
+
+
+def test_a_psnr_target_gives_the_first_quality_that_meets_it(slice12, ladder):
+    qualities = [_coded(slice12, codec) for _, codec in ladder.lossy]
+    target = (qualities[1][1] + qualities[2][1]) / 2  # between q2 and q3
+    choice = compress_to(slice12, Target(psnr=target), ladder, bits_stored=BITS)
+    assert choice.setting == "q3" and choice.psnr >= target
+    assert (len(choice.data), round(choice.psnr, 6)) == (qualities[2][0], round(qualities[2][1], 6))  # the file's own figures
+    np.testing.assert_array_equal(medvae.decompress(choice.data), ladder.lossy[2][1].decompress(choice.data))
+
+
+def test_beyond_the_lossy_range_near_lossless_takes_over_and_lossless_meets_any_target(slice12, ladder):
+    best_lossy = max(_coded(slice12, codec)[1] for _, codec in ladder.lossy)
+    choice = compress_to(slice12, Target(psnr=best_lossy + 6), ladder, bits_stored=BITS)
+    bound = int(choice.setting.split()[-1])
+    assert choice.setting.startswith("max error") and choice.psnr >= best_lossy + 6
+    decoded = medvae.decompress(choice.data)
+    assert np.abs(decoded.astype(int) - slice12).max() <= bound
+    looser = ERROR_BOUNDS[ERROR_BOUNDS.index(bound) - 1]  # the next larger bound misses the target
+    assert _coded(slice12, ladder.near_lossless, looser)[1] < best_lossy + 6
+    exact = compress_to(slice12, Target(psnr=500), ladder, bits_stored=BITS)
+    assert exact.setting == "max error 0" and exact.psnr == float("inf")
+    np.testing.assert_array_equal(medvae.decompress(exact.data), slice12)
+
+
+def test_a_budget_gives_the_best_file_that_fits(slice12, ladder):
+    sizes = [_coded(slice12, codec)[0] for _, codec in ladder.lossy]
+    budget = 8 * (sizes[3] + 1) / slice12.size  # q4 fits, q5 does not
+    choice = compress_to(slice12, Target(bpp=budget), ladder, bits_stored=BITS)
+    assert choice.bpp <= budget and choice.setting in ("q4",) + tuple(f"max error {t}" for t in ERROR_BOUNDS)
+    assert choice.psnr >= _coded(slice12, ladder.lossy[3][1])[1]
+    ratio = compress_to(slice12, Target(ratio=8), ladder, bits_stored=BITS)
+    assert ratio.ratio >= 8 and ratio.ratio == pytest.approx(slice12.size * BITS / 8 / len(ratio.data))
+    with pytest.raises(InputError, match="even the smallest file"):
+        compress_to(slice12, Target(bpp=0.001), ladder, bits_stored=BITS)
+
+
+def test_weights_without_a_residual_model_stay_lossy(slice12):
+    codec = medvae.load("medvae", 2)
+    assert codec.residual is None
+    with pytest.raises(InputError, match="residual model"):
+        compress_to(slice12, Target(psnr=500), Ladder.of(codec), bits_stored=BITS)
+
+
+def test_the_package_function_takes_a_target_and_refuses_two(slice12):
+    data = medvae.compress(slice12, psnr=40, bits_stored=BITS)
+    assert metrics.psnr(slice12, medvae.decompress(data), BITS) >= 40
+    with pytest.raises(InputError, match="replaces quality"):
+        medvae.compress(slice12, 3, psnr=40)
+
+
+def test_cli_rate_control(slice12, tmp_path, capsys):
+    np.save(tmp_path / "a.npy", slice12)
+    assert main(["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "out"), "--psnr", "45"]) == 0
+    printed = capsys.readouterr()
+    assert "note: PSNR 45 dB: " in printed.out + printed.err  # the setting chosen and what it achieves
+    data = (tmp_path / "out" / "a.mvae").read_bytes()
+    assert metrics.psnr(slice12, medvae.decompress(data), 16) >= 45
+
+    def exit_code(args):
+        try:
+            return main(args)
+        except SystemExit as exc:  # argparse refuses a malformed value itself
+            return exc.code
+
+    for bad in (["--psnr", "45", "--quality", "3"], ["--psnr", "-1"], ["--psnr", "45", "--lossless"], ["--ratio", "0.5"]):
+        assert exit_code(["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "x"), *bad]) == 2
+        assert not (tmp_path / "x").exists()
