@@ -90,11 +90,10 @@ def _measured(point: ImageCodec, image: Slice, row: dict[str, Any], decoded: np.
     return decoded
 
 
-def _coded(code: Callable[[], tuple[bytes, np.ndarray]]) -> tuple[bytes, np.ndarray, float, float] | str:
-    """(bytes, decoded, encode s, decode s) of ``code`` (which returns an encode and a decode
-    step), or the error with which the codec refused the input."""
+def _coded(encode: Callable[[], bytes], decode: Callable[[bytes], np.ndarray]) -> tuple[bytes, np.ndarray, float, float] | str:
+    """(bytes, decoded, encode s, decode s) of one encode and decode, or the error with which
+    the codec refused the input."""
     try:
-        encode, decode = code()
         t0 = time.perf_counter()
         data = encode()
         t1 = time.perf_counter()
@@ -115,7 +114,7 @@ def evaluate_point(point: ImageCodec, image: Slice) -> tuple[dict[str, Any], np.
     except MedVAEError as exc:
         row["error"] = str(exc)
         return row, None
-    coded = _coded(lambda: (lambda: point.encode(image.pixels, image.bits_stored), point.decode))
+    coded = _coded(lambda: point.encode(image.pixels, image.bits_stored), point.decode)
     if isinstance(coded, str):
         row["error"] = coded
         return row, None
@@ -132,16 +131,16 @@ def evaluate_series_point(point: ImageCodec, series: Sequence[Slice]) -> list[tu
     volume = np.stack([image.pixels for image in series])
     bits = max(image.bits_stored for image in series)
     rows = [_row(point, image) for image in series]
-    coded = _coded(lambda: (lambda: point.encode_series(volume, bits), point.decode_series))
+    coded = _coded(lambda: point.encode_series(volume, bits), point.decode_series)
     if isinstance(coded, str):
         for row in rows:
             row["error"] = coded
         return [(row, None) for row in rows]
     data, decoded, encode_s, decode_s = coded
-    n = len(series)
+    n, note = len(series), point.notes(volume, bits)
     out = []
     for row, image, slice_decoded in zip(rows, series, decoded):
-        row["note"] = point.notes(volume, bits)
+        row["note"] = note
         out.append((row, _measured(point, image, row, slice_decoded, len(data) / n, encode_s / n, decode_s / n)))
     return out
 
