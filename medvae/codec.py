@@ -185,33 +185,11 @@ class Codec:
                 pixel is within ``max_error`` of the input: 0 is lossless (the decoded
                 integers equal the input), τ ≥ 1 near-lossless. None: the lossy base alone.
         """
-        return self.compress_and_decode(
-            image, value_range=value_range, bits_stored=bits_stored, metadata=metadata, refine_steps=refine_steps,
-            lmbda=lmbda, padding_value=padding_value, max_error=max_error, keep_pixels=False,
-        )[0]
-
-    def compress_and_decode(
-        self,
-        image: np.ndarray,
-        *,
-        value_range: tuple[int, int] | None = None,
-        bits_stored: int = 0,
-        metadata: bytes = b"",
-        refine_steps: int = 0,
-        lmbda: float | None = None,
-        padding_value: int | None = None,
-        max_error: int | None = None,
-        keep_pixels: bool = True,
-    ) -> tuple[bytes, np.ndarray | None]:
-        """:meth:`compress`, and the image every decoder will get from its bytes (computed
-        while encoding, not by decoding again; None without ``keep_pixels``): what rate
-        control (:mod:`medvae.rate_control`) measures each candidate with."""
         check_refinement(refine_steps, lmbda)
         image = check_image(image)
         residual = self._check_residual(max_error)
-        encoded = self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=keep_pixels or residual is not None)
+        encoded = self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=residual is not None)
         strings, exceptions, crc, residual_strings = encoded.strings, encoded.exceptions, encoded.pixels_crc, ()
-        final = encoded.decoded
         if residual is not None:
             residual_strings, final = residual.coder.encode(image, encoded.decoded, encoded.value_range, max_error)
             crc = bitstream.pixels_crc(final)
@@ -229,7 +207,7 @@ class Codec:
             residual_fingerprint=residual.fingerprint if residual is not None else "",
             residual_strings=tuple(residual_strings),
         )
-        return bitstream.pack(header, strings, metadata), final if keep_pixels else None
+        return bitstream.pack(header, strings, metadata)
 
     def _check_residual(self, max_error: int | None) -> Residual | None:
         """The residual model that codes ``max_error`` (None when there is no bound to keep)."""
