@@ -88,14 +88,15 @@ def group_series(images: Sequence[Slice]) -> list[list[int]]:
 
     A series is the slices of one patient, modality, shape and dtype that come from one
     multi-slice file (a NIfTI/NRRD volume, a multi-frame DICOM) or, for one file per slice,
-    from one folder. Slices are ordered by their position along the slice normal (DICOM
+    from one folder and one DICOM Series Instance UID. Slices are ordered by their position along the slice normal (DICOM
     Image Position and Orientation) when every slice has one, else by file and index.
     """
     volumes = {im.file for im in images if im.index > 0}
     groups: dict[tuple, list[int]] = {}
     for i, im in enumerate(images):
         source = im.file if im.file in volumes else str(Path(im.file).parent)
-        groups.setdefault((im.patient, im.modality, source, im.shape, im.pixels.dtype.str), []).append(i)
+        uid = str(getattr(im.dataset, "SeriesInstanceUID", ""))  # two series in one folder stay apart
+        groups.setdefault((im.patient, im.modality, source, uid, im.shape, im.pixels.dtype.str), []).append(i)
     ordered = []
     for group in groups.values():
         positions = {i: _slice_position(images[i]) for i in group}

@@ -96,9 +96,12 @@ def test_series_are_grouped_and_ordered_by_position():
     order = [3, 0, 4, 1, 2]
     images = _slices(volume[order], [float(z) for z in order])  # slice i at z = i, shuffled
     other = Slice(volume[0], 16, "CT", "p2", "elsewhere/x.dcm")
-    groups = group_series(images + [other])
+    second = _slices(volume[:2], [0.0, 1.0])  # another series in the same folder
+    for image in second:
+        image.dataset.SeriesInstanceUID = "1.2.3"
+    groups = group_series(images + [other] + second)
     assert [[images[i].dataset.ImagePositionPatient[2] for i in g] for g in groups[:1]] == [[0, 1, 2, 3, 4]]
-    assert groups[1] == [5]
+    assert groups[1:] == [[5], [6, 7]]
 
 
 def test_evaluate_with_series_codes_each_series_once_and_shares_its_bytes():
