@@ -35,6 +35,11 @@ from medvae.residual.tables import LOG2_FRAC, log2_fixed, table_index, tables
 TILE = 256
 #: Largest error bound a file may declare (the container's u16).
 MAX_ERROR = 65535
+#: Largest |residual| a valid file decodes to: |x − x̃| ≤ 65535 for 16-bit samples, and the
+#: decoded residual lies within τ ≤ 65535 of it. Decoded residuals are clipped to this (only
+#: a forged file reaches it, and its checksum then fails), so they, the base and the image
+#: are all held as int32: half the memory of int64, the same values.
+RESIDUAL_LIMIT = 65535 + MAX_ERROR
 
 
 class _Inputs:
@@ -98,7 +103,7 @@ class ResidualCoder:
         strings: list[bytes] = []
         encoder = RansEncoder()
         cdfs, lengths, offsets = tables()
-        residual = _even(image.astype(np.int64) - base)
+        residual = _even(np.subtract(image, base, dtype=np.int32))
 
         def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int]) -> np.ndarray:
             rows, cols = _phase_size(image.shape, phase)
@@ -107,8 +112,7 @@ class ResidualCoder:
                 strings.append(encoder.encode_with_indexes(flat_q, flat_index, cdfs, lengths, offsets))
             return q
 
-        decoded = self._passes(base, value_range, max_error, code)
-        return strings, _clip(base.astype(np.int64) + decoded[: base.shape[0], : base.shape[1]], base.dtype)
+        return strings, _add(base, self._passes(base, value_range, max_error, code))
 
     def decode(
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int
@@ -130,21 +134,21 @@ class ResidualCoder:
                 values += decoder.decode_with_indexes(guarded(string, len(flat_index)), flat_index, cdfs, lengths, offsets)
             return np.asarray(values, np.int64).reshape(rows, cols)
 
-        decoded = self._passes(base, value_range, max_error, code)
-        return _clip(base.astype(np.int64) + decoded[: base.shape[0], : base.shape[1]], base.dtype)
+        return _add(base, self._passes(base, value_range, max_error, code))
 
     def _passes(self, base: np.ndarray, value_range: tuple[int, int], max_error: int, code) -> np.ndarray:
         """Run the four passes: parameters from what is decoded so far, then ``code`` (which
         writes or reads the pass's quantized residuals). Returns the decoded residual (even-sized)."""
         step = 2 * max_error + 1
-        padded = _even(base.astype(np.int64), edge=True)
-        decoded = np.zeros(padded.shape, np.int64)
+        padded = _even(base.astype(np.int32), edge=True)
+        decoded = np.zeros(padded.shape, np.int32)
         known = np.zeros(padded.shape, bool)
         for phase in PHASES:
             mean, index = self._parameters(padded, decoded, known, value_range, max_error, phase)
             q = code(mean, index, phase)
             rows, cols = q.shape
-            decoded[phase[0] :: 2, phase[1] :: 2][:rows, :cols] = mean[:rows, :cols] + step * q
+            values = np.clip(mean[:rows, :cols] + step * q, -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # int64, then exact in int32
+            decoded[phase[0] :: 2, phase[1] :: 2][:rows, :cols] = values
             known[phase[0] :: 2, phase[1] :: 2][:rows, :cols] = True
         return decoded
 
@@ -177,6 +181,9 @@ def _chunks(*arrays: np.ndarray):
         yield tuple(a[start : start + CHUNK].tolist() for a in flat)
 
 
-def _clip(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    info = np.iinfo(dtype)
-    return np.clip(values, info.min, info.max).astype(dtype)
+def _add(base: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """``base`` plus the (even-sized) decoded residual, clipped to the base's dtype; int32
+    holds every sum (|base| < 2^16, |residual| ≤ :data:`RESIDUAL_LIMIT`)."""
+    total = residual[: base.shape[0], : base.shape[1]] + base.astype(np.int32)
+    info = np.iinfo(base.dtype)
+    return np.clip(total, info.min, info.max, out=total).astype(base.dtype)
