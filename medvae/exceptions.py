@@ -131,7 +131,8 @@ class Exceptions:
         index = np.cumsum(gaps)
         if index.size and (index[-1] >= size or (np.diff(index) <= 0).any()):
             raise BitstreamError("corrupted exception block (extreme pixel outside the image)")
-        return _with_mask(cls(padding_value if has_mask else None, None, index, values), _mask_from_rows(codes, shape) if has_mask else None, shape[1])
+        mask = _mask_from_rows(codes, shape) if has_mask else None
+        return _with_mask(cls(padding_value if has_mask else None, None, index, values), mask, shape[1])
 
 
 def find(image: np.ndarray, padding_value: int | None = None) -> Exceptions:
