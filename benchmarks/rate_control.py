@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""What rate control chooses, and achieves, for a few targets on one corpus CT slice.
+
+Each target (``--targets``: ``psnr=45``, ``ratio=10``, ``bpp=0.3`` ...) goes through
+:func:`medvae.rate_control.compress_to` over the shipped ladder (every medvae quality, and
+near-lossless coding on the default quality); prints the setting chosen, the file's bpp,
+ratio (against the bits stored) and PSNR (at the bits stored), and the search time.
+
+    python benchmarks/rate_control.py [--targets psnr=45,psnr=52,psnr=60,ratio=10,bpp=0.3,bpp=2.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pydicom
+
+from medvae.rate_control import Ladder, Target, compress_to
+
+REPO = Path(__file__).resolve().parents[1]
+SERIES = REPO.parent / "shared/data/corpus/ct/totalseg-abdomen"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--targets", default="psnr=45,psnr=52,psnr=60,ratio=10,bpp=0.3,bpp=2.5")
+    parser.add_argument("--folder", type=Path, default=SERIES, help="a folder of CT slices; its middle file is coded")
+    args = parser.parse_args(argv)
+    files = sorted(args.folder.glob("*.dcm"))
+    if not files:
+        raise SystemExit(f"{args.folder}: no DICOM files (the corpus is not here)")
+    ds = pydicom.dcmread(files[len(files) // 2])
+    image, bits = ds.pixel_array, int(ds.BitsStored)
+    ladder = Ladder.shipped("medvae")
+    print(f"{files[len(files) // 2].name}: {image.shape[0]}x{image.shape[1]}, {bits} bits stored")
+    print("| target | chosen | bpp | ratio | PSNR (dB) | search s |")
+    print("|---|---|---|---|---|---|")
+    for spec in args.targets.split(","):
+        name, value = spec.split("=")
+        start = time.perf_counter()
+        choice = compress_to(image, Target(**{name: float(value)}), ladder, bits_stored=bits)
+        print(f"| {Target(**{name: float(value)})} | {choice.setting} | {choice.bpp:.3f} | {choice.ratio:.1f} | "
+              f"{choice.psnr:.2f} | {time.perf_counter() - start:.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
