@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Any
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medvae.cli.files import UsageError
 from medvae.errors import MedVAEError
+
+if TYPE_CHECKING:  # the CLI imports rate control (and torch) only when a target is given
+    from medvae.rate_control import Target
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class Options:
     debug: bool = False
     refine_steps: int = 0
     max_error: int | None = None  # lossless (0) or near-lossless coding; None: lossy
-    target: Any = None  # a medvae.rate_control.Target: rate control picks each slice's setting
+    target: Target | None = None  # rate control picks each slice's setting
 
 
 @lru_cache(maxsize=2)
@@ -95,8 +98,8 @@ def add_error_bound_arguments(parser: argparse.ArgumentParser) -> None:
                        help="rate control: the smallest file with PSNR of at least P dB (at the bits stored)")
 
 
-def rate_target(args: argparse.Namespace):
-    """The rate-control target the options ask for (a :class:`medvae.rate_control.Target`), or None."""
+def rate_target(args: argparse.Namespace) -> Target | None:
+    """The rate-control target the options ask for, or None."""
     if args.ratio is None and args.bpp is None and args.psnr is None:
         return None
     from medvae.rate_control import Target

@@ -88,8 +88,9 @@ def group_series(images: Sequence[Slice]) -> list[list[int]]:
 
     A series is the slices of one patient, modality, shape and dtype that come from one
     multi-slice file (a NIfTI/NRRD volume, a multi-frame DICOM) or, for one file per slice,
-    from one folder and one DICOM Series Instance UID. Slices are ordered by their position along the slice normal (DICOM
-    Image Position and Orientation) when every slice has one, else by file and index.
+    from one folder and one DICOM Series Instance UID. Slices are ordered by their position
+    along the slice normal (DICOM Image Position and Orientation) when every slice has one,
+    else by file and index.
     """
     volumes = {im.file for im in images if im.index > 0}
     groups: dict[tuple, list[int]] = {}
