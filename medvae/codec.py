@@ -21,7 +21,7 @@ from compressai.models import CompressionModel
 from medvae import bitstream, zoo
 from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
-from medvae.exact import ExactTwin, calibrate
+from medvae.exact import calibrate, exact_twin
 from medvae.exact.image import NormalizedImage, pixel_rows, pixels
 from medvae.exceptions import Exceptions
 from medvae.exceptions import find as find_exceptions
@@ -88,7 +88,9 @@ class Codec:
         if update_tables or getattr(model, "exact_plan", None) is None:
             model.exact_plan = calibrate(model)
         self.device = torch.device(device)
-        self.twin = ExactTwin(model, model.exact_plan).to(self.device)
+        self.twin = exact_twin(model, model.exact_plan).to(self.device)
+        #: A progressive model (rnn-conv) codes a number of iterations, each adding bits.
+        self.progressive = getattr(self.twin, "progressive", False)
         #: The weights format-2 files written here name (state dict and exact plan).
         self.fingerprint = exact_fingerprint(model, model.exact_plan)
         #: The weights format-1 files name (state dict only).
@@ -123,27 +125,45 @@ class Codec:
     def _encode(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
+        iterations: int | None = None,
     ) -> _Encoded:
         """The strings, the pixels every decoder will get (or, without ``keep_pixels``, only
         their checksum, computed band by band: an image-sized array less), and what went
         into them."""
+        return self._encodings(image, value_range, refine_steps, lmbda, padding_value, keep_pixels, iterations)[-1]
+
+    def _encodings(
+        self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
+        lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
+        iterations: int | None = None, every_iteration: bool = False,
+    ) -> list[_Encoded]:
+        """:meth:`_encode`'s result; for a progressive model with ``every_iteration``, one per
+        iteration count from 1 to ``iterations`` (the encoder is causal: the first k
+        iterations of a longer run are the k-iteration file)."""
         image = check_image(image)
         exceptions = find_exceptions(image, padding_value) if value_range is None else Exceptions()
         _, value_range, x = self._prepare(image, value_range, exceptions)
+        encodings = []
         with torch.inference_mode():
-            if refine_steps:
-                x_float = x.tensor().float().to(self.device)
-                latents = refine_latents(self.model, x_float, self._refine_lmbda(lmbda), steps=refine_steps, size=image.shape)
+            if self.progressive:
+                outputs = self.twin.iterate(x, self._iterations(iterations))
+                outputs = outputs if every_iteration else outputs[-1:]
             else:
-                latents = self.twin.analyze(x)
-            strings, x_hat = self.twin.encode(latents)
-            crc, decoded = 0, np.empty(image.shape, image.dtype) if keep_pixels else None
-            for first, band in pixel_rows(x_hat, image.shape, value_range, image.dtype):
-                band = exceptions.restore(band, first)
-                crc = bitstream.pixels_crc(band, crc)
-                if decoded is not None:
-                    decoded[first : first + band.shape[0]] = band
-        return _Encoded(strings, decoded, crc, value_range, exceptions, x)
+                if refine_steps:
+                    x_float = x.tensor().float().to(self.device)
+                    latents = refine_latents(self.model, x_float, self._refine_lmbda(lmbda), steps=refine_steps, size=image.shape)
+                else:
+                    latents = self.twin.analyze(x)
+                outputs = [self.twin.encode(latents)]
+            for strings, x_hat in outputs:
+                crc, decoded = 0, np.empty(image.shape, image.dtype) if keep_pixels else None
+                for first, band in pixel_rows(x_hat, image.shape, value_range, image.dtype):
+                    band = exceptions.restore(band, first)
+                    crc = bitstream.pixels_crc(band, crc)
+                    if decoded is not None:
+                        decoded[first : first + band.shape[0]] = band
+                encodings.append(_Encoded(strings, decoded, crc, value_range, exceptions, x))
+        return encodings
 
     def base_layer(self, image: np.ndarray, padding_value: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
         """The pixels every decoder gets from this image's lossy coding, and the intensity
@@ -162,6 +182,7 @@ class Codec:
         lmbda: float | None = None,
         padding_value: int | None = None,
         max_error: int | None = None,
+        iterations: int | None = None,
     ) -> bytes:
         """Encode a 2-D uint8/uint16/int16 image to a self-describing ``.mvae`` container.
 
@@ -184,11 +205,38 @@ class Codec:
             max_error: add a residual layer (:mod:`medvae.residual`) so that every decoded
                 pixel is within ``max_error`` of the input: 0 is lossless (the decoded
                 integers equal the input), τ ≥ 1 near-lossless. None: the lossy base alone.
+            iterations: for a progressive model (``rnn-conv``), how many iterations to code
+                (1 to its ``max_iterations``, the default); each adds bits and fidelity.
         """
         check_refinement(refine_steps, lmbda)
+        if iterations is not None and not self.progressive:
+            raise InputError(f"iterations= is for progressive models (rnn-conv); {self.name} codes one quality per weights")
+        if self.progressive and refine_steps:
+            raise InputError("latent refinement is for the VAE families; rnn-conv codes binary iterations")
         image = check_image(image)
         residual = self._check_residual(max_error)
-        encoded = self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=residual is not None)
+        encoded = self._encode(
+            image, value_range, refine_steps, lmbda, padding_value, keep_pixels=residual is not None, iterations=iterations
+        )
+        return self._container(image, encoded, bits_stored, metadata, max_error, residual)
+
+    def compress_progressive(
+        self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", padding_value: int | None = None,
+        iterations: int | None = None,
+    ) -> list[bytes]:
+        """For a progressive model: the containers of 1, 2, …, ``iterations`` iterations (default:
+        all) from one encoder run, each what :meth:`compress` writes for that count."""
+        if not self.progressive:
+            raise InputError(f"{self.name} is not a progressive model; use compress()")
+        image = check_image(image)
+        encodings = self._encodings(image, None, padding_value=padding_value, keep_pixels=False, iterations=iterations, every_iteration=True)
+        return [self._container(image, encoded, bits_stored, metadata) for encoded in encodings]
+
+    def _container(
+        self, image: np.ndarray, encoded: _Encoded, bits_stored: int, metadata: bytes, max_error: int | None = None,
+        residual: Residual | None = None,
+    ) -> bytes:
+        """The ``.mvae`` bytes of an encoding (and its residual layer, with ``max_error``)."""
         strings, exceptions, crc, residual_strings = encoded.strings, encoded.exceptions, encoded.pixels_crc, ()
         if residual is not None:
             residual_strings, final = residual.coder.encode(image, encoded.decoded, encoded.value_range, max_error)
@@ -220,6 +268,14 @@ class Codec:
                 "bound on the error; use the shipped default (medvae.load('medvae')) or pass residual="
             )
         return self.residual
+
+    def _iterations(self, iterations: int | None) -> int:
+        """The iteration count a progressive model codes (its most by default)."""
+        if iterations is None:
+            return self.model.max_iterations
+        if not 1 <= int(iterations) <= self.model.max_iterations:
+            raise InputError(f"{self.name} codes 1 to {self.model.max_iterations} iterations, not {iterations}")
+        return int(iterations)
 
     def _refine_lmbda(self, lmbda: float | None) -> float:
         if lmbda is not None:

@@ -32,7 +32,7 @@ SSIM_MEDICAL_BETA = 0.95
 
 def bits_per_pixel(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
     """Estimated rate: total information content of all latents over the image pixels."""
-    return sum(-torch.log2(lik).sum() for lik in likelihoods.values()) / num_pixels
+    return sum((-torch.log2(lik).sum() for lik in likelihoods.values()), torch.zeros(())) / num_pixels
 
 
 def ssim_medical(x_hat: Tensor, x: Tensor, alpha: float = SSIM_MEDICAL_ALPHA, beta: float = SSIM_MEDICAL_BETA) -> Tensor:
@@ -72,6 +72,9 @@ class RateDistortionLoss(nn.Module):
         x_hat = output["x_hat"].float()
         bpp = bits_per_pixel(output["likelihoods"], n * h * w)
         distortion = self.distortion_of(x_hat, x)
+        if "x_hat_steps" in output:  # a progressive model: every iteration's reconstruction counts
+            steps = [self.distortion_of(step.float(), x) for step in output["x_hat_steps"]]
+            distortion = (torch.stack(steps) * output["step_weights"]).mean()
         mse = torch.mean((x_hat.detach() - x) ** 2)
         return {
             "loss": bpp + self.lmbda * distortion,

@@ -1,10 +1,12 @@
 """Learned codecs in the registry: one rate point per checkpoint, through :class:`medvae.Codec`.
 
 Family names are the registered model names (``medvae``, ``bls2017``,
-``balle2018``, ``bls-residual``). Values are checkpoint paths or globs
+``balle2018``, ``bls-residual``, ``rnn-conv``). Values are checkpoint paths or globs
 (``medvae=runs/*/best.pt``), or shipped qualities (``medvae=q3``); no value
-means every shipped quality of that model. Rates are the real ``.mvae`` bytes,
-header and CRC included, never the likelihood estimate.
+means every shipped quality of that model. The progressive ``rnn-conv`` has one
+rate point per iteration count instead: ``rnn-conv`` (the shipped weights, every
+count), ``rnn-conv=4`` (four iterations) or ``rnn-conv=path.pt`` (every count).
+Rates are the real ``.mvae`` bytes, header and CRC included, never the likelihood estimate.
 """
 
 from __future__ import annotations
@@ -92,6 +94,59 @@ def maker(family: str):
     return make
 
 
+class _ProgressiveFiles:
+    """The files of every iteration count of the last image coded: one encoder run serves
+    all the points of a progressive codec (:meth:`medvae.Codec.compress_progressive`)."""
+
+    def __init__(self, codec):
+        self.codec, self.key, self.files = codec, None, []
+
+    def get(self, image: np.ndarray, bits_stored: int) -> list[bytes]:
+        key = (image.shape, image.dtype.str, bits_stored, hash(image.tobytes()))
+        if key != self.key:
+            self.key, self.files = key, self.codec.compress_progressive(image, bits_stored=bits_stored)
+        return self.files
+
+
+class Progressive(ImageCodec):
+    """A progressive codec (``rnn-conv``) decoded after ``value`` iterations: one rate point per count."""
+
+    knob = "iterations"
+    learned = True
+
+    def __init__(self, files: _ProgressiveFiles, family: str, iterations: int):
+        super().__init__(int(iterations), lossless=False)
+        self.files, self.family = files, family
+
+    def encode(self, image: np.ndarray, bits_stored: int | None = None) -> bytes:
+        return self.files.get(image, int(bits_stored or 0))[self.value - 1]
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.files.codec.decompress(data)
+
+    def notes(self, image: np.ndarray, bits_stored: int | None = None) -> str:
+        return "one encoder run codes every iteration count; its time is charged to the first point"
+
+
+def progressive_maker(family: str):
+    """The ``make`` function of a progressive family: the shipped weights or a checkpoint at
+    every iteration count, or the shipped weights at one count (``rnn-conv=4``)."""
+
+    def make(value: str | None) -> list[ImageCodec]:
+        text = "" if value is None else value.strip()
+        if text.isdigit() and not os.path.exists(text):
+            codec, counts = medvae.load(family), [int(text)]
+        else:
+            codec = medvae.load(family) if not text else _from_path(family, Path(text)).codec
+            counts = list(range(1, codec.model.max_iterations + 1))
+        if not all(1 <= k <= codec.model.max_iterations for k in counts):
+            raise InputError(f"{family}: iterations must be 1 to {codec.model.max_iterations}, got {value!r}")
+        files = _ProgressiveFiles(codec)
+        return [Progressive(files, family, k) for k in counts]
+
+    return make
+
+
 #: Error bounds of the residual layer's default sweep (0: lossless).
 DEFAULT_MAX_ERROR = (0, 1, 2, 4, 8)
 
@@ -131,7 +186,10 @@ def _residual_points(value: str | None) -> list[ImageCodec]:
 
 def _register() -> None:
     for name in available():
-        register_family(Family(name, maker(name), f"learned {name} checkpoints", learned=True))
+        if name == "rnn-conv":
+            register_family(Family(name, progressive_maker(name), "learned rnn-conv: one point per iteration count", learned=True))
+        else:
+            register_family(Family(name, maker(name), f"learned {name} checkpoints", learned=True))
     register_family(Family("medvae-residual", _residual_points, "medvae plus its residual layer: lossless, max_error", learned=True))
 
 

@@ -4,12 +4,14 @@
 * :mod:`medvae.exact.layers`: exact twins of convolutions, GDN, activations, residual blocks.
 * :mod:`medvae.exact.calibrate`: the plan of fractional bits, computed once per weights.
 * :mod:`medvae.exact.twin`: a model's whole coding path (analysis, entropy coding, synthesis).
+* :mod:`medvae.exact.progressive`: the same for the recurrent ``rnn-conv`` family.
 
 Training keeps the float model; :class:`medvae.Codec` codes with the twin.
 """
 
 from medvae.exact.calibrate import Plan, calibrate, synthetic_images
 from medvae.exact.fixed import Fixed
+from medvae.exact.progressive import ProgressiveTwin
 from medvae.exact.twin import ExactTwin
 
 #: Version of the rules that turn float weights and a plan into the exact twin. It is part
@@ -17,4 +19,13 @@ from medvae.exact.twin import ExactTwin
 #: decode an older file differently.
 EXACT_VERSION = 1
 
-__all__ = ["EXACT_VERSION", "ExactTwin", "Fixed", "Plan", "calibrate", "synthetic_images"]
+
+
+def exact_twin(model, plan: Plan) -> ExactTwin | ProgressiveTwin:
+    """The exact coding path of ``model``: :class:`ProgressiveTwin` for ``rnn-conv``, else :class:`ExactTwin`."""
+    from medvae.models.rnn_conv import RNNConv
+
+    return ProgressiveTwin(model, plan) if isinstance(model, RNNConv) else ExactTwin(model, plan)
+
+
+__all__ = ["EXACT_VERSION", "ExactTwin", "ProgressiveTwin", "exact_twin", "Fixed", "Plan", "calibrate", "synthetic_images"]

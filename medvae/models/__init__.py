@@ -1,7 +1,8 @@
-"""Model families, registered by name: ``bls2017``, ``balle2018``, ``bls-residual``, ``medvae``."""
+"""Model families, registered by name: ``bls2017``, ``balle2018``, ``bls-residual``, ``medvae``, ``rnn-conv``."""
 
 from medvae.models.factorized import BLS2017, BLSResidual
 from medvae.models.hyperprior import Balle2018, MedVAE
+from medvae.models.rnn_conv import RNNConv
 from medvae.models.registry import available, create, register_model
 
-__all__ = ["BLS2017", "BLSResidual", "Balle2018", "MedVAE", "available", "create", "register_model"]
+__all__ = ["BLS2017", "BLSResidual", "Balle2018", "MedVAE", "RNNConv", "available", "create", "register_model"]

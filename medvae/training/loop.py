@@ -43,7 +43,8 @@ def make_optimizers(model: CompressionModel, optim: dict[str, Any]) -> tuple[tor
     aux_names = _aux_parameter_names(model)
     params = dict(model.named_parameters())
     main = [p for n, p in params.items() if n not in aux_names and p.requires_grad]
-    aux = [params[n] for n in sorted(aux_names)]
+    # A model without an entropy bottleneck (rnn-conv) gets a placeholder, so every checkpoint has one layout.
+    aux = [params[n] for n in sorted(aux_names)] or [torch.nn.Parameter(torch.zeros(0))]
     return torch.optim.Adam(main, lr=optim["lr"]), torch.optim.Adam(aux, lr=optim["aux_lr"])
 
 

@@ -33,7 +33,8 @@ def train_step(
         torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], clip_grad)
     optimizer.step()
     aux_loss = model.aux_loss()
-    aux_optimizer.zero_grad(set_to_none=True)
-    aux_loss.backward()
-    aux_optimizer.step()
+    if aux_loss.requires_grad:  # false for models without an entropy bottleneck (rnn-conv)
+        aux_optimizer.zero_grad(set_to_none=True)
+        aux_loss.backward()
+        aux_optimizer.step()
     return {k: v.item() for k, v in losses.items()} | {"aux_loss": aux_loss.item()}
