@@ -25,6 +25,7 @@ class Options:
     refine_steps: int = 0
     max_error: int | None = None  # lossless (0) or near-lossless coding; None: lossy
     target: Target | None = None  # rate control picks each slice's setting
+    iterations: int | None = None  # a progressive model's iteration count (rnn-conv); None: all
 
 
 @lru_cache(maxsize=2)

@@ -38,6 +38,7 @@ EXAMPLES = """examples:
   medvae compress scans/ -o out/ --max-error 2          near-lossless: every pixel within 2 of the input
   medvae compress scans/ -o out/ --ratio 10             rate control: the best file at or below 10:1
   medvae compress scans/ -o out/ --psnr 50              rate control: the smallest file of at least 50 dB
+  medvae compress cr.dcm -o out/ --model rnn-conv --iterations 4   the RNN-Conv baseline, 4 of its 8 iterations
 """
 
 
@@ -83,7 +84,7 @@ def compress_file(task: Task) -> batch.Outcome:
             settings = dict(bits_stored=stack.bits_stored, metadata=meta, refine_steps=options.refine_steps,
                             padding_value=padding_value(stack, i))
             if options.target is None:
-                data = codec.compress(stack.pixels[i], max_error=options.max_error, **settings)
+                data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
             else:
                 from medvae.rate_control import compress_to
 
@@ -207,8 +208,14 @@ def compress_all(args: argparse.Namespace) -> int:
     if bound is not None and codec.residual is None:
         raise UsageError(f"{args.model} comes without a residual model: --lossless and --max-error need the shipped "
                          "default (--model medvae without --quality)")
+    if args.iterations is not None and not codec.progressive:
+        raise UsageError(f"--iterations is for progressive models (--model rnn-conv); {args.model} has one rate per quality")
+    if args.iterations is not None and not 1 <= args.iterations <= codec.model.max_iterations:
+        raise UsageError(f"--iterations must be 1 to {codec.model.max_iterations} for {args.model}")
+    if codec.progressive and (steps or target is not None):
+        raise UsageError(f"{args.model} is progressive: choose its rate with --iterations (no --refine, --ratio, --bpp, --psnr)")
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
-                      max_error=bound, target=target)
+                      max_error=bound, target=target, iterations=args.iterations)
     workers = args.workers or batch.auto_workers(len(tasks), threads_per_worker=2)
     outcomes += batch.run(
         tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options),
@@ -229,6 +236,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="shipped model name or checkpoint file (default: medvae)")
     parser.add_argument("--quality", type=int, default=None, metavar="Q",
                         help="quality of a shipped model (default: its default quality)")
+    parser.add_argument("--iterations", type=int, default=None, metavar="K",
+                        help="iterations of a progressive model (--model rnn-conv: 1 to 8, default 8); each adds bits")
     add_refine_arguments(parser)
     add_error_bound_arguments(parser)
     parser.set_defaults(func=run)

@@ -276,3 +276,26 @@ def test_an_unreadable_argument_is_one_error_line_and_the_rest_go_on(tmp_path, c
     err = capsys.readouterr().err
     assert code == 1 and "cannot read it (Permission denied)" in err and "Traceback" not in err
     assert (tmp_path / "out" / "b.mvae").is_file()
+
+
+def test_rnn_conv_codes_the_iterations_asked_and_other_models_refuse_them(tmp_path, checkpoint, capsys):
+    from medvae.checkpoint import save_model
+    from tests.conftest import small_model
+
+    rnn = tmp_path / "rnn.pt"
+    save_model(small_model("rnn-conv", seed=2), rnn)
+    src = pydicom.data.get_testdata_file("MR_small.dcm")
+    sizes = {}
+    for k in (1, 3):
+        out = tmp_path / f"out{k}"
+        assert main(["compress", src, "-o", str(out), "--model", str(rnn), "--iterations", str(k)]) == 0
+        [coded] = out.rglob("*.mvae")
+        sizes[k] = coded.stat().st_size
+        decoded = medvae.Codec(medvae.checkpoint.load_model(rnn)).decompress(coded.read_bytes())
+        assert decoded.shape == pydicom.dcmread(src).pixel_array.shape
+    assert sizes[1] < sizes[3]
+    for model, args, expected in [(checkpoint, ["--iterations", "2"], "progressive"), (str(rnn), ["--iterations", "9"], "1 to 8"),
+                                  (str(rnn), ["--psnr", "40"], "progressive")]:
+        assert main(["compress", src, "-o", str(tmp_path / "bad"), "--model", model, *args]) == 2
+        assert expected in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
