@@ -68,8 +68,8 @@ def _image(shape=(96, 80), seed=0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def coded_files(tmp_path_factory):
     """Files written here: every family, the progressive rnn-conv included (small untrained
-    weights), every shipped quality, and
-    lossless and near-lossless files (shipped q1 base, a small untrained residual model)."""
+    weights), every shipped quality, and lossless and near-lossless files (shipped q1 base,
+    a small untrained residual model)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
     sources = [(str(folder / f"{family}.pt"), None, family, None) for family in (*FAMILIES, "rnn-conv")]
