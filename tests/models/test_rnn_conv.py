@@ -146,7 +146,7 @@ needs_weights = pytest.mark.skipif("rnn-conv" not in zoo.index(), reason="no shi
 @pytest.fixture(scope="module")
 def real_slice():
     [item] = load_images([CORPUS / "MANIFEST.csv"], "test", modality="CT", max_slices=1)[:1]
-    return item.pixels[128:384, 128:384], item.bits_stored
+    return item.pixels, item.bits_stored
 
 
 @needs_corpus
@@ -156,6 +156,7 @@ def test_more_iterations_never_decode_worse_on_a_real_slice(real_slice):
     codec = medvae.load("rnn-conv")
     files = codec.compress_progressive(image, bits_stored=bits)
     quality = [psnr(image, codec.decompress(f), bits) for f in files]
-    assert all(b >= a for a, b in zip(quality, quality[1:])), quality
-    raw_bits = [k * codec.model.bits * (image.size / 256) for k in range(1, len(files) + 1)]
-    assert all(8 * len(f) < raw for f, raw in zip(files, raw_bits))  # the bit tables save bits
+    assert all(b > a for a, b in zip(quality, quality[1:])), quality
+    strings = [sum(map(len, bitstream.unpack(f)[1])) for f in files]
+    raw = [k * codec.model.bits * image.size / 256 / 8 for k in range(1, len(files) + 1)]
+    assert strings[-1] < 0.8 * raw[-1]  # on a whole CT slice the bit tables save a fifth of the bits and more
