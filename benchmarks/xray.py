@@ -129,14 +129,15 @@ def table_lines(images: list, rows: list[dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=MANIFEST)
-    parser.add_argument("--ct-slices", type=int, default=1, help="CT test slices per volume (evenly spaced; 0: none)")
+    parser.add_argument("--ct-slices", type=int, default=4, help="CT test slices, evenly spaced over the split (0: none)")
     parser.add_argument("--no-extra", action="store_true", help="only the corpus radiographs")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
     args = parser.parse_args(argv)
     images = [i for i in load_images([args.data], "test") if i.modality in RADIOGRAPHS]
     images += [] if args.no_extra else extra_radiographs()
     if args.ct_slices:
-        images += load_images([args.data], "test", modality="CT", max_slices=args.ct_slices)
+        ct = load_images([args.data], "test", modality="CT")
+        images += [ct[round(i * (len(ct) - 1) / max(1, args.ct_slices - 1))] for i in range(min(len(ct), args.ct_slices))]
     if not images:
         raise SystemExit(f"{args.data}: no radiographs or CT slices in the test split")
     result = evaluate(images, expand(SPEC), meta={"split": "test"})
