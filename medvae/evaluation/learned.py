@@ -109,7 +109,8 @@ class _ProgressiveFiles:
 
 
 class Progressive(ImageCodec):
-    """A progressive codec (``rnn-conv``) decoded after ``value`` iterations: one rate point per count."""
+    """A progressive codec (``rnn-conv``) decoded after ``value`` iterations: one rate point per count.
+    One encoder run codes every count, so its time is charged to the first point asked."""
 
     knob = "iterations"
     learned = True
@@ -123,9 +124,6 @@ class Progressive(ImageCodec):
 
     def decode(self, data: bytes) -> np.ndarray:
         return self.files.codec.decompress(data)
-
-    def notes(self, image: np.ndarray, bits_stored: int | None = None) -> str:
-        return "one encoder run codes every iteration count; its time is charged to the first point"
 
 
 def progressive_maker(family: str):
