@@ -29,7 +29,7 @@ from medvae.evaluation.datasets import load_images
 from medvae.evaluation.run import evaluate, write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sections import write_section  # noqa: E402
+from sections import publish_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
@@ -157,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for modality, rows in results.items():
         lines += [*tables(rows, bounds, modality), ""]
-    text = "\n".join(lines)
-    write_section("lossless", text, args.out)
-    print(text)
-    return 0
+    return publish_section("lossless", lines, args.out)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,19 @@ def write_section(name: str, text: str, benchmarks: Path) -> None:
     results_md.write_text(current)
 
 
+def details(summary: str, body: str) -> list[str]:
+    """Markdown lines of a collapsed block (``<details>``) titled ``summary``."""
+    return [f"<details><summary>{summary}</summary>", "", body, "", "</details>"]
+
+
+def publish_section(name: str, lines: list[str], benchmarks: Path) -> int:
+    """Join ``lines``, write them as section ``name`` (:func:`write_section`), print them; 0."""
+    text = "\n".join(lines)
+    write_section(name, text, benchmarks)
+    print(text)
+    return 0
+
+
 def saved_blocks(benchmarks: Path) -> list[str]:
     """Every saved section, between its markers, for the report ``results.py`` writes."""
     return [block(name, path.read_text()) for name in SECTIONS if (path := benchmarks / "results" / f"{name}.md").is_file()]

@@ -30,7 +30,7 @@ from medvae.evaluation.plots import rd_plot
 from medvae.evaluation.run import evaluate, table, write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sections import write_section  # noqa: E402
+from sections import details, publish_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
@@ -119,16 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         "SSIM-weighted RDO (luminance weight 1.15, contrast/structure 0.95) changes x264's cost function in its source; "
         "no x264 option sets it, so it is not reproduced here.",
         "",
-        "<details><summary>Mean figures per rate point</summary>",
-        "",
-        table(result.summary, ("bpp", "psnr", "psnr_soft_tissue", "ms_ssim", "ms_ssim_db", "max_abs_error", "encode_s", "decode_s")),
-        "",
-        "</details>",
+        *details("Mean figures per rate point", table(result.summary, ("bpp", "psnr", "psnr_soft_tissue", "ms_ssim", "ms_ssim_db", "max_abs_error", "encode_s", "decode_s"))),
     ]
-    text = "\n".join(lines)
-    write_section("series", text, args.out)
-    print(text)
-    return 0
+    return publish_section("series", lines, args.out)
 
 
 if __name__ == "__main__":

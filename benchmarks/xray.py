@@ -34,7 +34,7 @@ from medvae.evaluation.plots import rd_plot
 from medvae.evaluation.run import evaluate, summarize, table, write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sections import write_section  # noqa: E402
+from sections import details, publish_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
@@ -226,16 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *table_lines([i for i in images if i.modality in RADIOGRAPHS] + [i for i in images if i.modality not in RADIOGRAPHS][:1], result.rows),
         "",
-        "<details><summary>Mean figures per rate point</summary>",
-        "",
-        table(result.summary, ("bpp", "psnr", "ms_ssim_db", "max_abs_error", "encode_s", "decode_s")),
-        "",
-        "</details>",
+        *details("Mean figures per rate point", table(result.summary, ("bpp", "psnr", "ms_ssim_db", "max_abs_error", "encode_s", "decode_s"))),
     ]
-    text = "\n".join(lines)
-    write_section("xray", text, args.out)
-    print(text)
-    return 0
+    return publish_section("xray", lines, args.out)
 
 
 if __name__ == "__main__":
