@@ -12,7 +12,7 @@ are computed per image, over that image's own shared PSNR range, then averaged
 Writes ``benchmarks/results/xray.md`` (also into ``RESULTS.md``), ``xray.csv`` and the plots
 ``xray/rd_psnr_<image>.png``.
 
-    python benchmarks/xray.py [--data MANIFEST.csv] [--ct-slices N] [--no-extra]
+    python benchmarks/xray.py [--data MANIFEST.csv] [--ct-slices N] [--no-extra] [--from-csv results/xray.csv]
 """
 
 from __future__ import annotations
@@ -135,12 +135,6 @@ def _typed(row: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _measured(images: list, path: Path) -> list:
-    """The images an earlier run's CSV holds."""
-    done = {(r["file"], int(r["slice"])) for r in csv.DictReader(path.open())}
-    return [i for i in images if (i.file, i.index) in done]
-
-
 def table_lines(images: list, rows: list[dict[str, Any]]) -> list[str]:
     """What the bit tables save: each image's file at every iteration against its raw bits, and
     against tables without the previous iteration's bit as context (real bytes both)."""
@@ -175,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ct-slices", type=int, default=4, help="CT test slices, evenly spaced over the split (0: none)")
     parser.add_argument("--no-extra", action="store_true", help="only the corpus radiographs")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
-    parser.add_argument("--from-csv", type=Path, default=None, help="re-render the section from an earlier run's xray.csv")
+    parser.add_argument("--from-csv", type=Path, default=None,
+                        help="resume from an earlier run's xray.csv: its images are not coded again")
     args = parser.parse_args(argv)
     images = [i for i in load_images([args.data], "test") if i.modality in RADIOGRAPHS]
     images += [] if args.no_extra else extra_radiographs()
@@ -184,9 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         images += [ct[round(i * (len(ct) - 1) / max(1, args.ct_slices - 1))] for i in range(min(len(ct), args.ct_slices))]
     if not images:
         raise SystemExit(f"{args.data}: no radiographs or CT slices in the test split")
-    if args.from_csv:
-        images = _measured(images, args.from_csv)
+    if args.from_csv:  # resume: rows of the images measured before, the others measured now
         rows = [_typed(r) for r in csv.DictReader(args.from_csv.open())]
+        done = {(r["file"], r["slice"]) for r in rows}
+        todo = [i for i in images if (i.file, i.index) not in done]
+        rows += evaluate(todo, expand(SPEC), meta={"split": "test"}).rows if todo else []
+        images = [i for i in images if (i.file, i.index) in {(r["file"], r["slice"]) for r in rows}]
         result = SimpleNamespace(rows=rows, summary=summarize(rows, expand(SPEC), {"split": "test"}, len(images)))
     else:
         result = evaluate(images, expand(SPEC), meta={"split": "test"})
