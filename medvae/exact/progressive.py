@@ -29,7 +29,7 @@ from medvae.exact.fixed import Fixed, LIMIT, pow2, requantize, saturate
 from medvae.exact.image import NormalizedImage
 from medvae.exact.layers import ExactConv2d, concat
 from medvae.exact.twin import CHUNK, band_count, decode_symbols, encode_symbols
-from medvae.models.rnn_conv import ConvLSTMCell, RNNConv, gain, table_indexes
+from medvae.models.rnn_conv import DECODER_CELLS, ConvLSTMCell, RNNConv, gain_shift, table_indexes
 
 #: Fractional bits of the gates (values in [0, 1]), the cell state (|c| <= 32), the hidden
 #: state (|h| <= 1) and the image-sized values (input, residual, reconstruction, |v| <= 8).
@@ -109,7 +109,7 @@ class ProgressiveTwin(nn.Module):
         self.binarizer = ExactConv2d(model.binarizer, plan["binarizer"])
         self.dec_conv = ExactConv2d(model.dec_conv, plan["dec_conv"])
         self.dec_out = ExactConv2d(model.dec_out, plan["dec_out"])
-        for name in ("enc_rnn1", "enc_rnn2", "enc_rnn3", "dec_rnn1", "dec_rnn2", "dec_rnn3", "dec_rnn4"):
+        for name in ("enc_rnn1", "enc_rnn2", "enc_rnn3", *DECODER_CELLS):
             setattr(self, name, ExactConvLSTMCell(getattr(model, name), name, plan))
         self._tables = model.bit_tables  # kept outside the module tree: rANS runs on the CPU
         self.chunk = CHUNK
@@ -133,14 +133,14 @@ class ProgressiveTwin(nn.Module):
 
     def _decode_step(self, bits: Tensor, state: dict) -> Fixed:
         d = self.dec_conv(Fixed(bits.to(self.device, torch.float64) * 2 - 1, 0))
-        for name in ("dec1", "dec2", "dec3", "dec4"):
-            d, state[name] = getattr(self, f"dec_rnn{name[-1]}")(d, state.get(name))
+        for name in DECODER_CELLS:
+            d, state[name] = getattr(self, name)(d, state.get(name))
             d = Fixed(F.pixel_shuffle(d.value, 2), d.frac)
         return self.dec_out(d)
 
     def _add(self, x_hat: Tensor, increment: Fixed, iteration: int) -> Tensor:
         """``x̂ + increment / gain`` at :data:`IMAGE_FRAC` (the division shifts the binary point)."""
-        shifted = increment.frac + int(math.log2(gain(iteration)))
+        shifted = increment.frac + gain_shift(iteration)
         return saturate(x_hat + requantize(increment.value, shifted, IMAGE_FRAC))
 
     def _start(self, shape: tuple[int, ...]) -> Tensor:
@@ -155,7 +155,7 @@ class ProgressiveTwin(nn.Module):
         x = image.as_fixed(IMAGE_FRAC, self.device).crop(0, h, 0, w).value
         x_hat, enc, dec, previous, strings, outputs = self._start(x.shape), {}, {}, None, [], []
         for t in range(iterations):
-            r = Fixed(saturate(x - x_hat), IMAGE_FRAC - int(math.log2(gain(t))))  # (x − x̂)·gain, exactly
+            r = Fixed(saturate(x - x_hat), IMAGE_FRAC - gain_shift(t))  # (x − x̂)·gain, exactly
             bits = self._encode_step(r, enc).cpu()
             strings += encode_symbols(self._tables, bits, self._indexes(t, previous, bits.shape), self.chunk)
             x_hat = self._add(x_hat, self._decode_step(bits, dec), t)

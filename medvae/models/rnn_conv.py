@@ -50,9 +50,18 @@ def hard_tanh(v: Tensor) -> Tensor:
     return v.clamp(-1.0, 1.0)
 
 
+def gain_shift(iteration: int) -> int:
+    """``log2`` of the scale of the residual the encoder codes at ``iteration`` (0-based): ``⌊t/2⌋``."""
+    return iteration // 2
+
+
 def gain(iteration: int) -> int:
-    """Scale of the residual the encoder codes at ``iteration`` (0-based): ``2^⌊t/2⌋``."""
-    return 2 ** (iteration // 2)
+    """Scale of the residual the encoder codes at ``iteration``: ``2^⌊t/2⌋``."""
+    return 2 ** gain_shift(iteration)
+
+
+#: The decoder's LSTMs, in order; each is followed by a depth-to-space ×2.
+DECODER_CELLS = ("dec_rnn1", "dec_rnn2", "dec_rnn3", "dec_rnn4")
 
 
 class ConvLSTMCell(nn.Module):
@@ -163,9 +172,8 @@ class RNNConv(CompressionModel):
     def decode_step(self, bits: Tensor, state: dict) -> Tensor:
         """The reconstruction increment (before dividing by the gain) from bits in {−1, 1}."""
         d = self.dec_conv(bits)
-        for name in ("dec1", "dec2", "dec3", "dec4"):
-            cell = getattr(self, f"dec_rnn{name[-1]}")
-            d, state[name] = cell(d, state.get(name))
+        for name in DECODER_CELLS:
+            d, state[name] = getattr(self, name)(d, state.get(name))
             d = F.pixel_shuffle(d, 2)
         return self.dec_out(d)
 
@@ -180,8 +188,8 @@ class RNNConv(CompressionModel):
     def forward(self, x: Tensor, iterations: int | None = None) -> dict[str, Any]:
         """Reconstructions after each iteration (``x_hat_steps``), the last as ``x_hat``.
 
-        The loss weights iteration ``t``'s distortion by ``gain(t+1)²``-like factors
-        (``step_weights``) so that later iterations, whose errors are smaller, still count.
+        The loss weights iteration ``t``'s distortion by ``2^(t/2)``, normalized to mean 1
+        (``step_weights``), so that later iterations, whose errors are smaller, still count.
         """
         iterations = self.max_iterations if iterations is None else iterations
         enc, dec = {}, {}
