@@ -4,7 +4,8 @@ Layout (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"MVAE"
-    4       1     format version (3, or 4 with a residual layer; 1 and 2 are still read)
+    4       1     format version (3; 4 with a residual layer; 5 from a variable-rate model;
+                  1 and 2 are still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
     6       1     bits stored (0 = not known)
     7       1     length n of the model name
@@ -15,8 +16,11 @@ Layout (all integers little-endian)::
     ...     4+4   intensity mapping lo, hi (i32): lo maps to 0.0 and hi to 1.0
     ...     2+2   latent shape handed to ``model.decompress`` (u16)
     ...     2     number of strings G (u16; formats 1 and 2: 1 byte)
-    ...     4     formats 2, 3: CRC-32 of the decoded pixels (the encoder's own exact
+    ...     4     formats 2–5: CRC-32 of the decoded pixels (the encoder's own exact
                   reconstruction, little-endian bytes); the decoder checks its result
+    ...     2+2   format 5 only: the quality the variable-rate model coded at (u16, in
+                  1/256: :mod:`medvae.models.gain`), and the PSNR the encoder measured
+                  (u16, in 1/100 dB at the bits stored; 65535 = identical pixels)
     ...           G × (u32 length, bytes): format 3: each entropy-coded latent (y, then
                   z for hyperpriors) in bands of whole rows, all channels, of at most
                   2^18 symbols (:data:`medvae.exact.twin.CHUNK`; one row when a row holds
@@ -60,12 +64,17 @@ FORMAT_VERSION = 3
 RESIDUAL_VERSION = 4
 #: Largest image side a container may claim (DICOM Rows and Columns are 16-bit).
 MAX_SIDE = 65535
+#: The format of files from a variable-rate model (format 3 with its quality and achieved PSNR).
+VARIABLE_RATE_VERSION = 5
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
-READABLE_VERSIONS = (1, 2, 3, 4)
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
-_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H")}  # number of strings
+_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H")}  # strings
+_VARIABLE_RATE = struct.Struct("<HH")  # quality in 1/256, PSNR in 1/100 dB
+#: Largest PSNR format 5 records (in 1/100 dB); the next value means identical pixels.
+_PSNR_LIMIT = 65534
 _RESIDUAL = struct.Struct("<H8sH")  # error bound, residual model fingerprint, number of residual strings
 _CRC = struct.Struct("<I")  # also the pixel CRC of format 2
 
@@ -86,6 +95,8 @@ class Header:
     max_error: int | None = None  # residual layer's bound (0 = lossless); None: lossy, no residual layer
     residual_fingerprint: str = ""  # the residual model's (16 hex digits)
     residual_strings: tuple[bytes, ...] = ()
+    quality: float | None = None  # variable-rate models: the quality coded at (a multiple of 1/256)
+    psnr: float | None = None  # variable-rate models: the PSNR the encoder measured (inf: identical)
     version: int = FORMAT_VERSION
     n_bytes: int = 0  # size of the whole container (filled in on reading)
     metadata_bytes: int = 0  # size of the metadata block (filled in on reading)
@@ -124,7 +135,10 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
     if header.pixels_crc is None:
         raise ValueError("a format-3 header needs the CRC of the decoded pixels")
     residual = header.max_error is not None
-    version = RESIDUAL_VERSION if residual else FORMAT_VERSION
+    variable_rate = header.quality is not None
+    if residual and variable_rate:
+        raise ValueError("a container holds either a residual layer or a variable-rate quality, not both")
+    version = RESIDUAL_VERSION if residual else VARIABLE_RATE_VERSION if variable_rate else FORMAT_VERSION
     if len(strings) > 65535 or len(header.residual_strings) > 65535:
         raise ValueError("a container holds at most 65535 strings per layer")
     name = header.model.encode("ascii")
@@ -143,6 +157,9 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
         _COUNT[version].pack(len(strings)),
         _CRC.pack(header.pixels_crc),
     ]
+    if variable_rate:
+        psnr = _PSNR_LIMIT + 1 if header.psnr is None or header.psnr == float("inf") else min(_PSNR_LIMIT, max(0, round(header.psnr * 100)))
+        parts.append(_VARIABLE_RATE.pack(round(header.quality * 256), psnr))
     for s in strings:
         parts += [struct.pack("<I", len(s)), s]
     parts += [struct.pack("<I", len(header.exceptions)), bytes(header.exceptions)]
@@ -193,6 +210,10 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
     count = _COUNT[version]
     (n_groups,) = count.unpack(r.take(count.size, "number of strings"))
     crc_of_pixels = _CRC.unpack(r.take(4, "pixel checksum"))[0] if version >= 2 else None
+    quality = psnr = None
+    if version == VARIABLE_RATE_VERSION:
+        units, centi_db = _VARIABLE_RATE.unpack(r.take(_VARIABLE_RATE.size, "quality and PSNR"))
+        quality, psnr = units / 256, float("inf") if centi_db > _PSNR_LIMIT else centi_db / 100
     strings = []
     for i in range(n_groups):
         (length,) = struct.unpack("<I", r.take(4, f"length of string {i}"))
@@ -202,7 +223,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         (exc_len,) = struct.unpack("<I", r.take(4, "exception block length"))
         exceptions = r.take(exc_len, "exception block")
     max_error, residual_fp, residual_strings = None, "", []
-    if version >= RESIDUAL_VERSION:
+    if version == RESIDUAL_VERSION:
         max_error, fp_bytes, n_residual = _RESIDUAL.unpack(r.take(_RESIDUAL.size, "residual layer header"))
         residual_fp = fp_bytes.hex()
         for i in range(n_residual):
@@ -232,6 +253,8 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         max_error=max_error,
         residual_fingerprint=residual_fp,
         residual_strings=tuple(residual_strings),
+        quality=quality,
+        psnr=psnr,
         version=version,
         n_bytes=len(data),
         metadata_bytes=len(metadata),

@@ -6,6 +6,7 @@ The Python API, the command line, the tests and ``evaluate.py`` all go through
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from compressai.models import CompressionModel
 
-from medvae import bitstream, zoo
+from medvae import bitstream, metrics, zoo
 from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
 from medvae.exact import calibrate, exact_twin
@@ -26,6 +27,7 @@ from medvae.exact.image import NormalizedImage, pixel_rows, pixels
 from medvae.exceptions import Exceptions
 from medvae.exceptions import find as find_exceptions
 from medvae.intensity import check_image, default_value_range, denormalize
+from medvae.models.variable_rate import DEFAULT_QUALITY
 from medvae.refine import check_refinement, refine_latents
 from medvae.residual.coder import check_max_error
 from medvae.residual.weights import Residual, load_residual
@@ -56,6 +58,7 @@ class _Encoded(NamedTuple):
     strings: list[bytes]
     decoded: np.ndarray | None  # the pixels every decoder gets (None: only their checksum was kept)
     pixels_crc: int  # bitstream.pixels_crc of those pixels
+    squared_error: float  # their summed squared error against the input
     value_range: tuple[int, int]
     exceptions: Exceptions  # padding and extremes, stored exactly
     x: NormalizedImage  # the model's input: the image in [0, 1], padded to the stride
@@ -71,6 +74,9 @@ class Codec:
             after changing the weights yourself.
         device: where the transforms run (``"cpu"``, ``"cuda"``). Any device decodes
             any file to the same pixels.
+        residual: the residual model of lossless and near-lossless coding, if any.
+        quality: a variable-rate model's quality when :meth:`compress` is given none
+            (default :data:`~medvae.models.variable_rate.DEFAULT_QUALITY`).
 
     Coding runs in the exact arithmetic of :mod:`medvae.exact`: the bytes written and
     the pixels decoded are the same on every CPU, at any torch thread count, and on
@@ -79,7 +85,7 @@ class Codec:
 
     def __init__(
         self, model: CompressionModel, *, device: str | torch.device = "cpu", update_tables: bool = False,
-        residual: Residual | None = None,
+        residual: Residual | None = None, quality: float | None = None,
     ):
         if not hasattr(model, "model_name"):
             raise TypeError("Codec needs a registered MedVAE model (medvae.models.create(...))")
@@ -100,6 +106,28 @@ class Codec:
         #: The residual model of lossless and near-lossless coding (``max_error``), trained on
         #: this base's reconstructions; None when the weights come without one.
         self.residual = residual
+        #: A variable-rate model (``medvae-vr``) codes any quality in :attr:`quality_range`.
+        self.variable_rate = hasattr(model, "gain")
+        self.default_quality = DEFAULT_QUALITY if quality is None else quality
+        self._set_quality(quality)  # checks it
+
+    @property
+    def quality_range(self) -> tuple[float, float] | None:
+        """Lowest and highest quality a variable-rate model codes (multiples of 1/256 between
+        them); None for weights trained for one rate."""
+        return (1.0, float(self.model.levels)) if self.variable_rate else None
+
+    def _set_quality(self, quality: float | None) -> float | None:
+        """Make the model and its exact twin code at ``quality`` (a variable-rate model's
+        default when None); returns the quality set, None for single-rate weights."""
+        if not self.variable_rate:
+            if quality is not None:
+                raise InputError(f"quality= is for variable-rate models (medvae-vr); these {self.name} weights code one rate")
+            return None
+        self.model.quality = self.default_quality if quality is None else quality  # checks the range
+        self.twin.gain.units = self.twin.inverse_gain.units = self.model.gain.units
+        self.lmbda = self.model.lmbda_at(self.model.quality)
+        return self.model.quality
 
     @property
     def name(self) -> str:
@@ -156,13 +184,14 @@ class Codec:
                     latents = self.twin.analyze(x)
                 outputs = [self.twin.encode(latents)]
             for strings, x_hat in outputs:
-                crc, decoded = 0, np.empty(image.shape, image.dtype) if keep_pixels else None
+                crc, error, decoded = 0, 0.0, np.empty(image.shape, image.dtype) if keep_pixels else None
                 for first, band in pixel_rows(x_hat, image.shape, value_range, image.dtype):
                     band = exceptions.restore(band, first)
                     crc = bitstream.pixels_crc(band, crc)
+                    error += float(np.square(band.astype(np.float64) - image[first : first + band.shape[0]]).sum())
                     if decoded is not None:
                         decoded[first : first + band.shape[0]] = band
-                encodings.append(_Encoded(strings, decoded, crc, value_range, exceptions, x))
+                encodings.append(_Encoded(strings, decoded, crc, error, value_range, exceptions, x))
         return encodings
 
     def base_layer(self, image: np.ndarray, padding_value: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -183,6 +212,7 @@ class Codec:
         padding_value: int | None = None,
         max_error: int | None = None,
         iterations: int | None = None,
+        quality: float | None = None,
     ) -> bytes:
         """Encode a 2-D uint8/uint16/int16 image to a self-describing ``.mvae`` container.
 
@@ -207,6 +237,10 @@ class Codec:
                 integers equal the input), τ ≥ 1 near-lossless. None: the lossy base alone.
             iterations: for a progressive model (``rnn-conv``), how many iterations to code
                 (1 to its ``max_iterations``, the default); each adds bits and fidelity.
+            quality: for a variable-rate model (``medvae-vr``), any number in
+                :attr:`quality_range` (multiples of 1/256; default 5): higher codes more bits
+                and fidelity. The file records it, and the PSNR it achieves. Default:
+                :attr:`default_quality`.
         """
         check_refinement(refine_steps, lmbda)
         if iterations is not None and not self.progressive:
@@ -215,6 +249,7 @@ class Codec:
             raise InputError("latent refinement is for the VAE families; rnn-conv codes binary iterations")
         image = check_image(image)
         residual = self._check_residual(max_error)
+        self._set_quality(quality)
         encoded = self._encode(
             image, value_range, refine_steps, lmbda, padding_value, keep_pixels=residual is not None, iterations=iterations
         )
@@ -255,6 +290,10 @@ class Codec:
             residual_fingerprint=residual.fingerprint if residual is not None else "",
             residual_strings=tuple(residual_strings),
         )
+        if self.variable_rate:
+            peak = 2 ** (int(bits_stored) or 8 * image.dtype.itemsize) - 1
+            psnr = metrics.psnr_from_mse(encoded.squared_error / image.size, peak)
+            header = dataclasses.replace(header, quality=self.model.quality, psnr=psnr)
         return bitstream.pack(header, strings, metadata)
 
     def _check_residual(self, max_error: int | None) -> Residual | None:
@@ -296,6 +335,7 @@ class Codec:
         if header.version == 1:
             return self._decompress_format1(header, strings)
         self._check_weights(header, self.fingerprint)
+        self._quality_of(header)
         chunk = None if header.version == 2 else self.twin.chunk  # format 2: one string per latent
         self.twin.check_lengths(strings, header.latent_shape, chunk)
         try:
@@ -313,6 +353,16 @@ class Codec:
                 "(or this decoder computes differently from the encoder); no image is returned"
             )
         return decoded
+
+    def _quality_of(self, header: bitstream.Header) -> None:
+        """Set the quality a variable-rate file was coded at (refusing one out of range)."""
+        if self.variable_rate != (header.quality is not None):
+            raise BitstreamError(f"corrupted bitstream: a format-{header.version} file cannot come from {self.name} weights")
+        if self.variable_rate:
+            try:
+                self._set_quality(header.quality)
+            except InputError:
+                raise BitstreamError(f"corrupted bitstream: quality {header.quality} is outside {self.quality_range}") from None
 
     def _add_residual(self, header: bitstream.Header, base: np.ndarray) -> np.ndarray:
         """The base pixels plus the residual layer the header carries."""
@@ -375,10 +425,13 @@ def load(source: str | os.PathLike, quality: int | None = None, *, device: str =
     """A :class:`Codec` from a checkpoint file or a shipped model name.
 
     ``medvae.load("runs/x/best.pt")`` reads a checkpoint; ``medvae.load("medvae", quality=3)``
-    reads the shipped weights (see :mod:`medvae.zoo`).
+    reads the shipped weights (see :mod:`medvae.zoo`). For a variable-rate model
+    (``medvae-vr``) ``quality`` is any number in its range, the codec's default quality.
     """
     path = zoo.resolve(source, quality)
-    return Codec(_load_weights(path), device=device, residual=_shipped_residual(path))
+    model = _load_weights(path)
+    variable_quality = quality if hasattr(model, "gain") else None  # else quality chose the file
+    return Codec(model, device=device, residual=_shipped_residual(path), quality=variable_quality)
 
 
 def _load_weights(path: Path) -> CompressionModel:

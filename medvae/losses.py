@@ -36,7 +36,7 @@ def bits_per_pixel(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
 
 
 def ssim_medical(x_hat: Tensor, x: Tensor, alpha: float = SSIM_MEDICAL_ALPHA, beta: float = SSIM_MEDICAL_BETA) -> Tensor:
-    """Mean of ``l^α · cs^β`` over the image (11×11 Gaussian window, σ 1.5, data range 1)."""
+    """Mean of ``l^α · cs^β`` over each image (11×11 Gaussian window, σ 1.5, data range 1): shape (B,)."""
     win = _fspecial_gauss_1d(11, 1.5).repeat([x.shape[1]] + [1] * (x.dim() - 1)).to(x.device, x.dtype)
     c1, c2 = 0.01**2, 0.03**2
     mu1, mu2 = gaussian_filter(x_hat, win), gaussian_filter(x, win)
@@ -46,7 +46,7 @@ def ssim_medical(x_hat: Tensor, x: Tensor, alpha: float = SSIM_MEDICAL_ALPHA, be
     luminance = (2 * mu1 * mu2 + c1) / (mu1**2 + mu2**2 + c1)
     contrast_structure = (2 * sigma12 + c2) / (sigma1 + sigma2 + c2)
     # Negative cs (anti-correlated patches) has no real fractional power; treat it as ~0 similarity.
-    return (luminance.clamp(min=1e-6) ** alpha * contrast_structure.clamp(min=1e-6) ** beta).mean()
+    return (luminance.clamp(min=1e-6) ** alpha * contrast_structure.clamp(min=1e-6) ** beta).mean(dim=(1, 2, 3))
 
 
 class RateDistortionLoss(nn.Module):
@@ -61,23 +61,31 @@ class RateDistortionLoss(nn.Module):
 
     def distortion_of(self, x_hat: Tensor, x: Tensor) -> Tensor:
         """D for images in [0, 1] (training batches, or decoded validation slices)."""
+        return self.per_image(x_hat, x).mean()
+
+    def per_image(self, x_hat: Tensor, x: Tensor) -> Tensor:
+        """D of each image of a batch: shape (B,)."""
         if self.distortion == "mse":
-            return 255.0**2 * torch.mean((x_hat - x) ** 2)
+            return 255.0**2 * torch.mean((x_hat - x) ** 2, dim=(1, 2, 3))
         if self.distortion == "ms-ssim":
-            return 1.0 - ms_ssim_torch(x_hat.clamp(0, 1), x).mean()
+            return 1.0 - ms_ssim_torch(x_hat.clamp(0, 1), x).reshape(-1)
         return 1.0 - ssim_medical(x_hat.clamp(0, 1), x)
 
     def forward(self, output: dict[str, Any], x: Tensor) -> dict[str, Tensor]:
+        """The loss terms. A variable-rate model's output carries a λ per image (``"lmbda"``),
+        which replaces :attr:`lmbda`: ``R + mean(λ_i·D_i)``."""
         n, _, h, w = x.shape
         x_hat = output["x_hat"].float()
         bpp = bits_per_pixel(output["likelihoods"], n * h * w)
-        distortion = self.distortion_of(x_hat, x)
+        per_image = self.per_image(x_hat, x)
         if "x_hat_steps" in output:  # a progressive model: every iteration's reconstruction counts
-            steps = [self.distortion_of(step.float(), x) for step in output["x_hat_steps"]]
-            distortion = (torch.stack(steps) * output["step_weights"]).mean()
+            steps = [self.per_image(step.float(), x) for step in output["x_hat_steps"]]
+            per_image = (torch.stack(steps) * output["step_weights"].reshape(-1, 1)).mean(dim=0)
+        distortion = per_image.mean()
+        weighted = self.lmbda * distortion if "lmbda" not in output else (output["lmbda"].float() * per_image).mean()
         mse = torch.mean((x_hat.detach() - x) ** 2)
         return {
-            "loss": bpp + self.lmbda * distortion,
+            "loss": bpp + weighted,
             "bpp": bpp,
             "mse": mse,
             "distortion": distortion,

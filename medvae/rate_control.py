@@ -1,9 +1,11 @@
 """Rate control: the file that meets a target compression ratio, bpp or PSNR.
 
 A radiology user asks for "10:1" or "at least 50 dB", not for a quality number. The search
-runs over a :class:`Ladder`: the lossy qualities (lowest rate first) and, when the weights
-come with a residual model, near-lossless coding at error bounds τ (the largest first). Each
-candidate is really coded and decoded again, so what is reported is what the file gives.
+runs over a :class:`Ladder`: the lossy settings (lowest rate first: a variable-rate model's
+continuous quality on a grid of :data:`QUALITY_GRID`, or the qualities of separately trained
+weights) and, when a codec comes with a residual model, near-lossless coding at error
+bounds τ (the largest first). Each candidate is really coded and decoded again, so what is
+reported is what the file gives.
 
 * ``psnr=P``: the smallest file whose PSNR is at least ``P``. Lossless coding meets any
   target, so this fails (:class:`InputError`) only for weights without a residual model.
@@ -15,12 +17,13 @@ Conventions: PSNR is at the stored bit depth (peak ``2^bits − 1``, ``bits`` = 
 Stored given, else the dtype's width), over the whole image, as every benchmark here reports
 it; a display-windowed PSNR would depend on a window the archive does not know. Each ladder is
 searched by bisection, assuming rate and quality rise together along it (true of the shipped
-qualities except q7, which rarely beats q6; the search then may return q7 where q6 would also
-meet a PSNR target, never a file that misses it).
+ladder's qualities except q7, which rarely beats q6; where it fails the search may return a
+larger file than needed, never a file that misses the target).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +34,8 @@ from medvae import metrics
 from medvae.codec import Codec
 from medvae.errors import InputError
 
+#: Steps of a variable-rate model's quality that rate control tries (bisection: about 9 codings).
+QUALITY_GRID = 1 / 64
 #: Error bounds near-lossless coding tries, largest (lowest rate) first.
 ERROR_BOUNDS = (96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1, 0)
 
@@ -70,25 +75,42 @@ class Choice:
 
 @dataclass
 class Ladder:
-    """What rate control chooses from: lossy codecs, lowest rate first, and the codec whose
-    residual model codes near-lossless (None: lossy only)."""
+    """What rate control chooses from: lossy codecs, lowest rate first (a variable-rate codec
+    stands for every quality of its grid), and the codec whose residual model codes
+    near-lossless (None: lossy only)."""
 
     lossy: Sequence[tuple[str, Codec]]
     near_lossless: Codec | None = None
 
     @classmethod
     def shipped(cls, model: str = "medvae") -> "Ladder":
-        """Every shipped quality of ``model``; near-lossless on the one with a residual model."""
+        """Every shipped quality of ``model``; near-lossless on the shipped weights with a
+        residual model (the ``medvae`` ladder's default)."""
         from medvae import zoo
         from medvae.codec import _shipped
 
-        codecs = [(f"q{q}", _shipped(zoo.shipped_path(model, q))) for q in zoo.qualities(model)]
-        return cls(codecs, next((c for _, c in codecs if c.residual is not None), None))
+        codecs = [(f"q{q}" if q else model, _shipped(zoo.shipped_path(model, q))) for q in zoo.qualities(model) or [None]]
+        near = next((c for _, c in codecs if c.residual is not None), None)
+        if near is None and "medvae" in zoo.index():
+            near = _shipped(zoo.shipped_path("medvae"))
+        return cls(codecs, near if near is not None and near.residual is not None else None)
 
     @classmethod
     def of(cls, codec: Codec, name: str = "model") -> "Ladder":
-        """One codec: its lossy point, and near-lossless when it has a residual model."""
+        """One codec: its lossy point(s), and near-lossless when it has a residual model."""
         return cls([(name, codec)], codec if codec.residual is not None else None)
+
+    def lossy_settings(self) -> list[tuple[str, Codec, float | None]]:
+        """(label, codec, quality) of every lossy candidate, lowest rate first."""
+        settings = []
+        for name, codec in self.lossy:
+            if codec.variable_rate:
+                lo, hi = codec.quality_range
+                steps = round((hi - lo) / QUALITY_GRID)
+                settings += [(f"quality {lo + i * QUALITY_GRID:g}", codec, lo + i * QUALITY_GRID) for i in range(steps + 1)]
+            else:
+                settings.append((name, codec, None))
+        return settings
 
 
 def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_stored: int = 0, **kwargs) -> Choice:
@@ -96,45 +118,47 @@ def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_store
     :meth:`medvae.Codec.compress` (metadata, padding value ...)."""
     bits = int(bits_stored) or np.dtype(image.dtype).itemsize * 8
 
-    def measure(setting: str, codec: Codec, max_error: int | None) -> Choice:
-        data = codec.compress(image, bits_stored=bits_stored, max_error=max_error, **kwargs)
+    def measure(setting: str, codec: Codec, max_error: int | None, quality: float | None = None) -> Choice:
+        data = codec.compress(image, bits_stored=bits_stored, max_error=max_error, quality=quality, **kwargs)
         decoded = codec.decompress(data)  # the file's own figures, its checksum verified
         return Choice(data, setting, metrics.bpp(len(data), image.shape), metrics.compression_ratio(len(data), image.shape, bits),
                       metrics.psnr(image, decoded, bits))
 
-    lossy = [lambda s=s, c=c: measure(s, c, None) for s, c in ladder.lossy]
+    # Each candidate is coded at most once (functools.cache), however often it is asked for.
+    lossy = [functools.cache(lambda s=s, c=c, q=q: measure(s, c, None, q)) for s, c, q in ladder.lossy_settings()]
     near = [] if ladder.near_lossless is None else [
-        lambda t=t: measure(f"max error {t}", ladder.near_lossless, t) for t in ERROR_BOUNDS
+        functools.cache(lambda t=t: measure(f"max error {t}", ladder.near_lossless, t)) for t in ERROR_BOUNDS
     ]
     if target.psnr is not None:
         meets = lambda c: c.psnr >= target.psnr  # noqa: E731
         found = [c for c in (_first(lossy, meets), _first(near, meets)) if c]
         if not found:
-            raise InputError(f"no setting reaches {target}; the weights come without a residual model for near-lossless coding")
+            best = lossy[-1]()
+            raise InputError(
+                f"no setting reaches {target} on this image: the most these weights reach is {best.psnr:.2f} dB "
+                f"({best.setting}, {best.bpp:.3f} bpp), and they come without a residual model for near-lossless coding"
+            )
         return min(found, key=lambda c: len(c.data))
     budget = target.bpp if target.bpp is not None else metrics.bpp(image.size * bits / 8 / target.ratio, image.shape)
     fits = lambda c: c.bpp <= budget + 1e-12  # noqa: E731
     found = [c for c in (_first(lossy[::-1], fits), _first(near[::-1], fits)) if c]  # each: the best that fits
     if not found:
-        raise InputError(f"no setting reaches {target} on this image: even the smallest file is larger")
+        smallest = min((c() for c in (lossy[0], *near[:1])), key=lambda c: c.bpp)
+        raise InputError(
+            f"no setting reaches {target} on this image: the smallest file is {smallest.bpp:.3f} bpp "
+            f"(ratio {smallest.ratio:.1f}:1, {smallest.setting})"
+        )
     return max(found, key=lambda c: (c.psnr, -len(c.data)))
 
 
 def _first(candidates: Sequence[Callable[[], Choice]], ok: Callable[[Choice], bool]) -> Choice | None:
     """Bisection over candidates along which ``ok`` goes from False to True: the first that is
-    ok (each coded at most once), or None."""
-    coded: dict[int, Choice] = {}
-
-    def at(i: int) -> Choice:
-        if i not in coded:
-            coded[i] = candidates[i]()
-        return coded[i]
-
+    ok, or None."""
     lo, hi = 0, len(candidates)  # the first ok index lies in [lo, hi]; hi = none
     while lo < hi:
         mid = (lo + hi) // 2
-        if ok(at(mid)):
+        if ok(candidates[mid]()):
             hi = mid
         else:
             lo = mid + 1
-    return at(lo) if lo < len(candidates) else None
+    return candidates[lo]() if lo < len(candidates) else None

@@ -6,7 +6,11 @@ The index maps a model family to its qualities::
                 "qualities": {"1": {"file": "medvae-q1.pt", "fingerprint": "...", ...}}}}
 
 so ``medvae.load("medvae", quality=2)`` finds a file, and a bitstream whose
-header names a fingerprint finds its weights without being told. (Release tooling that writes
+header names a fingerprint finds its weights without being told. A variable-rate model
+has one file for every quality::
+
+    {"medvae-vr": {"default_quality": 5, "variable_rate": true,
+                   "weights": {"file": "medvae-vr.pt", "fingerprint": "...", ...}}} (Release tooling that writes
 the weights and the index is ``tools/export_weights.py``, outside the package.)
 """
 
@@ -30,6 +34,16 @@ def index() -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _files(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The weights records of an index entry: one per quality, or a variable-rate model's one."""
+    return list(entry.get("qualities", {}).values()) + ([entry["weights"]] if "weights" in entry else [])
+
+
+def is_variable_rate(model: str) -> bool:
+    """Whether the shipped ``model`` codes any quality in a range from one weights file."""
+    return bool(index().get(model, {}).get("variable_rate"))
+
+
 def qualities(model: str) -> list[int]:
     """Shipped quality levels of ``model``, lowest rate first."""
     return sorted(int(q) for q in index().get(model, {}).get("qualities", {}))
@@ -48,6 +62,8 @@ def shipped_path(model: str, quality: int | None = None, hint: str = HINT) -> Pa
         raise MedVAEError(
             f"no shipped weights for {model!r} (shipped: {shipped}); {hint}"
         )
+    if entry.get("variable_rate"):  # one file; the codec takes the quality (medvae.load)
+        return WEIGHTS_DIR / entry["weights"]["file"]
     quality = entry["default_quality"] if quality is None else int(quality)
     try:
         return WEIGHTS_DIR / entry["qualities"][str(quality)]["file"]
@@ -75,7 +91,7 @@ def shipped_lmbda(path: str | Path) -> float | None:
     if path.resolve().parent != WEIGHTS_DIR.resolve():
         return None
     for entry in index().values():
-        for quality in entry.get("qualities", {}).values():
+        for quality in _files(entry):
             if quality["file"] == path.name and quality.get("lmbda") is not None:
                 return float(quality["lmbda"])
     return None
@@ -88,7 +104,7 @@ def residual_path(weights: str | Path) -> Path | None:
     if weights.resolve().parent != WEIGHTS_DIR.resolve():
         return None
     for entry in index().values():
-        for quality in entry.get("qualities", {}).values():
+        for quality in _files(entry):
             if quality["file"] == weights.name and "residual" in quality:
                 return WEIGHTS_DIR / quality["residual"]["file"]
     return None
@@ -97,7 +113,7 @@ def residual_path(weights: str | Path) -> Path | None:
 def path_for_fingerprint(model: str, fingerprint: str) -> Path:
     """The shipped weights a bitstream was written with, found by its header's fingerprint
     (of format 2, or of format 1 for files written by earlier releases)."""
-    for entry in index().get(model, {}).get("qualities", {}).values():
+    for entry in _files(index().get(model, {})):
         if fingerprint in (entry["fingerprint"], entry.get("format1_fingerprint")):
             return WEIGHTS_DIR / entry["file"]
     raise BitstreamError(

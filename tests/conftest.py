@@ -13,7 +13,7 @@ from medvae import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "data" / "corpus"
-FAMILIES = ("bls2017", "balle2018", "bls-residual", "medvae")
+FAMILIES = ("bls2017", "balle2018", "bls-residual", "medvae", "medvae-vr")
 
 
 def benchmark_module(name: str):

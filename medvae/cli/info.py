@@ -4,7 +4,9 @@ The container is verified (magic, lengths, CRC) before anything is shown, so a
 damaged file is reported as such. Shows the model and the fingerprint of its
 weights (and whether they are installed), the image's shape, dtype, bit depth
 and intensity mapping, the bytes (image data and stored source header), bits
-per pixel and compression ratio, and the source the slice came from.
+per pixel and compression ratio, the quality and PSNR achieved (variable-rate files record
+both; lossless files are exact; near-lossless ones have a PSNR floor set by their bound),
+and the source the slice came from.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ def describe(path: Path) -> dict[str, Any]:
         "max_error": header.max_error,
         "residual_bytes": sum(len(s) for s in header.residual_strings),
         "residual_fingerprint": header.residual_fingerprint or None,
+        "quality": header.quality,
+        "psnr": _psnr(header),
+        "psnr_at_least": _psnr_floor(header),
     }
     if header.exceptions:
         from medvae.exceptions import Exceptions
@@ -74,6 +79,25 @@ def describe(path: Path) -> dict[str, Any]:
             sop = src.dataset.get("SOPClassUID")
             info["source"]["sop_class"] = getattr(sop, "name", None) or (str(sop) if sop else None)
     return info
+
+
+def _peak(header) -> int:
+    """The PSNR peak of a file's image: ``2^bits − 1`` at the bits stored, else the dtype's."""
+    return 2 ** (header.bits_stored or 8 * header.dtype.itemsize) - 1
+
+
+def _psnr(header) -> float | str | None:
+    """The PSNR the file achieves, when it says: as measured by a variable-rate encoder, or
+    ``"inf"`` (JSON has no infinity) for lossless files and identical pixels."""
+    psnr = float("inf") if header.max_error == 0 else header.psnr
+    return "inf" if psnr == float("inf") else psnr
+
+
+def _psnr_floor(header) -> float | None:
+    """The least PSNR a near-lossless file can have: every error is at most τ, so MSE ≤ τ²."""
+    from medvae.metrics import psnr_from_mse
+
+    return psnr_from_mse(header.max_error**2, _peak(header)) if header.max_error else None
 
 
 def _mode(max_error: int | None) -> str:
@@ -107,6 +131,13 @@ def format_text(info: dict[str, Any]) -> str:
         ("mode", info["mode"] + (f" (residual layer {info['residual_bytes']:,} bytes, model {info['residual_fingerprint']})"
                                  if info["max_error"] is not None else "")),
     ]
+    if info["quality"] is not None:
+        rows.append(("quality", f"{info['quality']:g} (variable-rate model)"))
+    if info["psnr"] is not None:
+        rows.append(("psnr", "infinite (identical pixels)" if info["psnr"] == "inf"
+                     else f"{info['psnr']:.2f} dB, measured by the encoder at the bits stored"))
+    elif info["psnr_at_least"] is not None:
+        rows.append(("psnr", f"at least {info['psnr_at_least']:.2f} dB (guaranteed by the error bound)"))
     exc = info["exceptions"]
     if exc:
         padding = f"padding {exc['padding_value']} on {exc['padding_pixels']:,} pixels" if exc["padding_pixels"] else "no padding"

@@ -109,6 +109,16 @@ def calibrate(model: CompressionModel, images: Iterable[np.ndarray] | None = Non
             x = torch.from_numpy(_as_unit(np.asarray(image)))[None, None].to(device)
             h, w = x.shape[-2:]
             x = F.pad(x, (0, (-w) % stride, 0, (-h) % stride), mode="replicate")
-            model(x)
+            for quality in qualities:  # a variable-rate model: every level's activations
+                if quality is not None:
+                    model.quality = quality
+                model(x)
 
-    return plan_from_peaks(layer_peaks(model, run))
+    levels = getattr(model, "levels", None) if hasattr(model, "gain") else None
+    qualities = [None] if levels is None else list(range(1, levels + 1))
+    kept = getattr(model, "quality", None)
+    try:
+        return plan_from_peaks(layer_peaks(model, run))
+    finally:
+        if levels is not None:
+            model.quality = kept

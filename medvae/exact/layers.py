@@ -23,7 +23,10 @@ import torch.nn.functional as F
 from compressai.layers import GDN, ResidualBlock
 from torch import Tensor, nn
 
-from medvae.exact.fixed import ACTIVATION_BITS, DTYPE, Fixed, Stored, integer_bias, integer_weights, pow2, saturate, scale_round_, weight_shifts
+from medvae.exact.fixed import (
+    ACTIVATION_BITS, DTYPE, Fixed, Stored, integer_bias, integer_weights, map_rows_, pow2, saturate, scale_round_, weight_shifts,
+)
+from medvae.models.gain import QUALITY_UNITS, GainUnit
 from medvae.models.hyperprior import _HyperSynthesisWithSkip
 from medvae.models.layers import LatentFusion
 
@@ -231,6 +234,41 @@ class ExactLeakyReLU(ExactModule):
     def forward(self, x: Fixed) -> Fixed:
         negative = torch.round(x.value * self.slope)
         return Fixed(torch.where(x.value < 0, negative, x.value), x.frac)
+
+
+class ExactGain(ExactModule):
+    """Per-channel scaling by a gain unit's vector at a quality (:mod:`medvae.models.gain`).
+
+    Exactness: the gains are integers ``G = round(g · 2^GAIN_BITS)`` below 2^21 and the
+    quality's mix ``(256 − k)·G_i + k·G_{i+1}`` is an integer below 2^29, so its product
+    with an activation (below 2^24) is an integer below 2^53, exact in float64; scaling it
+    by a power of two is exact and the one rounding to ``out_frac`` is IEEE round-half-even.
+    The vector is therefore a function of the weights and the file's quality alone.
+    """
+
+    GAIN_BITS = 14
+
+    def __init__(self, gains: Tensor, out_frac: int, units: int):
+        super().__init__()
+        g = gains.detach().to("cpu", DTYPE)
+        if not bool(((g > 0) & (g < 2 ** (20 - self.GAIN_BITS + 1))).all()):
+            raise ValueError("gains must lie in (0, 128) to have an exact form")
+        self.register_buffer("integers", torch.round(g * pow2(self.GAIN_BITS)))
+        self.out_frac = int(out_frac)
+        #: The quality in 1/256 (:data:`medvae.models.gain.QUALITY_UNITS`); the coder sets it.
+        self.units = int(units)
+
+    def _mixed(self) -> Tensor:
+        i, k = divmod(int(self.units) - QUALITY_UNITS, QUALITY_UNITS)
+        upper = self.integers[min(i + 1, self.integers.shape[0] - 1)]
+        return ((QUALITY_UNITS - k) * self.integers[i] + k * upper)[None, :, None, None]
+
+    def forward(self, x: Fixed | Stored) -> Fixed | Stored:
+        mixed, unit = self._mixed(), pow2(self.out_frac - x.frac - self.GAIN_BITS - 8)  # 256 = 2^8
+        if isinstance(x, Stored):
+            values = map_rows_(x.values.clone(), lambda v: saturate(torch.round(v * mixed * unit)))
+            return Stored(values, self.out_frac)
+        return Fixed(saturate(torch.round(x.value * mixed * unit)), self.out_frac)
 
 
 class ExactUpsample(ExactModule):
@@ -481,5 +519,6 @@ _CONVERTERS: dict[type, Callable[[nn.Module, str, Plan], ExactModule]] = {
     nn.Sequential: _sequential,
     ResidualBlock: _residual_block,
     LatentFusion: lambda m, name, plan: ExactLatentFusion(_child(m, name, "body", plan), plan[f"{name}.body:in"], plan[name]),
+    GainUnit: lambda m, name, plan: ExactGain(m.gain, plan[name], m.units),
     _HyperSynthesisWithSkip: lambda m, name, plan: ExactSum(_child(m, name, "trunk", plan), _child(m, name, "skip", plan), plan[name]),
 }

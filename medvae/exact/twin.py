@@ -111,7 +111,7 @@ def channel_indexes(channels: int, width: int) -> IndexRows:
 
 
 #: Transforms a family may have; each present one gets an exact twin.
-TRANSFORMS = ("g_a", "h_a", "h_s", "scale_head", "fusion", "g_s")
+TRANSFORMS = ("g_a", "gain", "h_a", "h_s", "scale_head", "fusion", "inverse_gain", "g_s")
 #: The transforms that read image-sized or latent-sized inputs run in tiles
 #: (:class:`~medvae.exact.layers.Tiled`): (tile, halo, output), tile and halo in pixels of
 #: their coarser side (latent pixels for g_a/g_s, z pixels for h_a). The halos are wider

@@ -1,8 +1,9 @@
-"""Model families, registered by name: ``bls2017``, ``balle2018``, ``bls-residual``, ``medvae``, ``rnn-conv``."""
+"""Model families, registered by name: ``bls2017``, ``balle2018``, ``bls-residual``, ``medvae``, ``medvae-vr``, ``rnn-conv``."""
 
 from medvae.models.factorized import BLS2017, BLSResidual
 from medvae.models.hyperprior import Balle2018, MedVAE
 from medvae.models.rnn_conv import RNNConv
+from medvae.models.variable_rate import MedVAEVR
 from medvae.models.registry import available, create, register_model
 
-__all__ = ["BLS2017", "BLSResidual", "Balle2018", "MedVAE", "RNNConv", "available", "create", "register_model"]
+__all__ = ["BLS2017", "BLSResidual", "Balle2018", "MedVAE", "MedVAEVR", "RNNConv", "available", "create", "register_model"]

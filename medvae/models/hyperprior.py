@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.layers import ResidualBlock, conv1x1
 from compressai.models import CompressionModel
@@ -94,8 +93,7 @@ class Balle2018(CompressionModel):
         return self.g_s(y_hat)
 
     def forward(self, x: Tensor) -> dict[str, Any]:
-        y = self.g_a(x)
-        z = self.h_a(torch.abs(y))
+        y, z = self.analyze(x)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         features = self.hyper_decode(z_hat)
         y_hat, y_likelihoods = self.gaussian_conditional(y, self.scales_from(features))

@@ -98,13 +98,20 @@ def initialize_from(model: CompressionModel, source: CompressionModel) -> None:
     Raises:
         MedVAEError: a different family, or sizes other than a wider M.
     """
-    if source.model_name != model.model_name:
+    if source.model_name not in (model.model_name, getattr(model, "base_family", None)):
         raise MedVAEError(f"cannot start a {model.model_name!r} model from {source.model_name!r} weights")
-    if {k: v for k, v in source.config.items() if k != "M"} != {k: v for k, v in model.config.items() if k != "M"}:
+    def sizes(config: dict) -> dict:  # M is widened below; a variable-rate model's λ are its own
+        return {k: v for k, v in config.items() if k not in ("M", "lmbdas")}
+
+    if sizes(source.config) != sizes(model.config):
         raise MedVAEError(f"cannot start a model of {model.config} from weights of {source.config}")
     if source.config["M"] != model.config["M"]:
         source = widen_latent(source, int(model.config["M"]))
     learned = dict(source.named_parameters())
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            parameter.copy_(learned[name])
+            if name in learned:
+                parameter.copy_(learned[name])
+            elif source.model_name == model.model_name:
+                raise MedVAEError(f"{source.model_name!r} weights lack the parameter {name}")
+            # else: a parameter the base family has not (a variable-rate model's gains) keeps its start

@@ -68,13 +68,14 @@ def _image(shape=(96, 80), seed=0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def coded_files(tmp_path_factory):
     """Files written here: every family, the progressive rnn-conv included (small untrained
-    weights), every shipped quality, and lossless and near-lossless files (shipped q1 base,
+    weights; the variable-rate one also at a quality between two levels), every shipped quality, and lossless and near-lossless files (shipped q1 base,
     a small untrained residual model)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
     sources = [(str(folder / f"{family}.pt"), None, family, None) for family in (*FAMILIES, "rnn-conv")]
     for path, _, family, _ in sources:
         save_model(small_model(family, seed=7), path)
+    sources.append((str(folder / "medvae-vr.pt"), 3.75, "medvae-vr-q3.75", None))  # between two levels
     sources += [("medvae", q, f"shipped-q{q}", None) for q in zoo.qualities("medvae")]
     sources += [("medvae", 1, f"residual-max-error-{t}", t) for t in (0, 3)]
     residual_file = str(folder / "residual.pt")

@@ -1,0 +1,66 @@
+"""Gain units: one latent scaling per rate level, so one model codes a continuous range of rates.
+
+Cui et al. (CVPR 2021) scale the latent ``y`` channel by channel before quantization
+(``gain``) and scale the decoded ``ŷ`` back (``inverse_gain``): a small gain quantizes
+coarsely (few bits), a large one finely. One gain vector is learned per trained λ (a
+*level*); a quality between two levels uses a mix of their vectors.
+
+Qualities are multiples of :data:`QUALITY_STEP` (1/256) in ``[1, levels]``: level ``i``
+is quality ``i + 1``. Between levels the gain is the linear mix
+``((256 − k)·g_i + k·g_{i+1}) / 256`` of the two vectors (``k`` the fraction in 1/256),
+which the exact twin (:class:`medvae.exact.layers.ExactGain`) computes on integers, so a
+file's quality names one gain vector on every machine.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from medvae.errors import InputError
+
+#: Qualities are stored in files as integers in these units.
+QUALITY_UNITS = 256
+QUALITY_STEP = 1 / QUALITY_UNITS
+
+
+def quality_units(quality: float, levels: int) -> int:
+    """``quality`` in units of :data:`QUALITY_STEP` (rounded), checked to lie in ``[1, levels]``."""
+    q = float(quality)
+    if not (math.isfinite(q) and 1.0 <= q <= levels):
+        raise InputError(f"quality must be a number from 1 to {levels}, got {quality}")
+    return round(q * QUALITY_UNITS)
+
+
+def mix(table: Tensor, units: int) -> Tensor:
+    """The row of ``table`` (levels, channels) at quality ``units / 256``: the linear mix of
+    the two levels around it, ``((256 − k)·t_i + k·t_{i+1}) / 256``."""
+    i, k = divmod(int(units) - QUALITY_UNITS, QUALITY_UNITS)
+    if k == 0:
+        return table[i]
+    return ((QUALITY_UNITS - k) * table[i] + k * table[i + 1]) / QUALITY_UNITS
+
+
+class GainUnit(nn.Module):
+    """Per-channel scaling of a (B, C, H, W) latent by a learned vector per level.
+
+    The vector used is :attr:`levels_in_batch` (one level per sample, set while training)
+    when given, else the one at :attr:`units` (a quality in 1/256, set by the coder).
+    """
+
+    def __init__(self, initial: Tensor):
+        super().__init__()
+        self.gain = nn.Parameter(initial.detach().clone().float())
+        self.units = QUALITY_UNITS * self.levels
+        self.levels_in_batch: Tensor | None = None
+
+    @property
+    def levels(self) -> int:
+        return self.gain.shape[0]
+
+    def forward(self, y: Tensor) -> Tensor:
+        if self.levels_in_batch is not None:
+            return y * self.gain[self.levels_in_batch][:, :, None, None].to(y.dtype)
+        return y * mix(self.gain, self.units)[None, :, None, None].to(y.dtype)
