@@ -430,7 +430,10 @@ def load(source: str | os.PathLike, quality: int | None = None, *, device: str =
     """
     path = zoo.resolve(source, quality)
     model = _load_weights(path)
-    variable_quality = quality if hasattr(model, "gain") else None  # else quality chose the file
+    variable_rate = hasattr(model, "gain")
+    if quality is not None and not variable_rate and path == Path(source):
+        raise InputError(f"{source} holds weights for one rate; quality= is for shipped ladders and variable-rate models")
+    variable_quality = quality if variable_rate else None  # else quality chose the file
     return Codec(model, device=device, residual=_shipped_residual(path), quality=variable_quality)
 
 
@@ -461,24 +464,30 @@ def _as_codec(model: Codec | CompressionModel | str | os.PathLike) -> Codec:
 
 
 def compress(
-    image: np.ndarray, quality: int | None = None, *, model: Codec | CompressionModel | str | os.PathLike | None = None,
+    image: np.ndarray, quality: float | None = None, *, model: Codec | CompressionModel | str | os.PathLike | None = None,
     ratio: float | None = None, bpp: float | None = None, psnr: float | None = None, **kwargs,
 ) -> bytes:
-    """Compress with the shipped ``medvae`` weights at ``quality``, or with ``model`` if given.
+    """Compress with the shipped default at ``quality``, or with ``model`` if given.
 
+    The shipped default is the variable-rate ``medvae-vr`` (any quality from 1 to 7) when
+    installed, else the ``medvae`` ladder (qualities 1 to 7); lossless and near-lossless
+    coding (``max_error``) use the ``medvae`` weights that come with the residual model.
     With ``ratio``, ``bpp`` or ``psnr`` instead of a quality, rate control
-    (:mod:`medvae.rate_control`) picks the file that meets the target: among every shipped
-    quality and near-lossless error bound, or among ``model``'s lossy point and error bounds.
+    (:mod:`medvae.rate_control`) picks the file that meets the target: among the default's
+    qualities and near-lossless error bounds, or among ``model``'s lossy point and error bounds.
     """
     if ratio is not None or bpp is not None or psnr is not None:
         from medvae.rate_control import Ladder, Target, compress_to
 
         if quality is not None or "max_error" in kwargs:
             raise InputError("a rate-control target (ratio, bpp, psnr) replaces quality and max_error; give one")
-        ladder = Ladder.shipped("medvae") if model is None else Ladder.of(_as_codec(model))
+        ladder = Ladder.shipped(zoo.default_model()) if model is None else Ladder.of(_as_codec(model))
         return compress_to(image, Target(ratio, bpp, psnr), ladder, **kwargs).data
-    codec = _shipped(zoo.shipped_path("medvae", quality)) if model is None else _as_codec(model)
-    return codec.compress(image, **kwargs)
+    if model is None:
+        codec = _shipped(zoo.shipped_path(zoo.default_model(kwargs.get("max_error")), quality))
+    else:
+        codec = _as_codec(model)
+    return codec.compress(image, quality=quality if codec.variable_rate else None, **kwargs)
 
 
 def decompress(data: bytes, model: Codec | CompressionModel | str | os.PathLike | None = None) -> np.ndarray:

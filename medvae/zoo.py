@@ -44,6 +44,17 @@ def is_variable_rate(model: str) -> bool:
     return bool(index().get(model, {}).get("variable_rate"))
 
 
+#: The shipped variable-rate model, the default for lossy coding when installed.
+VARIABLE_RATE_MODEL = "medvae-vr"
+
+
+def default_model(max_error: int | None = None) -> str:
+    """The shipped model that codes by default: ``medvae-vr`` for lossy coding when installed,
+    else (and for lossless and near-lossless coding, ``max_error``) ``medvae``, whose default
+    quality comes with the residual model."""
+    return VARIABLE_RATE_MODEL if max_error is None and is_variable_rate(VARIABLE_RATE_MODEL) else "medvae"
+
+
 def qualities(model: str) -> list[int]:
     """Shipped quality levels of ``model``, lowest rate first."""
     return sorted(int(q) for q in index().get(model, {}).get("qualities", {}))
@@ -64,6 +75,10 @@ def shipped_path(model: str, quality: int | None = None, hint: str = HINT) -> Pa
         )
     if entry.get("variable_rate"):  # one file; the codec takes the quality (medvae.load)
         return WEIGHTS_DIR / entry["weights"]["file"]
+    if quality is not None and float(quality) != int(quality):
+        raise MedVAEError(
+            f"{model!r} has the qualities {qualities(model)}; a fractional quality needs a variable-rate model (medvae-vr)"
+        )
     quality = entry["default_quality"] if quality is None else int(quality)
     try:
         return WEIGHTS_DIR / entry["qualities"][str(quality)]["file"]

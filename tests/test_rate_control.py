@@ -74,7 +74,7 @@ def test_a_budget_gives_the_best_file_that_fits(slice12, ladder):
     assert choice.psnr >= _coded(slice12, ladder.lossy[3][1])[1]
     ratio = compress_to(slice12, Target(ratio=8), ladder, bits_stored=BITS)
     assert ratio.ratio >= 8 and ratio.ratio == pytest.approx(slice12.size * BITS / 8 / len(ratio.data))
-    with pytest.raises(InputError, match="even the smallest file"):
+    with pytest.raises(InputError, match="the smallest file is"):
         compress_to(slice12, Target(bpp=0.001), ladder, bits_stored=BITS)
 
 
@@ -109,3 +109,61 @@ def test_cli_rate_control(slice12, tmp_path, capsys):
     for bad in (["--psnr", "45", "--quality", "3"], ["--psnr", "-1"], ["--psnr", "45", "--lossless"], ["--ratio", "0.5"]):
         assert exit_code(["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "x"), *bad]) == 2
         assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def corpus_slices() -> list[tuple[str, np.ndarray, int]]:
+    """Three real test-split slices of three sizes: a CT slice (512×512), crops of an MR (320×256)
+    and of a radiograph (256×384), with their bits stored."""
+    import pydicom
+
+    from tests.conftest import CORPUS
+
+    files = [CORPUS / "ct/pydicom-data/bad_sequence.dcm", CORPUS / "mr/pydicom-data/MR2_UNCR.dcm", CORPUS / "xr/pydicom-data/RG3_UNCR.dcm"]
+    if not all(f.is_file() for f in files):
+        pytest.skip(f"sample corpus not found at {CORPUS}")
+    out = []
+    for path, (r, c, h, w), target in zip(files, [(0, 0, 512, 512), (300, 380, 320, 256), (700, 600, 256, 384)], ("bpp", "ratio", "psnr")):
+        ds = pydicom.dcmread(path)
+        out.append((target, np.ascontiguousarray(ds.pixel_array[r : r + h, c : c + w]), int(ds.BitsStored)))
+    return out
+
+
+def test_variable_rate_control_meets_each_target_with_the_best_quality_of_its_grid(corpus_slices):
+    ladder = Ladder.shipped("medvae-vr")
+    (_, codec), = ladder.lossy
+    assert codec.variable_rate and ladder.near_lossless is not None
+
+    def coded(image, bits, quality):
+        data = codec.compress(image, bits_stored=bits, quality=quality)
+        return metrics.bpp(len(data), image.shape), metrics.psnr(image, codec.decompress(data), bits)
+
+    for kind, image, bits in corpus_slices:
+        (low_bpp, low_psnr), (high_bpp, high_psnr) = coded(image, bits, 1), coded(image, bits, 7)
+        if kind == "psnr":
+            target = Target(psnr=(low_psnr + high_psnr) / 2)
+        elif kind == "bpp":
+            target = Target(bpp=(low_bpp * high_bpp) ** 0.5)
+        else:
+            target = Target(ratio=bits / (low_bpp * high_bpp) ** 0.5)
+        choice = compress_to(image, target, ladder, bits_stored=bits)
+        assert choice.setting.startswith("quality "), (kind, choice.setting)
+        quality = float(choice.setting.split()[1])
+        neighbour = coded(image, bits, quality + (-1 if kind == "psnr" else 1) / 64)
+        if kind == "psnr":  # the smallest file that meets it: one grid step lower misses it
+            assert choice.psnr >= target.psnr > neighbour[1]
+        elif kind == "bpp":  # the best file within the budget: one grid step higher exceeds it
+            assert choice.bpp <= target.bpp < neighbour[0]
+        else:
+            assert choice.ratio >= target.ratio and choice.ratio == pytest.approx(image.size * bits / 8 / len(choice.data))
+            assert neighbour[0] > bits / target.ratio
+
+
+def test_impossible_targets_name_the_best_the_weights_can_do(slice12):
+    codec = medvae.load("medvae-vr")
+    with pytest.raises(InputError, match=r"the most these weights reach is \d+\.\d\d dB \(quality 7"):
+        compress_to(slice12, Target(psnr=300), Ladder.of(codec), bits_stored=BITS)
+    with pytest.raises(InputError, match=r"the smallest file is \d+\.\d+ bpp \(ratio \d+\.\d:1, quality 1\)"):
+        compress_to(slice12, Target(bpp=0.001), Ladder.of(codec), bits_stored=BITS)
+    with pytest.raises(InputError, match="at least 1"):
+        Target(ratio=0.9)

@@ -3,7 +3,9 @@
     python tools/export_weights.py CHECKPOINT --quality Q [--default] [--note key=value ...]
 
 writes ``medvae/weights/<model>-q<Q>.pt`` in this repository and its entry in
-``medvae/weights/index.json`` (:mod:`medvae.zoo` reads them at run time).
+``medvae/weights/index.json`` (:mod:`medvae.zoo` reads them at run time). A
+variable-rate checkpoint (``medvae-vr``) is one file for every quality,
+``medvae/weights/<model>.pt``; ``--quality`` is then its default quality.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def export(
     if model.exact_plan is None:
         model.exact_plan = calibrate(model)
     name = model.model_name
-    target = weights_dir / f"{name}-q{int(quality)}.pt"
+    variable_rate = hasattr(model, "gain")
+    target = weights_dir / (f"{name}.pt" if variable_rate else f"{name}-q{int(quality)}.pt")
     weights_dir.mkdir(exist_ok=True)
     record = model_record(model, half=True)
     buffer = io.BytesIO()
@@ -60,10 +63,13 @@ def export(
     }
     path = weights_dir / "index.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
-    family = data.setdefault(name, {"default_quality": int(quality), "qualities": {}})
-    family["qualities"][str(int(quality))] = entry
-    if default_quality is not None:
-        family["default_quality"] = int(default_quality)
+    if variable_rate:
+        data[name] = {"default_quality": quality, "variable_rate": True, "weights": entry}
+    else:
+        family = data.setdefault(name, {"default_quality": int(quality), "qualities": {}})
+        family["qualities"][str(int(quality))] = entry
+        if default_quality is not None:
+            family["default_quality"] = int(default_quality)
     publish(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), overwrite=True)
     zoo.index.cache_clear()
     return target

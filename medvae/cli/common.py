@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medvae.cli.files import UsageError
@@ -29,7 +28,7 @@ class Options:
 
 
 @lru_cache(maxsize=2)
-def load_codec(model: str, quality: int | None = None):
+def load_codec(model: str, quality: float | None = None):
     """The codec for ``--model``/``--quality`` (cached: each process loads it once).
 
     A checkpoint that does not fit the installed model code (a state-dict
@@ -48,12 +47,11 @@ def load_codec(model: str, quality: int | None = None):
         ) from exc
 
 
-def check_model_args(model: str, quality: int | None) -> None:
+def check_model_args(model: str, quality: float | None) -> None:
     """``--model`` names a checkpoint file or a shipped model that has ``--quality`` (a
-    checkpoint file has exactly one quality): checked before anything is loaded."""
+    checkpoint file has exactly one quality, unless it is variable-rate: the codec checks
+    that when it loads): checked before anything is loaded."""
     from medvae import zoo
-    if quality is not None and Path(model).is_file():
-        raise UsageError("--quality applies to shipped models; a checkpoint file has a single quality")
     try:
         zoo.resolve(model, quality, hint="pass --model CHECKPOINT")
     except (FileNotFoundError, MedVAEError) as exc:

@@ -34,6 +34,7 @@ EXAMPLES = """examples:
   medvae compress a.dcm b.dcm -o out/ --model runs/x/best.pt
   medvae compress study/ -o out/ --workers 2 --skip-existing   resume an interrupted run
   medvae compress scans/ -o out/ --quality 3 --refine   higher fidelity at about the same size, slower encoding
+  medvae compress scans/ -o out/ --model medvae-vr --quality 4.5   one variable-rate model, any quality from 1 to 7
   medvae compress scans/ -o out/ --lossless             the archive's choice: decodes to the input exactly
   medvae compress scans/ -o out/ --max-error 2          near-lossless: every pixel within 2 of the input
   medvae compress scans/ -o out/ --ratio 10             rate control: the best file at or below 10:1
@@ -45,7 +46,7 @@ EXAMPLES = """examples:
 _state: dict = {}
 
 
-def setup(model: str, quality: int | None, options: Options) -> None:
+def setup(model: str, quality: float | None, options: Options) -> None:
     """Prepare this process for :func:`compress_file` (the model, the options)."""
     _state["codec"] = common.load_codec(model, quality)
     _state["options"] = options
@@ -188,10 +189,14 @@ def compress_all(args: argparse.Namespace) -> int:
     """Plan, run and summarize the batch."""
     start = time.perf_counter()
     batch.check_batch_args(args.workers, args.force, args.skip_existing)
+    bound, target = max_error(args), rate_target(args)
+    if args.model is None:  # the shipped default: medvae-vr for lossy coding, medvae with the residual model
+        from medvae import zoo
+
+        args.model = zoo.default_model(bound)
     check_model_args(args.model, args.quality)
     out = Path(args.output)
     steps = refine_steps(args)
-    bound, target = max_error(args), rate_target(args)
     if target is not None and args.quality is not None:
         raise UsageError("--ratio, --bpp and --psnr choose the quality themselves; drop --quality")
     if target is not None and steps:
@@ -232,10 +237,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders (searched recursively)")
     add_common_arguments(parser)
-    parser.add_argument("--model", default="medvae", metavar="NAME|CHECKPOINT",
-                        help="shipped model name or checkpoint file (default: medvae)")
-    parser.add_argument("--quality", type=int, default=None, metavar="Q",
-                        help="quality of a shipped model (default: its default quality)")
+    parser.add_argument("--model", default=None, metavar="NAME|CHECKPOINT",
+                        help="shipped model name or checkpoint file (default: medvae-vr, the variable-rate model, "
+                             "when installed, else medvae; --lossless and --max-error: medvae)")
+    parser.add_argument("--quality", type=float, default=None, metavar="Q",
+                        help="quality: one of a shipped ladder's (medvae: 1 to 7), or any number from 1 to 7 for a "
+                             "variable-rate model (medvae-vr; steps of 1/256). Default: the model's default")
     parser.add_argument("--iterations", type=int, default=None, metavar="K",
                         help="iterations of a progressive model (--model rnn-conv: 1 to 8, default 8); each adds bits")
     add_refine_arguments(parser)

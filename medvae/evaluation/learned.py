@@ -3,7 +3,9 @@
 Family names are the registered model names (``medvae``, ``bls2017``,
 ``balle2018``, ``bls-residual``, ``rnn-conv``). Values are checkpoint paths or globs
 (``medvae=runs/*/best.pt``), or shipped qualities (``medvae=q3``); no value
-means every shipped quality of that model. The progressive ``rnn-conv`` has one
+means every shipped quality of that model. The variable-rate ``medvae-vr`` gives one
+point per integer quality (1 to 7) of its one set of weights, shipped or named
+(``medvae-vr=path.pt``), or one point at a given quality (``medvae-vr=q4.5``). The progressive ``rnn-conv`` has one
 rate point per iteration count instead: ``rnn-conv`` (the shipped weights, every
 count), ``rnn-conv=4`` (four iterations) or ``rnn-conv=path.pt`` (every count).
 Rates are the real ``.mvae`` bytes, header and CRC included, never the likelihood estimate.
@@ -37,14 +39,15 @@ class Learned(ImageCodec):
     knob = "model"
     learned = True
 
-    def __init__(self, codec, family: str, value: str, refine_steps: int = 0):
+    def __init__(self, codec, family: str, value: str, refine_steps: int = 0, quality: float | None = None):
         super().__init__(value, lossless=False)
         self.codec = codec
         self.family = family  # instance attribute: one class serves every model family
         self.refine_steps = int(refine_steps)
+        self.quality = quality  # a variable-rate codec's quality (None: single-rate weights)
 
     def encode(self, image: np.ndarray, bits_stored: int | None = None) -> bytes:
-        return self.codec.compress(image, bits_stored=int(bits_stored or 0), refine_steps=self.refine_steps)
+        return self.codec.compress(image, bits_stored=int(bits_stored or 0), refine_steps=self.refine_steps, quality=self.quality)
 
     def decode(self, data: bytes) -> np.ndarray:
         return self.codec.decompress(data)
@@ -59,11 +62,23 @@ def _from_path(family: str, path: Path) -> Learned:
     if codec.name != family:
         raise InputError(f"{path} holds a {codec.name!r} model, not {family!r}")
     stem = path.stem if path.stem not in ("best", "last", "model", "checkpoint") else f"{path.parent.name}/{path.stem}"
-    return Learned(codec, family, stem)
+    return _points(codec, family, stem)
 
 
-def _shipped(family: str, quality: int) -> Learned:
-    return Learned(medvae.load(family, quality=quality), family, f"q{quality}")
+def _points(codec, family: str, name: str = "") -> list[Learned]:
+    """A single-rate codec's point (``name``), or a variable-rate codec's at every integer
+    quality (``name@q3``; ``q3`` for the shipped weights, ``name`` empty)."""
+    if not codec.variable_rate:
+        return [Learned(codec, family, name)]
+    lo, hi = codec.quality_range
+    prefix = f"{name}@" if name else ""
+    return [Learned(codec, family, f"{prefix}q{q}", quality=float(q)) for q in range(int(lo), int(hi) + 1)]
+
+
+def _shipped(family: str, quality: float) -> Learned:
+    if zoo.is_variable_rate(family):
+        return Learned(medvae.load(family), family, f"q{quality:g}", quality=float(quality))
+    return Learned(medvae.load(family, quality=quality), family, f"q{quality:g}")
 
 
 def maker(family: str):
@@ -71,6 +86,8 @@ def maker(family: str):
 
     def make(value: str | None) -> list[ImageCodec]:
         if value is None:
+            if zoo.is_variable_rate(family):
+                return _points(medvae.load(family), family)
             qualities = zoo.qualities(family)
             if not qualities:
                 raise MedVAEError(
@@ -79,8 +96,8 @@ def maker(family: str):
                 )
             return [_shipped(family, q) for q in qualities]
         text = value.strip()
-        if text.lower().lstrip("q").isdigit() and not os.path.exists(text):
-            return [_shipped(family, int(text.lower().lstrip("q")))]
+        if _is_number(text.lower().lstrip("q")) and not os.path.exists(text):
+            return [_shipped(family, float(text.lower().lstrip("q")))]
         paths = sorted(glob.glob(os.path.expanduser(text))) if glob.has_magic(text) else [text]
         if not paths:
             raise InputError(f"no checkpoint matches {text!r}")
@@ -88,10 +105,18 @@ def maker(family: str):
         for p in paths:
             if not Path(p).is_file():
                 raise FileNotFoundError(f"no such checkpoint: {p}")
-            points.append(_from_path(family, Path(p)))
+            points += _from_path(family, Path(p))
         return points
 
     return make
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class _ProgressiveFiles:

@@ -1,0 +1,155 @@
+"""``medvae-vr``: one set of weights for every quality from 1 to 7 (gain units)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+import medvae
+from medvae import bitstream, metrics, zoo
+from medvae.checkpoint import load_model
+from medvae.cli import main
+from medvae.errors import BitstreamError, InputError
+from medvae.losses import RateDistortionLoss
+from medvae.models.gain import mix
+from medvae.models.variable_rate import LMBDAS
+from medvae.models.widen import initialize_from
+from tests.conftest import CORPUS, small_model
+
+CT_SLICE = CORPUS / "ct" / "totalseg-abdomen"
+
+
+def _image(shape=(80, 96), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (2000 + 800 * np.sin(xx / 9) * np.cos(yy / 13) + rng.normal(0, 40, shape)).clip(0, 4095).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def small_codec() -> medvae.Codec:
+    return medvae.Codec(small_model("medvae-vr", seed=3))
+
+
+@pytest.fixture(scope="module")
+def ct_slice() -> np.ndarray:
+    files = sorted(CT_SLICE.glob("*.dcm"))
+    if not files:
+        pytest.skip(f"sample corpus not found at {CORPUS}")
+    return pydicom.dcmread(files[0]).pixel_array
+
+
+def test_any_quality_in_the_range_codes_and_rates_rise_with_quality_on_a_real_slice(ct_slice):
+    codec = medvae.load("medvae-vr")
+    assert codec.variable_rate and codec.quality_range == (1.0, float(len(LMBDAS)))
+    sizes, psnrs = [], []
+    for quality in (1, 1.5, 2.25, 3, 3.7, 4, 5, 5.5, 6, 7):
+        data = codec.compress(ct_slice, quality=quality, bits_stored=12)
+        header = bitstream.read_header(data)
+        decoded = codec.decompress(data)
+        assert header.version == bitstream.VARIABLE_RATE_VERSION and header.quality == quality
+        assert header.psnr == pytest.approx(metrics.psnr(ct_slice, decoded, 12), abs=0.006)  # the file's own PSNR
+        sizes.append(len(data))
+        psnrs.append(header.psnr)
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), sizes
+    assert psnrs[-1] > psnrs[0] + 10, psnrs
+    np.testing.assert_array_equal(medvae.decompress(data), decoded)  # the shipped weights are found by the header
+
+
+def test_the_default_is_the_variable_rate_model_and_integer_qualities_keep_their_lambda():
+    assert zoo.default_model() == "medvae-vr" and zoo.default_model(max_error=0) == "medvae"
+    codec = medvae.load("medvae-vr", quality=3)
+    assert codec.default_quality == 3 and codec.lmbda == pytest.approx(zoo.shipped_lmbda(zoo.shipped_path("medvae", 3)))
+    data = medvae.compress(_image(), 2.5, bits_stored=12)
+    assert bitstream.read_header(data).model == "medvae-vr" and bitstream.read_header(data).quality == 2.5
+    lossless = medvae.compress(_image(), max_error=0)
+    np.testing.assert_array_equal(medvae.decompress(lossless), _image())
+
+
+def test_qualities_outside_the_range_and_on_single_rate_weights_are_refused(small_codec):
+    for bad in (0.5, 7.01, float("nan"), 100):
+        with pytest.raises(InputError, match="from 1 to 7"):
+            small_codec.compress(_image(), quality=bad)
+    with pytest.raises(InputError, match="variable-rate"):
+        medvae.Codec(small_model("medvae")).compress(_image(), quality=3)
+    with pytest.raises(medvae.MedVAEError, match="fractional quality"):
+        medvae.load("medvae", quality=2.5)
+
+
+def test_a_forged_quality_is_refused_and_another_decodes_to_other_pixels_the_checksum_catches():
+    codec = medvae.load("medvae-vr")  # trained weights: ŷ is not all zeros, so the gain matters
+    data = codec.compress(_image(), quality=4)
+    header, strings, metadata = bitstream.unpack(data)
+    for forged, error in ((9.0, "outside"), (4.5, "checksum")):
+        with pytest.raises(BitstreamError, match=error):
+            codec.decompress(bitstream.pack(dataclasses.replace(header, quality=forged), strings, metadata))
+    with pytest.raises(BitstreamError, match="format-3 file cannot come from medvae-vr"):
+        codec.decompress(bitstream.pack(dataclasses.replace(header, quality=None, psnr=None), strings, metadata))
+
+
+def test_a_quality_between_two_levels_mixes_their_gains_exactly(small_codec):
+    gains = small_codec.twin.gain
+    small_codec.compress(_image(), quality=2.25)
+    level2, level3 = gains.integers[1], gains.integers[2]
+    mixed = gains._mixed()[0, :, 0, 0] / 256
+    torch.testing.assert_close(mixed, 0.75 * level2 + 0.25 * level3, rtol=0, atol=0)
+    torch.testing.assert_close(mix(small_codec.model.gain.gain.detach().double(), 2 * 256), small_codec.model.gain.gain.detach().double()[1])
+    assert bool(((mixed - level2) * (mixed - level3) <= 0).all())  # between the two levels, channel by channel
+
+
+def test_training_draws_a_level_per_image_and_the_loss_weights_each_by_its_lambda():
+    model = small_model("medvae-vr").train()
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 64, 64)
+    out = model(x)
+    assert all(min(abs(v - lmbda) for lmbda in LMBDAS) < 1e-6 for v in out["lmbda"].tolist()) and out["lmbda"].shape == (6,)
+    loss = RateDistortionLoss(lmbda=123.0)(out, x)  # the model's λ replace the configured one
+    per_image = 255.0**2 * ((out["x_hat"] - x) ** 2).mean(dim=(1, 2, 3))
+    assert float(loss["loss"]) == pytest.approx(float(loss["bpp"] + (out["lmbda"] * per_image).mean()), rel=1e-5)
+    model.eval()
+    assert model(x)["lmbda"].tolist() == pytest.approx([LMBDAS[4]] * 6)  # the default quality 5
+
+
+def test_a_variable_rate_model_starts_from_trained_medvae_weights_all_but_its_gains():
+    base = small_model("medvae", seed=5)
+    model = small_model("medvae-vr", seed=6)
+    start = model.gain.gain.detach().clone()
+    initialize_from(model, base)
+    assert torch.equal(model.g_a[0].weight, base.g_a[0].weight) and torch.equal(model.gain.gain, start)
+    with pytest.raises(medvae.MedVAEError, match="cannot start"):
+        initialize_from(small_model("medvae"), small_model("balle2018"))
+
+
+def test_calibration_covers_every_level():
+    from medvae.exact.calibrate import MARGIN, _as_unit, layer_peaks, synthetic_images
+    from medvae.exact.fixed import frac_for
+
+    model = small_model("medvae-vr", seed=3).eval()
+    model.quality = 2
+    plan = medvae.exact.calibrate(model)
+    assert model.quality == 2  # calibration leaves the model's quality as it found it
+
+    def gain_peak(quality):
+        model.quality = quality
+        images = [torch.from_numpy(_as_unit(image))[None, None] for image in synthetic_images()]
+        return layer_peaks(model, lambda: [model(x) for x in images])["gain"]
+
+    peaks = [gain_peak(q) for q in range(1, 8)]
+    assert plan["gain"] == frac_for(max(peaks), MARGIN) < frac_for(peaks[0], MARGIN)  # the lowest level alone would saturate the highest
+
+
+def test_cli_codes_a_fractional_quality_and_info_reports_it(tmp_path, capsys):
+    np.save(tmp_path / "a.npy", _image())
+    assert main(["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "out"), "--quality", "4.5"]) == 0
+    data = (tmp_path / "out" / "a.mvae").read_bytes()
+    header = bitstream.read_header(data)
+    assert (header.model, header.quality) == ("medvae-vr", 4.5)
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "out" / "a.mvae")]) == 0
+    shown = capsys.readouterr().out
+    assert "quality  4.5 (variable-rate model)" in shown and f"psnr     {header.psnr:.2f} dB" in shown
+    assert main(["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "x"), "--model", "medvae", "--quality", "2.5"]) == 2
+    assert not (tmp_path / "x").exists()
