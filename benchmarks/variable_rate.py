@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from medvae import metrics, zoo
+from medvae import zoo
 from medvae.errors import InputError
 from medvae.evaluation.bdrate import bd_rate_per_image
 from medvae.evaluation.codecs import expand

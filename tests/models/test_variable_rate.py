@@ -11,7 +11,6 @@ import torch
 
 import medvae
 from medvae import bitstream, metrics, zoo
-from medvae.checkpoint import load_model
 from medvae.cli import main
 from medvae.errors import BitstreamError, InputError
 from medvae.losses import RateDistortionLoss
