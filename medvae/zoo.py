@@ -74,6 +74,9 @@ def shipped_path(model: str, quality: int | None = None, hint: str = HINT) -> Pa
             f"no shipped weights for {model!r} (shipped: {shipped}); {hint}"
         )
     if entry.get("variable_rate"):  # one file; the codec takes the quality (medvae.load)
+        levels = len(entry["weights"]["model_config"]["lmbdas"])
+        if quality is not None and not 1 <= float(quality) <= levels:
+            raise MedVAEError(f"{model!r} has no quality {quality:g}: it codes any quality from 1 to {levels}")
         return WEIGHTS_DIR / entry["weights"]["file"]
     if quality is not None and float(quality) != int(quality):
         raise MedVAEError(

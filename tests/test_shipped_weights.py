@@ -43,7 +43,7 @@ def test_index_lists_at_least_four_medvae_qualities_within_budget():
 def test_higher_quality_costs_more_bytes_and_gives_less_error(ct_slice):
     sizes, errors = [], []
     for q in zoo.qualities("medvae"):
-        data = medvae.compress(ct_slice, quality=q)
+        data = medvae.load("medvae", quality=q).compress(ct_slice)
         restored = medvae.decompress(data)  # weights found by the header's fingerprint
         assert restored.shape == ct_slice.shape and restored.dtype == ct_slice.dtype
         sizes.append(len(data))
@@ -53,6 +53,17 @@ def test_higher_quality_costs_more_bytes_and_gives_less_error(ct_slice):
 
 
 def test_default_quality_is_what_compress_uses(ct_slice):
-    default = zoo.index()["medvae"]["default_quality"]
-    assert medvae.compress(ct_slice) == medvae.compress(ct_slice, quality=default)
-    assert medvae.read_header(medvae.compress(ct_slice)).fingerprint == zoo.index()["medvae"]["qualities"][str(default)]["fingerprint"]
+    entry = zoo.index()["medvae-vr"]  # the lossy default: the variable-rate model
+    assert medvae.compress(ct_slice) == medvae.compress(ct_slice, quality=entry["default_quality"])
+    assert medvae.read_header(medvae.compress(ct_slice)).fingerprint == entry["weights"]["fingerprint"]
+    ladder = zoo.index()["medvae"]  # lossless and near-lossless: the ladder's default, which has the residual model
+    assert medvae.read_header(medvae.compress(ct_slice, max_error=2)).fingerprint == ladder["qualities"][str(ladder["default_quality"])]["fingerprint"]
+
+
+def test_the_variable_rate_weights_record_their_training_and_plan():
+    record = zoo.index()["medvae-vr"]["weights"]
+    model = load_model(zoo.shipped_path("medvae-vr"))
+    assert model.exact_plan and exact_fingerprint(model, model.exact_plan) == record["fingerprint"]
+    assert record["command"].startswith("python train.py --config configs/corpus-cpu-medvae-vr.yaml")
+    assert record["exact"]["command"] == "python benchmarks/ship_medvae_vr.py"
+    assert sum(f.stat().st_size for f in zoo.WEIGHTS_DIR.glob("*.pt")) <= MAX_TOTAL_BYTES

@@ -270,7 +270,7 @@ def test_format2_file_of_the_previous_release_decodes_exactly():
     decoded = medvae.decompress(data)  # raises unless the pixel CRC matches
     source = benchmark_module("speed").synthetic_ct(1024, seed=7)
     assert decoded.shape == source.shape and psnr(source, decoded, 12) > 30
-    again = medvae.compress(source, quality=1, bits_stored=12)
+    again = medvae.load("medvae", 1).compress(source, bits_stored=12)
     assert len(bitstream.unpack(again)[1]) == 3  # format 3: y in two strings, z in one
     np.testing.assert_array_equal(medvae.decompress(again), decoded)
 
