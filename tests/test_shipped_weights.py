@@ -65,5 +65,5 @@ def test_the_variable_rate_weights_record_their_training_and_plan():
     model = load_model(zoo.shipped_path("medvae-vr"))
     assert model.exact_plan and exact_fingerprint(model, model.exact_plan) == record["fingerprint"]
     assert record["command"].startswith("python train.py --config configs/corpus-cpu-medvae-vr.yaml")
-    assert record["exact"]["command"] == "python benchmarks/ship_medvae_vr.py"
+    assert record["exact"]["command"] == "python benchmarks/ship.py medvae-vr"
     assert sum(f.stat().st_size for f in zoo.WEIGHTS_DIR.glob("*.pt")) <= MAX_TOTAL_BYTES
