@@ -160,7 +160,7 @@ def progressive_maker(family: str):
         if text.isdigit() and not os.path.exists(text):
             codec, counts = medvae.load(family), [int(text)]
         else:
-            codec = medvae.load(family) if not text else _from_path(family, Path(text)).codec
+            codec = medvae.load(family) if not text else _from_path(family, Path(text))[0].codec
             counts = list(range(1, codec.model.max_iterations + 1))
         if not all(1 <= k <= codec.model.max_iterations for k in counts):
             raise InputError(f"{family}: iterations must be 1 to {codec.model.max_iterations}, got {value!r}")
