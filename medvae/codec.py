@@ -467,11 +467,9 @@ def compress(
     image: np.ndarray, quality: float | None = None, *, model: Codec | CompressionModel | str | os.PathLike | None = None,
     ratio: float | None = None, bpp: float | None = None, psnr: float | None = None, **kwargs,
 ) -> bytes:
-    """Compress with the shipped default at ``quality``, or with ``model`` if given.
-
-    The shipped default is the variable-rate ``medvae-vr`` (any quality from 1 to 7) when
-    installed, else the ``medvae`` ladder (qualities 1 to 7); lossless and near-lossless
-    coding (``max_error``) use the ``medvae`` weights that come with the residual model.
+    """Compress with the shipped default (:func:`medvae.zoo.default_model`: the ``medvae``
+    ladder) at ``quality``, or with ``model`` if given (a name such as ``"medvae-vr"``, whose
+    ``quality`` is any number from 1 to 7, a checkpoint path or a :class:`Codec`).
     With ``ratio``, ``bpp`` or ``psnr`` instead of a quality, rate control
     (:mod:`medvae.rate_control`) picks the file that meets the target: among the default's
     qualities and near-lossless error bounds, or among ``model``'s lossy point and error bounds.
@@ -481,7 +479,8 @@ def compress(
 
         if quality is not None or "max_error" in kwargs:
             raise InputError("a rate-control target (ratio, bpp, psnr) replaces quality and max_error; give one")
-        ladder = Ladder.shipped(zoo.default_model()) if model is None else Ladder.of(_as_codec(model))
+        shipped = zoo.default_model() if model is None else model if isinstance(model, str) and model in zoo.index() else None
+        ladder = Ladder.shipped(shipped) if shipped else Ladder.of(_as_codec(model))
         return compress_to(image, Target(ratio, bpp, psnr), ladder, **kwargs).data
     if model is None:
         codec = _shipped(zoo.shipped_path(zoo.default_model(kwargs.get("max_error")), quality))

@@ -190,7 +190,7 @@ def compress_all(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     batch.check_batch_args(args.workers, args.force, args.skip_existing)
     bound, target = max_error(args), rate_target(args)
-    if args.model is None:  # the shipped default: medvae-vr for lossy coding, medvae with the residual model
+    if args.model is None:  # the shipped default
         from medvae import zoo
 
         args.model = zoo.default_model(bound)
@@ -238,8 +238,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders (searched recursively)")
     add_common_arguments(parser)
     parser.add_argument("--model", default=None, metavar="NAME|CHECKPOINT",
-                        help="shipped model name or checkpoint file (default: medvae-vr, the variable-rate model, "
-                             "when installed, else medvae; --lossless and --max-error: medvae)")
+                        help="shipped model name (medvae, the default; medvae-vr, one variable-rate model for any "
+                             "quality from 1 to 7; rnn-conv) or checkpoint file")
     parser.add_argument("--quality", type=float, default=None, metavar="Q",
                         help="quality: one of a shipped ladder's (medvae: 1 to 7), or any number from 1 to 7 for a "
                              "variable-rate model (medvae-vr; steps of 1/256). Default: the model's default")
