@@ -10,8 +10,10 @@ header names a fingerprint finds its weights without being told. A variable-rate
 has one file for every quality::
 
     {"medvae-vr": {"default_quality": 5, "variable_rate": true,
-                   "weights": {"file": "medvae-vr.pt", "fingerprint": "...", ...}}} (Release tooling that writes
-the weights and the index is ``tools/export_weights.py``, outside the package.)
+                   "weights": {"file": "medvae-vr.pt", "fingerprint": "...", ...}}}
+
+(Release tooling that writes the weights and the index is ``tools/export_weights.py``,
+outside the package.)
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Learned codecs in the registry: one rate point per checkpoint, through :class:`medvae.Codec`.
 
-Family names are the registered model names (``medvae``, ``bls2017``,
+Family names are the registered model names (``medvae``, ``medvae-vr``, ``bls2017``,
 ``balle2018``, ``bls-residual``, ``rnn-conv``). Values are checkpoint paths or globs
 (``medvae=runs/*/best.pt``), or shipped qualities (``medvae=q3``); no value
 means every shipped quality of that model. The variable-rate ``medvae-vr`` gives one
 point per integer quality (1 to 7) of its one set of weights, shipped or named
-(``medvae-vr=path.pt``), or one point at a given quality (``medvae-vr=q4.5``). The progressive ``rnn-conv`` has one
-rate point per iteration count instead: ``rnn-conv`` (the shipped weights, every
+(``medvae-vr=path.pt``), or one point at a given quality (``medvae-vr=q4.5``). The
+progressive ``rnn-conv`` has one rate point per iteration count instead: ``rnn-conv`` (the shipped weights, every
 count), ``rnn-conv=4`` (four iterations) or ``rnn-conv=path.pt`` (every count).
 Rates are the real ``.mvae`` bytes, header and CRC included, never the likelihood estimate.
 """
