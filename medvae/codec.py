@@ -58,7 +58,7 @@ class _Encoded(NamedTuple):
     strings: list[bytes]
     decoded: np.ndarray | None  # the pixels every decoder gets (None: only their checksum was kept)
     pixels_crc: int  # bitstream.pixels_crc of those pixels
-    squared_error: float  # their summed squared error against the input
+    squared_error: float  # their summed squared error against the input (variable-rate models; else 0)
     value_range: tuple[int, int]
     exceptions: Exceptions  # padding and extremes, stored exactly
     x: NormalizedImage  # the model's input: the image in [0, 1], padded to the stride
@@ -188,7 +188,8 @@ class Codec:
                 for first, band in pixel_rows(x_hat, image.shape, value_range, image.dtype):
                     band = exceptions.restore(band, first)
                     crc = bitstream.pixels_crc(band, crc)
-                    error += float(np.square(band.astype(np.float64) - image[first : first + band.shape[0]]).sum())
+                    if self.variable_rate:  # its files record their PSNR
+                        error += float(np.square(band.astype(np.float64) - image[first : first + band.shape[0]]).sum())
                     if decoded is not None:
                         decoded[first : first + band.shape[0]] = band
                 encodings.append(_Encoded(strings, decoded, crc, error, value_range, exceptions, x))
@@ -291,7 +292,7 @@ class Codec:
             residual_strings=tuple(residual_strings),
         )
         if self.variable_rate:
-            peak = 2 ** (int(bits_stored) or 8 * image.dtype.itemsize) - 1
+            peak = 2 ** metrics.stored_bits(bits_stored, image.dtype) - 1
             psnr = metrics.psnr_from_mse(encoded.squared_error / image.size, peak)
             header = dataclasses.replace(header, quality=self.model.quality, psnr=psnr)
         return bitstream.pack(header, strings, metadata)

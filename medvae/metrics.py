@@ -87,6 +87,12 @@ def psnr_from_mse(mse: float, peak: float) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(float(peak) ** 2 / float(mse))
 
 
+def stored_bits(bits_stored: int | None, dtype) -> int:
+    """The bit depth PSNR peaks are taken at: the DICOM Bits Stored when known (non-zero),
+    else the width of ``dtype``."""
+    return int(bits_stored or 0) or 8 * np.dtype(dtype).itemsize
+
+
 def psnr(reference: np.ndarray, decoded: np.ndarray, bits_stored: int) -> float:
     """PSNR in dB with peak ``2**bits_stored − 1`` on the stored integers; ``inf`` if identical."""
     return psnr_from_mse(mse(reference, decoded), float(2 ** int(bits_stored) - 1))

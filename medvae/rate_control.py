@@ -116,7 +116,7 @@ class Ladder:
 def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_stored: int = 0, **kwargs) -> Choice:
     """The file ``target`` asks for (see the module docstring); ``kwargs`` go to
     :meth:`medvae.Codec.compress` (metadata, padding value ...)."""
-    bits = int(bits_stored) or np.dtype(image.dtype).itemsize * 8
+    bits = metrics.stored_bits(bits_stored, image.dtype)
 
     def measure(setting: str, codec: Codec, max_error: int | None, quality: float | None = None) -> Choice:
         data = codec.compress(image, bits_stored=bits_stored, max_error=max_error, quality=quality, **kwargs)

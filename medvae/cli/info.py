@@ -81,11 +81,6 @@ def describe(path: Path) -> dict[str, Any]:
     return info
 
 
-def _peak(header) -> int:
-    """The PSNR peak of a file's image: ``2^bits − 1`` at the bits stored, else the dtype's."""
-    return 2 ** (header.bits_stored or 8 * header.dtype.itemsize) - 1
-
-
 def _psnr(header) -> float | str | None:
     """The PSNR the file achieves, when it says: as measured by a variable-rate encoder, or
     ``"inf"`` (JSON has no infinity) for lossless files and identical pixels."""
@@ -95,9 +90,9 @@ def _psnr(header) -> float | str | None:
 
 def _psnr_floor(header) -> float | None:
     """The least PSNR a near-lossless file can have: every error is at most τ, so MSE ≤ τ²."""
-    from medvae.metrics import psnr_from_mse
+    from medvae.metrics import psnr_from_mse, stored_bits
 
-    return psnr_from_mse(header.max_error**2, _peak(header)) if header.max_error else None
+    return psnr_from_mse(header.max_error**2, 2 ** stored_bits(header.bits_stored, header.dtype) - 1) if header.max_error else None
 
 
 def _mode(max_error: int | None) -> str:

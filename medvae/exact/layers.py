@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from medvae.exact.fixed import (
     ACTIVATION_BITS, DTYPE, Fixed, Stored, integer_bias, integer_weights, map_rows_, pow2, saturate, scale_round_, weight_shifts,
 )
-from medvae.models.gain import QUALITY_UNITS, GainUnit
+from medvae.models.gain import GainUnit, mix
 from medvae.models.hyperprior import _HyperSynthesisWithSkip
 from medvae.models.layers import LatentFusion
 
@@ -240,10 +240,11 @@ class ExactGain(ExactModule):
     """Per-channel scaling by a gain unit's vector at a quality (:mod:`medvae.models.gain`).
 
     Exactness: the gains are integers ``G = round(g · 2^GAIN_BITS)`` below 2^21 and the
-    quality's mix ``(256 − k)·G_i + k·G_{i+1}`` is an integer below 2^29, so its product
-    with an activation (below 2^24) is an integer below 2^53, exact in float64; scaling it
-    by a power of two is exact and the one rounding to ``out_frac`` is IEEE round-half-even.
-    The vector is therefore a function of the weights and the file's quality alone.
+    quality's mix (:func:`medvae.models.gain.mix`) is ``M / 256`` with ``M = (256 − k)·G_i +
+    k·G_{i+1}`` an integer below 2^29, exact in float64; its product with an activation
+    (below 2^24) is an integer below 2^53 times 2^-8, exact too; scaling it by a power of two
+    is exact and the one rounding to ``out_frac`` is IEEE round-half-even. The vector is
+    therefore a function of the weights and the file's quality alone.
     """
 
     GAIN_BITS = 14
@@ -258,13 +259,12 @@ class ExactGain(ExactModule):
         #: The quality in 1/256 (:data:`medvae.models.gain.QUALITY_UNITS`); the coder sets it.
         self.units = int(units)
 
-    def _mixed(self) -> Tensor:
-        i, k = divmod(int(self.units) - QUALITY_UNITS, QUALITY_UNITS)
-        upper = self.integers[min(i + 1, self.integers.shape[0] - 1)]
-        return ((QUALITY_UNITS - k) * self.integers[i] + k * upper)[None, :, None, None]
+    def vector(self) -> Tensor:
+        """The gains at :attr:`units`, in units of ``2^-GAIN_BITS`` (exact: integers over 256)."""
+        return mix(self.integers, self.units)
 
     def forward(self, x: Fixed | Stored) -> Fixed | Stored:
-        mixed, unit = self._mixed(), pow2(self.out_frac - x.frac - self.GAIN_BITS - 8)  # 256 = 2^8
+        mixed, unit = self.vector()[None, :, None, None], pow2(self.out_frac - x.frac - self.GAIN_BITS)
         if isinstance(x, Stored):
             values = map_rows_(x.values.clone(), lambda v: saturate(torch.round(v * mixed * unit)))
             return Stored(values, self.out_frac)
