@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Ship a training run of ``medvae-vr`` or ``rnn-conv`` as the packaged weights of that family.
+"""Ship a training run of ``medvae-vr``, ``medvae-ctx`` or ``rnn-conv`` as the packaged weights of that family.
 
-Calibrates the exact plan on corpus training slices (:func:`medvae.exact.calibrate`; for
-``medvae-vr`` at every level) and exports ``medvae/weights/<family>.pt`` (``medvae-vr``) or
+Calibrates the exact plan on corpus training slices (:func:`medvae.exact.calibrate`; for the
+variable-rate families at every level) and exports ``medvae/weights/<family>.pt`` (``medvae-vr``, ``medvae-ctx``) or
 ``rnn-conv-q1.pt`` with its index entry (``tools/export_weights.py``). For ``rnn-conv`` it first
 counts the bit tables on the same slices (:func:`medvae.models.rnn_conv.fit_bit_tables`: each
 iteration's, channel's and context's frequency of ones).
 
     python benchmarks/ship.py medvae-vr [CHECKPOINT] [--max-slices 4] [--wall-time TEXT]
+    python benchmarks/ship.py medvae-ctx [CHECKPOINT] [--max-slices 4] [--wall-time TEXT]
     python benchmarks/ship.py rnn-conv [CHECKPOINT] [--max-slices 4] [--wall-time TEXT]
 """
 
@@ -32,11 +33,17 @@ sys.path.insert(0, str(REPO))
 from tools.export_weights import export  # noqa: E402
 
 MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
+#: The corpus with the training extras (``tools/fetch_samples.py``), which ``medvae-ctx`` trains on.
+MANIFEST_PLUS = REPO.parent / "shared/data/corpus-plus/MANIFEST.csv"
 #: Per family: its training command, budget (before the steps), default quality.
 FAMILIES = {
     "medvae-vr": ("python train.py --config configs/corpus-cpu-medvae-vr.yaml --amp",
                   "bfloat16 autocast, 2 CPU cores, batch 8, 128x128 crops, fine-tuned from the shipped medvae q5 weights",
                   DEFAULT_QUALITY),
+    "medvae-ctx": ("python train.py --config configs/corpus-cpu-medvae-ctx.yaml --amp",
+                   "bfloat16 autocast, 2 CPU cores, batch 8, 128x128 crops of CT, MR and radiographs (every patient "
+                   "equally often), fine-tuned from the shipped medvae-vr weights",
+                   DEFAULT_QUALITY),
     "rnn-conv": ("python train.py --config configs/corpus-cpu-rnn-conv.yaml",
                  "from scratch on 2 CPU cores (float32, batch 16, 64x64 crops)", 1),
 }
@@ -46,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("family", choices=sorted(FAMILIES))
     parser.add_argument("checkpoint", nargs="?", type=Path, default=None, help="default: runs/corpus-cpu-<family>/last.pt")
-    parser.add_argument("--manifest", type=Path, default=MANIFEST)
+    parser.add_argument("--manifest", type=Path, default=None,
+                        help="calibration slices' manifest (default: the corpus with extras for medvae-ctx, else the corpus)")
     parser.add_argument("--max-slices", type=int, default=4, help="training slices per volume")
     parser.add_argument("--wall-time", default="", help="training wall time, for the record")
     args = parser.parse_args(argv)
@@ -57,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(checkpoint)
     if model.model_name != args.family:
         raise SystemExit(f"{checkpoint} holds a {model.model_name!r} model, not {args.family!r}")
-    slices = load_images([args.manifest], "train", max_slices=args.max_slices)
+    manifest = args.manifest or (MANIFEST_PLUS if args.family == "medvae-ctx" and MANIFEST_PLUS.is_file() else MANIFEST)
+    slices = load_images([manifest], "train", max_slices=args.max_slices)
     this = f"python benchmarks/ship.py {args.family}"
     notes = {
         "command": command,

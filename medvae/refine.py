@@ -73,9 +73,14 @@ def quantized_forward(model: CompressionModel, latents: list[Tensor]) -> dict[st
     y, z = latents  # scale hyperprior: z through the bottleneck, y through the Gaussian conditional
     z_hat = _round_like_bottleneck(bottleneck, z)
     features = model.hyper_decode(z_hat)
-    y_hat = _round_straight_through(y)
     conditional = model.gaussian_conditional
-    y_likelihood = conditional.likelihood_lower_bound(conditional._likelihood(y_hat, model.scales_from(features)))
+    if hasattr(model, "conditional_parameters"):  # means and a context (medvae-ctx): round around the means
+        scales, means = model.conditional_parameters(y, features)
+        y_hat = _round_straight_through(y - means) + means
+        y_likelihood = conditional.likelihood_lower_bound(conditional._likelihood(y_hat, scales, means))
+    else:
+        y_hat = _round_straight_through(y)
+        y_likelihood = conditional.likelihood_lower_bound(conditional._likelihood(y_hat, model.scales_from(features)))
     return {
         "x_hat": model.synthesize(y_hat, features),
         "likelihoods": {"y": y_likelihood, "z": _bottleneck_likelihood(bottleneck, z_hat)},

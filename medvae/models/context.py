@@ -94,12 +94,19 @@ class MedVAECtx(MedVAEVR):
 
     .. code-block:: none
 
-        F (hyper-decoder features) ──┬──────────────► head(F, 0)   ──► scales, means of the anchors
-                                     │                                      │ code anchors: ŷ_a
-                                     │       ┌─────────────────────┐        ▼
-                                     └──────►┤ head(F, ctx(ŷ_a))   ├◄── ctx: 5×5 masked conv of ŷ_a
-                                             └─────────────────────┘──► scales, means of the rest
-        ŷ = round(y − means) + means ──► inverse gain ──► fusion with F ──► g_s ──► x_hat
+                 ┌────────┐ y  ┌──────┐ y·g  ┌───┐  ┌───┐ z_hat  ┌─────────────┐
+           x ──►─┤g_a + RB├──►─┤ gain ├──┬──►┤h_a├─►┤ Q ├──►─·⋯·─►┤ h_s (+skip) ├──► F
+                 └────────┘    └──────┘  │   └───┘  └───┘   EB   └─────────────┘
+                                         │
+               pass 1, anchors:          ├──► head(F, 0) ──► scales, means ──► GC ──► ŷ_a
+               pass 2, the rest:         └──► head(F, ctx(ŷ_a)) ──► scales, means ──► GC ──► ŷ_n
+                                              ctx: 5×5 convolution masked to anchor taps
+                                 ┌──────────────┐ ┌──────────────────┐ ┌────────┐
+           ŷ = ŷ_a + ŷ_n ───────►┤ inverse gain ├►┤ fusion with F    ├►┤g_s + RB├──► x_hat
+                                 └──────────────┘ └──────────────────┘ └────────┘
+
+        GC: Gaussian conditional with means, ŷ = round(y − mean) + mean
+        head: scales = ReLU(scale(F) + Δ), (Δ, means) = 1×1 convolutions of [F, ctx]
     """
 
     #: Weights of this family may start from a trained ``medvae-vr`` (all but the context).

@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""The context model (``medvae-ctx``) against ``medvae-vr``, the ladder and JPEG 2000, and its fusion ablation.
+
+On the test split of the corpus with its training extras (``tools/fetch_samples.py``: CT, MR,
+and the radiographs RG3 and a chest localizer; the plain corpus when the extras are absent),
+codes every image with the shipped ``medvae-ctx`` and ``medvae-vr`` at qualities 1 to 7, the
+``medvae`` ladder (q1 to q7) and JPEG 2000 over a bpp sweep (real bytes, PSNR at the stored bit
+depth), plus ``medvae-ctx`` with its residual skip-fusion switched off (the fusion's last
+convolution zeroed, so ``ŷ_f = ŷ``, and the exact plan calibrated again): an inference-time
+ablation of what the fusion contributes to the trained model, not a model trained without it.
+BD-rates are per image, over each image's shared PSNR range (PCHIP), on the points within
+0.05–1 bpp, then averaged (:func:`medvae.evaluation.bdrate.bd_rate_per_image`).
+
+Writes ``benchmarks/results/context.md`` (also into ``RESULTS.md``), ``context.csv`` and the plots
+``context/rd_psnr_<modality>.png``.
+
+    python benchmarks/context.py [--ct-slices N] [--from-csv results/context.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+import medvae
+from medvae import zoo
+from medvae.checkpoint import load_model, save_model
+from medvae.errors import InputError
+from medvae.evaluation.bdrate import bd_rate_per_image
+from medvae.evaluation.codecs import expand
+from medvae.evaluation.datasets import load_images
+from medvae.evaluation.learned import Learned
+from medvae.evaluation.plots import rd_plot
+from medvae.evaluation.run import evaluate, summarize, table, write_csv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sections import details, publish_section  # noqa: E402
+from variable_rate import _group, _highest  # noqa: E402
+from xray import _typed  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared/data"
+SPEC = ["medvae-ctx", "medvae-vr", "medvae", "jpeg2000=0.05,0.1,0.2,0.35,0.5,0.75,1,1.25,1.5"]
+NO_FUSION = "medvae-ctx without fusion"
+BAND = (0.05, 1.0)
+#: (test, reference) pairs of the table, per modality.
+COMPARISONS = (("medvae-ctx", "jpeg2000"), ("medvae-vr", "jpeg2000"), ("medvae", "jpeg2000"),
+               ("medvae-ctx", "medvae-vr"), ("medvae-ctx", "medvae"), (NO_FUSION, "medvae-ctx"))
+
+
+def without_fusion(calibration: list) -> list[Learned]:
+    """The shipped ``medvae-ctx`` with the fusion's output zeroed (``ŷ_f = ŷ``), calibrated again,
+    at every integer quality, under the curve name :data:`NO_FUSION`."""
+    model = load_model(zoo.shipped_path("medvae-ctx"))
+    with torch.no_grad():
+        last = model.fusion.body[-1]
+        last.weight.zero_()
+        last.bias.zero_()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "no-fusion.pt"
+        save_model(model, path, calibration=calibration)
+        codec = medvae.load(path)
+    return [Learned(codec, NO_FUSION, f"q{q}", quality=float(q)) for q in range(1, codec.model.levels + 1)]
+
+
+def _bd(rows: list[dict[str, Any]], test: str, reference: str) -> str:
+    band = [r for r in rows if BAND[0] <= float(r["bpp"]) <= BAND[1] and not r["error"] and not r.get("lossless")]
+    try:
+        mean, used, skipped = bd_rate_per_image(band, reference, test, "psnr", "pchip")
+    except InputError:
+        return "no overlap"
+    return f"{mean:+.1f} % ({used} of {used + skipped})"
+
+
+def bd_lines(rows: list[dict[str, Any]]) -> list[str]:
+    header = " | ".join(f"{t} vs {r}" for t, r in COMPARISONS)
+    lines = [f"| modality | images | {header} | highest PSNR ctx / vr / ladder / J2K (dB) |",
+             "|---|---|" + "---|" * len(COMPARISONS) + "---|"]
+    for group in ("CT", "MR", "X-ray"):
+        mine = [r for r in rows if _group(r) == group]
+        if mine:
+            n = len({(r["patient"], r["slice"]) for r in mine})
+            cells = " | ".join(_bd(mine, t, r) for t, r in COMPARISONS)
+            peaks = " / ".join(_highest(mine, c) for c in ("medvae-ctx", "medvae-vr", "medvae", "jpeg2000"))
+            lines.append(f"| {group} | {n} | {cells} | {peaks} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    plus = CORPUS / "corpus-plus/MANIFEST.csv"
+    parser.add_argument("--data", type=Path, default=plus if plus.is_file() else CORPUS / "corpus/MANIFEST.csv")
+    parser.add_argument("--ct-slices", type=int, default=0, help="CT test slices, evenly spaced (0: all)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
+    parser.add_argument("--from-csv", type=Path, default=None,
+                        help="reuse an earlier run's rows (this script's, or variable_rate.csv): (image, curve) pairs there are not coded again")
+    args = parser.parse_args(argv)
+    ct = load_images([args.data], "test", modality="CT")
+    if args.ct_slices:
+        ct = [ct[round(i * (len(ct) - 1) / max(1, args.ct_slices - 1))] for i in range(min(len(ct), args.ct_slices))]
+    images = ct + [i for i in load_images([args.data], "test") if i.modality != "CT"]
+    if not images:
+        raise SystemExit(f"{args.data}: no test images")
+    codecs = expand(SPEC) + without_fusion([s.pixels for s in load_images([args.data], "train", max_slices=2)])
+    names = {c.family for c in codecs}
+    old = [_typed(r) for r in csv.DictReader(args.from_csv.open())] if args.from_csv else []
+    wanted = {(i.patient, i.index) for i in images}
+    rows = [r for r in old if r["codec"] in names and (r["patient"], int(r["slice"])) in wanted]
+    done = {(r["patient"], int(r["slice"]), r["codec"]) for r in rows}
+    for image in images:
+        todo = [c for c in codecs if (image.patient, image.index, c.family) not in done]
+        rows += evaluate([image], todo, meta={"split": "test"}, progress=False).rows if todo else []
+        print(f"{image.patient} slice {image.index}: {len(todo)} points coded", flush=True)
+    out = args.out / "results"
+    (out / "context").mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "context.csv")
+    plots = []
+    for group in ("CT", "MR", "X-ray"):
+        mine = [r for r in rows if _group(r) == group]
+        if mine:
+            n = len({(r["patient"], r["slice"]) for r in mine})
+            rd_plot(summarize(mine, codecs, {}, n), "psnr", out / "context" / f"rd_psnr_{group}", max_bpp=1.6,
+                    codecs=["medvae-ctx", "medvae-vr", "medvae", "jpeg2000", NO_FUSION], title=f"{group} test split ({n} images, mean curves)")
+            plots.append(f"![{group}](results/context/rd_psnr_{group}.png)")
+    summary = SimpleNamespace(rows=rows, summary=summarize(rows, codecs, {"split": "test"}, len(images)))
+    lines = [
+        "## The context model `medvae-ctx` (`python benchmarks/context.py`)",
+        "",
+        "`medvae-ctx` is `medvae-vr` with a mean-scale hyperprior and a checkerboard context, decoded exactly in "
+        "two passes (`configs/corpus-cpu-medvae-ctx.yaml`, trained on CT, MR and radiographs); `medvae-vr` the "
+        "variable-rate model; `medvae` the ladder of seven weights. "
+        f"`{NO_FUSION}`: the same weights with the residual skip-fusion's output zeroed (an inference-time ablation). "
+        f"Test split of `{args.data.parent.name}`. Real bytes; PSNR at the stored bit depth; BD-rate per image over "
+        f"its own shared PSNR range (PCHIP) on the points within {BAND[0]}–{BAND[1]} bpp, then averaged; negative = "
+        "fewer bits than the reference; (n of m): images with two overlapping curves.",
+        "",
+        *plots,
+        "",
+        *bd_lines(rows),
+        "",
+        *details("Mean figures per rate point", table(summary.summary, ("bpp", "psnr", "encode_s", "decode_s"))),
+    ]
+    return publish_section("context", lines, args.out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
