@@ -51,7 +51,7 @@ class CheckerboardTwin(ExactTwin):
         """Run both passes over y; ``step(parity_mask, r0, r1, indexes, means)`` codes (or decodes)
         one band and returns its symbols (C, n) at the mask. Returns ŷ (int32, at the
         conditional's fractional bits), written pass by pass."""
-        _, c, h, w = shape
+        w = shape[-1]
         y_hat = Stored(torch.zeros(shape, dtype=torch.int32, device=self.device), self.conditional_frac)
         unit = pow2(self.conditional_frac)
         context = None

@@ -106,3 +106,11 @@ def test_fine_tune_from_a_narrower_latent_widens_it(tiny_run, tmp_path):
     g_s_in = wide.g_s[0].weight  # ConvTranspose2d: (in = M, out, k, k)
     assert g_s_in[24:].abs().max() < 0.2 * g_s_in[:24].abs().max()
     assert torch.allclose(g_s_in[:24], start.g_s[0].weight, atol=0.01)
+
+
+def test_patient_balanced_training_runs_and_a_wrong_balance_is_refused(tmp_path):
+    """``data.balance: patients`` trains (every patient drawn equally often); another word is a clear error."""
+    with pytest.raises(medvae.MedVAEError, match="data.balance"):
+        train(tiny_config(tmp_path / "bad", "data.balance=volumes"), device="cpu")
+    out = train(tiny_config(tmp_path / "balanced", "data.balance=patients", "train.iterations=4", "train.val_interval=4"), device="cpu")
+    assert (out / "last.pt").is_file()
