@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = {
         "workers": 2,
         "small": "pad",  # slices smaller than the crop: pad or skip
         "epoch_size": 2048,  # samples drawn per (virtual) epoch
-        "balance": "slices",  # slices: every slice equally often; patients: every patient equally often
+        "balance": "slices",  # slices: every slice equally often; patients: every patient; sqrt-patients: ∝ sqrt(slices)
         "val_split": "val",
         "val_fraction": 0.1,  # folder datasets: share of patients held out for validation
         "test_fraction": 0.0,  # folder datasets: share of patients held out for testing

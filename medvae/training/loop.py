@@ -159,9 +159,11 @@ def _setup(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
     scheduler = make_scheduler(optimizer, ocfg, int(tcfg["iterations"]))
 
     dataset = build_train_dataset(dcfg, seed)
-    if dcfg["balance"] not in ("slices", "patients"):
-        raise MedVAEError(f"data.balance must be 'slices' or 'patients', not {dcfg['balance']!r}")
-    weights = patient_weights([r.patient for r in dataset.records]) if dcfg["balance"] == "patients" else None
+    powers = {"slices": None, "patients": 1.0, "sqrt-patients": 0.5}
+    if dcfg["balance"] not in powers:
+        raise MedVAEError(f"data.balance must be one of {', '.join(powers)}, not {dcfg['balance']!r}")
+    power = powers[dcfg["balance"]]
+    weights = None if power is None else patient_weights([r.patient for r in dataset.records], power)
     sampler = EpochSampler(len(dataset), int(dcfg["epoch_size"]), seed, runtime.rank, runtime.world_size, weights)
     if len(sampler) // int(dcfg["batch_size"]) == 0:
         raise MedVAEError(f"epoch_size per process ({len(sampler)}) is smaller than batch_size ({dcfg['batch_size']})")

@@ -17,8 +17,8 @@ class EpochSampler(Sampler[int]):
     so a resumed run sees exactly the data the uninterrupted run would have seen.
 
     With ``weights`` (one per item), items are drawn with replacement in proportion to them
-    instead (:func:`patient_weights` gives each patient the same share, so one radiograph
-    is not drowned by a CT volume of hundreds of slices).
+    instead (:func:`patient_weights`, so one radiograph is not drowned by a CT volume of
+    hundreds of slices).
     """
 
     def __init__(
@@ -50,7 +50,9 @@ class EpochSampler(Sampler[int]):
         return self.per_rank
 
 
-def patient_weights(patients: Sequence[str]) -> list[float]:
-    """A weight per item, ``1 / (items of its patient)``: every patient drawn equally often."""
+def patient_weights(patients: Sequence[str], power: float = 1.0) -> list[float]:
+    """A weight per item, ``1 / (items of its patient)^power``: with ``power`` 1 every patient is
+    drawn equally often; with 0.5 a patient's share grows as the square root of its slices, so a
+    lone radiograph is seen often while a CT volume of a hundred slices still counts for ten."""
     counts = Counter(patients)
-    return [1.0 / counts[p] for p in patients]
+    return [counts[p] ** -power for p in patients]

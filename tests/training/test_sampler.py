@@ -30,6 +30,13 @@ def test_patient_balance_draws_a_one_slice_patient_as_often_as_a_volume():
     assert list(EpochSampler(len(patients), 50, seed=0, weights=weights)) == list(EpochSampler(len(patients), 50, seed=0, weights=weights))
 
 
+def test_square_root_balance_gives_a_patient_a_share_growing_as_the_root_of_its_slices():
+    patients = ["ct-volume"] * 100 + ["radiograph"]
+    weights = patient_weights(patients, power=0.5)
+    draws = Counter(patients[i] for i in EpochSampler(len(patients), 11000, seed=1, weights=weights))
+    assert 0.07 < draws["radiograph"] / 11000 < 0.11  # 1 / (1 + sqrt(100)) = 0.091
+
+
 def test_weights_must_match_the_dataset():
     with pytest.raises(ValueError, match="weights"):
         EpochSampler(3, 10, seed=0, weights=[1.0, 1.0])

@@ -109,7 +109,7 @@ def test_fine_tune_from_a_narrower_latent_widens_it(tiny_run, tmp_path):
 
 
 def test_patient_balanced_training_runs_and_a_wrong_balance_is_refused(tmp_path):
-    """``data.balance: patients`` trains (every patient drawn equally often); another word is a clear error."""
+    """``data.balance: patients`` trains (every patient drawn equally often); an unknown balance is a clear error."""
     with pytest.raises(medvae.MedVAEError, match="data.balance"):
         train(tiny_config(tmp_path / "bad", "data.balance=volumes"), device="cpu")
     out = train(tiny_config(tmp_path / "balanced", "data.balance=patients", "train.iterations=4", "train.val_interval=4"), device="cpu")
