@@ -28,19 +28,20 @@ def test_exported_weights_load_by_name_and_decode_by_fingerprint(weights_dir, tm
     assert medvae.read_header(medvae.compress(ct_like)).fingerprint == medvae.load("medvae").fingerprint
 
 
-def test_a_variable_rate_model_ships_as_one_file_for_every_quality(weights_dir, tmp_path, ct_like):
+@pytest.mark.parametrize("family", ["medvae-vr", "medvae-ctx"])
+def test_a_variable_rate_model_ships_as_one_file_for_every_quality(family, weights_dir, tmp_path, ct_like):
     save_model(small_model("medvae", seed=0), tmp_path / "ladder.pt")
     export(tmp_path / "ladder.pt", 1, weights_dir=weights_dir)
-    save_model(small_model("medvae-vr", seed=1), tmp_path / "vr.pt")
+    save_model(small_model(family, seed=1), tmp_path / "vr.pt")
     path = export(tmp_path / "vr.pt", 5, notes={"command": "python train.py ..."}, weights_dir=weights_dir)
-    assert path.name == "medvae-vr.pt" and zoo.is_variable_rate("medvae-vr") and zoo.qualities("medvae-vr") == []
-    assert zoo.shipped_path("medvae-vr", 2.5) == path and zoo.index()["medvae-vr"]["default_quality"] == 5
-    data = medvae.compress(ct_like, 2.5, model="medvae-vr")
+    assert path.name == f"{family}.pt" and zoo.is_variable_rate(family) and zoo.qualities(family) == []
+    assert zoo.shipped_path(family, 2.5) == path and zoo.index()[family]["default_quality"] == 5
+    data = medvae.compress(ct_like, 2.5, model=family)
     header = medvae.read_header(data)
-    assert (header.model, header.quality) == ("medvae-vr", 2.5)
-    np.testing.assert_array_equal(medvae.decompress(data), medvae.load("medvae-vr").decompress(data))
+    assert (header.model, header.quality) == (family, 2.5)
+    np.testing.assert_array_equal(medvae.decompress(data), medvae.load(family).decompress(data))
     with pytest.raises(medvae.MedVAEError, match="has no quality 8: it codes any quality from 1 to 7"):
-        medvae.load("medvae-vr", quality=8)
+        medvae.load(family, quality=8)
 
 
 def test_missing_quality_is_a_clear_error(weights_dir, tmp_path):
