@@ -103,13 +103,21 @@ class ExactConv2d(_Accumulating):
 
 
 def conv2d_exact(value: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
-    """Integer convolution: every output is one exact float64 sum of integer products."""
+    """Integer convolution: every output is one exact float64 sum of integer products.
+
+    Unstrided convolutions accumulate one kernel tap at a time (a 1×1 product over the
+    shifted input, added in place), strided ones use im2col; whichever was faster here. Every
+    partial sum of either, in any order, is an integer below 2^53 (:mod:`medvae.exact.fixed`),
+    so the two give the same values, as do BLAS, threads and devices.
+    """
     (sh, sw), (kh, kw) = stride, weight.shape[2:]
     b, c, h, w = value.shape
     matrix = weight.reshape(weight.shape[0], -1)
     if (kh, kw, sh, sw) == (1, 1, 1, 1) and tuple(padding) == (0, 0):  # a 1×1 convolution needs no im2col
         return (matrix @ value.reshape(b, c, -1)).reshape(b, -1, h, w)
     out_h, out_w = (h + 2 * padding[0] - kh) // sh + 1, (w + 2 * padding[1] - kw) // sw + 1
+    if (sh, sw) == (1, 1):
+        return _conv2d_by_taps(value, weight, padding, out_h, out_w)
     rows = _rows_per_band(b * c * kh * kw * out_w)
     if rows >= out_h:  # one band: unfold pads by itself
         cols = F.unfold(value, (kh, kw), padding=padding, stride=(sh, sw))
@@ -121,6 +129,22 @@ def conv2d_exact(value: Tensor, weight: Tensor, stride: tuple[int, int], padding
         band = x[:, :, r0 * sh : (r1 - 1) * sh + kh]
         cols = F.unfold(band, (kh, kw), stride=(sh, sw))  # (b, c·kh·kw, rows·out_w), copies only
         out[:, :, r0:r1] = (matrix @ cols).reshape(b, -1, r1 - r0, out_w)
+    return out
+
+
+def _conv2d_by_taps(value: Tensor, weight: Tensor, padding: tuple[int, int], out_h: int, out_w: int) -> Tensor:
+    """An unstrided integer convolution as a sum over kernel taps of 1×1 products (see
+    :func:`conv2d_exact`): 2–3× faster than im2col for the 3×3 convolutions here, with no
+    copy of the input kh·kw times over."""
+    b, c = value.shape[:2]
+    o, kh, kw = weight.shape[0], *weight.shape[2:]
+    x = F.pad(value, (padding[1], padding[1], padding[0], padding[0])) if any(padding) else value
+    out = value.new_zeros((b, o, out_h, out_w))
+    flat = out.view(b, o, -1)
+    for dy in range(kh):
+        for dx in range(kw):
+            part = x[:, :, dy : dy + out_h, dx : dx + out_w].reshape(b, c, -1)
+            flat.baddbmm_(weight[:, :, dy, dx].expand(b, o, c), part)
     return out
 
 
