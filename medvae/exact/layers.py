@@ -1,9 +1,9 @@
 """Exact twins of the layers MedVAE's models are built from, and the converter that builds them.
 
 Each twin computes what its float layer computes, in the fixed-point arithmetic of
-:mod:`medvae.exact.fixed`: convolutions as an explicit im2col (``unfold``) and float64
-matrix product of integers (never a library convolution, which may pick Winograd or
-FFT and round), transposed convolutions as the product followed by ``fold`` (col2im,
+:mod:`medvae.exact.fixed`: convolutions as float64 matrix products of integers, over an
+explicit im2col (``unfold``) or one kernel tap at a time (never a library convolution,
+which may pick Winograd or FFT and round), transposed convolutions as the product followed by ``fold`` (col2im,
 a sum of integers), and elementwise steps from exactly rounded IEEE operations only.
 Output fractional bits come from a calibration plan (:mod:`medvae.exact.calibrate`):
 ``plan[name]`` for the layer named ``name`` in the float model.
@@ -88,7 +88,7 @@ def _rows_per_band(per_row: int) -> int:
 
 
 class ExactConv2d(_Accumulating):
-    """``nn.Conv2d`` (groups 1, dilation 1) as im2col and an integer matrix product."""
+    """``nn.Conv2d`` (groups 1, dilation 1) as integer matrix products (:func:`conv2d_exact`)."""
 
     def __init__(self, conv: nn.Conv2d, out_frac: int, weight: Tensor | None = None):
         if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
