@@ -175,14 +175,28 @@ def test_exact_layers_ignore_memory_layout_and_batching(index):
 
 
 def test_banded_convolution_equals_one_band(monkeypatch):
+    """Strided convolutions run im2col in bands of output rows; the bands change nothing."""
     import medvae.exact.layers as layers
 
     x = torch.randint(-1000, 1000, (2, 8, 40, 33)).double()
-    w = torch.randint(-500, 500, (6, 8, 3, 3)).double()
-    whole = conv2d_exact(x, w, (1, 1), (1, 1))
-    monkeypatch.setattr(layers, "BAND_ELEMENTS", 8 * 9 * 33 * 2)  # a few rows per band
-    assert torch.equal(conv2d_exact(x, w, (1, 1), (1, 1)), whole)
-    assert torch.equal(whole, F.conv2d(x, w, padding=1))
+    w = torch.randint(-500, 500, (6, 8, 5, 5)).double()
+    whole = conv2d_exact(x, w, (2, 2), (2, 2))
+    monkeypatch.setattr(layers, "BAND_ELEMENTS", 8 * 25 * 17 * 2)  # a few rows per band
+    assert torch.equal(conv2d_exact(x, w, (2, 2), (2, 2)), whole)
+    assert torch.equal(whole, F.conv2d(x, w, stride=2, padding=2))
+
+
+@pytest.mark.parametrize("shape, kernel, padding", [
+    ((2, 8, 40, 33), 3, 1), ((1, 3, 7, 9), 3, 0), ((2, 2, 5, 6), 5, 2), ((1, 4, 1, 1), 3, 1), ((1, 1, 2, 8), 5, 2),
+])
+def test_unstrided_convolution_by_kernel_taps_is_the_convolution(shape, kernel, padding):
+    """Unstrided convolutions sum 1×1 products over shifted flat views of the padded input
+    (the columns past each row's end discarded): odd sizes, no padding, a 1×1 image and
+    batches give exactly the convolution."""
+    torch.manual_seed(1)
+    x = torch.randint(-(2**20), 2**20, shape).double()
+    w = torch.randint(-(2**10), 2**10, (5, shape[1], kernel, kernel)).double()
+    assert torch.equal(conv2d_exact(x, w, (1, 1), (padding, padding)), F.conv2d(x, w, padding=padding))
 
 
 def test_sums_stay_exact_at_the_worst_case_bound():
