@@ -14,7 +14,7 @@ BD-rates are per image, over each image's shared PSNR range (PCHIP), on the poin
 Writes ``benchmarks/results/context.md`` (also into ``RESULTS.md``), ``context.csv`` and the plots
 ``context/rd_psnr_<modality>.png``.
 
-    python benchmarks/context.py [--ct-slices N] [--from-csv results/context.csv]
+    python benchmarks/context.py [--ct-slices N] [--from-csv benchmarks/results/context.csv benchmarks/results/variable_rate.csv]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def bd_lines(rows: list[dict[str, Any]]) -> list[str]:
     for group in ("CT", "MR", "X-ray"):
         mine = [r for r in rows if _group(r) == group]
         if mine:
-            n = len({(r["patient"], r["slice"]) for r in mine})
+            n = len({(r["file"], r["slice"]) for r in mine})
             cells = " | ".join(_bd(mine, t, r) for t, r in COMPARISONS)
             peaks = " / ".join(_highest(mine, c) for c in ("medvae-ctx", "medvae-vr", "medvae", "jpeg2000"))
             lines.append(f"| {group} | {n} | {cells} | {peaks} |")
@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=plus if plus.is_file() else CORPUS / "corpus/MANIFEST.csv")
     parser.add_argument("--ct-slices", type=int, default=0, help="CT test slices, evenly spaced (0: all)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
-    parser.add_argument("--from-csv", type=Path, default=None,
-                        help="reuse an earlier run's rows (this script's, or variable_rate.csv): (image, curve) pairs there are not coded again")
+    parser.add_argument("--from-csv", type=Path, nargs="+", default=[],
+                        help="reuse earlier runs' rows (this script's, variable_rate.csv): (image, point) pairs there are not coded again")
     args = parser.parse_args(argv)
     ct = load_images([args.data], "test", modality="CT")
     if args.ct_slices:
@@ -110,14 +110,19 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.data}: no test images")
     codecs = expand(SPEC) + without_fusion([s.pixels for s in load_images([args.data], "train", max_slices=2)])
     names = {c.family for c in codecs}
-    old = [_typed(r) for r in csv.DictReader(args.from_csv.open())] if args.from_csv else []
-    wanted = {(i.patient, i.index) for i in images}
-    rows = [r for r in old if r["codec"] in names and (r["patient"], int(r["slice"])) in wanted]
-    done = {(r["patient"], int(r["slice"]), r["codec"]) for r in rows}
+    # Earlier rows are matched to these images by file name and slice (the corpus and the
+    # corpus with extras hold the same files in different folders), then take their paths.
+    here = {(Path(i.file).name, i.index): i.file for i in images}
+    rows, done = [], set()
+    for r in (_typed(row) for path in args.from_csv for row in csv.DictReader(path.open())):
+        key = (Path(r["file"]).name, int(r["slice"]))
+        if r["codec"] in names and key in here and (key, r["point"]) not in done:
+            done.add((key, r["point"]))
+            rows.append(dict(r, file=here[key]))
     for image in images:
-        todo = [c for c in codecs if (image.patient, image.index, c.family) not in done]
+        todo = [c for c in codecs if ((Path(image.file).name, image.index), c.label) not in done]
         rows += evaluate([image], todo, meta={"split": "test"}, progress=False).rows if todo else []
-        print(f"{image.patient} slice {image.index}: {len(todo)} points coded", flush=True)
+        print(f"{Path(image.file).name} slice {image.index}: {len(todo)} points coded", flush=True)
     out = args.out / "results"
     (out / "context").mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "context.csv")
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     for group in ("CT", "MR", "X-ray"):
         mine = [r for r in rows if _group(r) == group]
         if mine:
-            n = len({(r["patient"], r["slice"]) for r in mine})
+            n = len({(r["file"], r["slice"]) for r in mine})
             rd_plot(summarize(mine, codecs, {}, n), "psnr", out / "context" / f"rd_psnr_{group}", max_bpp=1.6,
                     codecs=["medvae-ctx", "medvae-vr", "medvae", "jpeg2000", NO_FUSION], title=f"{group} test split ({n} images, mean curves)")
             plots.append(f"![{group}](results/context/rd_psnr_{group}.png)")
