@@ -468,9 +468,10 @@ def compress(
     image: np.ndarray, quality: float | None = None, *, model: Codec | CompressionModel | str | os.PathLike | None = None,
     ratio: float | None = None, bpp: float | None = None, psnr: float | None = None, **kwargs,
 ) -> bytes:
-    """Compress with the shipped default (:func:`medvae.zoo.default_model`: the ``medvae``
-    ladder) at ``quality``, or with ``model`` if given (a name such as ``"medvae-vr"``, whose
-    ``quality`` is any number from 1 to 7, a checkpoint path or a :class:`Codec`).
+    """Compress with the shipped default (:func:`medvae.zoo.default_model`: ``medvae-ctx``, any
+    quality from 1 to 7; the ``medvae`` ladder for lossless and near-lossless coding) at
+    ``quality``, or with ``model`` if given (a name such as ``"medvae"``, the ladder of seven
+    integer qualities, a checkpoint path or a :class:`Codec`).
     With ``ratio``, ``bpp`` or ``psnr`` instead of a quality, rate control
     (:mod:`medvae.rate_control`) picks the file that meets the target: among the default's
     qualities and near-lossless error bounds, or among ``model``'s lossy point and error bounds.

@@ -53,11 +53,14 @@ def test_higher_quality_costs_more_bytes_and_gives_less_error(ct_slice):
 
 
 def test_default_quality_is_what_compress_uses(ct_slice):
-    default = zoo.index()["medvae"]["default_quality"]
-    assert medvae.compress(ct_slice) == medvae.compress(ct_slice, quality=default)
-    assert medvae.read_header(medvae.compress(ct_slice)).fingerprint == zoo.index()["medvae"]["qualities"][str(default)]["fingerprint"]
-    entry = zoo.index()["medvae-vr"]  # the variable-rate model, by name
-    assert medvae.read_header(medvae.compress(ct_slice, model="medvae-vr")).quality == entry["default_quality"]
+    entry = zoo.index()[zoo.DEFAULT_MODEL]  # medvae-ctx: one file for every quality
+    header = medvae.read_header(medvae.compress(ct_slice))
+    assert (header.model, header.quality) == ("medvae-ctx", entry["default_quality"])
+    assert header.fingerprint == entry["weights"]["fingerprint"]
+    assert medvae.compress(ct_slice) == medvae.compress(ct_slice, quality=entry["default_quality"])
+    ladder = zoo.index()["medvae"]["default_quality"]  # the ladder and medvae-vr, by name
+    assert medvae.read_header(medvae.compress(ct_slice, model="medvae")).fingerprint == zoo.index()["medvae"]["qualities"][str(ladder)]["fingerprint"]
+    assert medvae.read_header(medvae.compress(ct_slice, model="medvae-vr")).quality == zoo.index()["medvae-vr"]["default_quality"]
 
 
 def test_the_variable_rate_weights_record_their_training_and_plan():

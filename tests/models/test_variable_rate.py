@@ -59,7 +59,7 @@ def test_any_quality_in_the_range_codes_and_rates_rise_with_quality_on_a_real_sl
 
 
 def test_integer_qualities_keep_the_ladders_lambda_and_the_package_functions_take_the_model_by_name():
-    assert zoo.default_model() == "medvae" and zoo.default_model(max_error=0) == "medvae"  # medvae-vr: by name, for now
+    assert zoo.default_model() == "medvae-ctx" and zoo.default_model(max_error=0) == "medvae"  # medvae-vr: by name
     codec = medvae.load("medvae-vr", quality=3)
     assert codec.default_quality == 3 and codec.lmbda == pytest.approx(zoo.shipped_lmbda(zoo.shipped_path("medvae", 3)))
     data = medvae.compress(_image(), 2.5, model="medvae-vr", bits_stored=12)
