@@ -12,9 +12,10 @@ BD-rates are per image, over each image's shared PSNR range (PCHIP), on the poin
 0.05–1 bpp, then averaged (:func:`medvae.evaluation.bdrate.bd_rate_per_image`).
 
 Writes ``benchmarks/results/context.md`` (also into ``RESULTS.md``), ``context.csv`` and the plots
-``context/rd_psnr_<modality>.png``.
+``context/rd_psnr_<modality>.png``; then rate control over the default model (``medvae-ctx``, then
+near-lossless coding) is asked for ratios, bpps and PSNRs on a few slices, as in ``variable_rate.py``.
 
-    python benchmarks/context.py [--ct-slices N] [--from-csv benchmarks/results/context.csv benchmarks/results/variable_rate.csv]
+    python benchmarks/context.py [--ct-slices N] [--control-slices N] [--from-csv benchmarks/results/context.csv benchmarks/results/variable_rate.csv]
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from medvae.evaluation.run import evaluate, summarize, table, write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sections import details, publish_section  # noqa: E402
-from variable_rate import _group, _highest  # noqa: E402
+from variable_rate import TARGETS, _group, _highest, control_lines  # noqa: E402
 from xray import _typed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=plus if plus.is_file() else CORPUS / "corpus/MANIFEST.csv")
     parser.add_argument("--ct-slices", type=int, default=0, help="CT test slices, evenly spaced (0: all)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
+    parser.add_argument("--control-slices", type=int, default=3, help="CT slices rate control is measured on (and the MR; 0: none)")
+    parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--from-csv", type=Path, nargs="+", default=[],
                         help="reuse earlier runs' rows (this script's, variable_rate.csv): (image, point) pairs there are not coded again")
     args = parser.parse_args(argv)
@@ -135,6 +138,17 @@ def main(argv: list[str] | None = None) -> int:
                     codecs=["medvae-ctx", "medvae-vr", "medvae", "jpeg2000", NO_FUSION], title=f"{group} test split ({n} images, mean curves)")
             plots.append(f"![{group}](results/context/rd_psnr_{group}.png)")
     summary = SimpleNamespace(rows=rows, summary=summarize(rows, codecs, {"split": "test"}, len(images)))
+    n = args.control_slices
+    control = (ct[:: max(1, len(ct) // n)][:n] + [i for i in images if i.modality == "MR"]) if n else []
+    control_text = [
+        f"Rate control over the default model (`medvae.compress(image, ratio=R)`, `medvae compress --ratio R`: "
+        f"`medvae-ctx`'s quality grid, then near-lossless coding on the ladder's default), on {len(control)} test "
+        "slices: ratio against the bits stored; PSNR at the bits stored. The contract: never above the asked bpp, "
+        "never below the asked ratio or PSNR.",
+        "",
+        *control_lines(control, args.targets.split(","), model="medvae-ctx"),
+        "",
+    ] if control else []
     lines = [
         "## The context model `medvae-ctx` (`python benchmarks/context.py`)",
         "",
@@ -150,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *bd_lines(rows),
         "",
+        *control_text,
         *details("Mean figures per rate point", table(summary.summary, ("bpp", "psnr", "encode_s", "decode_s"))),
     ]
     return publish_section("context", lines, args.out)

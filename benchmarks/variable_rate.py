@@ -103,9 +103,9 @@ def _highest(rows: list[dict[str, Any]], codec: str) -> str:
     return f"{np.mean(list(best.values())):.2f}" if best else "–"
 
 
-def control_lines(images: list, targets: list[str]) -> list[str]:
-    """Rate control over the shipped default on ``images``: asked against achieved, per target."""
-    ladder = Ladder.shipped("medvae-vr")
+def control_lines(images: list, targets: list[str], model: str = "medvae-vr") -> list[str]:
+    """Rate control over the shipped ``model`` on ``images``: asked against achieved, per target."""
+    ladder = Ladder.shipped(model)
     lines = ["| target | slices | settings chosen | achieved (min – max) | within 3 % of the target | contract kept | mean search s |",
              "|---|---|---|---|---|---|---|"]
     for spec in targets:
