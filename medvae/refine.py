@@ -33,6 +33,7 @@ from torch import Tensor
 
 from medvae.errors import InputError
 from medvae.losses import RateDistortionLoss
+from medvae.models.layers import round_straight_through
 
 #: Gradient steps used when a caller asks for refinement without a count.
 DEFAULT_STEPS = 50
@@ -40,15 +41,10 @@ DEFAULT_STEPS = 50
 DEFAULT_LR = 1e-2
 
 
-def _round_straight_through(x: Tensor) -> Tensor:
-    """``round(x)`` in the forward pass, identity in the backward pass."""
-    return x + (torch.round(x) - x).detach()
-
-
 def _round_like_bottleneck(bottleneck: EntropyBottleneck, v: Tensor) -> Tensor:
     """Round ``v`` (B, C, H, W) around the bottleneck's medians, as its coder does."""
     medians = bottleneck._get_medians().reshape(1, -1, 1, 1)
-    return _round_straight_through(v - medians) + medians
+    return round_straight_through(v - medians) + medians
 
 
 def _bottleneck_likelihood(bottleneck: EntropyBottleneck, v_hat: Tensor) -> Tensor:
@@ -76,10 +72,10 @@ def quantized_forward(model: CompressionModel, latents: list[Tensor]) -> dict[st
     conditional = model.gaussian_conditional
     if hasattr(model, "conditional_parameters"):  # means and a context (medvae-ctx): round around the means
         scales, means = model.conditional_parameters(y, features)
-        y_hat = _round_straight_through(y - means) + means
+        y_hat = round_straight_through(y - means) + means
         y_likelihood = conditional.likelihood_lower_bound(conditional._likelihood(y_hat, scales, means))
     else:
-        y_hat = _round_straight_through(y)
+        y_hat = round_straight_through(y)
         y_likelihood = conditional.likelihood_lower_bound(conditional._likelihood(y_hat, model.scales_from(features)))
     return {
         "x_hat": model.synthesize(y_hat, features),

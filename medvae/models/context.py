@@ -24,6 +24,7 @@ import torch
 from compressai.layers import conv1x1
 from torch import Tensor, nn
 
+from medvae.models.layers import round_straight_through
 from medvae.models.registry import register_model
 from medvae.models.variable_rate import LMBDAS, MedVAEVR
 
@@ -124,37 +125,25 @@ class MedVAECtx(MedVAEVR):
         The exact twin runs this method too."""
         return self.scale_head(features, context)
 
-    def conditional_parameters(self, y: Tensor, features: Tensor, round_to_grid=None) -> tuple[Tensor, Tensor]:
+    def conditional_parameters(self, y: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
         """Scales and means of every element of y: the anchors' from ``features`` alone, the
-        rest's also from the anchors of ``round_to_grid(y − means) + means`` (default: round
-        with straight-through gradients, as the coder rounds)."""
-        round_to_grid = round_to_grid or (lambda v: v + (torch.round(v) - v).detach())
+        rest's also from the anchors of ``round(y − means) + means`` (straight-through gradients,
+        rounded as the coder rounds)."""
         anchor_scales, anchor_means = self.parameters_from(features, None)
         anchors = anchor_mask(*y.shape[-2:], device=y.device)
-        y_anchors = torch.where(anchors, round_to_grid(y - anchor_means) + anchor_means, torch.zeros_like(y))
+        y_anchors = torch.where(anchors, round_straight_through(y - anchor_means) + anchor_means, torch.zeros_like(y))
         scales, means = self.parameters_from(features, self.context_model(y_anchors))
         return torch.where(anchors, anchor_scales, scales), torch.where(anchors, anchor_means, means)
 
-    def forward(self, x: Tensor) -> dict[str, Any]:
-        """Training: rates from the noisy-y likelihoods, ``g_s`` fed ``ŷ`` rounded around the
-        means with straight-through gradients (what the decoder will see); evaluation: both rounded."""
-        if not self.training:
-            return self._forward(x) | {"lmbda": torch.full((x.shape[0],), self.lmbda_at(self.quality), device=x.device)}
-        levels = torch.randint(self.levels, (x.shape[0],), device=x.device)
-        self.gain.levels_in_batch = self.inverse_gain.levels_in_batch = levels
-        try:
-            out = self._forward(x)
-        finally:
-            self.gain.levels_in_batch = self.inverse_gain.levels_in_batch = None
-        return out | {"lmbda": torch.tensor(self.config["lmbdas"], device=x.device)[levels]}
-
     def _forward(self, x: Tensor) -> dict[str, Any]:
+        """Rates from the noisy-y likelihoods (training) or the rounded ones (evaluation); ``g_s``
+        is fed ŷ rounded around the means with straight-through gradients, what the decoder sees."""
         y, z = self.analyze(x)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         features = self.hyper_decode(z_hat)
         scales, means = self.conditional_parameters(y, features)
         _, y_likelihoods = self.gaussian_conditional(y, scales, means)
-        y_hat = means + (y - means) + (torch.round(y - means) - (y - means)).detach()
+        y_hat = round_straight_through(y - means) + means
         return {"x_hat": self.synthesize(y_hat, features), "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     def compress_latents(self, latents: list[Tensor]) -> dict[str, Any]:  # pragma: no cover - the exact twin codes

@@ -8,6 +8,11 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 
+def round_straight_through(x: Tensor) -> Tensor:
+    """``round(x)`` in the forward pass, identity in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
 def analysis_transform(in_channels: int, N: int, M: int, residual: bool) -> nn.Sequential:
     """g_a: four stride-2 5×5 convolutions with GDN.
 

@@ -90,15 +90,19 @@ class MedVAEVR(MedVAE):
     def synthesize(self, y_hat: Tensor, features: Tensor) -> Tensor:
         return self.g_s(self.fusion(self.inverse_gain(y_hat), features))
 
+    def _forward(self, x: Tensor) -> dict[str, Any]:
+        """The rate–distortion pass at the gains set (subclasses change the entropy model here)."""
+        return super().forward(x)
+
     def forward(self, x: Tensor) -> dict[str, Any]:
         """While training, each sample gets a random level and the output says its λ
         (``"lmbda"``, per sample), which :class:`~medvae.losses.RateDistortionLoss` uses."""
         if not self.training:
-            return super().forward(x) | {"lmbda": torch.full((x.shape[0],), self.lmbda_at(self.quality), device=x.device)}
+            return self._forward(x) | {"lmbda": torch.full((x.shape[0],), self.lmbda_at(self.quality), device=x.device)}
         levels = torch.randint(self.levels, (x.shape[0],), device=x.device)
         self.gain.levels_in_batch = self.inverse_gain.levels_in_batch = levels
         try:
-            out = super().forward(x)
+            out = self._forward(x)
         finally:
             self.gain.levels_in_batch = self.inverse_gain.levels_in_batch = None
         return out | {"lmbda": torch.tensor(self.config["lmbdas"], device=x.device)[levels]}
