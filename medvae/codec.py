@@ -76,7 +76,8 @@ class Codec:
             any file to the same pixels.
         residual: the residual model of lossless and near-lossless coding, if any.
         quality: a variable-rate model's quality when :meth:`compress` is given none
-            (default :data:`~medvae.models.variable_rate.DEFAULT_QUALITY`).
+            (default :data:`~medvae.models.variable_rate.DEFAULT_QUALITY`, or the top level of
+            a model with fewer levels).
 
     Coding runs in the exact arithmetic of :mod:`medvae.exact`: the bytes written and
     the pixels decoded are the same on every CPU, at any torch thread count, and on
@@ -108,7 +109,7 @@ class Codec:
         self.residual = residual
         #: A variable-rate model (``medvae-vr``) codes any quality in :attr:`quality_range`.
         self.variable_rate = hasattr(model, "gain")
-        self.default_quality = DEFAULT_QUALITY if quality is None else quality
+        self.default_quality = min(DEFAULT_QUALITY, model.levels) if quality is None and self.variable_rate else quality
         self._set_quality(quality)  # checks it
 
     @property

@@ -11,7 +11,7 @@ import yaml
 from medvae.errors import MedVAEError
 
 DEFAULTS: dict[str, Any] = {
-    "model": {"name": "medvae", "N": 128, "M": 192, "in_channels": 1},
+    "model": {"name": "medvae", "N": 128, "M": 192, "in_channels": 1, "lmbdas": None},  # lmbdas: levels of a variable-rate family (None: its own)
     "loss": {"lmbda": 0.0130, "distortion": "mse"},
     "data": {
         "manifest": None,  # a MANIFEST.csv (path, modality, patient, split, ...)

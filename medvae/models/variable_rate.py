@@ -28,7 +28,8 @@ LMBDAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.2, 5.0)
 #: (a quantization step ∝ 1/sqrt(λ)), so fine-tuning from weights trained at λ_ref starts
 #: near every level's operating point.
 REFERENCE_LMBDA = 0.3
-#: The quality outside training unless set (λ 0.3, the ladder's default q5).
+#: The quality outside training unless set (λ 0.3, the ladder's default q5; the top level
+#: of a model with fewer levels).
 DEFAULT_QUALITY = 5
 
 
@@ -63,7 +64,7 @@ class MedVAEVR(MedVAE):
         start = torch.tensor([math.sqrt(v / REFERENCE_LMBDA) for v in lmbdas])[:, None].expand(-1, M)
         self.gain = GainUnit(start)
         self.inverse_gain = GainUnit(1 / start)
-        self.quality = DEFAULT_QUALITY
+        self.quality = min(DEFAULT_QUALITY, self.levels)
 
     @property
     def levels(self) -> int:

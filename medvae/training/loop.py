@@ -149,7 +149,8 @@ def _setup(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
     resume = _resolve_resume(out_dir, resume)
     seed = int(tcfg["seed"])
     _seed_everything(seed + runtime.rank)
-    model = create(mcfg["name"], N=mcfg["N"], M=mcfg["M"], in_channels=mcfg["in_channels"])
+    levels = {} if mcfg["lmbdas"] is None else {"lmbdas": mcfg["lmbdas"]}
+    model = create(mcfg["name"], N=mcfg["N"], M=mcfg["M"], in_channels=mcfg["in_channels"], **levels)
     if tcfg["init_from"] and resume is None:
         initialize_from(model, load_model(tcfg["init_from"]))
         if runtime.is_main:

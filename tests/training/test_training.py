@@ -114,3 +114,15 @@ def test_patient_balanced_training_runs_and_a_wrong_balance_is_refused(tmp_path)
         train(tiny_config(tmp_path / "bad", "data.balance=volumes"), device="cpu")
     out = train(tiny_config(tmp_path / "balanced", "data.balance=patients", "train.iterations=4", "train.val_interval=4"), device="cpu")
     assert (out / "last.pt").is_file()
+
+
+def test_variable_rate_levels_come_from_the_config(tmp_path):
+    """``model.lmbdas`` trains a variable-rate family with those levels (the equal-budget runs use
+    two); a single-rate family refuses it."""
+    out = train(tiny_config(tmp_path / "vr", "model.name=medvae-vr", "model.lmbdas=[0.03,1.2]", "train.iterations=3",
+                            "train.val_interval=3"), device="cpu")
+    codec = medvae.load(out / "last.pt")
+    assert codec.model.config["lmbdas"] == [0.03, 1.2]
+    assert codec.quality_range == (1.0, 2.0)
+    with pytest.raises(TypeError, match="lmbdas"):
+        train(tiny_config(tmp_path / "single", "model.lmbdas=[0.03,1.2]", "train.iterations=3"), device="cpu")

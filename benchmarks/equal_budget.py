@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""One variable-rate model against separately trained models at an equal training budget, on two λ.
+
+The runs of ``benchmarks/train_equal_budget.sh``: from the same start (the shipped ``medvae`` q5),
+``medvae`` trained at λ 0.03 and at λ 1.2 for S steps each, and ``medvae-vr`` with exactly those
+two levels for 2·S steps (each sample draws a level, so each λ sees as many samples). On the
+corpus CT and MR test slices (real bytes, PSNR at the stored bit depth):
+
+* BD-rate of the variable-rate model (qualities 1 to 2 in quarters: λ 0.03 to λ 1.2) against the
+  two separate models' points, per image over its shared PSNR range (PCHIP), then averaged;
+* at each λ, the variable-rate model at that level against the separate model: mean bpp,
+  mean PSNR and mean R–D loss ``bpp + λ·255²·MSE`` (the training objective).
+
+    python benchmarks/equal_budget.py [--runs runs/equal-budget]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import medvae
+from medvae.errors import InputError
+from medvae.evaluation.bdrate import bd_rate_per_image
+from medvae.evaluation.datasets import load_images
+from medvae.evaluation.learned import Learned
+from medvae.evaluation.run import evaluate, write_csv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sections import publish_section  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
+LMBDAS = (0.03, 1.2)
+VR_QUALITIES = (1.0, 1.25, 1.5, 1.75, 2.0)
+
+
+def _training(run: Path) -> str:
+    import torch
+
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    return f"{state['step']} steps"
+
+
+def points(runs: Path) -> list[Learned]:
+    """The separate models (one point each) and the variable-rate sweep, under the curve names
+    ``separate`` and ``variable-rate``."""
+    separate = [Learned(medvae.load(runs / f"medvae-l{lmbda}" / "last.pt"), "separate", f"l{lmbda}") for lmbda in LMBDAS]
+    vr = medvae.load(runs / "medvae-vr" / "last.pt")
+    if tuple(vr.model.config["lmbdas"]) != LMBDAS:
+        raise InputError(f"{runs}/medvae-vr has levels {vr.model.config['lmbdas']}, expected {LMBDAS}")
+    return separate + [Learned(vr, "variable-rate", f"q{q:g}", quality=q) for q in VR_QUALITIES]
+
+
+def _rd_loss(row: dict[str, Any], lmbda: float) -> float:
+    """``bpp + λ·255²·MSE`` with the MSE on the image scaled to [0, 1] by its stored bit depth."""
+    mse = 10 ** (-float(row["psnr"]) / 10)  # PSNR at the stored bit depth: MSE / peak²
+    return float(row["bpp"]) + lmbda * 255**2 * mse
+
+
+def level_lines(rows: list[dict[str, Any]], modality: str) -> list[str]:
+    """Per λ: separate against the variable-rate model at that level (means over images)."""
+    lines = []
+    for level, lmbda in enumerate(LMBDAS, start=1):
+        pair = {"separate": f"l{lmbda}", "variable-rate": f"q{level:g}"}
+        stats = {}
+        for codec, point in pair.items():
+            mine = [r for r in rows if r["codec"] == codec and r["point"] == point and not r["error"]]
+            stats[codec] = [np.mean([float(r["bpp"]) for r in mine]), np.mean([float(r["psnr"]) for r in mine]),
+                            np.mean([_rd_loss(r, lmbda) for r in mine])]
+        (sb, sp, sl), (vb, vp, vl) = stats["separate"], stats["variable-rate"]
+        lines.append(f"| {modality} | {lmbda} | {sb:.3f} / {sp:.2f} / {sl:.4f} | {vb:.3f} / {vp:.2f} / {vl:.4f} | "
+                     f"{100 * (vl / sl - 1):+.1f} % |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=REPO / "runs/equal-budget")
+    parser.add_argument("--data", type=Path, default=MANIFEST)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks")
+    args = parser.parse_args(argv)
+    codecs = points(args.runs)
+    bd, levels, rows = [], [], []
+    for modality in ("CT", "MR"):
+        images = load_images([args.data], "test", modality=modality)
+        if not images:
+            continue
+        mine = evaluate(images, codecs, meta={"split": "test", "modality": modality}, progress=True).rows
+        rows += mine
+        try:
+            mean, used, skipped = bd_rate_per_image(mine, "separate", "variable-rate", "psnr", "pchip")
+            bd.append(f"| {modality} | {len(images)} | {mean:+.1f} % ({used} of {used + skipped}) |")
+        except InputError as exc:
+            bd.append(f"| {modality} | {len(images)} | {exc} |")
+        levels += level_lines(mine, modality)
+    write_csv(rows, args.out / "results" / "equal_budget.csv")
+    budget = ", ".join(f"`{run}` {_training(args.runs / run)}" for run in ("medvae-l0.03", "medvae-l1.2", "medvae-vr"))
+    lines = [
+        "## Variable rate against separate models at an equal training budget (`python benchmarks/equal_budget.py`)",
+        "",
+        "From the same start (the shipped `medvae` q5) and recipe (`benchmarks/train_equal_budget.sh`: corpus CT+MR "
+        f"train split, 128² crops, batch 8, Adam 1e-4, bf16): {budget}. The variable-rate model has the two levels "
+        f"λ {LMBDAS[0]} and {LMBDAS[1]}, so each λ saw as many training samples as its separate model. Corpus test "
+        "split, real bytes, PSNR at the stored bit depth; negative = fewer bits than the separate models.",
+        "",
+        "BD-rate of the variable-rate model (qualities 1–2 in quarters) against the two separate models' points, per "
+        "image over its shared PSNR range (PCHIP), then averaged:",
+        "",
+        "| modality | images | BD-rate |",
+        "|---|---|---|",
+        *bd,
+        "",
+        "At each λ (means over images; R–D loss = bpp + λ·255²·MSE at the stored bit depth, the form of the training objective, at a different intensity scale):",
+        "",
+        "| modality | λ | separate bpp / PSNR / loss | variable-rate bpp / PSNR / loss | loss change |",
+        "|---|---|---|---|---|",
+        *levels,
+    ]
+    return publish_section("equal_budget", lines, args.out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
