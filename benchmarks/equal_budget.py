@@ -69,7 +69,7 @@ def level_lines(rows: list[dict[str, Any]], modality: str) -> list[str]:
         pair = {"separate": f"l{lmbda}", "variable-rate": f"q{level:g}"}
         stats = {}
         for codec, point in pair.items():
-            mine = [r for r in rows if r["codec"] == codec and r["point"] == point and not r["error"]]
+            mine = [r for r in rows if r["codec"] == codec and r["value"] == point and not r["error"]]
             stats[codec] = [np.mean([float(r["bpp"]) for r in mine]), np.mean([float(r["psnr"]) for r in mine]),
                             np.mean([_rd_loss(r, lmbda) for r in mine])]
         (sb, sp, sl), (vb, vp, vl) = stats["separate"], stats["variable-rate"]

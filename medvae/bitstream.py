@@ -4,8 +4,8 @@ Layout (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"MVAE"
-    4       1     format version (3; 4 with a residual layer; 5 from a variable-rate model;
-                  1 and 2 are still read)
+    4       1     format version (3; 4 with a residual layer; 6 from a variable-rate model;
+                  1, 2 and 5 are still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
     6       1     bits stored (0 = not known)
     7       1     length n of the model name
@@ -18,7 +18,7 @@ Layout (all integers little-endian)::
     ...     2     number of strings G (u16; formats 1 and 2: 1 byte)
     ...     4     formats 2–5: CRC-32 of the decoded pixels (the encoder's own exact
                   reconstruction, little-endian bytes); the decoder checks its result
-    ...     2+2   format 5 only: the quality the variable-rate model coded at (u16, in
+    ...     2+2   formats 5, 6: the quality the variable-rate model coded at (u16, in
                   1/256: :mod:`medvae.models.gain`), and the PSNR the encoder measured
                   (u16, in 1/100 dB at the bits stored; 65535 = identical pixels)
     ...           G × (u32 length, bytes): format 3: each entropy-coded latent (y, then
@@ -65,15 +65,18 @@ RESIDUAL_VERSION = 4
 #: Largest image side a container may claim (DICOM Rows and Columns are 16-bit).
 MAX_SIDE = 65535
 #: The format of files from a variable-rate model (format 3 with its quality and achieved PSNR).
-VARIABLE_RATE_VERSION = 5
+VARIABLE_RATE_VERSION = 6
+#: Variable-rate files of the release before: the same layout, but a quality between two levels
+#: mixed their gains linearly (:mod:`medvae.models.gain`), so decoding mixes them so too.
+LINEAR_MIX_VERSION = 5
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
-_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H")}  # strings
+_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H")}  # strings
 _VARIABLE_RATE = struct.Struct("<HH")  # quality in 1/256, PSNR in 1/100 dB
-#: Largest PSNR format 5 records (in 1/100 dB); the next value means identical pixels.
+#: Largest PSNR formats 5 and 6 record (in 1/100 dB); the next value means identical pixels.
 _PSNR_LIMIT = 65534
 _RESIDUAL = struct.Struct("<H8sH")  # error bound, residual model fingerprint, number of residual strings
 _CRC = struct.Struct("<I")  # also the pixel CRC of format 2
@@ -211,7 +214,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
     (n_groups,) = count.unpack(r.take(count.size, "number of strings"))
     crc_of_pixels = _CRC.unpack(r.take(4, "pixel checksum"))[0] if version >= 2 else None
     quality = psnr = None
-    if version == VARIABLE_RATE_VERSION:
+    if version in (LINEAR_MIX_VERSION, VARIABLE_RATE_VERSION):
         units, centi_db = _VARIABLE_RATE.unpack(r.take(_VARIABLE_RATE.size, "quality and PSNR"))
         quality, psnr = units / 256, float("inf") if centi_db > _PSNR_LIMIT else centi_db / 100
     strings = []

@@ -118,15 +118,17 @@ class Codec:
         them); None for weights trained for one rate."""
         return (1.0, float(self.model.levels)) if self.variable_rate else None
 
-    def _set_quality(self, quality: float | None) -> float | None:
+    def _set_quality(self, quality: float | None, geometric: bool = True) -> float | None:
         """Make the model and its exact twin code at ``quality`` (a variable-rate model's
-        default when None); returns the quality set, None for single-rate weights."""
+        default when None), mixing the gains of two levels geometrically (linearly for
+        format-5 files); returns the quality set, None for single-rate weights."""
         if not self.variable_rate:
             if quality is not None:
                 raise InputError(f"quality= is for variable-rate models (medvae-vr); these {self.name} weights code one rate")
             return None
         self.model.quality = self.default_quality if quality is None else quality  # checks the range
-        self.twin.gain.units = self.twin.inverse_gain.units = self.model.gain.units
+        for unit in (self.model.gain, self.model.inverse_gain, self.twin.gain, self.twin.inverse_gain):
+            unit.units, unit.geometric = self.model.gain.units, geometric
         self.lmbda = self.model.lmbda_at(self.model.quality)
         return self.model.quality
 
@@ -362,7 +364,7 @@ class Codec:
             raise BitstreamError(f"corrupted bitstream: a format-{header.version} file cannot come from {self.name} weights")
         if self.variable_rate:
             try:
-                self._set_quality(header.quality)
+                self._set_quality(header.quality, geometric=header.version != bitstream.LINEAR_MIX_VERSION)
             except InputError:
                 raise BitstreamError(f"corrupted bitstream: quality {header.quality} is outside {self.quality_range}") from None
 

@@ -14,6 +14,7 @@ value is the same exact sum whatever the split, so banding changes nothing.
 
 from __future__ import annotations
 
+import decimal
 import math
 from collections.abc import Iterator
 from typing import Callable
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from medvae.exact.fixed import (
     ACTIVATION_BITS, DTYPE, Fixed, Stored, integer_bias, integer_weights, map_rows_, pow2, saturate, scale_round_, weight_shifts,
 )
-from medvae.models.gain import GainUnit, mix
+from medvae.models.gain import QUALITY_UNITS, GainUnit, mix
 from medvae.models.context import CheckerboardContext, MeanScaleHead
 from medvae.models.hyperprior import _HyperSynthesisWithSkip
 from medvae.models.layers import LatentFusion
@@ -267,14 +268,35 @@ class ExactLeakyReLU(ExactModule):
         return Fixed(torch.where(x.value < 0, negative, x.value), x.frac)
 
 
+def geometric_mix(low: Tensor, high: Tensor, k: int) -> Tensor:
+    """``M / 256`` per channel, ``M`` the integer nearest ``256 · low^((256 − k)/256) · high^(k/256)``
+    for positive integer vectors ``low``, ``high`` (the exact twin's gain mix).
+
+    Exactness: ``decimal`` computes ``ln`` and ``exp`` correctly rounded (round-half-even) at
+    the context's precision, and its products and quotients likewise, in software (libmpdec),
+    so ``M`` is a function of the integers and ``k`` alone, never of a platform's ``libm``.
+    With 40 digits the result is accurate to about 10^-30 relative, far below the 0.5 that
+    rounding to ``M`` can feel except on exact ties, which the same arithmetic breaks the same
+    way everywhere. ``M`` lies between ``256·low`` and ``256·high``, so the bounds of the
+    linear mix (an integer below 2^29, exact in float64) hold for it too.
+    """
+    fraction = decimal.Decimal(k) / QUALITY_UNITS
+    with decimal.localcontext(decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)):
+        logs = [((1 - fraction) * decimal.Decimal(int(a)).ln() + fraction * decimal.Decimal(int(b)).ln())
+                for a, b in zip(low.tolist(), high.tolist())]
+        values = [int((log.exp() * QUALITY_UNITS).to_integral_value(decimal.ROUND_HALF_EVEN)) for log in logs]
+    return torch.tensor(values, dtype=DTYPE, device=low.device) / QUALITY_UNITS
+
+
 class ExactGain(ExactModule):
     """Per-channel scaling by a gain unit's vector at a quality (:mod:`medvae.models.gain`).
 
     Exactness: the gains are integers ``G = round(g · 2^GAIN_BITS)`` below 2^21 and the
-    quality's mix (:func:`medvae.models.gain.mix`) is ``M / 256`` with ``M = (256 − k)·G_i +
-    k·G_{i+1}`` an integer below 2^29, exact in float64; its product with an activation
-    (below 2^24) is an integer below 2^53 times 2^-8, exact too; scaling it by a power of two
-    is exact and the one rounding to ``out_frac`` is IEEE round-half-even. The vector is
+    quality's mix is ``M / 256`` with ``M`` an integer below 2^29, exact in float64: the
+    geometric mix of :func:`geometric_mix`, or for format-5 files (:attr:`geometric` False)
+    the linear ``M = (256 − k)·G_i + k·G_{i+1}``. Its product with an activation (below
+    2^24) is an integer below 2^53 times 2^-8, exact too; scaling it by a power of two is
+    exact and the one rounding to ``out_frac`` is IEEE round-half-even. The vector is
     therefore a function of the weights and the file's quality alone.
     """
 
@@ -289,10 +311,19 @@ class ExactGain(ExactModule):
         self.out_frac = int(out_frac)
         #: The quality in 1/256 (:data:`medvae.models.gain.QUALITY_UNITS`); the coder sets it.
         self.units = int(units)
+        #: Mix geometrically between levels (False: linearly, as format-5 files did).
+        self.geometric = True
+        self._mixes: dict[tuple[int, str], Tensor] = {}  # geometric mixes by (units, device type)
 
     def vector(self) -> Tensor:
         """The gains at :attr:`units`, in units of ``2^-GAIN_BITS`` (exact: integers over 256)."""
-        return mix(self.integers, self.units)
+        i, k = divmod(self.units - QUALITY_UNITS, QUALITY_UNITS)
+        if k == 0 or not self.geometric:
+            return mix(self.integers, self.units, geometric=False)
+        key = (self.units, self.integers.device.type)
+        if key not in self._mixes:
+            self._mixes[key] = geometric_mix(self.integers[i].cpu(), self.integers[i + 1].cpu(), k).to(self.integers.device)
+        return self._mixes[key]
 
     def forward(self, x: Fixed | Stored) -> Fixed | Stored:
         mixed, unit = self.vector()[None, :, None, None], pow2(self.out_frac - x.frac - self.GAIN_BITS)

@@ -82,7 +82,7 @@ class MedVAEVR(MedVAE):
     def lmbda_at(self, quality: float) -> float:
         """λ a quality aims at (geometric mix between levels; for logs and refinement)."""
         logs = torch.tensor(self.config["lmbdas"], dtype=torch.float64).log()[:, None]
-        return float(mix(logs, quality_units(quality, self.levels)).exp())
+        return float(mix(logs, quality_units(quality, self.levels), geometric=False).exp())
 
     def analyze(self, x: Tensor) -> list[Tensor]:
         y = self.gain(self.g_a(x))
