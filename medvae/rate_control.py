@@ -36,8 +36,9 @@ from medvae.errors import InputError
 
 #: Steps of a variable-rate model's quality that rate control tries (bisection: about 9 codings).
 QUALITY_GRID = 1 / 64
-#: Error bounds near-lossless coding tries, largest (lowest rate) first.
-ERROR_BOUNDS = (96, 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1, 0)
+#: Error bounds near-lossless coding tries, largest (lowest rate) first: every integer, so that
+#: bisection (about 8 codings) lands on the neighbouring bound of the target, not a coarse grid's.
+ERROR_BOUNDS = tuple(range(128, -1, -1))
 
 
 @dataclass(frozen=True)
