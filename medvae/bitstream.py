@@ -16,7 +16,7 @@ Layout (all integers little-endian)::
     ...     4+4   intensity mapping lo, hi (i32): lo maps to 0.0 and hi to 1.0
     ...     2+2   latent shape handed to ``model.decompress`` (u16)
     ...     2     number of strings G (u16; formats 1 and 2: 1 byte)
-    ...     4     formats 2–5: CRC-32 of the decoded pixels (the encoder's own exact
+    ...     4     formats 2–6: CRC-32 of the decoded pixels (the encoder's own exact
                   reconstruction, little-endian bytes); the decoder checks its result
     ...     2+2   formats 5, 6: the quality the variable-rate model coded at (u16, in
                   1/256: :mod:`medvae.models.gain`), and the PSNR the encoder measured

@@ -27,7 +27,6 @@ from medvae.exact.image import NormalizedImage, pixel_rows, pixels
 from medvae.exceptions import Exceptions
 from medvae.exceptions import find as find_exceptions
 from medvae.intensity import check_image, default_value_range, denormalize
-from medvae.models.variable_rate import DEFAULT_QUALITY
 from medvae.refine import check_refinement, refine_latents
 from medvae.residual.coder import check_max_error
 from medvae.residual.weights import Residual, load_residual
@@ -109,7 +108,7 @@ class Codec:
         self.residual = residual
         #: A variable-rate model (``medvae-vr``) codes any quality in :attr:`quality_range`.
         self.variable_rate = hasattr(model, "gain")
-        self.default_quality = min(DEFAULT_QUALITY, model.levels) if quality is None and self.variable_rate else quality
+        self.default_quality = model.default_quality if quality is None and self.variable_rate else quality
         self._set_quality(quality)  # checks it
 
     @property

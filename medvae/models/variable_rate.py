@@ -64,11 +64,16 @@ class MedVAEVR(MedVAE):
         start = torch.tensor([math.sqrt(v / REFERENCE_LMBDA) for v in lmbdas])[:, None].expand(-1, M)
         self.gain = GainUnit(start)
         self.inverse_gain = GainUnit(1 / start)
-        self.quality = min(DEFAULT_QUALITY, self.levels)
+        self.quality = self.default_quality
 
     @property
     def levels(self) -> int:
         return len(self.config["lmbdas"])
+
+    @property
+    def default_quality(self) -> int:
+        """:data:`DEFAULT_QUALITY`, or the top level of a model with fewer levels."""
+        return min(DEFAULT_QUALITY, self.levels)
 
     @property
     def quality(self) -> float:
