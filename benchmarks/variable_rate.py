@@ -47,15 +47,16 @@ REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
 SPEC = ["medvae-vr", "medvae", "medvae-residual=16,8,4,2,1", "jpeg2000=0.05,0.1,0.2,0.35,0.5,0.75,1,1.25,1.5,2,2.5,3,3.5"]
 #: The curve of MedVAE above its lossy reach: the variable-rate model, then near-lossless coding.
-COMBINED = "medvae-vr + near-lossless"
+COMBINED = "medvae-vr + near-lossless"  # as _in_band names it
 BANDS = ((0.05, 1.0), (1.0, 3.0))
 TARGETS = ("ratio=40", "ratio=20", "ratio=10", "bpp=0.1", "bpp=0.5", "bpp=1", "bpp=2", "psnr=45", "psnr=50", "psnr=55", "psnr=60")
 
 
-def _in_band(rows: list[dict[str, Any]], lo: float, hi: float) -> list[dict[str, Any]]:
-    """The lossy rows whose rate lies in [lo, hi] bpp, near-lossless points also as the combined curve."""
+def _in_band(rows: list[dict[str, Any]], lo: float, hi: float, lossy: str = "medvae-vr") -> list[dict[str, Any]]:
+    """The lossy rows whose rate lies in [lo, hi] bpp; ``lossy``'s and the near-lossless points
+    also as their combined curve, ``"<lossy> + near-lossless"``."""
     band = [r for r in rows if lo <= float(r["bpp"]) <= hi and not r["error"] and not r.get("lossless")]
-    combined = [dict(r, codec=COMBINED) for r in band if r["codec"] in ("medvae-vr", "medvae-residual")]
+    combined = [dict(r, codec=f"{lossy} + near-lossless") for r in band if r["codec"] in (lossy, "medvae-residual")]
     return band + combined
 
 

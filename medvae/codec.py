@@ -28,7 +28,7 @@ from medvae.exceptions import Exceptions
 from medvae.exceptions import find as find_exceptions
 from medvae.intensity import check_image, default_value_range, denormalize
 from medvae.refine import check_refinement, refine_latents
-from medvae.residual.coder import check_max_error
+from medvae.residual.coder import check_max_error, pass_bounds
 from medvae.residual.weights import Residual, load_residual
 
 #: Torch threads of the format-1 float decoder. Its entropy decoder depends on float
@@ -216,6 +216,7 @@ class Codec:
         max_error: int | None = None,
         iterations: int | None = None,
         quality: float | None = None,
+        tighter_passes: int = 0,
     ) -> bytes:
         """Encode a 2-D uint8/uint16/int16 image to a self-describing ``.mvae`` container.
 
@@ -238,6 +239,9 @@ class Codec:
             max_error: add a residual layer (:mod:`medvae.residual`) so that every decoded
                 pixel is within ``max_error`` of the input: 0 is lossless (the decoded
                 integers equal the input), τ ≥ 1 near-lossless. None: the lossy base alone.
+            tighter_passes: near-lossless only: code the first 1 to 3 of the residual layer's
+                four passes with the bound ``max_error − 1`` (a rate between those of the two
+                bounds; rate control's fine steps). The file declares ``max_error``.
             iterations: for a progressive model (``rnn-conv``), how many iterations to code
                 (1 to its ``max_iterations``, the default); each adds bits and fidelity.
             quality: for a variable-rate model (``medvae-vr``), any number in
@@ -252,11 +256,14 @@ class Codec:
             raise InputError("latent refinement is for the VAE families; rnn-conv codes binary iterations")
         image = check_image(image)
         residual = self._check_residual(max_error)
+        if tighter_passes and residual is None:
+            raise InputError("tighter_passes is for near-lossless coding (max_error >= 1)")
+        pass_bounds(max_error or 0, tighter_passes)  # checks it before the base is coded
         self._set_quality(quality)
         encoded = self._encode(
             image, value_range, refine_steps, lmbda, padding_value, keep_pixels=residual is not None, iterations=iterations
         )
-        return self._container(image, encoded, bits_stored, metadata, max_error, residual)
+        return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes)
 
     def compress_progressive(
         self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", padding_value: int | None = None,
@@ -272,12 +279,12 @@ class Codec:
 
     def _container(
         self, image: np.ndarray, encoded: _Encoded, bits_stored: int, metadata: bytes, max_error: int | None = None,
-        residual: Residual | None = None,
+        residual: Residual | None = None, tighter_passes: int = 0,
     ) -> bytes:
         """The ``.mvae`` bytes of an encoding (and its residual layer, with ``max_error``)."""
         strings, exceptions, crc, residual_strings = encoded.strings, encoded.exceptions, encoded.pixels_crc, ()
         if residual is not None:
-            residual_strings, final = residual.coder.encode(image, encoded.decoded, encoded.value_range, max_error)
+            residual_strings, final = residual.coder.encode(image, encoded.decoded, encoded.value_range, max_error, tighter_passes)
             crc = bitstream.pixels_crc(final)
         header = bitstream.Header(
             model=self.name,
@@ -290,6 +297,7 @@ class Codec:
             pixels_crc=crc,
             exceptions=exceptions.pack() if exceptions else b"",
             max_error=max_error,
+            tighter_passes=tighter_passes,
             residual_fingerprint=residual.fingerprint if residual is not None else "",
             residual_strings=tuple(residual_strings),
         )
@@ -375,7 +383,9 @@ class Codec:
                 f"bitstream needs residual model {header.residual_fingerprint}; this codec has {have}"
             )
         try:
-            return self.residual.coder.decode(list(header.residual_strings), base, header.value_range, header.max_error)
+            return self.residual.coder.decode(
+                list(header.residual_strings), base, header.value_range, header.max_error, header.tighter_passes
+            )
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"residual decoding failed: {exc}") from None
 

@@ -3,8 +3,9 @@
 A radiology user asks for "10:1" or "at least 50 dB", not for a quality number. The search
 runs over a :class:`Ladder`: the lossy settings (lowest rate first: a variable-rate model's
 continuous quality on a grid of :data:`QUALITY_GRID`, or the qualities of separately trained
-weights) and, when a codec comes with a residual model, near-lossless coding at error
-bounds τ (the largest first). Each candidate is really coded and decoded again, so what is
+weights) and, when a codec comes with a residual model, near-lossless coding at every error
+bound τ (the largest first), each also with its first residual passes at τ − 1 for the rates
+in between (:data:`NEAR_LOSSLESS`). Each candidate is really coded and decoded again, so what is
 reported is what the file gives.
 
 * ``psnr=P``: the smallest file whose PSNR is at least ``P``. Lossless coding meets any
@@ -36,9 +37,12 @@ from medvae.errors import InputError
 
 #: Steps of a variable-rate model's quality that rate control tries (bisection: about 9 codings).
 QUALITY_GRID = 1 / 64
-#: Error bounds near-lossless coding tries, largest (lowest rate) first: every integer, so that
-#: bisection (about 8 codings) lands on the neighbouring bound of the target, not a coarse grid's.
+#: Error bounds near-lossless coding tries, largest (lowest rate) first: every integer.
 ERROR_BOUNDS = tuple(range(128, -1, -1))
+#: Near-lossless candidates (τ, j), lowest rate first: each bound τ ≥ 1, then with its first j
+#: residual passes at τ − 1 (j = 1, 2, 3: rates between τ's and τ − 1's), and lossless last.
+#: Bisection codes about 10 of these 513, and lands within a quarter of one bound's step.
+NEAR_LOSSLESS = tuple((t, j) for t in ERROR_BOUNDS[:-1] for j in range(4)) + ((0, 0),)
 
 
 @dataclass(frozen=True)
@@ -119,8 +123,8 @@ def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_store
     :meth:`medvae.Codec.compress` (metadata, padding value ...)."""
     bits = metrics.stored_bits(bits_stored, image.dtype)
 
-    def measure(setting: str, codec: Codec, max_error: int | None, quality: float | None = None) -> Choice:
-        data = codec.compress(image, bits_stored=bits_stored, max_error=max_error, quality=quality, **kwargs)
+    def measure(setting: str, codec: Codec, max_error: int | None, quality: float | None = None, tighter: int = 0) -> Choice:
+        data = codec.compress(image, bits_stored=bits_stored, max_error=max_error, quality=quality, tighter_passes=tighter, **kwargs)
         decoded = codec.decompress(data)  # the file's own figures, its checksum verified
         return Choice(data, setting, metrics.bpp(len(data), image.shape), metrics.compression_ratio(len(data), image.shape, bits),
                       metrics.psnr(image, decoded, bits))
@@ -128,7 +132,8 @@ def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_store
     # Each candidate is coded at most once (functools.cache), however often it is asked for.
     lossy = [functools.cache(lambda s=s, c=c, q=q: measure(s, c, None, q)) for s, c, q in ladder.lossy_settings()]
     near = [] if ladder.near_lossless is None else [
-        functools.cache(lambda t=t: measure(f"max error {t}", ladder.near_lossless, t)) for t in ERROR_BOUNDS
+        functools.cache(lambda t=t, j=j: measure(near_lossless_setting(t, j), ladder.near_lossless, t, tighter=j))
+        for t, j in NEAR_LOSSLESS
     ]
     if target.psnr is not None:
         meets = lambda c: c.psnr >= target.psnr  # noqa: E731
@@ -150,6 +155,13 @@ def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_store
             f"(ratio {smallest.ratio:.1f}:1, {smallest.setting})"
         )
     return max(found, key=lambda c: (c.psnr, -len(c.data)))
+
+
+def near_lossless_setting(max_error: int, tighter_passes: int = 0) -> str:
+    """How a near-lossless candidate is reported: ``"max error 5"``, or with passes at τ − 1
+    ``"max error 5 (2 of 4 passes at 4)"``."""
+    tighter = f" ({tighter_passes} of 4 passes at {max_error - 1})" if tighter_passes else ""
+    return f"max error {max_error}{tighter}"
 
 
 def _first(candidates: Sequence[Callable[[], Choice]], ok: Callable[[Choice], bool]) -> Choice | None:

@@ -10,7 +10,7 @@ import medvae
 from medvae import metrics
 from medvae.cli import main
 from medvae.errors import InputError
-from medvae.rate_control import ERROR_BOUNDS, Ladder, Target, compress_to
+from medvae.rate_control import NEAR_LOSSLESS, Ladder, Target, compress_to, near_lossless_setting
 
 BITS = 12
 
@@ -31,8 +31,8 @@ def ladder() -> Ladder:
     return Ladder.shipped("medvae")
 
 
-def _coded(image, codec, max_error=None):
-    data = codec.compress(image, bits_stored=BITS, max_error=max_error)
+def _coded(image, codec, max_error=None, tighter_passes=0):
+    data = codec.compress(image, bits_stored=BITS, max_error=max_error, tighter_passes=tighter_passes)
     return len(data), metrics.psnr(image, codec.decompress(data), BITS)
 
 
@@ -55,12 +55,13 @@ def test_a_psnr_target_gives_the_first_quality_that_meets_it(slice12, ladder):
 def test_beyond_the_lossy_range_near_lossless_takes_over_and_lossless_meets_any_target(slice12, ladder):
     best_lossy = max(_coded(slice12, codec)[1] for _, codec in ladder.lossy)
     choice = compress_to(slice12, Target(psnr=best_lossy + 6), ladder, bits_stored=BITS)
-    bound = int(choice.setting.split()[-1])
-    assert choice.setting.startswith("max error") and choice.psnr >= best_lossy + 6
+    header = medvae.read_header(choice.data)
+    bound, tighter = header.max_error, header.tighter_passes
+    assert choice.setting == near_lossless_setting(bound, tighter) and choice.psnr >= best_lossy + 6
     decoded = medvae.decompress(choice.data)
     assert np.abs(decoded.astype(int) - slice12).max() <= bound
-    looser = ERROR_BOUNDS[ERROR_BOUNDS.index(bound) - 1]  # the next larger bound misses the target
-    assert _coded(slice12, ladder.near_lossless, looser)[1] < best_lossy + 6
+    looser = NEAR_LOSSLESS[NEAR_LOSSLESS.index((bound, tighter)) - 1]  # the next candidate down misses the target
+    assert _coded(slice12, ladder.near_lossless, *looser)[1] < best_lossy + 6
     exact = compress_to(slice12, Target(psnr=500), ladder, bits_stored=BITS)
     assert exact.setting == "max error 0" and exact.psnr == float("inf")
     np.testing.assert_array_equal(medvae.decompress(exact.data), slice12)
@@ -70,7 +71,7 @@ def test_a_budget_gives_the_best_file_that_fits(slice12, ladder):
     sizes = [_coded(slice12, codec)[0] for _, codec in ladder.lossy]
     budget = 8 * (sizes[3] + 1) / slice12.size  # q4 fits, q5 does not
     choice = compress_to(slice12, Target(bpp=budget), ladder, bits_stored=BITS)
-    assert choice.bpp <= budget and choice.setting in ("q4",) + tuple(f"max error {t}" for t in ERROR_BOUNDS)
+    assert choice.bpp <= budget and choice.setting in ("q4",) + tuple(near_lossless_setting(*c) for c in NEAR_LOSSLESS)
     assert choice.psnr >= _coded(slice12, ladder.lossy[3][1])[1]
     ratio = compress_to(slice12, Target(ratio=8), ladder, bits_stored=BITS)
     assert ratio.ratio >= 8 and ratio.ratio == pytest.approx(slice12.size * BITS / 8 / len(ratio.data))

@@ -4,7 +4,9 @@ Given the base layer's reconstruction x̃ (exact, the same on every machine), th
 r = x − x̃ is coded in the four passes of :mod:`medvae.residual.model`. For each pixel the
 exact twin of the residual network gives an integer mean μ and a table index; the coder
 writes ``q = sign(e)·⌊(|e| + τ)/(2τ + 1)⌋`` of ``e = r − μ`` with that table, and every
-decoder rebuilds ``r̂ = μ + (2τ + 1)·q``.
+decoder rebuilds ``r̂ = μ + (2τ + 1)·q``. A file may code its first ``j`` passes (1 ≤ j ≤ 3)
+with the bound τ − 1 (``tighter_passes``): rates between those of τ and τ − 1, for rate
+control; every pixel is then within τ − 1 or τ, and the file declares τ.
 
 Why the bound holds everywhere: ``|e − (2τ + 1)q| ≤ τ`` for every integer ``e`` (q rounds
 e/(2τ + 1) to the nearest integer), so ``|x − (x̃ + r̂)| ≤ τ``, and clipping to the dtype's
@@ -74,14 +76,14 @@ class ResidualCoder:
 
     # --- parameters ----------------------------------------------------------------
     def _parameters(
-        self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], max_error: int,
+        self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], bound: int,
         phase: tuple[int, int],
     ) -> tuple[np.ndarray, np.ndarray]:
         """Integer means and table indexes of one pass's pixels, on the half-resolution grid."""
         lo, hi = value_range
         span = hi - lo
         # log2(scale) = network output + log2(hi − lo) − log2(2τ + 1): multiples of 2^-16, summed exactly
-        offset = (log2_fixed(span) - log2_fixed(2 * max_error + 1)) * pow2(-LOG2_FRAC)
+        offset = (log2_fixed(span) - log2_fixed(2 * bound + 1)) * pow2(-LOG2_FRAC)
         k = block_offset(phase)
         h, w = base.shape[0] // 2, base.shape[1] // 2
         mean, index = np.empty((h, w), np.int64), np.empty((h, w), np.int32)
@@ -95,30 +97,30 @@ class ResidualCoder:
 
     # --- coding ----------------------------------------------------------------------
     def encode(
-        self, image: np.ndarray, base: np.ndarray, value_range: tuple[int, int], max_error: int
+        self, image: np.ndarray, base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0
     ) -> tuple[list[bytes], np.ndarray]:
-        """rANS strings of the residual of ``image`` over ``base`` with bound ``max_error``, and
-        the image every decoder will get from them."""
-        check_max_error(max_error)
+        """rANS strings of the residual of ``image`` over ``base`` with bound ``max_error`` (the
+        first ``tighter_passes`` passes: ``max_error − 1``), and the image every decoder will get from them."""
+        bounds = pass_bounds(max_error, tighter_passes)
         strings: list[bytes] = []
         encoder = RansEncoder()
         cdfs, lengths, offsets = tables()
         residual = _even(np.subtract(image, base, dtype=np.int32))
 
-        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int]) -> np.ndarray:
+        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int) -> np.ndarray:
             rows, cols = _phase_size(image.shape, phase)
-            q = quantize(residual[phase[0] :: 2, phase[1] :: 2][:rows, :cols] - mean[:rows, :cols], max_error)
+            q = quantize(residual[phase[0] :: 2, phase[1] :: 2][:rows, :cols] - mean[:rows, :cols], bound)
             for flat_q, flat_index in _chunks(q, index[:rows, :cols]):
                 strings.append(encoder.encode_with_indexes(flat_q, flat_index, cdfs, lengths, offsets))
             return q
 
-        return strings, _add(base, self._passes(base, value_range, max_error, code))
+        return strings, _add(base, self._passes(base, value_range, bounds, code))
 
     def decode(
-        self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int
+        self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0
     ) -> np.ndarray:
         """The image :meth:`encode` coded: ``base`` plus the decoded residual, clipped to its dtype."""
-        check_max_error(max_error)
+        bounds = pass_bounds(max_error, tighter_passes)
         needed = sum(_chunk_count(_phase_size(base.shape, phase)) for phase in PHASES)
         if len(strings) != needed:
             raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where {needed} are needed")
@@ -126,7 +128,7 @@ class ResidualCoder:
         cdfs, lengths, offsets = tables()
         queue = iter(strings)
 
-        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int]) -> np.ndarray:
+        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int) -> np.ndarray:
             rows, cols = _phase_size(base.shape, phase)
             values = []
             for (flat_index,) in _chunks(index[:rows, :cols]):
@@ -134,23 +136,34 @@ class ResidualCoder:
                 values += decoder.decode_with_indexes(guarded(string, len(flat_index)), flat_index, cdfs, lengths, offsets)
             return np.asarray(values, np.int64).reshape(rows, cols)
 
-        return _add(base, self._passes(base, value_range, max_error, code))
+        return _add(base, self._passes(base, value_range, bounds, code))
 
-    def _passes(self, base: np.ndarray, value_range: tuple[int, int], max_error: int, code) -> np.ndarray:
-        """Run the four passes: parameters from what is decoded so far, then ``code`` (which
-        writes or reads the pass's quantized residuals). Returns the decoded residual (even-sized)."""
-        step = 2 * max_error + 1
+    def _passes(self, base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], code) -> np.ndarray:
+        """Run the four passes, pass ``p`` with error bound ``bounds[p]``: parameters from what is
+        decoded so far, then ``code`` (which writes or reads the pass's quantized residuals).
+        Returns the decoded residual (even-sized)."""
         padded = _even(base.astype(np.int32), edge=True)
         decoded = np.zeros(padded.shape, np.int32)
         known = np.zeros(padded.shape, bool)
-        for phase in PHASES:
-            mean, index = self._parameters(padded, decoded, known, value_range, max_error, phase)
-            q = code(mean, index, phase)
+        for phase, bound in zip(PHASES, bounds):
+            mean, index = self._parameters(padded, decoded, known, value_range, bound, phase)
+            q = code(mean, index, phase, bound)
             rows, cols = q.shape
-            values = np.clip(mean[:rows, :cols] + step * q, -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # int64, then exact in int32
+            values = np.clip(mean[:rows, :cols] + (2 * bound + 1) * q, -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # int64, then exact in int32
             decoded[phase[0] :: 2, phase[1] :: 2][:rows, :cols] = values
             known[phase[0] :: 2, phase[1] :: 2][:rows, :cols] = True
         return decoded
+
+
+def pass_bounds(max_error: int, tighter_passes: int = 0) -> tuple[int, ...]:
+    """The error bound of each of the four passes: ``max_error − 1`` for the first
+    ``tighter_passes`` (0 to 3; only with ``max_error ≥ 1``), ``max_error`` for the others."""
+    check_max_error(max_error)
+    if isinstance(tighter_passes, bool) or not isinstance(tighter_passes, (int, np.integer)) or not 0 <= tighter_passes < len(PHASES):
+        raise InputError(f"tighter_passes must be an integer in 0..{len(PHASES) - 1}, got {tighter_passes!r}")
+    if tighter_passes and max_error == 0:
+        raise InputError("tighter_passes needs max_error >= 1 (lossless has no tighter bound)")
+    return (max_error - 1,) * tighter_passes + (max_error,) * (len(PHASES) - tighter_passes)
 
 
 def check_max_error(max_error: int) -> None:

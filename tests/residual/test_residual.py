@@ -7,6 +7,7 @@ and the exactness must hold for any weights; the shipped model's rates are bench
 from __future__ import annotations
 
 import math
+import zlib
 from decimal import Decimal, getcontext
 
 import numpy as np
@@ -109,6 +110,33 @@ def test_a_larger_bound_needs_fewer_bytes(codec):
     image = _cases()["uint16"]
     sizes = [len(codec.compress(image, max_error=t)) for t in (0, 2, 8)]
     assert sizes[0] > sizes[1] > sizes[2]
+
+
+def test_tighter_passes_give_the_rates_between_two_bounds_and_keep_them(codec):
+    """``tighter_passes=j``: the first j passes keep τ − 1, the rest τ; the file is format 7,
+    declares τ, and its size lies between those of τ and τ − 1."""
+    image = _cases()["uint16"]
+    sizes, first_pass = [], (slice(0, None, 2), slice(0, None, 2))  # pass 1: the (0, 0) phase
+    for tau, j in ((3, 0), (3, 1), (3, 2), (3, 3), (2, 0)):
+        data = codec.compress(image, max_error=tau, tighter_passes=j)
+        header = bitstream.read_header(data)
+        assert (header.version, header.max_error, header.tighter_passes) == ((7 if j else 4), tau, j)
+        error = np.abs(codec.decompress(data).astype(np.int64) - image)
+        assert error.max() <= tau and (j == 0 or error[first_pass].max() <= tau - 1)
+        sizes.append(len(data))
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), sizes
+    for bad in ({"max_error": 0, "tighter_passes": 1}, {"max_error": 2, "tighter_passes": 4}, {"tighter_passes": 1},
+                {"max_error": 2, "tighter_passes": True}):
+        with pytest.raises(InputError, match="tighter_passes"):
+            codec.compress(image, **bad)
+    header, strings, meta = bitstream.unpack(codec.compress(image, max_error=3, tighter_passes=2))
+    forged = bytearray(bitstream.pack(header, strings, meta))
+    at = forged.index(bytes.fromhex(header.residual_fingerprint)) - 1  # the count sits before the fingerprint
+    assert forged[at] == 2
+    forged[at] = 9
+    forged[-4:] = zlib.crc32(bytes(forged[:-4])).to_bytes(4, "little")  # a valid container CRC
+    with pytest.raises(BitstreamError, match="passes tighter"):
+        codec.decompress(bytes(forged))
 
 
 def test_tiled_residual_network_equals_the_whole(codec, monkeypatch):
