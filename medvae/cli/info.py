@@ -51,7 +51,7 @@ def describe(path: Path) -> dict[str, Any]:
         "compression_ratio": metrics.compression_ratio(image_bytes, (h, w), header.bits_stored) if header.bits_stored else None,
         "source": None,
         "exceptions": None,
-        "mode": _mode(header.max_error),
+        "mode": _mode(header.max_error, header.tighter_passes),
         "max_error": header.max_error,
         "residual_bytes": sum(len(s) for s in header.residual_strings),
         "residual_fingerprint": header.residual_fingerprint or None,
@@ -95,11 +95,14 @@ def _psnr_floor(header) -> float | None:
     return psnr_from_mse(header.max_error**2, 2 ** stored_bits(header.bits_stored, header.dtype) - 1) if header.max_error else None
 
 
-def _mode(max_error: int | None) -> str:
+def _mode(max_error: int | None, tighter_passes: int = 0) -> str:
     """How the file bounds its error, in words."""
     if max_error is None:
         return "lossy"
-    return "lossless (decodes to the input exactly)" if max_error == 0 else f"near-lossless, max error {max_error} on every pixel"
+    if max_error == 0:
+        return "lossless (decodes to the input exactly)"
+    tighter = f" ({tighter_passes} of 4 residual passes within {max_error - 1})" if tighter_passes else ""
+    return f"near-lossless, max error {max_error} on every pixel{tighter}"
 
 
 def format_text(info: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ import torch
 import medvae
 import medvae.residual.coder as coder_module
 from medvae import bitstream
+from medvae.cli.info import describe
 from medvae.errors import BitstreamError, InputError
 from medvae.io.slices import manifest_slices
 from medvae.residual import tables
@@ -112,7 +113,7 @@ def test_a_larger_bound_needs_fewer_bytes(codec):
     assert sizes[0] > sizes[1] > sizes[2]
 
 
-def test_tighter_passes_give_the_rates_between_two_bounds_and_keep_them(codec):
+def test_tighter_passes_give_the_rates_between_two_bounds_and_keep_them(codec, tmp_path):
     """``tighter_passes=j``: the first j passes keep τ − 1, the rest τ; the file is format 7,
     declares τ, and its size lies between those of τ and τ − 1."""
     image = _cases()["uint16"]
@@ -129,7 +130,9 @@ def test_tighter_passes_give_the_rates_between_two_bounds_and_keep_them(codec):
                 {"max_error": 2, "tighter_passes": True}):
         with pytest.raises(InputError, match="tighter_passes"):
             codec.compress(image, **bad)
-    header, strings, meta = bitstream.unpack(codec.compress(image, max_error=3, tighter_passes=2))
+    (tmp_path / "t.mvae").write_bytes(codec.compress(image, max_error=3, tighter_passes=2))
+    assert describe(tmp_path / "t.mvae")["mode"] == "near-lossless, max error 3 on every pixel (2 of 4 residual passes within 2)"
+    header, strings, meta = bitstream.unpack((tmp_path / "t.mvae").read_bytes())
     forged = bytearray(bitstream.pack(header, strings, meta))
     at = forged.index(bytes.fromhex(header.residual_fingerprint)) - 1  # the count sits before the fingerprint
     assert forged[at] == 2
