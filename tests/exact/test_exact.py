@@ -49,7 +49,7 @@ WORKER = textwrap.dedent(
         data = open(item["file"], "rb").read()
         np.save(item["file"] + "." + sys.argv[3] + ".npy", codec.decompress(data))
         image = np.load(item["image"])
-        again = codec.compress(image, bits_stored=item["bits"], max_error=item.get("max_error"))
+        again = codec.compress(image, bits_stored=item["bits"], max_error=item.get("max_error"), tighter_passes=item["tighter_passes"])
         open(item["file"] + "." + sys.argv[3] + ".again", "wb").write(again)
     """
 )
@@ -69,7 +69,7 @@ def _image(shape=(96, 80), seed=0) -> np.ndarray:
 def coded_files(tmp_path_factory):
     """Files written here: every family, the progressive rnn-conv included (small untrained
     weights; the variable-rate one also at a quality between two levels), every shipped quality, and lossless and near-lossless files (shipped q1 base,
-    a small untrained residual model)."""
+    a small untrained residual model; one with two passes at the tighter bound, format 7)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
     sources = [(str(folder / f"{family}.pt"), None, family, None) for family in (*FAMILIES, "rnn-conv")]
@@ -78,6 +78,8 @@ def coded_files(tmp_path_factory):
     sources.append((str(folder / "medvae-vr.pt"), 3.75, "medvae-vr-q3.75", None))  # between two levels
     sources += [("medvae", q, f"shipped-q{q}", None) for q in zoo.qualities("medvae")]
     sources += [("medvae", 1, f"residual-max-error-{t}", t) for t in (0, 3)]
+    tighter = {"residual-max-error-3-tighter-2": 2}
+    sources += [("medvae", 1, "residual-max-error-3-tighter-2", 3)]
     residual_file = str(folder / "residual.pt")
     for weights, quality, label, max_error in sources:
         image = _image(seed=len(job))
@@ -87,12 +89,12 @@ def coded_files(tmp_path_factory):
             if not os.path.exists(residual_file):
                 save_residual(small_residual(codec, image), residual_file)
             codec.residual = load_residual(residual_file)
-        data = codec.compress(image, bits_stored=12, max_error=max_error)
+        data = codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter.get(label, 0))
         (folder / f"{label}.mvae").write_bytes(data)
         job.append({
             "weights": weights, "quality": quality, "file": str(folder / f"{label}.mvae"),
             "image": str(folder / f"{label}.npy"), "bits": 12, "label": label, "max_error": max_error,
-            "residual": residual_file if max_error is not None else None,
+            "residual": residual_file if max_error is not None else None, "tighter_passes": tighter.get(label, 0),
             "decoded": codec.decompress(data), "data": data,
         })
     (folder / "job.json").write_text(json.dumps([{k: v for k, v in item.items() if k not in ("decoded", "data")} for item in job]))
