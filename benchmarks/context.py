@@ -43,7 +43,7 @@ from medvae.evaluation.run import evaluate, summarize, table, write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sections import details, publish_section  # noqa: E402
-from variable_rate import TARGETS, _group, _highest, _in_band, control_lines  # noqa: E402
+from variable_rate import TARGETS, _group, _highest, _in_band, control_section  # noqa: E402
 from xray import _typed  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,17 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                     codecs=["medvae-ctx", "medvae-vr", "medvae", "jpeg2000", NO_FUSION], title=f"{group} test split ({n} images, mean curves)")
             plots.append(f"![{group}](results/context/rd_psnr_{group}.png)")
     summary = SimpleNamespace(rows=rows, summary=summarize(rows, codecs, {"split": "test"}, len(images)))
-    n = args.control_slices
-    control = (ct[:: max(1, len(ct) // n)][:n] + [i for i in images if i.modality == "MR"]) if n else []
-    control_text = [
-        f"Rate control over the default model (`medvae.compress(image, ratio=R)`, `medvae compress --ratio R`: "
-        f"`medvae-ctx`'s quality grid, then near-lossless coding on the ladder's default), on {len(control)} test "
-        "slices: ratio against the bits stored; PSNR at the bits stored. The contract: never above the asked bpp, "
-        "never below the asked ratio or PSNR.",
-        "",
-        *control_lines(control, args.targets.split(","), model="medvae-ctx"),
-        "",
-    ] if control else []
+    how = ("the default: `medvae.compress(image, ratio=R)`, `medvae compress --ratio R`; its quality grid, then "
+           "near-lossless coding on the ladder's default")
+    control_text = control_section(ct, images, args.control_slices, args.targets.split(","), "medvae-ctx", how)
     lines = [
         "## The context model `medvae-ctx` (`python benchmarks/context.py`)",
         "",

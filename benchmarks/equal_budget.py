@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.interpolate import PchipInterpolator
 
 import medvae
@@ -42,8 +43,6 @@ VR_QUALITIES = (1.0, 1.25, 1.5, 1.75, 2.0)
 
 
 def _training(run: Path) -> str:
-    import torch
-
     state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
     return f"{state['step']} steps"
 

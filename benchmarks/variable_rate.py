@@ -133,6 +133,21 @@ def control_lines(images: list, targets: list[str], model: str = "medvae-vr") ->
     return lines
 
 
+def control_section(ct: list, others: list, n: int, targets: list[str], model: str, how: str) -> list[str]:
+    """Rate control over ``model`` on ``n`` evenly taken CT slices and the MR ones, as report lines
+    (``how``: what the search runs over, in words); none when ``n`` is 0."""
+    control = ct[:: max(1, len(ct) // n)][:n] + [i for i in others if i.modality == "MR"] if n else []
+    if not control:
+        return []
+    return [
+        f"Rate control over `{model}` ({how}), on {len(control)} test slices: ratio against the bits stored; PSNR "
+        "at the bits stored. The contract: never above the asked bpp, never below the asked ratio or PSNR.",
+        "",
+        *control_lines(control, targets, model=model),
+        "",
+    ]
+
+
 def size_line() -> str:
     """The shipped weights' sizes."""
     files = sorted(zoo.WEIGHTS_DIR.glob("*.pt"))
@@ -178,18 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             rd_plot(summary, "psnr", out / "variable_rate" / f"rd_psnr_{group}", max_bpp=3.5,
                     codecs=["medvae-vr", "medvae", "medvae-residual", "jpeg2000"], title=f"{group} test split ({n} images, mean curves)")
             plots.append(f"![{group}](results/variable_rate/rd_psnr_{group}.png)")
-    n = args.control_slices
-    control = (ct[:: max(1, len(ct) // n)][:n] + [i for i in others if i.modality == "MR"]) if n else []
-    control_text = [
-        "Rate control over the variable-rate model (`medvae.compress(image, ratio=R, model=\"medvae-vr\")`, "
-        f"`medvae compress --model medvae-vr --ratio R`: its quality grid, then near-lossless coding), on "
-        f"{len(control)} test slices: ratio against the bits stored; PSNR at the bits stored. The contract: never "
-        "above the asked bpp, never below the asked ratio or PSNR.",
-        "",
-        *control_lines(control, args.targets.split(",")),
-    ] if control else [
+    how = "`medvae.compress(image, ratio=R, model=\"medvae-vr\")`: its quality grid, then near-lossless coding"
+    control_text = control_section(ct, others, args.control_slices, args.targets.split(","), "medvae-vr", how) or [
         "Rate control is measured over the default model (`medvae-ctx`) in the section of `benchmarks/context.py`; "
         "`--control-slices N` measures it over `medvae-vr` here.",
+        "",
     ]
     lines = [
         "## Variable rate, rate control and the two rate bands (`python benchmarks/variable_rate.py`)",
@@ -205,7 +213,6 @@ def main(argv: list[str] | None = None) -> int:
         *bd_lines(rows),
         "",
         *control_text,
-        "",
         size_line(),
         "",
         *details("Mean figures per rate point", table(result.summary, ("bpp", "psnr", "ms_ssim_db", "encode_s", "decode_s"))),

@@ -81,8 +81,9 @@ _COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H")
 _VARIABLE_RATE = struct.Struct("<HH")  # quality in 1/256, PSNR in 1/100 dB
 #: Largest PSNR formats 5 and 6 record (in 1/100 dB); the next value means identical pixels.
 _PSNR_LIMIT = 65534
-_RESIDUAL = struct.Struct("<H8sH")  # error bound, residual model fingerprint, number of residual strings
+_BOUND = struct.Struct("<H")  # the residual layer's error bound
 _TIGHTER = struct.Struct("<B")  # format 7: passes coded with the bound τ − 1
+_RESIDUAL = struct.Struct("<8sH")  # residual model fingerprint, number of residual strings
 _CRC = struct.Struct("<I")  # also the pixel CRC of format 2
 
 
@@ -177,9 +178,10 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
         parts += [struct.pack("<I", len(s)), s]
     parts += [struct.pack("<I", len(header.exceptions)), bytes(header.exceptions)]
     if residual:
-        fixed = _RESIDUAL.pack(header.max_error, bytes.fromhex(header.residual_fingerprint), len(header.residual_strings))
-        tighter = _TIGHTER.pack(header.tighter_passes) if header.tighter_passes else b""
-        parts.append(fixed[:2] + tighter + fixed[2:])
+        parts.append(_BOUND.pack(header.max_error))
+        if header.tighter_passes:
+            parts.append(_TIGHTER.pack(header.tighter_passes))
+        parts.append(_RESIDUAL.pack(bytes.fromhex(header.residual_fingerprint), len(header.residual_strings)))
         for s in header.residual_strings:
             parts += [struct.pack("<I", len(s)), s]
     parts += [struct.pack("<I", len(metadata)), bytes(metadata)]
@@ -239,10 +241,10 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         exceptions = r.take(exc_len, "exception block")
     max_error, residual_fp, residual_strings, tighter_passes = None, "", [], 0
     if version in (RESIDUAL_VERSION, TIGHTER_PASSES_VERSION):
-        bound = r.take(2, "residual layer header")
+        (max_error,) = _BOUND.unpack(r.take(_BOUND.size, "residual layer header"))
         if version == TIGHTER_PASSES_VERSION:
             (tighter_passes,) = _TIGHTER.unpack(r.take(_TIGHTER.size, "residual layer header"))
-        max_error, fp_bytes, n_residual = _RESIDUAL.unpack(bound + r.take(_RESIDUAL.size - 2, "residual layer header"))
+        fp_bytes, n_residual = _RESIDUAL.unpack(r.take(_RESIDUAL.size, "residual layer header"))
         if version == TIGHTER_PASSES_VERSION and not (1 <= tighter_passes <= 3 and max_error >= 1):
             raise BitstreamError(f"corrupted bitstream: {tighter_passes} passes tighter than max error {max_error}")
         residual_fp = fp_bytes.hex()

@@ -37,12 +37,13 @@ from medvae.errors import InputError
 
 #: Steps of a variable-rate model's quality that rate control tries (bisection: about 9 codings).
 QUALITY_GRID = 1 / 64
-#: Error bounds near-lossless coding tries, largest (lowest rate) first: every integer.
-ERROR_BOUNDS = tuple(range(128, -1, -1))
-#: Near-lossless candidates (τ, j), lowest rate first: each bound τ ≥ 1, then with its first j
-#: residual passes at τ − 1 (j = 1, 2, 3: rates between τ's and τ − 1's), and lossless last.
-#: Bisection codes about 10 of these 513, and lands within a quarter of one bound's step.
-NEAR_LOSSLESS = tuple((t, j) for t in ERROR_BOUNDS[:-1] for j in range(4)) + ((0, 0),)
+#: Largest error bound near-lossless rate control tries.
+LARGEST_BOUND = 128
+#: Near-lossless candidates (τ, j), lowest rate first: each bound τ from :data:`LARGEST_BOUND`
+#: down to 1, then with its first j residual passes at τ − 1 (j = 1, 2, 3: rates between τ's
+#: and τ − 1's), and lossless last. Bisection codes about 10 of these 513, and lands within
+#: a quarter of one bound's step.
+NEAR_LOSSLESS = tuple((t, j) for t in range(LARGEST_BOUND, 0, -1) for j in range(4)) + ((0, 0),)
 
 
 @dataclass(frozen=True)
