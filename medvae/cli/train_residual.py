@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on the CPU")
     parser.add_argument("--pairs", metavar="NPZ", help="cache of the base reconstructions (made if missing)")
     parser.add_argument("--init", metavar="FILE", help="start from this residual model")
+    parser.add_argument("--checkpoint", metavar="FILE",
+                        help="training state, written every 500 steps; an existing one is resumed")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     train, val = pairs_of("train"), pairs_of("val")
     start = load_residual(args.init).model if args.init else None
     model, log = train_residual(train, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, bf16=args.bf16,
-                                model=start, val=val)
+                                model=start, val=val, checkpoint=args.checkpoint)
     plan = calibrate_residual(model, [(p.image, p.base, p.value_range) for p in train[:: max(1, len(train) // 40)]])
     info = {
         "base": codec.name, "base_fingerprint": codec.fingerprint, "steps": args.steps, "batch": args.batch,

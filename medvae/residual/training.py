@@ -8,6 +8,7 @@ is an option, but for this small network it measured 10× slower than float32 he
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import torch
 from tqdm import tqdm
 
 from medvae.codec import Codec
+from medvae.errors import MedVAEError
+from medvae.io.files import atomic_path
 from medvae.io.slices import Slice
 from medvae.residual.model import ResidualModel, residual_bits, slice_tensors
 
@@ -92,17 +95,26 @@ def evaluate_bpp(model: ResidualModel, pairs: list[Pair]) -> float:
 def train_residual(
     pairs: list[Pair], *, steps: int, batch: int = 16, crop: int = 96, lr: float = 1e-3, bf16: bool = False,
     seed: int = 0, model: ResidualModel | None = None, val: list[Pair] | None = None, log_every: int = 500,
+    checkpoint: str | Path | None = None,
 ) -> tuple[ResidualModel, list[dict]]:
     """Adam on the mean residual bits per pixel; the learning rate falls tenfold for the last
-    fifth. Returns the model and a log (step, train bpp, validation bpp, seconds)."""
+    fifth. Returns the model and a log (step, train bpp, validation bpp, seconds).
+
+    With ``checkpoint``, the whole training state (model, optimizer, schedule, random
+    generators, log) is written there every ``log_every`` steps, and a run started with an
+    existing checkpoint continues from it: an interrupted run ends with the model an
+    uninterrupted one would have given."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = model or ResidualModel()
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(steps * 0.8)], 0.1)
-    log, start, running = [], time.time(), []
-    for step in tqdm(range(1, steps + 1), desc="residual model", unit="step"):
+    log, start, running, done = [], time.time(), [], 0
+    if checkpoint and Path(checkpoint).exists():
+        done, log = _restore(checkpoint, model, optimizer, scheduler, rng, steps)
+        start -= log[-1]["seconds"] if log else 0.0
+    for step in tqdm(range(done + 1, steps + 1), desc="residual model", unit="step", initial=done, total=steps):
         image, base, lo, hi = _batch(pairs, rng, batch, crop)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             bits = residual_bits(model, image, base, lo, hi)
@@ -112,7 +124,7 @@ def train_residual(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        running.append(float(loss))
+        running.append(float(loss.detach()))
         if step % log_every == 0 or step == steps:
             entry = {"step": step, "train_bpp": float(np.mean(running)), "seconds": round(time.time() - start, 1)}
             if val:
@@ -120,4 +132,33 @@ def train_residual(
             log.append(entry)
             tqdm.write(str(entry))
             running = []
+            if checkpoint:
+                _save_state(checkpoint, step, steps, model, optimizer, scheduler, rng, log)
     return model, log
+
+
+def _save_state(path, step, steps, model, optimizer, scheduler, rng, log) -> None:
+    state = {
+        "step": step, "steps": steps, "channels": model.channels, "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+        "numpy_rng": json.dumps(rng.bit_generator.state), "log": log,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _restore(path, model, optimizer, scheduler, rng, steps) -> tuple[int, list[dict]]:
+    """Load a training state written by :func:`_save_state` into the given objects; returns
+    the steps done and the log so far. Refuses a state of another run length or width."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["steps"] != steps or state["channels"] != model.channels:
+        raise MedVAEError(
+            f"{path}: a training state for {state['steps']} steps of a {state['channels']}-channel model, "
+            f"not {steps} steps of a {model.channels}-channel one; choose another checkpoint"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    rng.bit_generator.state = json.loads(state["numpy_rng"])
+    return state["step"], state["log"]

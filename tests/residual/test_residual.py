@@ -16,13 +16,15 @@ import torch
 
 import medvae
 import medvae.residual.coder as coder_module
+import medvae.residual.training as training_module
 from medvae import bitstream
 from medvae.cli.info import describe
-from medvae.errors import BitstreamError, InputError
+from medvae.errors import BitstreamError, InputError, MedVAEError
 from medvae.io.slices import manifest_slices
 from medvae.residual import tables
 from medvae.residual.coder import quantize
 from medvae.residual.model import ResidualModel, residual_bits
+from medvae.residual.training import Pair, train_residual
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
 from tests.conftest import CORPUS, small_residual
 
@@ -247,3 +249,40 @@ def test_training_loss_is_the_coded_size(codec):
         estimate = float(residual_bits(model, t(image), t(base), lo, hi)) / 8
     strings, _ = residual.coder.encode(image, base, value_range, 0)
     assert abs(sum(map(len, strings)) - estimate) < 0.03 * estimate + 16
+
+
+def test_interrupted_residual_training_resumes_to_the_same_model(codec, tmp_path, monkeypatch):
+    """A run stopped after its first checkpoint and started again ends with the weights of an
+    uninterrupted run; a checkpoint of another run length is refused."""
+    image = _phantom((64, 64), np.uint16)
+    base, value_range = codec.base_layer(image)
+    pairs = [Pair(image, base, value_range)]
+    settings = dict(steps=4, batch=2, crop=32, log_every=2, seed=5)
+
+    def fresh() -> ResidualModel:
+        torch.manual_seed(1)
+        return ResidualModel(channels=8)
+
+    whole, _ = train_residual(pairs, model=fresh(), **settings)
+
+    calls = {"n": 0}
+    real_batch = training_module._batch
+
+    def stop_after_two(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_batch(*args)
+
+    state = tmp_path / "state.pt"
+    monkeypatch.setattr(training_module, "_batch", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_residual(pairs, model=fresh(), checkpoint=state, **settings)
+    monkeypatch.setattr(training_module, "_batch", real_batch)
+    torch.manual_seed(99)  # the resumed run must not depend on the generators' state at restart
+    resumed, log = train_residual(pairs, model=ResidualModel(channels=8), checkpoint=state, **settings)
+    assert [entry["step"] for entry in log] == [2, 4]
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(MedVAEError, match="training state for 4 steps"):
+        train_residual(pairs, model=ResidualModel(channels=8), checkpoint=state, **{**settings, "steps": 6})
