@@ -377,17 +377,26 @@ class Codec:
 
     def _add_residual(self, header: bitstream.Header, base: np.ndarray) -> np.ndarray:
         """The base pixels plus the residual layer the header carries."""
-        if self.residual is None or header.residual_fingerprint != self.residual.fingerprint:
-            have = "no residual model" if self.residual is None else f"residual model {self.residual.fingerprint}"
-            raise BitstreamError(
-                f"bitstream needs residual model {header.residual_fingerprint}; this codec has {have}"
-            )
+        residual = self._residual_for(header.residual_fingerprint)
         try:
-            return self.residual.coder.decode(
+            return residual.coder.decode(
                 list(header.residual_strings), base, header.value_range, header.max_error, header.tighter_passes
             )
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"residual decoding failed: {exc}") from None
+
+    def _residual_for(self, fingerprint: str) -> Residual:
+        """The residual model a file names: this codec's, or a shipped one kept for older files
+        (trained on this same base), else :class:`BitstreamError`."""
+        if self.residual is not None and self.residual.fingerprint == fingerprint:
+            return self.residual
+        path = zoo.residual_for_fingerprint(fingerprint)
+        if path is not None:
+            kept = _kept_residual(path)
+            if kept.info.get("base_fingerprint") == self.fingerprint:
+                return kept
+        have = "no residual model" if self.residual is None else f"residual model {self.residual.fingerprint}"
+        raise BitstreamError(f"bitstream needs residual model {fingerprint}; this codec has {have}")
 
     def _latent_shape(self, shape: tuple[int, int]) -> tuple[int, int]:
         """The coded latent's size (y, or z for hyperpriors): the image is padded to the stride."""
@@ -461,6 +470,12 @@ def _load_weights(path: Path) -> CompressionModel:
 def _shipped_residual(path: Path) -> Residual | None:
     residual = zoo.residual_path(path)
     return None if residual is None else load_residual(residual)
+
+
+@lru_cache(maxsize=4)
+def _kept_residual(path: Path) -> Residual:
+    """A shipped residual model kept for older files, loaded once."""
+    return load_residual(path)
 
 
 @lru_cache(maxsize=8)

@@ -136,6 +136,17 @@ def residual_path(weights: str | Path) -> Path | None:
     return None
 
 
+def residual_for_fingerprint(fingerprint: str) -> Path | None:
+    """The shipped residual model with ``fingerprint``: the one a base codes with now, or one
+    kept (``previous_residuals``) so that files written with it still decode; None if none."""
+    for entry in index().values():
+        for quality in _files(entry):
+            for record in [quality.get("residual"), *quality.get("previous_residuals", [])]:
+                if record and record["fingerprint"] == fingerprint:
+                    return WEIGHTS_DIR / record["file"]
+    return None
+
+
 def path_for_fingerprint(model: str, fingerprint: str) -> Path:
     """The shipped weights a bitstream was written with, found by its header's fingerprint
     (of format 2, or of format 1 for files written by earlier releases)."""

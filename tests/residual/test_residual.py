@@ -26,9 +26,10 @@ from medvae.residual.coder import quantize
 from medvae.residual.model import ResidualModel, residual_bits
 from medvae.residual.training import Pair, train_residual
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
-from tests.conftest import CORPUS, small_residual
+from tests.conftest import CORPUS, REPO, small_residual
 
 MANIFEST = CORPUS / "MANIFEST.csv"
+DATA = REPO / "tests" / "data"
 
 
 def _phantom(shape=(70, 61), dtype=np.int16, seed=0) -> np.ndarray:
@@ -286,3 +287,16 @@ def test_interrupted_residual_training_resumes_to_the_same_model(codec, tmp_path
         assert torch.equal(a, b), name
     with pytest.raises(MedVAEError, match="training state for 4 steps"):
         train_residual(pairs, model=ResidualModel(channels=8), checkpoint=state, **{**settings, "steps": 6})
+
+
+def test_files_written_with_an_earlier_shipped_residual_model_still_decode():
+    """A lossless (format 4) and a near-lossless (format 7) file written with the residual model
+    shipped first (197de6c3…) decode to their pixels whichever model the default codes with now."""
+    source = np.load(DATA / "residual-197de6c3-source.npy")
+    lossless = (DATA / "residual-197de6c3-lossless.mvae").read_bytes()
+    near = (DATA / "residual-197de6c3-near2.mvae").read_bytes()
+    assert {bitstream.read_header(d).residual_fingerprint for d in (lossless, near)} == {"197de6c3f97d44dd"}
+    np.testing.assert_array_equal(medvae.decompress(lossless), source)
+    decoded = medvae.load("medvae").decompress(near)
+    np.testing.assert_array_equal(decoded, np.load(DATA / "residual-197de6c3-near2.decoded.npy"))
+    assert np.abs(decoded.astype(np.int64) - source).max() <= 2
