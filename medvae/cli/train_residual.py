@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on the CPU")
     parser.add_argument("--pairs", metavar="NPZ", help="cache of the base reconstructions (made if missing)")
     parser.add_argument("--init", metavar="FILE", help="start from this residual model")
+    parser.add_argument("--channels", type=int, help="hidden channels (default: those of --init, else 24); "
+                        "wider than --init starts from it, widened without changing what it computes")
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="training state, written every 500 steps; an existing one is resumed")
 
@@ -32,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import medvae
     from medvae.io.slices import manifest_slices
+    from medvae.residual.model import CHANNELS, ResidualModel, widened
     from medvae.residual.training import base_pairs, evaluate_bpp, load_pairs, save_pairs, train_residual
     from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
 
@@ -50,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
         return pairs
 
     train, val = pairs_of("train"), pairs_of("val")
-    start = load_residual(args.init).model if args.init else None
+    start = load_residual(args.init).model if args.init else ResidualModel(args.channels or CHANNELS)
+    if args.channels and args.channels != start.channels:
+        start = widened(start, args.channels)
     model, log = train_residual(train, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, bf16=args.bf16,
                                 model=start, val=val, checkpoint=args.checkpoint)
     plan = calibrate_residual(model, [(p.image, p.base, p.value_range) for p in train[:: max(1, len(train) // 40)]])

@@ -59,6 +59,25 @@ class ResidualModel(nn.Module):
         return self.net(inputs)
 
 
+def widened(model: ResidualModel, channels: int, seed: int = 0) -> ResidualModel:
+    """``model`` with ``channels`` hidden channels (at least its own) that computes the same
+    function: the new channels get small random input weights and zero output weights, so
+    training a wider model starts from the trained one's loss instead of from scratch."""
+    if channels < model.channels:
+        raise ValueError(f"cannot narrow a {model.channels}-channel residual model to {channels}")
+    generator = torch.Generator().manual_seed(seed)
+    wide = ResidualModel(channels)
+    convs = [m for m in wide.net if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        for new, old in zip(convs, (m for m in model.net if isinstance(m, nn.Conv2d))):
+            new.weight.copy_(0.01 * torch.randn(new.weight.shape, generator=generator))
+            new.bias.zero_()
+            new.weight[:, old.in_channels :] = 0.0  # the new channels' outputs are not read yet
+            new.weight[: old.out_channels, : old.in_channels] = old.weight
+            new.bias[: old.out_channels] = old.bias
+    return wide
+
+
 def phase_mask(shape: tuple[int, ...], phase: tuple[int, int], device=None) -> Tensor:
     """Boolean (…, H, W) mask of the pixels of one pass."""
     h, w = shape[-2:]

@@ -23,7 +23,7 @@ from medvae.errors import BitstreamError, InputError, MedVAEError
 from medvae.io.slices import manifest_slices
 from medvae.residual import tables
 from medvae.residual.coder import quantize
-from medvae.residual.model import ResidualModel, residual_bits
+from medvae.residual.model import ResidualModel, residual_bits, widened
 from medvae.residual.training import Pair, train_residual
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
 from tests.conftest import CORPUS, REPO, small_residual
@@ -300,3 +300,16 @@ def test_files_written_with_an_earlier_shipped_residual_model_still_decode():
     decoded = medvae.load("medvae").decompress(near)
     np.testing.assert_array_equal(decoded, np.load(DATA / "residual-197de6c3-near2.decoded.npy"))
     assert np.abs(decoded.astype(np.int64) - source).max() <= 2
+
+
+def test_a_widened_residual_model_computes_the_same_and_refuses_to_narrow():
+    torch.manual_seed(2)
+    model = ResidualModel(channels=8)
+    wide = widened(model, 12)
+    inputs = torch.randn(2, 12, 10, 14)
+    assert wide.channels == 12 and wide.net[0].out_channels == 12
+    with torch.no_grad():
+        torch.testing.assert_close(wide(inputs), model(inputs), rtol=0, atol=1e-6)
+        assert wide.net[2].weight[:8, 8:].abs().sum() == 0 and wide.net[0].weight[8:].abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot narrow"):
+        widened(wide, 8)
