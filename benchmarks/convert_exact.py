@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> None:
 
     slices = load_images([args.manifest], "train", max_slices=args.max_slices)
     print(f"calibrating on {len(slices)} training slices ({', '.join(sorted({s.modality for s in slices}))}) and the synthetic patterns")
-    index_path = zoo.WEIGHTS_DIR / "index.json"
-    index = json.loads(index_path.read_text())
     for quality in (int(q) for q in args.qualities.split(",")):
         path = zoo.shipped_path("medvae", quality)
+        index_path = path.parent / "index.json"  # the package's, or the optional medvae-ladder's
+        index = json.loads(index_path.read_text())
         model = load_model(path)
         entry = index["medvae"]["qualities"][str(quality)]
         old = entry.get("format1_fingerprint", entry["fingerprint"])
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             "calibration": f"{len(slices)} corpus training slices (at most {args.max_slices} per volume) and medvae.exact.synthetic_images()",
         }
         print(f"q{quality}: {path.name} plan of {len(shipped.exact_plan)} entries, fingerprint {entry['fingerprint']} (format 1: {old})")
-    index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     zoo.index.cache_clear()
 
 

@@ -149,14 +149,14 @@ def control_section(ct: list, others: list, n: int, targets: list[str], model: s
 
 
 def size_line() -> str:
-    """The shipped weights' sizes."""
+    """The shipped weights' sizes: the package's, and the optional ladder package's."""
     files = sorted(zoo.WEIGHTS_DIR.glob("*.pt"))
     total = sum(f.stat().st_size for f in files)
     vr = zoo.shipped_path("medvae-vr")
     ladder = sum(zoo.shipped_path("medvae", q).stat().st_size for q in zoo.qualities("medvae"))
-    return (f"Shipped weights: {total / 1e6:.1f} MB in all ({len(files)} files); the variable-rate model "
+    return (f"Shipped weights: {total / 1e6:.1f} MB in the package ({len(files)} files); the variable-rate model "
             f"`{vr.name}` {vr.stat().st_size / 1e6:.1f} MB for every quality, the ladder it replaces "
-            f"{ladder / 1e6:.1f} MB for seven.")
+            f"{ladder / 1e6:.1f} MB for {len(zoo.qualities('medvae'))} (all but q5 in the optional package medvae-ladder).")
 
 
 def main(argv: list[str] | None = None) -> int:

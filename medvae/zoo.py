@@ -12,12 +12,18 @@ has one file for every quality::
     {"medvae-vr": {"default_quality": 5, "variable_rate": true,
                    "weights": {"file": "medvae-vr.pt", "fingerprint": "...", ...}}}
 
+Optional packages add weights folders of their own (:data:`OPTIONAL_WEIGHTS`), merged into
+one index: ``medvae-ladder`` holds the old ``medvae`` ladder's qualities other than its
+default, which only files written with them need. The main index names their fingerprints
+(``"optional"``), so such a file, or ``quality=3``, says which package to install.
+
 (Release tooling that writes the weights and the index is ``tools/export_weights.py``,
 outside the package.)
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from functools import lru_cache
@@ -27,13 +33,38 @@ from typing import Any
 from medvae.errors import BitstreamError, MedVAEError
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
+#: Importable packages whose ``WEIGHTS_DIR`` holds more shipped weights, and what pip calls them.
+OPTIONAL_WEIGHTS = {"medvae_ladder": "medvae-ladder"}
+
+
+def weights_dirs() -> list[Path]:
+    """The package's weights folder and those of the optional weights packages installed."""
+    folders = [WEIGHTS_DIR]
+    for module in OPTIONAL_WEIGHTS:
+        try:
+            folders.append(Path(importlib.import_module(module).WEIGHTS_DIR))
+        except ImportError:
+            pass
+    return folders
 
 
 @lru_cache(maxsize=1)
 def index() -> dict[str, Any]:
-    """The parsed weights index (empty when no weights are installed)."""
-    path = WEIGHTS_DIR / "index.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """The weights index of every installed weights folder, merged (empty when none is
+    installed). Each weights and residual record gets ``"path"``: where its file lies."""
+    merged: dict[str, Any] = {}
+    for folder in weights_dirs():
+        path = folder / "index.json"
+        for name, entry in (json.loads(path.read_text()) if path.is_file() else {}).items():
+            for record in _files(entry):
+                for item in [record, record.get("residual"), *record.get("previous_residuals", [])]:
+                    if item:
+                        item["path"] = str(folder / item["file"])
+            if name in merged and "qualities" in entry:  # more qualities of a ladder: the first folder's defaults stay
+                merged[name].setdefault("qualities", {}).update(entry["qualities"])
+            else:
+                merged.setdefault(name, entry)
+    return merged
 
 
 def _files(entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -85,18 +116,29 @@ def shipped_path(model: str, quality: int | None = None, hint: str = HINT) -> Pa
         levels = len(entry["weights"]["model_config"]["lmbdas"])
         if quality is not None and not 1 <= float(quality) <= levels:
             raise MedVAEError(f"{model!r} has no quality {quality:g}: it codes any quality from 1 to {levels}")
-        return WEIGHTS_DIR / entry["weights"]["file"]
+        return Path(entry["weights"]["path"])
     if quality is not None and float(quality) != int(quality):
         raise MedVAEError(
             f"{model!r} has the qualities {qualities(model)}; a fractional quality needs a variable-rate model (medvae-vr)"
         )
     quality = entry["default_quality"] if quality is None else int(quality)
     try:
-        return WEIGHTS_DIR / entry["qualities"][str(quality)]["file"]
+        return Path(entry["qualities"][str(quality)]["path"])
     except KeyError:
+        optional = entry.get("optional", {})
+        if quality in optional.get("qualities", []):
+            raise MedVAEError(f"{model!r} quality {quality} {_install_hint(optional)}") from None
         raise MedVAEError(
             f"{model!r} has no quality {quality}; shipped qualities: {qualities(model)}"
         ) from None
+
+
+def _install_hint(optional: dict[str, Any]) -> str:
+    package = optional["package"]
+    return (
+        f"needs weights from the optional package {package}, which is not installed: pip install {package} "
+        f"(from a MedVAE checkout: pip install -e packages/{package})"
+    )
 
 
 def resolve(source: str | os.PathLike, quality: int | None = None, hint: str = HINT) -> Path:
@@ -111,29 +153,27 @@ def resolve(source: str | os.PathLike, quality: int | None = None, hint: str = H
     raise FileNotFoundError(f"no such checkpoint: {source}")
 
 
+def _record_of(path: str | Path) -> dict[str, Any] | None:
+    """The index record of the shipped weights file ``path`` (None if it is not one)."""
+    path = Path(path).resolve()
+    for entry in index().values():
+        for record in _files(entry):
+            if Path(record["path"]).resolve() == path:
+                return record
+    return None
+
+
 def shipped_lmbda(path: str | Path) -> float | None:
     """λ recorded in the index for the shipped weights file ``path`` (None if it is not one)."""
-    path = Path(path)
-    if path.resolve().parent != WEIGHTS_DIR.resolve():
-        return None
-    for entry in index().values():
-        for quality in _files(entry):
-            if quality["file"] == path.name and quality.get("lmbda") is not None:
-                return float(quality["lmbda"])
-    return None
+    record = _record_of(path)
+    return None if record is None or record.get("lmbda") is None else float(record["lmbda"])
 
 
 def residual_path(weights: str | Path) -> Path | None:
     """The residual model shipped with the weights file ``weights`` (lossless and near-lossless
     coding build on that base), or None when it has none."""
-    weights = Path(weights)
-    if weights.resolve().parent != WEIGHTS_DIR.resolve():
-        return None
-    for entry in index().values():
-        for quality in _files(entry):
-            if quality["file"] == weights.name and "residual" in quality:
-                return WEIGHTS_DIR / quality["residual"]["file"]
-    return None
+    record = _record_of(weights)
+    return None if record is None or "residual" not in record else Path(record["residual"]["path"])
 
 
 def residual_for_fingerprint(fingerprint: str) -> Path | None:
@@ -143,16 +183,20 @@ def residual_for_fingerprint(fingerprint: str) -> Path | None:
         for quality in _files(entry):
             for record in [quality.get("residual"), *quality.get("previous_residuals", [])]:
                 if record and record["fingerprint"] == fingerprint:
-                    return WEIGHTS_DIR / record["file"]
+                    return Path(record["path"])
     return None
 
 
 def path_for_fingerprint(model: str, fingerprint: str) -> Path:
     """The shipped weights a bitstream was written with, found by its header's fingerprint
     (of format 2, or of format 1 for files written by earlier releases)."""
-    for entry in _files(index().get(model, {})):
+    family = index().get(model, {})
+    for entry in _files(family):
         if fingerprint in (entry["fingerprint"], entry.get("format1_fingerprint")):
-            return WEIGHTS_DIR / entry["file"]
+            return Path(entry["path"])
+    optional = family.get("optional", {})
+    if fingerprint in optional.get("fingerprints", []):
+        raise BitstreamError(f"bitstream was written with {model!r} weights {fingerprint}, which {_install_hint(optional)}")
     raise BitstreamError(
         f"bitstream needs {model!r} weights {fingerprint}, which are not installed; "
         "pass the checkpoint it was written with (model=...)"

@@ -89,6 +89,14 @@ def one_torch_thread():
 def weights_dir(tmp_path, monkeypatch):
     """An empty shipped-weights folder that :mod:`medvae.zoo` reads instead of the package's."""
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "weights")  # where medvae.load looks
+    monkeypatch.setattr(zoo, "OPTIONAL_WEIGHTS", {})  # and no optional weights package
     zoo.index.cache_clear()
     yield tmp_path / "weights"
     zoo.index.cache_clear()
+
+
+def pytest_report_header(config) -> str:
+    """Say when the optional ladder weights are missing: the tests of qualities 1–4, 6, 7 need them."""
+    if len(zoo.weights_dirs()) > 1:
+        return "medvae-ladder: installed"
+    return "medvae-ladder: NOT installed; tests of the ladder's qualities 1-4, 6, 7 skip or fail (pip install -e packages/medvae-ladder)"

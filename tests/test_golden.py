@@ -50,8 +50,11 @@ def _record() -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-@pytest.mark.parametrize("quality", zoo.qualities("medvae"))
+@pytest.mark.parametrize("quality", range(1, 8))
 def test_shipped_weights_write_and_decode_the_golden_bitstream(quality):
+    if quality not in zoo.qualities("medvae"):
+        pytest.skip(f"medvae quality {quality} is in the optional package medvae-ladder, not installed "
+                    "(pip install -e packages/medvae-ladder)")
     source = _source()
     codec = medvae.load("medvae", quality)
     written = codec.compress(source, bits_stored=12)

@@ -10,8 +10,15 @@ from pydicom.data import get_testdata_file
 import medvae
 from medvae import metrics, zoo
 from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
+from tests.conftest import REPO
 
-MAX_TOTAL_BYTES = 50_000_000
+#: Issue 18: the weights MedVAE ships, all of them, within 20 MB (the old ladder's other six
+#: qualities are the optional package medvae-ladder, for decoding files written with them).
+MAX_TOTAL_BYTES = 20_000_000
+needs_ladder = pytest.mark.skipif(
+    "medvae_ladder" not in {p.parent.name for p in zoo.weights_dirs()[1:]},
+    reason="the optional package medvae-ladder is not installed (pip install -e packages/medvae-ladder)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +27,21 @@ def ct_slice() -> np.ndarray:
     return pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array
 
 
-def test_index_lists_at_least_four_medvae_qualities_within_budget():
+def test_the_package_ships_its_weights_within_budget():
+    files = sorted(zoo.WEIGHTS_DIR.glob("*.pt"))
+    assert {"medvae-ctx.pt", "medvae-q5.pt", "medvae-q5-residual.pt"} <= {f.name for f in files}
+    assert sum(f.stat().st_size for f in files) <= MAX_TOTAL_BYTES
+
+
+@needs_ladder
+def test_index_lists_seven_medvae_qualities_with_the_ladder_package():
     qualities = zoo.qualities("medvae")
-    assert len(qualities) >= 4
+    assert qualities == [1, 2, 3, 4, 5, 6, 7]
     entry = zoo.index()["medvae"]
     assert entry["default_quality"] in qualities
     files = [zoo.shipped_path("medvae", q) for q in qualities]
     assert all(f.is_file() for f in files)
-    assert sum(f.stat().st_size for f in files) <= MAX_TOTAL_BYTES
+    assert set(entry["optional"]["qualities"]) == set(qualities) - {entry["default_quality"]}
     for q in qualities:
         record = entry["qualities"][str(q)]
         assert record.get("command"), f"q{q} does not record how it was trained"
@@ -40,6 +54,25 @@ def test_index_lists_at_least_four_medvae_qualities_within_budget():
         assert record["exact"]["command"].startswith("python benchmarks/convert_exact.py")
 
 
+def test_without_the_ladder_package_its_qualities_and_files_name_it(ct_slice, monkeypatch):
+    """The default install has the ladder's quality 5 only; a file of another quality, or
+    asking for one, says which package to install."""
+    monkeypatch.setattr(zoo, "OPTIONAL_WEIGHTS", {})
+    zoo.index.cache_clear()
+    try:
+        assert zoo.qualities("medvae") == [zoo.index()["medvae"]["default_quality"]] == [5]
+        with pytest.raises(medvae.MedVAEError, match="pip install medvae-ladder"):
+            medvae.load("medvae", quality=3)
+        old = (REPO / "tests/data/golden/medvae-q3.mvae").read_bytes()
+        with pytest.raises(medvae.BitstreamError, match="optional package medvae-ladder"):
+            medvae.decompress(old)
+        data = medvae.compress(ct_slice, model="medvae", max_error=0)  # lossless needs nothing optional
+        np.testing.assert_array_equal(medvae.decompress(data), ct_slice)
+    finally:
+        zoo.index.cache_clear()
+
+
+@needs_ladder
 def test_higher_quality_costs_more_bytes_and_gives_less_error(ct_slice):
     sizes, errors = [], []
     for q in zoo.qualities("medvae"):
