@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -249,21 +249,63 @@ class Codec:
                 and fidelity. The file records it, and the PSNR it achieves. Default:
                 :attr:`default_quality`.
         """
+        return self._compress(
+            image, value_range=value_range, bits_stored=bits_stored, metadata=metadata, refine_steps=refine_steps,
+            lmbda=lmbda, padding_value=padding_value, max_error=max_error, iterations=iterations, quality=quality,
+            tighter_passes=tighter_passes,
+        )[0]
+
+    def compress_with_pixels(self, image: np.ndarray, **options) -> tuple[bytes, np.ndarray]:
+        """:meth:`compress` (the same ``options``), and the pixels every decoder gets from the
+        file. The encoder computes them anyway, exactly as the decoder will (the checksum in
+        the file is theirs), so a caller that weighs many candidate files (rate control)
+        measures each without decoding it."""
+        return self._compress(image, keep_pixels=True, **options)
+
+    def bounded_coder(self, image: np.ndarray, *, bits_stored: int = 0, **options) -> Callable[[int, int], tuple[bytes, np.ndarray]]:
+        """Code the lossy base of ``image`` once (``options`` as for :meth:`compress`, no bound)
+        and return ``write(max_error, tighter_passes)``: the file of that bound on this base,
+        with the pixels it decodes to, what ``compress(image, max_error=…, tighter_passes=…)``
+        gives. Rate control tries many bounds on one image; the base is the same for all."""
+        if self._check_residual(0) is None or {"max_error", "tighter_passes", "iterations"} & set(options):
+            raise InputError("bounded_coder takes the base's options; the bound is write()'s")
+        encoded, metadata = self._base(image, **options, keep_pixels=True)
+
+        def write(max_error: int, tighter_passes: int = 0) -> tuple[bytes, np.ndarray]:
+            self._check_residual(max_error)
+            pass_bounds(max_error, tighter_passes)
+            self._set_quality(options.get("quality"))  # a variable-rate header records the base's quality
+            return self._container(image, encoded, bits_stored, metadata, max_error, self.residual, tighter_passes)
+
+        return write
+
+    def _compress(
+        self, image: np.ndarray, *, bits_stored: int = 0, max_error: int | None = None, tighter_passes: int = 0,
+        keep_pixels: bool = False, **options,
+    ) -> tuple[bytes, np.ndarray | None]:
+        """The file and (with ``keep_pixels``, or a bound) the pixels it decodes to."""
+        residual = self._check_residual(max_error)
+        if tighter_passes and residual is None:
+            raise InputError("tighter_passes is for near-lossless coding (max_error >= 1)")
+        pass_bounds(max_error or 0, tighter_passes)  # checks it before the base is coded
+        encoded, metadata = self._base(image, **options, keep_pixels=keep_pixels or residual is not None)
+        return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes)
+
+    def _base(
+        self, image: np.ndarray, *, value_range: tuple[int, int] | None = None, metadata: bytes = b"",
+        refine_steps: int = 0, lmbda: float | None = None, padding_value: int | None = None,
+        iterations: int | None = None, quality: float | None = None, keep_pixels: bool = False,
+    ) -> tuple[_Encoded, bytes]:
+        """The checked options' lossy coding of ``image`` (and the metadata, passed through)."""
         check_refinement(refine_steps, lmbda)
         if iterations is not None and not self.progressive:
             raise InputError(f"iterations= is for progressive models (rnn-conv); {self.name} codes one quality per weights")
         if self.progressive and refine_steps:
             raise InputError("latent refinement is for the VAE families; rnn-conv codes binary iterations")
         image = check_image(image)
-        residual = self._check_residual(max_error)
-        if tighter_passes and residual is None:
-            raise InputError("tighter_passes is for near-lossless coding (max_error >= 1)")
-        pass_bounds(max_error or 0, tighter_passes)  # checks it before the base is coded
         self._set_quality(quality)
-        encoded = self._encode(
-            image, value_range, refine_steps, lmbda, padding_value, keep_pixels=residual is not None, iterations=iterations
-        )
-        return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes)
+        encoded = self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=keep_pixels, iterations=iterations)
+        return encoded, metadata
 
     def compress_progressive(
         self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", padding_value: int | None = None,
@@ -275,14 +317,16 @@ class Codec:
             raise InputError(f"{self.name} is not a progressive model; use compress()")
         image = check_image(image)
         encodings = self._encodings(image, None, padding_value=padding_value, keep_pixels=False, iterations=iterations, every_iteration=True)
-        return [self._container(image, encoded, bits_stored, metadata) for encoded in encodings]
+        return [self._container(image, encoded, bits_stored, metadata)[0] for encoded in encodings]
 
     def _container(
         self, image: np.ndarray, encoded: _Encoded, bits_stored: int, metadata: bytes, max_error: int | None = None,
         residual: Residual | None = None, tighter_passes: int = 0,
-    ) -> bytes:
-        """The ``.mvae`` bytes of an encoding (and its residual layer, with ``max_error``)."""
+    ) -> tuple[bytes, np.ndarray | None]:
+        """The ``.mvae`` bytes of an encoding (and its residual layer, with ``max_error``), and
+        the pixels they decode to (None where the encoding kept only their checksum)."""
         strings, exceptions, crc, residual_strings = encoded.strings, encoded.exceptions, encoded.pixels_crc, ()
+        final = encoded.decoded
         if residual is not None:
             residual_strings, final = residual.coder.encode(image, encoded.decoded, encoded.value_range, max_error, tighter_passes)
             crc = bitstream.pixels_crc(final)
@@ -305,7 +349,7 @@ class Codec:
             peak = 2 ** metrics.stored_bits(bits_stored, image.dtype) - 1
             psnr = metrics.psnr_from_mse(encoded.squared_error / image.size, peak)
             header = dataclasses.replace(header, quality=self.model.quality, psnr=psnr)
-        return bitstream.pack(header, strings, metadata)
+        return bitstream.pack(header, strings, metadata), final
 
     def _check_residual(self, max_error: int | None) -> Residual | None:
         """The residual model that codes ``max_error`` (None when there is no bound to keep)."""

@@ -5,8 +5,10 @@ runs over a :class:`Ladder`: the lossy settings (lowest rate first: a variable-r
 continuous quality on a grid of :data:`QUALITY_GRID`, or the qualities of separately trained
 weights) and, when a codec comes with a residual model, near-lossless coding at every error
 bound τ (the largest first), each also with its first residual passes at τ − 1 for the rates
-in between (:data:`NEAR_LOSSLESS`). Each candidate is really coded and decoded again, so what is
-reported is what the file gives.
+in between (:data:`NEAR_LOSSLESS`). Each candidate is really coded, and measured on the pixels its
+encoder computes exactly as every decoder will (the file's checksum is theirs); the near-lossless
+candidates share one coding of their base, and the chosen file is decoded once, which checks it.
+So what is reported is what the file gives.
 
 * ``psnr=P``: the smallest file whose PSNR is at least ``P``. Lossless coding meets any
   target, so this fails (:class:`InputError`) only for weights without a residual model.
@@ -124,18 +126,36 @@ def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_store
     :meth:`medvae.Codec.compress` (metadata, padding value ...)."""
     bits = metrics.stored_bits(bits_stored, image.dtype)
 
-    def measure(setting: str, codec: Codec, max_error: int | None, quality: float | None = None, tighter: int = 0) -> Choice:
-        data = codec.compress(image, bits_stored=bits_stored, max_error=max_error, quality=quality, tighter_passes=tighter, **kwargs)
-        decoded = codec.decompress(data)  # the file's own figures, its checksum verified
-        return Choice(data, setting, metrics.bpp(len(data), image.shape), metrics.compression_ratio(len(data), image.shape, bits),
-                      metrics.psnr(image, decoded, bits))
+    coder_of: dict[str, Codec] = {}
 
-    # Each candidate is coded at most once (functools.cache), however often it is asked for.
-    lossy = [functools.cache(lambda s=s, c=c, q=q: measure(s, c, None, q)) for s, c, q in ladder.lossy_settings()]
-    near = [] if ladder.near_lossless is None else [
-        functools.cache(lambda t=t, j=j: measure(near_lossless_setting(t, j), ladder.near_lossless, t, tighter=j))
-        for t, j in NEAR_LOSSLESS
+    def measure(setting: str, codec: Codec, coded: tuple[bytes, np.ndarray]) -> Choice:
+        data, pixels = coded  # the pixels the file decodes to, as its encoder computed them
+        coder_of[setting] = codec
+        return Choice(data, setting, metrics.bpp(len(data), image.shape), metrics.compression_ratio(len(data), image.shape, bits),
+                      metrics.psnr(image, pixels, bits))
+
+    # Each candidate is coded at most once (functools.cache), however often it is asked for,
+    # and the near-lossless ones share one coding of their base. None is decoded: the encoder
+    # computes the pixels every decoder gets (the file's checksum is theirs); the chosen file
+    # is decoded once at the end, which checks that.
+    lossy = [
+        functools.cache(lambda s=s, c=c, q=q: measure(s, c, c.compress_with_pixels(image, bits_stored=bits_stored, quality=q, **kwargs)))
+        for s, c, q in ladder.lossy_settings()
     ]
+    near = []
+    if ladder.near_lossless is not None:
+        codec = ladder.near_lossless
+        base = functools.cache(lambda: codec.bounded_coder(image, bits_stored=bits_stored, **kwargs))
+        near = [functools.cache(lambda t=t, j=j: measure(near_lossless_setting(t, j), codec, base()(t, j))) for t, j in NEAR_LOSSLESS]
+    choice = _choose(target, image, bits, lossy, near)
+    coder_of[choice.setting].decompress(choice.data)  # raises BitstreamError unless its pixels are those measured
+    return choice
+
+
+def _choose(
+    target: Target, image: np.ndarray, bits: int, lossy: list[Callable[[], Choice]], near: list[Callable[[], Choice]]
+) -> Choice:
+    """The candidate ``target`` asks for (see the module docstring)."""
     if target.psnr is not None:
         meets = lambda c: c.psnr >= target.psnr  # noqa: E731
         found = [c for c in (_first(lossy, meets), _first(near, meets)) if c]

@@ -313,3 +313,25 @@ def test_a_widened_residual_model_computes_the_same_and_refuses_to_narrow():
         assert wide.net[2].weight[:8, 8:].abs().sum() == 0 and wide.net[0].weight[8:].abs().sum() > 0
     with pytest.raises(ValueError, match="cannot narrow"):
         widened(wide, 8)
+
+
+def test_a_bounded_coder_writes_the_files_compress_writes_from_one_base(codec, monkeypatch):
+    """Rate control codes the base once and many bounds on it: each file is byte for byte the
+    one compress() writes, and the pixels that come with it are those the file decodes to."""
+    image = _phantom((72, 60))
+    calls = {"n": 0}
+    encode = codec._encode
+    monkeypatch.setattr(codec, "_encode", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), encode(*a, **k))[1])
+    write = codec.bounded_coder(image, bits_stored=12, padding_value=None)
+    for max_error, tighter in ((0, 0), (3, 0), (3, 2), (9, 1)):
+        data, pixels = write(max_error, tighter)
+        assert data == codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter)
+        np.testing.assert_array_equal(pixels, codec.decompress(data))
+    assert calls["n"] == 1 + 4  # one base for the four bounded files, and compress()'s own four
+    with pytest.raises(InputError, match="max_error"):
+        write(-1, 0)
+    with pytest.raises(InputError, match="the bound is write"):
+        codec.bounded_coder(image, max_error=2)
+    lossy, pixels = codec.compress_with_pixels(image, bits_stored=12)
+    assert lossy == codec.compress(image, bits_stored=12)
+    np.testing.assert_array_equal(pixels, codec.decompress(lossy))
