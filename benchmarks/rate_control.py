@@ -2,11 +2,12 @@
 """What rate control chooses, and achieves, for a few targets on one corpus CT slice.
 
 Each target (``--targets``: ``psnr=45``, ``ratio=10``, ``bpp=0.3`` ...) goes through
-:func:`medvae.rate_control.compress_to` over the shipped ladder (every medvae quality, and
-near-lossless coding on the default quality); prints the setting chosen, the file's bpp,
+:func:`medvae.rate_control.compress_to` over a shipped model (``--model``: the default,
+``medvae-ctx``, or the ``medvae`` ladder), then near-lossless coding on the ladder's default
+quality; prints the setting chosen, the file's bpp,
 ratio (against the bits stored) and PSNR (at the bits stored), and the search time.
 
-    python benchmarks/rate_control.py [--targets psnr=45,psnr=52,psnr=60,ratio=10,bpp=0.3,bpp=2.5]
+    python benchmarks/rate_control.py [--model medvae-ctx] [--targets psnr=45,psnr=52,psnr=60,ratio=10,bpp=0.3,bpp=2.5]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pydicom
 
+from medvae import zoo
 from medvae.rate_control import Ladder, Target, compress_to
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +28,7 @@ SERIES = REPO.parent / "shared/data/corpus/ct/totalseg-abdomen"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", default="psnr=45,psnr=52,psnr=60,ratio=10,bpp=0.3,bpp=2.5")
+    parser.add_argument("--model", default=zoo.DEFAULT_MODEL, help="shipped model whose qualities are searched")
     parser.add_argument("--folder", type=Path, default=SERIES, help="a folder of CT slices; its middle file is coded")
     args = parser.parse_args(argv)
     files = sorted(args.folder.glob("*.dcm"))
@@ -33,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.folder}: no DICOM files (the corpus is not here)")
     ds = pydicom.dcmread(files[len(files) // 2])
     image, bits = ds.pixel_array, int(ds.BitsStored)
-    ladder = Ladder.shipped("medvae")
+    ladder = Ladder.shipped(args.model)
     print(f"{files[len(files) // 2].name}: {image.shape[0]}x{image.shape[1]}, {bits} bits stored")
     print("| target | chosen | bpp | ratio | PSNR (dB) | search s |")
     print("|---|---|---|---|---|---|")

@@ -262,14 +262,17 @@ class Codec:
         measures each without decoding it."""
         return self._compress(image, keep_pixels=True, **options)
 
-    def bounded_coder(self, image: np.ndarray, *, bits_stored: int = 0, **options) -> Callable[[int, int], tuple[bytes, np.ndarray]]:
+    def bounded_coder(
+        self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", **options
+    ) -> Callable[[int, int], tuple[bytes, np.ndarray]]:
         """Code the lossy base of ``image`` once (``options`` as for :meth:`compress`, no bound)
         and return ``write(max_error, tighter_passes)``: the file of that bound on this base,
         with the pixels it decodes to, what ``compress(image, max_error=…, tighter_passes=…)``
         gives. Rate control tries many bounds on one image; the base is the same for all."""
-        if self._check_residual(0) is None or {"max_error", "tighter_passes", "iterations"} & set(options):
+        self._check_residual(0)  # raises for weights without a residual model
+        if {"max_error", "tighter_passes", "iterations"} & set(options):
             raise InputError("bounded_coder takes the base's options; the bound is write()'s")
-        encoded, metadata = self._base(image, **options, keep_pixels=True)
+        encoded = self._base(image, **options, keep_pixels=True)
 
         def write(max_error: int, tighter_passes: int = 0) -> tuple[bytes, np.ndarray]:
             self._check_residual(max_error)
@@ -280,23 +283,23 @@ class Codec:
         return write
 
     def _compress(
-        self, image: np.ndarray, *, bits_stored: int = 0, max_error: int | None = None, tighter_passes: int = 0,
-        keep_pixels: bool = False, **options,
+        self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", max_error: int | None = None,
+        tighter_passes: int = 0, keep_pixels: bool = False, **options,
     ) -> tuple[bytes, np.ndarray | None]:
         """The file and (with ``keep_pixels``, or a bound) the pixels it decodes to."""
         residual = self._check_residual(max_error)
         if tighter_passes and residual is None:
             raise InputError("tighter_passes is for near-lossless coding (max_error >= 1)")
         pass_bounds(max_error or 0, tighter_passes)  # checks it before the base is coded
-        encoded, metadata = self._base(image, **options, keep_pixels=keep_pixels or residual is not None)
+        encoded = self._base(image, **options, keep_pixels=keep_pixels or residual is not None)
         return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes)
 
     def _base(
-        self, image: np.ndarray, *, value_range: tuple[int, int] | None = None, metadata: bytes = b"",
-        refine_steps: int = 0, lmbda: float | None = None, padding_value: int | None = None,
-        iterations: int | None = None, quality: float | None = None, keep_pixels: bool = False,
-    ) -> tuple[_Encoded, bytes]:
-        """The checked options' lossy coding of ``image`` (and the metadata, passed through)."""
+        self, image: np.ndarray, *, value_range: tuple[int, int] | None = None, refine_steps: int = 0,
+        lmbda: float | None = None, padding_value: int | None = None, iterations: int | None = None,
+        quality: float | None = None, keep_pixels: bool = False,
+    ) -> _Encoded:
+        """The lossy coding of ``image`` with :meth:`compress`'s options, checked."""
         check_refinement(refine_steps, lmbda)
         if iterations is not None and not self.progressive:
             raise InputError(f"iterations= is for progressive models (rnn-conv); {self.name} codes one quality per weights")
@@ -304,8 +307,7 @@ class Codec:
             raise InputError("latent refinement is for the VAE families; rnn-conv codes binary iterations")
         image = check_image(image)
         self._set_quality(quality)
-        encoded = self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=keep_pixels, iterations=iterations)
-        return encoded, metadata
+        return self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=keep_pixels, iterations=iterations)
 
     def compress_progressive(
         self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", padding_value: int | None = None,
