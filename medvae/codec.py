@@ -524,9 +524,15 @@ def _kept_residual(path: Path) -> Residual:
     return load_residual(path)
 
 
-@lru_cache(maxsize=8)
 def _shipped(path: Path) -> Codec:
-    return Codec(_load_weights(path), residual=_shipped_residual(path))
+    """The codec of shipped weights with their residual model, built once for each pair
+    (shipping a new residual model makes a new codec, not a stale one)."""
+    return _shipped_codec(path, zoo.residual_path(path))
+
+
+@lru_cache(maxsize=8)
+def _shipped_codec(path: Path, residual: Path | None) -> Codec:
+    return Codec(_load_weights(path), residual=None if residual is None else load_residual(residual))
 
 
 def _as_codec(model: Codec | CompressionModel | str | os.PathLike) -> Codec:

@@ -1,0 +1,45 @@
+"""tools/ship_residual.py: a new residual model replaces the shipped one, and files written with
+the one it replaces still decode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import medvae
+from medvae import zoo
+from medvae.checkpoint import save_model
+from medvae.residual.weights import Residual, save_residual
+from tests.conftest import small_model, small_residual
+from tools.export_weights import export
+from tools.ship_residual import ship_residual
+
+
+def test_a_shipped_residual_model_replaces_the_last_and_keeps_its_files_decodable(weights_dir, tmp_path, ct_like):
+    save_model(small_model("medvae"), tmp_path / "q1.pt")
+    export(tmp_path / "q1.pt", 1, weights_dir=weights_dir)
+    base = medvae.load("medvae")
+    paths = []
+    for seed in (3, 4):
+        residual = small_residual(base, ct_like, seed)
+        paths.append(tmp_path / f"residual-{seed}.pt")
+        save_residual(Residual(residual.model, residual.plan, {"base_fingerprint": base.fingerprint, "steps": 7}), paths[-1])
+
+    files = []
+    for path in paths:
+        shipped = ship_residual(path, "medvae", notes={"budget": "a test"})
+        assert shipped.parent == weights_dir
+        files.append(medvae.compress(ct_like, max_error=0))
+    first, second = (medvae.read_header(f).residual_fingerprint for f in files)
+    record = zoo.index()["medvae"]["qualities"]["1"]
+    assert first != second == record["residual"]["fingerprint"] and record["residual"]["budget"] == "a test"
+    assert [r["fingerprint"] for r in record["previous_residuals"]] == [first]
+    for data in files:  # the first file needs the model kept in previous_residuals
+        np.testing.assert_array_equal(medvae.decompress(data), ct_like)
+
+    with pytest.raises(medvae.MedVAEError, match="shipped already"):
+        ship_residual(paths[1], "medvae")
+    other = tmp_path / "other-base.pt"
+    save_residual(Residual(residual.model, residual.plan, {"base_fingerprint": "0" * 16}), other)
+    with pytest.raises(medvae.MedVAEError, match="trained on base 0000000000000000"):
+        ship_residual(other, "medvae")
