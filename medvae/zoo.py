@@ -127,7 +127,7 @@ def shipped_path(model: str, quality: int | None = None, hint: str = HINT) -> Pa
     except KeyError:
         optional = entry.get("optional", {})
         if quality in optional.get("qualities", []):
-            raise MedVAEError(f"{model!r} quality {quality} {_install_hint(optional)}") from None
+            raise MedVAEError(f"{model!r} quality {quality} comes with {_install_hint(optional)}") from None
         raise MedVAEError(
             f"{model!r} has no quality {quality}; shipped qualities: {qualities(model)}"
         ) from None
@@ -136,7 +136,7 @@ def shipped_path(model: str, quality: int | None = None, hint: str = HINT) -> Pa
 def _install_hint(optional: dict[str, Any]) -> str:
     package = optional["package"]
     return (
-        f"needs weights from the optional package {package}, which is not installed: pip install {package} "
+        f"the optional package {package}, which is not installed: pip install {package} "
         f"(from a MedVAE checkout: pip install -e packages/{package})"
     )
 
@@ -187,6 +187,12 @@ def residual_for_fingerprint(fingerprint: str) -> Path | None:
     return None
 
 
+def optional_package(model: str, fingerprint: str) -> str | None:
+    """The optional package (not installed) that holds ``model``'s weights ``fingerprint``, if one does."""
+    optional = index().get(model, {}).get("optional", {})
+    return optional["package"] if fingerprint in optional.get("fingerprints", []) else None
+
+
 def path_for_fingerprint(model: str, fingerprint: str) -> Path:
     """The shipped weights a bitstream was written with, found by its header's fingerprint
     (of format 2, or of format 1 for files written by earlier releases)."""
@@ -195,8 +201,8 @@ def path_for_fingerprint(model: str, fingerprint: str) -> Path:
         if fingerprint in (entry["fingerprint"], entry.get("format1_fingerprint")):
             return Path(entry["path"])
     optional = family.get("optional", {})
-    if fingerprint in optional.get("fingerprints", []):
-        raise BitstreamError(f"bitstream was written with {model!r} weights {fingerprint}, which {_install_hint(optional)}")
+    if optional_package(model, fingerprint):
+        raise BitstreamError(f"bitstream was written with {model!r} weights {fingerprint}, which come with {_install_hint(optional)}")
     raise BitstreamError(
         f"bitstream needs {model!r} weights {fingerprint}, which are not installed; "
         "pass the checkpoint it was written with (model=...)"

@@ -38,6 +38,7 @@ def describe(path: Path) -> dict[str, Any]:
         "model": header.model,
         "fingerprint": header.fingerprint,
         "weights_installed": weights,
+        "weights_package": zoo.optional_package(header.model, header.fingerprint),
         "shape": [h, w],
         "dtype": str(header.dtype),
         "bits_stored": header.bits_stored,
@@ -108,7 +109,9 @@ def _mode(max_error: int | None, tighter_passes: int = 0) -> str:
 def format_text(info: dict[str, Any]) -> str:
     """The human-readable block for one file."""
     h, w = info["shape"]
+    package = info["weights_package"]
     weights = (f"installed ({info['weights_installed']})" if info["weights_installed"]
+               else f"in the optional package {package}, not installed (pip install {package})" if package
                else "not shipped; decode with --model CHECKPOINT")
     bits = f"{info['bits_stored']} bits stored" if info["bits_stored"] else "bits stored unknown"
     lo, hi = info["value_range"]
