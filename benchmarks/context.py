@@ -15,7 +15,7 @@ Writes ``benchmarks/results/context.md`` (also into ``RESULTS.md``), ``context.c
 ``context/rd_psnr_<modality>.png``; then rate control over the default model (``medvae-ctx``, then
 near-lossless coding) is asked for ratios, bpps and PSNRs on a few slices, as in ``variable_rate.py``.
 
-    python benchmarks/context.py [--ct-slices N] [--control-slices N] [--from-csv benchmarks/results/context.csv benchmarks/results/variable_rate.csv]
+    python benchmarks/context.py [--ct-slices N] [--control-slices N] [--from-csv benchmarks/results/context.csv benchmarks/results/variable_rate.csv] [--recode medvae-residual]
 """
 
 from __future__ import annotations
@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--from-csv", type=Path, nargs="+", default=[],
                         help="reuse earlier runs' rows (this script's, variable_rate.csv): (image, point) pairs there are not coded again")
+    parser.add_argument("--recode", action="append", default=[], metavar="CODEC",
+                        help="code this codec's points again although --from-csv has them (medvae-residual after a new residual model)")
     args = parser.parse_args(argv)
     ct = load_images([args.data], "test", modality="CT")
     if args.ct_slices:
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, done = [], set()
     for r in (_typed(row) for path in args.from_csv for row in csv.DictReader(path.open())):
         key = (Path(r["file"]).name, int(r["slice"]))
-        if r["codec"] in names and key in here and (key, r["point"]) not in done:
+        if r["codec"] in names - set(args.recode) and key in here and (key, r["point"]) not in done:
             done.add((key, r["point"]))
             rows.append(dict(r, file=here[key]))
     for image in images:
