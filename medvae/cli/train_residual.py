@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     info = {
         "base": codec.name, "base_fingerprint": codec.fingerprint, "steps": args.steps, "batch": args.batch,
         "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "train_slices": len(train),
-        "val_bpp": evaluate_bpp(model, val) if val else None, "log": log, "command": " ".join(sys.argv),
+        "val_bpp": evaluate_bpp(model, val) if val else None, "log": log, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     save_residual(Residual(model, plan, info), out)
     print(json.dumps({k: v for k, v in info.items() if k != "log"}, indent=1))
