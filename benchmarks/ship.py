@@ -8,7 +8,7 @@ counts the bit tables on the same slices (:func:`medvae.models.rnn_conv.fit_bit_
 iteration's, channel's and context's frequency of ones).
 
     python benchmarks/ship.py medvae-vr [CHECKPOINT] [--max-slices 4] [--wall-time TEXT]
-    python benchmarks/ship.py medvae-ctx [CHECKPOINT] [--max-slices 4] [--wall-time TEXT]
+    python benchmarks/ship.py medvae-ctx [CHECKPOINT] [--max-slices 4] [--wall-time TEXT] [--config FILE --budget TEXT]
     python benchmarks/ship.py rnn-conv [CHECKPOINT] [--max-slices 4] [--wall-time TEXT]
 """
 
@@ -41,8 +41,8 @@ FAMILIES = {
                   "bfloat16 autocast, 2 CPU cores, batch 8, 128x128 crops, fine-tuned from the shipped medvae q5 weights",
                   DEFAULT_QUALITY),
     "medvae-ctx": ("python train.py --config configs/corpus-cpu-medvae-ctx.yaml --amp",
-                   "bfloat16 autocast, 2 CPU cores, batch 8, 128x128 crops of CT, MR and radiographs (every patient "
-                   "equally often), fine-tuned from the shipped medvae-vr weights",
+                   "bfloat16 autocast, 2 CPU cores, batch 8, 128x128 crops of CT, MR and radiographs (a patient's "
+                   "share growing as the square root of its slices), fine-tuned from the shipped medvae-vr weights",
                    DEFAULT_QUALITY),
     "rnn-conv": ("python train.py --config configs/corpus-cpu-rnn-conv.yaml",
                  "from scratch on 2 CPU cores (float32, batch 16, 64x64 crops)", 1),
@@ -57,8 +57,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="calibration slices' manifest (default: the corpus with extras for medvae-ctx, else the corpus)")
     parser.add_argument("--max-slices", type=int, default=4, help="training slices per volume")
     parser.add_argument("--wall-time", default="", help="training wall time, for the record")
+    parser.add_argument("--config", help="the run's training config, when not the family's first (for the record)")
+    parser.add_argument("--budget", help="how the run was trained, when not as the family's first (for the record)")
     args = parser.parse_args(argv)
     command, budget, quality = FAMILIES[args.family]
+    if args.config:
+        command = f"python train.py --config {args.config}" + (" --amp" if "--amp" in command else "")
+    budget = args.budget or budget
     checkpoint = args.checkpoint or REPO / f"runs/corpus-cpu-{args.family}/last.pt"
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)

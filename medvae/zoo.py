@@ -14,8 +14,9 @@ has one file for every quality::
 
 Optional packages add weights folders of their own (:data:`OPTIONAL_WEIGHTS`), merged into
 one index: ``medvae-ladder`` holds the old ``medvae`` ladder's qualities other than its
-default, which only files written with them need. The main index names their fingerprints
-(``"optional"``), so such a file, or ``quality=3``, says which package to install.
+default, and the weights a variable-rate model's were before (``"previous"``), which only
+files written with them need. The main index names their fingerprints (``"optional"``), so
+such a file, or ``quality=3``, says which package to install.
 
 (Release tooling that writes the weights and the index is ``tools/export_weights.py``,
 outside the package.)
@@ -60,16 +61,22 @@ def index() -> dict[str, Any]:
                 for item in [record, record.get("residual"), *record.get("previous_residuals", [])]:
                     if item:
                         item["path"] = str(folder / item["file"])
-            if name in merged and "qualities" in entry:  # more qualities of a ladder: the first folder's defaults stay
-                merged[name].setdefault("qualities", {}).update(entry["qualities"])
+            if name in merged:  # more qualities of a ladder, or earlier weights: the first folder's defaults stay
+                for key, more in entry.items():
+                    if key == "qualities":
+                        merged[name].setdefault(key, {}).update(more)
+                    elif key == "previous":
+                        merged[name].setdefault(key, []).extend(more)
             else:
-                merged.setdefault(name, entry)
+                merged[name] = entry
     return merged
 
 
 def _files(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """The weights records of an index entry: one per quality, or a variable-rate model's one."""
-    return list(entry.get("qualities", {}).values()) + ([entry["weights"]] if "weights" in entry else [])
+    """The weights records of an index entry: one per quality, or a variable-rate model's one,
+    and the weights it replaced (``"previous"``), which only files written with them need."""
+    current = list(entry.get("qualities", {}).values()) + ([entry["weights"]] if "weights" in entry else [])
+    return current + list(entry.get("previous", []))
 
 
 def is_variable_rate(model: str) -> bool:

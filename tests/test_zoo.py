@@ -49,3 +49,26 @@ def test_missing_quality_is_a_clear_error(weights_dir, tmp_path):
     export(tmp_path / "m.pt", 1, weights_dir=weights_dir)
     with pytest.raises(medvae.MedVAEError, match="no quality 7; shipped qualities: \\[1\\]"):
         medvae.load("medvae", quality=7)
+
+
+def test_new_variable_rate_weights_keep_the_files_of_the_old_in_the_optional_package(weights_dir, tmp_path, ct_like, monkeypatch):
+    optional_dir = tmp_path / "optional"
+    for name, seed in (("old", 1), ("new", 2)):
+        save_model(small_model("medvae-vr", seed=seed), tmp_path / f"{name}.pt")
+    export(tmp_path / "old.pt", 5, weights_dir=weights_dir, optional_dir=optional_dir)
+    old_data = medvae.compress(ct_like, 2.5, model="medvae-vr")
+    old_pixels = medvae.decompress(old_data)
+    old_fingerprint = medvae.read_header(old_data).fingerprint
+
+    path = export(tmp_path / "new.pt", 5, weights_dir=weights_dir, optional_dir=optional_dir)
+    assert path == weights_dir / "medvae-vr.pt" and sorted(p.name for p in weights_dir.glob("*.pt")) == ["medvae-vr.pt"]
+    assert medvae.read_header(medvae.compress(ct_like, 2.5, model="medvae-vr")).fingerprint != old_fingerprint
+    assert zoo.index()["medvae-vr"]["optional"] == {"package": "medvae-ladder", "fingerprints": [old_fingerprint]}
+    # Without the optional package the old file names it; with it, it decodes as before.
+    with pytest.raises(medvae.BitstreamError, match="come with the optional package medvae-ladder"):
+        medvae.decompress(old_data)
+    monkeypatch.setattr(zoo, "weights_dirs", lambda: [weights_dir, optional_dir])
+    zoo.index.cache_clear()
+    assert (optional_dir / f"medvae-vr-{old_fingerprint[:8]}.pt").is_file()
+    np.testing.assert_array_equal(medvae.decompress(old_data), old_pixels)
+    assert zoo.shipped_path("medvae-vr") == path  # the package's defaults stay the new weights'

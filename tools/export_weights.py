@@ -23,12 +23,16 @@ from medvae.checkpoint import exact_fingerprint, load_model, model_record, train
 from medvae.exact import calibrate
 from medvae.io.files import publish
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "medvae" / "weights"
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS_DIR = REPO / "medvae" / "weights"
+#: The optional weights package that keeps the weights a new export replaces (``zoo.OPTIONAL_WEIGHTS``).
+OPTIONAL_PACKAGE = "medvae-ladder"
+OPTIONAL_DIR = REPO / "packages" / "medvae-ladder" / "medvae_ladder" / "weights"
 
 
 def export(
     checkpoint: str | Path, quality: int, *, default_quality: int | None = None, notes: dict[str, Any] | None = None,
-    weights_dir: Path = WEIGHTS_DIR,
+    weights_dir: Path = WEIGHTS_DIR, optional_dir: Path = OPTIONAL_DIR,
 ) -> Path:
     """Ship a training checkpoint as ``<weights_dir>/<model>-q<quality>.pt`` (float16 weights) and
     record it in ``<weights_dir>/index.json`` (default: this repository's ``medvae/weights``).
@@ -37,7 +41,9 @@ def export(
     checkpoint's exact plan (calibrated now if it has none); the recorded fingerprint
     is that of the loaded model and its plan, which is what encoder and decoder both
     use, so coding stays bit-exact. ``notes`` (training config, command, wall time,
-    validation metrics) go into the index for the record.
+    validation metrics) go into the index for the record. New weights of a variable-rate model
+    replace the old in place; the old ones move to the optional package (``optional_dir``) as
+    ``<model>-<fingerprint>.pt`` (:func:`retire`), so files written with them still decode.
     """
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = load_model(checkpoint)
@@ -47,6 +53,7 @@ def export(
     variable_rate = hasattr(model, "gain")
     target = weights_dir / (f"{name}.pt" if variable_rate else f"{name}-q{int(quality)}.pt")
     weights_dir.mkdir(exist_ok=True)
+    replaced = target.read_bytes() if variable_rate and target.is_file() else None
     record = model_record(model, half=True)
     buffer = io.BytesIO()
     torch.save(record, buffer)
@@ -64,7 +71,11 @@ def export(
     path = weights_dir / "index.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     if variable_rate:
-        data[name] = {"default_quality": quality, "variable_rate": True, "weights": entry}
+        before = data.get(name, {})
+        optional = before.get("optional")
+        if replaced is not None and "weights" in before and before["weights"]["fingerprint"] != entry["fingerprint"]:
+            optional = retire(name, before["weights"], replaced, optional_dir)
+        data[name] = {"default_quality": quality, "variable_rate": True, "weights": entry, **({"optional": optional} if optional else {})}
     else:
         family = data.setdefault(name, {"default_quality": int(quality), "qualities": {}})
         family["qualities"][str(int(quality))] = entry
@@ -73,6 +84,22 @@ def export(
     publish(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), overwrite=True)
     zoo.index.cache_clear()
     return target
+
+
+def retire(name: str, record: dict[str, Any], weights: bytes, optional_dir: Path) -> dict[str, Any]:
+    """Keep replaced weights of ``name`` (its index ``record`` and file bytes) in the optional
+    package: ``<name>-<fingerprint>.pt`` and a ``"previous"`` record in its index. Returns the
+    main index's ``"optional"`` entry for ``name``, which names the package for those files."""
+    fingerprint = record["fingerprint"]
+    target = optional_dir / f"{name}-{fingerprint[:8]}.pt"
+    optional_dir.mkdir(parents=True, exist_ok=True)
+    publish(target, weights, overwrite=True)
+    path = optional_dir / "index.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    kept = [r for r in data.setdefault(name, {}).setdefault("previous", []) if r["fingerprint"] != fingerprint]
+    data[name]["previous"] = [*kept, {**{k: v for k, v in record.items() if k != "path"}, "file": target.name}]
+    publish(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), overwrite=True)
+    return {"package": OPTIONAL_PACKAGE, "fingerprints": sorted(r["fingerprint"] for r in data[name]["previous"])}
 
 
 def main(argv: list[str] | None = None) -> None:
