@@ -272,6 +272,7 @@ class Codec:
         self._check_residual(0)  # raises for weights without a residual model
         if {"max_error", "tighter_passes", "iterations"} & set(options):
             raise InputError("bounded_coder takes the base's options; the bound is write()'s")
+        image = check_image(image)
         encoded = self._base(image, **options, keep_pixels=True)
 
         def write(max_error: int, tighter_passes: int = 0) -> tuple[bytes, np.ndarray]:
@@ -291,6 +292,7 @@ class Codec:
         if tighter_passes and residual is None:
             raise InputError("tighter_passes is for near-lossless coding (max_error >= 1)")
         pass_bounds(max_error or 0, tighter_passes)  # checks it before the base is coded
+        image = check_image(image)  # an array from here on: the container reads its dtype
         encoded = self._base(image, **options, keep_pixels=keep_pixels or residual is not None)
         return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes)
 

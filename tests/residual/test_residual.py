@@ -335,3 +335,21 @@ def test_a_bounded_coder_writes_the_files_compress_writes_from_one_base(codec, m
     lossy, pixels = codec.compress_with_pixels(image, bits_stored=12)
     assert lossy == codec.compress(image, bits_stored=12)
     np.testing.assert_array_equal(pixels, codec.decompress(lossy))
+
+
+class _ArrayLike:
+    """Pixels handed over through ``__array__`` (as by an image library's own type), not as an ndarray."""
+
+    def __init__(self, pixels: np.ndarray):
+        self.pixels = pixels
+
+    def __array__(self, dtype=None, copy=None):
+        return self.pixels
+
+
+def test_array_likes_code_as_their_arrays(codec):
+    image = _phantom((40, 33), np.uint16)
+    for max_error in (None, 0, 2):
+        assert codec.compress(_ArrayLike(image), max_error=max_error) == codec.compress(image, max_error=max_error)
+    data, pixels = codec.bounded_coder(_ArrayLike(image))(2, 1)
+    assert data == codec.compress(image, max_error=2, tighter_passes=1)
