@@ -527,13 +527,14 @@ def _kept_residual(path: Path) -> Residual:
 
 
 def _shipped(path: Path) -> Codec:
-    """The codec of shipped weights with their residual model, built once for each pair
-    (shipping a new residual model makes a new codec, not a stale one)."""
-    return _shipped_codec(path, zoo.residual_path(path))
+    """The codec of shipped weights with their residual model, built once for each weights
+    fingerprint and residual model (shipping new weights to the same file, or a new residual
+    model, makes a new codec, not a stale one)."""
+    return _shipped_codec(path, zoo.shipped_fingerprint(path), zoo.residual_path(path))
 
 
 @lru_cache(maxsize=8)
-def _shipped_codec(path: Path, residual: Path | None) -> Codec:
+def _shipped_codec(path: Path, fingerprint: str | None, residual: Path | None) -> Codec:
     return Codec(_load_weights(path), residual=None if residual is None else load_residual(residual))
 
 

@@ -126,13 +126,14 @@ def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_store
     :meth:`medvae.Codec.compress` (metadata, padding value ...)."""
     bits = metrics.stored_bits(bits_stored, image.dtype)
 
-    coder_of: dict[str, Codec] = {}
+    coder_of: dict[int, Codec] = {}  # id of a measured Choice (each is kept by its cache) -> its codec
 
     def measure(setting: str, codec: Codec, coded: tuple[bytes, np.ndarray]) -> Choice:
         data, pixels = coded  # the pixels the file decodes to, as its encoder computed them
-        coder_of[setting] = codec
-        return Choice(data, setting, metrics.bpp(len(data), image.shape), metrics.compression_ratio(len(data), image.shape, bits),
-                      metrics.psnr(image, pixels, bits))
+        choice = Choice(data, setting, metrics.bpp(len(data), image.shape), metrics.compression_ratio(len(data), image.shape, bits),
+                        metrics.psnr(image, pixels, bits))
+        coder_of[id(choice)] = codec
+        return choice
 
     # Each candidate is coded at most once (functools.cache), however often it is asked for,
     # and the near-lossless ones share one coding of their base. None is decoded: the encoder
@@ -148,7 +149,7 @@ def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_store
         base = functools.cache(lambda: codec.bounded_coder(image, bits_stored=bits_stored, **kwargs))
         near = [functools.cache(lambda t=t, j=j: measure(near_lossless_setting(t, j), codec, base()(t, j))) for t, j in NEAR_LOSSLESS]
     choice = _choose(target, image, bits, lossy, near)
-    coder_of[choice.setting].decompress(choice.data)  # raises BitstreamError unless its pixels are those measured
+    coder_of[id(choice)].decompress(choice.data)  # raises BitstreamError unless its pixels are those measured
     return choice
 
 

@@ -63,8 +63,8 @@ def index() -> dict[str, Any]:
                         item["path"] = str(folder / item["file"])
             if name in merged:  # more qualities of a ladder, or earlier weights: the first folder's defaults stay
                 for key, more in entry.items():
-                    if key == "qualities":
-                        merged[name].setdefault(key, {}).update(more)
+                    if key == "qualities":  # a quality the first folder ships stays its own
+                        merged[name].setdefault(key, {}).update({q: r for q, r in more.items() if q not in merged[name].get(key, {})})
                     elif key == "previous":
                         merged[name].setdefault(key, []).extend(more)
             else:
@@ -170,6 +170,12 @@ def _record_of(path: str | Path) -> dict[str, Any] | None:
     return None
 
 
+def shipped_fingerprint(path: str | Path) -> str | None:
+    """The fingerprint the index records for the shipped weights file ``path`` (None if it is not one)."""
+    record = _record_of(path)
+    return None if record is None else record["fingerprint"]
+
+
 def shipped_lmbda(path: str | Path) -> float | None:
     """λ recorded in the index for the shipped weights file ``path`` (None if it is not one)."""
     record = _record_of(path)
@@ -195,7 +201,7 @@ def residual_for_fingerprint(fingerprint: str) -> Path | None:
 
 
 def optional_package(model: str, fingerprint: str) -> str | None:
-    """The optional package (not installed) that holds ``model``'s weights ``fingerprint``, if one does."""
+    """The optional package that holds ``model``'s weights ``fingerprint``, if one does (installed or not)."""
     optional = index().get(model, {}).get("optional", {})
     return optional["package"] if fingerprint in optional.get("fingerprints", []) else None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,12 @@ def export(
     variable_rate = hasattr(model, "gain")
     target = weights_dir / (f"{name}.pt" if variable_rate else f"{name}-q{int(quality)}.pt")
     weights_dir.mkdir(exist_ok=True)
-    replaced = target.read_bytes() if variable_rate and target.is_file() else None
     record = model_record(model, half=True)
     buffer = io.BytesIO()
     torch.save(record, buffer)
-    publish(target, buffer.getvalue(), overwrite=True)
-    shipped = load_model(target)  # float16 → float32, exactly as users will load it
+    with tempfile.TemporaryDirectory() as folder:  # the fingerprint first: the old weights may have to be kept
+        (Path(folder) / target.name).write_bytes(buffer.getvalue())
+        shipped = load_model(Path(folder) / target.name)  # float16 → float32, exactly as users will load it
     shipped.update(force=False)
     entry = {
         "file": target.name,
@@ -73,14 +74,22 @@ def export(
     if variable_rate:
         before = data.get(name, {})
         optional = before.get("optional")
-        if replaced is not None and "weights" in before and before["weights"]["fingerprint"] != entry["fingerprint"]:
-            optional = retire(name, before["weights"], replaced, optional_dir)
+        if target.is_file() and "weights" in before and before["weights"]["fingerprint"] != entry["fingerprint"]:
+            optional = retire(name, before["weights"], target.read_bytes(), optional_dir)  # before it is overwritten
         data[name] = {"default_quality": quality, "variable_rate": True, "weights": entry, **({"optional": optional} if optional else {})}
     else:
         family = data.setdefault(name, {"default_quality": int(quality), "qualities": {}})
-        family["qualities"][str(int(quality))] = entry
+        before = family["qualities"].get(str(int(quality)), {})
+        kept = {key: before[key] for key in ("residual", "previous_residuals") if key in before}
+        if kept and before["fingerprint"] != entry["fingerprint"]:
+            raise ValueError(
+                f"{name} quality {quality} is the base of shipped residual models, whose files need these weights; "
+                "ship new weights under another quality"
+            )
+        family["qualities"][str(int(quality))] = {**entry, **kept}
         if default_quality is not None:
             family["default_quality"] = int(default_quality)
+    publish(target, buffer.getvalue(), overwrite=True)
     publish(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), overwrite=True)
     zoo.index.cache_clear()
     return target

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Ship a trained residual model with a shipped base: ``medvae/weights/<base file stem>-residual-<fp>.pt``.
+"""Ship a trained residual model with a shipped base: ``medvae/weights/<base file stem>-residual-<fingerprint[:8]>.pt``.
 
 The base's index record gets the new model as its ``residual`` (what lossless and near-lossless
 coding now use); the model it replaces moves to ``previous_residuals``, so files written with it
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,9 @@ def ship_residual(path: str | Path, model: str, quality: int | None = None, note
             f"{path}: trained on base {residual.info.get('base_fingerprint')}, not on {base.name} ({record['fingerprint']})"
         )
     target = base.parent / f"{base.stem}-residual-{residual.fingerprint[:8]}.pt"
-    if target.exists():
-        raise MedVAEError(f"{target} exists: this residual model is shipped already")
-    shutil.copyfile(path, target)
+    if residual.fingerprint in [r["fingerprint"] for r in (record.get("residual"), *record.get("previous_residuals", [])) if r]:
+        raise MedVAEError(f"{target.name}: this residual model is shipped already")
+    publish(target, Path(path).read_bytes(), overwrite=True)  # a copy left by a run that failed before the index is replaced
     info = residual.info
     entry = {
         "file": target.name, "fingerprint": residual.fingerprint, "steps": info.get("steps"),

@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     import medvae
     from medvae.io.slices import manifest_slices
     from medvae.residual.model import CHANNELS, ResidualModel, widened
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return pairs
 
     train, val = pairs_of("train"), pairs_of("val")
+    torch.manual_seed(0)  # a fresh model starts the same in every run, so a resumed run recognises its start
     start = load_residual(args.init).model if args.init else ResidualModel(args.channels or CHANNELS)
     if args.channels and args.channels != start.channels:
         start = widened(start, args.channels)
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     info = {
         "base": codec.name, "base_fingerprint": codec.fingerprint, "steps": args.steps, "batch": args.batch,
         "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "train_slices": len(train),
-        "val_bpp": evaluate_bpp(model, val) if val else None, "log": log, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "val_bpp": evaluate_bpp(model, val) if val else None, "log": log, "command": " ".join(["medvae", *sys.argv[1:]]),
     }
     save_residual(Residual(model, plan, info), out)
     print(json.dumps({k: v for k, v in info.items() if k != "log"}, indent=1))

@@ -8,6 +8,7 @@ is an option, but for this small network it measured 10× slower than float32 he
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -111,8 +112,10 @@ def train_residual(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(steps * 0.8)], 0.1)
     log, start, running, done = [], time.time(), [], 0
+    settings = {"steps": steps, "channels": model.channels, "batch": batch, "crop": crop, "lr": lr, "bf16": bf16,
+                "seed": seed, "train_slices": len(pairs), "start": _digest(model)}
     if checkpoint and Path(checkpoint).exists():
-        done, log = _restore(checkpoint, model, optimizer, scheduler, rng, steps)
+        done, log = _restore(checkpoint, model, optimizer, scheduler, rng, settings)
         start -= log[-1]["seconds"] if log else 0.0
     for step in tqdm(range(done + 1, steps + 1), desc="residual model", unit="step", initial=done, total=steps):
         image, base, lo, hi = _batch(pairs, rng, batch, crop)
@@ -133,13 +136,22 @@ def train_residual(
             tqdm.write(str(entry))
             running = []
             if checkpoint:
-                _save_state(checkpoint, step, steps, model, optimizer, scheduler, rng, log)
+                _save_state(checkpoint, step, settings, model, optimizer, scheduler, rng, log)
     return model, log
 
 
-def _save_state(path, step, steps, model, optimizer, scheduler, rng, log) -> None:
+def _digest(model: ResidualModel) -> str:
+    """A short hash of the model's weights: which model a run started from (``--init``)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _save_state(path, step, settings, model, optimizer, scheduler, rng, log) -> None:
     state = {
-        "step": step, "steps": steps, "channels": model.channels, "model": model.state_dict(),
+        "step": step, "settings": settings, "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
         "numpy_rng": json.dumps(rng.bit_generator.state), "log": log,
     }
@@ -147,15 +159,16 @@ def _save_state(path, step, steps, model, optimizer, scheduler, rng, log) -> Non
         torch.save(state, tmp)
 
 
-def _restore(path, model, optimizer, scheduler, rng, steps) -> tuple[int, list[dict]]:
+def _restore(path, model, optimizer, scheduler, rng, settings) -> tuple[int, list[dict]]:
     """Load a training state written by :func:`_save_state` into the given objects; returns
-    the steps done and the log so far. Refuses a state of another run length or width."""
+    the steps done and the log so far. Refuses the state of another run: other steps, width,
+    batch, crop, learning rate, precision, seed, number of training slices or starting model."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["steps"] != steps or state["channels"] != model.channels:
-        raise MedVAEError(
-            f"{path}: a training state for {state['steps']} steps of a {state['channels']}-channel model, "
-            f"not {steps} steps of a {model.channels}-channel one; choose another checkpoint"
-        )
+    saved = state.get("settings") or {"steps": state["steps"], "channels": state["channels"]}  # states of the first release
+    differ = {key: (value, settings.get(key)) for key, value in saved.items() if settings.get(key) != value}
+    if differ:
+        listed = ", ".join(f"{key} {was} (now {now})" for key, (was, now) in differ.items())
+        raise MedVAEError(f"{path}: the training state of another run ({listed}); choose another checkpoint")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -254,7 +254,7 @@ def test_training_loss_is_the_coded_size(codec):
 
 def test_interrupted_residual_training_resumes_to_the_same_model(codec, tmp_path, monkeypatch):
     """A run stopped after its first checkpoint and started again ends with the weights of an
-    uninterrupted run; a checkpoint of another run length is refused."""
+    uninterrupted run; the checkpoint of another run is refused."""
     image = _phantom((64, 64), np.uint16)
     base, value_range = codec.base_layer(image)
     pairs = [Pair(image, base, value_range)]
@@ -280,13 +280,19 @@ def test_interrupted_residual_training_resumes_to_the_same_model(codec, tmp_path
     with pytest.raises(KeyboardInterrupt):
         train_residual(pairs, model=fresh(), checkpoint=state, **settings)
     monkeypatch.setattr(training_module, "_batch", real_batch)
+    start = fresh()
     torch.manual_seed(99)  # the resumed run must not depend on the generators' state at restart
-    resumed, log = train_residual(pairs, model=ResidualModel(channels=8), checkpoint=state, **settings)
+    resumed, log = train_residual(pairs, model=start, checkpoint=state, **settings)
     assert [entry["step"] for entry in log] == [2, 4]
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
-    with pytest.raises(MedVAEError, match="training state for 4 steps"):
-        train_residual(pairs, model=ResidualModel(channels=8), checkpoint=state, **{**settings, "steps": 6})
+    # The state of another run is refused, not silently continued (or returned, when finished).
+    with pytest.raises(MedVAEError, match=r"another run \(steps 4 \(now 6\)\)"):
+        train_residual(pairs, model=fresh(), checkpoint=state, **{**settings, "steps": 6})
+    with pytest.raises(MedVAEError, match=r"lr 0.001 \(now 0.002\)"):
+        train_residual(pairs, model=fresh(), checkpoint=state, **settings, lr=2e-3)
+    with pytest.raises(MedVAEError, match="start"):
+        train_residual(pairs, model=ResidualModel(channels=8), checkpoint=state, **settings)
 
 
 def test_files_written_with_an_earlier_shipped_residual_model_still_decode():

@@ -43,3 +43,13 @@ def test_a_shipped_residual_model_replaces_the_last_and_keeps_its_files_decodabl
     save_residual(Residual(residual.model, residual.plan, {"base_fingerprint": "0" * 16}), other)
     with pytest.raises(medvae.MedVAEError, match="trained on base 0000000000000000"):
         ship_residual(other, "medvae")
+
+    # Exporting the base again (a new note) keeps its residual models; other weights there are refused.
+    export(tmp_path / "q1.pt", 1, weights_dir=weights_dir, notes={"budget": "again"})
+    assert zoo.index()["medvae"]["qualities"]["1"]["residual"]["fingerprint"] == second
+    np.testing.assert_array_equal(medvae.decompress(files[0]), ct_like)
+    save_model(small_model("medvae", seed=9), tmp_path / "other-q1.pt")
+    with pytest.raises(ValueError, match="base of shipped residual models"):
+        export(tmp_path / "other-q1.pt", 1, weights_dir=weights_dir)
+    assert zoo.shipped_fingerprint(weights_dir / "medvae-q1.pt") == base.fingerprint
+    np.testing.assert_array_equal(medvae.decompress(files[1]), ct_like)
