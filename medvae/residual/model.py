@@ -128,10 +128,16 @@ def residual_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor,
     ``lo``, ``hi`` (B, 1, 1, 1) the base layer's intensity mapping. The mean is rounded as the
     coder rounds it (straight-through), so the loss is the coder's cost, escapes aside.
     """
+    return pass_bits(model, image, base, lo, hi).sum(1)
+
+
+def pass_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """:func:`residual_bits` pass by pass: (B, 4), in the order of :data:`PHASES` (where the
+    bits go: the first pass sees no decoded neighbour, the last sees eight)."""
     residual = image - base
     blocks = F.pixel_unshuffle(residual, 2)
     known = torch.zeros_like(residual, dtype=torch.bool)
-    total = torch.zeros(image.shape[0], device=image.device)
+    passes = []
     span = hi - lo
     for phase in PHASES:
         k = block_offset(phase)
@@ -139,6 +145,6 @@ def residual_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor,
         mean = out[:, 2 * k : 2 * k + 1] * span / CONTEXT_GAIN
         mean = mean + (torch.round(mean) - mean).detach()
         scale = torch.exp2((out[:, 2 * k + 1 : 2 * k + 2] + torch.log2(span)).clamp(min=-5.0, max=14.0))
-        total = total + _laplace_bits(blocks[:, k : k + 1] - mean, scale).flatten(1).sum(1)
+        passes.append(_laplace_bits(blocks[:, k : k + 1] - mean, scale).flatten(1).sum(1))
         known = known | phase_mask(residual.shape, phase, residual.device)
-    return total
+    return torch.stack(passes, dim=1)
