@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> None:
     model = codec.residual.model.eval()
     rows = []
     for s in slices:
-        base, value_range = codec.base_layer(s.pixels)
-        image, base_t, lo, hi = slice_tensors(s.pixels, base, value_range)
+        data, base = codec.compress_with_pixels(s.pixels)  # the base's file and what it decodes to
+        image, base_t, lo, hi = slice_tensors(s.pixels, base, medvae.read_header(data).value_range)
         with torch.no_grad():
             passes = pass_bits(model, image, base_t, lo, hi)[0] / (image.numel() / 4)  # each pass codes a quarter
-        base_bpp = 8 * len(codec.compress(s.pixels)) / s.pixels.size
+        base_bpp = 8 * len(data) / s.pixels.size
         rows.append([*passes.tolist(), base_bpp])
     mean = np.mean(rows, axis=0)
     print(f"{args.modality}: {len(rows)} test slices; residual model {codec.residual.fingerprint}")

@@ -61,14 +61,14 @@ def index() -> dict[str, Any]:
                 for item in [record, record.get("residual"), *record.get("previous_residuals", [])]:
                     if item:
                         item["path"] = str(folder / item["file"])
-            if name in merged:  # more qualities of a ladder, or earlier weights: the first folder's defaults stay
-                for key, more in entry.items():
-                    if key == "qualities":  # a quality the first folder ships stays its own
-                        merged[name].setdefault(key, {}).update({q: r for q, r in more.items() if q not in merged[name].get(key, {})})
-                    elif key == "previous":
-                        merged[name].setdefault(key, []).extend(more)
-            else:
+            if name not in merged:
                 merged[name] = entry
+                continue
+            # More qualities of a ladder, or earlier weights: what the first folder ships stays its own.
+            for quality, record in entry.get("qualities", {}).items():
+                merged[name].setdefault("qualities", {}).setdefault(quality, record)
+            if "previous" in entry:
+                merged[name].setdefault("previous", []).extend(entry["previous"])
     return merged
 
 

@@ -90,9 +90,14 @@ def export(
         if default_quality is not None:
             family["default_quality"] = int(default_quality)
     publish(target, buffer.getvalue(), overwrite=True)
-    publish(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), overwrite=True)
+    write_index(path, data)
     zoo.index.cache_clear()
     return target
+
+
+def write_index(path: Path, data: dict[str, Any]) -> None:
+    """Write a weights index (sorted keys, as every release tool writes it), atomically."""
+    publish(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), overwrite=True)
 
 
 def retire(name: str, record: dict[str, Any], weights: bytes, optional_dir: Path) -> dict[str, Any]:
@@ -107,7 +112,7 @@ def retire(name: str, record: dict[str, Any], weights: bytes, optional_dir: Path
     data = json.loads(path.read_text()) if path.is_file() else {}
     kept = [r for r in data.setdefault(name, {}).setdefault("previous", []) if r["fingerprint"] != fingerprint]
     data[name]["previous"] = [*kept, {**{k: v for k, v in record.items() if k != "path"}, "file": target.name}]
-    publish(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), overwrite=True)
+    write_index(path, data)
     return {"package": OPTIONAL_PACKAGE, "fingerprints": sorted(r["fingerprint"] for r in data[name]["previous"])}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from medvae import zoo
 from medvae.errors import MedVAEError
 from medvae.io.files import publish
 from medvae.residual.weights import load_residual
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository's tools package
+from tools.export_weights import write_index  # noqa: E402
 
 
 def ship_residual(path: str | Path, model: str, quality: int | None = None, notes: dict[str, Any] | None = None) -> Path:
@@ -46,7 +50,7 @@ def ship_residual(path: str | Path, model: str, quality: int | None = None, note
     if "residual" in record:
         record.setdefault("previous_residuals", []).append(record["residual"])
     record["residual"] = entry
-    publish(index_path, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), overwrite=True)
+    write_index(index_path, index)
     zoo.index.cache_clear()
     return target
 

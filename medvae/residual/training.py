@@ -8,7 +8,6 @@ is an option, but for this small network it measured 10× slower than float32 he
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from medvae.checkpoint import fingerprint as weights_fingerprint
 from medvae.codec import Codec
 from medvae.errors import MedVAEError
 from medvae.io.files import atomic_path
@@ -113,7 +113,7 @@ def train_residual(
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(steps * 0.8)], 0.1)
     log, start, running, done = [], time.time(), [], 0
     settings = {"steps": steps, "channels": model.channels, "batch": batch, "crop": crop, "lr": lr, "bf16": bf16,
-                "seed": seed, "train_slices": len(pairs), "start": _digest(model)}
+                "seed": seed, "train_slices": len(pairs), "start": weights_fingerprint(model)}  # which model it started from (--init)
     if checkpoint and Path(checkpoint).exists():
         done, log = _restore(checkpoint, model, optimizer, scheduler, rng, settings)
         start -= log[-1]["seconds"] if log else 0.0
@@ -138,15 +138,6 @@ def train_residual(
             if checkpoint:
                 _save_state(checkpoint, step, settings, model, optimizer, scheduler, rng, log)
     return model, log
-
-
-def _digest(model: ResidualModel) -> str:
-    """A short hash of the model's weights: which model a run started from (``--init``)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _save_state(path, step, settings, model, optimizer, scheduler, rng, log) -> None:
