@@ -27,6 +27,7 @@ from medvae.exact.image import NormalizedImage, pixel_rows, pixels
 from medvae.exceptions import Exceptions
 from medvae.exceptions import find as find_exceptions
 from medvae.intensity import check_image, default_value_range, denormalize
+from medvae.models.gain import LOWEST_QUALITY
 from medvae.refine import check_refinement, refine_latents
 from medvae.residual.coder import check_max_error, pass_bounds
 from medvae.residual.weights import Residual, load_residual
@@ -115,7 +116,7 @@ class Codec:
     def quality_range(self) -> tuple[float, float] | None:
         """Lowest and highest quality a variable-rate model codes (multiples of 1/256 between
         them); None for weights trained for one rate."""
-        return (1.0, float(self.model.levels)) if self.variable_rate else None
+        return (float(LOWEST_QUALITY), float(self.model.levels)) if self.variable_rate else None
 
     def _set_quality(self, quality: float | None, geometric: bool = True) -> float | None:
         """Make the model and its exact twin code at ``quality`` (a variable-rate model's
@@ -551,7 +552,7 @@ def compress(
     ratio: float | None = None, bpp: float | None = None, psnr: float | None = None, **kwargs,
 ) -> bytes:
     """Compress with the shipped default (:func:`medvae.zoo.default_model`: ``medvae-ctx``, any
-    quality from 1 to 7; the ``medvae`` ladder for lossless and near-lossless coding) at
+    quality from 0 to 7; the ``medvae`` ladder for lossless and near-lossless coding) at
     ``quality``, or with ``model`` if given (a name such as ``"medvae"``, the ladder of seven
     integer qualities, a checkpoint path or a :class:`Codec`).
     With ``ratio``, ``bpp`` or ``psnr`` instead of a quality, rate control

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from medvae.errors import BitstreamError, MedVAEError
+from medvae.models.gain import LOWEST_QUALITY
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 #: Importable packages whose ``WEIGHTS_DIR`` holds more shipped weights, and what pip calls them.
@@ -121,8 +122,8 @@ def shipped_path(model: str, quality: int | None = None, hint: str = HINT) -> Pa
         )
     if entry.get("variable_rate"):  # one file; the codec takes the quality (medvae.load)
         levels = len(entry["weights"]["model_config"]["lmbdas"])
-        if quality is not None and not 1 <= float(quality) <= levels:
-            raise MedVAEError(f"{model!r} has no quality {quality:g}: it codes any quality from 1 to {levels}")
+        if quality is not None and not LOWEST_QUALITY <= float(quality) <= levels:
+            raise MedVAEError(f"{model!r} has no quality {quality:g}: it codes any quality from {LOWEST_QUALITY} to {levels}")
         return Path(entry["weights"]["path"])
     if quality is not None and float(quality) != int(quality):
         raise MedVAEError(

@@ -164,7 +164,20 @@ def test_impossible_targets_name_the_best_the_weights_can_do(slice12):
     codec = medvae.load("medvae-vr")
     with pytest.raises(InputError, match=r"the most these weights reach is \d+\.\d\d dB \(quality 7"):
         compress_to(slice12, Target(psnr=300), Ladder.of(codec), bits_stored=BITS)
-    with pytest.raises(InputError, match=r"the smallest file is \d+\.\d+ bpp \(ratio \d+\.\d:1, quality 1\)"):
+    with pytest.raises(InputError, match=r"the smallest file is \d+\.\d+ bpp \(ratio \d+\.\d:1, quality 0\)"):
         compress_to(slice12, Target(bpp=0.001), Ladder.of(codec), bits_stored=BITS)
     with pytest.raises(InputError, match="at least 1"):
         Target(ratio=0.9)
+
+
+def test_a_budget_below_quality_1_is_met_by_an_extrapolated_quality(corpus_slices):
+    """A bpp below what quality 1 spends (0.05 bpp on CT is one) is met with a quality under 1,
+    within the budget, and the file decodes to the PSNR it reports."""
+    (_, image, bits), *_ = corpus_slices
+    ladder = Ladder.shipped("medvae-vr")
+    (_, codec), = ladder.lossy
+    floor = metrics.bpp(len(codec.compress(image, bits_stored=bits, quality=1)), image.shape)
+    choice = compress_to(image, Target(bpp=0.75 * floor), ladder, bits_stored=bits)
+    assert choice.setting.startswith("quality ") and float(choice.setting.split()[1]) < 1, choice.setting
+    assert choice.bpp <= 0.75 * floor
+    assert choice.psnr == pytest.approx(metrics.psnr(image, codec.decompress(choice.data), bits), abs=1e-9)

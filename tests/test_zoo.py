@@ -40,7 +40,7 @@ def test_a_variable_rate_model_ships_as_one_file_for_every_quality(family, weigh
     header = medvae.read_header(data)
     assert (header.model, header.quality) == (family, 2.5)
     np.testing.assert_array_equal(medvae.decompress(data), medvae.load(family).decompress(data))
-    with pytest.raises(medvae.MedVAEError, match="has no quality 8: it codes any quality from 1 to 7"):
+    with pytest.raises(medvae.MedVAEError, match="has no quality 8: it codes any quality from 0 to 7"):
         medvae.load(family, quality=8)
 
 

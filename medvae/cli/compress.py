@@ -34,7 +34,7 @@ EXAMPLES = """examples:
   medvae compress a.dcm b.dcm -o out/ --model runs/x/best.pt
   medvae compress study/ -o out/ --workers 2 --skip-existing   resume an interrupted run
   medvae compress scans/ -o out/ --quality 3 --refine   higher fidelity at about the same size, slower encoding
-  medvae compress scans/ -o out/ --quality 4.5          the default model codes any quality from 1 to 7
+  medvae compress scans/ -o out/ --quality 4.5          the default model codes any quality from 0 to 7
   medvae compress scans/ -o out/ --model medvae --quality 3   the ladder of seven separately trained weights
   medvae compress scans/ -o out/ --lossless             the archive's choice: decodes to the input exactly
   medvae compress scans/ -o out/ --max-error 2          near-lossless: every pixel within 2 of the input
@@ -239,11 +239,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders (searched recursively)")
     add_common_arguments(parser)
     parser.add_argument("--model", default=None, metavar="NAME|CHECKPOINT",
-                        help="shipped model name (medvae-ctx, the default: one model for any quality from 1 to 7; "
+                        help="shipped model name (medvae-ctx, the default: one model for any quality from 0 to 7; "
                              "medvae, the ladder of seven weights, used for --lossless and --max-error; medvae-vr; "
                              "rnn-conv) or checkpoint file")
     parser.add_argument("--quality", type=float, default=None, metavar="Q",
-                        help="quality: any number from 1 to 7 for a variable-rate model (medvae-ctx, the default, and "
+                        help="quality: any number from 0 to 7 for a variable-rate model (below 1: extrapolated, for very low rates) (medvae-ctx, the default, and "
                              "medvae-vr; steps of 1/256), or one of a ladder's (medvae: 1 to 7). Default: the model's default")
     parser.add_argument("--iterations", type=int, default=None, metavar="K",
                         help="iterations of a progressive model (--model rnn-conv: 1 to 8, default 8); each adds bits")

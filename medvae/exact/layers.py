@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from medvae.exact.fixed import (
     ACTIVATION_BITS, DTYPE, Fixed, Stored, integer_bias, integer_weights, map_rows_, pow2, saturate, scale_round_, weight_shifts,
 )
-from medvae.models.gain import QUALITY_UNITS, GainUnit, mix
+from medvae.models.gain import QUALITY_UNITS, GainUnit, mix, mix_position
 from medvae.models.context import CheckerboardContext, MeanScaleHead
 from medvae.models.hyperprior import _HyperSynthesisWithSkip
 from medvae.models.layers import LatentFusion
@@ -277,14 +277,18 @@ def geometric_mix(low: Tensor, high: Tensor, k: int) -> Tensor:
     so ``M`` is a function of the integers and ``k`` alone, never of a platform's ``libm``.
     With 40 digits the result is accurate to about 10^-30 relative, far below the 0.5 that
     rounding to ``M`` can feel except on exact ties, which the same arithmetic breaks the same
-    way everywhere. ``M`` lies between ``256·low`` and ``256·high``, so the bounds of the
-    linear mix (an integer below 2^29, exact in float64) hold for it too.
+    way everywhere. For ``k`` in [0, 256] ``M`` lies between ``256·low`` and ``256·high``, so
+    the bounds of the linear mix (an integer below 2^29, exact in float64) hold for it too;
+    below the first level (``k`` negative, extrapolated) they are checked, and a vector
+    outside them is refused, on every machine alike.
     """
     fraction = decimal.Decimal(k) / QUALITY_UNITS
     with decimal.localcontext(decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)):
         logs = [((1 - fraction) * decimal.Decimal(int(a)).ln() + fraction * decimal.Decimal(int(b)).ln())
                 for a, b in zip(low.tolist(), high.tolist())]
         values = [int((log.exp() * QUALITY_UNITS).to_integral_value(decimal.ROUND_HALF_EVEN)) for log in logs]
+    if not all(0 < v < 2**29 for v in values):
+        raise ValueError(f"the gains extrapolated to {k}/256 of a level have no exact form")
     return torch.tensor(values, dtype=DTYPE, device=low.device) / QUALITY_UNITS
 
 
@@ -317,7 +321,7 @@ class ExactGain(ExactModule):
 
     def vector(self) -> Tensor:
         """The gains at :attr:`units`, in units of ``2^-GAIN_BITS`` (exact: integers over 256)."""
-        i, k = divmod(self.units - QUALITY_UNITS, QUALITY_UNITS)
+        i, k = mix_position(self.units)
         if k == 0 or not self.geometric:
             return mix(self.integers, self.units, geometric=False)
         key = (self.units, self.integers.device.type)

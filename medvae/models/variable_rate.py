@@ -5,7 +5,7 @@ The flagship's transforms, hyperprior and residual skip-fusion, unchanged; a
 another scales ``ŷ`` back before the fusion and synthesis. Each level is trained with
 its own λ (:data:`LMBDAS`); training draws a level per sample, so every step trains
 all of them on the same transforms. ``quality`` is a number from 1 to ``len(LMBDAS)``
-(multiples of 1/256): the integer qualities 1–6 are the λ of the shipped ladder's
+(multiples of 1/256), or down to 0, extrapolated (:mod:`medvae.models.gain`): the integer qualities 1–6 are the λ of the shipped ladder's
 ``medvae`` qualities 1–6, and 7 reaches beyond them.
 """
 
@@ -86,8 +86,8 @@ class MedVAEVR(MedVAE):
 
     def lmbda_at(self, quality: float) -> float:
         """λ a quality aims at (geometric mix between levels; for logs and refinement)."""
-        logs = torch.tensor(self.config["lmbdas"], dtype=torch.float64).log()[:, None]
-        return float(mix(logs, quality_units(quality, self.levels), geometric=False).exp())
+        lmbdas = torch.tensor(self.config["lmbdas"], dtype=torch.float64)[:, None]
+        return float(mix(lmbdas, quality_units(quality, self.levels)))
 
     def analyze(self, x: Tensor) -> list[Tensor]:
         y = self.gain(self.g_a(x))

@@ -28,7 +28,7 @@ from medvae.models import create
 from medvae.models.widen import initialize_from
 from medvae.training import distributed
 from medvae.training.data import build_train_dataset, build_validation_images
-from medvae.training.sampler import EpochSampler, patient_weights
+from medvae.training.sampler import EpochSampler, sample_weights
 from medvae.training.step import train_step
 from medvae.training.validation import validate
 
@@ -164,7 +164,7 @@ def _setup(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
     if dcfg["balance"] not in powers:
         raise MedVAEError(f"data.balance must be one of {', '.join(powers)}, not {dcfg['balance']!r}")
     power = powers[dcfg["balance"]]
-    weights = None if power is None else patient_weights([r.patient for r in dataset.records], power)
+    weights = sample_weights(dataset.records, power, dcfg["modality_weights"])
     sampler = EpochSampler(len(dataset), int(dcfg["epoch_size"]), seed, runtime.rank, runtime.world_size, weights)
     if len(sampler) // int(dcfg["batch_size"]) == 0:
         raise MedVAEError(f"epoch_size per process ({len(sampler)}) is smaller than batch_size ({dcfg['batch_size']})")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
+
+from medvae.errors import MedVAEError
 
 
 class EpochSampler(Sampler[int]):
@@ -56,3 +60,19 @@ def patient_weights(patients: Sequence[str], power: float = 1.0) -> list[float]:
     lone radiograph is seen often while a CT volume of a hundred slices still counts for ten."""
     counts = Counter(patients)
     return [counts[p] ** -power for p in patients]
+
+
+def sample_weights(records: Sequence[Any], power: float | None, modality_weights: Mapping[str, float] | None) -> list[float] | None:
+    """Draw weights for training slices (``.patient``, ``.modality``): :func:`patient_weights` at
+    ``power`` (None: every slice alike), times the weight of the slice's modality in
+    ``modality_weights`` (default 1), so a modality the corpus holds few images of can be seen
+    more often; None when neither applies (plain reshuffled epochs)."""
+    if power is None and not modality_weights:
+        return None
+    factors = {}
+    for modality, value in (modality_weights or {}).items():
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise MedVAEError(f"data.modality_weights.{modality} must be a positive number, not {value!r}")
+        factors[str(modality).upper()] = float(value)
+    base = patient_weights([r.patient for r in records], power or 0.0)
+    return [w * factors.get(str(r.modality).upper(), 1.0) for w, r in zip(base, records)]

@@ -1,4 +1,4 @@
-"""``medvae-vr``: one set of weights for every quality from 1 to 7 (gain units)."""
+"""``medvae-vr``: one set of weights for every quality from 0 to 7 (gain units; below 1 extrapolated)."""
 
 from __future__ import annotations
 
@@ -47,9 +47,9 @@ def ct_slice() -> np.ndarray:
 def test_any_quality_in_the_range_codes_and_rates_and_psnr_rise_with_quality_on_a_real_slice(ct_slice, model):
     """Between two levels too: a linear mix of the gains (format 5) lost 5–8 dB halfway."""
     codec = medvae.load(model)
-    assert codec.variable_rate and codec.quality_range == (1.0, float(len(LMBDAS)))
+    assert codec.variable_rate and codec.quality_range == (0.0, float(len(LMBDAS)))
     sizes, psnrs = [], []
-    for quality in (1, 1.7, 2.5, 3.25, 4, 5.1, 6, 7):
+    for quality in (0, 0.5, 1, 1.7, 2.5, 3.25, 4, 5.1, 6, 7):  # below 1: extrapolated
         data = codec.compress(ct_slice, quality=quality, bits_stored=12)
         header = bitstream.read_header(data)
         decoded = codec.decompress(data)
@@ -72,8 +72,8 @@ def test_integer_qualities_keep_the_ladders_lambda_and_the_package_functions_tak
 
 
 def test_qualities_outside_the_range_and_on_single_rate_weights_are_refused(small_codec):
-    for bad in (0.5, 7.01, float("nan"), 100):
-        with pytest.raises(InputError, match="from 1 to 7"):
+    for bad in (-0.01, 7.01, float("nan"), 100):
+        with pytest.raises(InputError, match="from 0 to 7"):
             small_codec.compress(_image(), quality=bad)
     with pytest.raises(InputError, match="variable-rate"):
         medvae.Codec(small_model("medvae")).compress(_image(), quality=3)
@@ -105,6 +105,29 @@ def test_a_quality_between_two_levels_mixes_their_gains_geometrically_and_exactl
     float_gains = small_codec.model.gain.gain.detach().double()
     torch.testing.assert_close(mix(float_gains, 2 * 256), float_gains[1])  # a level is its own row
     torch.testing.assert_close(mix(float_gains, 2 * 256 + 64, geometric=False), 0.75 * float_gains[1] + 0.25 * float_gains[2])
+
+
+def test_below_quality_1_the_gains_continue_the_geometric_line_exactly(small_codec):
+    """Quality q < 1 continues the line through levels 1 and 2 for two levels (quality 0:
+    g_1³ / g_2²), in the float model and, to the 1/256 of the exact form, in its twin; the
+    rate falls below what quality 1 spends; a linear mix (format 5) has no such qualities."""
+    gains = small_codec.twin.gain
+    float_gains = small_codec.model.gain.gain.detach().double()
+    torch.testing.assert_close(mix(float_gains, 0), float_gains[0] ** 3 / float_gains[1] ** 2)
+    torch.testing.assert_close(mix(float_gains, 128), float_gains[0] ** 2 / float_gains[1])  # quality 0.5: one level down
+    for quality in (0.5, 0.25, 0):
+        small_codec.compress(_image(), quality=quality)
+        level1, level2 = gains.integers[0], gains.integers[1]
+        exponent = 2 * (1 - quality)
+        torch.testing.assert_close(gains.vector(), level1 ** (1 + exponent) / level2**exponent, rtol=0, atol=0.5 / 256)
+    shipped = medvae.load("medvae-vr")  # trained weights: the rate follows the gains
+    sizes = [len(shipped.compress(_image((160, 192)), quality=quality, bits_stored=12)) for quality in (1, 0.5, 0)]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 3, sizes
+    assert geometric_mix(torch.tensor([256.0]), torch.tensor([1024.0]), -256).tolist() == [64.0]  # 256² / 1024, in decimal
+    with pytest.raises(ValueError, match="no exact form"):
+        geometric_mix(torch.tensor([2.0**20]), torch.tensor([1.0]), -512)  # 2^60: beyond the fixed-point bound
+    with pytest.raises(InputError, match="geometrically"):
+        mix(float_gains, 128, geometric=False)
 
 
 def test_a_format5_file_from_the_release_before_decodes_with_its_linear_mix():

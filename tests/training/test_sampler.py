@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
-from medvae.training.sampler import EpochSampler, patient_weights
+from medvae.errors import MedVAEError
+from medvae.training.sampler import EpochSampler, patient_weights, sample_weights
 
 
 def test_epochs_repeat_per_seed_and_cover_the_dataset():
@@ -40,3 +42,21 @@ def test_square_root_balance_gives_a_patient_a_share_growing_as_the_root_of_its_
 def test_weights_must_match_the_dataset():
     with pytest.raises(ValueError, match="weights"):
         EpochSampler(3, 10, seed=0, weights=[1.0, 1.0])
+
+
+def test_modality_weights_multiply_a_modality_s_share():
+    """100 CT slices of one patient and a radiograph, square-root balanced: the radiograph's weight
+    is 1 against the volume's 10; weighting CR by 5 makes it 5, a third of the draws. Without a
+    balance or modality weights the sampler reshuffles (no weights)."""
+    records = [SimpleNamespace(patient="ct", modality="CT")] * 100 + [SimpleNamespace(patient="rg", modality="CR")]
+    plain = sample_weights(records, 0.5, None)
+    weighted = sample_weights(records, 0.5, {"cr": 5})
+    assert sum(plain[:100]) == pytest.approx(10) and plain[-1] == 1.0
+    assert weighted[:100] == plain[:100] and weighted[-1] == 5.0
+    draws = Counter(records[i].modality for i in EpochSampler(len(records), 6000, seed=2, weights=weighted))
+    assert 0.30 < draws["CR"] / 6000 < 0.37  # 5 / 15
+    assert sample_weights(records, None, None) is None
+    assert sample_weights(records, None, {"CR": 2})[-1] == 2.0 and sample_weights(records, None, {"CR": 2})[0] == 1.0
+    for bad in (0, -1, float("nan"), "many"):
+        with pytest.raises(MedVAEError, match="modality_weights.CR"):
+            sample_weights(records, 0.5, {"CR": bad})
