@@ -49,7 +49,7 @@ SPEC = ["medvae-vr", "medvae", "medvae-residual=16,8,4,2,1", "jpeg2000=0.05,0.1,
 #: The curve of MedVAE above its lossy reach: the variable-rate model, then near-lossless coding.
 COMBINED = "medvae-vr + near-lossless"  # as _in_band names it
 BANDS = ((0.05, 1.0), (1.0, 3.0))
-TARGETS = ("ratio=40", "ratio=20", "ratio=10", "bpp=0.1", "bpp=0.5", "bpp=1", "bpp=2", "psnr=45", "psnr=50", "psnr=55", "psnr=60")
+TARGETS = ("ratio=40", "ratio=20", "ratio=10", "bpp=0.05", "bpp=0.1", "bpp=0.5", "bpp=1", "bpp=2", "psnr=45", "psnr=50", "psnr=55", "psnr=60")
 
 
 def _in_band(rows: list[dict[str, Any]], lo: float, hi: float, lossy: str = "medvae-vr") -> list[dict[str, Any]]:

@@ -202,3 +202,7 @@ def test_cli_codes_a_fractional_quality_and_info_reports_it(tmp_path, capsys):
     assert "quality  4.5 (variable-rate model)" in shown and f"psnr     {header.psnr:.2f} dB" in shown
     assert main(["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "x"), "--model", "medvae", "--quality", "2.5"]) == 2
     assert not (tmp_path / "x").exists()
+    assert main(["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "low"), "--model", "medvae-vr", "--quality", "0.25"]) == 0
+    assert bitstream.read_header((tmp_path / "low" / "a.mvae").read_bytes()).quality == 0.25  # extrapolated, below level 1
+    assert main(["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "y"), "--quality", "-0.5"]) == 2
+    assert not (tmp_path / "y").exists()
