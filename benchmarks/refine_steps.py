@@ -2,11 +2,14 @@
 """What encoder-side latent refinement buys per step: bpp, PSNR and encode time.
 
 Codes evenly spaced corpus test slices (loaded as ``benchmarks/results.py`` loads
-them) with shipped ``medvae`` qualities and ``Codec.compress(refine_steps=k)`` for
-each k, decodes the real bytes, and prints the means per quality and k, with the
-BD-rate of each k against no refinement where there are 4 or more qualities.
+them) with a shipped model's qualities (``--model``: the ``medvae`` ladder, or a
+variable-rate model such as the default ``medvae-ctx``, whose qualities may be
+fractional) and ``Codec.compress(refine_steps=k)`` for each k, decodes the real bytes,
+and prints the means per quality and k, with the BD-rate of each k against no
+refinement where there are 4 or more qualities: per image over its own shared PSNR range
+(PCHIP), then averaged.
 
-    python benchmarks/refine_steps.py [--qualities 2,5,7] [--steps 0,25,50,100,200] [--slices 3] [--threads 1]
+    python benchmarks/refine_steps.py [--model medvae] [--qualities 2,5,7] [--steps 0,25,50,100,200] [--slices 3] [--threads 1]
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import numpy as np
 import torch
 
 import medvae
-from medvae.evaluation.bdrate import bd_rate
+from medvae import zoo
+from medvae.evaluation.bdrate import bd_rate_per_image
 from medvae.evaluation.datasets import load_images
 from medvae.io.slices import evenly_spaced_indices
 from medvae.evaluation.learned import Learned
@@ -31,12 +35,16 @@ def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
 
 
-def measure(codec: medvae.Codec, images: list, steps: int) -> tuple[float, float, float]:
-    """Mean (bpp, PSNR, encode seconds) over ``images`` with ``steps`` refinement steps,
-    each slice coded and measured as ``evaluate.py`` does."""
-    point = Learned(codec, codec.name, "", refine_steps=steps)
-    rows = [evaluate_point(point, im)[0] for im in images]
-    return tuple(float(np.mean([row[key] for row in rows])) for key in ("bpp", "psnr", "encode_s"))
+def _numbers(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def measure(codec: medvae.Codec, images: list, steps: int, quality: float | None = None) -> list[dict]:
+    """Rows (one per slice, as ``evaluate.py`` codes and measures them) with ``steps``
+    refinement steps, at ``quality`` for a variable-rate codec; the codec column names the
+    step count, so the BD-rates compare step counts."""
+    point = Learned(codec, f"{steps} steps", "", refine_steps=steps, quality=quality)
+    return [evaluate_point(point, im)[0] for im in images]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--manifest", type=Path, default=MANIFEST)
     parser.add_argument("--split", default="test")
     parser.add_argument("--modality", default="CT")
-    parser.add_argument("--qualities", type=_ints, default=[2, 5, 7], help="shipped medvae qualities, comma-separated")
+    parser.add_argument("--model", default="medvae", help="shipped model: the medvae ladder or a variable-rate model (medvae-ctx)")
+    parser.add_argument("--qualities", type=_numbers, default=[2, 5, 7], help="qualities, comma-separated")
     parser.add_argument("--steps", type=_ints, default=[0, 25, 50, 100, 200], help="refinement steps, comma-separated")
     parser.add_argument("--slices", type=int, default=3, help="evenly spaced slices of the split (0: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for refinement")
@@ -55,19 +64,20 @@ def main(argv: list[str] | None = None) -> None:
     images = [images[i] for i in evenly_spaced_indices(len(images), args.slices)]
     print(f"{len(images)} {args.modality} {args.split} slices: {', '.join(f'{im.patient}/{Path(im.file).name}#{im.index}' for im in images)}")
     print(f"{'quality':>7} {'steps':>5} {'bpp':>7} {'PSNR dB':>8} {'encode s':>9}")
-    curves: dict[int, list[tuple[float, float]]] = {k: [] for k in args.steps}
+    rows: list[dict] = []
+    variable = zoo.is_variable_rate(args.model)
+    shared = medvae.load(args.model) if variable else None
     for quality in args.qualities:
-        codec = medvae.load("medvae", quality=quality)
+        codec = shared or medvae.load(args.model, quality=int(quality))
         for steps in args.steps:
-            bpp, quality_db, seconds = measure(codec, images, steps)
-            curves[steps].append((bpp, quality_db))
-            print(f"{'q' + str(quality):>7} {steps:>5} {bpp:7.3f} {quality_db:8.2f} {seconds:9.1f}", flush=True)
-    if len(args.qualities) >= 4 and 0 in curves:
-        anchor = list(zip(*curves[0]))
+            mine = measure(codec, images, steps, quality if variable else None)
+            rows += mine
+            bpp, quality_db, seconds = (float(np.mean([row[key] for row in mine])) for key in ("bpp", "psnr", "encode_s"))
+            print(f"{'q' + format(quality, 'g'):>7} {steps:>5} {bpp:7.3f} {quality_db:8.2f} {seconds:9.1f}", flush=True)
+    if len(args.qualities) >= 4 and 0 in args.steps:
         for steps in (k for k in args.steps if k):
-            test = list(zip(*curves[steps]))
-            print(f"BD-rate (PSNR) of {steps} steps against none: {bd_rate(*anchor, *test, method='pchip'):+.1f} %")
-
+            mean, used, skipped = bd_rate_per_image(rows, "0 steps", f"{steps} steps", "psnr", "pchip")
+            print(f"BD-rate (PSNR, per image) of {steps} steps against none: {mean:+.1f} % ({used} of {used + skipped} slices)")
 
 if __name__ == "__main__":
     main()

@@ -67,12 +67,12 @@ def _from_path(family: str, path: Path) -> Learned:
 
 def _points(codec, family: str, name: str = "") -> list[Learned]:
     """A single-rate codec's point (``name``), or a variable-rate codec's at every integer
-    quality (``name@q3``; ``q3`` for the shipped weights, ``name`` empty)."""
+    quality of a trained level (``name@q3``; ``q3`` for the shipped weights, ``name`` empty;
+    not the extrapolated qualities below 1)."""
     if not codec.variable_rate:
         return [Learned(codec, family, name)]
-    lo, hi = codec.quality_range
     prefix = f"{name}@" if name else ""
-    return [Learned(codec, family, f"{prefix}q{q}", quality=float(q)) for q in range(int(lo), int(hi) + 1)]
+    return [Learned(codec, family, f"{prefix}q{q}", quality=float(q)) for q in range(1, codec.model.levels + 1)]
 
 
 def _shipped(family: str, quality: float) -> Learned:

@@ -123,6 +123,6 @@ def test_variable_rate_levels_come_from_the_config(tmp_path):
                             "train.val_interval=3"), device="cpu")
     codec = medvae.load(out / "last.pt")
     assert codec.model.config["lmbdas"] == [0.03, 1.2]
-    assert codec.quality_range == (1.0, 2.0)
+    assert codec.quality_range == (0.0, 2.0)
     with pytest.raises(TypeError, match="lmbdas"):
         train(tiny_config(tmp_path / "single", "model.lmbdas=[0.03,1.2]", "train.iterations=3"), device="cpu")
