@@ -68,7 +68,7 @@ def _image(shape=(96, 80), seed=0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def coded_files(tmp_path_factory):
     """Files written here: every family, the progressive rnn-conv included (small untrained
-    weights; the variable-rate one also at a quality between two levels), every shipped quality, and lossless and near-lossless files (shipped q1 base,
+    weights; the variable-rate one also at a quality between two levels), the shipped default at a quality below 1, every shipped quality, and lossless and near-lossless files (shipped q1 base,
     a small untrained residual model; one with two passes at the tighter bound, format 7)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
@@ -76,6 +76,7 @@ def coded_files(tmp_path_factory):
     for path, _, family, _ in sources:
         save_model(small_model(family, seed=7), path)
     sources.append((str(folder / "medvae-vr.pt"), 3.75, "medvae-vr-q3.75", None))  # between two levels
+    sources.append(("medvae-ctx", 0.25, "shipped-ctx-q0.25", None))  # the default, extrapolated below its first level
     sources += [("medvae", q, f"shipped-q{q}", None) for q in zoo.qualities("medvae")]
     sources += [("medvae", 1, f"residual-max-error-{t}", t) for t in (0, 3)]
     tighter = {"residual-max-error-3-tighter-2": 2}
