@@ -127,6 +127,8 @@ class Codec:
                 raise InputError(f"quality= is for variable-rate models (medvae-vr); these {self.name} weights code one rate")
             return None
         self.model.quality = self.default_quality if quality is None else quality  # checks the range
+        if not geometric and self.model.quality < 1:
+            raise InputError("a linear mix of the gains (format 5) has no quality below 1")
         for unit in (self.model.gain, self.model.inverse_gain, self.twin.gain, self.twin.inverse_gain):
             unit.units, unit.geometric = self.model.gain.units, geometric
         self.lmbda = self.model.lmbda_at(self.model.quality)

@@ -243,8 +243,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "medvae, the ladder of seven weights, used for --lossless and --max-error; medvae-vr; "
                              "rnn-conv) or checkpoint file")
     parser.add_argument("--quality", type=float, default=None, metavar="Q",
-                        help="quality: any number from 0 to 7 for a variable-rate model (below 1: extrapolated, for very low rates) (medvae-ctx, the default, and "
-                             "medvae-vr; steps of 1/256), or one of a ladder's (medvae: 1 to 7). Default: the model's default")
+                        help="quality: any number from 0 to 7 for a variable-rate model (medvae-ctx, the default, and "
+                             "medvae-vr; steps of 1/256; below 1 extrapolated, for very low rates), or one of a ladder's "
+                             "(medvae: 1 to 7). Default: the model's default")
     parser.add_argument("--iterations", type=int, default=None, metavar="K",
                         help="iterations of a progressive model (--model rnn-conv: 1 to 8, default 8); each adds bits")
     add_refine_arguments(parser)

@@ -34,7 +34,7 @@ from medvae.errors import InputError
 #: Qualities are stored in files as integers in these units.
 QUALITY_UNITS = 256
 QUALITY_STEP = 1 / QUALITY_UNITS
-#: The lowest quality: one level below the first trained one, extrapolated (module docstring).
+#: The lowest quality, :data:`LEVELS_BELOW` levels below the first trained one (extrapolated; module docstring).
 LOWEST_QUALITY = 0
 #: Levels the range below quality 1 spans: quality 0 continues the gains this many levels down.
 LEVELS_BELOW = 2

@@ -5,8 +5,9 @@ The flagship's transforms, hyperprior and residual skip-fusion, unchanged; a
 another scales ``ŷ`` back before the fusion and synthesis. Each level is trained with
 its own λ (:data:`LMBDAS`); training draws a level per sample, so every step trains
 all of them on the same transforms. ``quality`` is a number from 1 to ``len(LMBDAS)``
-(multiples of 1/256), or down to 0, extrapolated (:mod:`medvae.models.gain`): the integer qualities 1–6 are the λ of the shipped ladder's
-``medvae`` qualities 1–6, and 7 reaches beyond them.
+(multiples of 1/256), or down to 0, extrapolated (:mod:`medvae.models.gain`): the integer
+qualities 1–6 are the λ of the shipped ladder's ``medvae`` qualities 1–6, and 7 reaches
+beyond them.
 """
 
 from __future__ import annotations

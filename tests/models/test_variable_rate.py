@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
+import zlib
 
 import numpy as np
 import pydicom
@@ -147,6 +149,10 @@ def test_a_format5_file_from_the_release_before_decodes_with_its_linear_mix():
     again = codec.compress(source, quality=4.5, bits_stored=12)  # now written as format 6, mixed geometrically
     assert bitstream.read_header(again).version == bitstream.VARIABLE_RATE_VERSION == 6
     assert bitstream.read_header(again).psnr > header.psnr
+    # format 5 knew no quality below 1: one forged there (its checksum made good) is refused
+    forged = data[:-4].replace(struct.pack("<H", 1152), struct.pack("<H", 128), 1)
+    with pytest.raises(BitstreamError, match="outside"):
+        codec.decompress(forged + struct.pack("<I", zlib.crc32(forged)))
 
 
 def test_training_draws_a_level_per_image_and_the_loss_weights_each_by_its_lambda():
