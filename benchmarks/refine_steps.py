@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     variable = zoo.is_variable_rate(args.model)
     shared = medvae.load(args.model) if variable else None
     for quality in args.qualities:
-        codec = shared or medvae.load(args.model, quality=int(quality))
+        codec = shared or medvae.load(args.model, quality=quality)  # a ladder refuses a fractional quality
         for steps in args.steps:
             mine = measure(codec, images, steps, quality if variable else None)
             rows += mine

@@ -27,7 +27,7 @@ from medvae.exact.image import NormalizedImage, pixel_rows, pixels
 from medvae.exceptions import Exceptions
 from medvae.exceptions import find as find_exceptions
 from medvae.intensity import check_image, default_value_range, denormalize
-from medvae.models.gain import LOWEST_QUALITY
+from medvae.models.gain import LOWEST_QUALITY, QUALITY_UNITS, quality_units
 from medvae.refine import check_refinement, refine_latents
 from medvae.residual.coder import check_max_error, pass_bounds
 from medvae.residual.weights import Residual, load_residual
@@ -126,11 +126,20 @@ class Codec:
             if quality is not None:
                 raise InputError(f"quality= is for variable-rate models (medvae-vr); these {self.name} weights code one rate")
             return None
-        self.model.quality = self.default_quality if quality is None else quality  # checks the range
-        if not geometric and self.model.quality < 1:
-            raise InputError("a linear mix of the gains (format 5) has no quality below 1")
-        for unit in (self.model.gain, self.model.inverse_gain, self.twin.gain, self.twin.inverse_gain):
-            unit.units, unit.geometric = self.model.gain.units, geometric
+        value = self.default_quality if quality is None else quality
+        units = quality_units(value, self.model.levels)  # checks the range
+        if not geometric and units < QUALITY_UNITS:
+            raise InputError("format-5 files (a linear mix of the gains) have no quality below 1")
+        gains = (self.model.gain, self.model.inverse_gain, self.twin.gain, self.twin.inverse_gain)
+        before = [(unit.units, unit.geometric) for unit in gains]
+        for unit in gains:
+            unit.units, unit.geometric = units, geometric
+        try:  # an extrapolated quality's exact vectors, checked now rather than mid-coding
+            self.twin.gain.vector(), self.twin.inverse_gain.vector()
+        except ValueError as exc:
+            for unit, (old_units, old_geometric) in zip(gains, before):
+                unit.units, unit.geometric = old_units, old_geometric
+            raise InputError(f"quality {value:g} has no exact form with these weights: {exc}") from None
         self.lmbda = self.model.lmbda_at(self.model.quality)
         return self.model.quality
 
@@ -423,8 +432,10 @@ class Codec:
         if self.variable_rate:
             try:
                 self._set_quality(header.quality, geometric=header.version != bitstream.LINEAR_MIX_VERSION)
-            except InputError:
-                raise BitstreamError(f"corrupted bitstream: quality {header.quality} is outside {self.quality_range}") from None
+            except InputError as exc:
+                lo, hi = self.quality_range
+                why = f"is outside {self.quality_range}" if not lo <= header.quality <= hi else f"cannot be decoded: {exc}"
+                raise BitstreamError(f"corrupted bitstream: quality {header.quality:g} {why}") from None
 
     def _add_residual(self, header: bitstream.Header, base: np.ndarray) -> np.ndarray:
         """The base pixels plus the residual layer the header carries."""

@@ -23,7 +23,7 @@ DEFAULTS: dict[str, Any] = {
         "small": "pad",  # slices smaller than the crop: pad or skip
         "epoch_size": 2048,  # samples drawn per (virtual) epoch
         "balance": "slices",  # slices: every slice equally often; patients: every patient; sqrt-patients: ∝ sqrt(slices)
-        "modality_weights": None,  # e.g. {CR: 4, DX: 4}: each slice's draw weight times its modality's (default 1)
+        "modality_weights": None,  # e.g. {CR: 5, DX: 5}: a slice's draw weight times its modality's (default 1); override whole: data.modality_weights='{CR: 5}'
         "val_split": "val",
         "val_fraction": 0.1,  # folder datasets: share of patients held out for validation
         "test_fraction": 0.0,  # folder datasets: share of patients held out for testing

@@ -69,10 +69,15 @@ def sample_weights(records: Sequence[Any], power: float | None, modality_weights
     more often; None when neither applies (plain reshuffled epochs)."""
     if power is None and not modality_weights:
         return None
+    if modality_weights is not None and not isinstance(modality_weights, Mapping):
+        raise MedVAEError(f"data.modality_weights must be a mapping such as {{CR: 5, DX: 5}}, not {modality_weights!r}")
+    present = sorted({str(r.modality).upper() for r in records})
     factors = {}
     for modality, value in (modality_weights or {}).items():
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise MedVAEError(f"data.modality_weights.{modality} must be a positive number, not {value!r}")
+        if str(modality).upper() not in present:
+            raise MedVAEError(f"data.modality_weights names {modality}, which no training slice has ({', '.join(present)})")
         factors[str(modality).upper()] = float(value)
     base = patient_weights([r.patient for r in records], power or 0.0)
     return [w * factors.get(str(r.modality).upper(), 1.0) for w, r in zip(base, records)]

@@ -132,6 +132,22 @@ def test_below_quality_1_the_gains_continue_the_geometric_line_exactly(small_cod
         mix(float_gains, 128, geometric=False)
 
 
+def test_weights_whose_extrapolated_gains_have_no_exact_form_refuse_that_quality_and_keep_theirs():
+    """An inverse gain of 100 at level 1 and 10 at level 2 extrapolates to 10^5 at quality 0,
+    beyond the exact form's bound: coding there is an InputError up front, and the codec goes
+    on coding at the quality it had."""
+    model = small_model("medvae-vr", seed=3)
+    with torch.no_grad():
+        model.inverse_gain.gain[0].fill_(100.0)
+        model.inverse_gain.gain[1].fill_(10.0)
+    codec = medvae.Codec(model)
+    before = codec.compress(_image(), quality=3)
+    with pytest.raises(InputError, match="quality 0 has no exact form"):
+        codec.compress(_image(), quality=0)
+    assert codec.model.quality == 3 and codec.twin.gain.units == codec.twin.inverse_gain.units == 3 * 256
+    assert codec.compress(_image(), quality=3) == before
+
+
 def test_a_format5_file_from_the_release_before_decodes_with_its_linear_mix():
     """Format-5 files mixed the gains of two levels linearly; they still decode to their pixels."""
     data = (DATA / "format5-medvae-ctx-q4.5.mvae").read_bytes()
@@ -151,7 +167,7 @@ def test_a_format5_file_from_the_release_before_decodes_with_its_linear_mix():
     assert bitstream.read_header(again).psnr > header.psnr
     # format 5 knew no quality below 1: one forged there (its checksum made good) is refused
     forged = data[:-4].replace(struct.pack("<H", 1152), struct.pack("<H", 128), 1)
-    with pytest.raises(BitstreamError, match="outside"):
+    with pytest.raises(BitstreamError, match="quality 0.5 cannot be decoded: format-5 files"):
         codec.decompress(forged + struct.pack("<I", zlib.crc32(forged)))
 
 

@@ -57,6 +57,10 @@ def test_modality_weights_multiply_a_modality_s_share():
     assert 0.30 < draws["CR"] / 6000 < 0.37  # 5 / 15
     assert sample_weights(records, None, None) is None
     assert sample_weights(records, None, {"CR": 2})[-1] == 2.0 and sample_weights(records, None, {"CR": 2})[0] == 1.0
-    for bad in (0, -1, float("nan"), "many"):
+    for bad in (0, -1, float("nan"), "many", True):
         with pytest.raises(MedVAEError, match="modality_weights.CR"):
             sample_weights(records, 0.5, {"CR": bad})
+    with pytest.raises(MedVAEError, match="names XR, which no training slice has"):  # a typo is not ignored
+        sample_weights(records, 0.5, {"XR": 5})
+    with pytest.raises(MedVAEError, match="must be a mapping"):
+        sample_weights(records, 0.5, ["CR", 5])
