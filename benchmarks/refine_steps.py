@@ -7,9 +7,12 @@ variable-rate model such as the default ``medvae-ctx``, whose qualities may be
 fractional) and ``Codec.compress(refine_steps=k)`` for each k, decodes the real bytes,
 and prints the means per quality and k, with the BD-rate of each k against no
 refinement where there are 4 or more qualities: per image over its own shared PSNR range
-(PCHIP), then averaged.
+(PCHIP), then averaged. With ``--reference SPEC`` (an ``evaluate.py`` codec spec, e.g.
+``jpeg2000=0.05,0.1,0.2,0.35,0.5,0.75,1``) the same slices are coded with it too, and each step
+count's per-image BD-rate against it is printed over the points within 0.05–1 bpp, as
+``benchmarks/context.py`` computes it.
 
-    python benchmarks/refine_steps.py [--model medvae] [--qualities 2,5,7] [--steps 0,25,50,100,200] [--slices 3] [--threads 1]
+    python benchmarks/refine_steps.py [--model medvae] [--qualities 2,5,7] [--steps 0,25,50,100,200] [--slices 3] [--threads 1] [--reference SPEC]
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ import torch
 import medvae
 from medvae import zoo
 from medvae.evaluation.bdrate import bd_rate_per_image
+from medvae.evaluation.codecs import expand
 from medvae.evaluation.datasets import load_images
 from medvae.io.slices import evenly_spaced_indices
 from medvae.evaluation.learned import Learned
 from medvae.evaluation.run import evaluate_point
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/corpus/MANIFEST.csv"
+#: The rate band of the comparison with ``--reference`` (that of ``benchmarks/context.py``).
+BAND = (0.05, 1.0)
 
 
 def _ints(text: str) -> list[int]:
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=_ints, default=[0, 25, 50, 100, 200], help="refinement steps, comma-separated")
     parser.add_argument("--slices", type=int, default=3, help="evenly spaced slices of the split (0: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for refinement")
+    parser.add_argument("--reference", default=None, metavar="SPEC", help="a classical codec spec to compare each step count with")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -78,6 +85,15 @@ def main(argv: list[str] | None = None) -> None:
         for steps in (k for k in args.steps if k):
             mean, used, skipped = bd_rate_per_image(rows, "0 steps", f"{steps} steps", "psnr", "pchip")
             print(f"BD-rate (PSNR, per image) of {steps} steps against none: {mean:+.1f} % ({used} of {used + skipped} slices)")
+    if args.reference:
+        reference = expand(args.reference)
+        rows += [evaluate_point(point, im)[0] for point in reference for im in images]
+        band = [r for r in rows if BAND[0] <= float(r["bpp"]) <= BAND[1] and not r["error"]]
+        for steps in args.steps:
+            mean, used, skipped = bd_rate_per_image(band, reference[0].family, f"{steps} steps", "psnr", "pchip")
+            print(f"BD-rate (PSNR, per image, {BAND[0]}–{BAND[1]} bpp) of {steps} steps against {reference[0].family}: "
+                  f"{mean:+.1f} % ({used} of {used + skipped} slices)")
+
 
 if __name__ == "__main__":
     main()
