@@ -37,12 +37,9 @@ MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/corpus/MANIFEST.cs
 BAND = (0.05, 1.0)
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
-def _numbers(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
+def _listed(convert):
+    """An argparse type: comma-separated values, each through ``convert``."""
+    return lambda text: [convert(v) for v in text.split(",") if v.strip()]
 
 
 def measure(codec: medvae.Codec, images: list, steps: int, quality: float | None = None) -> list[dict]:
@@ -59,8 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--modality", default="CT")
     parser.add_argument("--model", default="medvae", help="shipped model: the medvae ladder or a variable-rate model (medvae-ctx)")
-    parser.add_argument("--qualities", type=_numbers, default=[2, 5, 7], help="qualities, comma-separated")
-    parser.add_argument("--steps", type=_ints, default=[0, 25, 50, 100, 200], help="refinement steps, comma-separated")
+    parser.add_argument("--qualities", type=_listed(float), default=[2, 5, 7], help="qualities, comma-separated")
+    parser.add_argument("--steps", type=_listed(int), default=[0, 25, 50, 100, 200], help="refinement steps, comma-separated")
     parser.add_argument("--slices", type=int, default=3, help="evenly spaced slices of the split (0: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for refinement")
     parser.add_argument("--reference", default=None, metavar="SPEC", help="a classical codec spec to compare each step count with")
