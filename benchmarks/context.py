@@ -3,7 +3,8 @@
 
 On the test split of the corpus with its training extras (``tools/fetch_samples.py``: CT, MR,
 and the radiographs RG3 and a chest localizer; the plain corpus when the extras are absent),
-codes every image with the shipped ``medvae-ctx`` and ``medvae-vr`` at qualities 1 to 7, the
+codes every image with the shipped ``medvae-ctx`` (its encoder choosing per image between its two
+weights) and, alone, its first weights (:data:`ONE_WEIGHTS`), and ``medvae-vr``, at qualities 1 to 7, the
 ``medvae`` ladder (q1 to q7) and JPEG 2000 over a bpp sweep (real bytes, PSNR at the stored bit
 depth), plus ``medvae-ctx`` with its residual skip-fusion switched off (the fusion's last
 convolution zeroed, so ``ŷ_f = ŷ``, and the exact plan calibrated again): an inference-time
@@ -53,15 +54,25 @@ SPEC = ["medvae-ctx", "medvae-vr", "medvae", "medvae-residual=16,8,4,2,1",
 #: The default's curve above its lossy reach (rate control's): medvae-ctx, then near-lossless coding.
 COMBINED = "medvae-ctx + near-lossless"
 NO_FUSION = "medvae-ctx without fusion"
+#: The shipped ``medvae-ctx``'s first weights (128² crops) alone, without its alternative (256² crops).
+ONE_WEIGHTS = "medvae-ctx 128² weights only"
 BAND = (0.05, 1.0)
 HIGH_BAND = (1.0, 3.0)
 #: (test, reference) pairs of the table, per modality.
 COMPARISONS = (("medvae-ctx", "jpeg2000"), ("medvae-vr", "jpeg2000"), ("medvae", "jpeg2000"),
-               ("medvae-ctx", "medvae-vr"), ("medvae-ctx", "medvae"), (NO_FUSION, "medvae-ctx"))
+               ("medvae-ctx", "medvae-vr"), ("medvae-ctx", "medvae"), ("medvae-ctx", ONE_WEIGHTS), (NO_FUSION, ONE_WEIGHTS))
+
+
+def one_weights() -> list[Learned]:
+    """The shipped ``medvae-ctx``'s first weights alone, at every integer quality, under the curve
+    name :data:`ONE_WEIGHTS`: what choosing between its weights per image gains."""
+    codec = medvae.load("medvae-ctx")
+    codec.alternatives = ()
+    return [Learned(codec, ONE_WEIGHTS, f"q{q}", quality=float(q)) for q in range(1, codec.model.levels + 1)]
 
 
 def without_fusion(calibration: list) -> list[Learned]:
-    """The shipped ``medvae-ctx`` with the fusion's output zeroed (``ŷ_f = ŷ``), calibrated again,
+    """The shipped ``medvae-ctx``'s first weights with the fusion's output zeroed (``ŷ_f = ŷ``), calibrated again,
     at every integer quality, under the curve name :data:`NO_FUSION`."""
     model = load_model(zoo.shipped_path("medvae-ctx"))
     with torch.no_grad():
@@ -126,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     images = ct + [i for i in load_images([args.data], "test") if i.modality != "CT"]
     if not images:
         raise SystemExit(f"{args.data}: no test images")
-    codecs = expand(SPEC) + without_fusion([s.pixels for s in load_images([args.data], "train", max_slices=2)])
+    codecs = expand(SPEC) + one_weights() + without_fusion([s.pixels for s in load_images([args.data], "train", max_slices=2)])
     names = {c.family for c in codecs}
     # Earlier rows are matched to these images by file name and slice (the corpus and the
     # corpus with extras hold the same files in different folders), then take their paths.
@@ -150,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         if mine:
             n = len({(r["file"], r["slice"]) for r in mine})
             rd_plot(summarize(mine, codecs, {}, n), "psnr", out / "context" / f"rd_psnr_{group}", max_bpp=1.6,
-                    codecs=["medvae-ctx", "medvae-vr", "medvae", "jpeg2000", NO_FUSION], title=f"{group} test split ({n} images, mean curves)")
+                    codecs=["medvae-ctx", ONE_WEIGHTS, "medvae-vr", "medvae", "jpeg2000", NO_FUSION], title=f"{group} test split ({n} images, mean curves)")
             plots.append(f"![{group}](results/context/rd_psnr_{group}.png)")
     summary = SimpleNamespace(rows=rows, summary=summarize(rows, codecs, {"split": "test"}, len(images)))
     how = ("the default: `medvae.compress(image, ratio=R)`, `medvae compress --ratio R`; its quality grid, then "
@@ -160,9 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         "## The context model `medvae-ctx` (`python benchmarks/context.py`)",
         "",
         "`medvae-ctx` is `medvae-vr` with a mean-scale hyperprior and a checkerboard context, decoded exactly in "
-        "two passes (`configs/corpus-cpu-medvae-ctx.yaml`, trained on CT, MR and radiographs); `medvae-vr` the "
+        "two passes, with two weights: the first trained on 128² crops of CT, MR and radiographs "
+        "(`configs/corpus-cpu-medvae-ctx.yaml`), the alternative continued from it on 256² crops "
+        "(`configs/corpus-cpu-medvae-ctx-256.yaml`); its encoder codes each image with both and keeps the file of "
+        f"lower rate–distortion cost. `{ONE_WEIGHTS}`: the first weights alone. `medvae-vr` the "
         "variable-rate model; `medvae` the ladder of seven weights. "
-        f"`{NO_FUSION}`: the same weights with the residual skip-fusion's output zeroed (an inference-time ablation). "
+        f"`{NO_FUSION}`: the first weights with the residual skip-fusion's output zeroed (an inference-time ablation). "
         f"Test split of `{args.data.parent.name}`. Real bytes; PSNR at the stored bit depth; BD-rate per image over "
         f"its own shared PSNR range (PCHIP) on the points within {BAND[0]}–{BAND[1]} bpp, then averaged; negative = "
         "fewer bits than the reference; (n of m): images with two overlapping curves. "

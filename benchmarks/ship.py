@@ -8,7 +8,7 @@ counts the bit tables on the same slices (:func:`medvae.models.rnn_conv.fit_bit_
 iteration's, channel's and context's frequency of ones).
 
     python benchmarks/ship.py medvae-vr [CHECKPOINT] [--max-slices 4] [--wall-time TEXT]
-    python benchmarks/ship.py medvae-ctx [CHECKPOINT] [--max-slices 4] [--wall-time TEXT] [--config FILE --budget TEXT]
+    python benchmarks/ship.py medvae-ctx [CHECKPOINT] [--max-slices 4] [--wall-time TEXT] [--config FILE --budget TEXT] [--alternative]
     python benchmarks/ship.py rnn-conv [CHECKPOINT] [--max-slices 4] [--wall-time TEXT]
 """
 
@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wall-time", default="", help="training wall time, for the record")
     parser.add_argument("--config", help="the run's training config, when not the family's first (for the record)")
     parser.add_argument("--budget", help="how the run was trained, when not as the family's first (for the record)")
+    parser.add_argument("--alternative", action="store_true",
+                        help="ship as alternative weights of the family (the encoder chooses per image), not in place of its weights")
     args = parser.parse_args(argv)
     command, budget, quality = FAMILIES[args.family]
     if args.config:
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         prepared = Path(folder) / f"{args.family}.pt"
         save_model(model, prepared, calibration=[s.pixels for s in slices], config=state.get("config"), step=state.get("step"))
-        path = export(prepared, quality, default_quality=quality, notes=notes)
+        path = export(prepared, quality, default_quality=quality, notes=notes, alternative=args.alternative)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -78,6 +78,10 @@ class Codec:
         quality: a variable-rate model's quality when :meth:`compress` is given none
             (default :data:`~medvae.models.variable_rate.DEFAULT_QUALITY`, or the top level of
             a model with fewer levels).
+        alternatives: codecs of other weights of the same variable-rate family and levels
+            (the shipped ``"alternatives"``, :func:`load`). Lossy coding then codes the image
+            with each and keeps the file of lowest rate–distortion cost (:meth:`compress`);
+            decoding goes to the weights a file names.
 
     Coding runs in the exact arithmetic of :mod:`medvae.exact`: the bytes written and
     the pixels decoded are the same on every CPU, at any torch thread count, and on
@@ -86,7 +90,7 @@ class Codec:
 
     def __init__(
         self, model: CompressionModel, *, device: str | torch.device = "cpu", update_tables: bool = False,
-        residual: Residual | None = None, quality: float | None = None,
+        residual: Residual | None = None, quality: float | None = None, alternatives: Sequence[Codec] = (),
     ):
         if not hasattr(model, "model_name"):
             raise TypeError("Codec needs a registered MedVAE model (medvae.models.create(...))")
@@ -111,6 +115,11 @@ class Codec:
         self.variable_rate = hasattr(model, "gain")
         self.default_quality = model.default_quality if quality is None and self.variable_rate else quality
         self._set_quality(quality)  # checks it
+        #: Other weights of this family the lossy encoder chooses from per image (see ``alternatives``).
+        self.alternatives = tuple(alternatives)
+        for other in self.alternatives:
+            if not (self.variable_rate and other.variable_rate and other.name == self.name and other.model.config["lmbdas"] == self.model.config["lmbdas"]):
+                raise InputError(f"alternative weights must be variable-rate {self.name} weights with the same levels")
 
     @property
     def quality_range(self) -> tuple[float, float] | None:
@@ -305,8 +314,20 @@ class Codec:
             raise InputError("tighter_passes is for near-lossless coding (max_error >= 1)")
         pass_bounds(max_error or 0, tighter_passes)  # checks it before the base is coded
         image = check_image(image)  # an array from here on: the container reads its dtype
+        if residual is None and self.alternatives:  # lossy: the weights whose file costs least
+            coded = [(codec, codec._base(image, **options, keep_pixels=keep_pixels)) for codec in (self, *self.alternatives)]
+            codec, encoded = min(coded, key=lambda pair: pair[0]._cost(pair[1], options.get("lmbda")))
+            return codec._container(image, encoded, bits_stored, metadata)
         encoded = self._base(image, **options, keep_pixels=keep_pixels or residual is not None)
         return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes)
+
+    def _cost(self, encoded: _Encoded, lmbda: float | None = None) -> float:
+        """Rate–distortion cost of a variable-rate encoding as training weighs it: its bits plus
+        λ·255² times its squared error in the model's [0, 1] units (λ: the quality's, or
+        ``lmbda``). Between weights trained for the same λ, the lower cost is the better file."""
+        lo, hi = encoded.value_range
+        bits = 8 * sum(len(string) for string in encoded.strings)
+        return bits + self._refine_lmbda(lmbda) * 255**2 * encoded.squared_error / (hi - lo) ** 2
 
     def _base(
         self, image: np.ndarray, *, value_range: tuple[int, int] | None = None, refine_steps: int = 0,
@@ -403,6 +424,9 @@ class Codec:
                 whose CRC differs from the one the encoder stored.
         """
         header, strings, _ = bitstream.unpack(data)
+        for other in self.alternatives:  # written with other weights of this family
+            if (header.model, header.fingerprint) == (other.name, other.fingerprint):
+                return other.decompress(data)
         if header.version == 1:
             return self._decompress_format1(header, strings)
         self._check_weights(header, self.fingerprint)
@@ -518,7 +542,8 @@ def load(source: str | os.PathLike, quality: int | None = None, *, device: str =
     if quality is not None and not variable_rate and path == Path(source):
         raise InputError(f"{source} holds weights for one rate; quality= is for shipped ladders and variable-rate models")
     variable_quality = quality if variable_rate else None  # else quality chose the file
-    return Codec(model, device=device, residual=_shipped_residual(path), quality=variable_quality)
+    alternatives = [load(other, quality, device=device) for other in zoo.alternative_paths(path)]
+    return Codec(model, device=device, residual=_shipped_residual(path), quality=variable_quality, alternatives=alternatives)
 
 
 def _load_weights(path: Path) -> CompressionModel:
@@ -549,7 +574,8 @@ def _shipped(path: Path) -> Codec:
 
 @lru_cache(maxsize=8)
 def _shipped_codec(path: Path, fingerprint: str | None, residual: Path | None) -> Codec:
-    return Codec(_load_weights(path), residual=None if residual is None else load_residual(residual))
+    alternatives = [_shipped(other) for other in zoo.alternative_paths(path)]
+    return Codec(_load_weights(path), residual=None if residual is None else load_residual(residual), alternatives=alternatives)
 
 
 def _as_codec(model: Codec | CompressionModel | str | os.PathLike) -> Codec:

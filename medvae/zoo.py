@@ -16,7 +16,13 @@ Optional packages add weights folders of their own (:data:`OPTIONAL_WEIGHTS`), m
 one index: ``medvae-ladder`` holds the old ``medvae`` ladder's qualities other than its
 default, and the weights a variable-rate model's were before (``"previous"``), which only
 files written with them need. The main index names their fingerprints (``"optional"``), so
-such a file, or ``quality=3``, says which package to install.
+such a file, or ``quality=3``, says which package to install; a family that only the optional
+package ships (``medvae-vr``) keeps such an entry without weights.
+
+A variable-rate family may ship alternative weights (``"alternatives"``: records like
+``"weights"``) trained for the same qualities on other crops or data: its encoder codes an image
+with each and keeps the file of lowest rate–distortion cost (:class:`medvae.codec.Codec`), and
+files name the weights that wrote them.
 
 (Release tooling that writes the weights and the index is ``tools/export_weights.py``,
 outside the package.)
@@ -65,19 +71,24 @@ def index() -> dict[str, Any]:
             if name not in merged:
                 merged[name] = entry
                 continue
-            # More qualities of a ladder, or earlier weights: what the first folder ships stays its own.
-            for quality, record in entry.get("qualities", {}).items():
-                merged[name].setdefault("qualities", {}).setdefault(quality, record)
-            if "previous" in entry:
-                merged[name].setdefault("previous", []).extend(entry["previous"])
+            # A family's weights, more qualities of a ladder, or earlier weights: what the first folder ships stays its own.
+            mine = merged[name]
+            for key, value in entry.items():
+                if key not in mine:
+                    mine[key] = value
+                elif key == "qualities":
+                    for quality, record in value.items():
+                        mine[key].setdefault(quality, record)
+                elif key == "previous":
+                    mine[key] = [*mine[key], *value]
     return merged
 
 
 def _files(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """The weights records of an index entry: one per quality, or a variable-rate model's one,
-    and the weights it replaced (``"previous"``), which only files written with them need."""
+    """The weights records of an index entry: one per quality, or a variable-rate model's one and
+    its alternatives, and the weights it replaced (``"previous"``), which only files written with them need."""
     current = list(entry.get("qualities", {}).values()) + ([entry["weights"]] if "weights" in entry else [])
-    return current + list(entry.get("previous", []))
+    return current + list(entry.get("alternatives", [])) + list(entry.get("previous", []))
 
 
 def is_variable_rate(model: str) -> bool:
@@ -121,6 +132,8 @@ def shipped_path(model: str, quality: int | None = None, hint: str = HINT) -> Pa
             f"no shipped weights for {model!r} (shipped: {shipped}); {hint}"
         )
     if entry.get("variable_rate"):  # one file; the codec takes the quality (medvae.load)
+        if "weights" not in entry:
+            raise MedVAEError(f"{model!r} comes with {_install_hint(entry['optional'])}")
         levels = len(entry["weights"]["model_config"]["lmbdas"])
         if quality is not None and not LOWEST_QUALITY <= float(quality) <= levels:
             raise MedVAEError(f"{model!r} has no quality {quality:g}: it codes any quality from {LOWEST_QUALITY} to {levels}")
@@ -181,6 +194,16 @@ def shipped_lmbda(path: str | Path) -> float | None:
     """λ recorded in the index for the shipped weights file ``path`` (None if it is not one)."""
     record = _record_of(path)
     return None if record is None or record.get("lmbda") is None else float(record["lmbda"])
+
+
+def alternative_paths(weights: str | Path) -> list[Path]:
+    """The alternative weights shipped with the variable-rate weights file ``weights`` (its
+    family's ``"alternatives"``; empty for any other file)."""
+    path = Path(weights).resolve()
+    for entry in index().values():
+        if "weights" in entry and Path(entry["weights"]["path"]).resolve() == path:
+            return [Path(record["path"]) for record in entry.get("alternatives", [])]
+    return []
 
 
 def residual_path(weights: str | Path) -> Path | None:

@@ -31,7 +31,8 @@ def ct_slice() -> np.ndarray:
 def test_the_package_ships_its_weights_within_budget():
     files = sorted(zoo.WEIGHTS_DIR.glob("*.pt"))
     residual = zoo.index()["medvae"]["qualities"]["5"]["residual"]["file"]
-    assert {"medvae-ctx.pt", "medvae-q5.pt", residual} <= {f.name for f in files}
+    alternatives = {record["file"] for record in zoo.index()["medvae-ctx"]["alternatives"]}
+    assert len(alternatives) == 1 and {"medvae-ctx.pt", "medvae-q5.pt", residual, *alternatives} <= {f.name for f in files}
     assert sum(f.stat().st_size for f in files) <= MAX_TOTAL_BYTES
 
 
@@ -71,6 +72,9 @@ def test_without_the_ladder_package_its_qualities_and_files_name_it(ct_slice, mo
         assert "optional package medvae-ladder, not installed" in format_text(describe(old))
         data = medvae.compress(ct_slice, model="medvae", max_error=0)  # lossless needs nothing optional
         np.testing.assert_array_equal(medvae.decompress(data), ct_slice)
+        assert zoo.is_variable_rate("medvae-vr")  # the superseded variable-rate model is the package's too
+        with pytest.raises(medvae.MedVAEError, match="'medvae-vr' comes with the optional package medvae-ladder"):
+            medvae.load("medvae-vr")
     finally:
         zoo.index.cache_clear()
 
@@ -89,20 +93,31 @@ def test_higher_quality_costs_more_bytes_and_gives_less_error(ct_slice):
 
 
 def test_default_quality_is_what_compress_uses(ct_slice):
-    entry = zoo.index()[zoo.DEFAULT_MODEL]  # medvae-ctx: one file for every quality
+    entry = zoo.index()[zoo.DEFAULT_MODEL]  # medvae-ctx: one file for every quality, and an alternative
     header = medvae.read_header(medvae.compress(ct_slice))
     assert (header.model, header.quality) == ("medvae-ctx", entry["default_quality"])
-    assert header.fingerprint == entry["weights"]["fingerprint"]
+    assert header.fingerprint in {record["fingerprint"] for record in [entry["weights"], *entry["alternatives"]]}
     assert medvae.compress(ct_slice) == medvae.compress(ct_slice, quality=entry["default_quality"])
-    ladder = zoo.index()["medvae"]["default_quality"]  # the ladder and medvae-vr, by name
+    ladder = zoo.index()["medvae"]["default_quality"]  # the ladder, by name
     assert medvae.read_header(medvae.compress(ct_slice, model="medvae")).fingerprint == zoo.index()["medvae"]["qualities"][str(ladder)]["fingerprint"]
+
+
+@needs_ladder
+def test_the_superseded_variable_rate_model_codes_from_the_ladder_package(ct_slice):
+    assert zoo.shipped_path("medvae-vr").parent != zoo.WEIGHTS_DIR
     assert medvae.read_header(medvae.compress(ct_slice, model="medvae-vr")).quality == zoo.index()["medvae-vr"]["default_quality"]
 
 
-def test_the_variable_rate_weights_record_their_training_and_plan():
-    record = zoo.index()["medvae-vr"]["weights"]
-    model = load_model(zoo.shipped_path("medvae-vr"))
+@pytest.mark.parametrize("family, config", [
+    pytest.param("medvae-vr", "corpus-cpu-medvae-vr", marks=needs_ladder),
+    ("medvae-ctx", "corpus-cpu-medvae-ctx"),
+    ("medvae-ctx alternative", "corpus-cpu-medvae-ctx-256"),
+])
+def test_the_variable_rate_weights_record_their_training_and_plan(family, config):
+    name, _, alternative = family.partition(" ")
+    entry = zoo.index()[name]
+    record = entry["alternatives"][0] if alternative else entry["weights"]
+    model = load_model(record["path"])
     assert model.exact_plan and exact_fingerprint(model, model.exact_plan) == record["fingerprint"]
-    assert record["command"].startswith("python train.py --config configs/corpus-cpu-medvae-vr.yaml")
-    assert record["exact"]["command"] == "python benchmarks/ship.py medvae-vr"
-    assert sum(f.stat().st_size for f in zoo.WEIGHTS_DIR.glob("*.pt")) <= MAX_TOTAL_BYTES
+    assert record["command"].startswith(f"python train.py --config configs/{config}.yaml")
+    assert record["exact"]["command"] == f"python benchmarks/ship.py {name}"

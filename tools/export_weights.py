@@ -33,7 +33,7 @@ OPTIONAL_DIR = REPO / "packages" / "medvae-ladder" / "medvae_ladder" / "weights"
 
 def export(
     checkpoint: str | Path, quality: int, *, default_quality: int | None = None, notes: dict[str, Any] | None = None,
-    weights_dir: Path = WEIGHTS_DIR, optional_dir: Path = OPTIONAL_DIR,
+    weights_dir: Path = WEIGHTS_DIR, optional_dir: Path = OPTIONAL_DIR, alternative: bool = False,
 ) -> Path:
     """Ship a training checkpoint as ``<weights_dir>/<model>-q<quality>.pt`` (float16 weights) and
     record it in ``<weights_dir>/index.json`` (default: this repository's ``medvae/weights``).
@@ -45,6 +45,8 @@ def export(
     validation metrics) go into the index for the record. New weights of a variable-rate model
     replace the old in place; the old ones move to the optional package (``optional_dir``) as
     ``<model>-<fingerprint>.pt`` (:func:`retire`), so files written with them still decode.
+    With ``alternative``, variable-rate weights join the family's current ones instead
+    (``<model>-<fingerprint>.pt``, an ``"alternatives"`` record: the encoder chooses per image).
     """
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = load_model(checkpoint)
@@ -61,9 +63,14 @@ def export(
         (Path(folder) / target.name).write_bytes(buffer.getvalue())
         shipped = load_model(Path(folder) / target.name)  # float16 → float32, exactly as users will load it
     shipped.update(force=False)
+    fingerprint = exact_fingerprint(shipped, shipped.exact_plan)
+    if alternative:
+        if not variable_rate:
+            raise ValueError("alternative weights are for variable-rate families")
+        target = weights_dir / f"{name}-{fingerprint[:8]}.pt"
     entry = {
         "file": target.name,
-        "fingerprint": exact_fingerprint(shipped, shipped.exact_plan),
+        "fingerprint": fingerprint,
         "model_config": record["model_config"],
         "lmbda": trained_lmbda(state),  # None unless trained with MSE: what refinement aims at
         "step": state.get("step"),
@@ -71,7 +78,11 @@ def export(
     }
     path = weights_dir / "index.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
-    if variable_rate:
+    if alternative:
+        family = data[name]  # alternatives join a shipped family
+        kept = [r for r in family.get("alternatives", []) if r["fingerprint"] != fingerprint]
+        family["alternatives"] = [*kept, entry]
+    elif variable_rate:
         before = data.get(name, {})
         optional = before.get("optional")
         if target.is_file() and "weights" in before and before["weights"]["fingerprint"] != entry["fingerprint"]:
@@ -123,9 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quality", type=int, required=True)
     parser.add_argument("--default", action="store_true", help="make this the default quality")
     parser.add_argument("--note", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--alternative", action="store_true", help="variable-rate weights that join the current ones")
     args = parser.parse_args(argv)
     notes = dict(item.split("=", 1) for item in args.note)
-    target = export(args.checkpoint, args.quality, default_quality=args.quality if args.default else None, notes=notes)
+    target = export(args.checkpoint, args.quality, default_quality=args.quality if args.default else None, notes=notes,
+                    alternative=args.alternative)
     print(f"wrote {target} ({target.stat().st_size / 1e6:.2f} MB)")
 
 

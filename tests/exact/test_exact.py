@@ -68,7 +68,8 @@ def _image(shape=(96, 80), seed=0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def coded_files(tmp_path_factory):
     """Files written here: every family, the progressive rnn-conv included (small untrained
-    weights; the variable-rate one also at a quality between two levels), the shipped default at a quality below 1, every shipped quality, and lossless and near-lossless files (shipped q1 base,
+    weights; the variable-rate one also at a quality between two levels), the shipped default at a quality below 1
+    (its encoder choosing between its two weights) and its alternative weights alone, every shipped quality, and lossless and near-lossless files (shipped q1 base,
     a small untrained residual model; one with two passes at the tighter bound, format 7)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
@@ -77,6 +78,8 @@ def coded_files(tmp_path_factory):
         save_model(small_model(family, seed=7), path)
     sources.append((str(folder / "medvae-vr.pt"), 3.75, "medvae-vr-q3.75", None))  # between two levels
     sources.append(("medvae-ctx", 0.25, "shipped-ctx-q0.25", None))  # the default, extrapolated below its first level
+    alternative = str(zoo.alternative_paths(zoo.shipped_path("medvae-ctx"))[0])
+    sources.append((alternative, 4, "shipped-ctx-alternative-q4", None))  # the default's other weights, alone
     sources += [("medvae", q, f"shipped-q{q}", None) for q in zoo.qualities("medvae")]
     sources += [("medvae", 1, f"residual-max-error-{t}", t) for t in (0, 3)]
     tighter = {"residual-max-error-3-tighter-2": 2}
