@@ -314,12 +314,25 @@ class Codec:
             raise InputError("tighter_passes is for near-lossless coding (max_error >= 1)")
         pass_bounds(max_error or 0, tighter_passes)  # checks it before the base is coded
         image = check_image(image)  # an array from here on: the container reads its dtype
-        if residual is None and self.alternatives:  # lossy: the weights whose file costs least
-            coded = [(codec, codec._base(image, **options, keep_pixels=keep_pixels)) for codec in (self, *self.alternatives)]
-            codec, encoded = min(coded, key=lambda pair: pair[0]._cost(pair[1], options.get("lmbda")))
+        if residual is None:  # lossy: with alternatives, the weights whose file costs least
+            codec, encoded = self._chosen(image, keep_pixels=keep_pixels, **options)
             return codec._container(image, encoded, bits_stored, metadata)
-        encoded = self._base(image, **options, keep_pixels=keep_pixels or residual is not None)
+        encoded = self._base(image, **options, keep_pixels=True)
         return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes)
+
+    def _chosen(self, image: np.ndarray, **options) -> tuple[Codec, _Encoded]:
+        """The lossy coding of ``image`` (:meth:`_base`'s ``options``) by these weights or, with
+        :attr:`alternatives`, by whichever of them gives the lowest :meth:`_cost`.
+
+        Why every decoder agrees: the choice is the encoder's alone and the file names the weights
+        it chose by their fingerprint, which decoding follows, so each file decodes exactly as one
+        of those weights alone would. The cost is computed from the coded strings and from the
+        pixels every decoder gets, so the same image and options choose the same weights on every
+        machine, and re-encoding gives the same bytes."""
+        if not self.alternatives:
+            return self, self._base(image, **options)
+        coded = [(codec, codec._base(image, **options)) for codec in (self, *self.alternatives)]
+        return min(coded, key=lambda pair: pair[0]._cost(pair[1], options.get("lmbda")))
 
     def _cost(self, encoded: _Encoded, lmbda: float | None = None) -> float:
         """Rate–distortion cost of a variable-rate encoding as training weighs it: its bits plus
@@ -523,8 +536,8 @@ class Codec:
         The image is the one ``decompress(compress(image))`` returns, bit for bit (the
         tests check this).
         """
-        encoded = self._encode(image, value_range)
-        out = self.model(encoded.x.tensor().float().to(self.device))
+        codec, encoded = self._chosen(image, value_range=value_range, quality=self.default_quality, keep_pixels=True)
+        out = codec.model(encoded.x.tensor().float().to(self.device))
         bits = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
         return encoded.decoded, float(bits) / encoded.decoded.size
 

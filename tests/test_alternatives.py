@@ -35,6 +35,9 @@ def test_the_encoder_keeps_the_file_of_lower_cost_and_decodes_either(ct_like, qu
         data = both.compress(ct_like, quality=quality)
         assert data == best
         np.testing.assert_array_equal(both.decompress(data), first.decompress(file_1) if best == file_1 else second.decompress(file_2))
+        if quality == 6:  # reconstruct() (training logs) shows what the default quality's file decodes to
+            both = medvae.Codec(small_model("medvae-ctx", seed=main), alternatives=[medvae.Codec(small_model("medvae-ctx", seed=other))], quality=6)
+            np.testing.assert_array_equal(both.reconstruct(ct_like)[0], both.decompress(best))
     alone = first if best == file_2 else second  # weights that did not write the kept file
     with pytest.raises(medvae.BitstreamError, match="was written with"):
         alone.decompress(best)
