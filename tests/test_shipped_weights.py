@@ -111,7 +111,7 @@ def test_the_superseded_variable_rate_model_codes_from_the_ladder_package(ct_sli
 @pytest.mark.parametrize("family, config", [
     pytest.param("medvae-vr", "corpus-cpu-medvae-vr", marks=needs_ladder),
     ("medvae-ctx", "corpus-cpu-medvae-ctx"),
-    ("medvae-ctx alternative", "corpus-cpu-medvae-ctx-256"),
+    ("medvae-ctx alternative", "corpus-cpu-medvae-ctx-256-xr"),
 ])
 def test_the_variable_rate_weights_record_their_training_and_plan(family, config):
     name, _, alternative = family.partition(" ")
