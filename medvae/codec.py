@@ -269,6 +269,10 @@ class Codec:
                 :attr:`quality_range` (multiples of 1/256; default 5): higher codes more bits
                 and fidelity. The file records it, and the PSNR it achieves. Default:
                 :attr:`default_quality`.
+
+        With :attr:`alternatives` (the shipped ``medvae-ctx`` has one), lossy coding codes the
+        image with each weights and keeps the file of lowest rate–distortion cost, at the cost
+        of one encoding per weights; the file names the weights that wrote it.
         """
         return self._compress(
             image, value_range=value_range, bits_stored=bits_stored, metadata=metadata, refine_steps=refine_steps,

@@ -8,7 +8,9 @@ bound τ (the largest first), each also with its first residual passes at τ −
 in between (:data:`NEAR_LOSSLESS`). Each candidate is really coded, and measured on the pixels its
 encoder computes exactly as every decoder will (the file's checksum is theirs); the near-lossless
 candidates share one coding of their base, and the chosen file is decoded once, which checks it.
-So what is reported is what the file gives.
+So what is reported is what the file gives. A codec with alternative weights (the default
+``medvae-ctx``) codes each candidate quality with all of them and offers the cheapest
+(:meth:`medvae.Codec.compress`), so its search codes twice as much.
 
 * ``psnr=P``: the smallest file whose PSNR is at least ``P``. Lossless coding meets any
   target, so this fails (:class:`InputError`) only for weights without a residual model.
