@@ -239,9 +239,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders (searched recursively)")
     add_common_arguments(parser)
     parser.add_argument("--model", default=None, metavar="NAME|CHECKPOINT",
-                        help="shipped model name (medvae-ctx, the default: one model for any quality from 0 to 7; "
-                             "medvae, the ladder of seven weights, used for --lossless and --max-error; medvae-vr; "
-                             "rnn-conv) or checkpoint file")
+                        help="shipped model name (medvae-ctx, the default: one model for any quality from 0 to 7, with two "
+                             "weights, the cheaper file kept per image; medvae, the ladder of seven weights, used for "
+                             "--lossless and --max-error; medvae-vr, from the medvae-ladder package; rnn-conv) or checkpoint file")
     parser.add_argument("--quality", type=float, default=None, metavar="Q",
                         help="quality: any number from 0 to 7 for a variable-rate model (medvae-ctx, the default, and "
                              "medvae-vr; steps of 1/256; below 1 extrapolated, for very low rates), or one of a ladder's "
