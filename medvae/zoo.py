@@ -98,8 +98,8 @@ def is_variable_rate(model: str) -> bool:
 
 #: The shipped model that codes by default: ``medvae-ctx``, one file for every quality. On the
 #: corpus test split it needs fewer bits than the ``medvae`` ladder (per-image BD-rate over
-#: 0.05–1 bpp: −5.1 % on CT, −13.7 % on MR, −23.9 % on the radiographs;
-#: ``benchmarks/results/context.md``). The ladder stays shipped: its files name its weights, and
+#: 0.05–1 bpp, its encoder choosing between its two weights: −12.8 % on CT, −20.6 % on MR,
+#: −21.5 % on the radiographs; ``benchmarks/results/context.md``). The ladder stays shipped: its files name its weights, and
 #: lossless and near-lossless coding build on its default quality (:func:`default_model`).
 DEFAULT_MODEL = "medvae-ctx"
 
