@@ -68,6 +68,8 @@ def test_rate_control_chooses_among_the_files_of_both_weights(ct_like):
 def test_shipped_alternatives_load_with_the_family_and_their_files_decode_by_fingerprint(weights_dir, tmp_path, ct_like):
     for name, seed in (("first", 1), ("second", 2)):
         save_model(small_model("medvae-ctx", seed=seed), tmp_path / f"{name}.pt")
+    with pytest.raises(ValueError, match="before an alternative"):
+        export(tmp_path / "second.pt", 5, weights_dir=weights_dir, alternative=True)
     main = export(tmp_path / "first.pt", 5, weights_dir=weights_dir)
     alternative = export(tmp_path / "second.pt", 5, weights_dir=weights_dir, alternative=True)
     export(tmp_path / "second.pt", 5, weights_dir=weights_dir, alternative=True)  # again: replaces, no duplicate

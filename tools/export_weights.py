@@ -79,6 +79,8 @@ def export(
     path = weights_dir / "index.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     if alternative:
+        if "weights" not in data.get(name, {}):
+            raise ValueError(f"ship {name}'s weights before an alternative to them")
         family = data[name]  # alternatives join a shipped family
         kept = [r for r in family.get("alternatives", []) if r["fingerprint"] != fingerprint]
         family["alternatives"] = [*kept, entry]
