@@ -335,6 +335,8 @@ class Codec:
         machine, and re-encoding gives the same bytes."""
         if not self.alternatives:
             return self, self._base(image, **options)
+        if options.get("quality") is None:  # every weights at this codec's quality, not at its own default
+            options = {**options, "quality": self.default_quality}
         coded = [(codec, codec._base(image, **options)) for codec in (self, *self.alternatives)]
         return min(coded, key=lambda pair: pair[0]._cost(pair[1], options.get("lmbda")))
 
@@ -540,7 +542,7 @@ class Codec:
         The image is the one ``decompress(compress(image))`` returns, bit for bit (the
         tests check this).
         """
-        codec, encoded = self._chosen(image, value_range=value_range, quality=self.default_quality, keep_pixels=True)
+        codec, encoded = self._chosen(image, value_range=value_range, keep_pixels=True)
         out = codec.model(encoded.x.tensor().float().to(self.device))
         bits = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
         return encoded.decoded, float(bits) / encoded.decoded.size

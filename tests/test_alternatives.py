@@ -38,6 +38,7 @@ def test_the_encoder_keeps_the_file_of_lower_cost_and_decodes_either(ct_like, qu
         if quality == 6:  # reconstruct() (training logs) shows what the default quality's file decodes to
             both = medvae.Codec(small_model("medvae-ctx", seed=main), alternatives=[medvae.Codec(small_model("medvae-ctx", seed=other))], quality=6)
             np.testing.assert_array_equal(both.reconstruct(ct_like)[0], both.decompress(best))
+            assert both.compress(ct_like) == best  # its alternative, whose default is 5, codes at 6 too
     alone = first if best == file_2 else second  # weights that did not write the kept file
     with pytest.raises(medvae.BitstreamError, match="was written with"):
         alone.decompress(best)
