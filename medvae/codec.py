@@ -6,6 +6,7 @@ The Python API, the command line, the tests and ``evaluate.py`` all go through
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import warnings
@@ -339,6 +340,16 @@ class Codec:
             options = {**options, "quality": self.default_quality}
         coded = [(codec, codec._base(image, **options)) for codec in (self, *self.alternatives)]
         return min(coded, key=lambda pair: pair[0]._cost(pair[1], options.get("lmbda")))
+
+    def each_weights(self) -> list[Codec]:
+        """These weights alone, then each of :attr:`alternatives`: codecs that share their models
+        and code with one weights only. Rate control searches each apart, because choosing per
+        quality between weights makes the rate jump back and forth along the quality."""
+        if not self.alternatives:
+            return [self]
+        alone = copy.copy(self)  # the same model, twin and residual; no alternatives
+        alone.alternatives = ()
+        return [alone, *self.alternatives]
 
     def _cost(self, encoded: _Encoded, lmbda: float | None = None) -> float:
         """Rate–distortion cost of a variable-rate encoding as training weighs it: its bits plus

@@ -9,7 +9,7 @@ import pytest
 import medvae
 from medvae import metrics, zoo
 from medvae.checkpoint import save_model
-from medvae.rate_control import Ladder, Target, compress_to
+from medvae.rate_control import Choice, Ladder, Target, compress_to
 from tests.conftest import small_model
 from tools.export_weights import export
 
@@ -56,14 +56,35 @@ def test_alternatives_must_be_variable_rate_weights_of_the_same_family_and_level
         medvae.Codec(small_model("medvae", seed=1), alternatives=[medvae.Codec(ctx)])
 
 
-def test_rate_control_chooses_among_the_files_of_both_weights(ct_like):
-    both = medvae.Codec(small_model("medvae-ctx", seed=1), alternatives=[medvae.Codec(small_model("medvae-ctx", seed=2))])
+def _answer(image: np.ndarray, target: Target, codec: medvae.Codec) -> Choice | None:
+    """What rate control chooses with ``codec`` alone, or None when it cannot meet ``target``."""
+    try:
+        return compress_to(image, target, Ladder.of(codec))
+    except medvae.InputError:
+        return None
+
+
+def test_rate_control_searches_each_weights_apart_and_keeps_the_better_answer(ct_like):
+    first, second = (small_model("medvae-ctx", seed=seed) for seed in (1, 2))
+    both = medvae.Codec(first, alternatives=[medvae.Codec(second)])
+    alone = [medvae.Codec(first), medvae.Codec(second)]
     middle = 8 * len(both.compress(ct_like, quality=4)) / ct_like.size
-    choice = compress_to(ct_like, Target(bpp=middle), Ladder.of(both))
-    assert choice.bpp <= middle
-    again = both.compress(ct_like, quality=float(choice.setting.split()[-1]))
-    assert again == choice.data  # the quality found, coded the usual way: the same choice between weights
-    assert choice.psnr == pytest.approx(metrics.psnr(ct_like, both.decompress(choice.data), 16))
+    psnr = metrics.psnr(ct_like, both.decompress(both.compress(ct_like, quality=3)), 16)
+    for target in (Target(bpp=middle), Target(psnr=psnr)):
+        choice = compress_to(ct_like, target, Ladder.of(both))
+        answers = [answer for codec in alone if (answer := _answer(ct_like, target, codec))]
+        if target.bpp is not None:  # the highest PSNR either weights reaches within the budget
+            assert choice.bpp <= middle and choice.psnr == max(a.psnr for a in answers)
+        else:  # the smaller of the files either weights needs
+            assert choice.psnr >= psnr and len(choice.data) == min(len(a.data) for a in answers)
+        assert choice.data in [a.data for a in answers]
+        # The setting names the weights and the quality; those weights alone code the same bytes.
+        fingerprint = medvae.read_header(choice.data).fingerprint
+        quality = float(choice.setting.split()[1])
+        assert choice.setting == f"quality {quality:g} (weights {fingerprint[:8]})"
+        writer = next(codec for codec in alone if codec.fingerprint == fingerprint)
+        assert writer.compress(ct_like, quality=quality) == choice.data
+        assert choice.psnr == pytest.approx(metrics.psnr(ct_like, both.decompress(choice.data), 16))
 
 
 def test_shipped_alternatives_load_with_the_family_and_their_files_decode_by_fingerprint(weights_dir, tmp_path, ct_like):
