@@ -24,6 +24,7 @@ from medvae import bitstream, metrics, zoo
 from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
 from medvae.exact import calibrate, exact_twin
+from medvae.exact.fixed import Stored
 from medvae.exact.image import NormalizedImage, pixel_rows, pixels
 from medvae.exceptions import Exceptions
 from medvae.exceptions import find as find_exceptions
@@ -177,17 +178,18 @@ class Codec:
     def _encode(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
-        iterations: int | None = None,
+        iterations: int | None = None, transformed: Stored | None = None,
     ) -> _Encoded:
         """The strings, the pixels every decoder will get (or, without ``keep_pixels``, only
         their checksum, computed band by band: an image-sized array less), and what went
-        into them."""
-        return self._encodings(image, value_range, refine_steps, lmbda, padding_value, keep_pixels, iterations)[-1]
+        into them. ``transformed``: this image's ``g_a`` output, already computed
+        (:meth:`quality_coder`)."""
+        return self._encodings(image, value_range, refine_steps, lmbda, padding_value, keep_pixels, iterations, transformed=transformed)[-1]
 
     def _encodings(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
-        iterations: int | None = None, every_iteration: bool = False,
+        iterations: int | None = None, every_iteration: bool = False, transformed: Stored | None = None,
     ) -> list[_Encoded]:
         """:meth:`_encode`'s result; for a progressive model with ``every_iteration``, one per
         iteration count from 1 to ``iterations`` (the encoder is causal: the first k
@@ -204,6 +206,8 @@ class Codec:
                 if refine_steps:
                     x_float = x.tensor().float().to(self.device)
                     latents = refine_latents(self.model, x_float, self._refine_lmbda(lmbda), steps=refine_steps, size=image.shape)
+                elif transformed is not None:
+                    latents = self.twin.latents_from(transformed)
                 else:
                     latents = self.twin.analyze(x)
                 outputs = [self.twin.encode(latents)]
@@ -309,6 +313,28 @@ class Codec:
 
         return write
 
+    def quality_coder(self, image: np.ndarray, **options) -> Callable[[float], tuple[bytes, np.ndarray]]:
+        """For variable-rate weights: return ``write(quality)``, the file of that quality with the
+        pixels it decodes to, what ``compress_with_pixels(image, quality=…, **options)`` gives.
+        The analysis transform ``g_a``, which no quality changes, runs once for all the qualities
+        written (rate control tries many); a codec with :attr:`alternatives` asks each of
+        :meth:`each_weights` for its own coder."""
+        if not self.variable_rate or self.alternatives:
+            raise InputError("quality_coder is for variable-rate weights without alternatives")
+        if "quality" in options or "max_error" in options:
+            raise InputError("quality_coder takes the image's options; the quality is write()'s")
+        image = check_image(image)
+        transformed = None
+        if not options.get("refine_steps"):  # refinement fits the latents themselves, per quality
+            exceptions = find_exceptions(image, options.get("padding_value")) if options.get("value_range") is None else Exceptions()
+            with torch.inference_mode():
+                transformed = self.twin.transform(self._prepare(image, options.get("value_range"), exceptions)[2])
+
+        def write(quality: float) -> tuple[bytes, np.ndarray]:
+            return self._compress(image, keep_pixels=True, quality=quality, transformed=transformed, **options)
+
+        return write
+
     def _compress(
         self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", max_error: int | None = None,
         tighter_passes: int = 0, keep_pixels: bool = False, **options,
@@ -362,7 +388,7 @@ class Codec:
     def _base(
         self, image: np.ndarray, *, value_range: tuple[int, int] | None = None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, iterations: int | None = None,
-        quality: float | None = None, keep_pixels: bool = False,
+        quality: float | None = None, keep_pixels: bool = False, transformed: Stored | None = None,
     ) -> _Encoded:
         """The lossy coding of ``image`` with :meth:`compress`'s options, checked."""
         check_refinement(refine_steps, lmbda)
@@ -372,7 +398,8 @@ class Codec:
             raise InputError("latent refinement is for the VAE families; rnn-conv codes binary iterations")
         image = check_image(image)
         self._set_quality(quality)
-        return self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=keep_pixels, iterations=iterations)
+        return self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=keep_pixels, iterations=iterations,
+                            transformed=transformed)
 
     def compress_progressive(
         self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", padding_value: int | None = None,

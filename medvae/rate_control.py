@@ -149,11 +149,17 @@ def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_store
     # and the near-lossless ones share one coding of their base. None is decoded: the encoder
     # computes the pixels every decoder gets (the file's checksum is theirs); the chosen file
     # is decoded once at the end, which checks that.
-    lossy = [
-        [functools.cache(lambda s=s, c=c, q=q: measure(s, c, c.compress_with_pixels(image, bits_stored=bits_stored, quality=q, **kwargs)))
-         for s, c, q in settings]
-        for settings in ladder.lossy_ladders()
-    ]
+    def candidates(settings: list[tuple[str, Codec, float | None]]) -> list[Callable[[], Choice]]:
+        """A ladder's candidates; a variable-rate weights' ladder codes every quality through one
+        quality coder (its g_a runs once for the image)."""
+        coder = functools.cache(lambda: settings[0][1].quality_coder(image, bits_stored=bits_stored, **kwargs))
+        return [
+            functools.cache(lambda s=s, c=c, q=q: measure(
+                s, c, c.compress_with_pixels(image, bits_stored=bits_stored, **kwargs) if q is None else coder()(q)))
+            for s, c, q in settings
+        ]
+
+    lossy = [candidates(settings) for settings in ladder.lossy_ladders()]
     near = []
     if ladder.near_lossless is not None:
         codec = ladder.near_lossless

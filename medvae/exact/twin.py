@@ -218,7 +218,20 @@ class ExactTwin(nn.Module):
             x = x.as_fixed(self.input_frac, self.device)
         else:
             x = from_real(x.to(self.device), self.input_frac)
-        latents = self.family.analyze(self, x)
+        return self._real(self.family.analyze(self, x))
+
+    def transform(self, x: NormalizedImage) -> Stored:
+        """A variable-rate model's analysis transform ``g_a(x)`` (the same at every quality), which
+        :meth:`latents_from` turns into the latents of the quality set."""
+        return self.g_a(x.as_fixed(self.input_frac, self.device))
+
+    def latents_from(self, transformed: Stored) -> list[Stored | Tensor]:
+        """:meth:`analyze`'s latents from :meth:`transform`'s output (which stays unchanged: the
+        gain writes a copy), equal to those :meth:`analyze` gives for the same image."""
+        return self._real(self.family.analyze_transformed(self, transformed))
+
+    @staticmethod
+    def _real(latents: list) -> list[Stored | Tensor]:
         return [latent if isinstance(latent, Stored) else latent.real() for latent in latents]
 
     def _symbols(self, latent: Stored | Tensor, offset: Tensor | None = None) -> Tensor:

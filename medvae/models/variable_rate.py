@@ -91,7 +91,13 @@ class MedVAEVR(MedVAE):
         return float(mix(lmbdas, quality_units(quality, self.levels)))
 
     def analyze(self, x: Tensor) -> list[Tensor]:
-        y = self.gain(self.g_a(x))
+        return MedVAEVR.analyze_transformed(self, self.g_a(x))  # not self.…: the exact twin runs this too
+
+    def analyze_transformed(self, transformed: Tensor) -> list[Tensor]:
+        """The latents ``[y, z]`` at the quality set, from the analysis transform's output
+        ``g_a(x)``, which no quality changes: rate control codes many qualities of one image
+        from one pass of ``g_a`` (the exact twin runs this method too)."""
+        y = self.gain(transformed)
         return [y, self.h_a(abs(y))]
 
     def synthesize(self, y_hat: Tensor, features: Tensor) -> Tensor:
