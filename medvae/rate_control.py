@@ -12,7 +12,7 @@ So what is reported is what the file gives. A codec with alternative weights (th
 ``medvae-ctx``) has each weights' quality grid searched on its own, and the better of their
 answers kept, so its search codes twice as much. (Choosing between the weights at each quality,
 as :meth:`medvae.Codec.compress` does, makes the rate jump back where the choice switches, and
-bisection along such a curve can stop short of the budget: 0.477 for 0.5 bpp on one CT slice.)
+a search along such a curve can stop short of the budget: 0.477 for 0.5 bpp on one CT slice.)
 
 * ``psnr=P``: the smallest file whose PSNR is at least ``P``. Lossless coding meets any
   target, so this fails (:class:`InputError`) only for weights without a residual model.
@@ -23,7 +23,7 @@ bisection along such a curve can stop short of the budget: 0.477 for 0.5 bpp on 
 Conventions: PSNR is at the stored bit depth (peak ``2^bits − 1``, ``bits`` = the DICOM Bits
 Stored given, else the dtype's width), over the whole image, as every benchmark here reports
 it; a display-windowed PSNR would depend on a window the archive does not know. Each ladder is
-searched by bisection, assuming rate and quality rise together along it (true of the shipped
+searched by interpolation (:func:`_first`), assuming rate and quality rise together along it (true of the shipped
 ladder's qualities except q7, which rarely beats q6; where it fails the search may return a
 larger file than needed, never a file that misses the target).
 """
@@ -41,13 +41,13 @@ from medvae import metrics
 from medvae.codec import Codec
 from medvae.errors import InputError
 
-#: Steps of a variable-rate model's quality that rate control tries (bisection: about 9 codings).
+#: Steps of a variable-rate model's quality that rate control tries (a search codes about 5 of them).
 QUALITY_GRID = 1 / 64
 #: Largest error bound near-lossless rate control tries.
 LARGEST_BOUND = 128
 #: Near-lossless candidates (τ, j), lowest rate first: each bound τ from :data:`LARGEST_BOUND`
 #: down to 1, then with its first j residual passes at τ − 1 (j = 1, 2, 3: rates between τ's
-#: and τ − 1's), and lossless last. Bisection codes about 10 of these 513, and lands within
+#: and τ − 1's), and lossless last. A search codes a handful of these 513, and lands within
 #: a quarter of one bound's step.
 NEAR_LOSSLESS = tuple((t, j) for t in range(LARGEST_BOUND, 0, -1) for j in range(4)) + ((0, 0),)
 
@@ -174,11 +174,11 @@ def _choose(
     target: Target, image: np.ndarray, bits: int, lossy: list[list[Callable[[], Choice]]], near: list[Callable[[], Choice]]
 ) -> Choice:
     """The candidate ``target`` asks for (see the module docstring): each ladder (the lossy
-    ones, then near-lossless) is bisected on its own, and the best of their answers kept."""
+    ones, then near-lossless) is searched on its own (:func:`_first`), and the best of their answers kept."""
     ladders = [*lossy, near]
     if target.psnr is not None:
-        meets = lambda c: c.psnr >= target.psnr  # noqa: E731
-        found = [c for c in (_first(candidates, meets) for candidates in ladders) if c]
+        meets, psnr = (lambda c: c.psnr >= target.psnr), (lambda c: c.psnr)  # noqa: E731
+        found = [c for c in (_first(candidates, meets, psnr, target.psnr) for candidates in ladders) if c]
         if not found:
             best = max((candidates[-1]() for candidates in lossy), key=lambda c: c.psnr)
             raise InputError(
@@ -187,8 +187,9 @@ def _choose(
             )
         return min(found, key=lambda c: len(c.data))
     budget = target.bpp if target.bpp is not None else metrics.bpp(image.size * bits / 8 / target.ratio, image.shape)
-    fits = lambda c: c.bpp <= budget + 1e-12  # noqa: E731
-    found = [c for c in (_first(candidates[::-1], fits) for candidates in ladders) if c]  # each: the best that fits
+    fits, smaller = (lambda c: c.bpp <= budget + 1e-12), (lambda c: -math.log(c.bpp))  # noqa: E731
+    # each ladder's best file that fits: from the top down, the first that fits
+    found = [c for c in (_first(candidates[::-1], fits, smaller, -math.log(budget)) for candidates in ladders) if c]
     if not found:
         smallest = min((candidates[0]() for candidates in ladders if candidates), key=lambda c: c.bpp)
         raise InputError(
@@ -205,14 +206,40 @@ def near_lossless_setting(max_error: int, tighter_passes: int = 0) -> str:
     return f"max error {max_error}{tighter}"
 
 
-def _first(candidates: Sequence[Callable[[], Choice]], ok: Callable[[Choice], bool]) -> Choice | None:
-    """Bisection over candidates along which ``ok`` goes from False to True: the first that is
-    ok, or None."""
-    lo, hi = 0, len(candidates)  # the first ok index lies in [lo, hi]; hi = none
+def _first(
+    candidates: Sequence[Callable[[], Choice]], ok: Callable[[Choice], bool], value: Callable[[Choice], float], goal: float
+) -> Choice | None:
+    """The first of ``candidates`` that is ``ok``, or None; along the candidates ``ok`` is
+    assumed to go from False to True, where ``value`` (rising along them) reaches ``goal``.
+
+    The last and the first candidate are coded first: a ladder that cannot meet the target, or
+    meets it everywhere, is settled at once (near-lossless coding for a target the lossy
+    weights meet, say). Bisection then narrows the interval to an eighth, where the curve is
+    nearly straight, and each next candidate is where the line through the two coded values
+    nearest ``goal`` meets it (the one before, when the previous guess fell on the ok side, so
+    that the guesses close in from both sides). A guess that does not halve the interval is
+    followed by a bisection step, so a rough curve costs little more than bisection.
+    """
+    n = len(candidates)
+    if n == 0 or not ok(last := candidates[-1]()):
+        return None
+    if ok(first := candidates[0]()):
+        return first
+    lo, hi = 1, n - 1  # the answer lies in [lo, hi]
+    coded = {0: value(first), n - 1: value(last)}
+    bisect, guessed_above = True, False
     while lo < hi:
-        mid = (lo + hi) // 2
-        if ok(candidates[mid]()):
+        if bisect or 8 * (hi - lo) > n:
+            mid = (lo + hi) // 2
+        else:
+            (i, v), (j, w) = sorted(coded.items(), key=lambda item: abs(item[1] - goal))[:2]
+            guess = math.ceil(i + (goal - v) * (j - i) / (w - v)) if w != v else (lo + hi) // 2
+            mid = min(hi - 1, max(lo, guess - 1 if guessed_above else guess))
+        width, candidate = hi - lo, candidates[mid]()
+        coded[mid], guessed_above = value(candidate), ok(candidate)
+        if guessed_above:
             hi = mid
         else:
             lo = mid + 1
-    return candidates[lo]() if lo < len(candidates) else None
+        bisect = 2 * (hi - lo) > width and not bisect  # a guess that did not halve it: bisect next
+    return candidates[lo]()

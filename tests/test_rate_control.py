@@ -10,7 +10,7 @@ import medvae
 from medvae import metrics
 from medvae.cli import main
 from medvae.errors import InputError
-from medvae.rate_control import NEAR_LOSSLESS, Ladder, Target, compress_to, near_lossless_setting
+from medvae.rate_control import NEAR_LOSSLESS, Choice, Ladder, Target, _first, compress_to, near_lossless_setting
 
 BITS = 12
 
@@ -34,6 +34,30 @@ def ladder() -> Ladder:
 def _coded(image, codec, max_error=None, tighter_passes=0):
     data = codec.compress(image, bits_stored=BITS, max_error=max_error, tighter_passes=tighter_passes)
     return len(data), metrics.psnr(image, codec.decompress(data), BITS)
+
+
+@pytest.mark.parametrize("curve", ["straight", "concave", "steps", "rough"])
+def test_the_search_finds_the_first_candidate_that_meets_the_goal(curve):
+    """Any rising curve: the answer is the first candidate at or above the goal (None when there
+    is none), found with at most two codings more than bisection, and far fewer on smooth curves."""
+    rng = np.random.default_rng(["straight", "concave", "steps", "rough"].index(curve))
+    for n in (1, 2, 3, 17, 449, 513):
+        x = np.linspace(0, 1, n)
+        values = {"straight": 10 * x, "concave": 10 * np.sqrt(x), "steps": np.floor(8 * x),
+                  "rough": np.cumsum(rng.exponential(1, n) * (rng.random(n) < 0.3))}[curve]
+        for goal in (-1.0, *np.quantile(values, [0.01, 0.3, 0.5, 0.77, 0.99]), values[-1], values[-1] + 1):
+            coded = []
+
+            def candidate(i: int) -> Choice:
+                coded.append(i)
+                return Choice(b"", str(i), 0.0, 0.0, float(values[i]))
+
+            found = _first([lambda i=i: candidate(i) for i in range(n)], lambda c: c.psnr >= goal, lambda c: c.psnr, goal)
+            expected = next((i for i in range(n) if values[i] >= goal), None)
+            assert (None if found is None else int(found.setting)) == expected
+            assert len(set(coded)) <= 2 + int(np.ceil(np.log2(n))), (n, goal, coded)
+            if curve == "straight" and n > 100:
+                assert len(set(coded)) <= 8, (n, goal, coded)
 
 
 def test_targets_are_checked():
