@@ -30,6 +30,7 @@ larger file than needed, never a file that misses the target).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -83,6 +84,9 @@ class Choice:
     bpp: float
     ratio: float
     psnr: float  # inf when lossless
+    #: The setting each ladder's search found (the chosen one among them): where the searches
+    #: for a similar image start (``compress_to(..., previous=choice)``).
+    found: tuple[str, ...] = ()
 
 
 @dataclass
@@ -131,18 +135,22 @@ class Ladder:
         return [fixed, *ladders] if fixed else ladders
 
 
-def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_stored: int = 0, **kwargs) -> Choice:
+def compress_to(
+    image: np.ndarray, target: Target, ladder: Ladder, *, bits_stored: int = 0, previous: Choice | None = None, **kwargs
+) -> Choice:
     """The file ``target`` asks for (see the module docstring); ``kwargs`` go to
-    :meth:`medvae.Codec.compress` (metadata, padding value ...)."""
+    :meth:`medvae.Codec.compress` (metadata, padding value ...). ``previous``: the choice for a
+    similar image (the previous slice of a series), where each search starts; it changes how
+    many candidates are coded, not the answer on a ladder whose rate rises with its settings."""
     bits = metrics.stored_bits(bits_stored, image.dtype)
 
-    coder_of: dict[int, Codec] = {}  # id of a measured Choice (each is kept by its cache) -> its codec
+    coder_of: dict[str, Codec] = {}  # the setting of a measured Choice -> its codec
 
     def measure(setting: str, codec: Codec, coded: tuple[bytes, np.ndarray]) -> Choice:
         data, pixels = coded  # the pixels the file decodes to, as its encoder computed them
         choice = Choice(data, setting, metrics.bpp(len(data), image.shape), metrics.compression_ratio(len(data), image.shape, bits),
                         metrics.psnr(image, pixels, bits))
-        coder_of[id(choice)] = codec
+        coder_of[setting] = codec
         return choice
 
     # Each candidate is coded at most once (functools.cache), however often it is asked for,
@@ -159,44 +167,64 @@ def compress_to(image: np.ndarray, target: Target, ladder: Ladder, *, bits_store
             for s, c, q in settings
         ]
 
-    lossy = [candidates(settings) for settings in ladder.lossy_ladders()]
+    lossy_ladders = ladder.lossy_ladders()
+    lossy = [candidates(settings) for settings in lossy_ladders]
+    labels = [[label for label, _, _ in settings] for settings in lossy_ladders]
     near = []
     if ladder.near_lossless is not None:
         codec = ladder.near_lossless
         base = functools.cache(lambda: codec.bounded_coder(image, bits_stored=bits_stored, **kwargs))
         near = [functools.cache(lambda t=t, j=j: measure(near_lossless_setting(t, j), codec, base()(t, j))) for t, j in NEAR_LOSSLESS]
-    choice = _choose(target, image, bits, lossy, near)
-    coder_of[id(choice)].decompress(choice.data)  # raises BitstreamError unless its pixels are those measured
+    labels.append([near_lossless_setting(t, j) for t, j in NEAR_LOSSLESS] if near else [])
+    starts = [_position(previous, names) if previous else None for names in labels]
+    choice = _choose(target, image, bits, lossy, near, starts)
+    coder_of[choice.setting].decompress(choice.data)  # raises BitstreamError unless its pixels are those measured
     return choice
 
 
+def _position(previous: Choice, labels: list[str]) -> int | None:
+    """Where a ladder's search starts: at the setting its search found for ``previous``, else at
+    the quality ``previous`` chose, of other weights (``"quality 4.5 (weights …)"``), else None."""
+    for setting in previous.found:
+        if setting in labels:
+            return labels.index(setting)
+    unnamed = [label.split(" (weights")[0] for label in labels]
+    chosen = previous.setting.split(" (weights")[0]
+    return unnamed.index(chosen) if chosen in unnamed else None
+
+
 def _choose(
-    target: Target, image: np.ndarray, bits: int, lossy: list[list[Callable[[], Choice]]], near: list[Callable[[], Choice]]
+    target: Target, image: np.ndarray, bits: int, lossy: list[list[Callable[[], Choice]]], near: list[Callable[[], Choice]],
+    starts: list[int | None],
 ) -> Choice:
     """The candidate ``target`` asks for (see the module docstring): each ladder (the lossy
-    ones, then near-lossless) is searched on its own (:func:`_first`), and the best of their answers kept."""
+    ones, then near-lossless) is searched on its own (:func:`_first`, from its entry in
+    ``starts``), and the best of their answers kept."""
     ladders = [*lossy, near]
     if target.psnr is not None:
         meets, psnr = (lambda c: c.psnr >= target.psnr), (lambda c: c.psnr)  # noqa: E731
-        found = [c for c in (_first(candidates, meets, psnr, target.psnr) for candidates in ladders) if c]
+        found = [c for c in (_first(candidates, meets, psnr, target.psnr, start) for candidates, start in zip(ladders, starts)) if c]
         if not found:
             best = max((candidates[-1]() for candidates in lossy), key=lambda c: c.psnr)
             raise InputError(
                 f"no setting reaches {target} on this image: the most these weights reach is {best.psnr:.2f} dB "
                 f"({best.setting}, {best.bpp:.3f} bpp), and they come without a residual model for near-lossless coding"
             )
-        return min(found, key=lambda c: len(c.data))
+        return dataclasses.replace(min(found, key=lambda c: len(c.data)), found=tuple(c.setting for c in found))
     budget = target.bpp if target.bpp is not None else metrics.bpp(image.size * bits / 8 / target.ratio, image.shape)
     fits, smaller = (lambda c: c.bpp <= budget + 1e-12), (lambda c: -math.log(c.bpp))  # noqa: E731
     # each ladder's best file that fits: from the top down, the first that fits
-    found = [c for c in (_first(candidates[::-1], fits, smaller, -math.log(budget)) for candidates in ladders) if c]
+    found = [
+        c for c in (_first(candidates[::-1], fits, smaller, -math.log(budget), None if start is None else len(candidates) - 1 - start)
+                    for candidates, start in zip(ladders, starts)) if c
+    ]
     if not found:
         smallest = min((candidates[0]() for candidates in ladders if candidates), key=lambda c: c.bpp)
         raise InputError(
             f"no setting reaches {target} on this image: the smallest file is {smallest.bpp:.3f} bpp "
             f"(ratio {smallest.ratio:.1f}:1, {smallest.setting})"
         )
-    return max(found, key=lambda c: (c.psnr, -len(c.data)))
+    return dataclasses.replace(max(found, key=lambda c: (c.psnr, -len(c.data))), found=tuple(c.setting for c in found))
 
 
 def near_lossless_setting(max_error: int, tighter_passes: int = 0) -> str:
@@ -207,39 +235,55 @@ def near_lossless_setting(max_error: int, tighter_passes: int = 0) -> str:
 
 
 def _first(
-    candidates: Sequence[Callable[[], Choice]], ok: Callable[[Choice], bool], value: Callable[[Choice], float], goal: float
+    candidates: Sequence[Callable[[], Choice]], ok: Callable[[Choice], bool], value: Callable[[Choice], float], goal: float,
+    start: int | None = None,
 ) -> Choice | None:
     """The first of ``candidates`` that is ``ok``, or None; along the candidates ``ok`` is
     assumed to go from False to True, where ``value`` (rising along them) reaches ``goal``.
 
-    The last and the first candidate are coded first: a ladder that cannot meet the target, or
-    meets it everywhere, is settled at once (near-lossless coding for a target the lossy
-    weights meet, say). Bisection then narrows the interval to an eighth, where the curve is
-    nearly straight, and each next candidate is where the line through the two coded values
-    nearest ``goal`` meets it (the one before, when the previous guess fell on the ok side, so
-    that the guesses close in from both sides). A guess that does not halve the interval is
-    followed by a bisection step, so a rough curve costs little more than bisection.
+    With ``start`` (the previous slice's answer), that candidate and its neighbour on the other
+    side of ``goal`` are coded first, which settles it when the answer has not moved, and the
+    next guesses follow the line through the two coded values nearest ``goal``. Without one,
+    the last candidate is coded first, and the first one when the last is ok: a ladder that
+    cannot meet the target, or meets it everywhere, is settled at once (near-lossless coding
+    for a target the lossy weights meet, say). Bisection then narrows the interval to an
+    eighth, where the curve is nearly straight, and each next candidate is where the line
+    through the two coded values nearest ``goal`` meets it (the one before, when the previous
+    guess fell on the ok side, so that the guesses close in from both sides). A guess that
+    does not halve the interval is followed by a bisection step, so even a rough curve costs
+    at most about twice the codings of bisection.
     """
     n = len(candidates)
-    if n == 0 or not ok(last := candidates[-1]()):
-        return None
-    if ok(first := candidates[0]()):
-        return first
-    lo, hi = 1, n - 1  # the answer lies in [lo, hi]
-    coded = {0: value(first), n - 1: value(last)}
-    bisect, guessed_above = True, False
+    lo, hi = 0, n  # the answer lies in [lo, hi]; n: none is ok
+    coded: dict[int, float] = {}
+
+    def code(i: int) -> bool:
+        nonlocal lo, hi
+        candidate = candidates[i]()
+        coded[i] = value(candidate)
+        if ok(candidate):
+            hi = min(hi, i)
+            return True
+        lo = max(lo, i + 1)
+        return False
+
+    if start is not None and 0 <= start < n:
+        neighbour = start - 1 if code(start) else start + 1
+        if 0 <= neighbour < n:
+            code(neighbour)
+    else:
+        start = None
+        if n and code(n - 1):  # the last is ok: is the first too?
+            code(0)
+    bisect, guessed_above = start is None, False
     while lo < hi:
-        if bisect or 8 * (hi - lo) > n:
+        if bisect or (start is None and 8 * (hi - lo) > n):
             mid = (lo + hi) // 2
         else:
             (i, v), (j, w) = sorted(coded.items(), key=lambda item: abs(item[1] - goal))[:2]
             guess = math.ceil(i + (goal - v) * (j - i) / (w - v)) if w != v else (lo + hi) // 2
             mid = min(hi - 1, max(lo, guess - 1 if guessed_above else guess))
-        width, candidate = hi - lo, candidates[mid]()
-        coded[mid], guessed_above = value(candidate), ok(candidate)
-        if guessed_above:
-            hi = mid
-        else:
-            lo = mid + 1
+        width = hi - lo
+        guessed_above = code(mid)
         bisect = 2 * (hi - lo) > width and not bisect  # a guess that did not halve it: bisect next
-    return candidates[lo]()
+    return candidates[lo]() if lo < n else None

@@ -90,7 +90,8 @@ def compress_file(task: Task) -> batch.Outcome:
             else:
                 from medvae.rate_control import compress_to
 
-                chosen.append(compress_to(stack.pixels[i], options.target, _state["ladder"], **settings))
+                previous = chosen[-1] if chosen else None  # adjacent slices: the search starts at its setting
+                chosen.append(compress_to(stack.pixels[i], options.target, _state["ladder"], previous=previous, **settings))
                 data = chosen[-1].data
             publish(targets[i], data, overwrite=options.force)
             h, w = stack.pixels[i].shape
