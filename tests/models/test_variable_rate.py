@@ -83,6 +83,30 @@ def test_qualities_outside_the_range_and_on_single_rate_weights_are_refused(smal
         medvae.load("medvae", quality=2.5)
 
 
+@pytest.mark.parametrize("family", ["medvae-vr", "medvae-ctx"])
+def test_a_quality_coder_runs_g_a_once_and_writes_what_compress_writes(family, monkeypatch):
+    codec = medvae.Codec(small_model(family, seed=4))
+    image, padded = _image(), _image(seed=1)
+    padded[:, :7] = 0  # scanner padding: stored exactly, outside the model's value range
+    calls = []
+    analysis = codec.twin.g_a.forward
+    monkeypatch.setattr(codec.twin.g_a, "forward", lambda x: calls.append(1) or analysis(x))
+    for picture, options in ((image, {}), (padded, {"bits_stored": 12, "metadata": b"header"}), (image, {"value_range": (0, 4095)})):
+        write = codec.quality_coder(picture, **options)
+        coded = [write(q) for q in (0.5, 2.25, 5, 7)]
+        assert len(calls) == 1  # one analysis transform for the four qualities
+        for q, (data, pixels) in zip((0.5, 2.25, 5, 7), coded):
+            assert data == codec.compress(picture, quality=q, **options)  # g_a once more each
+            np.testing.assert_array_equal(pixels, codec.decompress(data))
+        calls.clear()
+    with pytest.raises(InputError, match="quality is write"):
+        codec.quality_coder(image, quality=3)
+    with pytest.raises(InputError, match="without alternatives"):
+        medvae.Codec(small_model(family, seed=4), alternatives=[medvae.Codec(small_model(family, seed=5))]).quality_coder(image)
+    with pytest.raises(InputError, match="without alternatives"):
+        medvae.Codec(small_model("medvae")).quality_coder(image)
+
+
 def test_a_forged_quality_is_refused_and_another_decodes_to_other_pixels_the_checksum_catches():
     codec = medvae.load("medvae-vr")  # trained weights: ŷ is not all zeros, so the gain matters
     data = codec.compress(_image(), quality=4)
