@@ -48,13 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{files[len(files) // 2].name}: {image.shape[0]}x{image.shape[1]}, {bits} bits stored")
     print("| target | chosen | bpp | ratio | PSNR (dB) | search s |")
     print("|---|---|---|---|---|---|")
-    for spec in args.targets.split(","):
-        name, value = spec.split("=")
+    for target in parse_targets(args.targets):
         start = time.perf_counter()
-        choice = compress_to(image, Target(**{name: float(value)}), ladder, bits_stored=bits)
-        print(f"| {Target(**{name: float(value)})} | {choice.setting} | {choice.bpp:.3f} | {choice.ratio:.1f} | "
+        choice = compress_to(image, target, ladder, bits_stored=bits)
+        print(f"| {target} | {choice.setting} | {choice.bpp:.3f} | {choice.ratio:.1f} | "
               f"{choice.psnr:.2f} | {time.perf_counter() - start:.0f} |", flush=True)
     return 0
+
+
+def parse_targets(spec: str) -> list[Target]:
+    """``"psnr=45,ratio=10"`` as targets."""
+    return [Target(**{name: float(value)}) for name, value in (item.split("=") for item in spec.split(","))]
 
 
 def series(files: list[Path], args: argparse.Namespace) -> int:
@@ -66,9 +70,7 @@ def series(files: list[Path], args: argparse.Namespace) -> int:
     print(f"{len(datasets)} consecutive slices from {files[first].name}, {datasets[0].pixel_array.shape}")
     print("| target | from scratch s/slice | from the previous slice s/slice | same files | settings chosen |")
     print("|---|---|---|---|---|")
-    for spec in args.targets.split(","):
-        name, value = spec.split("=")
-        target = Target(**{name: float(value)})
+    for target in parse_targets(args.targets):
         runs = []
         for warm in (False, True):
             start, previous, chosen = time.perf_counter(), None, []

@@ -59,7 +59,7 @@ def test_the_search_finds_the_first_candidate_that_meets_the_goal(curve):
                 assert (None if found is None else int(found.setting)) == expected, (n, goal, start)
                 assert len(coded) <= 4 + 2 * int(np.ceil(np.log2(n))), (n, goal, start, sorted(coded))
                 if curve == "straight" and n > 100 and start is None:
-                    assert len(coded) <= 8, (n, goal, sorted(coded))
+                    assert len(coded) <= 6, (n, goal, sorted(coded))
                 if start == expected and start:
                     assert sorted(coded) == [start - 1, start]
 
