@@ -144,13 +144,13 @@ def compress_to(
     many candidates are coded, not the answer on a ladder whose rate rises with its settings."""
     bits = metrics.stored_bits(bits_stored, image.dtype)
 
-    coder_of: dict[str, Codec] = {}  # the setting of a measured Choice -> its codec
+    coder_of: dict[int, Codec] = {}  # id of a measured Choice's bytes (kept by its cache) -> its codec
 
     def measure(setting: str, codec: Codec, coded: tuple[bytes, np.ndarray]) -> Choice:
         data, pixels = coded  # the pixels the file decodes to, as its encoder computed them
         choice = Choice(data, setting, metrics.bpp(len(data), image.shape), metrics.compression_ratio(len(data), image.shape, bits),
                         metrics.psnr(image, pixels, bits))
-        coder_of[setting] = codec
+        coder_of[id(data)] = codec
         return choice
 
     # Each candidate is coded at most once (functools.cache), however often it is asked for,
@@ -178,7 +178,7 @@ def compress_to(
     labels.append([near_lossless_setting(t, j) for t, j in NEAR_LOSSLESS] if near else [])
     starts = [_position(previous, names) if previous else None for names in labels]
     choice = _choose(target, image, bits, lossy, near, starts)
-    coder_of[choice.setting].decompress(choice.data)  # raises BitstreamError unless its pixels are those measured
+    coder_of[id(choice.data)].decompress(choice.data)  # raises BitstreamError unless its pixels are those measured
     return choice
 
 
