@@ -280,7 +280,8 @@ def _first(
             mid = (lo + hi) // 2
         else:
             (i, v), (j, w) = nearest
-            guess = math.ceil(i + (goal - v) * (j - i) / (w - v))
+            step = (goal - v) * (j - i) / (w - v)
+            guess = math.ceil(i + step) if math.isfinite(step) else (lo + hi) // 2
             mid = min(hi - 1, max(lo, guess - 1 if guessed_above else guess))
         width = hi - lo
         guessed_above = code(mid)
