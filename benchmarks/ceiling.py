@@ -26,7 +26,6 @@ import torch
 
 import medvae
 from medvae.evaluation.datasets import load_images
-from medvae.exceptions import find as find_exceptions
 from medvae.intensity import denormalize
 from medvae.metrics import psnr
 
@@ -41,8 +40,7 @@ def code_at_step(codec: medvae.Codec, image: np.ndarray, step: float) -> tuple[n
     is the codec's own decode up to the exact path's last-bit differences.
     """
     model = codec.model
-    exceptions = find_exceptions(image)  # padding and extremes are stored exactly, as the codec does
-    _, value_range, x = codec._prepare(image, None, exceptions)
+    exceptions, value_range, x = codec._model_input(image, None, None)  # padding and extremes stored exactly, as the codec does
     y = model.g_a(x.tensor().float())
     z_hat, z_likelihoods = model.entropy_bottleneck(model.h_a(torch.abs(y)))
     features = model.hyper_decode(z_hat)

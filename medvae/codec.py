@@ -175,6 +175,15 @@ class Codec:
             raise InputError(f"image values [{image.min()}, {image.max()}] fall outside value_range [{lo}, {hi}]")
         return image, (lo, hi), NormalizedImage(image, lo, hi, self.model.downsampling_factor, exceptions=exceptions)
 
+    def _model_input(
+        self, image: np.ndarray, value_range: tuple[int, int] | None, padding_value: int | None
+    ) -> tuple[Exceptions, tuple[int, int], NormalizedImage]:
+        """What the model codes: the padding and extremes stored apart (none with an explicit
+        ``value_range``), the value range, and the normalized image (:meth:`_prepare`)."""
+        exceptions = find_exceptions(image, padding_value) if value_range is None else Exceptions()
+        _, value_range, x = self._prepare(image, value_range, exceptions)
+        return exceptions, value_range, x
+
     def _encode(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
@@ -195,8 +204,7 @@ class Codec:
         iteration count from 1 to ``iterations`` (the encoder is causal: the first k
         iterations of a longer run are the k-iteration file)."""
         image = check_image(image)
-        exceptions = find_exceptions(image, padding_value) if value_range is None else Exceptions()
-        _, value_range, x = self._prepare(image, value_range, exceptions)
+        exceptions, value_range, x = self._model_input(image, value_range, padding_value)
         encodings = []
         with torch.inference_mode():
             if self.progressive:
@@ -326,9 +334,8 @@ class Codec:
         image = check_image(image)
         transformed = None
         if not options.get("refine_steps"):  # refinement fits the latents themselves, per quality
-            exceptions = find_exceptions(image, options.get("padding_value")) if options.get("value_range") is None else Exceptions()
             with torch.inference_mode():
-                transformed = self.twin.transform(self._prepare(image, options.get("value_range"), exceptions)[2])
+                transformed = self.twin.transform(self._model_input(image, options.get("value_range"), options.get("padding_value"))[2])
 
         def write(quality: float) -> tuple[bytes, np.ndarray]:
             return self._compress(image, keep_pixels=True, quality=quality, transformed=transformed, **options)

@@ -177,9 +177,9 @@ def compress_to(
         near = [functools.cache(lambda t=t, j=j: measure(near_lossless_setting(t, j), codec, base()(t, j))) for t, j in NEAR_LOSSLESS]
     labels.append([near_lossless_setting(t, j) for t, j in NEAR_LOSSLESS] if near else [])
     starts = [_position(previous, names) if previous else None for names in labels]
-    choice = _choose(target, image, bits, lossy, near, starts)
+    choice, found = _choose(target, image, bits, lossy, near, starts)
     coder_of[id(choice.data)].decompress(choice.data)  # raises BitstreamError unless its pixels are those measured
-    return choice
+    return dataclasses.replace(choice, found=tuple(answer.setting for answer in found))
 
 
 def _position(previous: Choice, labels: list[str]) -> int | None:
@@ -196,10 +196,10 @@ def _position(previous: Choice, labels: list[str]) -> int | None:
 def _choose(
     target: Target, image: np.ndarray, bits: int, lossy: list[list[Callable[[], Choice]]], near: list[Callable[[], Choice]],
     starts: list[int | None],
-) -> Choice:
-    """The candidate ``target`` asks for (see the module docstring): each ladder (the lossy
-    ones, then near-lossless) is searched on its own (:func:`_first`, from its entry in
-    ``starts``), and the best of their answers kept."""
+) -> tuple[Choice, list[Choice]]:
+    """The candidate ``target`` asks for (see the module docstring), and every ladder's answer:
+    each ladder (the lossy ones, then near-lossless) is searched on its own (:func:`_first`,
+    from its entry in ``starts``), and the best of their answers kept."""
     ladders = [*lossy, near]
     if target.psnr is not None:
         meets, psnr = (lambda c: c.psnr >= target.psnr), (lambda c: c.psnr)  # noqa: E731
@@ -210,7 +210,7 @@ def _choose(
                 f"no setting reaches {target} on this image: the most these weights reach is {best.psnr:.2f} dB "
                 f"({best.setting}, {best.bpp:.3f} bpp), and they come without a residual model for near-lossless coding"
             )
-        return dataclasses.replace(min(found, key=lambda c: len(c.data)), found=tuple(c.setting for c in found))
+        return min(found, key=lambda c: len(c.data)), found
     budget = target.bpp if target.bpp is not None else metrics.bpp(image.size * bits / 8 / target.ratio, image.shape)
     fits, smaller = (lambda c: c.bpp <= budget + 1e-12), (lambda c: -math.log(c.bpp))  # noqa: E731
     # each ladder's best file that fits: from the top down, the first that fits
@@ -224,7 +224,7 @@ def _choose(
             f"no setting reaches {target} on this image: the smallest file is {smallest.bpp:.3f} bpp "
             f"(ratio {smallest.ratio:.1f}:1, {smallest.setting})"
         )
-    return dataclasses.replace(max(found, key=lambda c: (c.psnr, -len(c.data))), found=tuple(c.setting for c in found))
+    return max(found, key=lambda c: (c.psnr, -len(c.data))), found
 
 
 def near_lossless_setting(max_error: int, tighter_passes: int = 0) -> str:
