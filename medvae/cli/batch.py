@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import queue as queue_module
 import signal
 import sys
 import threading
@@ -153,10 +154,52 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _init_worker(init: Callable[..., Any] | None, init_args: tuple, debug: bool, threads: int, parent: int) -> None:
+#: Where :func:`progress` goes: the bar's in :func:`run`'s process, a queue to it in a worker.
+_report: Callable[[str, int, int], None] | None = None
+
+
+def progress(source: Path, done: int, total: int) -> None:
+    """Tell the progress bar that ``done`` of the ``total`` slices of ``source`` are coded.
+
+    The bar counts files, and one volume can take an hour under rate control; jobs call
+    this after each slice so that the bar shows how far the files in progress are.
+    """
+    if _report is not None:
+        _report(str(source), done, total)
+
+
+class _SliceProgress:
+    """The files in progress and their slices, shown after the bar's file count."""
+
+    def __init__(self, bar: tqdm) -> None:
+        self.bar = bar
+        self.open: dict[str, tuple[int, int]] = {}
+        self.finished: set[str] = set()
+
+    def update(self, source: str, done: int, total: int) -> None:
+        if source in self.finished or total <= 1:
+            return
+        self.open[source] = (done, total)
+        self.show()
+
+    def finish(self, source: Path) -> None:
+        self.finished.add(str(source))
+        if self.open.pop(str(source), None) is not None:
+            self.show()
+
+    def show(self) -> None:
+        self.bar.set_postfix_str(", ".join(f"{Path(s).name}: slice {d}/{t}" for s, (d, t) in self.open.items()))
+
+
+def _init_worker(
+    init: Callable[..., Any] | None, init_args: tuple, debug: bool, threads: int, parent: int, queue: Any = None
+) -> None:
     """Worker process start-up: die with the parent, ignore Ctrl-C, its share of the cores,
-    load the model once."""
+    report progress to the parent, load the model once."""
+    global _report
     _die_with_parent(parent)
+    if queue is not None:
+        _report = lambda source, done, total: queue.put((source, done, total))  # noqa: E731
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not debug:
         warnings.simplefilter("ignore")
@@ -186,10 +229,13 @@ def run(
     """
     err = err or sys.stderr
     outcomes: dict[int, Outcome] = {}
+    global _report
     bar = tqdm(total=len(tasks), desc=desc, unit="file", file=err, disable=None, dynamic_ncols=True)
+    slices = _SliceProgress(bar)
 
     def record(i: int, outcome: Outcome) -> None:
         outcomes[i] = outcome
+        slices.finish(tasks[i].source)
         for note in outcome.notes:
             bar.write(f"{outcome.source}: note: {note}", file=err)
         if outcome.status == "failed":
@@ -201,31 +247,35 @@ def run(
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
         if workers <= 1 or len(tasks) <= 1:
+            _report = slices.update
             with quiet_warnings(debug):
                 if init is not None:
                     init(*init_args)
                 for i, task in enumerate(tasks):
                     record(i, job(task))
         else:
-            _run_pool(tasks, job, workers, init, init_args, debug, record)
+            _run_pool(tasks, job, workers, init, init_args, debug, record, slices)
     finally:
+        _report = None
         bar.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return [outcomes[i] for i in range(len(tasks))]
 
 
-def _run_pool(tasks, job, workers, init, init_args, debug, record) -> None:
+def _run_pool(tasks, job, workers, init, init_args, debug, record, slices: _SliceProgress) -> None:
     context = multiprocessing.get_context("spawn")
+    queue = context.Queue()  # the workers' slice progress
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker,
-        initargs=(init, init_args, debug, max(1, cores() // workers), os.getpid())
+        initargs=(init, init_args, debug, max(1, cores() // workers), os.getpid(), queue)
     )
     futures = {pool.submit(job, task): i for i, task in enumerate(tasks)}
     try:
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            _drain(queue, slices)
             for future in done:
                 i = futures[future]
                 try:
@@ -239,6 +289,15 @@ def _run_pool(tasks, job, workers, init, init_args, debug, record) -> None:
         pool.shutdown(wait=True, cancel_futures=True)  # let files in progress finish; start no more
         raise
     pool.shutdown(wait=True)
+
+
+def _drain(queue: Any, slices: _SliceProgress) -> None:
+    """Show the progress the workers have reported so far."""
+    while True:
+        try:
+            slices.update(*queue.get_nowait())
+        except queue_module.Empty:
+            return
 
 
 def _main_thread() -> bool:

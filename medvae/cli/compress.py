@@ -81,7 +81,7 @@ def compress_file(task: Task) -> batch.Outcome:
             outcome.status, outcome.message = "skipped", "outputs exist"
             return outcome
         chosen = []
-        for i in todo:
+        for n, i in enumerate(todo):
             meta = source_metadata.pack(source_metadata.from_stack(stack, i))
             settings = dict(bits_stored=stack.bits_stored, metadata=meta, refine_steps=options.refine_steps,
                             padding_value=padding_value(stack, i))
@@ -96,6 +96,7 @@ def compress_file(task: Task) -> batch.Outcome:
             publish(targets[i], data, overwrite=options.force)
             h, w = stack.pixels[i].shape
             count(outcome, targets[i], len(data), len(data) - len(meta), h * w)
+            batch.progress(task.source, n + 1, len(todo))
         if chosen:
             outcome.notes.append(rate_note(options.target, chosen))
         if outcome.output_bytes > outcome.input_bytes:

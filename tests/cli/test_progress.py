@@ -1,0 +1,66 @@
+"""The batch progress bar shows the slices of the files in progress, not only finished files."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medvae.cli import batch
+from medvae.cli.files import Task
+
+
+class Terminal(io.StringIO):
+    """A stderr that tqdm draws on (it stays silent on anything that is not a terminal)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def three_slices(task: Task) -> batch.Outcome:
+    """A job coding a three-slice volume; it waits after each slice so the parent polls."""
+    for done in (1, 2, 3):
+        batch.progress(task.source, done, 3)
+        time.sleep(0.7)
+    return batch.Outcome(task.source)
+
+
+def test_one_process_shows_each_slice():
+    err = Terminal()
+    tasks = [Task(Path("in/volume.nii.gz"), Path("out/volume"))]
+    outcomes = batch.run(tasks, lambda task: batch.progress(task.source, 1, 2) or batch.progress(task.source, 2, 2)
+                         or batch.Outcome(task.source), err=err)
+    assert outcomes[0].status == "ok"
+    assert "volume.nii.gz: slice 1/2" in err.getvalue()
+    batch.progress(Path("elsewhere"), 1, 2)  # after the run: reported nowhere, no error
+
+
+def test_single_slices_add_nothing():
+    err = Terminal()
+    tasks = [Task(Path(f"in/{n}.dcm"), Path(f"out/{n}")) for n in "ab"]
+    batch.run(tasks, lambda task: batch.progress(task.source, 1, 1) or batch.Outcome(task.source), err=err)
+    assert "slice" not in err.getvalue()
+    assert "2/2" in err.getvalue()
+
+
+def test_worker_processes_report_their_slices():
+    err = Terminal()
+    tasks = [Task(Path(f"in/v{n}.nii.gz"), Path(f"out/v{n}")) for n in range(2)]
+    outcomes = batch.run(tasks, three_slices, workers=2, err=err)
+    assert [o.status for o in outcomes] == ["ok", "ok"]
+    shown = err.getvalue()
+    assert any(f"v{n}.nii.gz: slice 2/3" in shown for n in range(2)), shown[-500:]
+
+
+def test_compress_reports_every_slice_of_a_volume(tmp_path, monkeypatch, checkpoint):
+    from medvae.cli import main
+
+    volume = tmp_path / "volume.npy"
+    np.save(volume, np.random.default_rng(0).integers(0, 4096, (3, 32, 32), dtype=np.uint16))
+    seen = []
+    monkeypatch.setattr(batch, "_SliceProgress", type("Seen", (batch._SliceProgress,), {
+        "update": lambda self, source, done, total: seen.append((Path(source).name, done, total))}))
+    assert main(["compress", str(volume), "-o", str(tmp_path / "out"), "--model", checkpoint]) == 0
+    assert seen == [("volume.npy", 1, 3), ("volume.npy", 2, 3), ("volume.npy", 3, 3)]
