@@ -66,6 +66,20 @@ class _Encoded(NamedTuple):
     x: NormalizedImage  # the model's input: the image in [0, 1], padded to the stride
 
 
+class QualityCoder(NamedTuple):
+    """One image's files at any quality (:meth:`Codec.quality_coder`).
+
+    ``write(quality)``: the file and the pixels it decodes to. ``size(quality)``: the length of
+    that file, without running the synthesis transform (most of a coding's time): the header's
+    fields that depend on the decoded pixels (their CRC-32, the PSNR) have a fixed width, so the
+    length is that of the strings and of what the image alone sets. Rate control needs only
+    sizes to search for a ratio or bpp target.
+    """
+
+    write: Callable[[float], tuple[bytes, np.ndarray]]
+    size: Callable[[float], int]
+
+
 class Codec:
     """Compresses 2-D integer images to bytes and back with one model's weights.
 
@@ -187,18 +201,21 @@ class Codec:
     def _encode(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
-        iterations: int | None = None, transformed: Stored | None = None,
+        iterations: int | None = None, transformed: Stored | None = None, synthesize: bool = True,
     ) -> _Encoded:
         """The strings, the pixels every decoder will get (or, without ``keep_pixels``, only
         their checksum, computed band by band: an image-sized array less), and what went
         into them. ``transformed``: this image's ``g_a`` output, already computed
-        (:meth:`quality_coder`)."""
-        return self._encodings(image, value_range, refine_steps, lmbda, padding_value, keep_pixels, iterations, transformed=transformed)[-1]
+        (:meth:`quality_coder`). Without ``synthesize``, the strings alone: no pixels, no
+        checksum, no error (:attr:`QualityCoder.size`)."""
+        return self._encodings(image, value_range, refine_steps, lmbda, padding_value, keep_pixels, iterations,
+                               transformed=transformed, synthesize=synthesize)[-1]
 
     def _encodings(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
         iterations: int | None = None, every_iteration: bool = False, transformed: Stored | None = None,
+        synthesize: bool = True,
     ) -> list[_Encoded]:
         """:meth:`_encode`'s result; for a progressive model with ``every_iteration``, one per
         iteration count from 1 to ``iterations`` (the encoder is causal: the first k
@@ -220,6 +237,9 @@ class Codec:
                     latents = self.twin.analyze(x)
                 outputs = [self.twin.encode(latents)]
             for strings, x_hat in outputs:
+                if not synthesize:
+                    encodings.append(_Encoded(strings, None, 0, 0.0, value_range, exceptions, x))
+                    continue
                 crc, error, decoded = 0, 0.0, np.empty(image.shape, image.dtype) if keep_pixels else None
                 for first, band in pixel_rows(x_hat, image.shape, value_range, image.dtype):
                     band = exceptions.restore(band, first)
@@ -321,11 +341,12 @@ class Codec:
 
         return write
 
-    def quality_coder(self, image: np.ndarray, **options) -> Callable[[float], tuple[bytes, np.ndarray]]:
-        """For variable-rate weights: return ``write(quality)``, the file of that quality with the
-        pixels it decodes to, what ``compress_with_pixels(image, quality=…, **options)`` gives.
+    def quality_coder(self, image: np.ndarray, **options) -> QualityCoder:
+        """For variable-rate weights: ``write(quality)``, the file of that quality with the pixels
+        it decodes to, what ``compress_with_pixels(image, quality=…, **options)`` gives, and
+        ``size(quality)``, that file's length, four to six times faster (:class:`QualityCoder`).
         The analysis transform ``g_a``, which no quality changes, runs once for all the qualities
-        written (rate control tries many); a codec with :attr:`alternatives` asks each of
+        coded (rate control tries many); a codec with :attr:`alternatives` asks each of
         :meth:`each_weights` for its own coder."""
         if not self.variable_rate or self.alternatives:
             raise InputError("quality_coder is for variable-rate weights without alternatives")
@@ -340,7 +361,10 @@ class Codec:
         def write(quality: float) -> tuple[bytes, np.ndarray]:
             return self._compress(image, keep_pixels=True, quality=quality, transformed=transformed, **options)
 
-        return write
+        def size(quality: float) -> int:
+            return len(self._compress(image, quality=quality, transformed=transformed, synthesize=False, **options)[0])
+
+        return QualityCoder(write, size)
 
     def _compress(
         self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", max_error: int | None = None,
@@ -395,7 +419,7 @@ class Codec:
     def _base(
         self, image: np.ndarray, *, value_range: tuple[int, int] | None = None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, iterations: int | None = None,
-        quality: float | None = None, keep_pixels: bool = False, transformed: Stored | None = None,
+        quality: float | None = None, keep_pixels: bool = False, transformed: Stored | None = None, synthesize: bool = True,
     ) -> _Encoded:
         """The lossy coding of ``image`` with :meth:`compress`'s options, checked."""
         check_refinement(refine_steps, lmbda)
@@ -406,7 +430,7 @@ class Codec:
         image = check_image(image)
         self._set_quality(quality)
         return self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=keep_pixels, iterations=iterations,
-                            transformed=transformed)
+                            transformed=transformed, synthesize=synthesize)
 
     def compress_progressive(
         self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", padding_value: int | None = None,

@@ -7,7 +7,9 @@ weights) and, when a codec comes with a residual model, near-lossless coding at 
 bound τ (the largest first), each also with its first residual passes at τ − 1 for the rates
 in between (:data:`NEAR_LOSSLESS`). Each candidate is really coded, and measured on the pixels its
 encoder computes exactly as every decoder will (the file's checksum is theirs); the near-lossless
-candidates share one coding of their base, and the chosen file is decoded once, which checks it.
+candidates share one coding of their base, a bpp or ratio search sizes a variable-rate model's
+qualities without their synthesis transform (:class:`medvae.codec.QualityCoder`), and the chosen
+file is decoded once, which checks it.
 So what is reported is what the file gives. A codec with alternative weights (the default
 ``medvae-ctx``) has each weights' quality grid searched on its own, and the better of their
 answers kept, so its search codes twice as much. (Choosing between the weights at each quality,
@@ -31,10 +33,12 @@ larger file than needed, never a file that misses the target).
 from __future__ import annotations
 
 import dataclasses
+import bisect
 import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,7 +46,7 @@ from medvae import metrics
 from medvae.codec import Codec
 from medvae.errors import InputError
 
-#: Steps of a variable-rate model's quality that rate control tries (a search codes about 5 of them).
+#: Steps of a variable-rate model's quality that rate control tries (a search codes 4–8 of them).
 QUALITY_GRID = 1 / 64
 #: Largest error bound near-lossless rate control tries.
 LARGEST_BOUND = 128
@@ -157,29 +161,44 @@ def compress_to(
     # and the near-lossless ones share one coding of their base. None is decoded: the encoder
     # computes the pixels every decoder gets (the file's checksum is theirs); the chosen file
     # is decoded once at the end, which checks that.
-    def candidates(settings: list[tuple[str, Codec, float | None]]) -> list[Callable[[], Choice]]:
+    def candidates(settings: list[tuple[str, Codec, float | None]]) -> _Candidates:
         """A ladder's candidates; a variable-rate weights' ladder codes every quality through one
-        quality coder (its g_a runs once for the image)."""
+        quality coder (its g_a runs once for the image), which also gives a quality's bpp
+        without its synthesis transform."""
         coder = functools.cache(lambda: settings[0][1].quality_coder(image, bits_stored=bits_stored, **kwargs))
-        return [
+        files = [
             functools.cache(lambda s=s, c=c, q=q: measure(
-                s, c, c.compress_with_pixels(image, bits_stored=bits_stored, **kwargs) if q is None else coder()(q)))
+                s, c, c.compress_with_pixels(image, bits_stored=bits_stored, **kwargs) if q is None else coder().write(q)))
             for s, c, q in settings
         ]
+        bpp = [functools.cache(lambda f=f, q=q: f().bpp if q is None else metrics.bpp(coder().size(q), image.shape))
+               for f, (_, _, q) in zip(files, settings)]
+        return _Candidates(files, bpp, range(len(files)))
 
     lossy_ladders = ladder.lossy_ladders()
-    lossy = [candidates(settings) for settings in lossy_ladders]
+    ladders = [candidates(settings) for settings in lossy_ladders]
     labels = [[label for label, _, _ in settings] for settings in lossy_ladders]
-    near = []
     if ladder.near_lossless is not None:
         codec = ladder.near_lossless
         base = functools.cache(lambda: codec.bounded_coder(image, bits_stored=bits_stored, **kwargs))
         near = [functools.cache(lambda t=t, j=j: measure(near_lossless_setting(t, j), codec, base()(t, j))) for t, j in NEAR_LOSSLESS]
-    labels.append([near_lossless_setting(t, j) for t, j in NEAR_LOSSLESS] if near else [])
+        ladders.append(_Candidates(near, [lambda f=f: f().bpp for f in near], [-math.log(2 * t - j / 2 + 1) for t, j in NEAR_LOSSLESS]))
+        labels.append([near_lossless_setting(t, j) for t, j in NEAR_LOSSLESS])
     starts = [_position(previous, names) if previous else None for names in labels]
-    choice, found = _choose(target, image, bits, lossy, near, starts)
+    choice, found = _choose(target, image, bits, ladders, starts, lossy=len(lossy_ladders))
     coder_of[id(choice.data)].decompress(choice.data)  # raises BitstreamError unless its pixels are those measured
     return dataclasses.replace(choice, found=tuple(answer.setting for answer in found))
+
+
+class _Candidates(NamedTuple):
+    """A ladder's candidate files and their bpp (each computed when first asked for), and where
+    they lie along the axis the search interpolates on (:func:`_first`): the quality grid's
+    steps, or −log of near-lossless coding's quantizer step 2τ + 1 (with j of the four passes
+    at τ − 1, τ − j/4 stands for τ)."""
+
+    files: list[Callable[[], Choice]]
+    bpp: list[Callable[[], float]]
+    positions: Sequence[float]
 
 
 def _position(previous: Choice, labels: list[str]) -> int | None:
@@ -194,32 +213,33 @@ def _position(previous: Choice, labels: list[str]) -> int | None:
 
 
 def _choose(
-    target: Target, image: np.ndarray, bits: int, lossy: list[list[Callable[[], Choice]]], near: list[Callable[[], Choice]],
-    starts: list[int | None],
+    target: Target, image: np.ndarray, bits: int, ladders: list[_Candidates], starts: list[int | None], lossy: int
 ) -> tuple[Choice, list[Choice]]:
     """The candidate ``target`` asks for (see the module docstring), and every ladder's answer:
-    each ladder (the lossy ones, then near-lossless) is searched on its own (:func:`_first`,
-    from its entry in ``starts``), and the best of their answers kept."""
-    ladders = [*lossy, near]
+    each ladder (the first ``lossy`` are lossy, then near-lossless) is searched on its own
+    (:func:`_first`, from its entry in ``starts``), and the best of their answers kept. A bpp or
+    ratio search needs only sizes; the answers' PSNRs decide between the ladders."""
     if target.psnr is not None:
-        meets, psnr = (lambda c: c.psnr >= target.psnr), (lambda c: c.psnr)  # noqa: E731
-        found = [c for c in (_first(candidates, meets, psnr, target.psnr, start) for candidates, start in zip(ladders, starts)) if c]
+        answers = [(files, _first([lambda f=f: f().psnr for f in files], target.psnr, start, positions))
+                   for (files, _, positions), start in zip(ladders, starts)]
+        found = [files[i]() for files, i in answers if i is not None]
         if not found:
-            best = max((candidates[-1]() for candidates in lossy), key=lambda c: c.psnr)
+            best = max((files[-1]() for files, _, _ in ladders[:lossy]), key=lambda c: c.psnr)
             raise InputError(
                 f"no setting reaches {target} on this image: the most these weights reach is {best.psnr:.2f} dB "
                 f"({best.setting}, {best.bpp:.3f} bpp), and they come without a residual model for near-lossless coding"
             )
         return min(found, key=lambda c: len(c.data)), found
     budget = target.bpp if target.bpp is not None else metrics.bpp(image.size * bits / 8 / target.ratio, image.shape)
-    fits, smaller = (lambda c: c.bpp <= budget + 1e-12), (lambda c: -math.log(c.bpp))  # noqa: E731
-    # each ladder's best file that fits: from the top down, the first that fits
-    found = [
-        c for c in (_first(candidates[::-1], fits, smaller, -math.log(budget), None if start is None else len(candidates) - 1 - start)
-                    for candidates, start in zip(ladders, starts)) if c
-    ]
+    found = []
+    for (files, bpp, positions), start in zip(ladders, starts):  # each ladder's best file that fits: from the top down, the first that fits
+        n = len(files)
+        i = _first([lambda b=b: -math.log(b()) for b in bpp[::-1]], -math.log(budget + 1e-12), None if start is None else n - 1 - start,
+                   [-p for p in positions[::-1]])
+        if i is not None:
+            found.append(files[n - 1 - i]())
     if not found:
-        smallest = min((candidates[0]() for candidates in ladders if candidates), key=lambda c: c.bpp)
+        smallest = min((files[0]() for files, _, _ in ladders if files), key=lambda c: c.bpp)
         raise InputError(
             f"no setting reaches {target} on this image: the smallest file is {smallest.bpp:.3f} bpp "
             f"(ratio {smallest.ratio:.1f}:1, {smallest.setting})"
@@ -235,55 +255,82 @@ def near_lossless_setting(max_error: int, tighter_passes: int = 0) -> str:
 
 
 def _first(
-    candidates: Sequence[Callable[[], Choice]], ok: Callable[[Choice], bool], value: Callable[[Choice], float], goal: float,
-    start: int | None = None,
-) -> Choice | None:
-    """The first of ``candidates`` that is ``ok``, or None; along the candidates ``ok`` is
-    assumed to go from False to True, where ``value`` (rising along them) reaches ``goal``.
+    values: Sequence[Callable[[], float]], goal: float, start: int | None = None, positions: Sequence[float] | None = None
+) -> int | None:
+    """The index of the first of ``values`` (each computed when asked: a coding) that reaches
+    ``goal``, or None; the values are assumed to rise along the list.
 
-    With ``start`` (the previous slice's answer), that candidate and its neighbour on the other
-    side of ``goal`` are coded first, which settles it when the answer has not moved. Without
-    one, the last candidate is coded first, and the first one when the last is ok: a ladder
-    that cannot meet the target, or meets it everywhere, is settled at once (near-lossless
-    coding for a target the lossy weights meet, say). Each next candidate is where the line
-    through the two coded values nearest ``goal`` meets it (the one before, when the previous
-    guess fell on the ok side, so that the guesses close in from both sides); rate and PSNR
-    change smoothly along a quality grid or the error bounds, so this lands in a few codings
-    (4–6 on a straight curve of 449, where bisection needs 9). A guess that does not halve
-    the interval is followed by a bisection step, so even a rough curve costs at most about
-    twice the codings of bisection.
+    With ``start`` (the previous slice's answer), that value and its neighbour on the other side
+    of ``goal`` are computed first, which settles it when the answer has not moved. Without one,
+    the last is computed first, and the first when the last reaches the goal: a ladder that
+    cannot meet the target, or meets it everywhere, is settled at once (near-lossless coding for
+    a target the lossy weights meet, say). Then each guess is where the curve through the three
+    computed values nearest ``goal`` meets it (inverse quadratic interpolation; rate and PSNR
+    bend smoothly along a quality grid or the error bounds), else the line through the two
+    values that bracket the answer, whichever end has stayed twice weighed half (Illinois), and
+    aimed at the side of the answer the previous guess did not fall on. When two guesses have not
+    halved the interval, the next one bisects it, so a rough curve costs at most about twice
+    bisection's values; smooth curves of 449 take 4–8 where bisection takes 9
+    (tests/test_rate_control.py). ``positions`` (rising; default: the indices) place the values
+    along the axis on which they are smoothest: for near-lossless bounds, the log of the
+    quantizer's step.
     """
-    n = len(candidates)
-    lo, hi = 0, n  # the answer lies in [lo, hi]; n: none is ok
-    coded: dict[int, float] = {}
+    n = len(values)
+    positions = range(n) if positions is None else positions
+    lo, hi = 0, n  # the answer lies in [lo, hi]; n: none reaches the goal
+    computed: dict[int, float] = {}
 
-    def code(i: int) -> bool:
+    def reaches(i: int) -> bool:
         nonlocal lo, hi
-        candidate = candidates[i]()
-        coded[i] = value(candidate)
-        if ok(candidate):
+        computed[i] = values[i]()
+        if computed[i] >= goal:
             hi = min(hi, i)
             return True
         lo = max(lo, i + 1)
         return False
 
     if start is not None and 0 <= start < n:
-        neighbour = start - 1 if code(start) else start + 1
+        neighbour = start - 1 if reaches(start) else start + 1
         if 0 <= neighbour < n:
-            code(neighbour)
-    elif n and code(n - 1):  # the last is ok: is the first too?
-        code(0)
-    bisect, guessed_above = False, False
+            reaches(neighbour)
+    elif n and reaches(n - 1):  # the last reaches it: does the first too?
+        reaches(0)
+    last, weight = None, {True: 1.0, False: 1.0}  # the previous guess's side; Illinois weights
+    widths: list[int] = []  # the interval's width before each guess
     while lo < hi:
-        nearest = sorted((item for item in coded.items() if math.isfinite(item[1])), key=lambda item: abs(item[1] - goal))[:2]
-        if bisect or len(nearest) < 2 or nearest[0][1] == nearest[1][1]:  # (lossless: an infinite PSNR)
-            mid = (lo + hi) // 2
+        x = _guess(computed, goal, lo, hi, weight, positions)
+        if len(widths) >= 2 and 2 * (hi - lo) > widths[-2] or not math.isfinite(x):  # two guesses did not halve it: bisect
+            guess = (lo + hi) // 2
         else:
-            (i, v), (j, w) = nearest
-            step = (goal - v) * (j - i) / (w - v)
-            guess = math.ceil(i + step) if math.isfinite(step) else (lo + hi) // 2
-            mid = min(hi - 1, max(lo, guess - 1 if guessed_above else guess))
-        width = hi - lo
-        guessed_above = code(mid)
-        bisect = 2 * (hi - lo) > width and not bisect  # a guess that did not halve it: bisect next
-    return candidates[lo]() if lo < n else None
+            guess = min(hi - 1, max(lo, bisect.bisect_left(positions, x) - (1 if last else 0)))
+        widths.append(hi - lo)
+        hit = reaches(guess)
+        weight = {**weight, not hit: weight[not hit] / 2} if hit == last else {True: 1.0, False: 1.0}
+        last = hit
+    return lo if lo < n else None
+
+
+def _guess(
+    computed: dict[int, float], goal: float, lo: int, hi: int, weight: dict[bool, float], positions: Sequence[float]
+) -> float:
+    """The position at which the values reach ``goal``, from those computed (see :func:`_first`)."""
+    nearest: list[tuple[float, float]] = []  # (position, value): distinct finite values, nearest the goal first
+    for i, v in sorted(computed.items(), key=lambda item: abs(item[1] - goal)):
+        if math.isfinite(v) and all(v != w for _, w in nearest):  # (lossless: an infinite PSNR)
+            nearest.append((positions[i], v))
+    low = positions[lo - 1] if lo > 0 else -math.inf
+    high = positions[hi] if hi < len(positions) else math.inf
+    if len(nearest) >= 3:
+        (x0, y0), (x1, y1), (x2, y2) = nearest[:3]
+        x = (x0 * (goal - y1) * (goal - y2) / ((y0 - y1) * (y0 - y2)) + x1 * (goal - y0) * (goal - y2) / ((y1 - y0) * (y1 - y2))
+             + x2 * (goal - y0) * (goal - y1) / ((y2 - y0) * (y2 - y1)))
+        if low <= x <= high:
+            return x
+    below, above = computed.get(lo - 1, math.nan), computed.get(hi, math.nan)
+    if math.isfinite(below) and math.isfinite(above):
+        short, over = (goal - below) * weight[False], (above - goal) * weight[True]
+        return low + (high - low) * short / (short + over)
+    if len(nearest) >= 2:
+        (i, v), (j, w) = nearest[:2]
+        return i + (goal - v) * (j - i) / (w - v)
+    return math.nan  # bisect

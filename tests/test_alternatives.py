@@ -9,7 +9,8 @@ import pytest
 import medvae
 from medvae import metrics, zoo
 from medvae.checkpoint import save_model
-from medvae.rate_control import Choice, Ladder, Target, compress_to
+from medvae import codec as codec_module
+from medvae.rate_control import QUALITY_GRID, Choice, Ladder, Target, compress_to
 from tests.conftest import small_model
 from tools.export_weights import export
 
@@ -64,17 +65,27 @@ def _answer(image: np.ndarray, target: Target, codec: medvae.Codec) -> Choice | 
         return None
 
 
-def test_rate_control_searches_each_weights_apart_and_keeps_the_better_answer(ct_like):
+def test_rate_control_searches_each_weights_apart_and_keeps_the_better_answer(ct_like, monkeypatch):
     first, second = (small_model("medvae-ctx", seed=seed) for seed in (1, 2))
     both = medvae.Codec(first, alternatives=[medvae.Codec(second)])
     alone = [medvae.Codec(first), medvae.Codec(second)]
     middle = 8 * len(both.compress(ct_like, quality=4)) / ct_like.size
     psnr = metrics.psnr(ct_like, both.decompress(both.compress(ct_like, quality=3)), 16)
+    syntheses = []
+    synthesis = codec_module.pixel_rows
+    monkeypatch.setattr(codec_module, "pixel_rows", lambda *a, **k: syntheses.append(1) or synthesis(*a, **k))
     for target in (Target(bpp=middle), Target(psnr=psnr)):
+        syntheses.clear()
         choice = compress_to(ct_like, target, Ladder.of(both))
+        searched = len(syntheses)
         answers = [answer for codec in alone if (answer := _answer(ct_like, target, codec))]
         if target.bpp is not None:  # the highest PSNR either weights reaches within the budget
             assert choice.bpp <= middle and choice.psnr == max(a.psnr for a in answers)
+            assert searched == 2  # a budget is searched on sizes; only each weights' answer is synthesized
+            for answer in answers:  # each weights' answer: its grid's highest quality that fits
+                quality = float(answer.setting.split()[1])
+                codec = next(c for c in alone if c.fingerprint == medvae.read_header(answer.data).fingerprint)
+                assert quality + QUALITY_GRID > 7 or len(codec.compress(ct_like, quality=quality + QUALITY_GRID)) * 8 / ct_like.size > middle
         else:  # the smaller of the files either weights needs
             assert choice.psnr >= psnr and len(choice.data) == min(len(a.data) for a in answers)
         assert choice.data in [a.data for a in answers]
