@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = SimpleNamespace(rows=rows, summary=summarize(rows, codecs, {"split": "test"}, len(images)))
     how = ("the default: `medvae.compress(image, ratio=R)`, `medvae compress --ratio R`; its quality grid, then "
            "near-lossless coding on the ladder's default")
-    control_text = control_section(ct, images, args.control_slices, args.targets.split(","), "medvae-ctx", how)
+    control_text = control_section(ct, images, args.control_slices, args.targets.split(","), "medvae-ctx", how,
+                                   out / "context" / "rate_control")
     lines = [
         "## The context model `medvae-ctx` (`python benchmarks/context.py`)",
         "",

@@ -35,7 +35,7 @@ from medvae.errors import InputError
 from medvae.evaluation.bdrate import bd_rate_per_image
 from medvae.evaluation.codecs import expand
 from medvae.evaluation.datasets import load_images
-from medvae.evaluation.plots import rd_plot
+from medvae.evaluation.plots import rate_control_plot, rd_plot
 from medvae.evaluation.run import evaluate, summarize, table, write_csv
 from medvae.rate_control import Ladder, Target, compress_to
 
@@ -104,9 +104,11 @@ def _highest(rows: list[dict[str, Any]], codec: str) -> str:
     return f"{np.mean(list(best.values())):.2f}" if best else "–"
 
 
-def control_lines(images: list, targets: list[str], model: str = "medvae-vr") -> list[str]:
-    """Rate control over the shipped ``model`` on ``images``: asked against achieved, per target."""
+def control_lines(images: list, targets: list[str], model: str = "medvae-vr", plot: Path | None = None) -> list[str]:
+    """Rate control over the shipped ``model`` on ``images``: asked against achieved, per target
+    (and, with ``plot``, the figure :func:`rate_control_plot` draws of it, at that stem)."""
     ladder = Ladder.shipped(model)
+    figures = {}
     lines = ["| target | slices | settings chosen | achieved (min – max) | within 3 % of the target | contract kept | mean search s |",
              "|---|---|---|---|---|---|---|"]
     for spec in targets:
@@ -127,15 +129,19 @@ def control_lines(images: list, targets: list[str], model: str = "medvae-vr") ->
             kept += got <= float(value) + 1e-9 if name == "bpp" else got >= float(value) - 1e-9
             close += abs(got - float(value)) <= 0.03 * float(value) if name != "psnr" else True
         span = f"{min(achieved):.3f} – {max(achieved):.3f}" if achieved else "–"
+        figures[target] = achieved
         near = f"{close} of {len(achieved)}" if name != "psnr" else "–"
         lines.append(f"| {target} | {len(images)} | {', '.join(sorted(settings))} | {span} | {near} | "
                      f"{kept} of {len(images)} | {np.mean(seconds) if seconds else 0:.1f} |")
+    if plot is not None:
+        rate_control_plot(figures, plot, title=f"Rate control over {model}: {len(images)} test slices, one dot each")
     return lines
 
 
-def control_section(ct: list, others: list, n: int, targets: list[str], model: str, how: str) -> list[str]:
+def control_section(ct: list, others: list, n: int, targets: list[str], model: str, how: str, plot: Path) -> list[str]:
     """Rate control over ``model`` on ``n`` evenly taken CT slices and the MR ones, as report lines
-    (``how``: what the search runs over, in words); none when ``n`` is 0."""
+    (``how``: what the search runs over, in words) and a plot at ``plot`` (a stem under
+    ``benchmarks/results``); none when ``n`` is 0."""
     control = ct[:: max(1, len(ct) // n)][:n] + [i for i in others if i.modality == "MR"] if n else []
     if not control:
         return []
@@ -143,7 +149,9 @@ def control_section(ct: list, others: list, n: int, targets: list[str], model: s
         f"Rate control over `{model}` ({how}), on {len(control)} test slices: ratio against the bits stored; PSNR "
         "at the bits stored. The contract: never above the asked bpp, never below the asked ratio or PSNR.",
         "",
-        *control_lines(control, targets, model=model),
+        *control_lines(control, targets, model=model, plot=plot),
+        "",
+        f"![rate control](results/{plot.relative_to(plot.parents[1]).as_posix()}.png)",
         "",
     ]
 
@@ -194,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                     codecs=["medvae-vr", "medvae", "medvae-residual", "jpeg2000"], title=f"{group} test split ({n} images, mean curves)")
             plots.append(f"![{group}](results/variable_rate/rd_psnr_{group}.png)")
     how = "`medvae.compress(image, ratio=R, model=\"medvae-vr\")`: its quality grid, then near-lossless coding"
-    control_text = control_section(ct, others, args.control_slices, args.targets.split(","), "medvae-vr", how) or [
+    control_text = control_section(ct, others, args.control_slices, args.targets.split(","), "medvae-vr", how,
+                                   out / "variable_rate" / "rate_control") or [
         "Rate control is measured over the default model (`medvae-ctx`) in the section of `benchmarks/context.py`; "
         "`--control-slices N` measures it over `medvae-vr` here.",
         "",

@@ -90,6 +90,38 @@ def rd_plot(
     return _save(fig, Path(stem))
 
 
+def rate_control_plot(achieved: Mapping[Any, Sequence[float]], stem: str | Path, *, title: str | None = None) -> list[Path]:
+    """What rate control achieved, per target, as a deviation from what was asked: one dot per
+    image. ``achieved`` maps each :class:`medvae.rate_control.Target` to the figures achieved
+    (ratio, bpp or PSNR, as asked). Ratio and bpp targets on the left, in % of the target, with
+    the ±3 % band; PSNR targets on the right, in dB. The contract (never above a bpp, never below
+    a ratio or PSNR) is the side of zero each is on."""
+    fig = _figure(figsize=(10, 4.2))
+    rates, psnrs = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+    budgets = [t for t in achieved if t.psnr is None]
+    fidelities = [t for t in achieved if t.psnr is not None]
+    for ax, targets, unit in ((rates, budgets, "achieved − asked (% of the target)"), (psnrs, fidelities, "achieved − asked PSNR (dB)")):
+        for k, target in enumerate(targets):
+            if target.psnr is not None:
+                values, colour = [v - target.psnr for v in achieved[target]], "C2"
+            else:
+                asked = target.bpp if target.bpp is not None else target.ratio
+                values, colour = [100 * (v / asked - 1) for v in achieved[target]], "C0" if target.bpp is not None else "C1"
+            ax.plot([k] * len(values), values, "o", ms=5, alpha=0.7, color=colour)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(targets)), [str(t) for t in targets], rotation=45, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, max(len(targets), 1) - 0.4)
+        ax.set_ylabel(unit)
+        ax.grid(True, axis="y", alpha=0.3)
+    rates.axhspan(-3, 3, color="0.9", zorder=0, label="within 3 %")
+    rates.legend(loc="upper left", fontsize=8)
+    rates.set_title("ratio (orange): at or above 0; bpp (blue): at or below 0", fontsize=9)
+    psnrs.set_title("PSNR: at or above 0", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, Path(stem))
+
+
 def plot_summary(summary: dict[str, Any], out_dir: str | Path, *, max_bpp: float | None = None) -> list[Path]:
     """The standard set: PSNR, MS-SSIM (dB) and, with CT images, the soft-tissue PSNR."""
     out_dir = Path(out_dir)
