@@ -217,34 +217,42 @@ def _choose(
 ) -> tuple[Choice, list[Choice]]:
     """The candidate ``target`` asks for (see the module docstring), and every ladder's answer:
     each ladder (the first ``lossy`` are lossy, then near-lossless) is searched on its own
-    (:func:`_first`, from its entry in ``starts``), and the best of their answers kept. A bpp or
-    ratio search needs only sizes; the answers' PSNRs decide between the ladders."""
+    (:func:`_search`, from its entry in ``starts``), and the best of their answers kept."""
+    budget = None
+    if target.psnr is None:
+        budget = target.bpp if target.bpp is not None else metrics.bpp(image.size * bits / 8 / target.ratio, image.shape)
+    found = []
+    for candidates, start in zip(ladders, starts):
+        i = _search(candidates, target, budget, start)
+        if i is not None:
+            found.append(candidates.files[i]())
     if target.psnr is not None:
-        answers = [(files, _first([lambda f=f: f().psnr for f in files], target.psnr, start, positions))
-                   for (files, _, positions), start in zip(ladders, starts)]
-        found = [files[i]() for files, i in answers if i is not None]
         if not found:
-            best = max((files[-1]() for files, _, _ in ladders[:lossy]), key=lambda c: c.psnr)
+            best = max((candidates.files[-1]() for candidates in ladders[:lossy]), key=lambda c: c.psnr)
             raise InputError(
                 f"no setting reaches {target} on this image: the most these weights reach is {best.psnr:.2f} dB "
                 f"({best.setting}, {best.bpp:.3f} bpp), and they come without a residual model for near-lossless coding"
             )
         return min(found, key=lambda c: len(c.data)), found
-    budget = target.bpp if target.bpp is not None else metrics.bpp(image.size * bits / 8 / target.ratio, image.shape)
-    found = []
-    for (files, bpp, positions), start in zip(ladders, starts):  # each ladder's best file that fits: from the top down, the first that fits
-        n = len(files)
-        i = _first([lambda b=b: -math.log(b()) for b in bpp[::-1]], -math.log(budget + 1e-12), None if start is None else n - 1 - start,
-                   [-p for p in positions[::-1]])
-        if i is not None:
-            found.append(files[n - 1 - i]())
     if not found:
-        smallest = min((files[0]() for files, _, _ in ladders if files), key=lambda c: c.bpp)
+        smallest = min((candidates.files[0]() for candidates in ladders if candidates.files), key=lambda c: c.bpp)
         raise InputError(
             f"no setting reaches {target} on this image: the smallest file is {smallest.bpp:.3f} bpp "
             f"(ratio {smallest.ratio:.1f}:1, {smallest.setting})"
         )
     return max(found, key=lambda c: (c.psnr, -len(c.data))), found
+
+
+def _search(candidates: _Candidates, target: Target, budget: float | None, start: int | None) -> int | None:
+    """The index of a ladder's answer, or None: its first file that reaches the target PSNR, or
+    its last file within ``budget`` bpp (searched from the top down, on sizes alone)."""
+    files, bpp, positions = candidates
+    if target.psnr is not None:
+        return _first([lambda f=f: f().psnr for f in files], target.psnr, start, positions)
+    n = len(files)
+    i = _first([lambda b=b: -math.log(b()) for b in bpp[::-1]], -math.log(budget + 1e-12), None if start is None else n - 1 - start,
+               [-p for p in positions[::-1]])
+    return None if i is None else n - 1 - i
 
 
 def near_lossless_setting(max_error: int, tighter_passes: int = 0) -> str:
