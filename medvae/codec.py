@@ -376,6 +376,8 @@ class Codec:
             raise InputError("tighter_passes is for near-lossless coding (max_error >= 1)")
         pass_bounds(max_error or 0, tighter_passes)  # checks it before the base is coded
         image = check_image(image)  # an array from here on: the container reads its dtype
+        if not options.get("synthesize", True) and (residual is not None or self.alternatives):
+            raise InputError("sizing a file without its synthesis is for one weights' lossy files (QualityCoder.size)")
         if residual is None:  # lossy: with alternatives, the weights whose file costs least
             codec, encoded = self._chosen(image, keep_pixels=keep_pixels, **options)
             return codec._container(image, encoded, bits_stored, metadata)

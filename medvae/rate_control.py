@@ -32,8 +32,8 @@ larger file than needed, never a file that misses the target).
 
 from __future__ import annotations
 
-import dataclasses
 import bisect
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -245,7 +245,8 @@ def _choose(
 
 def _search(candidates: _Candidates, target: Target, budget: float | None, start: int | None) -> int | None:
     """The index of a ladder's answer, or None: its first file that reaches the target PSNR, or
-    its last file within ``budget`` bpp (searched from the top down, on sizes alone)."""
+    its last file within ``budget`` bpp (searched from the top down on the candidates' bpp, which
+    a variable-rate weights' qualities give from their size alone)."""
     files, bpp, positions = candidates
     if target.psnr is not None:
         return _first([lambda f=f: f().psnr for f in files], target.psnr, start, positions)
@@ -277,8 +278,8 @@ def _first(
     bend smoothly along a quality grid or the error bounds), else the line through the two
     values that bracket the answer, whichever end has stayed twice weighed half (Illinois), and
     aimed at the side of the answer the previous guess did not fall on. When two guesses have not
-    halved the interval, the next one bisects it, so a rough curve costs at most about twice
-    bisection's values; smooth curves of 449 take 4–8 where bisection takes 9
+    halved the interval, the next one bisects it, so a rough or steeply bent curve costs at most
+    about three times bisection's values; smooth curves of 449 take 4–8 where bisection takes 9
     (tests/test_rate_control.py). ``positions`` (rising; default: the indices) place the values
     along the axis on which they are smoothest: for near-lossless bounds, the log of the
     quantizer's step.

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import medvae
+from medvae import codec as codec_module
 from medvae import metrics, zoo
 from medvae.checkpoint import save_model
-from medvae import codec as codec_module
 from medvae.rate_control import QUALITY_GRID, Choice, Ladder, Target, compress_to
 from tests.conftest import small_model
 from tools.export_weights import export

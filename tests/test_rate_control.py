@@ -36,19 +36,20 @@ def _coded(image, codec, max_error=None, tighter_passes=0):
     return len(data), metrics.psnr(image, codec.decompress(data), BITS)
 
 
-CURVES = ["straight", "concave", "log", "steps", "rough"]
+CURVES = ["straight", "concave", "log", "convex", "steps", "rough"]
 
 
 @pytest.mark.parametrize("curve", CURVES)
 def test_the_search_finds_the_first_candidate_that_meets_the_goal(curve):
     """Any rising curve, searched from anywhere or from nowhere: the answer is the first
-    candidate at or above the goal (None when there is none), found with at most about twice
-    bisection's codings, fewer than bisection's 9 on smooth curves of 449 (straight, concave, and
-    log-like as log(bpp) along the quality), and two when it starts at the answer."""
+    candidate at or above the goal (None when there is none), found with at most about three
+    times bisection's codings (a steeply convex curve comes near that), fewer than bisection's 9 on
+    smooth curves of 449 (straight, concave, and log-like as log(bpp) along the quality), and two
+    when it starts at the answer."""
     rng = np.random.default_rng(CURVES.index(curve))
     for n in (1, 2, 3, 17, 449, 513):
         x = np.linspace(0, 1, n)
-        values = {"straight": 10 * x, "concave": 10 * np.sqrt(x), "log": np.log(0.05 + 3 * x**1.5), "steps": np.floor(8 * x),
+        values = {"straight": 10 * x, "concave": 10 * np.sqrt(x), "log": np.log(0.05 + 3 * x**1.5), "convex": np.expm1(20 * x), "steps": np.floor(8 * x),
                   "rough": np.cumsum(rng.exponential(1, n) * (rng.random(n) < 0.3))}[curve]
         for goal in (-1.0, *np.quantile(values, np.linspace(0, 1, 21)), values[-1] + 1):
             expected = next((i for i in range(n) if values[i] >= goal), None)
@@ -61,11 +62,25 @@ def test_the_search_finds_the_first_candidate_that_meets_the_goal(curve):
 
                 found = _first([lambda i=i: value(i) for i in range(n)], goal, start)
                 assert found == expected, (n, goal, start)
-                assert len(coded) <= 4 + 2 * int(np.ceil(np.log2(n))), (n, goal, start, sorted(coded))
+                assert len(coded) <= 4 + 3 * int(np.ceil(np.log2(n))), (n, goal, start, sorted(coded))
                 if n > 100 and start is None and curve in ("straight", "concave", "log"):
                     assert len(coded) <= {"straight": 4, "concave": 6, "log": 8}[curve], (n, goal, sorted(coded))
                 if start == expected and start:
                     assert sorted(coded) == [start - 1, start]
+
+
+def test_the_search_interpolates_along_the_positions_it_is_given():
+    """Near-lossless bounds are placed by −log(2τ + 1): a PSNR straight along that axis is found in
+    a few codings, and the reversed, negated axis of a budget search finds the same boundary."""
+    positions = [-np.log(2 * t - j / 2 + 1) for t, j in NEAR_LOSSLESS]
+    psnr = [60 + 20 * p / np.log(10) for p in positions]  # error spread evenly over ±τ: −20·log10(2τ + 1) + c
+    for goal in (30.5, 41.0, 52.3, 59.0):
+        coded = []
+        found = _first([lambda i=i: coded.append(i) or psnr[i] for i in range(len(psnr))], goal, None, positions)
+        assert found == next(i for i, v in enumerate(psnr) if v >= goal) and len(coded) <= 5, (goal, coded)
+        n = len(psnr)  # from the top down, as budgets are searched: the last value at or below the goal
+        down = _first([lambda i=i: -psnr[n - 1 - i] for i in range(n)], -goal, None, [-p for p in positions[::-1]])
+        assert n - 1 - down == max(i for i, v in enumerate(psnr) if v <= goal)
 
 
 def test_targets_are_checked():

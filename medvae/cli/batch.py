@@ -199,6 +199,7 @@ def _init_worker(
     global _report
     _die_with_parent(parent)
     if queue is not None:
+        queue.cancel_join_thread()  # exit without waiting for the parent to read the last reports
         _report = lambda source, done, total: queue.put((source, done, total))  # noqa: E731
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not debug:
@@ -288,7 +289,10 @@ def _run_pool(tasks, job, workers, init, init_args, debug, record, slices: _Slic
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # let files in progress finish; start no more
         raise
-    pool.shutdown(wait=True)
+    else:
+        pool.shutdown(wait=True)
+    finally:
+        queue.close()  # workers do not wait for their last reports to be read (cancel_join_thread)
 
 
 def _drain(queue: Any, slices: _SliceProgress) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 from pathlib import Path
 
@@ -64,3 +65,39 @@ def test_compress_reports_every_slice_of_a_volume(tmp_path, monkeypatch, checkpo
         "update": lambda self, source, done, total: seen.append((Path(source).name, done, total))}))
     assert main(["compress", str(volume), "-o", str(tmp_path / "out"), "--model", checkpoint]) == 0
     assert seen == [("volume.npy", 1, 3), ("volume.npy", 2, 3), ("volume.npy", 3, 3)]
+
+
+def chatty(task: Task) -> batch.Outcome:
+    """A job that reports far more than a pipe holds (64 KiB) before it returns; one returns at once."""
+    if task.source.name != "quick":
+        for done in range(1, 4001):
+            batch.progress(task.source, done, 4000)
+        time.sleep(1.0)
+    return batch.Outcome(task.source)
+
+
+def test_an_interrupted_pool_returns_although_workers_reported_more_than_a_pipe_holds(tmp_path):
+    """Interrupted (Ctrl-C, SIGTERM), the parent stops reading reports and waits for the files in
+    progress; a worker must not then wait for it to read them (before the fix: a hang)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupt.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from medvae.cli import batch\n"
+        "from medvae.cli.files import Task\n"
+        "from tests.cli.test_progress import chatty\n"
+        "def record(i, outcome):\n"
+        "    raise KeyboardInterrupt\n"
+        "if __name__ == '__main__':\n"
+        "    tasks = [Task(Path('quick'), Path('q')), Task(Path('chatty.nii.gz'), Path('c'))]\n"
+        "    try:\n"
+        "        batch._run_pool(tasks, chatty, 2, None, (), False, record, batch._SliceProgress(None))\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('interrupted')\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, str(script)], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "interrupted", done.stderr[-2000:]

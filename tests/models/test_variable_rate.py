@@ -112,6 +112,9 @@ def test_a_quality_coder_runs_g_a_once_and_writes_what_compress_writes(family, m
         medvae.Codec(small_model(family, seed=4), alternatives=[medvae.Codec(small_model(family, seed=5))]).quality_coder(image)
     with pytest.raises(InputError, match="without alternatives"):
         medvae.Codec(small_model("medvae")).quality_coder(image)
+    both = medvae.Codec(small_model(family, seed=4), alternatives=[medvae.Codec(small_model(family, seed=5))])
+    with pytest.raises(InputError, match="one weights' lossy files"):  # its choice weighs the error a size skips
+        both.compress_with_pixels(image, synthesize=False)
 
 
 def test_a_forged_quality_is_refused_and_another_decodes_to_other_pixels_the_checksum_catches():
