@@ -80,6 +80,18 @@ class QualityCoder(NamedTuple):
     size: Callable[[float], int]
 
 
+class BoundedCoder(NamedTuple):
+    """One image's near-lossless files on one coding of its lossy base (:meth:`Codec.bounded_coder`).
+
+    ``write(max_error, tighter_passes)``: the file and the pixels it decodes to. ``base``: the
+    base's pixels, which every decoder gets before the residual layer (rate control predicts
+    from them which bound meets a PSNR).
+    """
+
+    write: Callable[[int, int], tuple[bytes, np.ndarray]]
+    base: np.ndarray
+
+
 class Codec:
     """Compresses 2-D integer images to bytes and back with one model's weights.
 
@@ -322,11 +334,12 @@ class Codec:
 
     def bounded_coder(
         self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", **options
-    ) -> Callable[[int, int], tuple[bytes, np.ndarray]]:
+    ) -> BoundedCoder:
         """Code the lossy base of ``image`` once (``options`` as for :meth:`compress`, no bound)
         and return ``write(max_error, tighter_passes)``: the file of that bound on this base,
         with the pixels it decodes to, what ``compress(image, max_error=…, tighter_passes=…)``
-        gives. Rate control tries many bounds on one image; the base is the same for all."""
+        gives, and the base's pixels (:class:`BoundedCoder`). Rate control tries many bounds on
+        one image; the base is the same for all."""
         self._check_residual(0)  # raises for weights without a residual model
         if {"max_error", "tighter_passes", "iterations"} & set(options):
             raise InputError("bounded_coder takes the base's options; the bound is write()'s")
@@ -339,7 +352,7 @@ class Codec:
             self._set_quality(options.get("quality"))  # a variable-rate header records the base's quality
             return self._container(image, encoded, bits_stored, metadata, max_error, self.residual, tighter_passes)
 
-        return write
+        return BoundedCoder(write, encoded.decoded)
 
     def quality_coder(self, image: np.ndarray, **options) -> QualityCoder:
         """For variable-rate weights: ``write(quality)``, the file of that quality with the pixels

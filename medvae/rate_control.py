@@ -45,6 +45,7 @@ import numpy as np
 from medvae import metrics
 from medvae.codec import Codec
 from medvae.errors import InputError
+from medvae.residual.coder import quantize
 
 #: Steps of a variable-rate model's quality that rate control tries (a search codes 4–8 of them).
 QUALITY_GRID = 1 / 64
@@ -181,10 +182,12 @@ def compress_to(
     if ladder.near_lossless is not None:
         codec = ladder.near_lossless
         base = functools.cache(lambda: codec.bounded_coder(image, bits_stored=bits_stored, **kwargs))
-        near = [functools.cache(lambda t=t, j=j: measure(near_lossless_setting(t, j), codec, base()(t, j))) for t, j in NEAR_LOSSLESS]
+        near = [functools.cache(lambda t=t, j=j: measure(near_lossless_setting(t, j), codec, base().write(t, j))) for t, j in NEAR_LOSSLESS]
         ladders.append(_Candidates(near, [lambda f=f: f().bpp for f in near], [-math.log(2 * t - j / 2 + 1) for t, j in NEAR_LOSSLESS]))
         labels.append([near_lossless_setting(t, j) for t, j in NEAR_LOSSLESS])
     starts = [_position(previous, names) if previous else None for names in labels]
+    if ladder.near_lossless is not None and target.psnr is not None and starts[-1] is None:
+        starts[-1] = _bound_start(image, base().base, target.psnr, bits)
     choice, found = _choose(target, image, bits, ladders, starts, lossy=len(lossy_ladders))
     coder_of[id(choice.data)].decompress(choice.data)  # raises BitstreamError unless its pixels are those measured
     return dataclasses.replace(choice, found=tuple(answer.setting for answer in found))
@@ -210,6 +213,27 @@ def _position(previous: Choice, labels: list[str]) -> int | None:
     unnamed = [label.split(" (weights")[0] for label in labels]
     chosen = previous.setting.split(" (weights")[0]
     return unnamed.index(chosen) if chosen in unnamed else None
+
+
+def _bound_start(image: np.ndarray, base: np.ndarray, psnr: float, bits: int) -> int:
+    """Where a PSNR search over the near-lossless bounds starts without a previous slice: at the
+    loosest bound whose PSNR, predicted from the base's error alone, reaches ``psnr``.
+
+    The prediction quantizes r = x − x̃ (image minus base) with the residual layer's step
+    2τ + 1 around 0; the layer's network predicts a mean as well, so the file's PSNR is about
+    this or higher, and the answer is this bound or one a few codings looser (on a 512² CT slice,
+    3–4 codings for 55 and 60 dB where the search from the ends of the 513 took 9)."""
+    residual = np.subtract(image, base, dtype=np.int64).ravel()
+    residual = residual[:: max(1, residual.size // 2**18)]  # a quarter million pixels say enough
+    peak = 2**bits - 1
+
+    def reaches(bound: int) -> bool:
+        error = residual - (2 * bound + 1) * quantize(residual, bound)
+        return metrics.psnr_from_mse(float(np.mean(np.square(error, dtype=np.float64))), peak) >= psnr
+
+    bounds = list(range(LARGEST_BOUND, 0, -1))  # loosest first; the predicted PSNR rises along them
+    first = bisect.bisect_left(bounds, True, key=reaches)
+    return NEAR_LOSSLESS.index((bounds[min(first, len(bounds) - 1)], 0))
 
 
 def _choose(

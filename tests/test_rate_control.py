@@ -10,7 +10,7 @@ import medvae
 from medvae import metrics
 from medvae.cli import main
 from medvae.errors import InputError
-from medvae.rate_control import NEAR_LOSSLESS, Ladder, Target, _first, compress_to, near_lossless_setting
+from medvae.rate_control import LARGEST_BOUND, NEAR_LOSSLESS, Ladder, Target, _bound_start, _first, compress_to, near_lossless_setting
 
 BITS = 12
 
@@ -81,6 +81,24 @@ def test_the_search_interpolates_along_the_positions_it_is_given():
         n = len(psnr)  # from the top down, as budgets are searched: the last value at or below the goal
         down = _first([lambda i=i: -psnr[n - 1 - i] for i in range(n)], -goal, None, [-p for p in positions[::-1]])
         assert n - 1 - down == max(i for i, v in enumerate(psnr) if v <= goal)
+
+
+def test_a_psnr_search_over_the_bounds_starts_at_the_loosest_bound_the_bases_error_predicts_meets_it():
+    rng = np.random.default_rng(7)
+    base = rng.integers(1000, 3000, (64, 80)).astype(np.uint16)
+    image = np.clip(base + np.round(rng.laplace(0, 9, base.shape)), 0, 4095).astype(np.uint16)  # the base's error: Laplace, b = 9
+
+    def predicted(bound: int) -> float:  # r quantized around 0 at the residual layer's step
+        r = image.astype(np.int64) - base
+        step = 2 * bound + 1
+        error = r - step * (np.sign(r) * ((np.abs(r) + bound) // step))
+        return metrics.psnr_from_mse(float(np.mean(error.astype(float) ** 2)), 4095)
+
+    for psnr in (50.0, 55.0, 60.0, 70.0):
+        bound, passes = NEAR_LOSSLESS[_bound_start(image, base, psnr, BITS)]
+        assert passes == 0 and predicted(bound) >= psnr and (bound == LARGEST_BOUND or predicted(bound + 1) < psnr), (psnr, bound)
+    assert NEAR_LOSSLESS[_bound_start(image, base, 500.0, BITS)] == (1, 0)  # nothing but lossless: start at the tightest bound
+    assert _bound_start(image, base, predicted(LARGEST_BOUND) - 1, BITS) == 0  # the loosest meets it
 
 
 def test_targets_are_checked():

@@ -328,12 +328,14 @@ def test_a_bounded_coder_writes_the_files_compress_writes_from_one_base(codec, m
     calls = {"n": 0}
     encode = codec._encode
     monkeypatch.setattr(codec, "_encode", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), encode(*a, **k))[1])
-    write = codec.bounded_coder(image, bits_stored=12, padding_value=None)
+    coder = codec.bounded_coder(image, bits_stored=12, padding_value=None)
+    write = coder.write
+    np.testing.assert_array_equal(coder.base, codec.base_layer(image)[0])
     for max_error, tighter in ((0, 0), (3, 0), (3, 2), (9, 1)):
         data, pixels = write(max_error, tighter)
         assert data == codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter)
         np.testing.assert_array_equal(pixels, codec.decompress(data))
-    assert calls["n"] == 1 + 4  # one base for the four bounded files, and compress()'s own four
+    assert calls["n"] == 1 + 1 + 4  # one base for the four bounded files, base_layer's, and compress()'s own four
     with pytest.raises(InputError, match="max_error"):
         write(-1, 0)
     with pytest.raises(InputError, match="the bound is write"):
@@ -357,5 +359,5 @@ def test_array_likes_code_as_their_arrays(codec):
     image = _phantom((40, 33), np.uint16)
     for max_error in (None, 0, 2):
         assert codec.compress(_ArrayLike(image), max_error=max_error) == codec.compress(image, max_error=max_error)
-    data, pixels = codec.bounded_coder(_ArrayLike(image))(2, 1)
+    data, pixels = codec.bounded_coder(_ArrayLike(image)).write(2, 1)
     assert data == codec.compress(image, max_error=2, tighter_passes=1)
