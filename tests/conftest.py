@@ -86,6 +86,18 @@ def one_torch_thread():
 
 
 @pytest.fixture()
+def syntheses(monkeypatch) -> list:
+    """A list that grows by one each time a codec runs its synthesis transform over an image
+    (:func:`medvae.exact.image.pixel_rows`, as :class:`medvae.Codec` calls it)."""
+    from medvae import codec
+
+    calls: list = []
+    synthesis = codec.pixel_rows
+    monkeypatch.setattr(codec, "pixel_rows", lambda *a, **k: calls.append(1) or synthesis(*a, **k))
+    return calls
+
+
+@pytest.fixture()
 def weights_dir(tmp_path, monkeypatch):
     """An empty shipped-weights folder that :mod:`medvae.zoo` reads instead of the package's."""
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "weights")  # where medvae.load looks
