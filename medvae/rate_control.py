@@ -222,7 +222,7 @@ def _bound_start(image: np.ndarray, base: np.ndarray, psnr: float, bits: int) ->
     The prediction quantizes r = x − x̃ (image minus base) with the residual layer's step
     2τ + 1 around 0; the layer's network predicts a mean as well, so the file's PSNR is about
     this or higher, and the answer is this bound or one a few codings looser (on a 512² CT slice,
-    3–4 codings for 55 and 60 dB where the search from the ends of the 513 took 9)."""
+    4 bounds coded for 55 and for 60 dB, where the search from the ends of the 513 coded 9)."""
     residual = np.subtract(image, base, dtype=np.int64).ravel()
     residual = residual[:: max(1, residual.size // 2**18)]  # a quarter million pixels say enough
     peak = 2**bits - 1
