@@ -364,6 +364,6 @@ def _guess(
         short, over = (goal - below) * weight[False], (above - goal) * weight[True]
         return low + (high - low) * short / (short + over)
     if len(nearest) >= 2:
-        (i, v), (j, w) = nearest[:2]
-        return i + (goal - v) * (j - i) / (w - v)
+        (x0, y0), (x1, y1) = nearest[:2]
+        return x0 + (goal - y0) * (x1 - x0) / (y1 - y0)
     return math.nan  # bisect

@@ -192,15 +192,14 @@ class _SliceProgress:
 
 
 def _init_worker(
-    init: Callable[..., Any] | None, init_args: tuple, debug: bool, threads: int, parent: int, queue: Any = None
+    init: Callable[..., Any] | None, init_args: tuple, debug: bool, threads: int, parent: int, queue: Any
 ) -> None:
     """Worker process start-up: die with the parent, ignore Ctrl-C, its share of the cores,
     report progress to the parent, load the model once."""
     global _report
     _die_with_parent(parent)
-    if queue is not None:
-        queue.cancel_join_thread()  # exit without waiting for the parent to read the last reports
-        _report = lambda source, done, total: queue.put((source, done, total))  # noqa: E731
+    queue.cancel_join_thread()  # exit without waiting for the parent to read the last reports
+    _report = lambda source, done, total: queue.put((source, done, total))  # noqa: E731
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not debug:
         warnings.simplefilter("ignore")
