@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +32,7 @@ from medvae.exceptions import find as find_exceptions
 from medvae.intensity import check_image, default_value_range, denormalize
 from medvae.models.gain import LOWEST_QUALITY, QUALITY_UNITS, quality_units
 from medvae.refine import check_refinement, refine_latents
-from medvae.residual.coder import check_max_error, pass_bounds
+from medvae.residual.coder import PassOutputs, check_max_error, pass_bounds
 from medvae.residual.weights import Residual, load_residual
 
 #: Torch threads of the format-1 float decoder. Its entropy decoder depends on float
@@ -339,18 +340,20 @@ class Codec:
         and return ``write(max_error, tighter_passes)``: the file of that bound on this base,
         with the pixels it decodes to, what ``compress(image, max_error=…, tighter_passes=…)``
         gives, and the base's pixels (:class:`BoundedCoder`). Rate control tries many bounds on
-        one image; the base is the same for all."""
-        self._check_residual(0)  # raises for weights without a residual model
+        one image; the base is the same for all, and so is the residual network's first pass
+        (it reads no decoded residual), which runs once for all the bounds written."""
+        residual = self._check_residual(0)  # raises for weights without a residual model
         if {"max_error", "tighter_passes", "iterations"} & set(options):
             raise InputError("bounded_coder takes the base's options; the bound is write()'s")
         image = check_image(image)
         encoded = self._base(image, **options, keep_pixels=True)
+        first_pass = functools.cache(lambda: residual.coder.first_pass(encoded.decoded, encoded.value_range))
 
         def write(max_error: int, tighter_passes: int = 0) -> tuple[bytes, np.ndarray]:
             self._check_residual(max_error)
             pass_bounds(max_error, tighter_passes)
             self._set_quality(options.get("quality"))  # a variable-rate header records the base's quality
-            return self._container(image, encoded, bits_stored, metadata, max_error, self.residual, tighter_passes)
+            return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, first_pass())
 
         return BoundedCoder(write, encoded.decoded)
 
@@ -461,14 +464,17 @@ class Codec:
 
     def _container(
         self, image: np.ndarray, encoded: _Encoded, bits_stored: int, metadata: bytes, max_error: int | None = None,
-        residual: Residual | None = None, tighter_passes: int = 0,
+        residual: Residual | None = None, tighter_passes: int = 0, first_pass: PassOutputs | None = None,
     ) -> tuple[bytes, np.ndarray | None]:
         """The ``.mvae`` bytes of an encoding (and its residual layer, with ``max_error``), and
-        the pixels they decode to (None where the encoding kept only their checksum)."""
+        the pixels they decode to (None where the encoding kept only their checksum).
+        ``first_pass``: the residual network's first pass on this base, if already computed."""
         strings, exceptions, crc, residual_strings = encoded.strings, encoded.exceptions, encoded.pixels_crc, ()
         final = encoded.decoded
         if residual is not None:
-            residual_strings, final = residual.coder.encode(image, encoded.decoded, encoded.value_range, max_error, tighter_passes)
+            residual_strings, final = residual.coder.encode(
+                image, encoded.decoded, encoded.value_range, max_error, tighter_passes, first_pass
+            )
             crc = bitstream.pixels_crc(final)
         header = bitstream.Header(
             model=self.name,

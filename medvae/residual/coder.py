@@ -20,6 +20,8 @@ are integers built without a float ``exp``. The pixel checksum then confirms it.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from compressai.ans import RansDecoder, RansEncoder
@@ -29,7 +31,14 @@ from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import Fixed, from_real, pow2
 from medvae.exact.layers import Tiled, convert
 from medvae.exact.twin import CHUNK, guarded
-from medvae.residual.model import CONTEXT_GAIN, PHASES, RECEPTIVE_RADIUS, ResidualModel, block_offset, model_inputs
+from medvae.residual.model import (
+    CONTEXT_GAIN,
+    PHASES,
+    RECEPTIVE_RADIUS,
+    ResidualModel,
+    block_offset,
+    model_inputs,
+)
 from medvae.residual.tables import LOG2_FRAC, log2_fixed, table_index, tables
 
 #: Half-resolution tile of the residual network (memory stays that of one tile; the result
@@ -42,6 +51,13 @@ MAX_ERROR = 65535
 #: a forged file reaches it, and its checksum then fails), so they, the base and the image
 #: are all held as int32: half the memory of int64, the same values.
 RESIDUAL_LIMIT = 65535 + MAX_ERROR
+
+
+class PassOutputs(NamedTuple):
+    """The residual network's output for one pass (half-resolution grid)."""
+
+    mean: np.ndarray  # integer means (int64)
+    log2_scale: np.ndarray  # log2 of the scale over the intensity span (float64, exact)
 
 
 class _Inputs:
@@ -75,32 +91,45 @@ class ResidualCoder:
         self.input_frac = plan[INPUT]
 
     # --- parameters ----------------------------------------------------------------
-    def _parameters(
-        self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], bound: int,
-        phase: tuple[int, int],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Integer means and table indexes of one pass's pixels, on the half-resolution grid."""
-        lo, hi = value_range
-        span = hi - lo
-        # log2(scale) = network output + log2(hi − lo) − log2(2τ + 1): multiples of 2^-16, summed exactly
-        offset = (log2_fixed(span) - log2_fixed(2 * bound + 1)) * pow2(-LOG2_FRAC)
+    def _outputs(
+        self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], phase: tuple[int, int]
+    ) -> PassOutputs:
+        """The network's output for one pass's pixels, on the half-resolution grid: integer
+        means, and the log2 scales before the bound's offset (exact float64 multiples of a power of two)."""
+        span = value_range[1] - value_range[0]
         k = block_offset(phase)
         h, w = base.shape[0] // 2, base.shape[1] // 2
-        mean, index = np.empty((h, w), np.int64), np.empty((h, w), np.int32)
+        mean, log2_scale = np.empty((h, w), np.int64), np.empty((h, w), np.float64)
         with torch.inference_mode():
             for (r0, r1, c0, c1), part in self.net(_Inputs(base, residual, known, value_range, self.input_frac)).tiles():
                 unit = pow2(-part.frac)
                 mu = torch.round(part.value[0, 2 * k] * unit * span / CONTEXT_GAIN)  # < 2^24 · 2^17, then a power of two: exact
                 mean[r0:r1, c0:c1] = mu.cpu().numpy()
-                index[r0:r1, c0:c1] = table_index(part.value[0, 2 * k + 1] * unit + offset).cpu().numpy()
-        return mean, index
+                log2_scale[r0:r1, c0:c1] = (part.value[0, 2 * k + 1] * unit).to(torch.float64).cpu().numpy()
+        return PassOutputs(mean, log2_scale)
+
+    def first_pass(self, base: np.ndarray, value_range: tuple[int, int]) -> PassOutputs:
+        """The first pass's network output for ``base``: it reads no decoded residual, so it is the
+        same for every bound; :meth:`encode` takes it to skip that network pass (rate control
+        codes one base with many bounds)."""
+        padded = _even(base.astype(np.int32), edge=True)
+        return self._outputs(padded, np.zeros(padded.shape, np.int32), np.zeros(padded.shape, bool), value_range, PHASES[0])
+
+    @staticmethod
+    def _indexes(outputs: PassOutputs, value_range: tuple[int, int], bound: int) -> np.ndarray:
+        """Table indexes for the bound: log2(scale) = network output + log2(hi − lo) − log2(2τ + 1),
+        all multiples of 2^-16 (or of a finer power of two) well inside float64: the sum is exact."""
+        offset = (log2_fixed(value_range[1] - value_range[0]) - log2_fixed(2 * bound + 1)) * pow2(-LOG2_FRAC)
+        return table_index(torch.from_numpy(outputs.log2_scale + offset)).numpy()
 
     # --- coding ----------------------------------------------------------------------
     def encode(
-        self, image: np.ndarray, base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0
+        self, image: np.ndarray, base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0,
+        first: PassOutputs | None = None,
     ) -> tuple[list[bytes], np.ndarray]:
         """rANS strings of the residual of ``image`` over ``base`` with bound ``max_error`` (the
-        first ``tighter_passes`` passes: ``max_error − 1``), and the image every decoder will get from them."""
+        first ``tighter_passes`` passes: ``max_error − 1``), and the image every decoder will get from them.
+        ``first``: :meth:`first_pass` of this base and range, if already computed."""
         bounds = pass_bounds(max_error, tighter_passes)
         strings: list[bytes] = []
         encoder = RansEncoder()
@@ -114,7 +143,7 @@ class ResidualCoder:
                 strings.append(encoder.encode_with_indexes(flat_q, flat_index, cdfs, lengths, offsets))
             return q
 
-        return strings, _add(base, self._passes(base, value_range, bounds, code))
+        return strings, _add(base, self._passes(base, value_range, bounds, code, first))
 
     def decode(
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0
@@ -138,16 +167,19 @@ class ResidualCoder:
 
         return _add(base, self._passes(base, value_range, bounds, code))
 
-    def _passes(self, base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], code) -> np.ndarray:
+    def _passes(
+        self, base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], code, first: PassOutputs | None = None
+    ) -> np.ndarray:
         """Run the four passes, pass ``p`` with error bound ``bounds[p]``: parameters from what is
-        decoded so far, then ``code`` (which writes or reads the pass's quantized residuals).
-        Returns the decoded residual (even-sized)."""
+        decoded so far (the first pass's: ``first``, when given), then ``code`` (which writes or
+        reads the pass's quantized residuals). Returns the decoded residual (even-sized)."""
         padded = _even(base.astype(np.int32), edge=True)
         decoded = np.zeros(padded.shape, np.int32)
         known = np.zeros(padded.shape, bool)
-        for phase, bound in zip(PHASES, bounds):
-            mean, index = self._parameters(padded, decoded, known, value_range, bound, phase)
-            q = code(mean, index, phase, bound)
+        for p, (phase, bound) in enumerate(zip(PHASES, bounds)):
+            outputs = first if p == 0 and first is not None else self._outputs(padded, decoded, known, value_range, phase)
+            mean = outputs.mean
+            q = code(mean, self._indexes(outputs, value_range, bound), phase, bound)
             rows, cols = q.shape
             values = np.clip(mean[:rows, :cols] + (2 * bound + 1) * q, -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # int64, then exact in int32
             decoded[phase[0] :: 2, phase[1] :: 2][:rows, :cols] = values

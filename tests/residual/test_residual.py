@@ -331,11 +331,17 @@ def test_a_bounded_coder_writes_the_files_compress_writes_from_one_base(codec, m
     coder = codec.bounded_coder(image, bits_stored=12, padding_value=None)
     write = coder.write
     np.testing.assert_array_equal(coder.base, codec.base_layer(image)[0])
+    residual_coder, network_passes = codec.residual.coder, {"n": 0}
+    outputs = residual_coder._outputs
+    counted = lambda *a, **k: (network_passes.__setitem__("n", network_passes["n"] + 1), outputs(*a, **k))[1]  # noqa: E731
     for max_error, tighter in ((0, 0), (3, 0), (3, 2), (9, 1)):
+        monkeypatch.setattr(residual_coder, "_outputs", counted)
         data, pixels = write(max_error, tighter)
+        monkeypatch.setattr(residual_coder, "_outputs", outputs)
         assert data == codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter)
         np.testing.assert_array_equal(pixels, codec.decompress(data))
     assert calls["n"] == 1 + 1 + 4  # one base for the four bounded files, base_layer's, and compress()'s own four
+    assert network_passes["n"] == 1 + 4 * 3  # the first pass reads no residual: once for the four bounds
     with pytest.raises(InputError, match="max_error"):
         write(-1, 0)
     with pytest.raises(InputError, match="the bound is write"):
