@@ -7,7 +7,12 @@ escapes aside) is printed per pixel of the slice, next to the base's real bits p
 first pass sees no decoded neighbour and the last sees eight, so the spread says what a finer
 pass schedule could gain.
 
-    python benchmarks/residual_passes.py [--modality CT] [--every 3]
+``--law`` also asks what a better law could gain with the same network: the cost with every
+scale multiplied by 2^±0.1 and 2^±0.2 (is the network calibrated?), and the empirical entropy
+of the errors within each table (quarter-octave bins of the scale, the coder's resolution),
+fitted to the very slices measured: no law indexed by these scales codes them in fewer bits.
+
+    python benchmarks/residual_passes.py [--modality CT] [--every 3] [--law]
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import torch
 
 import medvae
 from medvae.io.slices import manifest_slices
-from medvae.residual.model import pass_bits, slice_tensors
+from medvae.residual.model import _laplace_bits, pass_laws, slice_tensors
+from medvae.residual.tables import STEPS
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/corpus/MANIFEST.csv"
 
@@ -29,26 +35,46 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modality", default="CT")
     parser.add_argument("--every", type=int, default=3, help="every n-th test slice")
+    parser.add_argument("--law", action="store_true", help="also the cost of other laws for the same network")
     args = parser.parse_args(argv)
     if not MANIFEST.is_file():
         raise SystemExit(f"{MANIFEST}: the corpus is not here")
     slices = [s for s in manifest_slices(MANIFEST, split="test") if s.modality == args.modality][:: args.every]
     codec = medvae.load("medvae")
     model = codec.residual.model.eval()
-    rows = []
+    rows, errors, scales = [], [], []
     for s in slices:
         data, base = codec.compress_with_pixels(s.pixels)  # the base's file and what it decodes to
         image, base_t, lo, hi = slice_tensors(s.pixels, base, medvae.read_header(data).value_range)
         with torch.no_grad():
-            passes = pass_bits(model, image, base_t, lo, hi)[0] / (image.numel() / 4)  # each pass codes a quarter
+            laws = list(pass_laws(model, image, base_t, lo, hi))
+        passes = [float(_laplace_bits(e, b).sum()) / (image.numel() / 4) for e, b in laws]  # each pass codes a quarter
         base_bpp = 8 * len(data) / s.pixels.size
-        rows.append([*passes.tolist(), base_bpp])
+        rows.append([*passes, base_bpp])
+        errors += [e.flatten().double() for e, _ in laws]
+        scales += [b.flatten().double() for _, b in laws]
     mean = np.mean(rows, axis=0)
     print(f"{args.modality}: {len(rows)} test slices; residual model {codec.residual.fingerprint}")
     print("| pass 1 (no neighbour) | pass 2 | pass 3 | pass 4 (eight neighbours) | residual, all passes | base |")
     print("|---|---|---|---|---|---|")
     print("| " + " | ".join(f"{v:.3f}" for v in [*mean[:4], mean[:4].mean(), mean[4]]) + " |")
     print("(bits per pixel of each pass's own pixels; the residual's mean over all pixels; the base's real bpp)")
+    if args.law:
+        print_laws(torch.cat(errors), torch.cat(scales))
+
+
+def print_laws(errors: torch.Tensor, scales: torch.Tensor) -> None:
+    """The residual's bits per pixel under the shipped law, with its scales shifted, and the
+    empirical entropy within each table (a lower bound for any law indexed by these scales)."""
+    print(f"\nresidual bits per pixel over {errors.numel()} pixels:")
+    for shift in (-0.2, -0.1, 0.0, 0.1, 0.2):
+        print(f"  Laplace, scales x 2^{shift:+.1f}: {float(_laplace_bits(errors, scales * 2**shift).mean()):.4f}")
+    tables = torch.floor(torch.log2(scales) * STEPS).long()
+    total = 0.0
+    for table in tables.unique():
+        _, counts = errors[tables == table].long().unique(return_counts=True)
+        total -= float((counts * torch.log2(counts / counts.sum())).sum())
+    print(f"  empirical entropy per table (fitted to these pixels): {total / errors.numel():.4f}")
 
 
 if __name__ == "__main__":

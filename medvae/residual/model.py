@@ -16,6 +16,7 @@ runs in float (:func:`residual_bits`); coding runs its exact twin (:mod:`medvae.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -134,10 +135,16 @@ def residual_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor,
 def pass_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """:func:`residual_bits` pass by pass: (B, 4), in the order of :data:`PHASES` (where the
     bits go: the first pass sees no decoded neighbour, the last sees eight)."""
+    return torch.stack([_laplace_bits(error, scale).flatten(1).sum(1) for error, scale in pass_laws(model, image, base, lo, hi)], 1)
+
+
+def pass_laws(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+    """For each pass in the order of :data:`PHASES`: the (B, 1, H/2, W/2) errors its pixels leave
+    around the rounded mean (straight-through, as the coder rounds it), and the Laplace scales
+    they are coded with, in stored-integer units (what :func:`pass_bits` sums the cost of)."""
     residual = image - base
     blocks = F.pixel_unshuffle(residual, 2)
     known = torch.zeros_like(residual, dtype=torch.bool)
-    passes = []
     span = hi - lo
     for phase in PHASES:
         k = block_offset(phase)
@@ -145,6 +152,5 @@ def pass_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi:
         mean = out[:, 2 * k : 2 * k + 1] * span / CONTEXT_GAIN
         mean = mean + (torch.round(mean) - mean).detach()
         scale = torch.exp2((out[:, 2 * k + 1 : 2 * k + 2] + torch.log2(span)).clamp(min=-5.0, max=14.0))
-        passes.append(_laplace_bits(blocks[:, k : k + 1] - mean, scale).flatten(1).sum(1))
+        yield blocks[:, k : k + 1] - mean, scale
         known = known | phase_mask(residual.shape, phase, residual.device)
-    return torch.stack(passes, dim=1)
