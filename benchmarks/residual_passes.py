@@ -25,7 +25,7 @@ import torch
 
 import medvae
 from medvae.io.slices import manifest_slices
-from medvae.residual.model import _laplace_bits, pass_laws, slice_tensors
+from medvae.residual.model import laplace_bits, pass_laws, slice_tensors
 from medvae.residual.tables import STEPS
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/corpus/MANIFEST.csv"
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         image, base_t, lo, hi = slice_tensors(s.pixels, base, medvae.read_header(data).value_range)
         with torch.no_grad():
             laws = list(pass_laws(model, image, base_t, lo, hi))
-        passes = [float(_laplace_bits(e, b).sum()) / (image.numel() / 4) for e, b in laws]  # each pass codes a quarter
+        passes = [float(laplace_bits(e, b).sum()) / (image.numel() / 4) for e, b in laws]  # each pass codes a quarter
         base_bpp = 8 * len(data) / s.pixels.size
         rows.append([*passes, base_bpp])
         errors += [e.flatten().double() for e, _ in laws]
@@ -68,7 +68,7 @@ def print_laws(errors: torch.Tensor, scales: torch.Tensor) -> None:
     empirical entropy within each table (a lower bound for any law indexed by these scales)."""
     print(f"\nresidual bits per pixel over {errors.numel()} pixels:")
     for shift in (-0.2, -0.1, 0.0, 0.1, 0.2):
-        print(f"  Laplace, scales x 2^{shift:+.1f}: {float(_laplace_bits(errors, scales * 2**shift).mean()):.4f}")
+        print(f"  Laplace, scales x 2^{shift:+.1f}: {float(laplace_bits(errors, scales * 2**shift).mean()):.4f}")
     tables = torch.floor(torch.log2(scales) * STEPS).long()
     total = 0.0
     for table in tables.unique():

@@ -125,11 +125,11 @@ class ResidualCoder:
     # --- coding ----------------------------------------------------------------------
     def encode(
         self, image: np.ndarray, base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0,
-        first: PassOutputs | None = None,
+        first_pass: PassOutputs | None = None,
     ) -> tuple[list[bytes], np.ndarray]:
         """rANS strings of the residual of ``image`` over ``base`` with bound ``max_error`` (the
         first ``tighter_passes`` passes: ``max_error − 1``), and the image every decoder will get from them.
-        ``first``: :meth:`first_pass` of this base and range, if already computed."""
+        ``first_pass``: :meth:`first_pass` of this base and range, if already computed."""
         bounds = pass_bounds(max_error, tighter_passes)
         strings: list[bytes] = []
         encoder = RansEncoder()
@@ -143,7 +143,7 @@ class ResidualCoder:
                 strings.append(encoder.encode_with_indexes(flat_q, flat_index, cdfs, lengths, offsets))
             return q
 
-        return strings, _add(base, self._passes(base, value_range, bounds, code, first))
+        return strings, _add(base, self._passes(base, value_range, bounds, code, first_pass))
 
     def decode(
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0
@@ -168,16 +168,16 @@ class ResidualCoder:
         return _add(base, self._passes(base, value_range, bounds, code))
 
     def _passes(
-        self, base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], code, first: PassOutputs | None = None
+        self, base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], code, first_pass: PassOutputs | None = None
     ) -> np.ndarray:
         """Run the four passes, pass ``p`` with error bound ``bounds[p]``: parameters from what is
-        decoded so far (the first pass's: ``first``, when given), then ``code`` (which writes or
+        decoded so far (the first pass's: ``first_pass``, when given), then ``code`` (which writes or
         reads the pass's quantized residuals). Returns the decoded residual (even-sized)."""
         padded = _even(base.astype(np.int32), edge=True)
         decoded = np.zeros(padded.shape, np.int32)
         known = np.zeros(padded.shape, bool)
         for p, (phase, bound) in enumerate(zip(PHASES, bounds)):
-            outputs = first if p == 0 and first is not None else self._outputs(padded, decoded, known, value_range, phase)
+            outputs = first_pass if p == 0 and first_pass is not None else self._outputs(padded, decoded, known, value_range, phase)
             mean = outputs.mean
             q = code(mean, self._indexes(outputs, value_range, bound), phase, bound)
             rows, cols = q.shape

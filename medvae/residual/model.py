@@ -112,7 +112,7 @@ def slice_tensors(image, base, value_range: tuple[int, int]) -> tuple[Tensor, Te
     return as_tensor(image), as_tensor(base), lo, hi
 
 
-def _laplace_bits(error: Tensor, scale: Tensor) -> Tensor:
+def laplace_bits(error: Tensor, scale: Tensor) -> Tensor:
     """−log2 P(error) for an integer ``error`` under a discrete Laplace law of ``scale``
     (probabilities floored at 2^-16, as the 16-bit tables floor them)."""
     a = error.abs()
@@ -135,7 +135,7 @@ def residual_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor,
 def pass_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """:func:`residual_bits` pass by pass: (B, 4), in the order of :data:`PHASES` (where the
     bits go: the first pass sees no decoded neighbour, the last sees eight)."""
-    return torch.stack([_laplace_bits(error, scale).flatten(1).sum(1) for error, scale in pass_laws(model, image, base, lo, hi)], 1)
+    return torch.stack([laplace_bits(error, scale).flatten(1).sum(1) for error, scale in pass_laws(model, image, base, lo, hi)], 1)
 
 
 def pass_laws(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
