@@ -6,18 +6,25 @@
 # 1e-4, bf16 autocast):
 #   separate   medvae at λ 0.03 and at λ 1.2, $STEPS steps each;
 #   variable   medvae-vr with exactly those two levels, 2·$STEPS steps (each sample draws a
-#              level, so each λ sees as many samples as its separate model did).
+#              level, so each λ sees as many samples as its separate model did);
+#   vbr        medvae-vbr (its hyperprior reads the latent before the gain), the same way.
+# AMP=0 trains in float32: bf16 autocast is 1.9x faster only on CPUs with AVX-512-BF16, and
+# many times slower on those without (AVX2 alone: 15 s a step against 0.45 s in float32).
 # benchmarks/equal_budget.py then compares them on the corpus CT and MR test slices.
 # Re-running resumes unfinished runs and skips finished ones (benchmarks/run_training.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-2000}
 ROOT=${ROOT:-runs/equal-budget}
-COMMON=(--config configs/corpus-cpu-medvae-vr.yaml --amp train.val_interval=1000 train.image_interval=100000)
+AMP=${AMP:-1}
+COMMON=(--config configs/corpus-cpu-medvae-vr.yaml train.val_interval=1000 train.image_interval=100000)
+[ "$AMP" = 1 ] && COMMON+=(--amp)
 
 source benchmarks/run_training.sh
 
 for lmbda in 0.03 1.2; do
   run "$ROOT/medvae-l$lmbda" "${COMMON[@]}" model.name=medvae loss.lmbda="$lmbda" train.iterations="$STEPS"
 done
-run "$ROOT/medvae-vr" "${COMMON[@]}" "model.lmbdas=[0.03,1.2]" loss.lmbda=1.2 train.iterations=$((2 * STEPS))
+for family in medvae-vbr medvae-vr; do
+  run "$ROOT/$family" "${COMMON[@]}" model.name=$family "model.lmbdas=[0.03,1.2]" loss.lmbda=1.2 train.iterations=$((2 * STEPS))
+done

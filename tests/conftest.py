@@ -13,7 +13,7 @@ from medvae import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "data" / "corpus"
-FAMILIES = ("bls2017", "balle2018", "bls-residual", "medvae", "medvae-vr", "medvae-ctx")
+FAMILIES = ("bls2017", "balle2018", "bls-residual", "medvae", "medvae-vr", "medvae-vbr", "medvae-ctx")
 
 
 def benchmark_module(name: str):

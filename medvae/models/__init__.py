@@ -1,4 +1,4 @@
-"""Model families, registered by name: ``bls2017``, ``balle2018``, ``bls-residual``, ``medvae``, ``medvae-vr``, ``medvae-ctx``, ``rnn-conv``."""
+"""Model families, registered by name: ``bls2017``, ``balle2018``, ``bls-residual``, ``medvae``, ``medvae-vr``, ``medvae-vbr``, ``medvae-ctx``, ``rnn-conv``."""
 
 from medvae.models.factorized import BLS2017, BLSResidual
 from medvae.models.hyperprior import Balle2018, MedVAE

@@ -119,3 +119,34 @@ class MedVAEVR(MedVAE):
         finally:
             self.gain.levels_in_batch = self.inverse_gain.levels_in_batch = None
         return out | {"lmbda": torch.tensor(self.config["lmbdas"], device=x.device)[levels]}
+
+
+@register_model("medvae-vbr")
+class MedVAEVBR(MedVAEVR):
+    """``medvae-vr`` whose hyperprior does not depend on the quality (Kamisli et al., DCC 2024):
+    ``h_a`` reads ``|g_a(x)|`` before the gain, and the scales of ``y·g`` are ``h_s``'s scales
+    times the same gain ``g``. Fine-tuned from a ``medvae``, every level then starts with the
+    scales its latent has (a latent scaled by ``g`` has ``g`` times the spread), where
+    ``medvae-vr``'s hyperprior must first learn to read latents ``g`` times too large or small.
+
+    .. code-block:: none
+
+                 ┌────────┐ y  ┌──────┐ y·g
+           x ──►─┤g_a + RB├─┬►─┤ gain ├──────────────┐          ┌──────────────┐  ┌──────┐
+                 └────────┘ │  └──────┘              │   ┌──────┤ h_s (+skip)  ├─►┤ gain ├──► scales·g
+                            │  ┌───┐  ┌───┐ z_hat    │   │ F    └──────────────┘  └──────┘
+                            └─►┤h_a├─►┤ Q ├──►─·⋯·───┼───┘        ▲ (EB)
+                               └───┘  └───┘          │ Q ·⋯· GC (scales·g)
+                                             y_hat ▼ ┌──────────────┐ ┌───────────────┐ ┌────────┐
+                                                   └►┤ inverse gain ├►┤ fusion with F ├►┤g_s + RB├──► x_hat
+                                                     └──────────────┘ └───────────────┘ └────────┘
+    """
+
+    def analyze(self, x: Tensor) -> list[Tensor]:
+        return MedVAEVBR.analyze_transformed(self, self.g_a(x))  # explicit class: the exact twin runs this too
+
+    def analyze_transformed(self, transformed: Tensor) -> list[Tensor]:
+        return [self.gain(transformed), self.h_a(abs(transformed))]
+
+    def scales_from(self, features: Tensor) -> Tensor:
+        return self.gain(MedVAE.scales_from(self, features))

@@ -259,3 +259,27 @@ def test_cli_codes_a_fractional_quality_and_info_reports_it(tmp_path, capsys):
     assert bitstream.read_header((tmp_path / "low" / "a.mvae").read_bytes()).quality == 0.25  # extrapolated, below level 1
     assert main(["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "y"), "--quality", "-0.5"]) == 2
     assert not (tmp_path / "y").exists()
+
+
+def test_a_rate_independent_hyperprior_codes_z_alike_at_every_quality_and_scales_by_the_gain():
+    """medvae-vbr, started from medvae weights: z is the same at every quality, and the scales of
+    y·g are the medvae's scales times g, so each level starts at its latent's spread."""
+    base = small_model("medvae", seed=5).eval()
+    model = small_model("medvae-vbr", seed=6).eval()
+    initialize_from(model, base)
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        y0, z0 = base.analyze(x)
+        scales0 = base.scales_from(base.hyper_decode(torch.round(z0)))
+        for quality in (1, 3.5, 7):
+            model.quality = quality
+            gain = mix(model.gain.gain, model.gain.units, model.gain.geometric)[None, :, None, None]
+            y, z = model.analyze(x)
+            assert torch.equal(z, z0)
+            torch.testing.assert_close(y, y0 * gain)
+            torch.testing.assert_close(model.scales_from(model.hyper_decode(torch.round(z))), scales0 * gain)
+    vr = small_model("medvae-vr", seed=6).eval()
+    initialize_from(vr, base)
+    vr.quality = 1
+    with torch.no_grad():
+        assert not torch.equal(vr.analyze(x)[1], z0)  # medvae-vr's hyperprior reads the gained latent
