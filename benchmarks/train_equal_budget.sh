@@ -11,6 +11,7 @@
 # AMP=0 trains in float32: bf16 autocast is 1.9x faster only on CPUs with AVX-512-BF16, and
 # many times slower on those without (AVX2 alone: 15 s a step against 0.45 s in float32).
 # benchmarks/equal_budget.py then compares them on the corpus CT and MR test slices.
+# Arguments are train.py overrides for every run (e.g. train.seed=1).
 # Re-running resumes unfinished runs and skips finished ones (benchmarks/run_training.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ ROOT=${ROOT:-runs/equal-budget}
 AMP=${AMP:-1}
 COMMON=(--config configs/corpus-cpu-medvae-vr.yaml train.val_interval=1000 train.image_interval=100000)
 [ "$AMP" = 1 ] && COMMON+=(--amp)
+COMMON+=("$@")
 
 source benchmarks/run_training.sh
 

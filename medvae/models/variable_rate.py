@@ -128,6 +128,10 @@ class MedVAEVBR(MedVAEVR):
     times the same gain ``g``. Fine-tuned from a ``medvae``, every level then starts with the
     scales its latent has (a latent scaled by ``g`` has ``g`` times the spread), where
     ``medvae-vr``'s hyperprior must first learn to read latents ``g`` times too large or small.
+    Exactness: the twin multiplies the scales by the same :class:`~medvae.exact.layers.ExactGain`
+    as ``y`` (integer gains times the fixed-point scale, exact in float64, rounded once), and the
+    table index is an exact comparison of that scale, so the indexes depend on the weights and the
+    file's quality alone, as ``medvae-vr``'s do.
 
     .. code-block:: none
 
