@@ -9,7 +9,7 @@
 #              level, so each λ sees as many samples as its separate model did);
 #   vbr        medvae-vbr (its hyperprior reads the latent before the gain), the same way.
 # AMP=0 trains in float32: bf16 autocast is 1.9x faster only on CPUs with AVX-512-BF16, and
-# many times slower on those without (AVX2 alone: 15 s a step against 0.45 s in float32).
+# many times slower on those without (AVX2 alone, measured: 9–15 s a step against 0.4 s in float32).
 # benchmarks/equal_budget.py then compares them on the corpus CT and MR test slices.
 # Arguments are train.py overrides for every run (e.g. train.seed=1).
 # Re-running resumes unfinished runs and skips finished ones (benchmarks/run_training.sh).

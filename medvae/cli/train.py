@@ -10,7 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="YAML config (see configs/)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. loss.lmbda=0.0067 train.iterations=2000")
     parser.add_argument("--resume", nargs="?", const="auto", default=None, help="continue from a checkpoint (default: OUT/last.pt)")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA, or a CPU with AVX-512-BF16: about 1.9x faster there)")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA, or a CPU with AVX-512-BF16: about 1.9x faster there; many times slower on a CPU without it, which it warns of)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)")
 
 

@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
 from medvae.losses import RateDistortionLoss
+
+
+#: CPU flags of native bfloat16 arithmetic (Linux ``/proc/cpuinfo`` names).
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
+    """The CPU's feature flags, or None where ``cpuinfo`` cannot be read (not Linux)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def slow_bf16(device: torch.device, flags: set[str] | None = None) -> bool:
+    """Whether bfloat16 autocast would slow training on ``device``: an x86 CPU known to lack
+    native bf16 (:data:`NATIVE_BF16_FLAGS`), where PyTorch emulates it. Measured on an AVX2-only
+    CPU: 9–15 s a ``medvae-vr`` step (batch 8, 128² crops) against 0.4 s in float32; with
+    AVX-512-BF16 it is 1.9 times *faster* than float32. ``flags``: default :func:`cpu_flags`."""
+    flags = cpu_flags() if flags is None else flags
+    return device.type == "cpu" and flags is not None and "avx2" in flags and not flags & NATIVE_BF16_FLAGS
 
 
 def train_step(

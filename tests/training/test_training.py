@@ -126,3 +126,16 @@ def test_variable_rate_levels_come_from_the_config(tmp_path):
     assert codec.quality_range == (0.0, 2.0)
     with pytest.raises(TypeError, match="lmbdas"):
         train(tiny_config(tmp_path / "single", "model.lmbdas=[0.03,1.2]", "train.iterations=3"), device="cpu")
+
+
+def test_bf16_autocast_is_flagged_slow_on_x86_cpus_without_native_bf16(tmp_path):
+    from medvae.training.step import cpu_flags, slow_bf16
+
+    cpu = torch.device("cpu")
+    assert slow_bf16(cpu, {"sse4_1", "avx2", "fma"})  # AVX2 alone: emulated bf16
+    assert not slow_bf16(cpu, {"avx2", "avx512f", "avx512_bf16"}) and not slow_bf16(cpu, {"avx2", "amx_bf16"})
+    assert not slow_bf16(torch.device("meta"), {"avx2"})  # not a CPU (CUDA has native bf16)
+    assert not slow_bf16(cpu, {"neon"}) and cpu_flags(tmp_path / "absent") is None  # unknown: no warning
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu avx2 avx512_bf16\n")
+    assert cpu_flags(info) == {"fpu", "avx2", "avx512_bf16"}
