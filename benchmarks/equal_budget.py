@@ -77,7 +77,7 @@ def _rows(rows: list[dict[str, Any]], codec: str, value: str | None = None) -> l
     return [r for r in rows if r["codec"] == codec and (value is None or r["value"] == value) and not r["error"]]
 
 
-def rate_at_equal_psnr(rows: list[dict[str, Any]], lmbda: float, family: str = "medvae-vr") -> tuple[float, int, int]:
+def rate_at_equal_psnr(rows: list[dict[str, Any]], lmbda: float, family: str) -> tuple[float, int, int]:
     """Rate change (%) of a variable-rate ``family`` against the separate model of ``lmbda`` at that
     model's PSNR, per image (the variable-rate sweep's log-rate interpolated in PSNR, PCHIP),
     then averaged: (mean %, images used, images whose sweep does not reach that PSNR)."""
@@ -95,7 +95,7 @@ def rate_at_equal_psnr(rows: list[dict[str, Any]], lmbda: float, family: str = "
     return (float(np.mean(changes)) if changes else float("nan")), len(changes), outside
 
 
-def level_lines(rows: list[dict[str, Any]], modality: str, family: str = "medvae-vr") -> list[str]:
+def level_lines(rows: list[dict[str, Any]], modality: str, family: str) -> list[str]:
     """Per λ: separate against the variable-rate ``family`` at that level (means over images),
     and the rate change at equal PSNR."""
     lines = []
