@@ -472,8 +472,9 @@ class Codec:
         strings, exceptions, crc, residual_strings = encoded.strings, encoded.exceptions, encoded.pixels_crc, ()
         final = encoded.decoded
         if residual is not None:
+            exact = exceptions.exact(image.shape) if exceptions else None
             residual_strings, final = residual.coder.encode(
-                image, encoded.decoded, encoded.value_range, max_error, tighter_passes, first_pass
+                image, encoded.decoded, encoded.value_range, max_error, tighter_passes, first_pass, exact
             )
             crc = bitstream.pixels_crc(final)
         header = bitstream.Header(
@@ -574,8 +575,10 @@ class Codec:
         """The base pixels plus the residual layer the header carries."""
         residual = self._residual_for(header.residual_fingerprint)
         try:
+            exact = Exceptions.unpack(header.exceptions, header.shape).exact(header.shape) if header.exceptions else None
             return residual.coder.decode(
-                list(header.residual_strings), base, header.value_range, header.max_error, header.tighter_passes
+                list(header.residual_strings), base, header.value_range, header.max_error, header.tighter_passes,
+                exact, bounded=header.version == bitstream.BOUNDED_RESIDUAL_VERSION,
             )
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"residual decoding failed: {exc}") from None

@@ -75,6 +75,15 @@ class Exceptions:
     def padding_pixels(self) -> int:
         return 0 if self.bits is None else int(_POPCOUNT[self.bits].sum())
 
+    def exact(self, shape: tuple[int, int]) -> np.ndarray | None:
+        """Where the decoder restores the image exactly (padding and extreme pixels), as a bool
+        mask of ``shape``, or None where there is nothing."""
+        if not self:
+            return None
+        exact = self.mask if self.bits is not None else np.zeros(shape, bool)
+        exact.reshape(-1)[self.index] = True
+        return exact
+
     def restore(self, decoded: np.ndarray, first_row: int = 0) -> np.ndarray:
         """``decoded`` (the image, or its rows from ``first_row`` on) with the padding and
         extreme pixels set back to their exact values (``decoded`` itself when there are none)."""

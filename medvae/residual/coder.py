@@ -3,19 +3,25 @@
 Given the base layer's reconstruction x̃ (exact, the same on every machine), the residual
 r = x − x̃ is coded in the four passes of :mod:`medvae.residual.model`. For each pixel the
 exact twin of the residual network gives an integer mean μ and a table index; the coder
-writes ``q = sign(e)·⌊(|e| + τ)/(2τ + 1)⌋`` of ``e = r − μ`` with that table, and every
-decoder rebuilds ``r̂ = μ + (2τ + 1)·q``. A file may code its first ``j`` passes (1 ≤ j ≤ 3)
-with the bound τ − 1 (``tighter_passes``): rates between those of τ and τ − 1, for rate
-control; every pixel is then within τ − 1 or τ, and the file declares τ.
+writes ``q = sign(e)·⌊(|e| + τ)/(2τ + 1)⌋`` of ``e = r − μ`` under that table's bounded law
+(:mod:`medvae.residual.folding`: the mass of the values the pixel cannot take, beyond its
+bounds, folded onto them), and every decoder rebuilds ``x̂ = clip(x̃ + μ + (2τ + 1)·q)`` to the
+pixel's bounds: the intensity range of the header, or the base's value where the base is
+exact. A file may code its first ``j`` passes (1 ≤ j ≤ 3) with the bound τ − 1
+(``tighter_passes``): rates between those of τ and τ − 1, for rate control; every pixel is
+then within τ − 1 or τ, and the file declares τ. Files of formats 4 and 7 (the release
+before) used the tables unfolded, through CompressAI's coder, and clipped to the dtype; they
+decode as they did.
 
 Why the bound holds everywhere: ``|e − (2τ + 1)q| ≤ τ`` for every integer ``e`` (q rounds
-e/(2τ + 1) to the nearest integer), so ``|x − (x̃ + r̂)| ≤ τ``, and clipping to the dtype's
-range (where x lies) can only bring a value closer. Why every decoder computes the same
-μ, table and r̂: the network's inputs are correctly rounded divisions of integers, the
-network runs in the exact fixed-point arithmetic of :mod:`medvae.exact`, μ is an exact
-product rounded once, the table index an exact comparison of an exact base-2 logarithm
-(:func:`medvae.residual.tables.log2_fixed` for the range and for 2τ + 1), and the tables
-are integers built without a float ``exp``. The pixel checksum then confirms it.
+e/(2τ + 1) to the nearest integer), so ``|x − (x̃ + μ + (2τ + 1)q)| ≤ τ``, and clipping to
+bounds where x lies can only bring a value closer; a symbol moved to the bound it decodes to
+changes no pixel. Why every decoder computes the same μ, table, law and x̂: the network's
+inputs are correctly rounded divisions of integers, the network runs in the exact
+fixed-point arithmetic of :mod:`medvae.exact`, μ is an exact product rounded once, the table
+index an exact comparison of an exact base-2 logarithm (:func:`medvae.residual.tables.log2_fixed`
+for the range and for 2τ + 1), the tables are integers built without a float ``exp``, and
+the bounds and folded intervals are integer arithmetic on them. The pixel checksum then confirms it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from compressai.ans import RansDecoder, RansEncoder
+from compressai.ans import RansDecoder
 
 from medvae.errors import BitstreamError, InputError
 from medvae.exact.calibrate import INPUT, Plan
@@ -39,6 +45,7 @@ from medvae.residual.model import (
     block_offset,
     model_inputs,
 )
+from medvae.residual import folding, rans
 from medvae.residual.tables import LOG2_FRAC, log2_fixed, table_index, tables
 
 #: Half-resolution tile of the residual network (memory stays that of one tile; the result
@@ -125,31 +132,44 @@ class ResidualCoder:
     # --- coding ----------------------------------------------------------------------
     def encode(
         self, image: np.ndarray, base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0,
-        first_pass: PassOutputs | None = None,
+        first_pass: PassOutputs | None = None, exact: np.ndarray | None = None,
     ) -> tuple[list[bytes], np.ndarray]:
-        """rANS strings of the residual of ``image`` over ``base`` with bound ``max_error`` (the
-        first ``tighter_passes`` passes: ``max_error − 1``), and the image every decoder will get from them.
-        ``first_pass``: :meth:`first_pass` of this base and range, if already computed."""
+        """The strings of the residual of ``image`` over ``base`` with bound ``max_error`` (the
+        first ``tighter_passes`` passes: ``max_error − 1``) under the bounded laws of
+        :mod:`medvae.residual.folding` (format 8), and the image every decoder will get from them.
+        ``first_pass``: :meth:`first_pass` of this base and range, if already computed;
+        ``exact``: where the base restores the image exactly (its exceptions), if anywhere."""
         bounds = pass_bounds(max_error, tighter_passes)
-        strings: list[bytes] = []
-        encoder = RansEncoder()
-        cdfs, lengths, offsets = tables()
+        lower, upper = pixel_bounds(base, value_range, exact)
+        if ((image < lower) | (image > upper)).any():
+            raise ValueError("the image leaves the bounds the decoder will clip to (value range or exact pixels)")
+        stream, escapes = rans.Encoder(rans.lane_count(image.size)), folding.Escapes()
         residual = _even(np.subtract(image, base, dtype=np.int32))
 
-        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int) -> np.ndarray:
-            rows, cols = _phase_size(image.shape, phase)
-            q = quantize(residual[phase[0] :: 2, phase[1] :: 2][:rows, :cols] - mean[:rows, :cols], bound)
-            for flat_q, flat_index in _chunks(q, index[:rows, :cols]):
-                strings.append(encoder.encode_with_indexes(flat_q, flat_index, cdfs, lengths, offsets))
+        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+            rows, cols = low.shape
+            r = residual[phase[0] :: 2, phase[1] :: 2][:rows, :cols].astype(np.int64)
+            q = quantize(r - mean[:rows, :cols], bound)
+            coded = low < high  # a pixel with one possible value costs nothing
+            laws, q_low, q_high = _laws(mean[:rows, :cols], index[:rows, :cols], low, high, coded, bound)
+            chosen = folding.cheapest(laws, q[coded], r[coded], low[coded], high[coded], q_low, q_high, bound)
+            folding.encode(stream, escapes, laws, chosen)
+            q[coded] = chosen
             return q
 
-        return strings, _add(base, self._passes(base, value_range, bounds, code, first_pass))
+        final = _add(base, self._passes(base, value_range, bounds, code, first_pass, (lower, upper)))
+        return [stream.finish(), bytes(escapes.written)], final
 
     def decode(
-        self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0
+        self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0,
+        exact: np.ndarray | None = None, bounded: bool = True,
     ) -> np.ndarray:
-        """The image :meth:`encode` coded: ``base`` plus the decoded residual, clipped to its dtype."""
+        """The image :meth:`encode` coded: ``base`` plus the decoded residual, clipped to the bounds
+        (``bounded``: format 8; else a format 4 or 7 file, coded with CompressAI's tables and clipped
+        to the dtype)."""
         bounds = pass_bounds(max_error, tighter_passes)
+        if bounded:
+            return self._decode_bounded(strings, base, value_range, bounds, exact)
         needed = sum(_chunk_count(_phase_size(base.shape, phase)) for phase in PHASES)
         if len(strings) != needed:
             raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where {needed} are needed")
@@ -157,7 +177,7 @@ class ResidualCoder:
         cdfs, lengths, offsets = tables()
         queue = iter(strings)
 
-        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int) -> np.ndarray:
+        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int, *_) -> np.ndarray:
             rows, cols = _phase_size(base.shape, phase)
             values = []
             for (flat_index,) in _chunks(index[:rows, :cols]):
@@ -167,24 +187,73 @@ class ResidualCoder:
 
         return _add(base, self._passes(base, value_range, bounds, code))
 
+    def _decode_bounded(
+        self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], exact: np.ndarray | None
+    ) -> np.ndarray:
+        if len(strings) != 2:
+            raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where 2 are needed")
+        lower, upper = pixel_bounds(base, value_range, exact)
+        stream, escapes = rans.Decoder(strings[0], rans.lane_count(base.size)), folding.Escapes(strings[1])
+
+        def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+            rows, cols = low.shape
+            q = np.zeros((rows, cols), np.int64)
+            coded = low < high
+            laws, _, _ = _laws(mean[:rows, :cols], index[:rows, :cols], low, high, coded, bound)
+            q[coded] = folding.decode(stream, escapes, laws)
+            return q
+
+        decoded = self._passes(base, value_range, bounds, code, limits=(lower, upper))
+        stream.finish()
+        escapes.finish()
+        return _add(base, decoded)
+
     def _passes(
-        self, base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], code, first_pass: PassOutputs | None = None
+        self, base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], code, first_pass: PassOutputs | None = None,
+        limits: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Run the four passes, pass ``p`` with error bound ``bounds[p]``: parameters from what is
         decoded so far (the first pass's: ``first_pass``, when given), then ``code`` (which writes or
-        reads the pass's quantized residuals). Returns the decoded residual (even-sized)."""
+        reads the pass's quantized residuals; with ``limits``, the pixels' (lower, upper) bounds, it
+        also gets them as residual bounds, and the decoded residuals are clipped to them).
+        Returns the decoded residual (even-sized)."""
         padded = _even(base.astype(np.int32), edge=True)
         decoded = np.zeros(padded.shape, np.int32)
         known = np.zeros(padded.shape, bool)
         for p, (phase, bound) in enumerate(zip(PHASES, bounds)):
             outputs = first_pass if p == 0 and first_pass is not None else self._outputs(padded, decoded, known, value_range, phase)
-            mean = outputs.mean
-            q = code(mean, self._indexes(outputs, value_range, bound), phase, bound)
-            rows, cols = q.shape
-            values = np.clip(mean[:rows, :cols] + (2 * bound + 1) * q, -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # int64, then exact in int32
-            decoded[phase[0] :: 2, phase[1] :: 2][:rows, :cols] = values
-            known[phase[0] :: 2, phase[1] :: 2][:rows, :cols] = True
+            rows, cols = _phase_size(base.shape, phase)
+            mean = outputs.mean[:rows, :cols]
+            grid = (slice(phase[0], None, 2), slice(phase[1], None, 2))
+            if limits is None:
+                q = code(outputs.mean, self._indexes(outputs, value_range, bound), phase, bound)
+                values = np.clip(mean + (2 * bound + 1) * q, -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # int64, then exact in int32
+            else:
+                at_base = base[grid].astype(np.int64)
+                low, high = (limit[grid].astype(np.int64) - at_base for limit in limits)
+                q = code(outputs.mean, self._indexes(outputs, value_range, bound), phase, bound, low, high)
+                values = np.clip(mean + (2 * bound + 1) * q, low, high)
+            decoded[grid][:rows, :cols] = values
+            known[grid][:rows, :cols] = True
         return decoded
+
+
+def pixel_bounds(base: np.ndarray, value_range: tuple[int, int], exact: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's (lower, upper) bound, known to every decoder (int32): the intensity range,
+    or the base's value where the base is ``exact`` (padding and extreme pixels it restores)."""
+    lower = np.full(base.shape, value_range[0], np.int32)
+    upper = np.full(base.shape, value_range[1], np.int32)
+    if exact is not None:
+        lower[exact] = upper[exact] = base[exact]
+    return lower, upper
+
+
+def _laws(
+    mean: np.ndarray, index: np.ndarray, low: np.ndarray, high: np.ndarray, coded: np.ndarray, bound: int
+) -> tuple[folding.BoundedLaws, np.ndarray, np.ndarray]:
+    """The bounded laws of a pass's ``coded`` pixels, with their symbol ranges."""
+    q_low, q_high = folding.symbol_range(mean[coded], low[coded], high[coded], 2 * bound + 1)
+    return folding.BoundedLaws(index[coded], q_low, q_high), q_low, q_high
 
 
 def pass_bounds(max_error: int, tighter_passes: int = 0) -> tuple[int, ...]:

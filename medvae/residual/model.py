@@ -112,22 +112,37 @@ def slice_tensors(image, base, value_range: tuple[int, int]) -> tuple[Tensor, Te
     return as_tensor(image), as_tensor(base), lo, hi
 
 
-def laplace_bits(error: Tensor, scale: Tensor) -> Tensor:
+def laplace_bits(error: Tensor, scale: Tensor, below: Tensor | None = None, above: Tensor | None = None) -> Tensor:
     """−log2 P(error) for an integer ``error`` under a discrete Laplace law of ``scale``
-    (probabilities floored at 2^-16, as the 16-bit tables floor them)."""
+    (probabilities floored at 2^-16, as the 16-bit tables floor them). With ``below`` and
+    ``above``, the errors of a pixel at its bounds, the law is the coder's bounded law
+    (:mod:`medvae.residual.folding`): an error at ``below`` carries the mass of every error at
+    or below it, one at ``above`` that of every error at or above it, and a pixel whose bounds
+    meet costs nothing."""
     a = error.abs()
     inner = 1 - 0.5 * torch.exp(-(0.5 - a).clamp(min=0) / scale) - 0.5 * torch.exp(-(0.5 + a) / scale)
     outer_log = math.log(0.5) - (a - 0.5).clamp(min=0) / scale + torch.log(-torch.expm1(-1 / scale))
     log_p = torch.where(a < 0.5, torch.log(inner.clamp(min=2.0**-16)), outer_log)
+    if below is not None:
+        log_p = torch.where(error <= below, _log_cdf(below + 0.5, scale), log_p)
+        log_p = torch.where(error >= above, _log_cdf(0.5 - above, scale), log_p)
+        log_p = torch.where(below >= above, torch.zeros_like(log_p), log_p)
     return -log_p.clamp(min=-16 * math.log(2)) / math.log(2)
+
+
+def _log_cdf(t: Tensor, scale: Tensor) -> Tensor:
+    """log P(E ≤ t) for a continuous Laplace of ``scale`` (the discrete law's mass at or below t − ½)."""
+    below_zero = math.log(0.5) + t.clamp(max=0) / scale
+    return torch.where(t < 0, below_zero, torch.log1p(-0.5 * torch.exp(-t.clamp(min=0) / scale)))
 
 
 def residual_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """Bits of the lossless residual of each image, as the four passes code it: (B,) float.
 
     ``image`` and ``base`` are (B, 1, H, W) float tensors of stored integers (H, W even);
-    ``lo``, ``hi`` (B, 1, 1, 1) the base layer's intensity mapping. The mean is rounded as the
-    coder rounds it (straight-through), so the loss is the coder's cost, escapes aside.
+    ``lo``, ``hi`` (B, 1, 1, 1) the base layer's intensity mapping, which bounds every pixel the
+    base does not restore exactly (pixels outside it are exact: they cost nothing). The mean is
+    rounded as the coder rounds it (straight-through), so the loss is the coder's cost, escapes aside.
     """
     return pass_bits(model, image, base, lo, hi).sum(1)
 
@@ -135,15 +150,18 @@ def residual_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor,
 def pass_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     """:func:`residual_bits` pass by pass: (B, 4), in the order of :data:`PHASES` (where the
     bits go: the first pass sees no decoded neighbour, the last sees eight)."""
-    return torch.stack([laplace_bits(error, scale).flatten(1).sum(1) for error, scale in pass_laws(model, image, base, lo, hi)], 1)
+    return torch.stack([laplace_bits(*law).flatten(1).sum(1) for law in pass_laws(model, image, base, lo, hi)], 1)
 
 
-def pass_laws(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Iterator[tuple[Tensor, Tensor]]:
+def pass_laws(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """For each pass in the order of :data:`PHASES`: the (B, 1, H/2, W/2) errors its pixels leave
-    around the rounded mean (straight-through, as the coder rounds it), and the Laplace scales
-    they are coded with, in stored-integer units (what :func:`pass_bits` sums the cost of)."""
+    around the rounded mean (straight-through, as the coder rounds it), the Laplace scales
+    they are coded with, in stored-integer units, and the errors at each pixel's lower and
+    upper bounds (equal where the pixel is exact): what :func:`laplace_bits` takes."""
     residual = image - base
     blocks = F.pixel_unshuffle(residual, 2)
+    exact = F.pixel_unshuffle(((image < lo) | (image > hi)).to(image.dtype), 2) > 0
+    low, high = (F.pixel_unshuffle(bound - base, 2) for bound in (lo.expand_as(base), hi.expand_as(base)))
     known = torch.zeros_like(residual, dtype=torch.bool)
     span = hi - lo
     for phase in PHASES:
@@ -152,5 +170,8 @@ def pass_laws(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi:
         mean = out[:, 2 * k : 2 * k + 1] * span / CONTEXT_GAIN
         mean = mean + (torch.round(mean) - mean).detach()
         scale = torch.exp2((out[:, 2 * k + 1 : 2 * k + 2] + torch.log2(span)).clamp(min=-5.0, max=14.0))
-        yield blocks[:, k : k + 1] - mean, scale
+        error = blocks[:, k : k + 1] - mean
+        below = torch.where(exact[:, k : k + 1], error, low[:, k : k + 1] - mean)
+        above = torch.where(exact[:, k : k + 1], error, high[:, k : k + 1] - mean)
+        yield error, scale, below, above
         known = known | phase_mask(residual.shape, phase, residual.device)

@@ -70,7 +70,7 @@ def coded_files(tmp_path_factory):
     """Files written here: every family, the progressive rnn-conv included (small untrained
     weights; the variable-rate one also at a quality between two levels), the shipped default at a quality below 1
     (its encoder choosing between its two weights) and its alternative weights alone, every shipped quality, and lossless and near-lossless files (shipped q1 base,
-    a small untrained residual model; one with two passes at the tighter bound, format 7)."""
+    a small untrained residual model; one with two passes at the tighter bound; format 8)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
     sources = [(str(folder / f"{family}.pt"), None, family, None) for family in (*FAMILIES, "rnn-conv")]

@@ -78,7 +78,7 @@ def test_lossless_round_trip_is_exact(codec, name):
     assert decoded.dtype == image.dtype
     np.testing.assert_array_equal(decoded, image)
     header = bitstream.read_header(data)
-    assert (header.version, header.max_error, header.residual_fingerprint) == (4, 0, codec.residual.fingerprint)
+    assert (header.version, header.max_error, header.residual_fingerprint) == (8, 0, codec.residual.fingerprint)
 
 
 @pytest.mark.parametrize("max_error", [1, 2, 7, 100])
@@ -117,14 +117,14 @@ def test_a_larger_bound_needs_fewer_bytes(codec):
 
 
 def test_tighter_passes_give_the_rates_between_two_bounds_and_keep_them(codec, tmp_path):
-    """``tighter_passes=j``: the first j passes keep τ − 1, the rest τ; the file is format 7,
+    """``tighter_passes=j``: the first j passes keep τ − 1, the rest τ; the file (format 8) records j,
     declares τ, and its size lies between those of τ and τ − 1."""
     image = _cases()["uint16"]
     sizes, first_pass = [], (slice(0, None, 2), slice(0, None, 2))  # pass 1: the (0, 0) phase
     for tau, j in ((3, 0), (3, 1), (3, 2), (3, 3), (2, 0)):
         data = codec.compress(image, max_error=tau, tighter_passes=j)
         header = bitstream.read_header(data)
-        assert (header.version, header.max_error, header.tighter_passes) == ((7 if j else 4), tau, j)
+        assert (header.version, header.max_error, header.tighter_passes) == (8, tau, j)
         error = np.abs(codec.decompress(data).astype(np.int64) - image)
         assert error.max() <= tau and (j == 0 or error[first_pass].max() <= tau - 1)
         sizes.append(len(data))
@@ -296,8 +296,8 @@ def test_interrupted_residual_training_resumes_to_the_same_model(codec, tmp_path
 
 
 def test_files_written_with_an_earlier_shipped_residual_model_still_decode():
-    """A lossless (format 4) and a near-lossless (format 7) file written with the residual model
-    shipped first (197de6c3…) decode to their pixels whichever model the default codes with now."""
+    """A lossless and a near-lossless file (format 4) written with the residual model shipped
+    first (197de6c3…) decode to their pixels whichever model the default codes with now."""
     source = np.load(DATA / "residual-197de6c3-source.npy")
     lossless = (DATA / "residual-197de6c3-lossless.mvae").read_bytes()
     near = (DATA / "residual-197de6c3-near2.mvae").read_bytes()
@@ -306,6 +306,22 @@ def test_files_written_with_an_earlier_shipped_residual_model_still_decode():
     decoded = medvae.load("medvae").decompress(near)
     np.testing.assert_array_equal(decoded, np.load(DATA / "residual-197de6c3-near2.decoded.npy"))
     assert np.abs(decoded.astype(np.int64) - source).max() <= 2
+
+
+def test_files_of_the_formats_before_bounded_laws_still_decode():
+    """Files the previous release wrote with today's residual model (341ab11e…) under CompressAI's
+    tables, a lossless one (format 4) and one with tighter passes (format 7), decode as they did."""
+    source = np.load(DATA / "residual-197de6c3-source.npy")
+    lossless = (DATA / "residual-341ab11e-format4-lossless.mvae").read_bytes()
+    near = (DATA / "residual-341ab11e-format7-near3.mvae").read_bytes()
+    headers = [bitstream.read_header(d) for d in (lossless, near)]
+    assert [(h.version, h.max_error, h.tighter_passes, h.residual_fingerprint) for h in headers] == [
+        (4, 0, 0, "341ab11edae5051e"), (7, 3, 2, "341ab11edae5051e")
+    ]
+    np.testing.assert_array_equal(medvae.decompress(lossless), source)
+    decoded = medvae.decompress(near)
+    np.testing.assert_array_equal(decoded, np.load(DATA / "residual-341ab11e-format7-near3.decoded.npy"))
+    assert np.abs(decoded.astype(np.int64) - source).max() <= 3
 
 
 def test_a_widened_residual_model_computes_the_same_and_refuses_to_narrow():

@@ -1,0 +1,192 @@
+"""Bounded laws: each residual table with its mass folded onto the values a pixel can take.
+
+A decoded pixel is clipped to bounds every decoder knows: the header's intensity range
+``[lo, hi]``, or, where the base restores a pixel exactly (padding and extreme pixels), that
+value alone. So of the symbols ``q`` a pixel's table offers, all those at or below
+``q_low = ⌊(lower − x̃ − μ)/(2τ + 1)⌋`` decode to ``lower``, and all those at or above
+``q_high = ⌈(upper − x̃ − μ)/(2τ + 1)⌉`` to ``upper``. The bounded law gives ``q_low`` the
+whole mass below it and ``q_high`` the whole mass above it (with the escape, when no value
+beyond the table is possible): a CT's air clipped at its lowest value, a fifth of a slice,
+then costs a fraction of a bit instead of a Laplace's worth of noise.
+
+Why it is exact and keeps the bound: the intervals are read from the integer tables of
+:mod:`medvae.residual.tables` with integer comparisons only, from ``q_low`` and ``q_high``,
+which are integer floor divisions of integers every decoder has; and a symbol outside
+``[q_low, q_high]`` decodes to the same clipped value as the bound it is moved to, so an
+encoder that moves it changes no pixel and keeps ``|x − x̂| ≤ τ``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from medvae.errors import BitstreamError
+from medvae.residual import rans
+from medvae.residual.tables import tables
+
+#: Table ``t``'s cumulative frequencies sit at ``t · _TABLE_GAP`` onwards in the flat search array.
+_TABLE_GAP = 2 * rans.TOTAL
+
+
+class _Tables(NamedTuple):
+    cdf: np.ndarray  # (COUNT, longest) cumulative frequencies, int64
+    width: np.ndarray  # (COUNT,) table t codes −width..width, then the escape at 2·width + 1
+    flat: np.ndarray  # every table's cumulative frequencies, one table after another
+    searched: np.ndarray  # ``flat`` plus t·_TABLE_GAP for table t: increasing, for one search over all tables
+    first: np.ndarray  # (COUNT,) where each table starts in ``flat``
+
+
+@lru_cache(maxsize=1)
+def _tables() -> _Tables:
+    cdfs, lengths, offsets = tables()
+    cdf = np.asarray(cdfs, np.int64)
+    flat = np.concatenate([cdf[t, :n] for t, n in enumerate(lengths)])
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    searched = flat + np.repeat(np.arange(len(lengths), dtype=np.int64) * _TABLE_GAP, lengths)
+    return _Tables(cdf, -np.asarray(offsets, np.int64), flat, searched, first)
+
+
+def symbol_range(mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(q_low, q_high)``: the symbols that decode to the residual bounds ``lower`` and ``upper``
+    (``x − x̃`` at the pixel's bounds) for integer means and quantization ``step`` (int64)."""
+    return np.floor_divide(lower - mean, step), -np.floor_divide(mean - upper, step)
+
+
+class BoundedLaws:
+    """The bounded laws of one pass's coded pixels: table index, and symbol range from
+    :func:`symbol_range` (1-D, in coding order). Positions are table positions: symbol
+    ``q`` sits at ``q + width``, the escape at ``2·width + 1``; ``low`` and ``high`` are the
+    lowest and highest positions the range allows (``low``'s interval starts at 0, ``high``'s
+    ends at ``top``), plus the escape where ``escape_allowed``."""
+
+    def __init__(self, index: np.ndarray, q_low: np.ndarray, q_high: np.ndarray):
+        t = _tables()
+        self.index = index.astype(np.int64)
+        self.width = t.width[self.index]
+        self.escape = 2 * self.width + 1
+        a, b = q_low + self.width, q_high + self.width
+        only_escape = (a > 2 * self.width) | (b < 0)  # every possible value lies beyond the table
+        self.escape_allowed = only_escape | (a < 0) | (b > 2 * self.width)
+        self.low = np.where(only_escape, self.escape, np.clip(a, 0, 2 * self.width))
+        self.high = np.where(only_escape, self.escape, np.clip(b, 0, 2 * self.width))
+        self.first = t.first[self.index]
+        self.top = np.where(self.escape_allowed & ~only_escape, t.flat[self.first + self.escape], rans.TOTAL)
+
+    def positions(self, q: np.ndarray) -> np.ndarray:
+        """Table positions of symbols ``q`` (within the range): ``q + width``, or the escape."""
+        return np.where(np.abs(q) <= self.width, q + self.width, self.escape)
+
+    def intervals(self, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(start, freq)`` of each pixel's position under its bounded law."""
+        return _intervals(position, self.first, self.low, self.high, self.top)
+
+    def rows(self, lanes: int) -> Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """:data:`medvae.residual.rans.Lookup` of these laws laid out in rows of ``lanes`` (the last
+        row's spare lanes read table 0's law; the decoder overrides them)."""
+        rows = rans.steps(self.index.size, lanes)
+
+        def laid_out(a: np.ndarray, fill: int) -> np.ndarray:
+            return np.concatenate([a, np.full(rows * lanes - a.size, fill, np.int64)]).reshape(rows, lanes)
+
+        t = _tables()
+        key = laid_out(self.index * _TABLE_GAP, 0)  # plus a slot: its place in ``searched``
+        first, low, high = laid_out(self.first, 0), laid_out(self.low, 0), laid_out(self.high, 0)
+        top, escape = laid_out(self.top, rans.TOTAL), laid_out(np.where(self.escape_allowed, self.escape, -1), -1)
+
+        def lookup(r: int, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            found = np.searchsorted(t.searched, key[r] + slot, side="right") - 1 - first[r]
+            position = np.where(found == escape[r], found, np.minimum(np.maximum(found, low[r]), high[r]))
+            return (position, *_intervals(position, first[r], low[r], high[r], top[r]))
+
+        return lookup
+
+
+def _intervals(position, first, low, high, top) -> tuple[np.ndarray, np.ndarray]:
+    flat = _tables().flat
+    start = np.where(position == low, 0, flat[first + position])
+    end = np.where(position == high, top, flat[first + position + 1])
+    return start, end - start
+
+
+def _varints(values: np.ndarray) -> bytes:
+    """Non-negative integers as LEB128 (7 bits a byte, low first)."""
+    out = bytearray()
+    for v in values.tolist():
+        while v >= 0x80:
+            out.append(v & 0x7F | 0x80)
+            v >>= 7
+        out.append(v)
+    return bytes(out)
+
+
+class Escapes:
+    """The escaped symbols' values, in coding order: ``2·(|q| − width − 1) + (q < 0)`` as LEB128
+    (only a symbol beyond its table, ``|q| > width``, is escaped)."""
+
+    def __init__(self, data: bytes = b""):
+        self.data, self.read = data, 0
+        self.written = bytearray()
+
+    def write(self, q: np.ndarray, laws: BoundedLaws, escaped: np.ndarray) -> None:
+        v = q[escaped]
+        self.written += _varints(2 * (np.abs(v) - laws.width[escaped] - 1) + (v < 0))
+
+    def take(self, laws: BoundedLaws, escaped: np.ndarray) -> np.ndarray:
+        """The values of ``escaped`` symbols of these laws. Raises :class:`BitstreamError`."""
+        codes = []
+        for _ in range(int(escaped.sum())):
+            v, shift = 0, 0
+            while True:
+                if self.read >= len(self.data) or shift > 28:
+                    raise BitstreamError("corrupted residual stream: damaged escaped values")
+                byte = self.data[self.read]
+                self.read += 1
+                v |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
+            codes.append(v)
+        code = np.asarray(codes, np.int64)
+        magnitude = (code >> 1) + laws.width[escaped] + 1
+        return np.where(code & 1, -magnitude, magnitude)
+
+    def finish(self) -> None:
+        if self.read != len(self.data):
+            raise BitstreamError("corrupted residual stream: escaped values left over")
+
+
+def encode(encoder: rans.Encoder, escapes: Escapes, laws: BoundedLaws, q: np.ndarray) -> None:
+    """Add a pass's symbols ``q`` (each within its range) to the stream and its escapes."""
+    position = laws.positions(q)
+    encoder.add(*laws.intervals(position))
+    escapes.write(q, laws, position == laws.escape)
+
+
+def decode(decoder: rans.Decoder, escapes: Escapes, laws: BoundedLaws) -> np.ndarray:
+    """The symbols :func:`encode` added for these laws (int64). Raises :class:`BitstreamError`."""
+    lanes = decoder.state.size
+    position = decoder.block(laws.index.size, laws.rows(lanes))
+    escaped = position == laws.escape
+    q = position - laws.width
+    q[escaped] = escapes.take(laws, escaped)
+    return q
+
+
+def cheapest(laws: BoundedLaws, q: np.ndarray, residual: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+             q_low: np.ndarray, q_high: np.ndarray, max_error: int) -> np.ndarray:
+    """The symbols an encoder codes for quantized residuals ``q``: each moved into its range,
+    then to a bound where the pixel lies within ``max_error`` of that bound and the bound's
+    interval is wider (fewer bits; the pixel decodes to the bound, within the error bound)."""
+    q = np.clip(q, q_low, q_high)
+    if max_error == 0:  # lossless: a pixel has one symbol
+        return q
+    freq = laws.intervals(laws.positions(q))[1]
+    for bound, symbol in ((lower, q_low), (upper, q_high)):
+        candidate = laws.intervals(laws.positions(symbol))[1]
+        wider = (np.abs(residual - bound) <= max_error) & (candidate > freq)
+        q, freq = np.where(wider, symbol, q), np.where(wider, candidate, freq)
+    return q
