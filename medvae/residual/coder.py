@@ -147,11 +147,11 @@ class ResidualCoder:
         residual = _even(np.subtract(image, base, dtype=np.int32))
 
         def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-            rows, cols = low.shape
+            rows, cols = mean.shape
             r = residual[phase[0] :: 2, phase[1] :: 2][:rows, :cols].astype(np.int64)
-            q = quantize(r - mean[:rows, :cols], bound)
+            q = quantize(r - mean, bound)
             coded = low < high  # a pixel with one possible value costs nothing
-            laws, q_low, q_high = _laws(mean[:rows, :cols], index[:rows, :cols], low, high, coded, bound)
+            laws, q_low, q_high = _laws(mean, index, low, high, coded, bound)
             chosen = folding.cheapest(laws, q[coded], r[coded], low[coded], high[coded], q_low, q_high, bound)
             folding.encode(stream, escapes, laws, chosen)
             q[coded] = chosen
@@ -178,12 +178,11 @@ class ResidualCoder:
         queue = iter(strings)
 
         def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int, *_) -> np.ndarray:
-            rows, cols = _phase_size(base.shape, phase)
             values = []
-            for (flat_index,) in _chunks(index[:rows, :cols]):
+            for (flat_index,) in _chunks(index):
                 string = next(queue)
                 values += decoder.decode_with_indexes(guarded(string, len(flat_index)), flat_index, cdfs, lengths, offsets)
-            return np.asarray(values, np.int64).reshape(rows, cols)
+            return np.asarray(values, np.int64).reshape(index.shape)
 
         return _add(base, self._passes(base, value_range, bounds, code))
 
@@ -196,10 +195,9 @@ class ResidualCoder:
         stream, escapes = rans.Decoder(strings[0], rans.lane_count(base.size)), folding.Escapes(strings[1])
 
         def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-            rows, cols = low.shape
-            q = np.zeros((rows, cols), np.int64)
+            q = np.zeros(mean.shape, np.int64)
             coded = low < high
-            laws, _, _ = _laws(mean[:rows, :cols], index[:rows, :cols], low, high, coded, bound)
+            laws, _, _ = _laws(mean, index, low, high, coded, bound)
             q[coded] = folding.decode(stream, escapes, laws)
             return q
 
@@ -213,25 +211,25 @@ class ResidualCoder:
         limits: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Run the four passes, pass ``p`` with error bound ``bounds[p]``: parameters from what is
-        decoded so far (the first pass's: ``first_pass``, when given), then ``code`` (which writes or
-        reads the pass's quantized residuals; with ``limits``, the pixels' (lower, upper) bounds, it
-        also gets them as residual bounds, and the decoded residuals are clipped to them).
-        Returns the decoded residual (even-sized)."""
+        decoded so far (the first pass's: ``first_pass``, when given), then ``code(mean, index, phase,
+        bound)`` on the pass's pixels, which writes or reads their quantized residuals; with ``limits``,
+        the pixels' (lower, upper) bounds, ``code`` also gets them as residual bounds, and the decoded
+        residuals are clipped to them. Returns the decoded residual (even-sized)."""
         padded = _even(base.astype(np.int32), edge=True)
         decoded = np.zeros(padded.shape, np.int32)
         known = np.zeros(padded.shape, bool)
         for p, (phase, bound) in enumerate(zip(PHASES, bounds)):
             outputs = first_pass if p == 0 and first_pass is not None else self._outputs(padded, decoded, known, value_range, phase)
             rows, cols = _phase_size(base.shape, phase)
-            mean = outputs.mean[:rows, :cols]
+            mean, index = outputs.mean[:rows, :cols], self._indexes(outputs, value_range, bound)[:rows, :cols]
             grid = (slice(phase[0], None, 2), slice(phase[1], None, 2))
             if limits is None:
-                q = code(outputs.mean, self._indexes(outputs, value_range, bound), phase, bound)
+                q = code(mean, index, phase, bound)
                 values = np.clip(mean + (2 * bound + 1) * q, -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # int64, then exact in int32
             else:
                 at_base = base[grid].astype(np.int64)
                 low, high = (limit[grid].astype(np.int64) - at_base for limit in limits)
-                q = code(outputs.mean, self._indexes(outputs, value_range, bound), phase, bound, low, high)
+                q = code(mean, index, phase, bound, low, high)
                 values = np.clip(mean + (2 * bound + 1) * q, low, high)
             decoded[grid][:rows, :cols] = values
             known[grid][:rows, :cols] = True
