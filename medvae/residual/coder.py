@@ -37,6 +37,7 @@ from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import Fixed, from_real, pow2
 from medvae.exact.layers import Tiled, convert
 from medvae.exact.twin import CHUNK, guarded
+from medvae.residual import folding, rans
 from medvae.residual.model import (
     CONTEXT_GAIN,
     PHASES,
@@ -45,7 +46,6 @@ from medvae.residual.model import (
     block_offset,
     model_inputs,
 )
-from medvae.residual import folding, rans
 from medvae.residual.tables import LOG2_FRAC, log2_fixed, table_index, tables
 
 #: Half-resolution tile of the residual network (memory stays that of one tile; the result

@@ -18,8 +18,8 @@ encoder that moves it changes no pixel and keeps ``|x − x̂| ≤ τ``.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from collections.abc import Callable
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -33,7 +33,6 @@ _TABLE_GAP = 2 * rans.TOTAL
 
 
 class _Tables(NamedTuple):
-    cdf: np.ndarray  # (COUNT, longest) cumulative frequencies, int64
     width: np.ndarray  # (COUNT,) table t codes −width..width, then the escape at 2·width + 1
     flat: np.ndarray  # every table's cumulative frequencies, one table after another
     searched: np.ndarray  # ``flat`` plus t·_TABLE_GAP for table t: increasing, for one search over all tables
@@ -43,11 +42,10 @@ class _Tables(NamedTuple):
 @lru_cache(maxsize=1)
 def _tables() -> _Tables:
     cdfs, lengths, offsets = tables()
-    cdf = np.asarray(cdfs, np.int64)
-    flat = np.concatenate([cdf[t, :n] for t, n in enumerate(lengths)])
+    flat = np.concatenate([np.asarray(cdf[:n], np.int64) for cdf, n in zip(cdfs, lengths)])
     first = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     searched = flat + np.repeat(np.arange(len(lengths), dtype=np.int64) * _TABLE_GAP, lengths)
-    return _Tables(cdf, -np.asarray(offsets, np.int64), flat, searched, first)
+    return _Tables(-np.asarray(offsets, np.int64), flat, searched, first)
 
 
 def symbol_range(mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
