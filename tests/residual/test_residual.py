@@ -309,8 +309,9 @@ def test_files_written_with_an_earlier_shipped_residual_model_still_decode():
 
 
 def test_files_of_the_formats_before_bounded_laws_still_decode():
-    """Files the previous release wrote with today's residual model (341ab11e…) under CompressAI's
-    tables, a lossless one (format 4) and one with tighter passes (format 7), decode as they did."""
+    """Files the previous release wrote with its residual model (341ab11e…, now a previous residual)
+    under CompressAI's tables, a lossless one (format 4) and one with tighter passes (format 7),
+    decode as they did: the file names its residual model and the zoo still finds it."""
     source = np.load(DATA / "residual-197de6c3-source.npy")
     lossless = (DATA / "residual-341ab11e-format4-lossless.mvae").read_bytes()
     near = (DATA / "residual-341ab11e-format7-near3.mvae").read_bytes()
