@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     image = next(s for s in manifest_slices(MANIFEST, split="test") if s.modality == "CT").pixels
     codec = medvae.load("medvae")
     coder = codec.residual.coder
-    base, value_range = codec.base_layer(image)
+    base, value_range, exact = codec.base_layer(image)
     start = time.perf_counter()
     first = coder.first_pass(base, value_range)
     first_s = time.perf_counter() - start
@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.repeats):
         for bound in (int(b) for b in args.bounds.split(",")):
             start = time.perf_counter()
-            strings, pixels = coder.encode(image, base, value_range, bound, 0, first)
+            strings, pixels = coder.encode(image, base, value_range, bound, 0, first, exact)
             reused.append(time.perf_counter() - start)
             start = time.perf_counter()
-            strings_alone, pixels_alone = coder.encode(image, base, value_range, bound)
+            strings_alone, pixels_alone = coder.encode(image, base, value_range, bound, exact=exact)
             alone.append(time.perf_counter() - start)
             if strings != strings_alone or not np.array_equal(pixels, pixels_alone):
                 raise SystemExit(f"max error {bound}: the reused first pass changed the file")

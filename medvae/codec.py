@@ -67,6 +67,14 @@ class _Encoded(NamedTuple):
     x: NormalizedImage  # the model's input: the image in [0, 1], padded to the stride
 
 
+class BaseLayer(NamedTuple):
+    """An image's lossy base (:meth:`Codec.base_layer`), what its residual layer is coded against."""
+
+    pixels: np.ndarray  # the pixels every decoder gets
+    value_range: tuple[int, int]  # the intensity mapping: every other pixel lies in it
+    exact: np.ndarray | None  # bool mask of the pixels the base restores exactly (padding, extremes), or None
+
+
 class QualityCoder(NamedTuple):
     """One image's files at any quality (:meth:`Codec.quality_coder`).
 
@@ -264,11 +272,12 @@ class Codec:
                 encodings.append(_Encoded(strings, decoded, crc, error, value_range, exceptions, x))
         return encodings
 
-    def base_layer(self, image: np.ndarray, padding_value: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-        """The pixels every decoder gets from this image's lossy coding, and the intensity
-        mapping used (what the residual layer of lossless and near-lossless coding builds on)."""
+    def base_layer(self, image: np.ndarray, padding_value: int | None = None) -> BaseLayer:
+        """What the residual layer of lossless and near-lossless coding builds on: the pixels
+        every decoder gets from this image's lossy coding, the intensity mapping used, and
+        where the base restores the image exactly (:class:`BaseLayer`)."""
         encoded = self._encode(image, None, padding_value=padding_value)
-        return encoded.decoded, encoded.value_range
+        return BaseLayer(encoded.decoded, encoded.value_range, encoded.exceptions.exact(image.shape))
 
     def compress(
         self,
@@ -472,9 +481,9 @@ class Codec:
         strings, exceptions, crc, residual_strings = encoded.strings, encoded.exceptions, encoded.pixels_crc, ()
         final = encoded.decoded
         if residual is not None:
-            exact = exceptions.exact(image.shape) if exceptions else None
             residual_strings, final = residual.coder.encode(
-                image, encoded.decoded, encoded.value_range, max_error, tighter_passes, first_pass, exact
+                image, encoded.decoded, encoded.value_range, max_error, tighter_passes, first_pass,
+                exceptions.exact(image.shape),
             )
             crc = bitstream.pixels_crc(final)
         header = bitstream.Header(
@@ -548,10 +557,11 @@ class Codec:
             decoded = pixels(x_hat, header.shape, header.value_range, header.dtype)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"entropy decoding failed: {exc}") from None
-        if header.exceptions:
-            decoded = Exceptions.unpack(header.exceptions, header.shape).restore(decoded)
+        exceptions = Exceptions.unpack(header.exceptions, header.shape) if header.exceptions else None
+        if exceptions:
+            decoded = exceptions.restore(decoded)
         if header.max_error is not None:
-            decoded = self._add_residual(header, decoded)
+            decoded = self._add_residual(header, decoded, exceptions)
         if bitstream.pixels_crc(decoded) != header.pixels_crc:
             raise BitstreamError(
                 "the decoded pixels do not match the checksum the encoder stored: the file is damaged "
@@ -571,11 +581,11 @@ class Codec:
                 why = f"is outside {self.quality_range}" if not lo <= header.quality <= hi else f"cannot be decoded: {exc}"
                 raise BitstreamError(f"corrupted bitstream: quality {header.quality:g} {why}") from None
 
-    def _add_residual(self, header: bitstream.Header, base: np.ndarray) -> np.ndarray:
-        """The base pixels plus the residual layer the header carries."""
+    def _add_residual(self, header: bitstream.Header, base: np.ndarray, exceptions: Exceptions | None) -> np.ndarray:
+        """The base pixels plus the residual layer the header carries (``exceptions``: the base's, restored)."""
         residual = self._residual_for(header.residual_fingerprint)
         try:
-            exact = Exceptions.unpack(header.exceptions, header.shape).exact(header.shape) if header.exceptions else None
+            exact = exceptions.exact(header.shape) if exceptions else None
             return residual.coder.decode(
                 list(header.residual_strings), base, header.value_range, header.max_error, header.tighter_passes,
                 exact, bounded=header.version == bitstream.BOUNDED_RESIDUAL_VERSION,

@@ -27,6 +27,7 @@ import struct
 import zlib
 import numpy as np
 
+from medvae import varint
 from medvae.bitstream import inflate
 from medvae.errors import BitstreamError
 from medvae.intensity import default_value_range
@@ -114,10 +115,10 @@ class Exceptions:
         """The exception block: zlib of (flags, padding value, mask runs, extremes)."""
         parts = [struct.pack("<Bi", int(self.bits is not None), int(self.padding_value or 0))]
         rows = _mask_rows(self) if self.bits is not None else []
-        parts += [struct.pack("<I", len(rows)), _varints(rows)]
+        parts += [struct.pack("<I", len(rows)), varint.write(rows)]
         order = np.argsort(self.index)
         gaps = np.diff(self.index[order], prepend=0)
-        parts += [struct.pack("<I", len(gaps)), _varints(gaps), self.value[order].astype("<i4").tobytes()]
+        parts += [struct.pack("<I", len(gaps)), varint.write(gaps), self.value[order].astype("<i4").tobytes()]
         return zlib.compress(b"".join(parts), 9)
 
     @classmethod
@@ -128,9 +129,9 @@ class Exceptions:
             has_mask, padding_value = struct.unpack_from("<Bi", raw)
             pos = 5
             (n_codes,) = struct.unpack_from("<I", raw, pos)
-            codes, pos = _read_varints(raw, pos + 4, n_codes)
+            codes, pos = varint.read(raw, pos + 4, n_codes)
             (n_extremes,) = struct.unpack_from("<I", raw, pos)
-            gaps, pos = _read_varints(raw, pos + 4, n_extremes)
+            gaps, pos = varint.read(raw, pos + 4, n_extremes)
             values = np.frombuffer(raw[pos : pos + 4 * n_extremes], "<i4").astype(np.int64)
             if len(values) != n_extremes or pos + 4 * n_extremes != len(raw):
                 raise ValueError("length mismatch")
@@ -338,32 +339,3 @@ def _mask_from_rows(codes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if pos != len(codes):
         raise BitstreamError("corrupted exception block (padding mask too long)")
     return mask
-
-
-def _varints(values: np.ndarray) -> bytes:
-    out = bytearray()
-    for v in np.asarray(values, np.int64).tolist():
-        if v < 0:
-            raise ValueError("varints are unsigned")
-        while v >= 0x80:
-            out.append((v & 0x7F) | 0x80)
-            v >>= 7
-        out.append(v)
-    return bytes(out)
-
-
-def _read_varints(raw: bytes, pos: int, n: int) -> tuple[np.ndarray, int]:
-    values = []
-    for _ in range(n):
-        v = shift = 0
-        while True:
-            byte = raw[pos]
-            pos += 1
-            v |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-            if shift > 63:
-                raise ValueError("varint too long")
-        values.append(v)
-    return np.asarray(values, np.int64), pos

@@ -45,7 +45,7 @@ def small_residual(codec: medvae.Codec, image: np.ndarray, seed: int = 3):
 
     torch.manual_seed(seed)
     model = ResidualModel(channels=8)
-    base, value_range = codec.base_layer(image)
+    base, value_range, _ = codec.base_layer(image)
     return Residual(model, calibrate_residual(model, [(image, base, value_range)]))
 
 

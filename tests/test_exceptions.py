@@ -93,7 +93,8 @@ def test_exception_blocks_round_trip_and_damage_is_refused():
     assert back.value.tolist() == [30000]
     import zlib
 
-    for bad in (b"", exceptions.pack()[:-3], zlib.compress(b"\x01\0\0\0\0\xff\xff\xff\xff")):
+    overlong = b"\0\0\0\0\0" + b"\0\0\0\0" + b"\x01\0\0\0" + b"\xff" * 9 + b"\x7f" + b"\0\0\0\0"  # one extreme, its gap of 70 bits
+    for bad in (b"", exceptions.pack()[:-3], zlib.compress(b"\x01\0\0\0\0\xff\xff\xff\xff"), zlib.compress(overlong)):
         with pytest.raises(medvae.BitstreamError):
             Exceptions.unpack(bad, image.shape)
     with pytest.raises(medvae.BitstreamError):

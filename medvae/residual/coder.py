@@ -143,7 +143,7 @@ class ResidualCoder:
         lower, upper = pixel_bounds(base, value_range, exact)
         if ((image < lower) | (image > upper)).any():
             raise ValueError("the image leaves the bounds the decoder will clip to (value range or exact pixels)")
-        stream, escapes = rans.Encoder(rans.lane_count(image.size)), folding.Escapes()
+        encoder, escapes = rans.Encoder(rans.lane_count(image.size)), folding.Escapes()
         residual = _even(np.subtract(image, base, dtype=np.int32))
 
         def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -153,12 +153,12 @@ class ResidualCoder:
             coded = low < high  # a pixel with one possible value costs nothing
             laws, q_low, q_high = _laws(mean, index, low, high, coded, bound)
             chosen = folding.cheapest(laws, q[coded], r[coded], low[coded], high[coded], q_low, q_high, bound)
-            folding.encode(stream, escapes, laws, chosen)
+            folding.encode(encoder, escapes, laws, chosen)
             q[coded] = chosen
             return q
 
         final = _add(base, self._passes(base, value_range, bounds, code, first_pass, (lower, upper)))
-        return [stream.finish(), bytes(escapes.written)], final
+        return [encoder.finish(), bytes(escapes.written)], final
 
     def decode(
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0,
@@ -189,20 +189,21 @@ class ResidualCoder:
     def _decode_bounded(
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], exact: np.ndarray | None
     ) -> np.ndarray:
+        """A format-8 residual layer: the rANS stream and the escapes (two strings), over ``base``."""
         if len(strings) != 2:
             raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where 2 are needed")
         lower, upper = pixel_bounds(base, value_range, exact)
-        stream, escapes = rans.Decoder(strings[0], rans.lane_count(base.size)), folding.Escapes(strings[1])
+        decoder, escapes = rans.Decoder(strings[0], rans.lane_count(base.size)), folding.Escapes(strings[1])
 
         def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
             q = np.zeros(mean.shape, np.int64)
             coded = low < high
-            laws, _, _ = _laws(mean, index, low, high, coded, bound)
-            q[coded] = folding.decode(stream, escapes, laws)
+            laws, q_low, q_high = _laws(mean, index, low, high, coded, bound)
+            q[coded] = folding.decode(decoder, escapes, laws, q_low, q_high)
             return q
 
         decoded = self._passes(base, value_range, bounds, code, limits=(lower, upper))
-        stream.finish()
+        decoder.finish()
         escapes.finish()
         return _add(base, decoded)
 
@@ -230,7 +231,7 @@ class ResidualCoder:
                 at_base = base[grid].astype(np.int64)
                 low, high = (limit[grid].astype(np.int64) - at_base for limit in limits)
                 q = code(mean, index, phase, bound, low, high)
-                values = np.clip(mean + (2 * bound + 1) * q, low, high)
+                values = np.clip(np.clip(mean + (2 * bound + 1) * q, low, high), -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # a valid file's bounds lie within the limit
             decoded[grid][:rows, :cols] = values
             known[grid][:rows, :cols] = True
         return decoded

@@ -18,16 +18,18 @@ encoder that moves it changes no pixel and keeps ``|x − x̂| ≤ τ``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
 
+from medvae import varint
 from medvae.errors import BitstreamError
 from medvae.residual import rans
 from medvae.residual.tables import tables
 
+#: Longest escape (35 bits: |q| up to 2^34, beyond any residual of a 32-bit intensity range over a stored mean).
+ESCAPE_BYTES = 5
 #: Table ``t``'s cumulative frequencies sit at ``t · _TABLE_GAP`` onwards in the flat search array.
 _TABLE_GAP = 2 * rans.TOTAL
 
@@ -42,6 +44,8 @@ class _Tables(NamedTuple):
 @lru_cache(maxsize=1)
 def _tables() -> _Tables:
     cdfs, lengths, offsets = tables()
+    if any(cdf[n - 1] != rans.TOTAL for cdf, n in zip(cdfs, lengths)):
+        raise AssertionError("the residual tables must be out of the rANS coder's 2^16")
     flat = np.concatenate([np.asarray(cdf[:n], np.int64) for cdf, n in zip(cdfs, lengths)])
     first = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     searched = flat + np.repeat(np.arange(len(lengths), dtype=np.int64) * _TABLE_GAP, lengths)
@@ -82,7 +86,7 @@ class BoundedLaws:
         """``(start, freq)`` of each pixel's position under its bounded law."""
         return _intervals(position, self.first, self.low, self.high, self.top)
 
-    def rows(self, lanes: int) -> Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def rows(self, lanes: int) -> rans.Lookup:
         """:data:`medvae.residual.rans.Lookup` of these laws laid out in rows of ``lanes`` (the last
         row's spare lanes read table 0's law; the decoder overrides them)."""
         rows = rans.steps(self.index.size, lanes)
@@ -103,56 +107,39 @@ class BoundedLaws:
         return lookup
 
 
-def _intervals(position, first, low, high, top) -> tuple[np.ndarray, np.ndarray]:
+def _intervals(position: np.ndarray, first: np.ndarray, low: np.ndarray, high: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(start, freq)`` of table ``position``s: the lowest allowed position starts at 0 (it holds
+    the mass below it), the highest ends at ``top`` (the mass above it, up to the escape's or 2^16)."""
     flat = _tables().flat
     start = np.where(position == low, 0, flat[first + position])
     end = np.where(position == high, top, flat[first + position + 1])
     return start, end - start
 
 
-def _varints(values: np.ndarray) -> bytes:
-    """Non-negative integers as LEB128 (7 bits a byte, low first)."""
-    out = bytearray()
-    for v in values.tolist():
-        while v >= 0x80:
-            out.append(v & 0x7F | 0x80)
-            v >>= 7
-        out.append(v)
-    return bytes(out)
-
-
 class Escapes:
-    """The escaped symbols' values, in coding order: ``2·(|q| − width − 1) + (q < 0)`` as LEB128
-    (only a symbol beyond its table, ``|q| > width``, is escaped)."""
+    """The escaped symbols' values, in coding order: ``2·(|q| − width − 1) + (q < 0)`` as varints
+    of at most :data:`ESCAPE_BYTES` bytes (only a symbol beyond its table, ``|q| > width``, is escaped)."""
 
     def __init__(self, data: bytes = b""):
         self.data, self.read = data, 0
         self.written = bytearray()
 
     def write(self, q: np.ndarray, laws: BoundedLaws, escaped: np.ndarray) -> None:
+        """Append the values of the ``escaped`` symbols among ``q`` (``ValueError`` past the limit)."""
         v = q[escaped]
-        self.written += _varints(2 * (np.abs(v) - laws.width[escaped] - 1) + (v < 0))
+        self.written += varint.write(2 * (np.abs(v) - laws.width[escaped] - 1) + (v < 0), ESCAPE_BYTES)
 
     def take(self, laws: BoundedLaws, escaped: np.ndarray) -> np.ndarray:
         """The values of ``escaped`` symbols of these laws. Raises :class:`BitstreamError`."""
-        codes = []
-        for _ in range(int(escaped.sum())):
-            v, shift = 0, 0
-            while True:
-                if self.read >= len(self.data) or shift > 28:
-                    raise BitstreamError("corrupted residual stream: damaged escaped values")
-                byte = self.data[self.read]
-                self.read += 1
-                v |= (byte & 0x7F) << shift
-                shift += 7
-                if byte < 0x80:
-                    break
-            codes.append(v)
-        code = np.asarray(codes, np.int64)
+        try:
+            code, self.read = varint.read(self.data, self.read, int(escaped.sum()), ESCAPE_BYTES)
+        except ValueError:
+            raise BitstreamError("corrupted residual stream: damaged escaped values") from None
         magnitude = (code >> 1) + laws.width[escaped] + 1
         return np.where(code & 1, -magnitude, magnitude)
 
     def finish(self) -> None:
+        """Raise :class:`BitstreamError` unless every escaped value was read."""
         if self.read != len(self.data):
             raise BitstreamError("corrupted residual stream: escaped values left over")
 
@@ -164,13 +151,15 @@ def encode(encoder: rans.Encoder, escapes: Escapes, laws: BoundedLaws, q: np.nda
     escapes.write(q, laws, position == laws.escape)
 
 
-def decode(decoder: rans.Decoder, escapes: Escapes, laws: BoundedLaws) -> np.ndarray:
-    """The symbols :func:`encode` added for these laws (int64). Raises :class:`BitstreamError`."""
-    lanes = decoder.state.size
-    position = decoder.block(laws.index.size, laws.rows(lanes))
+def decode(decoder: rans.Decoder, escapes: Escapes, laws: BoundedLaws, q_low: np.ndarray, q_high: np.ndarray) -> np.ndarray:
+    """The symbols :func:`encode` added for these laws (int64), each within its range
+    ``[q_low, q_high]``. Raises :class:`BitstreamError`."""
+    position = decoder.block(laws.index.size, laws.rows(decoder.lanes))
     escaped = position == laws.escape
     q = position - laws.width
     q[escaped] = escapes.take(laws, escaped)
+    if ((q < q_low) | (q > q_high)).any():  # only an escape can leave the range; an encoder never writes one that does
+        raise BitstreamError("corrupted residual stream: an escaped value beyond the pixel's bounds")
     return q
 
 

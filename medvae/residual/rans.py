@@ -28,16 +28,16 @@ PRECISION = 16
 TOTAL = 1 << PRECISION
 #: Each lane's state lives in [LOWER, LOWER · 2^16) and moves 16-bit words in and out.
 LOWER = 1 << 16
-#: Symbols per lane (on average, for a block per pass of a 2×2 grid: pixels / 4 / lanes steps a pass):
-#: the lane count is ``ceil(pixels / SYMBOLS_PER_LANE)``, 4 bytes of final state each.
-SYMBOLS_PER_LANE = 4096
+#: An image gets ``ceil(pixels / PIXELS_PER_LANE)`` lanes, 4 bytes of final state each (0.008 bits
+#: a pixel); each of the residual's four passes then advances every lane 1,024 steps.
+PIXELS_PER_LANE = 4096
 
 _16 = np.uint64(16)
 
 
 def lane_count(pixels: int) -> int:
     """Lanes for an image of ``pixels`` pixels (the decoder knows it from the header)."""
-    return max(1, -(-pixels // SYMBOLS_PER_LANE))
+    return max(1, -(-pixels // PIXELS_PER_LANE))
 
 
 def steps(n: int, lanes: int) -> int:
@@ -50,7 +50,7 @@ class Encoder:
 
     def __init__(self, lanes: int):
         self.lanes = lanes
-        self.blocks: list[tuple[np.ndarray, np.ndarray]] = []
+        self.blocks: list[tuple[np.ndarray, np.ndarray]] = []  # (start, freq − 1) as uint16: 4 bytes a symbol until finish()
 
     def add(self, start: np.ndarray, freq: np.ndarray) -> None:
         """A block of symbols with intervals ``[start, start + freq)`` (1-D integers in coding
@@ -61,23 +61,23 @@ class Encoder:
         rows = steps(start.size, self.lanes)
         pad = rows * self.lanes - start.size  # spare lanes code [0, 2^16): they leave a state unchanged
         self.blocks.append((
-            np.concatenate([start, np.zeros(pad, np.int64)]).astype(np.uint64).reshape(rows, self.lanes),
-            np.concatenate([freq, np.full(pad, TOTAL, np.int64)]).astype(np.uint64).reshape(rows, self.lanes),
+            np.concatenate([start, np.zeros(pad, np.int64)]).astype(np.uint16).reshape(rows, self.lanes),
+            np.concatenate([freq - 1, np.full(pad, TOTAL - 1, np.int64)]).astype(np.uint16).reshape(rows, self.lanes),
         ))
 
     def finish(self) -> bytes:
         """The stream: each lane's final state (u32), then the 16-bit words in reading order."""
         state = np.full(self.lanes, LOWER, np.uint64)
         words: list[np.ndarray] = []
-        for starts, freqs in reversed(self.blocks):
+        for starts, freqs_less_one in reversed(self.blocks):
             for t in range(starts.shape[0] - 1, -1, -1):
-                f = freqs[t]
+                f = freqs_less_one[t].astype(np.uint64) + np.uint64(1)
                 out = state >= (f << _16)  # keep the state below 2^32 after coding
                 if out.any():
-                    words.append(state[out] & np.uint64(0xFFFF))
+                    words.append((state[out] & np.uint64(0xFFFF)).astype(np.uint16))
                     state[out] >>= _16
-                state = ((state // f) << _16) + state % f + starts[t]
-        stream = np.concatenate(words)[::-1] if words else np.zeros(0, np.uint64)
+                state = ((state // f) << _16) + state % f + starts[t].astype(np.uint64)
+        stream = np.concatenate(words)[::-1] if words else np.zeros(0, np.uint16)
         return state.astype("<u4").tobytes() + stream.astype("<u2").tobytes()
 
 
@@ -97,6 +97,10 @@ class Decoder:
         self.read = 0
         if (self.state < LOWER).any():
             raise BitstreamError("corrupted residual stream: a lane state below the coder's range")
+
+    @property
+    def lanes(self) -> int:
+        return self.state.size
 
     def block(self, n: int, interval: Lookup) -> np.ndarray:
         """The next block's ``n`` symbols (int64). ``interval`` is asked for every lane of each row;

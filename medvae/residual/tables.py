@@ -23,9 +23,10 @@ import torch
 #: log2 of the smallest and largest table scale (in stored-integer units), and tables per octave.
 LOG2_MIN, LOG2_MAX, STEPS = -5, 14, 4
 COUNT = (LOG2_MAX - LOG2_MIN) * STEPS
-#: CDF precision of CompressAI's rANS coder.
+#: CDF precision: of CompressAI's rANS coder (formats 4 and 7) and of ours (:data:`medvae.residual.rans.TOTAL`, format 8).
 PRECISION = 16
-#: Widest table: symbols ±MAX_HALF_WIDTH; rarer values are escaped (coded in bypass by rANS).
+#: Widest table: symbols ±MAX_HALF_WIDTH; rarer values are escaped (format 8: as varints in a
+#: string of their own, :class:`medvae.residual.folding.Escapes`; formats 4 and 7: in CompressAI's bypass).
 MAX_HALF_WIDTH = 2048
 #: Fixed-point precision of the exact base-2 logarithms (:func:`log2_fixed`).
 LOG2_FRAC = 16

@@ -38,7 +38,7 @@ def base_pairs(codec: Codec, slices: list[Slice], progress: bool = True) -> list
     """Each slice with what the base layer ``codec`` reconstructs from it."""
     pairs = []
     for s in tqdm(slices, desc="base layer", unit="slice", disable=not progress):
-        base, value_range = codec.base_layer(s.pixels)
+        base, value_range, _ = codec.base_layer(s.pixels)  # the loss gives pixels outside the range no bits, as the coder does
         pairs.append(Pair(s.pixels, base, value_range))
     return pairs
 

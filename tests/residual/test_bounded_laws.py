@@ -72,9 +72,11 @@ def test_lane_rans_refuses_damaged_streams():
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 0x04
     try:
-        np.testing.assert_array_equal(decode(bytes(flipped)), drawn)  # a flip the symbols do not see
+        out = decode(bytes(flipped))
     except BitstreamError:
         pass
+    else:  # rANS is a bijection: a changed stream that ends well decodes to other symbols (the pixel CRC's to catch)
+        assert not np.array_equal(out, drawn)
     with pytest.raises(ValueError):
         rans.Encoder(1).add(np.array([0]), np.array([0]))
 
@@ -161,3 +163,28 @@ def test_exactly_restored_pixels_are_not_coded(codec_q1):
 @pytest.fixture
 def codec_q1() -> medvae.Codec:
     return medvae.load("medvae", quality=1)
+
+
+def test_an_escaped_value_beyond_the_pixels_bounds_is_refused():
+    """Only an escape can carry a symbol out of its pixel's range; the decoder checks it, so a
+    damaged escape is a BitstreamError, not a pixel silently clipped to its bound."""
+    index = np.array([COUNT // 2])
+    width = int(folding._tables().width[index[0]])
+    laws = folding.BoundedLaws(index, np.array([-10**6]), np.array([width + 3]))  # the range reaches past the table
+    encoder, escapes = rans.Encoder(1), folding.Escapes()
+    q = np.array([width + 2])  # escaped, within the range
+    folding.encode(encoder, escapes, laws, q)
+    stream, written = encoder.finish(), bytes(escapes.written)
+
+    def decode(escape_bytes: bytes) -> np.ndarray:
+        decoder, taken = rans.Decoder(stream, 1), folding.Escapes(escape_bytes)
+        out = folding.decode(decoder, taken, laws, np.array([-10**6]), np.array([width + 3]))
+        decoder.finish(), taken.finish()
+        return out
+
+    np.testing.assert_array_equal(decode(written), q)
+    for damaged in (bytes([2 * 12]), b"\x80", b"\xff" * 5 + b"\x01", written + b"\0"):  # beyond the range, truncated, overlong, extra
+        with pytest.raises(BitstreamError):
+            decode(damaged)
+    with pytest.raises(ValueError):  # the writer refuses what its reader would
+        escapes.write(np.array([2**40]), laws, np.array([True]))

@@ -237,7 +237,7 @@ def test_tables_are_valid_16_bit_cdfs_and_pinned():
 def test_training_loss_is_the_coded_size(codec):
     """The float model's bit count (the training loss) matches the real residual bytes."""
     image = _phantom((96, 96), np.uint16)
-    base, value_range = codec.base_layer(image)
+    base, value_range, exact = codec.base_layer(image)
     model = ResidualModel(channels=8)
     with torch.no_grad():  # a constant law of the residual's own scale, as a trained model would roughly give
         model.net[-1].weight.zero_()
@@ -248,7 +248,7 @@ def test_training_loss_is_the_coded_size(codec):
     lo, hi = (torch.tensor(float(v)).reshape(1, 1, 1, 1) for v in value_range)
     with torch.no_grad():
         estimate = float(residual_bits(model, t(image), t(base), lo, hi)) / 8
-    strings, _ = residual.coder.encode(image, base, value_range, 0)
+    strings, _ = residual.coder.encode(image, base, value_range, 0, exact=exact)
     assert abs(sum(map(len, strings)) - estimate) < 0.03 * estimate + 16
 
 
@@ -256,7 +256,7 @@ def test_interrupted_residual_training_resumes_to_the_same_model(codec, tmp_path
     """A run stopped after its first checkpoint and started again ends with the weights of an
     uninterrupted run; the checkpoint of another run is refused."""
     image = _phantom((64, 64), np.uint16)
-    base, value_range = codec.base_layer(image)
+    base, value_range, _ = codec.base_layer(image)
     pairs = [Pair(image, base, value_range)]
     settings = dict(steps=4, batch=2, crop=32, log_every=2, seed=5)
 
@@ -347,7 +347,7 @@ def test_a_bounded_coder_writes_the_files_compress_writes_from_one_base(codec, m
     monkeypatch.setattr(codec, "_encode", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), encode(*a, **k))[1])
     coder = codec.bounded_coder(image, bits_stored=12, padding_value=None)
     write = coder.write
-    np.testing.assert_array_equal(coder.base, codec.base_layer(image)[0])
+    np.testing.assert_array_equal(coder.base, codec.base_layer(image).pixels)
     residual_coder, network_passes = codec.residual.coder, {"n": 0}
     outputs = residual_coder._outputs
     counted = lambda *a, **k: (network_passes.__setitem__("n", network_passes["n"] + 1), outputs(*a, **k))[1]  # noqa: E731
@@ -384,3 +384,18 @@ def test_array_likes_code_as_their_arrays(codec):
         assert codec.compress(_ArrayLike(image), max_error=max_error) == codec.compress(image, max_error=max_error)
     data, pixels = codec.bounded_coder(_ArrayLike(image)).write(2, 1)
     assert data == codec.compress(image, max_error=2, tighter_passes=1)
+
+
+def test_the_base_layer_names_the_pixels_it_restores_exactly(codec):
+    """``base_layer`` gives what ``compress`` codes against: with its exact mask the residual coder
+    codes padding outside the intensity range (at no cost); without it, it refuses the image."""
+    image = _phantom((64, 64), np.int16)
+    image[:, :8] = -3024  # scanner padding, far below the tissue
+    base, value_range, exact = codec.base_layer(image, padding_value=-3024)
+    assert exact is not None and exact[:, :8].all() and value_range[0] > -3024
+    coder = codec.residual.coder
+    strings, decoded = coder.encode(image, base, value_range, 0, exact=exact)
+    np.testing.assert_array_equal(decoded, image)
+    np.testing.assert_array_equal(coder.decode(strings, base, value_range, 0, exact=exact), image)
+    with pytest.raises(ValueError, match="bounds"):
+        coder.encode(image, base, value_range, 0)
