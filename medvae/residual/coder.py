@@ -151,8 +151,8 @@ class ResidualCoder:
             r = residual[phase[0] :: 2, phase[1] :: 2][:rows, :cols].astype(np.int64)
             q = quantize(r - mean, bound)
             coded = low < high  # a pixel with one possible value costs nothing
-            laws, q_low, q_high = _laws(mean, index, low, high, coded, bound)
-            chosen = folding.cheapest(laws, q[coded], r[coded], low[coded], high[coded], q_low, q_high, bound)
+            laws = _laws(mean, index, low, high, coded, bound)
+            chosen = folding.cheapest(laws, q[coded], r[coded], low[coded], high[coded], bound)
             folding.encode(encoder, escapes, laws, chosen)
             q[coded] = chosen
             return q
@@ -198,8 +198,7 @@ class ResidualCoder:
         def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
             q = np.zeros(mean.shape, np.int64)
             coded = low < high
-            laws, q_low, q_high = _laws(mean, index, low, high, coded, bound)
-            q[coded] = folding.decode(decoder, escapes, laws, q_low, q_high)
+            q[coded] = folding.decode(decoder, escapes, _laws(mean, index, low, high, coded, bound))
             return q
 
         decoded = self._passes(base, value_range, bounds, code, limits=(lower, upper))
@@ -249,10 +248,9 @@ def pixel_bounds(base: np.ndarray, value_range: tuple[int, int], exact: np.ndarr
 
 def _laws(
     mean: np.ndarray, index: np.ndarray, low: np.ndarray, high: np.ndarray, coded: np.ndarray, bound: int
-) -> tuple[folding.BoundedLaws, np.ndarray, np.ndarray]:
-    """The bounded laws of a pass's ``coded`` pixels, with their symbol ranges."""
-    q_low, q_high = folding.symbol_range(mean[coded], low[coded], high[coded], 2 * bound + 1)
-    return folding.BoundedLaws(index[coded], q_low, q_high), q_low, q_high
+) -> folding.BoundedLaws:
+    """The bounded laws of a pass's ``coded`` pixels (they keep their symbol ranges)."""
+    return folding.BoundedLaws(index[coded], *folding.symbol_range(mean[coded], low[coded], high[coded], 2 * bound + 1))
 
 
 def pass_bounds(max_error: int, tighter_passes: int = 0) -> tuple[int, ...]:

@@ -60,13 +60,14 @@ def symbol_range(mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, step: i
 
 class BoundedLaws:
     """The bounded laws of one pass's coded pixels: table index, and symbol range from
-    :func:`symbol_range` (1-D, in coding order). Positions are table positions: symbol
+    :func:`symbol_range` (1-D, in coding order; kept as ``q_low``, ``q_high``). Positions are table positions: symbol
     ``q`` sits at ``q + width``, the escape at ``2·width + 1``; ``low`` and ``high`` are the
     lowest and highest positions the range allows (``low``'s interval starts at 0, ``high``'s
     ends at ``top``), plus the escape where ``escape_allowed``."""
 
     def __init__(self, index: np.ndarray, q_low: np.ndarray, q_high: np.ndarray):
         t = _tables()
+        self.q_low, self.q_high = q_low, q_high
         self.index = index.astype(np.int64)
         self.width = t.width[self.index]
         self.escape = 2 * self.width + 1
@@ -151,28 +152,27 @@ def encode(encoder: rans.Encoder, escapes: Escapes, laws: BoundedLaws, q: np.nda
     escapes.write(q, laws, position == laws.escape)
 
 
-def decode(decoder: rans.Decoder, escapes: Escapes, laws: BoundedLaws, q_low: np.ndarray, q_high: np.ndarray) -> np.ndarray:
-    """The symbols :func:`encode` added for these laws (int64), each within its range
-    ``[q_low, q_high]``. Raises :class:`BitstreamError`."""
+def decode(decoder: rans.Decoder, escapes: Escapes, laws: BoundedLaws) -> np.ndarray:
+    """The symbols :func:`encode` added for these laws (int64), each within its symbol range.
+    Raises :class:`BitstreamError`."""
     position = decoder.block(laws.index.size, laws.rows(decoder.lanes))
     escaped = position == laws.escape
     q = position - laws.width
     q[escaped] = escapes.take(laws, escaped)
-    if ((q < q_low) | (q > q_high)).any():  # only an escape can leave the range; an encoder never writes one that does
+    if ((q < laws.q_low) | (q > laws.q_high)).any():  # only an escape can leave the range; an encoder never writes one that does
         raise BitstreamError("corrupted residual stream: an escaped value beyond the pixel's bounds")
     return q
 
 
-def cheapest(laws: BoundedLaws, q: np.ndarray, residual: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-             q_low: np.ndarray, q_high: np.ndarray, max_error: int) -> np.ndarray:
+def cheapest(laws: BoundedLaws, q: np.ndarray, residual: np.ndarray, lower: np.ndarray, upper: np.ndarray, max_error: int) -> np.ndarray:
     """The symbols an encoder codes for quantized residuals ``q``: each moved into its range,
     then to a bound where the pixel lies within ``max_error`` of that bound and the bound's
     interval is wider (fewer bits; the pixel decodes to the bound, within the error bound)."""
-    q = np.clip(q, q_low, q_high)
+    q = np.clip(q, laws.q_low, laws.q_high)
     if max_error == 0:  # lossless: a pixel has one symbol
         return q
     freq = laws.intervals(laws.positions(q))[1]
-    for bound, symbol in ((lower, q_low), (upper, q_high)):
+    for bound, symbol in ((lower, laws.q_low), (upper, laws.q_high)):
         candidate = laws.intervals(laws.positions(symbol))[1]
         wider = (np.abs(residual - bound) <= max_error) & (candidate > freq)
         q, freq = np.where(wider, symbol, q), np.where(wider, candidate, freq)

@@ -178,7 +178,7 @@ def test_an_escaped_value_beyond_the_pixels_bounds_is_refused():
 
     def decode(escape_bytes: bytes) -> np.ndarray:
         decoder, taken = rans.Decoder(stream, 1), folding.Escapes(escape_bytes)
-        out = folding.decode(decoder, taken, laws, np.array([-10**6]), np.array([width + 3]))
+        out = folding.decode(decoder, taken, laws)
         decoder.finish(), taken.finish()
         return out
 
