@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", metavar="FILE", help="start from this residual model")
     parser.add_argument("--channels", type=int, help="hidden channels (default: those of --init, else 24); "
                         "wider than --init starts from it, widened without changing what it computes")
+    parser.add_argument("--blocks", type=int, help="residual blocks before the last layer (default: those of --init, else 0); "
+                        "more than --init starts from it, deepened without changing what it computes")
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="training state, written every 500 steps; an existing one is resumed")
 
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     import medvae
     from medvae.io.slices import manifest_slices
-    from medvae.residual.model import CHANNELS, ResidualModel, widened
+    from medvae.residual.model import CHANNELS, ResidualModel, deepened, widened
     from medvae.residual.training import base_pairs, evaluate_bpp, load_pairs, save_pairs, train_residual
     from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
 
@@ -59,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     start = load_residual(args.init).model if args.init else ResidualModel(args.channels or CHANNELS)
     if args.channels and args.channels != start.channels:
         start = widened(start, args.channels)
+    if args.blocks is not None and args.blocks != start.blocks:
+        start = deepened(start, args.blocks)
     model, log = train_residual(train, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, bf16=args.bf16,
                                 model=start, val=val, checkpoint=args.checkpoint)
     plan = calibrate_residual(model, [(p.image, p.base, p.value_range) for p in train[:: max(1, len(train) // 40)]])

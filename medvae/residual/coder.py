@@ -41,7 +41,6 @@ from medvae.residual import folding, rans
 from medvae.residual.model import (
     CONTEXT_GAIN,
     PHASES,
-    RECEPTIVE_RADIUS,
     ResidualModel,
     block_offset,
     model_inputs,
@@ -94,7 +93,7 @@ class ResidualCoder:
     """The exact residual coder of one trained :class:`ResidualModel` under calibration ``plan``."""
 
     def __init__(self, model: ResidualModel, plan: Plan):
-        self.net = Tiled(convert(model.eval().net, "net", plan), 1.0, TILE, RECEPTIVE_RADIUS, output="lazy")
+        self.net = Tiled(convert(model.eval().net, "net", plan), 1.0, TILE, model.receptive_radius, output="lazy")
         self.input_frac = plan[INPUT]
 
     # --- parameters ----------------------------------------------------------------

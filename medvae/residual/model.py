@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+from compressai.layers import ResidualBlock
 from torch import Tensor, nn
 
 #: Coding order of the 2×2 polyphase grid: (row, column) offsets of each pass.
@@ -30,34 +31,70 @@ CONTEXT_LIMIT = 16.0
 #: Per 2×2 block, the network reads x̃, the decoded residuals and which are decoded (4 each).
 IN_CHANNELS = 12
 CHANNELS = 24
-#: Half-resolution outputs depend on inputs within this many half-resolution pixels (four 3×3 convolutions).
-RECEPTIVE_RADIUS = 4
+#: Negative slope of every LeakyReLU (a power of two: the exact twin's product is exact).
+SLOPE = 0.125
 
 
 class ResidualModel(nn.Module):
     """Works at half resolution on 2×2 blocks (``pixel_unshuffle``), so a pass costs a quarter
     of a full-resolution network. Output channels ``2k, 2k + 1`` are, for the pixel at offset
-    ``k = 2·row + column`` of each block, ``mean · CONTEXT_GAIN/(hi − lo)`` and ``log2(scale/(hi − lo))``."""
+    ``k = 2·row + column`` of each block, ``mean · CONTEXT_GAIN/(hi − lo)`` and ``log2(scale/(hi − lo))``.
+    ``blocks`` residual blocks (two 3×3 convolutions and a skip each) before the last
+    convolution deepen the network and widen what it sees by two half-resolution pixels each."""
 
     model_name = "residual"
 
-    def __init__(self, channels: int = CHANNELS):
+    def __init__(self, channels: int = CHANNELS, blocks: int = 0):
         super().__init__()
-        self.channels = channels
+        self.channels, self.blocks = channels, blocks
         self.net = nn.Sequential(
             nn.Conv2d(IN_CHANNELS, channels, 3, padding=1),
-            nn.LeakyReLU(0.125),
+            nn.LeakyReLU(SLOPE),
             nn.Conv2d(channels, channels, 3, padding=1),
-            nn.LeakyReLU(0.125),
+            nn.LeakyReLU(SLOPE),
             nn.Conv2d(channels, channels, 3, padding=1),
-            nn.LeakyReLU(0.125),
+            nn.LeakyReLU(SLOPE),
+            *(_block(channels) for _ in range(blocks)),
             nn.Conv2d(channels, 8, 3, padding=1),
         )
         with torch.no_grad():  # start near a scale of 1/256 of the range: typical of a good base
             self.net[-1].bias.copy_(torch.tensor([0.0, -8.0] * 4))
 
+    @property
+    def receptive_radius(self) -> int:
+        """Half-resolution outputs depend on inputs within this many half-resolution pixels
+        (one per 3×3 convolution: four, and two per block)."""
+        return 4 + 2 * self.blocks
+
     def forward(self, inputs: Tensor) -> Tensor:
         return self.net(inputs)
+
+
+def _block(channels: int) -> ResidualBlock:
+    """CompressAI's residual block (its exact twin is :class:`medvae.exact.layers.ExactResidualBlock`) with our slope."""
+    block = ResidualBlock(channels, channels)
+    block.leaky_relu = nn.LeakyReLU(SLOPE)
+    return block
+
+
+def deepened(model: ResidualModel, blocks: int, seed: int = 0) -> ResidualModel:
+    """``model`` with ``blocks`` residual blocks (at least its own) that computes the same
+    function: each new block's second convolution starts at zero, so the block adds nothing
+    (LeakyReLU(0) = 0) until training moves it, and training starts from the trained loss."""
+    if blocks < model.blocks:
+        raise ValueError(f"cannot remove blocks from a residual model with {model.blocks}")
+    generator = torch.Generator().manual_seed(seed)
+    deep = ResidualModel(model.channels, blocks)
+    state = {key: value for key, value in model.state_dict().items() if not key.startswith(f"net.{6 + model.blocks}.")}
+    last = model.net[-1]
+    with torch.no_grad():
+        for block in list(deep.net)[6 + model.blocks : 6 + blocks]:
+            block.conv1.weight.copy_(0.01 * torch.randn(block.conv1.weight.shape, generator=generator))
+            block.conv2.weight.zero_()
+            block.conv2.bias.zero_()
+        deep.load_state_dict({**deep.state_dict(), **state})
+        deep.net[-1].load_state_dict(last.state_dict())
+    return deep
 
 
 def widened(model: ResidualModel, channels: int, seed: int = 0) -> ResidualModel:
@@ -66,6 +103,8 @@ def widened(model: ResidualModel, channels: int, seed: int = 0) -> ResidualModel
     training a wider model starts from the trained one's loss instead of from scratch."""
     if channels < model.channels:
         raise ValueError(f"cannot narrow a {model.channels}-channel residual model to {channels}")
+    if model.blocks:
+        raise ValueError("widen a residual model before deepening it")
     generator = torch.Generator().manual_seed(seed)
     wide = ResidualModel(channels)
     convs = [m for m in wide.net if isinstance(m, nn.Conv2d)]

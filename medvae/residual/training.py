@@ -112,7 +112,7 @@ def train_residual(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(steps * 0.8)], 0.1)
     log, start, running, done = [], time.time(), [], 0
-    settings = {"steps": steps, "channels": model.channels, "batch": batch, "crop": crop, "lr": lr, "bf16": bf16,
+    settings = {"steps": steps, "channels": model.channels, "blocks": model.blocks, "batch": batch, "crop": crop, "lr": lr, "bf16": bf16,
                 "seed": seed, "train_slices": len(pairs), "start": weights_fingerprint(model)}  # which model it started from (--init)
     if checkpoint and Path(checkpoint).exists():
         done, log = _restore(checkpoint, model, optimizer, scheduler, rng, settings)

@@ -56,7 +56,7 @@ class Residual:
 
 def save_residual(residual: Residual, path: str | Path) -> None:
     record = {
-        "format": FORMAT, "channels": residual.model.channels, "state_dict": residual.model.state_dict(),
+        "format": FORMAT, "channels": residual.model.channels, "blocks": residual.model.blocks, "state_dict": residual.model.state_dict(),
         "plan": residual.plan, "info": residual.info,
     }
     with atomic_path(path) as tmp:
@@ -67,6 +67,6 @@ def load_residual(path: str | Path) -> Residual:
     record = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise MedVAEError(f"{path}: not a MedVAE residual model")
-    model = ResidualModel(record["channels"])
+    model = ResidualModel(record["channels"], record.get("blocks", 0))  # files before blocks have none
     model.load_state_dict(record["state_dict"])
     return Residual(model, record["plan"], record.get("info"))

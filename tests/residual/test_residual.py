@@ -23,7 +23,7 @@ from medvae.errors import BitstreamError, InputError, MedVAEError
 from medvae.io.slices import manifest_slices
 from medvae.residual import tables
 from medvae.residual.coder import quantize
-from medvae.residual.model import ResidualModel, residual_bits, widened
+from medvae.residual.model import ResidualModel, deepened, residual_bits, widened
 from medvae.residual.training import Pair, train_residual
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
 from tests.conftest import CORPUS, REPO, small_residual
@@ -336,6 +336,50 @@ def test_a_widened_residual_model_computes_the_same_and_refuses_to_narrow():
         assert wide.net[2].weight[:8, 8:].abs().sum() == 0 and wide.net[0].weight[8:].abs().sum() > 0
     with pytest.raises(ValueError, match="cannot narrow"):
         widened(wide, 8)
+
+
+def test_a_deepened_residual_model_computes_the_same_and_keeps_its_blocks():
+    torch.manual_seed(2)
+    model = ResidualModel(channels=8)
+    deep = deepened(model, 2)
+    inputs = torch.randn(2, 12, 10, 14)
+    assert (deep.blocks, deep.receptive_radius, model.receptive_radius) == (2, 8, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(deep(inputs), model(inputs), rtol=0, atol=0)
+        assert deep.net[6].conv1.weight.abs().sum() > 0 and deep.net[7].conv2.weight.abs().sum() == 0
+        deep.net[6].conv2.weight.normal_(0, 0.1)  # a trained block changes the output
+        assert not torch.equal(deep(inputs), model(inputs))
+        torch.testing.assert_close(deepened(deep, 3)(inputs), deep(inputs), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="cannot remove"):
+        deepened(deep, 1)
+    with pytest.raises(ValueError, match="before deepening"):
+        widened(deep, 12)
+
+
+def test_a_residual_model_with_blocks_codes_exactly_tiled_and_saved(tmp_path, monkeypatch):
+    """The blocks' exact twin (CompressAI's residual block) codes lossless and bounded files, the
+    halo grows with the receptive field (a small tile gives the same file), and the model file
+    keeps its blocks."""
+    base_codec = medvae.load("medvae", quality=1)
+    image = _phantom((90, 76))
+    torch.manual_seed(4)
+    model = deepened(ResidualModel(channels=8), 2)
+    with torch.no_grad():
+        for block in list(model.net)[6:8]:
+            block.conv2.weight.normal_(0, 0.2)
+    base, value_range, _ = base_codec.base_layer(image)
+    residual = Residual(model, calibrate_residual(model, [(image, base, value_range)]))
+    codec = medvae.Codec(base_codec.model, residual=residual)
+    lossless = codec.compress(image, max_error=0)
+    np.testing.assert_array_equal(codec.decompress(lossless), image)
+    assert np.abs(codec.decompress(codec.compress(image, max_error=2)).astype(np.int64) - image).max() <= 2
+    save_residual(residual, tmp_path / "r.pt")
+    again = load_residual(tmp_path / "r.pt")
+    assert (again.model.blocks, again.fingerprint) == (2, residual.fingerprint)
+    monkeypatch.setattr(coder_module, "TILE", 8)
+    tiled = medvae.Codec(base_codec.model, residual=Residual(again.model, again.plan))
+    assert (tiled.residual.coder.net.tile, tiled.residual.coder.net.halo) == (8, 8)
+    assert tiled.compress(image, max_error=0) == lossless
 
 
 def test_a_bounded_coder_writes_the_files_compress_writes_from_one_base(codec, monkeypatch):
