@@ -325,6 +325,23 @@ def test_files_of_the_formats_before_bounded_laws_still_decode():
     assert np.abs(decoded.astype(np.int64) - source).max() <= 3
 
 
+def test_format_8_files_of_the_first_bounded_model_still_decode():
+    """Files written under bounded laws (format 8) with the first model trained for them
+    (3eee77c6…), one lossless and one with a tighter first pass, decode to the pixels they
+    decoded to when written, whichever residual model the default codes with now."""
+    source = np.load(DATA / "residual-197de6c3-source.npy")
+    lossless = (DATA / "residual-3eee77c6-format8-lossless.mvae").read_bytes()
+    near = (DATA / "residual-3eee77c6-format8-near3.mvae").read_bytes()
+    headers = [bitstream.read_header(d) for d in (lossless, near)]
+    assert [(h.version, h.max_error, h.tighter_passes, h.residual_fingerprint) for h in headers] == [
+        (8, 0, 0, "3eee77c6e0b9851e"), (8, 3, 1, "3eee77c6e0b9851e")
+    ]
+    np.testing.assert_array_equal(medvae.decompress(lossless), source)
+    decoded = medvae.decompress(near)
+    np.testing.assert_array_equal(decoded, np.load(DATA / "residual-3eee77c6-format8-near3.decoded.npy"))
+    assert np.abs(decoded.astype(np.int64) - source).max() <= 3
+
+
 def test_a_widened_residual_model_computes_the_same_and_refuses_to_narrow():
     torch.manual_seed(2)
     model = ResidualModel(channels=8)
