@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""Residual model files side by side, before one is shipped: real bytes and coding time.
+
+Each model is put on the shipped default base (``medvae.load("medvae")``) and codes every
+n-th test slice of the corpus at each bound τ through ``Codec.compress`` and
+``Codec.decompress`` (the library's one path); the decoded error is checked against τ on
+every slice. Prints one line per model: mean bpp per τ, mean encode and decode seconds.
+
+    python benchmarks/residual_models.py runs/residual/a.pt runs/residual/b.pt [--every 3] [--max-error 0,1,2,4,8]
+
+With no file, the shipped residual model alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+import medvae
+from medvae.io.slices import manifest_slices
+from medvae.residual.weights import load_residual
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
+
+
+def measure(codec: medvae.Codec, slices: list, bounds: list[int]) -> tuple[dict[int, float], float, float]:
+    """Mean bpp per bound, mean encode and decode seconds, over ``slices`` (error checked)."""
+    bpp: dict[int, list[float]] = {t: [] for t in bounds}
+    encode, decode = [], []
+    for s in slices:
+        for t in bounds:
+            start = time.perf_counter()
+            data = codec.compress(s.pixels, max_error=t)
+            middle = time.perf_counter()
+            decoded = codec.decompress(data)
+            encode.append(middle - start)
+            decode.append(time.perf_counter() - middle)
+            error = int(np.abs(decoded.astype(np.int64) - s.pixels).max())
+            if error > t:
+                raise SystemExit(f"{s.name}: max error {error} above the bound {t}")
+            bpp[t].append(8 * len(data) / s.pixels.size)
+    return {t: float(np.mean(v)) for t, v in bpp.items()}, float(np.mean(encode)), float(np.mean(decode))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", type=Path, help="residual model files (default: the shipped one)")
+    parser.add_argument("--data", type=Path, default=MANIFEST)
+    parser.add_argument("--modality", default="CT")
+    parser.add_argument("--every", type=int, default=3, help="every n-th test slice")
+    parser.add_argument("--max-error", default="0,1,2,4,8", help="error bounds τ")
+    args = parser.parse_args()
+    if not args.data.is_file():
+        raise SystemExit(f"{args.data}: no corpus manifest (see README: Data)")
+    bounds = [int(t) for t in args.max_error.split(",")]
+    slices = [s for s in manifest_slices(args.data, split="test") if s.modality == args.modality][:: args.every]
+    codec = medvae.load("medvae")
+    for path in args.models or [None]:
+        if path is not None:
+            codec.residual = load_residual(path)
+        bpp, encode, decode = measure(codec, slices, bounds)
+        points = "  ".join(f"τ={t}: {v:.3f}" for t, v in bpp.items())
+        print(f"{path or 'shipped'} ({codec.residual.fingerprint[:8]}, {len(slices)} {args.modality} slices)  {points}  "
+              f"encode {encode:.2f} s  decode {decode:.2f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
