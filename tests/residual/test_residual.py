@@ -308,37 +308,28 @@ def test_files_written_with_an_earlier_shipped_residual_model_still_decode():
     assert np.abs(decoded.astype(np.int64) - source).max() <= 2
 
 
-def test_files_of_the_formats_before_bounded_laws_still_decode():
-    """Files the previous release wrote with its residual model (341ab11e…, now a previous residual)
-    under CompressAI's tables, a lossless one (format 4) and one with tighter passes (format 7),
-    decode as they did: the file names its residual model and the zoo still finds it."""
+@pytest.mark.parametrize("fingerprint, lossless_file, near_file, headers", [
+    # the previous release's model under CompressAI's tables: lossless (format 4), tighter passes (format 7)
+    ("341ab11edae5051e", "residual-341ab11e-format4-lossless.mvae", "residual-341ab11e-format7-near3",
+     [(4, 0, 0), (7, 3, 2)]),
+    # the first model trained for bounded laws (format 8): lossless, and with a tighter first pass
+    ("3eee77c6e0b9851e", "residual-3eee77c6-format8-lossless.mvae", "residual-3eee77c6-format8-near3",
+     [(8, 0, 0), (8, 3, 1)]),
+])
+def test_files_of_earlier_residual_models_and_formats_still_decode(fingerprint, lossless_file, near_file, headers):
+    """Files written with earlier shipped residual models, in each format they wrote, decode to
+    the pixels they decoded to when written: the file names its residual model and the zoo
+    still finds it, whichever model the default codes with now."""
     source = np.load(DATA / "residual-197de6c3-source.npy")
-    lossless = (DATA / "residual-341ab11e-format4-lossless.mvae").read_bytes()
-    near = (DATA / "residual-341ab11e-format7-near3.mvae").read_bytes()
-    headers = [bitstream.read_header(d) for d in (lossless, near)]
-    assert [(h.version, h.max_error, h.tighter_passes, h.residual_fingerprint) for h in headers] == [
-        (4, 0, 0, "341ab11edae5051e"), (7, 3, 2, "341ab11edae5051e")
+    lossless = (DATA / lossless_file).read_bytes()
+    near = (DATA / f"{near_file}.mvae").read_bytes()
+    found = [bitstream.read_header(d) for d in (lossless, near)]
+    assert [(h.version, h.max_error, h.tighter_passes, h.residual_fingerprint) for h in found] == [
+        (*h, fingerprint) for h in headers
     ]
     np.testing.assert_array_equal(medvae.decompress(lossless), source)
     decoded = medvae.decompress(near)
-    np.testing.assert_array_equal(decoded, np.load(DATA / "residual-341ab11e-format7-near3.decoded.npy"))
-    assert np.abs(decoded.astype(np.int64) - source).max() <= 3
-
-
-def test_format_8_files_of_the_first_bounded_model_still_decode():
-    """Files written under bounded laws (format 8) with the first model trained for them
-    (3eee77c6…), one lossless and one with a tighter first pass, decode to the pixels they
-    decoded to when written, whichever residual model the default codes with now."""
-    source = np.load(DATA / "residual-197de6c3-source.npy")
-    lossless = (DATA / "residual-3eee77c6-format8-lossless.mvae").read_bytes()
-    near = (DATA / "residual-3eee77c6-format8-near3.mvae").read_bytes()
-    headers = [bitstream.read_header(d) for d in (lossless, near)]
-    assert [(h.version, h.max_error, h.tighter_passes, h.residual_fingerprint) for h in headers] == [
-        (8, 0, 0, "3eee77c6e0b9851e"), (8, 3, 1, "3eee77c6e0b9851e")
-    ]
-    np.testing.assert_array_equal(medvae.decompress(lossless), source)
-    decoded = medvae.decompress(near)
-    np.testing.assert_array_equal(decoded, np.load(DATA / "residual-3eee77c6-format8-near3.decoded.npy"))
+    np.testing.assert_array_equal(decoded, np.load(DATA / f"{near_file}.decoded.npy"))
     assert np.abs(decoded.astype(np.int64) - source).max() <= 3
 
 
