@@ -8,7 +8,8 @@ every slice. Prints one line per model: mean bpp per τ, mean encode and decode 
 
     python benchmarks/residual_models.py runs/residual/a.pt runs/residual/b.pt [--every 3] [--max-error 0,1,2,4,8]
 
-With no file, the shipped residual model alone.
+With no file, the shipped residual model alone; ``--quality Q`` puts the models on the ladder's
+quality Q instead of the shipped base (the residual models were trained on the shipped one).
 """
 
 from __future__ import annotations
@@ -53,18 +54,20 @@ def main() -> None:
     parser.add_argument("--modality", default="CT")
     parser.add_argument("--every", type=int, default=3, help="every n-th test slice")
     parser.add_argument("--max-error", default="0,1,2,4,8", help="error bounds τ")
+    parser.add_argument("--quality", type=int, help="another quality of the ladder as the base (default: the shipped base)")
     args = parser.parse_args()
     if not args.data.is_file():
         raise SystemExit(f"{args.data}: no corpus manifest (see README: Data)")
     bounds = [int(t) for t in args.max_error.split(",")]
     slices = [s for s in manifest_slices(args.data, split="test") if s.modality == args.modality][:: args.every]
-    codec = medvae.load("medvae")
+    codec = medvae.load("medvae", args.quality)
+    shipped = medvae.load("medvae").residual
     for path in args.models or [None]:
-        if path is not None:
-            codec.residual = load_residual(path)
+        codec.residual = shipped if path is None else load_residual(path)
         bpp, encode, decode = measure(codec, slices, bounds)
         points = "  ".join(f"τ={t}: {v:.3f}" for t, v in bpp.items())
-        print(f"{path or 'shipped'} ({codec.residual.fingerprint[:8]}, {len(slices)} {args.modality} slices)  {points}  "
+        base = f", base q{args.quality}" if args.quality else ""
+        print(f"{path or 'shipped'} ({codec.residual.fingerprint[:8]}{base}, {len(slices)} {args.modality} slices)  {points}  "
               f"encode {encode:.2f} s  decode {decode:.2f} s", flush=True)
 
 
