@@ -60,8 +60,10 @@ def main() -> None:
         raise SystemExit(f"{args.data}: no corpus manifest (see README: Data)")
     bounds = [int(t) for t in args.max_error.split(",")]
     slices = [s for s in manifest_slices(args.data, split="test") if s.modality == args.modality][:: args.every]
-    codec = medvae.load("medvae", args.quality)
-    shipped = medvae.load("medvae").residual
+    codec = medvae.load("medvae")
+    shipped = codec.residual
+    if args.quality:
+        codec = medvae.load("medvae", args.quality)
     for path in args.models or [None]:
         codec.residual = shipped if path is None else load_residual(path)
         bpp, encode, decode = measure(codec, slices, bounds)

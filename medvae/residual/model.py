@@ -85,15 +85,15 @@ def deepened(model: ResidualModel, blocks: int, seed: int = 0) -> ResidualModel:
         raise ValueError(f"cannot remove blocks from a residual model with {model.blocks}")
     generator = torch.Generator().manual_seed(seed)
     deep = ResidualModel(model.channels, blocks)
-    state = {key: value for key, value in model.state_dict().items() if not key.startswith(f"net.{6 + model.blocks}.")}
-    last = model.net[-1]
+    last = len(model.net) - 1  # the old last layer's index: the new blocks go there, the last layer after them
     with torch.no_grad():
-        for block in list(deep.net)[6 + model.blocks : 6 + blocks]:
+        for layer in range(last):
+            deep.net[layer].load_state_dict(model.net[layer].state_dict())
+        for block in list(deep.net)[last:-1]:
             block.conv1.weight.copy_(0.01 * torch.randn(block.conv1.weight.shape, generator=generator))
             block.conv2.weight.zero_()
             block.conv2.bias.zero_()
-        deep.load_state_dict({**deep.state_dict(), **state})
-        deep.net[-1].load_state_dict(last.state_dict())
+        deep.net[-1].load_state_dict(model.net[-1].state_dict())
     return deep
 
 
