@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "train": {
         "iterations": 100000,
+        "minutes": None,  # wall-time budget: the iterations are cut to what fits (leased machines)
         "val_interval": 1000,
         "log_interval": 50,
         "checkpoint_interval": 1000,

@@ -275,6 +275,43 @@ def _validate(run: _Run, at_end: bool, progress: tqdm) -> None:
         )
 
 
+class _TimeBudget:
+    """Fits a run into ``train.minutes`` of wall time, for machines lent for a fixed time.
+
+    After ``MEASURE`` steps past a warm-up it measures the speed, cuts ``train.iterations``
+    to the steps that fit (never raises it, keeping 10 % for validation and checkpoints)
+    and rebuilds the learning-rate schedule for the new count, so its decay still happens.
+    The main process decides and every process of a distributed run follows its number,
+    so all ranks stop at the same step.
+    """
+
+    WARMUP, MEASURE, MARGIN = 10, 50, 0.9
+
+    def __init__(self, run: _Run, minutes: float):
+        self.start, self.seconds, self.first = time.perf_counter(), 60.0 * float(minutes), run.step
+        self.warm_at: float | None = None
+
+    def update(self, run: _Run, progress: tqdm) -> None:
+        done = run.step - self.first
+        if done == self.WARMUP:
+            self.warm_at = time.perf_counter()
+        if done != self.WARMUP + self.MEASURE:
+            return
+        rate = self.MEASURE / (time.perf_counter() - self.warm_at)
+        left = self.seconds - (time.perf_counter() - self.start)
+        fits = [min(run.iterations, run.step + max(0, int(self.MARGIN * left * rate)))]
+        if run.runtime.distributed:
+            torch.distributed.broadcast_object_list(fits, src=0)
+        if fits[0] >= run.iterations:
+            return
+        run.cfg["train"]["iterations"] = fits[0]
+        run.scheduler = make_scheduler(run.optimizer, run.cfg["optim"], fits[0])
+        for _ in range(run.step):
+            run.scheduler.step()
+        progress.total = fits[0]
+        progress.write(f"medvae train: {rate:.2f} steps/s fit {fits[0]} iterations into train.minutes={self.seconds / 60:g}")
+
+
 class _TrainLog:
     """Running means of the step values, written to TensorBoard every ``log_interval`` steps."""
 
@@ -310,6 +347,7 @@ def _train(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
         mininterval=0.5 if sys.stderr.isatty() else 60.0,  # a log file gets a line a minute, not a flood
     )
     log = _TrainLog(run)
+    budget = _TimeBudget(run, tcfg["minutes"]) if tcfg["minutes"] else None
     run.net.train()
     for batch in _batches(run):
         if run.pending_rng is not None:
@@ -320,6 +358,8 @@ def _train(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
         run.scheduler.step()
         run.step += 1
         progress.update(1)
+        if budget is not None:
+            budget.update(run, progress)
         progress.set_postfix(loss=f"{values['loss']:.4g}", bpp=f"{values['bpp']:.3f}", refresh=False)
         if not all(math.isfinite(v) for v in values.values()):
             raise MedVAEError(f"non-finite loss at step {run.step}: {values}")

@@ -139,3 +139,14 @@ def test_bf16_autocast_is_flagged_slow_on_x86_cpus_without_native_bf16(tmp_path)
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu avx2 avx512_bf16\n")
     assert cpu_flags(info) == {"fpu", "avx2", "avx512_bf16"}
+
+
+def test_a_wall_time_budget_cuts_the_iterations_and_the_schedule_follows(tmp_path):
+    """``train.minutes`` measures the speed, stops the run within its budget with a final
+    checkpoint, and rebuilds the learning-rate schedule for the new count (its decay happens)."""
+    out = train(tiny_config(tmp_path / "budget", "train.iterations=100000", "train.minutes=0.01", "train.val_interval=1000",
+                            "optim.scheduler=multistep", "optim.milestones=[0.5]", "optim.gamma=0.1"), device="cpu")
+    state = torch.load(out / "last.pt", weights_only=False)
+    assert state["step"] == state["config"]["train"]["iterations"] < 1000
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)  # 1e-3 decayed once
+    assert (out / "best.pt").is_file()

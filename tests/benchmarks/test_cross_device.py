@@ -1,0 +1,24 @@
+"""benchmarks/cross_device.py: files written here decode and re-encode identically; a changed file is reported."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import cross_device  # noqa: E402
+
+
+def test_files_written_here_check_out_and_a_mismatch_is_caught(tmp_path, ct_like, capsys):
+    images = [ct_like, ct_like[:64, :48].astype("uint16") + 1024]
+    assert cross_device.write(tmp_path, images) == 2 * len(cross_device.SETTINGS)
+    assert cross_device.check(tmp_path, ["cpu"])
+    assert "identical pixels 2/2  identical bytes 2/2" in capsys.readouterr().out
+    digests = json.loads((tmp_path / "decoded.json").read_text())
+    first = next(iter(digests))
+    digests[first] = "0" * 64  # as if another machine had decoded other pixels
+    (tmp_path / "decoded.json").write_text(json.dumps(digests))
+    assert not cross_device.check(tmp_path, ["cpu"])
+    assert "identical pixels 1/2" in capsys.readouterr().out
