@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
-from tests.conftest import REPO
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-import cross_device  # noqa: E402
+from tests.conftest import benchmark_module
 
 
 def test_files_written_here_check_out_and_a_mismatch_is_caught(tmp_path, ct_like, capsys):
+    cross_device = benchmark_module("cross_device")
     images = [ct_like, ct_like[:64, :48].astype("uint16") + 1024]
     assert cross_device.write(tmp_path, images) == 2 * len(cross_device.SETTINGS)
     assert cross_device.check(tmp_path, ["cpu"])
