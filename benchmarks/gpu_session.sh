@@ -11,6 +11,9 @@
 # gpu-data and gpu-check. Results go to $OUT: cross_device.txt, train.log, the run's TensorBoard
 # events and gpu-medvae-ctx-256.pt (the last weights without optimizer state, loadable by
 # medvae.load and benchmarks/ship.py).
+# The working tree that travels is limited (64 MiB with what is carried): the optional ladder's
+# weights (36 MB, packages/medvae-ladder) are not needed there, so they were taken out of the
+# index for the call (git rm -r --cached ...; a line in .git/info/exclude) and put back after.
 #   MINUTES=7 DEVICE=cuda OUT=/tmp/out benchmarks/gpu_session.sh [config overrides, e.g. data.batch_size=2]
 set -u
 MINUTES=${MINUTES:-7}
