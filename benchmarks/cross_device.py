@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,10 @@ def corpus_slices(slices: int) -> list[np.ndarray]:
 
 
 def write(folder: Path, images: list[np.ndarray]) -> int:
-    """Code ``images`` here with every setting; store what ``check`` needs. The number of files."""
+    """Code ``images`` here with every setting; store what ``check`` needs, and the machine that
+    wrote it, in a new or empty ``folder``. The number of files."""
+    if folder.exists() and any(folder.iterdir()):
+        raise SystemExit(f"{folder} exists and is not empty: give a new folder")
     folder.mkdir(parents=True, exist_ok=True)
     codecs = {model: medvae.load(model) for _, model, _ in SETTINGS}
     sources, decoded, files = {}, {}, []
@@ -68,7 +72,23 @@ def write(folder: Path, images: list[np.ndarray]) -> int:
     np.savez_compressed(folder / "sources.npz", **sources)
     (folder / "decoded.json").write_text(json.dumps(decoded, indent=1))
     (folder / "files.json").write_text(json.dumps(files, indent=1))
+    (folder / "written_on.txt").write_text(machine() + "\n")
     return len(files)
+
+
+def machine() -> str:
+    """The processor, its SIMD level as torch sees it, and the library versions."""
+    return (f"{platform.processor() or platform.machine()}, {_cpu_name()}, torch {torch.__version__} "
+            f"({torch.backends.cpu.get_cpu_capability()}), numpy {np.__version__}, "
+            f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+
+
+def _cpu_name() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "CPU model unknown"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "CPU model unknown")
 
 
 def check(folder: Path, devices: list[str]) -> bool:
@@ -88,10 +108,13 @@ def check(folder: Path, devices: list[str]) -> bool:
                 start = time.perf_counter()
                 try:
                     same_pixels += pixel_digest(codec.decompress(data)) == decoded[f["file"]]
-                except medvae.MedVAEError as exc:
-                    print(f"  {device} {f['file']}: decode raised {exc}")
+                except Exception as exc:  # noqa: BLE001 - any failure there is a mismatch to report, not a crash
+                    print(f"  {device} {f['file']}: decode raised {type(exc).__name__}: {exc}")
                 seconds += time.perf_counter() - start
-                same_bytes += codec.compress(sources[f["image"]], **f["options"]) == data
+                try:
+                    same_bytes += codec.compress(sources[f["image"]], **f["options"]) == data
+                except Exception as exc:  # noqa: BLE001
+                    print(f"  {device} {f['file']}: re-encoding raised {type(exc).__name__}: {exc}")
             agree &= same_pixels == same_bytes == len(chosen)
             print(f"{device:5s} {label:16s} identical pixels {same_pixels}/{len(chosen)}  identical bytes "
                   f"{same_bytes}/{len(chosen)}  decode {seconds / len(chosen):.2f} s/file")
@@ -110,8 +133,9 @@ def main() -> None:
         print(f"{write(args.folder, images)} files of {len(images)} slices in {args.folder}")
         return
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"checking on {', '.join(devices)}: torch {torch.__version__}, "
-          f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}, {torch.backends.cpu.get_cpu_capability()}")
+    written_on = args.folder / "written_on.txt"
+    print(f"written on: {written_on.read_text().strip() if written_on.is_file() else 'not recorded'}")
+    print(f"checking on {', '.join(devices)}: {machine()}")
     sys.exit(0 if check(args.folder, devices) else 1)
 
 

@@ -3,7 +3,8 @@
 #   1. the cross-device exact-decoding check: files written on this CPU (benchmarks/cross_device.py
 #      write gpu-check) decode to the same pixels, and re-encode to the same bytes, on the GPU
 #      machine's CPU and on its GPU;
-#   2. meanwhile, medvae-ctx's alternative weights trained on, fitted into MINUTES of wall time
+#   2. meanwhile (so the check's decode times are measured beside training), medvae-ctx's
+#      alternative weights trained on, fitted into MINUTES of wall time
 #      (configs/gpu-medvae-ctx-256.yaml, data from tools/pack_training_data.py in gpu-data).
 # What it needs beside the working tree (ignored here, named in the device tool's carry): .whl
 # (cp312 wheels of compressai, pydicom, pylibjpeg with its libjpeg and openjpeg plugins,
@@ -14,9 +15,9 @@
 # The working tree that travels is limited (64 MiB with what is carried): the optional ladder's
 # weights (36 MB, packages/medvae-ladder) are not needed there, so they were taken out of the
 # index for the call (git rm -r --cached ...; a line in .git/info/exclude) and put back after.
-#   MINUTES=7 DEVICE=cuda OUT=/tmp/out benchmarks/gpu_session.sh [config overrides, e.g. data.batch_size=2]
-set -u
-MINUTES=${MINUTES:-7}
+#   MINUTES=7.5 DEVICE=cuda OUT=/tmp/out benchmarks/gpu_session.sh [config overrides, e.g. data.batch_size=2]
+set -u -o pipefail
+MINUTES=${MINUTES:-7.5}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-/tmp/gpu-session}
 mkdir -p "$OUT"
@@ -36,8 +37,9 @@ if [ -d gpu-check ]; then
 fi
 
 run=runs/gpu-medvae-ctx-256
+status=0
 python3 train.py --config configs/gpu-medvae-ctx-256.yaml --amp --device "$DEVICE" "train.minutes=$MINUTES" \
-    "train.out_dir=$run" "$@" 2>&1 | tr '\r' '\n' | grep -v -e "it/s\]$" -e Warning -e warnings.warn >"$OUT/train.log"
+    "train.out_dir=$run" "$@" 2>&1 | tr '\r' '\n' | grep -v -e "it/s\]$" -e Warning -e warnings.warn >"$OUT/train.log" || status=1
 cp -r "$run/tb" "$OUT/tb" 2>/dev/null
 python3 - "$run/last.pt" "$OUT/gpu-medvae-ctx-256.pt" <<'EOF'
 import sys, torch
@@ -52,3 +54,4 @@ if [ -n "$check" ]; then
     cat "$OUT/cross_device.txt"
 fi
 tail -n 20 "$OUT/train.log"
+exit $status

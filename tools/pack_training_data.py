@@ -4,10 +4,10 @@
 A leased GPU machine gets only what travels with the working tree (a size limit of tens of
 MB), so this copies the ``train`` and ``val`` rows of a manifest into ``OUT`` with a new
 ``MANIFEST.csv``, and thins every NIfTI volume of more than ``--max-slices`` slices to
-evenly spaced slices (neighbouring CT slices are nearly the same image). Files are copied
-unchanged otherwise; the test split never travels.
+evenly spaced slices (neighbouring CT slices are nearly the same image), keeping its header
+(scaling, affine). Other files are copied unchanged; the test split never travels.
 
-    python tools/pack_training_data.py ../shared/data/corpus-plus/MANIFEST.csv gpu-data --max-slices 48
+    python tools/pack_training_data.py ../shared/data/corpus-plus/MANIFEST.csv gpu-data --max-slices 45
 """
 
 from __future__ import annotations
@@ -17,47 +17,53 @@ import csv
 import shutil
 from pathlib import Path
 
-import numpy as np
+import medvae.io as io
+from medvae.errors import InputError
+from medvae.io.manifest import read_manifest
+from medvae.io.slices import evenly_spaced_indices
+from medvae.io.writers import write_nifti
 
 
-def thinned_nifti(source: Path, target: Path, max_slices: int) -> int:
-    """Write ``source`` with at most ``max_slices`` evenly spaced slices of its last axis; their count."""
-    import nibabel as nib
-
-    image = nib.load(str(source))
-    if image.ndim != 3 or image.shape[2] <= max_slices:
-        shutil.copyfile(source, target)
-        return image.shape[2] if image.ndim == 3 else 1
-    keep = np.unique(np.linspace(0, image.shape[2] - 1, max_slices).round().astype(int))
-    pixels = np.asarray(image.dataobj.get_unscaled())[:, :, keep]
-    header = image.header.copy()
-    header.set_data_dtype(pixels.dtype)
-    thinned = nib.Nifti1Image(pixels, image.affine, header)
-    thinned.header.set_slope_inter(*image.header.get_slope_inter())
-    nib.save(thinned, str(target))
-    return len(keep)
+def thin_nifti(source: Path, target: Path, max_slices: int) -> tuple[int, int]:
+    """Write ``source``'s evenly spaced slices, at most ``max_slices``, with its header to
+    ``target``; (slices kept, slices it had)."""
+    stack = io.read(source)
+    keep = evenly_spaced_indices(len(stack.pixels), max_slices)
+    write_nifti(stack.pixels[keep], target, stack.header)
+    return len(keep), len(stack.pixels)
 
 
 def pack(manifest: Path, out: Path, max_slices: int, splits: tuple[str, ...] = ("train", "val")) -> list[dict[str, str]]:
-    """Copy ``splits`` of ``manifest`` into ``out`` (see the module docstring); the new rows."""
+    """Copy ``splits`` of ``manifest`` into ``out`` (see the module docstring); the new rows.
+
+    Raises:
+        InputError: A bad manifest (:func:`medvae.io.manifest.read_manifest`), no rows in
+            ``splits``, a non-empty ``out``, or a row whose path leads outside its folder.
+    """
+    read_manifest(manifest)  # columns, split names, patients in one split
     if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"{out} exists and is not empty: give a new folder")
+        raise InputError(f"{out} exists and is not empty: give a new folder")
     with manifest.open(newline="") as f:
-        rows = [row for row in csv.DictReader(f) if row["split"].strip().lower() in splits]
+        reader = csv.DictReader(f)
+        fields = list(dict.fromkeys([*(reader.fieldnames or []), "note", "sha256"]))
+        rows = [row for row in reader if row["split"].strip().lower() in splits]
     if not rows:
-        raise SystemExit(f"{manifest} has no rows in the splits {', '.join(splits)}")
+        raise InputError(f"{manifest} has no rows in the splits {', '.join(splits)}")
     kept = []
     for row in rows:
         source, target = manifest.parent / row["path"], out / row["path"]
+        if not target.resolve().is_relative_to(out.resolve()):
+            raise InputError(f"{manifest}: the path {row['path']!r} leads outside the manifest's folder")
         target.parent.mkdir(parents=True, exist_ok=True)
-        if row["path"].endswith((".nii", ".nii.gz")):
-            count = thinned_nifti(source, target, max_slices)
-            row = {**row, "note": f"{row.get('note', '')} (thinned to {count} slices)".strip(), "sha256": ""}
+        if io.detect_format(source) == "nifti":
+            count, total = thin_nifti(source, target, max_slices)
+            if count < total:  # a new file: its note says so, and the source's checksum no longer applies
+                row = {**row, "note": f"{row.get('note') or ''} (thinned to {count} of {total} slices)".strip(), "sha256": ""}
         else:
             shutil.copyfile(source, target)
         kept.append(row)
     with (out / "MANIFEST.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(kept)
     return kept
@@ -69,7 +75,10 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--max-slices", type=int, default=48, help="slices kept of a NIfTI volume")
     args = parser.parse_args()
-    rows = pack(args.manifest, args.out, args.max_slices)
+    try:
+        rows = pack(args.manifest, args.out, args.max_slices)
+    except InputError as exc:
+        raise SystemExit(f"pack_training_data: {exc}") from None
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"{len(rows)} files, {size / 1e6:.1f} MB in {args.out}")
 

@@ -276,40 +276,53 @@ def _validate(run: _Run, at_end: bool, progress: tqdm) -> None:
 
 
 class _TimeBudget:
-    """Fits a run into ``train.minutes`` of wall time, for machines lent for a fixed time.
+    """Fits a run's training loop into ``train.minutes`` of wall time (setup not counted), for
+    machines lent for a fixed time.
 
     After ``MEASURE`` steps past a warm-up it measures the speed, cuts ``train.iterations``
-    to the steps that fit (never raises it, keeping 10 % for validation and checkpoints)
-    and rebuilds the learning-rate schedule for the new count, so its decay still happens.
-    The main process decides and every process of a distributed run follows its number,
-    so all ranks stop at the same step.
+    to the steps that fit (never raises it, keeping 10 % for validation and checkpoints),
+    rebuilds the learning-rate schedule for the new count from the base rate, so its decay
+    still happens, and rewrites ``config.yaml`` so a resumed run keeps the new count. Should
+    the loop still reach the deadline (validations, epoch reloads), it stops at that step.
+    The main process decides and every process of a distributed run follows it, so all ranks
+    stop at the same step.
     """
 
     WARMUP, MEASURE, MARGIN = 10, 50, 0.9
 
-    def __init__(self, run: _Run, minutes: float):
+    def __init__(self, run: _Run, minutes: Any):
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
+            raise MedVAEError(f"train.minutes must be a positive number of minutes (or null), not {minutes!r}")
         self.start, self.seconds, self.first = time.perf_counter(), 60.0 * float(minutes), run.step
         self.warm_at: float | None = None
 
     def update(self, run: _Run, progress: tqdm) -> None:
-        done = run.step - self.first
+        done, elapsed = run.step - self.first, time.perf_counter() - self.start
         if done == self.WARMUP:
             self.warm_at = time.perf_counter()
-        if done != self.WARMUP + self.MEASURE:
-            return
-        rate = self.MEASURE / (time.perf_counter() - self.warm_at)
-        left = self.seconds - (time.perf_counter() - self.start)
-        fits = [min(run.iterations, run.step + max(0, int(self.MARGIN * left * rate)))]
+        if done == self.WARMUP + self.MEASURE:
+            rate = self.MEASURE / (time.perf_counter() - self.warm_at)
+            self._cut(run, progress, run.step + max(0, int(self.MARGIN * (self.seconds - elapsed) * rate)),
+                      f"{rate:.2f} steps/s fit")
+        elif done > self.WARMUP + self.MEASURE and done % self.WARMUP == 0:  # every 10 steps
+            self._cut(run, progress, run.step if elapsed > self.seconds else run.iterations, "the deadline stops at")
+
+    def _cut(self, run: _Run, progress: tqdm, iterations: int, why: str) -> None:
+        fits = [min(run.iterations, iterations)]
         if run.runtime.distributed:
             torch.distributed.broadcast_object_list(fits, src=0)
         if fits[0] >= run.iterations:
             return
         run.cfg["train"]["iterations"] = fits[0]
+        for group in run.optimizer.param_groups:  # the schedule is replayed from the base rate
+            group["lr"] = group["initial_lr"]
         run.scheduler = make_scheduler(run.optimizer, run.cfg["optim"], fits[0])
         for _ in range(run.step):
             run.scheduler.step()
         progress.total = fits[0]
-        progress.write(f"medvae train: {rate:.2f} steps/s fit {fits[0]} iterations into train.minutes={self.seconds / 60:g}")
+        if run.runtime.is_main:
+            (run.out_dir / "config.yaml").write_text(yaml.safe_dump(run.cfg, sort_keys=False))
+            progress.write(f"medvae train: {why} {fits[0]} iterations (train.minutes={self.seconds / 60:g})")
 
 
 class _TrainLog:
@@ -347,7 +360,7 @@ def _train(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
         mininterval=0.5 if sys.stderr.isatty() else 60.0,  # a log file gets a line a minute, not a flood
     )
     log = _TrainLog(run)
-    budget = _TimeBudget(run, tcfg["minutes"]) if tcfg["minutes"] else None
+    budget = _TimeBudget(run, tcfg["minutes"]) if tcfg["minutes"] is not None else None
     run.net.train()
     for batch in _batches(run):
         if run.pending_rng is not None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
 import medvae
+from medvae.io.slices import Slice
 from tests.conftest import benchmark_module, small_model
 
 
@@ -18,12 +17,12 @@ def lossy_weights():
 
 def test_measure_gives_each_files_bytes_and_psnr(lossy_weights, ct_like):
     codec = medvae.Codec(small_model("medvae-ctx"))
-    image = SimpleNamespace(pixels=ct_like, bits_stored=16, modality="CT")
+    image = Slice(pixels=ct_like, patient="p", modality="CT", bits_stored=16)
     rows = lossy_weights.measure(codec, [image], "small", qualities=(2.0, 6.0))
-    assert [r["quality"] for r in rows] == [2.0, 6.0]
+    assert [(r["codec"], r["point"]) for r in rows] == [("small", "small[model=q2]"), ("small", "small[model=q6]")]
     data = codec.compress(ct_like, quality=6.0, bits_stored=16)
-    assert rows[1]["bpp"] == 8 * len(data) / ct_like.size
-    assert rows[1]["psnr"] == medvae.metrics.psnr(ct_like, codec.decompress(data), 16)
+    assert rows[1]["bpp"] == pytest.approx(8 * len(data) / ct_like.size, rel=1e-9)
+    assert rows[1]["psnr"] == pytest.approx(medvae.metrics.psnr(ct_like, codec.decompress(data), 16), rel=1e-9)
 
 
 def _curve(label, modality, index, scale):
@@ -37,3 +36,5 @@ def test_bd_rates_are_per_image_and_per_modality(lossy_weights):
     table = lossy_weights.bd_rates(rows, "ref", "new", low=0.0, high=10.0)
     assert table["CT"][0] == pytest.approx(-10.0, abs=0.01) and table["CT"][1] == 1
     assert table["MR"][0] == pytest.approx(20.0, abs=0.01)
+    far = lossy_weights.bd_rates(rows, "ref", "new", low=5.0, high=10.0)  # no point in the band
+    assert far["CT"][1] == 0 and np.isnan(far["CT"][0])

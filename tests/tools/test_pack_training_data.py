@@ -11,6 +11,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from medvae.errors import InputError
 from medvae.io.slices import manifest_slices
 from tools.pack_training_data import pack
 
@@ -21,8 +22,10 @@ CT_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm
 def manifest(tmp_path):
     root = tmp_path / "corpus"
     (root / "ct").mkdir(parents=True)
-    volume = np.random.default_rng(0).integers(-1024, 3000, (20, 24, 30)).astype(np.int16)
-    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(root / "ct" / "volume.nii.gz"))
+    volume = np.random.default_rng(0).integers(0, 4000, (20, 24, 30)).astype(np.int16)
+    image = nib.Nifti1Image(volume, np.eye(4))
+    image.header.set_slope_inter(1.0, -1024.0)  # stored integers + intercept = HU
+    nib.save(image, str(root / "ct" / "volume.nii.gz"))
     shutil.copyfile(CT_SMALL, root / "ct" / "small.dcm")
     shutil.copyfile(CT_SMALL, root / "ct" / "held-out.dcm")
     rows = [
@@ -49,7 +52,9 @@ def test_volumes_are_thinned_to_evenly_spaced_slices_with_their_values(manifest,
     chosen = [0, 10, 19, 29]  # np.linspace(0, 29, 4) rounded
     for slice_, index in zip(packed, chosen):
         np.testing.assert_array_equal(slice_.pixels, original[index].pixels)
-    assert "thinned to 4 slices" in rows[0]["note"] and rows[0]["sha256"] == ""
+        assert (slice_.slope, slice_.intercept) == (1.0, -1024.0)
+    assert "thinned to 4 of 30 slices" in rows[0]["note"] and rows[0]["sha256"] == ""
+    assert rows[1]["sha256"] == "y"  # copied unchanged: its checksum still holds
     val = manifest_slices(out / "MANIFEST.csv", "val")
     np.testing.assert_array_equal(val[0].pixels, manifest_slices(path, "val")[0].pixels)
 
@@ -58,6 +63,21 @@ def test_an_existing_folder_is_not_overwritten(manifest, tmp_path):
     out = tmp_path / "packed"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(SystemExit, match="not empty"):
+    with pytest.raises(InputError, match="not empty"):
         pack(manifest[0], out, max_slices=4)
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_a_short_manifest_packs_and_a_path_leaving_its_folder_is_refused(manifest, tmp_path):
+    path, _ = manifest
+    rows = list(csv.DictReader(path.open()))
+    short = path.parent / "short.csv"
+    with short.open("w", newline="") as f:  # the four required columns only
+        writer = csv.DictWriter(f, fieldnames=["path", "modality", "patient", "split"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert len(pack(short, tmp_path / "short", max_slices=100)) == 2
+    escaping = path.parent / "escaping.csv"
+    escaping.write_text("path,modality,patient,split\n../corpus/ct/small.dcm,CT,b,train\n")
+    with pytest.raises(InputError, match="outside"):
+        pack(escaping, tmp_path / "escaping", max_slices=4)

@@ -143,10 +143,30 @@ def test_bf16_autocast_is_flagged_slow_on_x86_cpus_without_native_bf16(tmp_path)
 
 def test_a_wall_time_budget_cuts_the_iterations_and_the_schedule_follows(tmp_path):
     """``train.minutes`` measures the speed, stops the run within its budget with a final
-    checkpoint, and rebuilds the learning-rate schedule for the new count (its decay happens)."""
+    checkpoint, rebuilds the learning-rate schedule for the new count (its decay happens, once)
+    and records the count where a resumed run reads it; a budget that is not a positive number
+    is refused."""
     out = train(tiny_config(tmp_path / "budget", "train.iterations=100000", "train.minutes=0.01", "train.val_interval=1000",
                             "optim.scheduler=multistep", "optim.milestones=[0.5]", "optim.gamma=0.1"), device="cpu")
     state = torch.load(out / "last.pt", weights_only=False)
     assert state["step"] == state["config"]["train"]["iterations"] < 1000
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)  # 1e-3 decayed once
-    assert (out / "best.pt").is_file()
+    assert load_config(out / "config.yaml")["train"]["iterations"] == state["step"]
+    with pytest.raises(medvae.MedVAEError, match="train.minutes"):
+        train(tiny_config(tmp_path / "bad", "train.minutes=0"), device="cpu")
+
+
+def test_a_generous_budget_keeps_the_iterations_and_a_cosine_schedule_is_rebuilt_from_the_base_rate(tmp_path):
+    """A budget the run fits in changes nothing; a cut cosine schedule ends where a run planned
+    for that count would (no decay carried over from the longer plan)."""
+    out = train(tiny_config(tmp_path / "roomy", "train.iterations=70", "train.minutes=60", "train.val_interval=1000"), device="cpu")
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 70
+    out = train(tiny_config(tmp_path / "cosine", "train.iterations=100000", "train.minutes=0.01", "train.val_interval=1000",
+                            "optim.scheduler=cosine"), device="cpu")
+    state = torch.load(out / "last.pt", weights_only=False)
+    planned = torch.optim.lr_scheduler.CosineAnnealingLR(
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3), T_max=state["step"], eta_min=1e-5)
+    for _ in range(state["step"]):
+        planned.optimizer.step()
+        planned.step()
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(planned.get_last_lr()[0], rel=1e-6)
