@@ -3,7 +3,8 @@
 
 Each model is put on the shipped default base (``medvae.load("medvae")``) and codes every
 n-th test slice of the corpus at each bound τ through ``Codec.compress`` and
-``Codec.decompress`` (the library's one path); the decoded error is checked against τ on
+``Codec.decompress`` (the library's one path, through the evaluation's ``medvae-residual``
+points); the decoded error is checked against τ on
 every slice. Prints one line per model: mean bpp per τ, mean encode and decode seconds.
 
     python benchmarks/residual_models.py runs/residual/a.pt runs/residual/b.pt [--every 3] [--max-error 0,1,2,4,8]
@@ -15,36 +16,31 @@ quality Q instead of the shipped base (the residual models were trained on the s
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
 import medvae
-from medvae.io.slices import manifest_slices
+from medvae.evaluation.learned import WithResidual
+from medvae.evaluation.run import evaluate
+from medvae.io.slices import Slice, manifest_slices
 from medvae.residual.weights import load_residual
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
 
 
-def measure(codec: medvae.Codec, slices: list, bounds: list[int]) -> tuple[dict[int, float], float, float]:
-    """Mean bpp per bound, mean encode and decode seconds, over ``slices`` (error checked)."""
-    bpp: dict[int, list[float]] = {t: [] for t in bounds}
-    encode, decode = [], []
-    for s in slices:
-        for t in bounds:
-            start = time.perf_counter()
-            data = codec.compress(s.pixels, max_error=t)
-            middle = time.perf_counter()
-            decoded = codec.decompress(data)
-            encode.append(middle - start)
-            decode.append(time.perf_counter() - middle)
-            error = int(np.abs(decoded.astype(np.int64) - s.pixels).max())
-            if error > t:
-                raise SystemExit(f"{s.name}: max error {error} above the bound {t}")
-            bpp[t].append(8 * len(data) / s.pixels.size)
-    return {t: float(np.mean(v)) for t, v in bpp.items()}, float(np.mean(encode)), float(np.mean(decode))
+def measure(codec: medvae.Codec, slices: list[Slice], bounds: list[int]) -> tuple[dict[int, float], float, float]:
+    """Mean bpp per bound, mean encode and decode seconds, over ``slices``, from the evaluation
+    rows of ``codec`` with its residual layer at each bound (:class:`WithResidual`); stops on a
+    slice the codec refused or decoded beyond its bound."""
+    rows = evaluate(slices, [WithResidual(codec, t) for t in bounds], progress=False).rows
+    for row in rows:
+        if row["error"] or row["max_abs_error"] > row["value"]:
+            problem = row["error"] or f"max error {row['max_abs_error']} above the bound {row['value']}"
+            raise SystemExit(f"{row['file']} slice {row['slice']}: {problem}")
+    bpp = {t: float(np.mean([r["bpp"] for r in rows if r["value"] == t])) for t in bounds}
+    return bpp, float(np.mean([r["encode_s"] for r in rows])), float(np.mean([r["decode_s"] for r in rows]))
 
 
 def main() -> None:
