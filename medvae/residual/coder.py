@@ -31,11 +31,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from compressai.ans import RansDecoder
+from torch import nn
 
 from medvae.errors import BitstreamError, InputError
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import Fixed, from_real, pow2
-from medvae.exact.layers import Tiled, convert
+from medvae.exact.layers import ExactSequential, Tiled, convert
 from medvae.exact.twin import CHUNK, guarded
 from medvae.residual import folding, rans
 from medvae.residual.model import (
@@ -93,7 +94,9 @@ class ResidualCoder:
     """The exact residual coder of one trained :class:`ResidualModel` under calibration ``plan``."""
 
     def __init__(self, model: ResidualModel, plan: Plan):
-        self.net = Tiled(convert(model.eval().net, "net", plan), 1.0, TILE, model.receptive_radius, output="lazy")
+        self.nets = tuple(  # indexed by block offset (model.block_offset), not by pass
+            Tiled(_pass_network(model.eval().net, plan, k), 1.0, TILE, model.receptive_radius, output="lazy") for k in range(4)
+        )
         self.input_frac = plan[INPUT]
 
     # --- parameters ----------------------------------------------------------------
@@ -107,11 +110,11 @@ class ResidualCoder:
         h, w = base.shape[0] // 2, base.shape[1] // 2
         mean, log2_scale = np.empty((h, w), np.int64), np.empty((h, w), np.float64)
         with torch.inference_mode():
-            for (r0, r1, c0, c1), part in self.net(_Inputs(base, residual, known, value_range, self.input_frac)).tiles():
+            for (r0, r1, c0, c1), part in self.nets[k](_Inputs(base, residual, known, value_range, self.input_frac)).tiles():
                 unit = pow2(-part.frac)
-                mu = torch.round(part.value[0, 2 * k] * unit * span / CONTEXT_GAIN)  # < 2^24 · 2^17, then a power of two: exact
+                mu = torch.round(part.value[0, 0] * unit * span / CONTEXT_GAIN)  # < 2^24 · 2^17, then a power of two: exact
                 mean[r0:r1, c0:c1] = mu.cpu().numpy()
-                log2_scale[r0:r1, c0:c1] = (part.value[0, 2 * k + 1] * unit).to(torch.float64).cpu().numpy()
+                log2_scale[r0:r1, c0:c1] = (part.value[0, 1] * unit).to(torch.float64).cpu().numpy()
         return PassOutputs(mean, log2_scale)
 
     def first_pass(self, base: np.ndarray, value_range: tuple[int, int]) -> PassOutputs:
@@ -233,6 +236,20 @@ class ResidualCoder:
             decoded[grid][:rows, :cols] = values
             known[grid][:rows, :cols] = True
         return decoded
+
+
+def _pass_network(net: nn.Sequential, plan: Plan, k: int) -> ExactSequential:
+    """The exact twin of ``net`` computing only the two outputs of block offset ``k`` (its mean
+    and log2 scale): a quarter of the last layer's work. The twin's integer weights, bias and
+    shifts are chosen per output channel (:func:`medvae.exact.fixed.weight_shifts`), so those two
+    channels hold the very values the whole network's channels ``2k, 2k + 1`` would."""
+    last = net[-1]
+    outputs = nn.Conv2d(last.in_channels, 2, last.kernel_size, padding=last.padding)
+    with torch.no_grad():
+        outputs.weight.copy_(last.weight[2 * k : 2 * k + 2])
+        outputs.bias.copy_(last.bias[2 * k : 2 * k + 2])
+    body = [convert(m, f"net.{i}", plan) for i, m in enumerate(net[:-1])]
+    return ExactSequential([*body, convert(outputs, f"net.{len(net) - 1}", plan)])
 
 
 def pixel_bounds(base: np.ndarray, value_range: tuple[int, int], exact: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -150,7 +150,7 @@ def test_tiled_residual_network_equals_the_whole(codec, monkeypatch):
     whole = codec.compress(image, max_error=0)
     monkeypatch.setattr(coder_module, "TILE", 8)
     tiled_codec = medvae.Codec(codec.model, residual=Residual(codec.residual.model, codec.residual.plan))
-    assert tiled_codec.residual.coder.net.tile == 8
+    assert all(net.tile == 8 for net in tiled_codec.residual.coder.nets)
     assert tiled_codec.compress(image, max_error=0) == whole
 
 
@@ -386,7 +386,7 @@ def test_a_residual_model_with_blocks_codes_exactly_tiled_and_saved(tmp_path, mo
     assert (again.model.blocks, again.fingerprint) == (2, residual.fingerprint)
     monkeypatch.setattr(coder_module, "TILE", 8)
     tiled = medvae.Codec(base_codec.model, residual=Residual(again.model, again.plan))
-    assert (tiled.residual.coder.net.tile, tiled.residual.coder.net.halo) == (8, 8)
+    assert all((net.tile, net.halo) == (8, 8) for net in tiled.residual.coder.nets)
     assert tiled.compress(image, max_error=0) == lossless
 
 
