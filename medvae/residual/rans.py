@@ -9,7 +9,7 @@ decoder only once the block before is decoded); a block's symbol ``j`` goes to l
 so numpy advances all lanes at once and the Python loop runs ``n / L`` steps, not ``n``.
 
 Why every machine writes and reads the same bytes: every step is an integer operation on
-uint64 arrays (shifts, products, integer division) with values below 2^33, no float and no
+int64 arrays (shifts, products, integer division) with values below 2^33, no float and no
 platform-dependent rounding. Why a damaged stream cannot pass silently: each lane starts at
 the state :data:`LOWER`, and a decoder must end every lane there having read every word and
 no more, else :class:`~medvae.errors.BitstreamError`; the container's pixel CRC checks the rest.
@@ -31,9 +31,6 @@ LOWER = 1 << 16
 #: An image gets ``ceil(pixels / PIXELS_PER_LANE)`` lanes, 4 bytes of final state each (0.008 bits
 #: a pixel); each of the residual's four passes then advances every lane 1,024 steps.
 PIXELS_PER_LANE = 4096
-
-_16 = np.uint64(16)
-
 
 def lane_count(pixels: int) -> int:
     """Lanes for an image of ``pixels`` pixels (the decoder knows it from the header)."""
@@ -67,17 +64,20 @@ class Encoder:
 
     def finish(self) -> bytes:
         """The stream: each lane's final state (u32), then the 16-bit words in reading order."""
-        state = np.full(self.lanes, LOWER, np.uint64)
+        state = np.full(self.lanes, LOWER, np.int64)
         words: list[np.ndarray] = []
         for starts, freqs_less_one in reversed(self.blocks):
+            starts, freqs = starts.astype(np.int64), freqs_less_one.astype(np.int64) + 1
+            limits = freqs << 16  # keep the state below 2^32 after coding
             for t in range(starts.shape[0] - 1, -1, -1):
-                f = freqs_less_one[t].astype(np.uint64) + np.uint64(1)
-                out = state >= (f << _16)  # keep the state below 2^32 after coding
-                if out.any():
-                    words.append((state[out] & np.uint64(0xFFFF)).astype(np.uint16))
-                    state[out] >>= _16
-                state = ((state // f) << _16) + state % f + starts[t].astype(np.uint64)
-        stream = np.concatenate(words)[::-1] if words else np.zeros(0, np.uint16)
+                out = np.flatnonzero(state >= limits[t])
+                if out.size:
+                    words.append(state[out] & 0xFFFF)
+                    state[out] >>= 16
+                f = freqs[t]
+                quotient = state // f
+                state = (quotient << 16) + (state - quotient * f) + starts[t]
+        stream = np.concatenate(words)[::-1] if words else np.zeros(0, np.int64)
         return state.astype("<u4").tobytes() + stream.astype("<u2").tobytes()
 
 
@@ -92,8 +92,8 @@ class Decoder:
     def __init__(self, data: bytes, lanes: int):
         if len(data) < 4 * lanes or (len(data) - 4 * lanes) % 2:
             raise BitstreamError(f"corrupted residual stream: {len(data)} bytes cannot hold {lanes} lane states and 16-bit words")
-        self.state = np.frombuffer(data, "<u4", lanes).astype(np.uint64)
-        self.words = np.frombuffer(data, "<u2", offset=4 * lanes).astype(np.uint64)
+        self.state = np.frombuffer(data, "<u4", lanes).astype(np.int64)
+        self.words = np.frombuffer(data, "<u2", offset=4 * lanes).astype(np.int64)
         self.read = 0
         if (self.state < LOWER).any():
             raise BitstreamError("corrupted residual stream: a lane state below the coder's range")
@@ -109,20 +109,20 @@ class Decoder:
         rows = steps(n, lanes)
         symbols = np.empty((rows, lanes), np.int64)
         spare = np.arange(lanes) >= n - (rows - 1) * lanes
-        state = self.state
+        state, words, read = self.state, self.words, self.read
         for t in range(rows):
-            slot = state & np.uint64(TOTAL - 1)
-            symbols[t], start, freq = interval(t, slot.astype(np.int64))
+            slot = state & (TOTAL - 1)
+            symbols[t], start, freq = interval(t, slot)
             if t == rows - 1:
                 start, freq = np.where(spare, 0, start), np.where(spare, TOTAL, freq)
-            state = freq.astype(np.uint64) * (state >> _16) + slot - start.astype(np.uint64)
+            state = freq * (state >> 16) + slot - start
             refill = np.flatnonzero(state < LOWER)[::-1]  # the encoder wrote this row's words in lane order, reversed since
             if refill.size:
-                if self.read + refill.size > self.words.size:
+                if read + refill.size > words.size:
                     raise BitstreamError("truncated residual stream")
-                state[refill] = (state[refill] << _16) | self.words[self.read : self.read + refill.size]
-                self.read += refill.size
-        self.state = state
+                state[refill] = (state[refill] << 16) | words[read : read + refill.size]
+                read += refill.size
+        self.state, self.read = state, read
         return symbols.reshape(-1)[:n]
 
     def finish(self) -> None:

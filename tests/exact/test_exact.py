@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import json
 import os
 import subprocess
@@ -22,7 +24,7 @@ from medvae import bitstream, zoo
 from medvae.checkpoint import exact_fingerprint, load_model, save_model
 from medvae.exact import ExactTwin, calibrate
 from medvae.exact.fixed import LIMIT, WEIGHT_L1_BITS, Fixed, from_real, integer_weights, weight_shifts
-from medvae.exact.layers import ExactConv2d, ExactConvTranspose2d, ExactGDN, conv2d_exact
+from medvae.exact.layers import ExactConv2d, ExactConvTranspose2d, ExactGDN, conv2d_exact, conv_transpose2d_exact
 from medvae.metrics import psnr
 from medvae.residual.weights import load_residual, save_residual
 from tests.conftest import FAMILIES, REPO, benchmark_module, small_model, small_residual
@@ -181,11 +183,12 @@ def test_exact_layers_ignore_memory_layout_and_batching(index):
 
 
 def test_banded_convolution_equals_one_band(monkeypatch):
-    """Strided convolutions run im2col in bands of output rows; the bands change nothing."""
+    """Strided convolutions of few channels run im2col in bands of output rows; the bands change nothing."""
     import medvae.exact.layers as layers
 
     x = torch.randint(-1000, 1000, (2, 8, 40, 33)).double()
     w = torch.randint(-500, 500, (6, 8, 5, 5)).double()
+    monkeypatch.setattr(layers, "FEW_CHANNELS", 9)  # 8 input channels: im2col
     whole = conv2d_exact(x, w, (2, 2), (2, 2))
     monkeypatch.setattr(layers, "BAND_ELEMENTS", 8 * 25 * 17 * 2)  # a few rows per band
     assert torch.equal(conv2d_exact(x, w, (2, 2), (2, 2)), whole)
@@ -203,6 +206,37 @@ def test_unstrided_convolution_by_kernel_taps_is_the_convolution(shape, kernel, 
     x = torch.randint(-(2**20), 2**20, shape).double()
     w = torch.randint(-(2**10), 2**10, (5, shape[1], kernel, kernel)).double()
     assert torch.equal(conv2d_exact(x, w, (1, 1), (padding, padding)), F.conv2d(x, w, padding=padding))
+
+
+@pytest.mark.parametrize("few_channels", [0, 10**6], ids=["taps", "im2col-col2im"])
+def test_strided_and_transposed_convolutions_are_the_convolutions(few_channels, monkeypatch):
+    """Strided convolutions by stride phases, transposed ones by output phases (kernel taps), and
+    the im2col / col2im paths of layers with few channels: exactly PyTorch's results for every
+    stride, padding, output padding, kernel shape and odd or tiny size tried (integers small
+    enough that float64 convolution is exact too)."""
+    import medvae.exact.layers as layers
+
+    monkeypatch.setattr(layers, "FEW_CHANNELS", few_channels)
+    torch.manual_seed(2)
+    cases = 0
+    for (h, w), (kh, kw), (sh, sw), (ph, pw) in itertools.product(
+        [(1, 1), (2, 3), (7, 9), (13, 10)], [(1, 1), (3, 3), (5, 5), (2, 3), (4, 4)], [(1, 1), (2, 2), (2, 1), (3, 3)],
+        [(0, 0), (1, 1), (2, 2), (0, 2)],
+    ):
+        x = torch.randint(-1000, 1000, (2, 3, h, w)).double()
+        weight = torch.randint(-500, 500, (4, 3, kh, kw)).double()
+        if h + 2 * ph >= kh and w + 2 * pw >= kw:
+            expected = F.conv2d(x, weight, stride=(sh, sw), padding=(ph, pw))
+            assert torch.equal(conv2d_exact(x, weight, (sh, sw), (ph, pw)), expected), (h, w, kh, kw, sh, sw, ph, pw)
+            cases += 1
+        for oph, opw in itertools.product(range(sh), range(sw)):
+            if ph >= kh or pw >= kw or (h - 1) * sh - 2 * ph + kh + oph <= 0 or (w - 1) * sw - 2 * pw + kw + opw <= 0:
+                continue
+            expected = F.conv_transpose2d(x, weight.transpose(0, 1), stride=(sh, sw), padding=(ph, pw), output_padding=(oph, opw))
+            got = conv_transpose2d_exact(x, weight, (sh, sw), (ph, pw), (oph, opw))
+            assert torch.equal(got, expected), (h, w, kh, kw, sh, sw, ph, pw, oph, opw)
+            cases += 1
+    assert cases > 500
 
 
 def test_sums_stay_exact_at_the_worst_case_bound():
