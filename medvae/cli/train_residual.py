@@ -22,7 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on the CPU")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (on the CPU: slower for this small network)")
+    parser.add_argument("--device", default="cpu", help="where the base codes the slices and the model trains (cpu, cuda)")
+    parser.add_argument("--minutes", type=float, help="fit the run into this wall time (fewer --steps if need be; "
+                        "not with --checkpoint)")
     parser.add_argument("--pairs", metavar="NPZ", help="cache of the base reconstructions (made if missing)")
     parser.add_argument("--init", metavar="FILE", help="start from this residual model")
     parser.add_argument("--channels", type=int, help="hidden channels (default: those of --init, else 24); "
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists():
         raise SystemExit(f"medvae train-residual: {out} exists; choose another --out")
-    codec = medvae.load(args.model, args.quality)
+    codec = medvae.load(args.model, args.quality, device=args.device)  # exact: the same bases on any device
 
     def pairs_of(split: str):
         cache = Path(f"{args.pairs}.{split}.npz") if args.pairs else None
@@ -64,11 +67,11 @@ def run(args: argparse.Namespace) -> int:
     if args.blocks is not None and args.blocks != start.blocks:
         start = deepened(start, args.blocks)
     model, log = train_residual(train, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, bf16=args.bf16,
-                                model=start, val=val, checkpoint=args.checkpoint)
+                                model=start, val=val, checkpoint=args.checkpoint, device=args.device, minutes=args.minutes)
     plan = calibrate_residual(model, [(p.image, p.base, p.value_range) for p in train[:: max(1, len(train) // 40)]])
     info = {
-        "base": codec.name, "base_fingerprint": codec.fingerprint, "steps": args.steps, "batch": args.batch,
-        "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "train_slices": len(train),
+        "base": codec.name, "base_fingerprint": codec.fingerprint, "steps": log[-1]["step"] if log else args.steps, "batch": args.batch,
+        "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "device": args.device, "train_slices": len(train),
         "val_bpp": evaluate_bpp(model, val) if val else None, "log": log, "command": " ".join(["medvae", *sys.argv[1:]]),
     }
     save_residual(Residual(model, plan, info), out)

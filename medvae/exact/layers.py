@@ -171,12 +171,12 @@ def _accumulate_taps(out: Tensor, taps: list[tuple[Tensor, int, Tensor]]) -> Ten
     """``out[:, :, i] += Σ matrix @ flat[:, :, i + shift]`` over ``taps`` of (flat input, shift,
     (out, in) matrix): a convolution as a sum over kernel taps of 1×1 products, each over a
     shifted flat view of the input that needs no copy. 2–3× faster than im2col for the layers
-    here; the outputs are taken in chunks (:data:`TAP_CHUNK_ELEMENTS`), so that all taps read
-    a chunk from cache, a quarter faster again. Each output is the same exact sum either way."""
+    here; on a CPU the outputs are taken in chunks (:data:`TAP_CHUNK_ELEMENTS`), so that all taps
+    read a chunk from cache, a quarter faster again. Each output is the same exact sum either way."""
     b, o, length = out.shape
     c = taps[0][0].shape[1]
     expanded = [(flat, shift, matrix.expand(b, o, c)) for flat, shift, matrix in taps]
-    step = max(256, TAP_CHUNK_ELEMENTS // (b * (o + c)))
+    step = length if out.is_cuda else max(256, TAP_CHUNK_ELEMENTS // (b * (o + c)))  # a GPU wants few, large products
     for start in range(0, length, step):
         stop = min(length, start + step)
         chunk = out[:, :, start:stop]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,12 +82,13 @@ def _batch(pairs: list[Pair], rng: np.random.Generator, size: int, crop: int) ->
 
 
 def evaluate_bpp(model: ResidualModel, pairs: list[Pair]) -> float:
-    """Mean residual bits per pixel over whole slices (float model, escapes aside)."""
+    """Mean residual bits per pixel over whole slices (float model, escapes aside), on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     bits, pixels = 0.0, 0
     with torch.no_grad():
         for p in pairs:
-            image, base, lo, hi = slice_tensors(p.image, p.base, p.value_range)
+            image, base, lo, hi = (t.to(device) for t in slice_tensors(p.image, p.base, p.value_range))
             bits += float(residual_bits(model, image, base, lo, hi).sum())
             pixels += image.numel()
     model.train()
@@ -96,18 +98,24 @@ def evaluate_bpp(model: ResidualModel, pairs: list[Pair]) -> float:
 def train_residual(
     pairs: list[Pair], *, steps: int, batch: int = 16, crop: int = 96, lr: float = 1e-3, bf16: bool = False,
     seed: int = 0, model: ResidualModel | None = None, val: list[Pair] | None = None, log_every: int = 500,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | None = None, device: str | torch.device = "cpu", minutes: float | None = None,
 ) -> tuple[ResidualModel, list[dict]]:
     """Adam on the mean residual bits per pixel; the learning rate falls tenfold for the last
-    fifth. Returns the model and a log (step, train bpp, validation bpp, seconds).
+    fifth. Returns the model (on the CPU) and a log (step, train bpp, validation bpp, seconds).
 
     With ``checkpoint``, the whole training state (model, optimizer, schedule, random
     generators, log) is written there every ``log_every`` steps, and a run started with an
     existing checkpoint continues from it: an interrupted run ends with the model an
-    uninterrupted one would have given."""
+    uninterrupted one would have given. ``device`` runs the model there (``bf16`` autocasts on
+    it). ``minutes`` fits the run into that wall time: after :data:`TIMED_STEPS` steps the speed
+    measured sets the step count (at most ``steps``, 10 % spare), and the learning rate then
+    falls for the last fifth of that count; it cannot be combined with ``checkpoint``."""
+    if minutes is not None and (checkpoint or not minutes > 0):
+        raise MedVAEError("minutes must be a positive number of minutes, and cannot be combined with a checkpoint")
+    device = torch.device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = model or ResidualModel()
+    model = (model or ResidualModel()).to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(steps * 0.8)], 0.1)
@@ -117,9 +125,17 @@ def train_residual(
     if checkpoint and Path(checkpoint).exists():
         done, log = _restore(checkpoint, model, optimizer, scheduler, rng, settings)
         start -= log[-1]["seconds"] if log else 0.0
-    for step in tqdm(range(done + 1, steps + 1), desc="residual model", unit="step", initial=done, total=steps):
-        image, base, lo, hi = _batch(pairs, rng, batch, crop)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    bar = tqdm(total=steps, initial=done, desc="residual model", unit="step")
+    step = done
+    while step < steps:
+        step += 1
+        bar.update()
+        if minutes is not None and step == TIMED_STEPS + 1:
+            steps = _fitted_steps(steps, step - 1, time.time() - start, minutes)
+            scheduler.milestones = Counter([int(steps * 0.8)])
+            bar.total = steps
+        image, base, lo, hi = (t.to(device, non_blocking=True) for t in _batch(pairs, rng, batch, crop))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             bits = residual_bits(model, image, base, lo, hi)
         loss = bits.sum() / image[0, 0].numel() / image.shape[0]
         optimizer.zero_grad(set_to_none=True)
@@ -137,7 +153,18 @@ def train_residual(
             running = []
             if checkpoint:
                 _save_state(checkpoint, step, settings, model, optimizer, scheduler, rng, log)
-    return model, log
+    bar.close()
+    return model.cpu(), log
+
+
+#: Steps timed before a run with a wall-time budget sets its step count.
+TIMED_STEPS = 50
+
+
+def _fitted_steps(steps: int, done: int, seconds: float, minutes: float) -> int:
+    """The steps that fit ``minutes`` at the speed of the first ``done`` (10 % spare), at most ``steps``."""
+    fitting = done + int((minutes * 60 * 0.9 - seconds) * done / max(seconds, 1e-9))
+    return max(done + 1, min(steps, fitting))
 
 
 def _save_state(path, step, settings, model, optimizer, scheduler, rng, log) -> None:

@@ -295,6 +295,39 @@ def test_interrupted_residual_training_resumes_to_the_same_model(codec, tmp_path
         train_residual(pairs, model=ResidualModel(channels=8), checkpoint=state, **settings)
 
 
+def test_residual_training_fits_its_wall_time(codec, monkeypatch):
+    """With ``minutes``, the speed of the first steps sets the step count (10 % spare), the
+    learning rate still falls for the last fifth of it, and a bad budget is refused."""
+    image = _phantom((64, 64), np.uint16)
+    base, value_range, _ = codec.base_layer(image)
+    pairs = [Pair(image, base, value_range)]
+    clock = iter([0.0])  # the run starts at 0 s; the first 50 steps then take 60 s
+
+    class FakeTime:
+        @staticmethod
+        def time() -> float:
+            return next(clock, 60.0)
+
+    monkeypatch.setattr(training_module, "time", FakeTime)
+    rates = []
+    real_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    torch.manual_seed(1)
+    _, log = train_residual(pairs, model=ResidualModel(channels=8), steps=1000, batch=2, crop=32, log_every=1000,
+                            minutes=1.5, lr=1e-3)
+    # 1.5 min less 10 % is 81 s: 21 s left after the first 50 steps, at 50 steps a minute
+    assert log[-1]["step"] == 50 + 17 == len(rates)
+    assert rates[: int(67 * 0.8)] == [1e-3] * 53 and all(abs(r - 1e-4) < 1e-12 for r in rates[53:])
+    for bad in (dict(minutes=0), dict(minutes=float("nan")), dict(minutes=1, checkpoint="state.pt")):
+        with pytest.raises(MedVAEError, match="minutes"):
+            train_residual(pairs, model=ResidualModel(channels=8), steps=10, **bad)
+
+
 def test_files_written_with_an_earlier_shipped_residual_model_still_decode():
     """A lossless and a near-lossless file (format 4) written with the residual model shipped
     first (197de6c3…) decode to their pixels whichever model the default codes with now."""
