@@ -25,7 +25,7 @@ set -u -o pipefail
 MINUTES=${MINUTES:-7.5}
 DEVICE=${DEVICE:-cuda}
 JOB=${JOB:-ctx}
-DATA=${DATA:-gpu-data}  # JOB=residual: a copy without the radiographs (gpu-data-residual) keeps the carry small
+DATA=${DATA:-gpu-data}  # JOB=residual: gpu-data-residual (pack_training_data.py ... --modalities CT,MR) keeps the carry small
 OUT=${OUT:-/tmp/gpu-session}
 mkdir -p "$OUT"
 if [ -d .whl ] && ! python3 -c "import compressai, pydicom" 2>/dev/null; then  # the device image lacks them
@@ -60,11 +60,11 @@ EOF
     # RESIDUAL_INIT: a folder holding residual-{shipped,wide}.pt of an earlier session, to go on from
     shipped_init=${RESIDUAL_INIT:+$RESIDUAL_INIT/residual-shipped.pt}
     wide_init=${RESIDUAL_INIT:+$RESIDUAL_INIT/residual-wide.pt}
-    python3 -m medvae train-residual "${common[@]}" --init "${shipped_init:-medvae/weights/medvae-q5-residual-3eee77c6.pt}" \
+    python3 -m medvae train-residual "${common[@]}" --init "${shipped_init:-medvae/weights/medvae-q5-residual-401aee23.pt}" \
         --out "$OUT/residual-shipped.pt" 2>&1 | tr '\r' '\n' \
         | grep -v -e "step/s\]$" -e "step\]$" -e Warning -e warnings.warn >"$OUT/residual-shipped.log" &
     shipped=$!
-    python3 -m medvae train-residual "${common[@]}" --init "${wide_init:-medvae/weights/medvae-q5-residual-3eee77c6.pt}" \
+    python3 -m medvae train-residual "${common[@]}" --init "${wide_init:-medvae/weights/medvae-q5-residual-401aee23.pt}" \
         --channels 64 --blocks 2 --out "$OUT/residual-wide.pt" 2>&1 | tr '\r' '\n' \
         | grep -v -e "step/s\]$" -e "step\]$" -e Warning -e warnings.warn >"$OUT/residual-wide.log" || status=1
     wait $shipped || status=1

@@ -8,6 +8,7 @@ evenly spaced slices (neighbouring CT slices are nearly the same image), keeping
 (scaling, affine). Other files are copied unchanged; the test split never travels.
 
     python tools/pack_training_data.py ../shared/data/corpus-plus/MANIFEST.csv gpu-data --max-slices 45
+    python tools/pack_training_data.py ../shared/data/corpus-plus/MANIFEST.csv gpu-data-residual --max-slices 45 --modalities CT,MR
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ def thin_nifti(source: Path, target: Path, max_slices: int) -> tuple[int, int]:
     return len(keep), len(stack.pixels)
 
 
-def pack(manifest: Path, out: Path, max_slices: int, splits: tuple[str, ...] = ("train", "val")) -> list[dict[str, str]]:
-    """Copy ``splits`` of ``manifest`` into ``out`` (see the module docstring); the new rows.
+def pack(
+    manifest: Path, out: Path, max_slices: int, splits: tuple[str, ...] = ("train", "val"), modalities: tuple[str, ...] | None = None,
+) -> list[dict[str, str]]:
+    """Copy ``splits`` of ``manifest`` into ``out`` (see the module docstring), only the rows of
+    ``modalities`` when given (e.g. CT and MR for the residual model); the new rows.
 
     Raises:
         InputError: A bad manifest (:func:`medvae.io.manifest.read_manifest`), no rows in
-            ``splits``, a non-empty ``out``, or a row whose path leads outside its folder.
+            ``splits`` (and ``modalities``), a non-empty ``out``, or a row whose path leads outside its folder.
     """
     read_manifest(manifest)  # columns, split names, patients in one split
     if out.exists() and any(out.iterdir()):
@@ -46,9 +50,11 @@ def pack(manifest: Path, out: Path, max_slices: int, splits: tuple[str, ...] = (
     with manifest.open(newline="") as f:
         reader = csv.DictReader(f)
         fields = list(dict.fromkeys([*(reader.fieldnames or []), "note", "sha256"]))
-        rows = [row for row in reader if row["split"].strip().lower() in splits]
+        rows = [row for row in reader if row["split"].strip().lower() in splits
+                and (modalities is None or row["modality"].strip().upper() in modalities)]
     if not rows:
-        raise InputError(f"{manifest} has no rows in the splits {', '.join(splits)}")
+        wanted = f" of {', '.join(modalities)}" if modalities else ""
+        raise InputError(f"{manifest} has no rows{wanted} in the splits {', '.join(splits)}")
     kept = []
     for row in rows:
         source, target = manifest.parent / row["path"], out / row["path"]
@@ -74,9 +80,11 @@ def main() -> None:
     parser.add_argument("manifest", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--max-slices", type=int, default=48, help="slices kept of a NIfTI volume")
+    parser.add_argument("--modalities", help="only these modalities, comma-separated (e.g. CT,MR); default all")
     args = parser.parse_args()
+    modalities = tuple(m.strip().upper() for m in args.modalities.split(",")) if args.modalities else None
     try:
-        rows = pack(args.manifest, args.out, args.max_slices)
+        rows = pack(args.manifest, args.out, args.max_slices, modalities=modalities)
     except InputError as exc:
         raise SystemExit(f"pack_training_data: {exc}") from None
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())

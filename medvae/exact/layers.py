@@ -116,7 +116,8 @@ def conv2d_exact(value: Tensor, weight: Tensor, stride: tuple[int, int], padding
     added in place, :func:`_accumulate_taps`); a strided convolution first splits its padded
     input into its stride phases, each of which meets its own taps with stride 1. A strided layer
     with fewer than :data:`FEW_CHANNELS` input channels (an image's first layer) makes its
-    products too thin for taps, and uses im2col (:func:`_conv2d_im2col`) instead. Every partial
+    products too thin for taps, and uses im2col (:func:`_conv2d_im2col`) instead, as do strided
+    layers on a GPU (one large product; the phases were not faster there). Every partial
     sum, in any order, is an integer below 2^53 (:mod:`medvae.exact.fixed`), so the value is
     the same whatever the order, the BLAS, the threads or the device.
     """
@@ -124,7 +125,7 @@ def conv2d_exact(value: Tensor, weight: Tensor, stride: tuple[int, int], padding
     b, c, h, w = value.shape
     if (kh, kw, sh, sw) == (1, 1, 1, 1) and tuple(padding) == (0, 0):  # a 1×1 convolution: one product
         return (weight.reshape(weight.shape[0], -1) @ value.reshape(b, c, -1)).reshape(b, -1, h, w)
-    if (sh, sw) != (1, 1) and c < FEW_CHANNELS:
+    if (sh, sw) != (1, 1) and (c < FEW_CHANNELS or value.is_cuda):
         return _conv2d_im2col(value, weight, stride, padding)
     out_h, out_w = (h + 2 * padding[0] - kh) // sh + 1, (w + 2 * padding[1] - kw) // sw + 1
     # Phase (a, e) of the padded input, x[a::sh, e::sw], meets the taps weight[a::sh, e::sw]. Every
@@ -210,13 +211,13 @@ def conv_transpose2d_exact(
     reversed: full[sh·u + a] = Σ_m w[a + sh·m] · x[u − m]. Each phase is computed by
     :func:`_accumulate_taps` (exact integer sums) and written into its place; no position gets
     two phases, so the result is the same exact sum as col2im's. Layers with fewer than
-    :data:`FEW_CHANNELS` output channels (an image's last layer) use col2im
-    (:func:`_conv_transpose2d_fold`), faster there.
+    :data:`FEW_CHANNELS` output channels (an image's last layer), and every layer on a GPU, use
+    col2im (:func:`_conv_transpose2d_fold`), faster there.
     """
     (sh, sw), (kh, kw) = stride, weight.shape[2:]
     b, c, h, w = value.shape
     o = weight.shape[0]
-    if o < FEW_CHANNELS:
+    if o < FEW_CHANNELS or value.is_cuda:
         return _conv_transpose2d_fold(value, weight, stride, padding, output_padding)
     out_h = (h - 1) * sh - 2 * padding[0] + kh + output_padding[0]
     out_w = (w - 1) * sw - 2 * padding[1] + kw + output_padding[1]

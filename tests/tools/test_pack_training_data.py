@@ -81,3 +81,21 @@ def test_a_short_manifest_packs_and_a_path_leaving_its_folder_is_refused(manifes
     escaping.write_text("path,modality,patient,split\n../corpus/ct/small.dcm,CT,b,train\n")
     with pytest.raises(InputError, match="outside"):
         pack(escaping, tmp_path / "escaping", max_slices=4)
+
+
+def test_modalities_keep_only_their_rows(manifest, tmp_path):
+    """``modalities`` keeps only those rows; none left is an error that names them."""
+    path, _ = manifest
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[1]["modality"] = "MR"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    kept = pack(path, tmp_path / "mr", max_slices=4, modalities=("MR",))
+    assert [row["path"] for row in kept] == ["ct/small.dcm"]
+    assert [s.modality for s in manifest_slices(tmp_path / "mr" / "MANIFEST.csv", split="val")] == ["MR"]
+    assert not (tmp_path / "mr" / "ct" / "volume.nii.gz").exists()
+    with pytest.raises(InputError, match="no rows of DX"):
+        pack(path, tmp_path / "dx", max_slices=4, modalities=("DX",))
