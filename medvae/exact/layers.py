@@ -340,8 +340,10 @@ class ExactLeakyReLU(ExactModule):
         self.slope = round(slope * 2**SLOPE_BITS) * pow2(-SLOPE_BITS)
 
     def forward(self, x: Fixed) -> Fixed:
-        negative = torch.round(x.value * self.slope)
-        return Fixed(torch.where(x.value < 0, negative, x.value), x.frac)
+        # max(x, 0) + round(min(x, 0) · slope): the same values as a select on x < 0 (a zero may
+        # lose its sign, which no later step can see), in two temporaries instead of three.
+        negative = x.value.clamp(max=0.0).mul_(self.slope).round_()
+        return Fixed(x.value.clamp(min=0.0).add_(negative), x.frac)
 
 
 def geometric_mix(low: Tensor, high: Tensor, k: int) -> Tensor:
