@@ -117,7 +117,7 @@ def conv2d_exact(value: Tensor, weight: Tensor, stride: tuple[int, int], padding
     input into its stride phases, each of which meets its own taps with stride 1. A strided layer
     with fewer than :data:`FEW_CHANNELS` input channels (an image's first layer) makes its
     products too thin for taps, and uses im2col (:func:`_conv2d_im2col`) instead, as do strided
-    layers on a GPU (one large product; the phases were not faster there). Every partial
+    layers on a GPU (the path measured there before; see docs/exact.md). Every partial
     sum, in any order, is an integer below 2^53 (:mod:`medvae.exact.fixed`), so the value is
     the same whatever the order, the BLAS, the threads or the device.
     """
