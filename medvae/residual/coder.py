@@ -244,7 +244,7 @@ def _pass_network(net: nn.Sequential, plan: Plan, k: int) -> ExactSequential:
     shifts are chosen per output channel (:func:`medvae.exact.fixed.weight_shifts`), so those two
     channels hold the very values the whole network's channels ``2k, 2k + 1`` would."""
     last = net[-1]
-    outputs = nn.Conv2d(last.in_channels, 2, last.kernel_size, padding=last.padding)
+    outputs = nn.utils.skip_init(nn.Conv2d, last.in_channels, 2, last.kernel_size, padding=last.padding)  # no draw from the global RNG
     with torch.no_grad():
         outputs.weight.copy_(last.weight[2 * k : 2 * k + 2])
         outputs.bias.copy_(last.bias[2 * k : 2 * k + 2])
