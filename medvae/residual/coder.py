@@ -36,7 +36,7 @@ from torch import nn
 from medvae.errors import BitstreamError, InputError
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import Fixed, from_real, pow2
-from medvae.exact.layers import ExactSequential, Tiled, convert
+from medvae.exact.layers import ExactModule, ExactSequential, Tiled, convert
 from medvae.exact.twin import CHUNK, guarded
 from medvae.residual import folding, rans
 from medvae.residual.model import (
@@ -94,8 +94,10 @@ class ResidualCoder:
     """The exact residual coder of one trained :class:`ResidualModel` under calibration ``plan``."""
 
     def __init__(self, model: ResidualModel, plan: Plan):
+        net = model.eval().net
+        body = [convert(m, f"net.{i}", plan) for i, m in enumerate(net[:-1])]  # converted once, shared by the four passes
         self.nets = tuple(  # indexed by block offset (model.block_offset), not by pass
-            Tiled(_pass_network(model.eval().net, plan, k), 1.0, TILE, model.receptive_radius, output="lazy") for k in range(4)
+            Tiled(_pass_network(body, net[-1], plan, k), 1.0, TILE, model.receptive_radius, output="lazy") for k in range(4)
         )
         self.input_frac = plan[INPUT]
 
@@ -238,18 +240,17 @@ class ResidualCoder:
         return decoded
 
 
-def _pass_network(net: nn.Sequential, plan: Plan, k: int) -> ExactSequential:
-    """The exact twin of ``net`` computing only the two outputs of block offset ``k`` (its mean
-    and log2 scale): a quarter of the last layer's work. The twin's integer weights, bias and
-    shifts are chosen per output channel (:func:`medvae.exact.fixed.weight_shifts`), so those two
-    channels hold the very values the whole network's channels ``2k, 2k + 1`` would."""
-    last = net[-1]
+def _pass_network(body: list[ExactModule], last: nn.Conv2d, plan: Plan, k: int) -> ExactSequential:
+    """The exact residual network (``body``, the converted layers before the float ``last`` one)
+    computing only the two outputs of block offset ``k`` (its mean and log2 scale): a quarter of
+    the last layer's work. The twin's integer weights, bias and shifts are chosen per output
+    channel (:func:`medvae.exact.fixed.weight_shifts`), so those two channels hold the very
+    values the whole network's channels ``2k, 2k + 1`` would."""
     outputs = nn.utils.skip_init(nn.Conv2d, last.in_channels, 2, last.kernel_size, padding=last.padding)  # no draw from the global RNG
     with torch.no_grad():
         outputs.weight.copy_(last.weight[2 * k : 2 * k + 2])
         outputs.bias.copy_(last.bias[2 * k : 2 * k + 2])
-    body = [convert(m, f"net.{i}", plan) for i, m in enumerate(net[:-1])]
-    return ExactSequential([*body, convert(outputs, f"net.{len(net) - 1}", plan)])
+    return ExactSequential([*body, convert(outputs, f"net.{len(body)}", plan)])
 
 
 def pixel_bounds(base: np.ndarray, value_range: tuple[int, int], exact: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

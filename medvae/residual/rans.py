@@ -32,6 +32,7 @@ LOWER = 1 << 16
 #: a pixel); each of the residual's four passes then advances every lane 1,024 steps.
 PIXELS_PER_LANE = 4096
 
+
 def lane_count(pixels: int) -> int:
     """Lanes for an image of ``pixels`` pixels (the decoder knows it from the header)."""
     return max(1, -(-pixels // PIXELS_PER_LANE))

@@ -24,6 +24,7 @@ from medvae.errors import MedVAEError
 from medvae.io.files import atomic_path
 from medvae.io.slices import Slice
 from medvae.residual.model import ResidualModel, residual_bits, slice_tensors
+from medvae.training.budget import steps_that_fit
 
 
 @dataclass
@@ -162,9 +163,9 @@ TIMED_STEPS = 50
 
 
 def _fitted_steps(steps: int, done: int, seconds: float, minutes: float) -> int:
-    """The steps that fit ``minutes`` at the speed of the first ``done`` (10 % spare), at most ``steps``."""
-    fitting = done + int((minutes * 60 * 0.9 - seconds) * done / max(seconds, 1e-9))
-    return max(done + 1, min(steps, fitting))
+    """The steps that fit ``minutes`` at the speed of the first ``done`` (:func:`steps_that_fit`),
+    at least one more and at most ``steps``."""
+    return max(done + 1, min(steps, steps_that_fit(done, seconds, done / max(seconds, 1e-9), 60 * minutes)))
 
 
 def _save_state(path, step, settings, model, optimizer, scheduler, rng, log) -> None:

@@ -27,6 +27,7 @@ from medvae.losses import RateDistortionLoss
 from medvae.models import create
 from medvae.models.widen import initialize_from
 from medvae.training import distributed
+from medvae.training.budget import steps_that_fit
 from medvae.training.data import build_train_dataset, build_validation_images
 from medvae.training.sampler import EpochSampler, sample_weights
 from medvae.training.step import slow_bf16, train_step
@@ -280,7 +281,7 @@ class _TimeBudget:
     machines lent for a fixed time.
 
     After ``MEASURE`` steps past a warm-up it measures the speed, cuts ``train.iterations``
-    to the steps that fit (never raises it, keeping 10 % for validation and checkpoints),
+    to the steps that fit (never raises it; :func:`medvae.training.budget.steps_that_fit`),
     rebuilds the learning-rate schedule for the new count from the base rate, so its decay
     still happens, and rewrites ``config.yaml`` so a resumed run keeps the new count. Should
     the loop still reach the deadline (validations, epoch reloads), it stops at that step.
@@ -288,7 +289,7 @@ class _TimeBudget:
     stop at the same step.
     """
 
-    WARMUP, MEASURE, MARGIN = 10, 50, 0.9
+    WARMUP, MEASURE = 10, 50
 
     def __init__(self, run: _Run, minutes: Any):
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
@@ -302,8 +303,7 @@ class _TimeBudget:
             self.warm_at = time.perf_counter()
         if done == self.WARMUP + self.MEASURE:
             rate = self.MEASURE / (time.perf_counter() - self.warm_at)
-            self._cut(run, progress, run.step + max(0, int(self.MARGIN * (self.seconds - elapsed) * rate)),
-                      f"{rate:.2f} steps/s fit")
+            self._cut(run, progress, steps_that_fit(run.step, elapsed, rate, self.seconds), f"{rate:.2f} steps/s fit")
         elif done > self.WARMUP + self.MEASURE and done % self.WARMUP == 0:  # every 10 steps
             self._cut(run, progress, run.step if elapsed > self.seconds else run.iterations, "the deadline stops at")
 
