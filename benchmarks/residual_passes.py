@@ -3,7 +3,7 @@
 
 The shipped default base (``medvae`` q5) codes each slice of the corpus test split; the residual
 model's estimate of each pass's bits (:func:`medvae.residual.model.pass_bits`, the coder's cost,
-escapes aside) is printed per pixel of the slice, next to the base's real bits per pixel. The
+escapes included) is printed per pixel of the slice, next to the base's real bits per pixel. The
 first pass sees no decoded neighbour and the last sees eight, so the spread says what a finer
 pass schedule could gain.
 

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from compressai.layers import ResidualBlock
 from torch import Tensor, nn
 
+from medvae.residual.tables import MAX_HALF_WIDTH
+
 #: Coding order of the 2×2 polyphase grid: (row, column) offsets of each pass.
 PHASES = ((0, 0), (1, 1), (0, 1), (1, 0))
 #: Decoded residuals enter the network as ``r · CONTEXT_GAIN/(hi − lo)`` (a power of two), clamped to ±CONTEXT_LIMIT.
@@ -152,12 +154,42 @@ def slice_tensors(image, base, value_range: tuple[int, int]) -> tuple[Tensor, Te
 
 
 def laplace_bits(error: Tensor, scale: Tensor, below: Tensor | None = None, above: Tensor | None = None) -> Tensor:
-    """−log2 P(error) for an integer ``error`` under a discrete Laplace law of ``scale``
-    (probabilities floored at 2^-16, as the 16-bit tables floor them). With ``below`` and
-    ``above``, the errors of a pixel at its bounds, the law is the coder's bounded law
-    (:mod:`medvae.residual.folding`): an error at ``below`` carries the mass of every error at
-    or below it, one at ``above`` that of every error at or above it, and a pixel whose bounds
-    meet costs nothing."""
+    """The coder's bits for an integer ``error`` under a discrete Laplace law of ``scale``:
+    −log2 P(error), probabilities floored at 2^-16 as the 16-bit tables floor them, plus
+    :func:`escape_bits` for an error beyond the table. With ``below`` and ``above``, the errors
+    of a pixel at its bounds, the law is the coder's bounded law (:mod:`medvae.residual.folding`):
+    an error at ``below`` carries the mass of every error at or below it, one at ``above`` that
+    of every error at or above it, and a pixel whose bounds meet costs nothing."""
+    coded = error if below is None else torch.minimum(torch.maximum(error, below), above)  # the symbol the coder writes
+    bits = _table_bits(error, scale, below, above) + escape_bits(coded.abs(), scale)
+    return bits if below is None else torch.where(below >= above, torch.zeros_like(bits), bits)
+
+
+#: Bits of an escape's varint byte (:class:`medvae.residual.folding.Escapes`: LEB128, 7 bits of value a byte).
+_VARINT_BYTE_BITS = 8.0
+
+
+def table_width(scale: Tensor) -> Tensor:
+    """Half-width of the table of a Laplace of ``scale`` (:func:`medvae.residual.tables._pmf`
+    stops where the mass beyond falls below 2^-16: ``exp(−(w + ½)/b) < 2^-16``), continuous in b."""
+    return (16 * math.log(2) * scale - 0.5).clamp(min=0.0, max=float(MAX_HALF_WIDTH))
+
+
+def escape_bits(magnitude: Tensor, scale: Tensor) -> Tensor:
+    """What a symbol of ``magnitude`` beyond its table costs on top of the escape's table
+    entry (which the 2^-16 floor already counts): its varint, one byte up to 2^7 and one more
+    per 7 bits of ``2·(|q| − w − 1)``. Smoothed so that the scale gets a gradient: the first
+    byte is charged over one scale beyond the width, the later ones as 8/7 bits per doubling.
+    Without it the loss caps a pixel at 16 bits and a model learns to narrow its scales and
+    let outliers escape at a price it does not see (a wider model did, ``docs/lossless.md``)."""
+    beyond = (magnitude - table_width(scale)).clamp(min=0.0)
+    first_byte = _VARINT_BYTE_BITS * (beyond / scale).clamp(max=1.0)
+    later_bytes = _VARINT_BYTE_BITS / 7 * torch.log2(1 + 2 * beyond / 128)
+    return first_byte + later_bytes
+
+
+def _table_bits(error: Tensor, scale: Tensor, below: Tensor | None, above: Tensor | None) -> Tensor:
+    """−log2 of the (bounded) law's probability of ``error``, floored at 2^-16."""
     a = error.abs()
     inner = 1 - 0.5 * torch.exp(-(0.5 - a).clamp(min=0) / scale) - 0.5 * torch.exp(-(0.5 + a) / scale)
     outer_log = math.log(0.5) - (a - 0.5).clamp(min=0) / scale + torch.log(-torch.expm1(-1 / scale))
@@ -165,7 +197,6 @@ def laplace_bits(error: Tensor, scale: Tensor, below: Tensor | None = None, abov
     if below is not None:
         log_p = torch.where(error <= below, _log_cdf(below + 0.5, scale), log_p)
         log_p = torch.where(error >= above, _log_cdf(0.5 - above, scale), log_p)
-        log_p = torch.where(below >= above, torch.zeros_like(log_p), log_p)
     return -log_p.clamp(min=-16 * math.log(2)) / math.log(2)
 
 
@@ -181,7 +212,7 @@ def residual_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor,
     ``image`` and ``base`` are (B, 1, H, W) float tensors of stored integers (H, W even);
     ``lo``, ``hi`` (B, 1, 1, 1) the base layer's intensity mapping, which bounds every pixel the
     base does not restore exactly (pixels outside it are exact: they cost nothing). The mean is
-    rounded as the coder rounds it (straight-through), so the loss is the coder's cost, escapes aside.
+    rounded as the coder rounds it (straight-through), so the loss is the coder's cost, escapes included.
     """
     return pass_bits(model, image, base, lo, hi).sum(1)
 

@@ -83,7 +83,7 @@ def _batch(pairs: list[Pair], rng: np.random.Generator, size: int, crop: int) ->
 
 
 def evaluate_bpp(model: ResidualModel, pairs: list[Pair]) -> float:
-    """Mean residual bits per pixel over whole slices (float model, escapes aside), on the model's device."""
+    """Mean residual bits per pixel over whole slices (float model, escapes included), on the model's device."""
     model.eval()
     device = next(model.parameters()).device
     bits, pixels = 0.0, 0

@@ -234,14 +234,18 @@ def test_tables_are_valid_16_bit_cdfs_and_pinned():
     assert tables.tables_digest() == "2f7ba1647e89e8f178d3c38c21e1df05d2bb91c2a7d3f04b0e37d7717b54cc05"
 
 
-def test_training_loss_is_the_coded_size(codec):
-    """The float model's bit count (the training loss) matches the real residual bytes."""
+@pytest.mark.parametrize("narrower", [1, 16, 64])
+def test_training_loss_is_the_coded_size(codec, narrower):
+    """The float model's bit count (the training loss) matches the real residual bytes, escapes
+    included: at the residual's own scale (few escapes), and at scales 16 and 64 times too
+    narrow, where a third of the bytes are escaped values (a loss capped at 16 bits a pixel
+    would miss them and reward narrow scales)."""
     image = _phantom((96, 96), np.uint16)
     base, value_range, exact = codec.base_layer(image)
     model = ResidualModel(channels=8)
-    with torch.no_grad():  # a constant law of the residual's own scale, as a trained model would roughly give
+    with torch.no_grad():  # a constant law, of the residual's own scale as a trained model would roughly give, or narrower
         model.net[-1].weight.zero_()
-        scale = np.abs(image.astype(np.int64) - base).mean()
+        scale = np.abs(image.astype(np.int64) - base).mean() / narrower
         model.net[-1].bias.copy_(torch.tensor([0.0, math.log2(scale / (value_range[1] - value_range[0]))] * 4))
     residual = Residual(model, calibrate_residual(model, [(image, base, value_range)]))
     t = lambda a: torch.from_numpy(a.astype(np.float32))[None, None]  # noqa: E731
@@ -249,6 +253,7 @@ def test_training_loss_is_the_coded_size(codec):
     with torch.no_grad():
         estimate = float(residual_bits(model, t(image), t(base), lo, hi)) / 8
     strings, _ = residual.coder.encode(image, base, value_range, 0, exact=exact)
+    assert (len(strings[1]) > 0.2 * sum(map(len, strings))) == (narrower > 1)  # the case it claims: escapes or none to speak of
     assert abs(sum(map(len, strings)) - estimate) < 0.03 * estimate + 16
 
 
