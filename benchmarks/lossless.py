@@ -2,7 +2,9 @@
 """Lossless and near-lossless: MedVAE's residual layer against every lossless anchor.
 
 On the corpus test split (CT and MR), every slice is coded by ``medvae-residual`` at
-τ = 0, 1, 2, 4, 8 (the shipped default base plus its residual layer), by JPEG-LS at
+τ = 0, 1, 2, 4, 8 (the shipped default base plus its residual layer), by ``medvae-series``
+(the same, but each slice of a series after its first given the slice before it: the series
+residual model; slices without a series are coded alone), by JPEG-LS at
 NEAR = τ, and losslessly by JPEG 2000 (reversible 5/3), JPEG-XL (effort 7), lossless JPEG
 (process 14, SV1), DICOM RLE Lossless and HTJ2K. Everything goes through
 :func:`medvae.evaluation.run.evaluate` (real bytes, header included; the decoded image's
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from medvae.evaluation.codecs import expand
-from medvae.evaluation.datasets import load_images
+from medvae.evaluation.datasets import group_series, load_images
 from medvae.evaluation.run import evaluate, write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,12 +36,14 @@ from sections import publish_section  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
 LOSSLESS_ANCHORS = ("jpegxl", "jpeg2000", "jpeg", "rle", "htj2k")
+#: MedVAE's two ways of coding with a bound: each slice alone, and a series slice by slice.
+MEDVAE = ("medvae-residual", "medvae-series")
 
 
 def spec(bounds: list[int]) -> list[str]:
     """The ``--codecs`` spec of this benchmark."""
     return [
-        "medvae-residual=" + ",".join(map(str, bounds)),
+        *(f"{family}=" + ",".join(map(str, bounds)) for family in MEDVAE),
         "jpegls=" + ",".join(map(str, bounds)),
         *(f"{name}=lossless" for name in LOSSLESS_ANCHORS if name not in ("rle", "htj2k")),
         "rle", "htj2k",
@@ -62,23 +66,25 @@ def tables(rows: list[dict[str, Any]], bounds: list[int], modality: str) -> list
     """Markdown: bpp per τ × codec, then the detail per point."""
     points = _per_point(rows)
     n = len({(r["file"], r["slice"]) for r in rows})
-    mv = lambda t: points.get("medvae-residual[lossless]" if t == 0 else f"medvae-residual[max_error={t}]", [])  # noqa: E731
+    mv = lambda family, t: points.get(f"{family}[lossless]" if t == 0 else f"{family}[max_error={t}]", [])  # noqa: E731
     ls = lambda t: points.get("jpegls[lossless]" if t == 0 else f"jpegls[near={t}]", [])  # noqa: E731
+    change = lambda a, b: f"{100 * (a / b - 1):+.1f} %" if np.isfinite(a) and np.isfinite(b) else ""  # noqa: E731
     lines = [
         f"### {modality}: {n} test slices",
         "",
-        "| τ | medvae-residual bpp | JPEG-LS NEAR=τ bpp | medvae vs JPEG-LS | "
-        + " | ".join(f"{a} bpp" for a in LOSSLESS_ANCHORS) + " | medvae vs JPEG-XL |",
-        "|---|---|---|---|" + "---|" * len(LOSSLESS_ANCHORS) + "---|",
+        "| τ | " + " | ".join(f"{f} bpp" for f in MEDVAE) + " | JPEG-LS NEAR=τ bpp | "
+        + " | ".join(f"{f} vs JPEG-LS" for f in MEDVAE) + " | "
+        + " | ".join(f"{a} bpp" for a in LOSSLESS_ANCHORS) + " | " + " | ".join(f"{f} vs JPEG-XL" for f in MEDVAE) + " |",
+        "|---|" + "---|" * (3 * len(MEDVAE) + 1 + len(LOSSLESS_ANCHORS)),
     ]
     for t in bounds:
-        m, j = _mean(mv(t), "bpp"), _mean(ls(t), "bpp")
+        ours, j = [_mean(mv(f, t), "bpp") for f in MEDVAE], _mean(ls(t), "bpp")
         anchors = [_mean(points.get(f"{a}[lossless]", []), "bpp") if t == 0 else float("nan") for a in LOSSLESS_ANCHORS]
-        xl = anchors[0]
-        cells = [f"{v:.3f}" if np.isfinite(v) else "" for v in anchors]
+        cells = [f"{v:.3f}" if np.isfinite(v) else "" for v in [*ours, j]]
         lines.append(
-            f"| {t} | {m:.3f} | {j:.3f} | {100 * (m / j - 1):+.1f} % | " + " | ".join(cells)
-            + (f" | {100 * (m / xl - 1):+.1f} % |" if np.isfinite(xl) else " | |")
+            f"| {t} | " + " | ".join(cells) + " | " + " | ".join(change(m, j) for m in ours) + " | "
+            + " | ".join(f"{v:.3f}" if np.isfinite(v) else "" for v in anchors) + " | "
+            + " | ".join(change(m, anchors[0]) for m in ours) + " |"
         )
     lines += [
         "",
@@ -107,9 +113,9 @@ def plot(results: dict[str, list[dict[str, Any]]], bounds: list[int], path: Path
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4.2), squeeze=False)
     for ax, (modality, rows) in zip(axes[0], results.items()):
         points = _per_point(rows)
-        for family, style in (("medvae-residual", "o-"), ("jpegls", "s--")):
+        for family, style in (("medvae-residual", "o-"), ("medvae-series", "D-"), ("jpegls", "s--")):
             ys = [_mean(points.get(f"{family}[lossless]" if t == 0 else
-                                   f"{family}[{'max_error' if family == 'medvae-residual' else 'near'}={t}]", []), "bpp") for t in bounds]
+                                   f"{family}[{'near' if family == 'jpegls' else 'max_error'}={t}]", []), "bpp") for t in bounds]
             ax.plot(bounds, ys, style, label=family if family != "jpegls" else "JPEG-LS NEAR=τ")
         for k, anchor in enumerate(LOSSLESS_ANCHORS):
             value = _mean(points.get(f"{anchor}[lossless]", []), "bpp")
@@ -137,11 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bounds = [int(t) for t in args.max_error.split(",")]
     results: dict[str, list[dict[str, Any]]] = {}
+    following: dict[str, int] = {}  # slices coded given the one before, per modality
     for modality in args.modality or ["CT", "MR"]:
         images = load_images([args.data], "test", modality=modality)
         if args.limit and len(images) > args.limit:
             images = [images[i] for i in np.linspace(0, len(images) - 1, args.limit).round().astype(int)]
-        results[modality] = evaluate(images, expand(spec(bounds))).rows
+        series = group_series(images)
+        results[modality] = evaluate(images, expand(spec(bounds)), series=series).rows
+        following[modality] = sum(len(g) - 1 for g in series)
     out = args.out / "results"
     out.mkdir(parents=True, exist_ok=True)
     write_csv([r for rows in results.values() for r in rows], out / "lossless.csv")
@@ -150,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         "## Lossless and near-lossless (`python benchmarks/lossless.py`)",
         "",
         "Real bytes per slice, header included; max error measured on the decoded integers. "
-        "medvae-residual is the shipped default base plus its residual layer (`medvae.residual`).",
+        "medvae-residual is the shipped default base plus its residual layer (`medvae.residual`); "
+        "medvae-series the same with each slice of a series after its first coded given the slice before it "
+        "(`Codec.compress_series`, the series residual model: its files decode only in order), "
+        + ", ".join(f"{count} {modality} slices so" for modality, count in following.items())
+        + "; the others are coded alone, as medvae-residual codes them. Every other codec codes each slice alone.",
         "",
         "![bpp against the error bound](results/lossless_bpp.png)",
         "",

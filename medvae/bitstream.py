@@ -4,7 +4,8 @@ Layout (all integers little-endian)::
 
     offset  size  field
     0       4     magic b"MVAE"
-    4       1     format version (3; 8 with a residual layer; 6 from a variable-rate model;
+    4       1     format version (3; 8 with a residual layer, 9 with one that reads the
+                  previous slice of a series; 6 from a variable-rate model;
                   1, 2, 4, 5 and 7 are still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
     6       1     bits stored (0 = not known)
@@ -30,7 +31,8 @@ Layout (all integers little-endian)::
                   (:mod:`medvae.exceptions`), restored after the model's decode
     ...           formats 4, 7 and 8, the residual layer (:mod:`medvae.residual`): u16 error
                   bound τ (0 = lossless), formats 7 and 8: u8 count j of the first passes
-                  coded with bound τ − 1 (format 7: 1 to 3; format 8: 0 to 3), 8-byte
+                  coded with bound τ − 1 (format 7: 1 to 3; formats 8, 9: 0 to 3), format 9: u32
+                  CRC-32 of the previous slice's pixels (a series residual model reads them), 8-byte
                   residual model fingerprint, u16 count R, R × (u32 length, bytes) of
                   strings; the pixel CRC is then that of the final image (base plus
                   residual). Format 8 codes under bounded laws (:mod:`medvae.residual.folding`;
@@ -72,8 +74,11 @@ TIGHTER_PASSES_VERSION = 7
 #: them, :mod:`medvae.residual.folding`): what this release writes for lossless and near-lossless.
 BOUNDED_RESIDUAL_VERSION = 8
 #: Versions with a residual layer, and those whose layer records tighter passes.
-_RESIDUAL_VERSIONS = (RESIDUAL_VERSION, TIGHTER_PASSES_VERSION, BOUNDED_RESIDUAL_VERSION)
-_TIGHTER_VERSIONS = (TIGHTER_PASSES_VERSION, BOUNDED_RESIDUAL_VERSION)
+#: Format 8 from a series residual model: the slice is coded given the previous slice of its
+#: series, whose pixel CRC the file records (a decoder given another slice refuses it).
+SERIES_RESIDUAL_VERSION = 9
+_RESIDUAL_VERSIONS = (RESIDUAL_VERSION, TIGHTER_PASSES_VERSION, BOUNDED_RESIDUAL_VERSION, SERIES_RESIDUAL_VERSION)
+_TIGHTER_VERSIONS = (TIGHTER_PASSES_VERSION, BOUNDED_RESIDUAL_VERSION, SERIES_RESIDUAL_VERSION)
 #: Largest image side a container may claim (DICOM Rows and Columns are 16-bit).
 MAX_SIDE = 65535
 #: The format of files from a variable-rate model (format 3 with its quality and achieved PSNR).
@@ -82,11 +87,11 @@ VARIABLE_RATE_VERSION = 6
 #: mixed their gains linearly (:mod:`medvae.models.gain`), so decoding mixes them so too.
 LINEAR_MIX_VERSION = 5
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
-_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H"), 7: struct.Struct("<H"), 8: struct.Struct("<H")}  # strings
+_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H"), 7: struct.Struct("<H"), 8: struct.Struct("<H"), 9: struct.Struct("<H")}  # strings
 _VARIABLE_RATE = struct.Struct("<HH")  # quality in 1/256, PSNR in 1/100 dB
 #: Largest PSNR formats 5 and 6 record (in 1/100 dB); the next value means identical pixels.
 _PSNR_LIMIT = 65534
@@ -112,7 +117,8 @@ class Header:
     max_error: int | None = None  # residual layer's bound (0 = lossless); None: lossy, no residual layer
     residual_fingerprint: str = ""  # the residual model's (16 hex digits)
     residual_strings: tuple[bytes, ...] = ()
-    tighter_passes: int = 0  # first residual passes coded with bound max_error − 1 (formats 7, 8)
+    tighter_passes: int = 0  # first residual passes coded with bound max_error − 1 (formats 7, 8, 9)
+    previous_crc: int | None = None  # format 9: CRC-32 of the previous slice's pixels, which the residual layer reads
     quality: float | None = None  # variable-rate models: the quality coded at (a multiple of 1/256)
     psnr: float | None = None  # variable-rate models: the PSNR the encoder measured (inf: identical)
     version: int = FORMAT_VERSION
@@ -158,7 +164,10 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
         raise ValueError("a container holds either a residual layer or a variable-rate quality, not both")
     if header.tighter_passes and not (residual and 1 <= header.tighter_passes <= 3 and header.max_error >= 1):
         raise ValueError("tighter_passes (1 to 3) needs a residual layer with max_error >= 1")
-    version = BOUNDED_RESIDUAL_VERSION if residual else VARIABLE_RATE_VERSION if variable_rate else FORMAT_VERSION
+    if header.previous_crc is not None and not residual:
+        raise ValueError("only a residual layer reads the previous slice")
+    series = header.previous_crc is not None
+    version = (SERIES_RESIDUAL_VERSION if series else BOUNDED_RESIDUAL_VERSION) if residual else VARIABLE_RATE_VERSION if variable_rate else FORMAT_VERSION
     if len(strings) > 65535 or len(header.residual_strings) > 65535:
         raise ValueError("a container holds at most 65535 strings per layer")
     name = header.model.encode("ascii")
@@ -185,6 +194,8 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
     parts += [struct.pack("<I", len(header.exceptions)), bytes(header.exceptions)]
     if residual:
         parts += [_BOUND.pack(header.max_error), _TIGHTER.pack(header.tighter_passes)]
+        if series:
+            parts.append(_CRC.pack(header.previous_crc))
         parts.append(_RESIDUAL.pack(bytes.fromhex(header.residual_fingerprint), len(header.residual_strings)))
         for s in header.residual_strings:
             parts += [struct.pack("<I", len(s)), s]
@@ -243,11 +254,13 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
     if version >= 2:
         (exc_len,) = struct.unpack("<I", r.take(4, "exception block length"))
         exceptions = r.take(exc_len, "exception block")
-    max_error, residual_fp, residual_strings, tighter_passes = None, "", [], 0
+    max_error, residual_fp, residual_strings, tighter_passes, previous_crc = None, "", [], 0, None
     if version in _RESIDUAL_VERSIONS:
         (max_error,) = _BOUND.unpack(r.take(_BOUND.size, "residual layer header"))
         if version in _TIGHTER_VERSIONS:
             (tighter_passes,) = _TIGHTER.unpack(r.take(_TIGHTER.size, "residual layer header"))
+        if version == SERIES_RESIDUAL_VERSION:
+            (previous_crc,) = _CRC.unpack(r.take(_CRC.size, "previous slice's checksum"))
         fp_bytes, n_residual = _RESIDUAL.unpack(r.take(_RESIDUAL.size, "residual layer header"))
         least = 1 if version == TIGHTER_PASSES_VERSION else 0
         if not (least <= tighter_passes <= 3) or (tighter_passes and max_error < 1):
@@ -281,6 +294,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         residual_fingerprint=residual_fp,
         residual_strings=tuple(residual_strings),
         tighter_passes=tighter_passes,
+        previous_crc=previous_crc,
         quality=quality,
         psnr=psnr,
         version=version,

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from compressai.models import CompressionModel
+from tqdm import tqdm
 
 from medvae import bitstream, metrics, zoo
 from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
@@ -34,6 +35,7 @@ from medvae.models.gain import LOWEST_QUALITY, QUALITY_UNITS, quality_units
 from medvae.refine import check_refinement, refine_latents
 from medvae.residual.coder import PassOutputs, check_max_error, pass_bounds
 from medvae.residual.weights import Residual, load_residual
+from medvae.series import KEY_EVERY, is_key_slice
 
 #: Torch threads of the format-1 float decoder. Its entropy decoder depends on float
 #: results that change with the thread count, so format-1 files decode with the count
@@ -112,6 +114,8 @@ class Codec:
         device: where the transforms run (``"cpu"``, ``"cuda"``). Any device decodes
             any file to the same pixels.
         residual: the residual model of lossless and near-lossless coding, if any.
+        series_residual: the residual model that also reads the previous slice of a series
+            (:meth:`compress` with ``previous``, :meth:`compress_series`), if any.
         quality: a variable-rate model's quality when :meth:`compress` is given none
             (default :data:`~medvae.models.variable_rate.DEFAULT_QUALITY`, or the top level of
             a model with fewer levels).
@@ -128,6 +132,7 @@ class Codec:
     def __init__(
         self, model: CompressionModel, *, device: str | torch.device = "cpu", update_tables: bool = False,
         residual: Residual | None = None, quality: float | None = None, alternatives: Sequence[Codec] = (),
+        series_residual: Residual | None = None,
     ):
         if not hasattr(model, "model_name"):
             raise TypeError("Codec needs a registered MedVAE model (medvae.models.create(...))")
@@ -148,6 +153,11 @@ class Codec:
         #: The residual model of lossless and near-lossless coding (``max_error``), trained on
         #: this base's reconstructions; None when the weights come without one.
         self.residual = residual
+        #: The series residual model (lossless and near-lossless coding given the previous
+        #: slice of a series), trained on this base's reconstructions; None when there is none.
+        self.series_residual = series_residual
+        if series_residual is not None and not series_residual.model.previous:
+            raise InputError("series_residual must be a residual model that reads the previous slice")
         #: A variable-rate model (``medvae-vr``) codes any quality in :attr:`quality_range`.
         self.variable_rate = hasattr(model, "gain")
         self.default_quality = model.default_quality if quality is None and self.variable_rate else quality
@@ -293,6 +303,7 @@ class Codec:
         iterations: int | None = None,
         quality: float | None = None,
         tighter_passes: int = 0,
+        previous: np.ndarray | None = None,
     ) -> bytes:
         """Encode a 2-D uint8/uint16/int16 image to a self-describing ``.mvae`` container.
 
@@ -320,6 +331,11 @@ class Codec:
                 bounds; rate control's fine steps). The file declares ``max_error``.
             iterations: for a progressive model (``rnn-conv``), how many iterations to code
                 (1 to its ``max_iterations``, the default); each adds bits and fidelity.
+            previous: with ``max_error``: the previous slice of this image's series, as its file
+                decodes (:meth:`compress_series` keeps track). The residual layer is then coded
+                with :attr:`series_residual`, which reads that slice too: fewer bits on a
+                volume's consecutive slices, but the file decodes only given that slice
+                (``decompress(data, previous=…)``; it records the slice's checksum).
             quality: for a variable-rate model (``medvae-vr``), any number in
                 :attr:`quality_range` (multiples of 1/256; default 5): higher codes more bits
                 and fidelity. The file records it, and the PSNR it achieves. Default:
@@ -332,8 +348,31 @@ class Codec:
         return self._compress(
             image, value_range=value_range, bits_stored=bits_stored, metadata=metadata, refine_steps=refine_steps,
             lmbda=lmbda, padding_value=padding_value, max_error=max_error, iterations=iterations, quality=quality,
-            tighter_passes=tighter_passes,
+            tighter_passes=tighter_passes, previous=previous,
         )[0]
+
+    def compress_series(
+        self, images: Sequence[np.ndarray], *, max_error: int, key_every: int = KEY_EVERY, progress: bool = False, **options
+    ) -> list[bytes]:
+        """The files of a series' consecutive slices (a volume's, in order), lossless or
+        near-lossless (``max_error``; other ``options`` as for :meth:`compress`): every
+        ``key_every``-th slice, from the first, alone (a key slice), each other given the one
+        before as it decodes (:meth:`compress` with ``previous``), so a slice decodes after at
+        most ``key_every − 1`` others (0: only the first is a key slice). A slice of another
+        shape or dtype than the one before is coded alone. :meth:`decompress_series` decodes them."""
+        files, previous = [], None
+        for k, image in enumerate(tqdm(images, desc="series", unit="slice", disable=not progress)):
+            key = is_key_slice(k, image, previous, key_every)
+            data, previous = self.compress_with_pixels(image, max_error=max_error, previous=None if key else previous, **options)
+            files.append(data)
+        return files
+
+    def decompress_series(self, files: Sequence[bytes], progress: bool = False) -> list[np.ndarray]:
+        """The slices of :meth:`compress_series`' files, in order (each decoded given the one before)."""
+        images: list[np.ndarray] = []
+        for data in tqdm(files, desc="series", unit="slice", disable=not progress):
+            images.append(self.decompress(data, previous=images[-1] if images else None))
+        return images
 
     def compress_with_pixels(self, image: np.ndarray, **options) -> tuple[bytes, np.ndarray]:
         """:meth:`compress` (the same ``options``), and the pixels every decoder gets from the
@@ -393,10 +432,10 @@ class Codec:
 
     def _compress(
         self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", max_error: int | None = None,
-        tighter_passes: int = 0, keep_pixels: bool = False, **options,
+        tighter_passes: int = 0, keep_pixels: bool = False, previous: np.ndarray | None = None, **options,
     ) -> tuple[bytes, np.ndarray | None]:
         """The file and (with ``keep_pixels``, or a bound) the pixels it decodes to."""
-        residual = self._check_residual(max_error)
+        residual = self._check_residual(max_error, previous)
         if tighter_passes and residual is None:
             raise InputError("tighter_passes is for near-lossless coding (max_error >= 1)")
         pass_bounds(max_error or 0, tighter_passes)  # checks it before the base is coded
@@ -406,8 +445,10 @@ class Codec:
         if residual is None:  # lossy: with alternatives, the weights whose file costs least
             codec, encoded = self._chosen(image, keep_pixels=keep_pixels, **options)
             return codec._container(image, encoded, bits_stored, metadata)
+        if previous is not None and (np.shape(previous) != image.shape or np.asarray(previous).dtype != image.dtype):
+            raise InputError(f"the previous slice ({np.shape(previous)}, {np.asarray(previous).dtype}) must have this one's shape and dtype ({image.shape}, {image.dtype})")
         encoded = self._base(image, **options, keep_pixels=True)
-        return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes)
+        return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, previous=previous)
 
     def _chosen(self, image: np.ndarray, **options) -> tuple[Codec, _Encoded]:
         """The lossy coding of ``image`` (:meth:`_base`'s ``options``) by these weights or, with
@@ -474,16 +515,18 @@ class Codec:
     def _container(
         self, image: np.ndarray, encoded: _Encoded, bits_stored: int, metadata: bytes, max_error: int | None = None,
         residual: Residual | None = None, tighter_passes: int = 0, first_pass: PassOutputs | None = None,
+        previous: np.ndarray | None = None,
     ) -> tuple[bytes, np.ndarray | None]:
         """The ``.mvae`` bytes of an encoding (and its residual layer, with ``max_error``), and
         the pixels they decode to (None where the encoding kept only their checksum).
-        ``first_pass``: the residual network's first pass on this base, if already computed."""
+        ``first_pass``: the residual network's first pass on this base, if already computed;
+        ``previous``: the series' previous slice, which a series residual model reads."""
         strings, exceptions, crc, residual_strings = encoded.strings, encoded.exceptions, encoded.pixels_crc, ()
         final = encoded.decoded
         if residual is not None:
             residual_strings, final = residual.coder.encode(
                 image, encoded.decoded, encoded.value_range, max_error, tighter_passes, first_pass,
-                exceptions.exact(image.shape),
+                exceptions.exact(image.shape), previous,
             )
             crc = bitstream.pixels_crc(final)
         header = bitstream.Header(
@@ -500,6 +543,7 @@ class Codec:
             tighter_passes=tighter_passes,
             residual_fingerprint=residual.fingerprint if residual is not None else "",
             residual_strings=tuple(residual_strings),
+            previous_crc=None if previous is None else bitstream.pixels_crc(previous),
         )
         if self.variable_rate:
             peak = 2 ** metrics.stored_bits(bits_stored, image.dtype) - 1
@@ -507,11 +551,18 @@ class Codec:
             header = dataclasses.replace(header, quality=self.model.quality, psnr=psnr)
         return bitstream.pack(header, strings, metadata), final
 
-    def _check_residual(self, max_error: int | None) -> Residual | None:
-        """The residual model that codes ``max_error`` (None when there is no bound to keep)."""
+    def _check_residual(self, max_error: int | None, previous: np.ndarray | None = None) -> Residual | None:
+        """The residual model that codes ``max_error`` (None when there is no bound to keep), or
+        with ``previous`` the series residual model."""
         if max_error is None:
+            if previous is not None:
+                raise InputError("previous= is for lossless and near-lossless coding (give max_error)")
             return None
         check_max_error(max_error)
+        if previous is not None:
+            if self.series_residual is None:
+                raise InputError("these weights come without a series residual model; code each slice alone (no previous=)")
+            return self.series_residual
         if self.residual is None:
             raise InputError(
                 "these weights come without a residual model, so they cannot code losslessly or with a "
@@ -535,17 +586,20 @@ class Codec:
         return self.lmbda
 
     @torch.inference_mode()
-    def decompress(self, data: bytes) -> np.ndarray:
+    def decompress(self, data: bytes, previous: np.ndarray | None = None) -> np.ndarray:
         """Decode a container written with these weights; same shape and dtype as the input.
+        ``previous``: for a file coded given the previous slice of its series (format 9), that
+        slice as decoded; other files do not read it.
 
         Raises:
-            BitstreamError: the data is damaged, names other weights, or decodes to pixels
-                whose CRC differs from the one the encoder stored.
+            BitstreamError: the data is damaged, names other weights, decodes to pixels
+                whose CRC differs from the one the encoder stored, or needs the previous
+                slice and was not given it (or was given another).
         """
         header, strings, _ = bitstream.unpack(data)
         for other in self.alternatives:  # written with other weights of this family
             if (header.model, header.fingerprint) == (other.name, other.fingerprint):
-                return other.decompress(data)
+                return other.decompress(data, previous)
         if header.version == 1:
             return self._decompress_format1(header, strings)
         self._check_weights(header, self.fingerprint)
@@ -561,7 +615,7 @@ class Codec:
         if exceptions:
             decoded = exceptions.restore(decoded)
         if header.max_error is not None:
-            decoded = self._add_residual(header, decoded, exceptions)
+            decoded = self._add_residual(header, decoded, exceptions, self._previous_of(header, previous))
         if bitstream.pixels_crc(decoded) != header.pixels_crc:
             raise BitstreamError(
                 "the decoded pixels do not match the checksum the encoder stored: the file is damaged "
@@ -581,14 +635,33 @@ class Codec:
                 why = f"is outside {self.quality_range}" if not lo <= header.quality <= hi else f"cannot be decoded: {exc}"
                 raise BitstreamError(f"corrupted bitstream: quality {header.quality:g} {why}") from None
 
-    def _add_residual(self, header: bitstream.Header, base: np.ndarray, exceptions: Exceptions | None) -> np.ndarray:
-        """The base pixels plus the residual layer the header carries (``exceptions``: the base's, restored)."""
+    @staticmethod
+    def _previous_of(header: bitstream.Header, previous: np.ndarray | None) -> np.ndarray | None:
+        """The previous slice a format-9 file reads (checked against its checksum), else None."""
+        if header.previous_crc is None:
+            return None
+        if previous is None:
+            raise BitstreamError("this file was coded given the previous slice of its series; decode it with "
+                                 "decompress(data, previous=that slice) or decompress_series")
+        previous = np.asarray(previous)
+        if previous.shape != header.shape or previous.dtype != header.dtype or bitstream.pixels_crc(previous) != header.previous_crc:
+            raise BitstreamError(f"the previous slice given is not the one this file was coded with (checksum {header.previous_crc:08x})")
+        return previous
+
+    def _add_residual(
+        self, header: bitstream.Header, base: np.ndarray, exceptions: Exceptions | None, previous: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The base pixels plus the residual layer the header carries (``exceptions``: the base's,
+        restored; ``previous``: the series' previous slice, for a format-9 file)."""
         residual = self._residual_for(header.residual_fingerprint)
+        if residual.coder.series != (previous is not None):
+            raise BitstreamError(f"corrupted bitstream: residual model {residual.fingerprint} and a format-{header.version} file")
         try:
             exact = exceptions.exact(header.shape) if exceptions else None
             return residual.coder.decode(
                 list(header.residual_strings), base, header.value_range, header.max_error, header.tighter_passes,
-                exact, bounded=header.version == bitstream.BOUNDED_RESIDUAL_VERSION,
+                exact, bounded=header.version in (bitstream.BOUNDED_RESIDUAL_VERSION, bitstream.SERIES_RESIDUAL_VERSION),
+                previous=previous,
             )
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"residual decoding failed: {exc}") from None
@@ -596,8 +669,9 @@ class Codec:
     def _residual_for(self, fingerprint: str) -> Residual:
         """The residual model a file names: this codec's, or a shipped one kept for older files
         (trained on this same base), else :class:`BitstreamError`."""
-        if self.residual is not None and self.residual.fingerprint == fingerprint:
-            return self.residual
+        for mine in (self.residual, self.series_residual):
+            if mine is not None and mine.fingerprint == fingerprint:
+                return mine
         path = zoo.residual_for_fingerprint(fingerprint)
         if path is not None:
             kept = _kept_residual(path)
@@ -665,7 +739,10 @@ def load(source: str | os.PathLike, quality: int | None = None, *, device: str =
         raise InputError(f"{source} holds weights for one rate; quality= is for shipped ladders and variable-rate models")
     variable_quality = quality if variable_rate else None  # else quality chose the file
     alternatives = [load(other, quality, device=device) for other in zoo.alternative_paths(path)]
-    return Codec(model, device=device, residual=_shipped_residual(path), quality=variable_quality, alternatives=alternatives)
+    return Codec(
+        model, device=device, residual=_shipped_residual(path), quality=variable_quality, alternatives=alternatives,
+        series_residual=_shipped_series_residual(path),
+    )
 
 
 def _load_weights(path: Path) -> CompressionModel:
@@ -681,6 +758,11 @@ def _shipped_residual(path: Path) -> Residual | None:
     return None if residual is None else load_residual(residual)
 
 
+def _shipped_series_residual(path: Path) -> Residual | None:
+    residual = zoo.series_residual_path(path)
+    return None if residual is None else load_residual(residual)
+
+
 @lru_cache(maxsize=4)
 def _kept_residual(path: Path) -> Residual:
     """A shipped residual model kept for older files, loaded once."""
@@ -691,13 +773,16 @@ def _shipped(path: Path) -> Codec:
     """The codec of shipped weights with their residual model, built once for each weights
     fingerprint and residual model (shipping new weights to the same file, or a new residual
     model, makes a new codec, not a stale one)."""
-    return _shipped_codec(path, zoo.shipped_fingerprint(path), zoo.residual_path(path))
+    return _shipped_codec(path, zoo.shipped_fingerprint(path), zoo.residual_path(path), zoo.series_residual_path(path))
 
 
 @lru_cache(maxsize=8)
-def _shipped_codec(path: Path, fingerprint: str | None, residual: Path | None) -> Codec:
+def _shipped_codec(path: Path, fingerprint: str | None, residual: Path | None, series: Path | None) -> Codec:
     alternatives = [_shipped(other) for other in zoo.alternative_paths(path)]
-    return Codec(_load_weights(path), residual=None if residual is None else load_residual(residual), alternatives=alternatives)
+    return Codec(
+        _load_weights(path), residual=None if residual is None else load_residual(residual), alternatives=alternatives,
+        series_residual=None if series is None else load_residual(series),
+    )
 
 
 def _as_codec(model: Codec | CompressionModel | str | os.PathLike) -> Codec:
@@ -735,9 +820,12 @@ def compress(
     return codec.compress(image, quality=quality if codec.variable_rate else None, **kwargs)
 
 
-def decompress(data: bytes, model: Codec | CompressionModel | str | os.PathLike | None = None) -> np.ndarray:
-    """Decode ``data``; without ``model``, the shipped weights named in its header are used."""
+def decompress(
+    data: bytes, model: Codec | CompressionModel | str | os.PathLike | None = None, *, previous: np.ndarray | None = None
+) -> np.ndarray:
+    """Decode ``data``; without ``model``, the shipped weights named in its header are used.
+    ``previous``: the previous slice of its series, for a file coded given it (:meth:`Codec.compress_series`)."""
     if model is None:
         header = bitstream.read_header(data)
-        return _shipped(zoo.path_for_fingerprint(header.model, header.fingerprint)).decompress(data)
-    return _as_codec(model).decompress(data)
+        return _shipped(zoo.path_for_fingerprint(header.model, header.fingerprint)).decompress(data, previous)
+    return _as_codec(model).decompress(data, previous)

@@ -65,7 +65,7 @@ def index() -> dict[str, Any]:
         path = folder / "index.json"
         for name, entry in (json.loads(path.read_text()) if path.is_file() else {}).items():
             for record in _files(entry):
-                for item in [record, record.get("residual"), *record.get("previous_residuals", [])]:
+                for item in [record, record.get("residual"), record.get("series_residual"), *record.get("previous_residuals", [])]:
                     if item:
                         item["path"] = str(folder / item["file"])
             if name not in merged:
@@ -213,12 +213,20 @@ def residual_path(weights: str | Path) -> Path | None:
     return None if record is None or "residual" not in record else Path(record["residual"]["path"])
 
 
+def series_residual_path(weights: str | Path) -> Path | None:
+    """The series residual model shipped with the weights file ``weights`` (lossless and
+    near-lossless coding of a slice given the one before it), or None when it has none."""
+    record = _record_of(weights)
+    return None if record is None or "series_residual" not in record else Path(record["series_residual"]["path"])
+
+
 def residual_for_fingerprint(fingerprint: str) -> Path | None:
-    """The shipped residual model with ``fingerprint``: the one a base codes with now, or one
-    kept (``previous_residuals``) so that files written with it still decode; None if none."""
+    """The shipped residual model with ``fingerprint``: the one a base codes with now (or its
+    series model), or one kept (``previous_residuals``) so that files written with it still
+    decode; None if none."""
     for entry in index().values():
         for quality in _files(entry):
-            for record in [quality.get("residual"), *quality.get("previous_residuals", [])]:
+            for record in [quality.get("residual"), quality.get("series_residual"), *quality.get("previous_residuals", [])]:
                 if record and record["fingerprint"] == fingerprint:
                     return Path(record["path"])
     return None

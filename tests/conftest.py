@@ -49,6 +49,18 @@ def small_residual(codec: medvae.Codec, image: np.ndarray, seed: int = 3):
     return Residual(model, calibrate_residual(model, [(image, base, value_range)]))
 
 
+def small_series_residual(codec: medvae.Codec, image: np.ndarray, previous: np.ndarray, seed: int = 4):
+    """An untrained series residual model (8 channels, reading the previous slice) for
+    ``codec``'s base, calibrated on ``image`` after ``previous``."""
+    from medvae.residual.model import ResidualModel
+    from medvae.residual.weights import Residual, calibrate_residual
+
+    torch.manual_seed(seed)
+    model = ResidualModel(channels=8, previous=True)
+    base, value_range, _ = codec.base_layer(image)
+    return Residual(model, calibrate_residual(model, [(image, base, value_range, previous)]))
+
+
 @pytest.fixture(scope="session", params=FAMILIES)
 def family_codec(request) -> medvae.Codec:
     return medvae.Codec(small_model(request.param))

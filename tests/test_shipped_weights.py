@@ -30,10 +30,15 @@ def ct_slice() -> np.ndarray:
 
 def test_the_package_ships_its_weights_within_budget():
     files = sorted(zoo.WEIGHTS_DIR.glob("*.pt"))
-    residual = zoo.index()["medvae"]["qualities"]["5"]["residual"]["file"]
+    default = zoo.index()["medvae"]["qualities"]["5"]
+    residual, series = default["residual"]["file"], default["series_residual"]["file"]
     alternatives = {record["file"] for record in zoo.index()["medvae-ctx"]["alternatives"]}
-    assert len(alternatives) == 1 and {"medvae-ctx.pt", "medvae-q5.pt", residual, *alternatives} <= {f.name for f in files}
+    assert len(alternatives) == 1 and {"medvae-ctx.pt", "medvae-q5.pt", residual, series, *alternatives} <= {f.name for f in files}
     assert sum(f.stat().st_size for f in files) <= MAX_TOTAL_BYTES
+    codec = medvae.load("medvae")  # the default base comes with both residual models, each as the index records it
+    assert codec.residual.fingerprint == default["residual"]["fingerprint"]
+    assert codec.series_residual.model.previous and codec.series_residual.fingerprint == default["series_residual"]["fingerprint"]
+    assert codec.series_residual.info["base_fingerprint"] == codec.fingerprint
 
 
 @needs_ladder

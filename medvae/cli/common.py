@@ -25,6 +25,7 @@ class Options:
     max_error: int | None = None  # lossless (0) or near-lossless coding; None: lossy
     target: Target | None = None  # rate control picks each slice's setting
     iterations: int | None = None  # a progressive model's iteration count (rnn-conv); None: all
+    series: bool = False  # a volume's slices coded given the one before (with max_error; key slices alone)
 
 
 @lru_cache(maxsize=2)

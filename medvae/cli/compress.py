@@ -26,6 +26,7 @@ from medvae.cli.common import (
     refine_steps,
 )
 from medvae.cli.files import Task, UsageError, plan, slice_paths
+from medvae.series import KEY_EVERY, is_key_slice
 from medvae.errors import MedVAEError
 from medvae.io.files import publish
 
@@ -38,6 +39,7 @@ EXAMPLES = """examples:
   medvae compress scans/ -o out/ --model medvae --quality 3   the ladder of seven separately trained weights
   medvae compress scans/ -o out/ --lossless             the archive's choice: decodes to the input exactly
   medvae compress scans/ -o out/ --max-error 2          near-lossless: every pixel within 2 of the input
+  medvae compress ct.nii.gz -o out/ --lossless --series  a volume's slices, each given the one before: fewer bits
   medvae compress scans/ -o out/ --ratio 10             rate control: the best file at or below 10:1
   medvae compress scans/ -o out/ --psnr 50              rate control: the smallest file of at least 50 dB
   medvae compress cr.dcm -o out/ --model rnn-conv --iterations 4   the RNN-Conv baseline, 4 of its 8 iterations
@@ -80,12 +82,17 @@ def compress_file(task: Task) -> batch.Outcome:
         if not todo:
             outcome.status, outcome.message = "skipped", "outputs exist"
             return outcome
-        chosen = []
+        chosen, before = [], None  # before: (index, decoded pixels) of the slice coded last, for --series
         for n, i in enumerate(todo):
             meta = source_metadata.pack(source_metadata.from_stack(stack, i))
             settings = dict(bits_stored=stack.bits_stored, metadata=meta, refine_steps=options.refine_steps,
                             padding_value=padding_value(stack, i))
-            if options.target is None:
+            if options.series:
+                previous = before[1] if before is not None and before[0] == i - 1 else None  # a resumed run's kept slice: start again
+                previous = None if is_key_slice(i, stack.pixels[i], previous) else previous
+                data, decoded = codec.compress_with_pixels(stack.pixels[i], max_error=options.max_error, previous=previous, **settings)
+                before = (i, decoded)
+            elif options.target is None:
                 data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
             else:
                 from medvae.rate_control import compress_to
@@ -222,8 +229,12 @@ def compress_all(args: argparse.Namespace) -> int:
         raise UsageError(f"--iterations must be 1 to {codec.model.max_iterations} for {args.model}")
     if codec.progressive and (steps or target is not None):
         raise UsageError(f"{args.model} is progressive: choose its rate with --iterations (no --refine, --ratio, --bpp, --psnr)")
+    if args.series and bound is None:
+        raise UsageError("--series codes a volume's slices losslessly or near-losslessly: add --lossless or --max-error")
+    if args.series and codec.series_residual is None:
+        raise UsageError(f"{args.model} comes without a series residual model: --series needs the shipped default")
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
-                      max_error=bound, target=target, iterations=args.iterations)
+                      max_error=bound, target=target, iterations=args.iterations, series=args.series)
     workers = args.workers or batch.auto_workers(len(tasks), threads_per_worker=2)
     outcomes += batch.run(
         tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options),
@@ -252,6 +263,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="iterations of a progressive model (--model rnn-conv: 1 to 8, default 8); each adds bits")
     add_refine_arguments(parser)
     add_error_bound_arguments(parser)
+    parser.add_argument("--series", action="store_true",
+                        help="with --lossless or --max-error: code each slice of a multi-slice input (a volume) given the "
+                        f"slice before it, fewer bits; every {KEY_EVERY}th slice is coded alone, so a slice decodes after at "
+                        "most " f"{KEY_EVERY - 1} others (medvae decompress finds them beside it)")
     parser.set_defaults(func=run)
 
 

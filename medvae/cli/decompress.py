@@ -12,6 +12,7 @@ NIfTI or NRRD at the slice's position, a TIFF page as TIFF, a .npy slice as
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
@@ -53,7 +54,6 @@ def decompress_file(task: Task) -> batch.Outcome:
 
 def restore(task: Task, codec, options: Options) -> batch.Outcome:
     """Decode ``task.source`` with ``codec`` (shipped weights when None) and publish the result."""
-    import medvae
     from medvae import bitstream, metrics, source_metadata
     from medvae.cli.restore import render, suffix_for
 
@@ -68,7 +68,9 @@ def restore(task: Task, codec, options: Options) -> batch.Outcome:
             return batch.Outcome(task.source, "skipped", "output exists", outputs=[target], slices=1,
                                  input_bytes=len(data), output_bytes=target.stat().st_size)
         raise FileExistsError(f"output {target} exists")
-    image = medvae.decompress(data) if codec is None else codec.decompress(data)
+    previous = previous_slice(task.source, codec) if header.previous_crc is not None else None
+    image = decode(data, codec, previous)
+    _remember(task.source, image)
     image_bytes = header.n_bytes - header.metadata_bytes
     bits = header.bits_stored or (info.bits_stored if info else 0) or image.dtype.itemsize * 8
     ratio = metrics.compression_ratio(image_bytes, header.shape, bits)
@@ -80,6 +82,61 @@ def restore(task: Task, codec, options: Options) -> batch.Outcome:
         image_bytes=image_bytes, pixels=pixels, bpp_sum=8.0 * image_bytes / pixels,
         file_bpp_sum=8.0 * len(data) / pixels,
     )
+
+
+def decode(data: bytes, codec, previous=None):
+    """The pixels of a file, with ``codec`` (the shipped weights it names when None)."""
+    import medvae
+
+    return medvae.decompress(data, previous=previous) if codec is None else codec.decompress(data, previous)
+
+
+#: The slices of a series decoded last in this process (by path): the next file usually follows them.
+_decoded: dict[Path, object] = {}
+
+
+def previous_slice(path: Path, codec):
+    """The decoded slice before ``path``, a file ``medvae compress --series`` coded given it: its
+    sibling ``slice_N−1.mvae`` (walking back to the key slice, which was coded alone, at most
+    ``KEY_EVERY − 1`` files; each decoded once per process). Raises :class:`BitstreamError` when a
+    file of the chain is missing."""
+    import medvae
+
+    chain = []  # the files before ``path`` back to one decoded alone (or already decoded), nearest first
+    current = path
+    while True:
+        before = _slice_before(current)
+        if before in _decoded:
+            previous = _decoded[before]
+            break
+        data = before.read_bytes()
+        chain.append((before, data))
+        if medvae.read_header(data).previous_crc is None:
+            previous = None
+            break
+        current = before
+    for before, data in reversed(chain):
+        previous = decode(data, codec, previous)
+        _remember(before, previous)
+    return previous
+
+
+def _remember(path: Path, image) -> None:
+    """Keep the slice decoded last (only it: the next file of its series reads it)."""
+    _decoded.clear()
+    _decoded[path] = image
+
+
+def _slice_before(path: Path) -> Path:
+    """``slice_N−1.mvae`` beside ``slice_N.mvae``, or :class:`BitstreamError`."""
+    from medvae.errors import BitstreamError
+
+    match = re.fullmatch(r"slice_(\d+)\.mvae", path.name)
+    before = match and int(match.group(1)) > 0 and path.with_name(f"slice_{int(match.group(1)) - 1:0{len(match.group(1))}d}.mvae")
+    if not before or not before.is_file():
+        raise BitstreamError(f"{path.name} was coded given the slice before it ({before.name if before else 'slice_N-1.mvae'}), "
+                             "which is not beside it; decode the series' folder as medvae compress --series wrote it")
+    return before
 
 
 def is_bitstream_name(path: Path) -> bool:

@@ -56,6 +56,7 @@ def describe(path: Path) -> dict[str, Any]:
         "max_error": header.max_error,
         "residual_bytes": sum(len(s) for s in header.residual_strings),
         "residual_fingerprint": header.residual_fingerprint or None,
+        "previous_slice_crc": None if header.previous_crc is None else f"{header.previous_crc:08x}",
         "quality": header.quality,
         "psnr": _psnr(header),
         "psnr_at_least": _psnr_floor(header),
@@ -132,6 +133,9 @@ def format_text(info: dict[str, Any]) -> str:
         ("mode", info["mode"] + (f" (residual layer {info['residual_bytes']:,} bytes, model {info['residual_fingerprint']})"
                                  if info["max_error"] is not None else "")),
     ]
+    if info["previous_slice_crc"] is not None:
+        rows.append(("series", f"coded given the previous slice of its series (pixel CRC {info['previous_slice_crc']}): "
+                               "decodes after it (medvae decompress finds it beside this file)"))
     if info["quality"] is not None:
         rows.append(("quality", f"{info['quality']:g} (variable-rate model)"))
     if info["psnr"] is not None:

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "wider than --init starts from it, widened without changing what it computes")
     parser.add_argument("--blocks", type=int, help="residual blocks before the last layer (default: those of --init, else 0); "
                         "more than --init starts from it, deepened without changing what it computes")
+    parser.add_argument("--series", action="store_true",
+                        help="a series model: each slice of a volume also conditions on the slice before it "
+                        "(trained on the volumes' consecutive slices; --init starts from a plain model unchanged)")
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="training state, written every 500 steps; an existing one is resumed")
 
@@ -41,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     import medvae
     from medvae.io.slices import manifest_slices
-    from medvae.residual.model import CHANNELS, ResidualModel, deepened, widened
-    from medvae.residual.training import base_pairs, evaluate_bpp, load_pairs, save_pairs, train_residual
+    from medvae.residual.model import CHANNELS, ResidualModel, deepened, widened, with_previous
+    from medvae.residual.training import base_pairs, evaluate_bpp, load_pairs, save_pairs, series_pairs, train_residual
     from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
 
     out = Path(args.out)
@@ -52,12 +55,14 @@ def run(args: argparse.Namespace) -> int:
 
     def pairs_of(split: str):
         cache = Path(f"{args.pairs}.{split}.npz") if args.pairs else None
+        slices = manifest_slices(args.data, split=split)
         if cache and cache.exists():
-            return load_pairs(cache)
-        pairs = base_pairs(codec, manifest_slices(args.data, split=split))
-        if cache:
-            save_pairs(pairs, cache)
-        return pairs
+            pairs = load_pairs(cache)
+        else:
+            pairs = base_pairs(codec, slices)
+            if cache:
+                save_pairs(pairs, cache)
+        return series_pairs(pairs, slices) if args.series else pairs
 
     train, val = pairs_of("train"), pairs_of("val")
     torch.manual_seed(0)  # a fresh model starts the same in every run, so a resumed run recognises its start
@@ -66,9 +71,13 @@ def run(args: argparse.Namespace) -> int:
         start = widened(start, args.channels)
     if args.blocks is not None and args.blocks != start.blocks:
         start = deepened(start, args.blocks)
+    if args.series and not start.previous:
+        start = with_previous(start)
+    if not train:
+        raise SystemExit(f"medvae train-residual: no training {'pairs of consecutive slices' if args.series else 'slices'} in {args.data}")
     model, log = train_residual(train, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, bf16=args.bf16,
                                 model=start, val=val, checkpoint=args.checkpoint, device=args.device, minutes=args.minutes)
-    plan = calibrate_residual(model, [(p.image, p.base, p.value_range) for p in train[:: max(1, len(train) // 40)]])
+    plan = calibrate_residual(model, train[:: max(1, len(train) // 40)])
     info = {
         "base": codec.name, "base_fingerprint": codec.fingerprint, "steps": log[-1]["step"] if log else args.steps, "batch": args.batch,
         "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "device": args.device, "train_slices": len(train),

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import glob
 import os
+import struct
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 import medvae
 from medvae import zoo
-from medvae.errors import InputError, MedVAEError
+from medvae.errors import BitstreamError, InputError, MedVAEError
 from medvae.evaluation.codecs import Family, ImageCodec, register_family
 from medvae.models import available
 
@@ -193,14 +195,59 @@ class WithResidual(ImageCodec):
         return self.codec.decompress(data)
 
 
-def _residual_points(value: str | None) -> list[ImageCodec]:
+class SeriesWithResidual(WithResidual):
+    """:class:`WithResidual` on a series: each slice after the first coded given the one before
+    (:meth:`medvae.Codec.compress_series`, the series residual model). The stream is the
+    slices' files, each after its length (4 bytes), so a slice's row counts its own file and 4
+    bytes; one image alone is a series of one."""
+
+    family = "medvae-series"
+    series: ClassVar[bool] = True
+    _LENGTH = struct.Struct("<I")
+
+    def encode(self, image: np.ndarray, bits_stored: int | None = None) -> bytes:
+        return self.encode_series(np.asarray(image)[None], bits_stored)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.decode_series(data)[0]
+
+    def encode_series(self, volume: np.ndarray, bits_stored: int | None = None) -> bytes:
+        files = self.codec.compress_series(list(volume), max_error=self.value, bits_stored=int(bits_stored or 0))
+        return b"".join(self._LENGTH.pack(len(f)) + f for f in files)
+
+    def decode_series(self, data: bytes) -> np.ndarray:
+        files, pos = [], 0
+        while pos < len(data):
+            if pos + self._LENGTH.size > len(data):
+                raise BitstreamError("truncated series stream")
+            (length,) = self._LENGTH.unpack_from(data, pos)
+            files.append(data[pos + self._LENGTH.size : pos + self._LENGTH.size + length])
+            pos += self._LENGTH.size + length
+        return np.stack(self.codec.decompress_series(files))
+
+
+def _bounds(family: str, value: str | None) -> list[int]:
+    """The error bounds of a ``medvae-residual`` or ``medvae-series`` spec value."""
     text = "" if value is None else value.strip().lower()
     try:
         bounds = DEFAULT_MAX_ERROR if value is None else [0 if text == "lossless" else int(text)]
     except ValueError:
-        raise InputError(f"medvae-residual: bad max_error {value!r} (an integer >= 0, or lossless)") from None
+        raise InputError(f"{family}: bad max_error {value!r} (an integer >= 0, or lossless)") from None
     if any(b < 0 for b in bounds):
-        raise InputError(f"medvae-residual: max_error must be >= 0, got {value!r}")
+        raise InputError(f"{family}: max_error must be >= 0, got {value!r}")
+    return bounds
+
+
+def _series_points(value: str | None) -> list[ImageCodec]:
+    bounds = _bounds("medvae-series", value)
+    codec = medvae.load("medvae")
+    if codec.series_residual is None:
+        raise MedVAEError("the installed medvae weights come without a series residual model")
+    return [SeriesWithResidual(codec, b) for b in bounds]
+
+
+def _residual_points(value: str | None) -> list[ImageCodec]:
+    bounds = _bounds("medvae-residual", value)
     codec = medvae.load("medvae")
     if codec.residual is None:
         raise MedVAEError("the installed medvae weights come without a residual model")
@@ -214,6 +261,7 @@ def _register() -> None:
         else:
             register_family(Family(name, maker(name), f"learned {name} checkpoints", learned=True))
     register_family(Family("medvae-residual", _residual_points, "medvae plus its residual layer: lossless, max_error", learned=True))
+    register_family(Family("medvae-series", _series_points, "medvae-residual on a series, each slice given the one before", learned=True))
 
 
 _register()

@@ -41,7 +41,9 @@ from medvae.exact.twin import CHUNK, guarded
 from medvae.residual import folding, rans
 from medvae.residual.model import (
     CONTEXT_GAIN,
+    IN_CHANNELS,
     PHASES,
+    PREVIOUS_CHANNELS,
     ResidualModel,
     block_offset,
     model_inputs,
@@ -70,16 +72,19 @@ class PassOutputs(NamedTuple):
 class _Inputs:
     """The network's input, built region by region (half-resolution coordinates) for ``Tiled``."""
 
-    def __init__(self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], frac: int):
-        self.base, self.residual, self.known, self.frac = base, residual, known, frac
+    def __init__(
+        self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], frac: int,
+        previous: np.ndarray | None,
+    ):
+        self.base, self.residual, self.known, self.frac, self.previous = base, residual, known, frac, previous
         self.lo, self.hi = (float(v) for v in value_range)
-        self.shape = (1, 12, base.shape[0] // 2, base.shape[1] // 2)
+        self.shape = (1, IN_CHANNELS + PREVIOUS_CHANNELS * (previous is not None), base.shape[0] // 2, base.shape[1] // 2)
 
     def crop(self, r0: int, r1: int, c0: int, c1: int) -> Fixed:
         region = lambda a: torch.from_numpy(np.ascontiguousarray(a[2 * r0 : 2 * r1, 2 * c0 : 2 * c1]))[None, None]  # noqa: E731
         inputs = model_inputs(
             region(self.base).to(torch.float64), region(self.residual).to(torch.float64), region(self.known),
-            self.lo, self.hi,
+            self.lo, self.hi, None if self.previous is None else region(self.previous).to(torch.float64),
         )
         return from_real(inputs, self.frac)
 
@@ -100,10 +105,13 @@ class ResidualCoder:
             Tiled(_pass_network(body, net[-1], plan, k), 1.0, TILE, model.receptive_radius, output="lazy") for k in range(4)
         )
         self.input_frac = plan[INPUT]
+        #: A series model: every call needs the previous slice of the series (its decoded pixels).
+        self.series = model.previous
 
     # --- parameters ----------------------------------------------------------------
     def _outputs(
-        self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], phase: tuple[int, int]
+        self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], phase: tuple[int, int],
+        previous: np.ndarray | None,
     ) -> PassOutputs:
         """The network's output for one pass's pixels, on the half-resolution grid: integer
         means, and the log2 scales before the bound's offset (exact float64 multiples of a power of two)."""
@@ -112,19 +120,30 @@ class ResidualCoder:
         h, w = base.shape[0] // 2, base.shape[1] // 2
         mean, log2_scale = np.empty((h, w), np.int64), np.empty((h, w), np.float64)
         with torch.inference_mode():
-            for (r0, r1, c0, c1), part in self.nets[k](_Inputs(base, residual, known, value_range, self.input_frac)).tiles():
+            for (r0, r1, c0, c1), part in self.nets[k](_Inputs(base, residual, known, value_range, self.input_frac, previous)).tiles():
                 unit = pow2(-part.frac)
                 mu = torch.round(part.value[0, 0] * unit * span / CONTEXT_GAIN)  # < 2^24 · 2^17, then a power of two: exact
                 mean[r0:r1, c0:c1] = mu.cpu().numpy()
                 log2_scale[r0:r1, c0:c1] = (part.value[0, 1] * unit).to(torch.float64).cpu().numpy()
         return PassOutputs(mean, log2_scale)
 
-    def first_pass(self, base: np.ndarray, value_range: tuple[int, int]) -> PassOutputs:
-        """The first pass's network output for ``base``: it reads no decoded residual, so it is the
-        same for every bound; :meth:`encode` takes it to skip that network pass (rate control
-        codes one base with many bounds)."""
-        padded = _even(base.astype(np.int32), edge=True)
-        return self._outputs(padded, np.zeros(padded.shape, np.int32), np.zeros(padded.shape, bool), value_range, PHASES[0])
+    def first_pass(self, base: np.ndarray, value_range: tuple[int, int], previous: np.ndarray | None = None) -> PassOutputs:
+        """The first pass's network output for ``base`` (and ``previous``, for a series model): it
+        reads no decoded residual, so it is the same for every bound; :meth:`encode` takes it to
+        skip that network pass (rate control codes one base with many bounds)."""
+        padded, before = _even(base.astype(np.int32), edge=True), self._previous(previous, base)
+        return self._outputs(padded, np.zeros(padded.shape, np.int32), np.zeros(padded.shape, bool), value_range, PHASES[0], before)
+
+    def _previous(self, previous: np.ndarray | None, base: np.ndarray) -> np.ndarray | None:
+        """The previous slice as the network reads it (even-sized, int32), or None; an
+        :class:`InputError` when a series model lacks it, or another model is given one."""
+        if (previous is not None) != self.series:
+            raise InputError("a series residual model codes a slice with the previous slice of its series, and only it does")
+        if previous is None:
+            return None
+        if previous.shape != base.shape:
+            raise InputError(f"the previous slice is {previous.shape[0]}x{previous.shape[1]}, this one {base.shape[0]}x{base.shape[1]}")
+        return _even(previous.astype(np.int32), edge=True)
 
     @staticmethod
     def _indexes(outputs: PassOutputs, value_range: tuple[int, int], bound: int) -> np.ndarray:
@@ -136,14 +155,16 @@ class ResidualCoder:
     # --- coding ----------------------------------------------------------------------
     def encode(
         self, image: np.ndarray, base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0,
-        first_pass: PassOutputs | None = None, exact: np.ndarray | None = None,
+        first_pass: PassOutputs | None = None, exact: np.ndarray | None = None, previous: np.ndarray | None = None,
     ) -> tuple[list[bytes], np.ndarray]:
         """The strings of the residual of ``image`` over ``base`` with bound ``max_error`` (the
         first ``tighter_passes`` passes: ``max_error − 1``) under the bounded laws of
         :mod:`medvae.residual.folding` (format 8), and the image every decoder will get from them.
         ``first_pass``: :meth:`first_pass` of this base and range, if already computed;
-        ``exact``: where the base restores the image exactly (its exceptions), if anywhere."""
+        ``exact``: where the base restores the image exactly (its exceptions), if anywhere;
+        ``previous``: for a series model, the previous slice's decoded pixels."""
         bounds = pass_bounds(max_error, tighter_passes)
+        before = self._previous(previous, base)
         lower, upper = pixel_bounds(base, value_range, exact)
         if ((image < lower) | (image > upper)).any():
             raise ValueError("the image leaves the bounds the decoder will clip to (value range or exact pixels)")
@@ -161,19 +182,20 @@ class ResidualCoder:
             q[coded] = chosen
             return q
 
-        final = _add(base, self._passes(base, value_range, bounds, code, first_pass, (lower, upper)))
+        final = _add(base, self._passes(base, value_range, bounds, code, first_pass, (lower, upper), before))
         return [encoder.finish(), bytes(escapes.written)], final
 
     def decode(
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0,
-        exact: np.ndarray | None = None, bounded: bool = True,
+        exact: np.ndarray | None = None, bounded: bool = True, previous: np.ndarray | None = None,
     ) -> np.ndarray:
         """The image :meth:`encode` coded: ``base`` plus the decoded residual, clipped to the bounds
         (``bounded``: format 8; else a format 4 or 7 file, coded with CompressAI's tables and clipped
-        to the dtype)."""
+        to the dtype); ``previous``: for a series model, the previous slice's decoded pixels."""
         bounds = pass_bounds(max_error, tighter_passes)
+        before = self._previous(previous, base)
         if bounded:
-            return self._decode_bounded(strings, base, value_range, bounds, exact)
+            return self._decode_bounded(strings, base, value_range, bounds, exact, before)
         needed = sum(_chunk_count(_phase_size(base.shape, phase)) for phase in PHASES)
         if len(strings) != needed:
             raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where {needed} are needed")
@@ -191,7 +213,8 @@ class ResidualCoder:
         return _add(base, self._passes(base, value_range, bounds, code))
 
     def _decode_bounded(
-        self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], exact: np.ndarray | None
+        self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], exact: np.ndarray | None,
+        previous: np.ndarray | None,
     ) -> np.ndarray:
         """A format-8 residual layer: the rANS stream and the escapes (two strings), over ``base``."""
         if len(strings) != 2:
@@ -205,25 +228,26 @@ class ResidualCoder:
             q[coded] = folding.decode(decoder, escapes, _laws(mean, index, low, high, coded, bound))
             return q
 
-        decoded = self._passes(base, value_range, bounds, code, limits=(lower, upper))
+        decoded = self._passes(base, value_range, bounds, code, limits=(lower, upper), previous=previous)
         decoder.finish()
         escapes.finish()
         return _add(base, decoded)
 
     def _passes(
         self, base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], code, first_pass: PassOutputs | None = None,
-        limits: tuple[np.ndarray, np.ndarray] | None = None,
+        limits: tuple[np.ndarray, np.ndarray] | None = None, previous: np.ndarray | None = None,
     ) -> np.ndarray:
         """Run the four passes, pass ``p`` with error bound ``bounds[p]``: parameters from what is
         decoded so far (the first pass's: ``first_pass``, when given), then ``code(mean, index, phase,
         bound)`` on the pass's pixels, which writes or reads their quantized residuals; with ``limits``,
         the pixels' (lower, upper) bounds, ``code`` also gets them as residual bounds, and the decoded
-        residuals are clipped to them. Returns the decoded residual (even-sized)."""
+        residuals are clipped to them; ``previous``: the series model's (even-sized) previous slice.
+        Returns the decoded residual (even-sized)."""
         padded = _even(base.astype(np.int32), edge=True)
         decoded = np.zeros(padded.shape, np.int32)
         known = np.zeros(padded.shape, bool)
         for p, (phase, bound) in enumerate(zip(PHASES, bounds)):
-            outputs = first_pass if p == 0 and first_pass is not None else self._outputs(padded, decoded, known, value_range, phase)
+            outputs = first_pass if p == 0 and first_pass is not None else self._outputs(padded, decoded, known, value_range, phase, previous)
             rows, cols = _phase_size(base.shape, phase)
             mean, index = outputs.mean[:rows, :cols], self._indexes(outputs, value_range, bound)[:rows, :cols]
             grid = (slice(phase[0], None, 2), slice(phase[1], None, 2))

@@ -32,6 +32,9 @@ CONTEXT_GAIN = 256.0
 CONTEXT_LIMIT = 16.0
 #: Per 2×2 block, the network reads x̃, the decoded residuals and which are decoded (4 each).
 IN_CHANNELS = 12
+#: A series model also reads the previous slice of its series, less x̃ (4 more per block), in
+#: the units of the decoded residuals: what the slice before predicts of this one's residual.
+PREVIOUS_CHANNELS = 4
 CHANNELS = 24
 #: Negative slope of every LeakyReLU (a power of two: the exact twin's product is exact).
 SLOPE = 0.125
@@ -42,15 +45,16 @@ class ResidualModel(nn.Module):
     of a full-resolution network. Output channels ``2k, 2k + 1`` are, for the pixel at offset
     ``k = 2·row + column`` of each block, ``mean · CONTEXT_GAIN/(hi − lo)`` and ``log2(scale/(hi − lo))``.
     ``blocks`` residual blocks (two 3×3 convolutions and a skip each) before the last
-    convolution deepen the network and widen what it sees by two half-resolution pixels each."""
+    convolution deepen the network and widen what it sees by two half-resolution pixels each.
+    ``previous``: a series model, which also reads the previous slice (:func:`model_inputs`)."""
 
     model_name = "residual"
 
-    def __init__(self, channels: int = CHANNELS, blocks: int = 0):
+    def __init__(self, channels: int = CHANNELS, blocks: int = 0, previous: bool = False):
         super().__init__()
-        self.channels, self.blocks = channels, blocks
+        self.channels, self.blocks, self.previous = channels, blocks, previous
         self.net = nn.Sequential(
-            nn.Conv2d(IN_CHANNELS, channels, 3, padding=1),
+            nn.Conv2d(IN_CHANNELS + PREVIOUS_CHANNELS * previous, channels, 3, padding=1),
             nn.LeakyReLU(SLOPE),
             nn.Conv2d(channels, channels, 3, padding=1),
             nn.LeakyReLU(SLOPE),
@@ -86,7 +90,7 @@ def deepened(model: ResidualModel, blocks: int, seed: int = 0) -> ResidualModel:
     if blocks < model.blocks:
         raise ValueError(f"cannot remove blocks from a residual model with {model.blocks}")
     generator = torch.Generator().manual_seed(seed)
-    deep = ResidualModel(model.channels, blocks)
+    deep = ResidualModel(model.channels, blocks, model.previous)
     last = len(model.net) - 1  # the old last layer's index: the new blocks go there, the last layer after them
     with torch.no_grad():
         for layer in range(last):
@@ -108,7 +112,7 @@ def widened(model: ResidualModel, channels: int, seed: int = 0) -> ResidualModel
     if model.blocks:
         raise ValueError("widen a residual model before deepening it")
     generator = torch.Generator().manual_seed(seed)
-    wide = ResidualModel(channels)
+    wide = ResidualModel(channels, previous=model.previous)
     convs = [m for m in wide.net if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
         for new, old in zip(convs, (m for m in model.net if isinstance(m, nn.Conv2d))):
@@ -118,6 +122,19 @@ def widened(model: ResidualModel, channels: int, seed: int = 0) -> ResidualModel
             new.weight[: old.out_channels, : old.in_channels] = old.weight
             new.bias[: old.out_channels] = old.bias
     return wide
+
+
+def with_previous(model: ResidualModel) -> ResidualModel:
+    """``model`` as a series model that computes the same function: the previous slice's
+    input channels start with zero weights, so training starts from the trained loss."""
+    if model.previous:
+        raise ValueError("the residual model already reads the previous slice")
+    series = ResidualModel(model.channels, model.blocks, previous=True)
+    state = model.state_dict()
+    first = state["net.0.weight"]
+    state["net.0.weight"] = torch.cat([first, first.new_zeros((first.shape[0], PREVIOUS_CHANNELS, *first.shape[2:]))], 1)
+    series.load_state_dict(state)
+    return series
 
 
 def phase_mask(shape: tuple[int, ...], phase: tuple[int, int], device=None) -> Tensor:
@@ -133,15 +150,21 @@ def block_offset(phase: tuple[int, int]) -> int:
     return 2 * phase[0] + phase[1]
 
 
-def model_inputs(base: Tensor, residual: Tensor, known: Tensor, lo: Tensor | float, hi: Tensor | float) -> Tensor:
+def model_inputs(
+    base: Tensor, residual: Tensor, known: Tensor, lo: Tensor | float, hi: Tensor | float, previous: Tensor | None = None
+) -> Tensor:
     """The network's (B, 12, H/2, W/2) input from (B, 1, H, W) integer-valued tensors (H, W even):
     the base reconstruction, the decoded residuals (read where ``known``) and ``known``, each
-    as its four 2×2 phases. Each value is one correctly rounded division and an exact clamp,
-    and the rearrangement moves values only, so the exact coder computes it identically."""
+    as its four 2×2 phases; with ``previous`` (a series model), 4 more: the previous slice's
+    decoded pixels less the base, scaled and clamped as the residuals are. Each value is one
+    correctly rounded division and an exact clamp (of an exact integer difference), and the
+    rearrangement moves values only, so the exact coder computes it identically."""
     span = hi - lo
     context = torch.where(known, residual * CONTEXT_GAIN / span, torch.zeros_like(residual))
-    planes = torch.cat([(base - lo) / span, context.clamp(-CONTEXT_LIMIT, CONTEXT_LIMIT), known.to(base.dtype)], dim=1)
-    return F.pixel_unshuffle(planes, 2)
+    planes = [(base - lo) / span, context.clamp(-CONTEXT_LIMIT, CONTEXT_LIMIT), known.to(base.dtype)]
+    if previous is not None:
+        planes.append(((previous - base) * CONTEXT_GAIN / span).clamp(-CONTEXT_LIMIT, CONTEXT_LIMIT))
+    return F.pixel_unshuffle(torch.cat(planes, dim=1), 2)
 
 
 def slice_tensors(image, base, value_range: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -206,24 +229,27 @@ def _log_cdf(t: Tensor, scale: Tensor) -> Tensor:
     return torch.where(t < 0, below_zero, torch.log1p(-0.5 * torch.exp(-t.clamp(min=0) / scale)))
 
 
-def residual_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+def residual_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor, previous: Tensor | None = None) -> Tensor:
     """Bits of the lossless residual of each image, as the four passes code it: (B,) float.
 
     ``image`` and ``base`` are (B, 1, H, W) float tensors of stored integers (H, W even);
     ``lo``, ``hi`` (B, 1, 1, 1) the base layer's intensity mapping, which bounds every pixel the
     base does not restore exactly (pixels outside it are exact: they cost nothing). The mean is
     rounded as the coder rounds it (straight-through), so the loss is the coder's cost, escapes included.
+    ``previous``: the previous slice of each image's series (B, 1, H, W), for a series model.
     """
-    return pass_bits(model, image, base, lo, hi).sum(1)
+    return pass_bits(model, image, base, lo, hi, previous).sum(1)
 
 
-def pass_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+def pass_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor, previous: Tensor | None = None) -> Tensor:
     """:func:`residual_bits` pass by pass: (B, 4), in the order of :data:`PHASES` (where the
     bits go: the first pass sees no decoded neighbour, the last sees eight)."""
-    return torch.stack([laplace_bits(*law).flatten(1).sum(1) for law in pass_laws(model, image, base, lo, hi)], 1)
+    return torch.stack([laplace_bits(*law).flatten(1).sum(1) for law in pass_laws(model, image, base, lo, hi, previous)], 1)
 
 
-def pass_laws(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+def pass_laws(
+    model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor, previous: Tensor | None = None
+) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """For each pass in the order of :data:`PHASES`: the (B, 1, H/2, W/2) errors its pixels leave
     around the rounded mean (straight-through, as the coder rounds it), the Laplace scales
     they are coded with, in stored-integer units, and the errors at each pixel's lower and
@@ -236,7 +262,7 @@ def pass_laws(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi:
     span = hi - lo
     for phase in PHASES:
         k = block_offset(phase)
-        out = model(model_inputs(base, residual, known, lo, hi))
+        out = model(model_inputs(base, residual, known, lo, hi, previous))
         mean = out[:, 2 * k : 2 * k + 1] * span / CONTEXT_GAIN
         mean = mean + (torch.round(mean) - mean).detach()
         scale = torch.exp2((out[:, 2 * k + 1 : 2 * k + 2] + torch.log2(span)).clamp(min=-5.0, max=14.0))

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from medvae.checkpoint import fingerprint as weights_fingerprint
 from medvae.codec import Codec
 from medvae.errors import MedVAEError
+from medvae.evaluation.datasets import group_series
 from medvae.io.files import atomic_path
 from medvae.io.slices import Slice
 from medvae.residual.model import ResidualModel, residual_bits, slice_tensors
@@ -29,11 +30,17 @@ from medvae.training.budget import steps_that_fit
 
 @dataclass
 class Pair:
-    """One training slice: the stored integers, the base layer's reconstruction, its mapping."""
+    """One training slice: the stored integers, the base layer's reconstruction, its mapping,
+    and for a series model the previous slice of its series."""
 
     image: np.ndarray
     base: np.ndarray
     value_range: tuple[int, int]
+    previous: np.ndarray | None = None
+
+    def __iter__(self):
+        """(image, base, value_range, previous): what :func:`medvae.residual.weights.calibrate_residual` takes."""
+        return iter((self.image, self.base, self.value_range, self.previous))
 
 
 def base_pairs(codec: Codec, slices: list[Slice], progress: bool = True) -> list[Pair]:
@@ -53,33 +60,51 @@ def _objects(arrays: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def series_pairs(pairs: list[Pair], slices: list[Slice]) -> list[Pair]:
+    """The pairs (one per slice of ``slices``) whose slice follows another of its series, each
+    with that slice as ``previous``: what a series model trains on. Series as the evaluation
+    finds them (:func:`medvae.evaluation.datasets.group_series`: a volume's slices, or one
+    DICOM series' files, in anatomical order)."""
+    return [
+        Pair(pairs[i].image, pairs[i].base, pairs[i].value_range, slices[before].pixels)
+        for group in group_series(slices)
+        for before, i in zip(group, group[1:])
+    ]
+
+
 def save_pairs(pairs: list[Pair], path: str | Path) -> None:
+    previous = {"previous": _objects([p.previous for p in pairs])} if pairs and pairs[0].previous is not None else {}
     np.savez_compressed(
         path, images=_objects([p.image for p in pairs]), bases=_objects([p.base for p in pairs]),
-        ranges=np.array([p.value_range for p in pairs]),
+        ranges=np.array([p.value_range for p in pairs]), **previous,
     )
 
 
 def load_pairs(path: str | Path) -> list[Pair]:
     data = np.load(path, allow_pickle=True)
-    return [Pair(i, b, tuple(int(v) for v in r)) for i, b, r in zip(data["images"], data["bases"], data["ranges"])]
+    previous = data["previous"] if "previous" in data else [None] * len(data["images"])
+    return [Pair(i, b, tuple(int(v) for v in r), p) for i, b, r, p in zip(data["images"], data["bases"], data["ranges"], previous)]
 
 
-def _batch(pairs: list[Pair], rng: np.random.Generator, size: int, crop: int) -> tuple[torch.Tensor, ...]:
-    images, bases, los, his = [], [], [], []
+def _batch(pairs: list[Pair], rng: np.random.Generator, size: int, crop: int) -> tuple[torch.Tensor | None, ...]:
+    """Random crops: (image, base, lo, hi, previous), previous None unless the pairs have it."""
+    images, bases, previous, los, his = [], [], [], [], []
     for k in rng.integers(0, len(pairs), size):
         p = pairs[k]
         h, w = p.image.shape
         c = min(crop, h, w) // 2 * 2  # whole 2×2 blocks
         r0, c0 = rng.integers(0, h - c + 1), rng.integers(0, w - c + 1)
-        images.append(p.image[r0 : r0 + c, c0 : c0 + c].astype(np.float32))
-        bases.append(p.base[r0 : r0 + c, c0 : c0 + c].astype(np.float32))
+        window = (slice(r0, r0 + c), slice(c0, c0 + c))
+        images.append(p.image[window].astype(np.float32))
+        bases.append(p.base[window].astype(np.float32))
+        if p.previous is not None:
+            previous.append(p.previous[window].astype(np.float32))
         los.append(p.value_range[0])
         his.append(p.value_range[1])
     c = min(x.shape[0] for x in images)
     stack = lambda xs: torch.from_numpy(np.stack([x[:c, :c] for x in xs]))[:, None]  # noqa: E731
     bound = lambda v: torch.tensor(v, dtype=torch.float32).reshape(-1, 1, 1, 1)  # noqa: E731
-    return stack(images), stack(bases), bound(los), bound(his)
+    return stack(images), stack(bases), bound(los), bound(his), stack(previous) if previous else None
 
 
 def evaluate_bpp(model: ResidualModel, pairs: list[Pair]) -> float:
@@ -90,7 +115,8 @@ def evaluate_bpp(model: ResidualModel, pairs: list[Pair]) -> float:
     with torch.no_grad():
         for p in pairs:
             image, base, lo, hi = (t.to(device) for t in slice_tensors(p.image, p.base, p.value_range))
-            bits += float(residual_bits(model, image, base, lo, hi).sum())
+            previous = None if p.previous is None else slice_tensors(p.previous, p.base, p.value_range)[0].to(device)
+            bits += float(residual_bits(model, image, base, lo, hi, previous).sum())
             pixels += image.numel()
     model.train()
     return bits / pixels
@@ -116,12 +142,15 @@ def train_residual(
     device = torch.device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = (model or ResidualModel()).to(device)
+    model = model or ResidualModel()
+    if any((p.previous is not None) != model.previous for p in pairs):
+        raise MedVAEError("a series residual model trains on pairs with their previous slice, and only it does")
+    model = model.to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(steps * 0.8)], 0.1)
     log, start, running, done = [], time.time(), [], 0
-    settings = {"steps": steps, "channels": model.channels, "blocks": model.blocks, "batch": batch, "crop": crop, "lr": lr, "bf16": bf16,
+    settings = {"steps": steps, "channels": model.channels, "blocks": model.blocks, "previous": model.previous, "batch": batch, "crop": crop, "lr": lr, "bf16": bf16,
                 "seed": seed, "train_slices": len(pairs), "start": weights_fingerprint(model)}  # which model it started from (--init)
     if checkpoint and Path(checkpoint).exists():
         done, log = _restore(checkpoint, model, optimizer, scheduler, rng, settings)
@@ -135,9 +164,9 @@ def train_residual(
             steps = _fitted_steps(steps, step - 1, time.time() - start, minutes)
             scheduler.milestones = Counter([int(steps * 0.8)])
             bar.total = steps
-        image, base, lo, hi = (t.to(device, non_blocking=True) for t in _batch(pairs, rng, batch, crop))
+        image, base, lo, hi, previous = (None if t is None else t.to(device, non_blocking=True) for t in _batch(pairs, rng, batch, crop))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            bits = residual_bits(model, image, base, lo, hi)
+            bits = residual_bits(model, image, base, lo, hi, previous)
         loss = bits.sum() / image[0, 0].numel() / image.shape[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from medvae.errors import MedVAEError
@@ -21,15 +21,17 @@ from medvae.residual.tables import tables_digest
 FORMAT = "medvae-residual-v1"
 
 
-def calibrate_residual(model: ResidualModel, pairs: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]) -> Plan:
-    """Fractional bits of each layer of the residual network, from (image, base, range)
-    examples run through the four passes with the true residuals as context."""
+def calibrate_residual(model: ResidualModel, pairs: Sequence[tuple]) -> Plan:
+    """Fractional bits of each layer of the residual network, from (image, base, range) examples
+    (and the previous slice, for a series model: :class:`medvae.residual.training.Pair` fits)
+    run through the four passes with the true residuals as context."""
     def run() -> None:
-        for image, base, value_range in pairs:
+        for image, base, value_range, *previous in pairs:
             x, b, lo, hi = slice_tensors(image, base, value_range)
+            before = slice_tensors(previous[0], base, value_range)[0] if model.previous else None
             known = torch.zeros_like(x, dtype=torch.bool)
             for phase in PHASES:
-                model(model_inputs(b, x - b, known, lo, hi))
+                model(model_inputs(b, x - b, known, lo, hi, before))
                 known = known | phase_mask(x.shape, phase)
 
     peaks = layer_peaks(model, run)
@@ -56,7 +58,8 @@ class Residual:
 
 def save_residual(residual: Residual, path: str | Path) -> None:
     record = {
-        "format": FORMAT, "channels": residual.model.channels, "blocks": residual.model.blocks, "state_dict": residual.model.state_dict(),
+        "format": FORMAT, "channels": residual.model.channels, "blocks": residual.model.blocks, "previous": residual.model.previous,
+        "state_dict": residual.model.state_dict(),
         "plan": residual.plan, "info": residual.info,
     }
     with atomic_path(path) as tmp:
@@ -67,6 +70,6 @@ def load_residual(path: str | Path) -> Residual:
     record = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise MedVAEError(f"{path}: not a MedVAE residual model")
-    model = ResidualModel(record["channels"], record.get("blocks", 0))  # files before blocks have none
+    model = ResidualModel(record["channels"], record.get("blocks", 0), record.get("previous", False))  # older files: neither
     model.load_state_dict(record["state_dict"])
     return Residual(model, record["plan"], record.get("info"))

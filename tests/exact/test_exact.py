@@ -27,7 +27,7 @@ from medvae.exact.fixed import LIMIT, WEIGHT_L1_BITS, Fixed, from_real, integer_
 from medvae.exact.layers import ExactConv2d, ExactConvTranspose2d, ExactGDN, conv2d_exact, conv_transpose2d_exact
 from medvae.metrics import psnr
 from medvae.residual.weights import load_residual, save_residual
-from tests.conftest import FAMILIES, REPO, benchmark_module, small_model, small_residual
+from tests.conftest import FAMILIES, REPO, benchmark_module, small_model, small_residual, small_series_residual
 
 #: Environments that make PyTorch (and its BLAS) use the kernels of older CPUs, and thread counts.
 SETTINGS = {
@@ -45,13 +45,18 @@ WORKER = textwrap.dedent(
     torch.set_num_threads(int(sys.argv[2]))
     for item in job:
         codec = medvae.load(item["weights"], item["quality"])
+        from medvae.residual.weights import load_residual
         if item.get("residual"):
-            from medvae.residual.weights import load_residual
             codec.residual = load_residual(item["residual"])
+        previous = None
+        if item.get("series_residual"):
+            codec.series_residual = load_residual(item["series_residual"])
+            previous = np.load(item["previous"])
         data = open(item["file"], "rb").read()
-        np.save(item["file"] + "." + sys.argv[3] + ".npy", codec.decompress(data))
+        np.save(item["file"] + "." + sys.argv[3] + ".npy", codec.decompress(data, previous=previous))
         image = np.load(item["image"])
-        again = codec.compress(image, bits_stored=item["bits"], max_error=item.get("max_error"), tighter_passes=item["tighter_passes"])
+        again = codec.compress(image, bits_stored=item["bits"], max_error=item.get("max_error"), tighter_passes=item["tighter_passes"],
+                               previous=previous)
         open(item["file"] + "." + sys.argv[3] + ".again", "wb").write(again)
     """
 )
@@ -72,7 +77,8 @@ def coded_files(tmp_path_factory):
     """Files written here: every family, the progressive rnn-conv included (small untrained
     weights; the variable-rate one also at a quality between two levels), the shipped default at a quality below 1
     (its encoder choosing between its two weights) and its alternative weights alone, every shipped quality, and lossless and near-lossless files (shipped q1 base,
-    a small untrained residual model; one with two passes at the tighter bound; format 8)."""
+    a small untrained residual model; one with two passes at the tighter bound; format 8), one coded
+    given the previous slice of its series (a small untrained series model; format 9)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
     sources = [(str(folder / f"{family}.pt"), None, family, None) for family in (*FAMILIES, "rnn-conv")]
@@ -86,7 +92,8 @@ def coded_files(tmp_path_factory):
     sources += [("medvae", 1, f"residual-max-error-{t}", t) for t in (0, 3)]
     tighter = {"residual-max-error-3-tighter-2": 2}
     sources += [("medvae", 1, "residual-max-error-3-tighter-2", 3)]
-    residual_file = str(folder / "residual.pt")
+    sources += [("medvae", 1, "series-max-error-2", 2)]
+    residual_file, series_file, previous_file = str(folder / "residual.pt"), str(folder / "series.pt"), str(folder / "previous.npy")
     for weights, quality, label, max_error in sources:
         image = _image(seed=len(job))
         np.save(folder / f"{label}.npy", image)
@@ -95,13 +102,20 @@ def coded_files(tmp_path_factory):
             if not os.path.exists(residual_file):
                 save_residual(small_residual(codec, image), residual_file)
             codec.residual = load_residual(residual_file)
-        data = codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter.get(label, 0))
+        previous = None
+        if label.startswith("series"):
+            previous = _image(seed=len(job) + 100)
+            np.save(previous_file, previous)
+            save_residual(small_series_residual(codec, image, previous), series_file)
+            codec.series_residual = load_residual(series_file)
+        data = codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter.get(label, 0), previous=previous)
         (folder / f"{label}.mvae").write_bytes(data)
         job.append({
             "weights": weights, "quality": quality, "file": str(folder / f"{label}.mvae"),
             "image": str(folder / f"{label}.npy"), "bits": 12, "label": label, "max_error": max_error,
             "residual": residual_file if max_error is not None else None, "tighter_passes": tighter.get(label, 0),
-            "decoded": codec.decompress(data), "data": data,
+            "series_residual": series_file if previous is not None else None, "previous": previous_file,
+            "decoded": codec.decompress(data, previous=previous), "data": data,
         })
     (folder / "job.json").write_text(json.dumps([{k: v for k, v in item.items() if k not in ("decoded", "data")} for item in job]))
     return folder, job

@@ -1,0 +1,66 @@
+"""``medvae compress --lossless --series``: a volume's slices, each coded given the one before."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from medvae import bitstream
+from medvae.cli import main
+from medvae.series import KEY_EVERY
+
+
+def _volume(count: int) -> np.ndarray:
+    """A small int16 'CT' volume: one anatomy drifting from slice to slice, noise of its own in each."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :72]
+    return np.stack([
+        (40 + 500 * np.sin(xx / 6.0 + 0.15 * k) * np.cos(yy / 5.0) + rng.normal(0, 20, yy.shape)).astype(np.int16)
+        for k in range(count)
+    ])
+
+
+@pytest.fixture(scope="module")
+def coded(tmp_path_factory):
+    """A volume of KEY_EVERY + 2 slices through compress --lossless --series (two workers) and decompress."""
+    root = tmp_path_factory.mktemp("series")
+    volume = _volume(KEY_EVERY + 2)
+    np.save(root / "vol.npy", volume)
+    assert main(["compress", str(root / "vol.npy"), "-o", str(root / "c"), "--lossless", "--series"]) == 0
+    assert main(["decompress", str(root / "c"), "-o", str(root / "d"), "--workers", "2"]) == 0
+    return root, volume
+
+
+def test_a_volume_round_trips_slice_by_slice(coded):
+    root, volume = coded
+    files = sorted((root / "c" / "vol").glob("slice_*.mvae"))
+    versions = [bitstream.read_header(f.read_bytes()).version for f in files]
+    assert versions == [8] + [9] * (KEY_EVERY - 1) + [8, 9]  # key slices alone, the others given the one before
+    for k, path in enumerate(sorted((root / "d" / "vol").glob("slice_*.npy"))):
+        np.testing.assert_array_equal(np.load(path), volume[k])
+
+
+def test_info_says_a_file_follows_its_previous_slice(coded, capsys):
+    root, _ = coded
+    assert main(["info", str(root / "c" / "vol" / "slice_0003.mvae"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["previous_slice_crc"] is not None
+    assert main(["info", str(root / "c" / "vol" / "slice_0003.mvae")]) == 0
+    assert "coded given the previous slice" in capsys.readouterr().out
+
+
+def test_a_series_file_without_its_previous_slice_fails_clearly(coded, tmp_path, capsys):
+    root, _ = coded
+    shutil.copy(root / "c" / "vol" / "slice_0003.mvae", tmp_path / "slice_0003.mvae")
+    assert main(["decompress", str(tmp_path / "slice_0003.mvae"), "-o", str(tmp_path / "d")]) == 1
+    assert "slice_0002.mvae" in capsys.readouterr().err
+    assert not (tmp_path / "d" / "slice_0003.npy").exists()
+
+
+def test_series_needs_a_bound(tmp_path, capsys):
+    np.save(tmp_path / "vol.npy", _volume(2))
+    assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--series"]) == 2
+    assert "--lossless or --max-error" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
