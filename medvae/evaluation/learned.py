@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -238,20 +239,18 @@ def _bounds(family: str, value: str | None) -> list[int]:
     return bounds
 
 
-def _series_points(value: str | None) -> list[ImageCodec]:
-    bounds = _bounds("medvae-series", value)
-    codec = medvae.load("medvae")
-    if codec.series_residual is None:
-        raise MedVAEError("the installed medvae weights come without a series residual model")
-    return [SeriesWithResidual(codec, b) for b in bounds]
+def _bounded_points(point: type[WithResidual], needs: str) -> Callable[[str | None], list[ImageCodec]]:
+    """The points maker of ``point``'s family: the shipped default at each bound of the spec
+    value, refused when its weights lack the ``needs`` attribute's residual model."""
 
+    def points(value: str | None) -> list[ImageCodec]:
+        bounds = _bounds(point.family, value)
+        codec = medvae.load("medvae")
+        if getattr(codec, needs) is None:
+            raise MedVAEError(f"the installed medvae weights come without a {needs.replace('_', ' ')} model")
+        return [point(codec, b) for b in bounds]
 
-def _residual_points(value: str | None) -> list[ImageCodec]:
-    bounds = _bounds("medvae-residual", value)
-    codec = medvae.load("medvae")
-    if codec.residual is None:
-        raise MedVAEError("the installed medvae weights come without a residual model")
-    return [WithResidual(codec, b) for b in bounds]
+    return points
 
 
 def _register() -> None:
@@ -260,8 +259,10 @@ def _register() -> None:
             register_family(Family(name, progressive_maker(name), "learned rnn-conv: one point per iteration count", learned=True))
         else:
             register_family(Family(name, maker(name), f"learned {name} checkpoints", learned=True))
-    register_family(Family("medvae-residual", _residual_points, "medvae plus its residual layer: lossless, max_error", learned=True))
-    register_family(Family("medvae-series", _series_points, "medvae-residual on a series, each slice given the one before", learned=True))
+    register_family(Family("medvae-residual", _bounded_points(WithResidual, "residual"),
+                           "medvae plus its residual layer: lossless, max_error", learned=True))
+    register_family(Family("medvae-series", _bounded_points(SeriesWithResidual, "series_residual"),
+                           "medvae-residual on a series, each slice given the one before", learned=True))
 
 
 _register()
