@@ -70,3 +70,32 @@ def test_shipped_weights_write_and_decode_the_golden_bitstream(quality):
     assert written == golden.read_bytes(), "the encoder now writes other bytes: regenerate on purpose (see module doc)"
     decoded = medvae.decompress(golden.read_bytes())  # finds the shipped weights by fingerprint
     assert _sha256(decoded) == expected["pixels_sha256"], "the golden file now decodes to other pixels"
+
+
+def _previous() -> np.ndarray:
+    """The slice before the golden one, for series coding: the same anatomy moved one pixel, and its own noise."""
+    source = _source()
+    rng = np.random.default_rng(2027)
+    return np.roll(source, 1, axis=1) + rng.integers(-8, 9, source.shape).astype(np.int16)
+
+
+@pytest.mark.parametrize("label", ["lossless", "near-lossless-2", "series-lossless", "series-near-lossless-2"])
+def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
+    """The shipped residual model (format 8) and series residual model (format 9, given the
+    previous slice), lossless and with max error 2."""
+    source, previous = _source(), _previous() if label.startswith("series") else None
+    codec = medvae.load("medvae")
+    written = codec.compress(source, bits_stored=12, max_error=0 if label.endswith("lossless") else 2, previous=previous)
+    golden = GOLDEN / f"medvae-{label}.mvae"
+    fingerprint = (codec.series_residual if previous is not None else codec.residual).fingerprint
+    if REGENERATE:
+        golden.write_bytes(written)
+        record = _record()
+        record[label] = {"fingerprint": fingerprint, "mvae_sha256": hashlib.sha256(written).hexdigest(),
+                         "pixels_sha256": _sha256(codec.decompress(written, previous))}
+        (GOLDEN / "golden.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    expected = _record()[label]
+    assert expected["fingerprint"] == fingerprint, "the shipped residual model changed: regenerate on purpose (see module doc)"
+    assert hashlib.sha256(golden.read_bytes()).hexdigest() == expected["mvae_sha256"]
+    assert written == golden.read_bytes(), "the encoder now writes other bytes: regenerate on purpose (see module doc)"
+    assert _sha256(medvae.decompress(golden.read_bytes(), previous=previous)) == expected["pixels_sha256"]
