@@ -26,9 +26,9 @@ from medvae.cli.common import (
     refine_steps,
 )
 from medvae.cli.files import Task, UsageError, plan, slice_paths
-from medvae.series import KEY_EVERY, is_key_slice
 from medvae.errors import MedVAEError
 from medvae.io.files import publish
+from medvae.series import KEY_EVERY, is_key_slice
 
 EXAMPLES = """examples:
   medvae compress scans/ -o scans_mvae/                 every file under scans/, tree mirrored

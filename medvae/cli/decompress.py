@@ -91,8 +91,9 @@ def decode(data: bytes, codec, previous=None):
     return medvae.decompress(data, previous=previous) if codec is None else codec.decompress(data, previous)
 
 
-#: The slices of a series decoded last in this process (by path): the next file usually follows them.
-_decoded: dict[Path, object] = {}
+#: The slice decoded last in this process, by file (path, modification time, size): the next
+#: file of a series reads it.
+_decoded: dict[tuple, object] = {}
 
 
 def previous_slice(path: Path, codec):
@@ -106,8 +107,8 @@ def previous_slice(path: Path, codec):
     current = path
     while True:
         before = _slice_before(current)
-        if before in _decoded:
-            previous = _decoded[before]
+        if _key(before) in _decoded:
+            previous = _decoded[_key(before)]
             break
         data = before.read_bytes()
         chain.append((before, data))
@@ -124,7 +125,13 @@ def previous_slice(path: Path, codec):
 def _remember(path: Path, image) -> None:
     """Keep the slice decoded last (only it: the next file of its series reads it)."""
     _decoded.clear()
-    _decoded[path] = image
+    _decoded[_key(path)] = image
+
+
+def _key(path: Path) -> tuple:
+    """A file as it is now: a file rewritten since it was decoded is decoded again."""
+    stat = path.stat()
+    return path.resolve(), stat.st_mtime_ns, stat.st_size
 
 
 def _slice_before(path: Path) -> Path:
