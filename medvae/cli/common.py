@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ class Options:
     target: Target | None = None  # rate control picks each slice's setting
     iterations: int | None = None  # a progressive model's iteration count (rnn-conv); None: all
     series: bool = False  # a volume's slices coded given the one before (with max_error; key slices alone)
+    series_ranks: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's (series, rank)
 
 
 @lru_cache(maxsize=2)

@@ -82,16 +82,13 @@ def compress_file(task: Task) -> batch.Outcome:
         if not todo:
             outcome.status, outcome.message = "skipped", "outputs exist"
             return outcome
-        chosen, before = [], None  # before: (index, decoded pixels) of the slice coded last, for --series
+        chosen = []
         for n, i in enumerate(todo):
             meta = source_metadata.pack(source_metadata.from_stack(stack, i))
             settings = dict(bits_stored=stack.bits_stored, metadata=meta, refine_steps=options.refine_steps,
                             padding_value=padding_value(stack, i))
             if options.series:
-                previous = before[1] if before is not None and before[0] == i - 1 else None  # a resumed run's kept slice: start again
-                previous = None if is_key_slice(i, stack.pixels[i], previous) else previous
-                data, decoded = codec.compress_with_pixels(stack.pixels[i], max_error=options.max_error, previous=previous, **settings)
-                before = (i, decoded)
+                data = compress_in_series(codec, stack.pixels[i], series_position(task, i, len(stack), options), options, settings)
             elif options.target is None:
                 data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
             else:
@@ -117,6 +114,27 @@ def compress_file(task: Task) -> batch.Outcome:
             failed.message += f" ({len(outcome.outputs)} slice(s) were written before the failure)"
         return failed
     return outcome
+
+
+def series_position(task: Task, i: int, slices: int, options: Options) -> tuple:
+    """(series, rank) of slice ``i`` of ``task``'s input: a multi-slice input is a series of its
+    own; a single-slice DICOM file has the rank :func:`medvae.cli.series_order.series_order` gave it."""
+    if slices > 1:
+        return str(task.source), i
+    return options.series_ranks.get(str(task.source), (str(task.source), 0))
+
+
+def compress_in_series(codec, image, position: tuple, options: Options, settings: dict) -> bytes:
+    """``--series``: the file of ``image`` at ``position`` (series, rank), given the slice coded
+    last in this process when that is the one before it in its series and this is no key slice
+    (:func:`medvae.series.is_key_slice`); a slice without its previous one coded here (a resumed
+    run, another process) is coded alone."""
+    last = _state.get("last")  # (series, rank, decoded pixels) of the slice coded last
+    previous = last[2] if last is not None and last[:2] == (position[0], position[1] - 1) else None
+    previous = None if is_key_slice(position[1], image, previous) else previous
+    data, decoded = codec.compress_with_pixels(image, max_error=options.max_error, previous=previous, **settings)
+    _state["last"] = (*position, decoded)
+    return data
 
 
 def rate_note(target, chosen: list) -> str:
@@ -233,9 +251,16 @@ def compress_all(args: argparse.Namespace) -> int:
         raise UsageError("--series codes a volume's slices losslessly or near-losslessly: add --lossless or --max-error")
     if args.series and codec.series_residual is None:
         raise UsageError(f"{args.model} comes without a series residual model: --series needs the shipped default")
+    ranks = {}
+    if args.series:  # one process, each DICOM series' files together and in slice order
+        from medvae.cli.series_order import series_order
+
+        tasks, ranks = series_order(tasks)
+        if args.workers and args.workers > 1:
+            raise UsageError("--series codes each slice after the one before it, in one process: drop --workers")
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
-                      max_error=bound, target=target, iterations=args.iterations, series=args.series)
-    workers = args.workers or batch.auto_workers(len(tasks), threads_per_worker=2)
+                      max_error=bound, target=target, iterations=args.iterations, series=args.series, series_ranks=ranks)
+    workers = 1 if args.series else args.workers or batch.auto_workers(len(tasks), threads_per_worker=2)
     outcomes += batch.run(
         tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options),
         debug=args.debug, desc="compress",
@@ -264,9 +289,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_refine_arguments(parser)
     add_error_bound_arguments(parser)
     parser.add_argument("--series", action="store_true",
-                        help="with --lossless or --max-error: code each slice of a multi-slice input (a volume) given the "
-                        f"slice before it, fewer bits; every {KEY_EVERY}th slice is coded alone, so a slice decodes after at "
-                        "most " f"{KEY_EVERY - 1} others (medvae decompress finds them beside it)")
+                        help="with --lossless or --max-error: code each slice of a volume (a multi-slice input, or a DICOM "
+                        "series' files, in slice order) given the slice before it, fewer bits; every "
+                        f"{KEY_EVERY}th slice is coded alone, so a slice decodes after at most {KEY_EVERY - 1} others "
+                        "(medvae decompress finds them beside it); one process")
     parser.set_defaults(func=run)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import time
+from functools import lru_cache
 from pathlib import Path
 
 from medvae.cli import batch, common
@@ -68,7 +69,7 @@ def restore(task: Task, codec, options: Options) -> batch.Outcome:
             return batch.Outcome(task.source, "skipped", "output exists", outputs=[target], slices=1,
                                  input_bytes=len(data), output_bytes=target.stat().st_size)
         raise FileExistsError(f"output {target} exists")
-    previous = previous_slice(task.source, codec) if header.previous_crc is not None else None
+    previous = previous_slice(task.source, codec, header.previous_crc) if header.previous_crc is not None else None
     image = decode(data, codec, previous)
     _remember(task.source, image)
     image_bytes = header.n_bytes - header.metadata_bytes
@@ -96,30 +97,40 @@ def decode(data: bytes, codec, previous=None):
 _decoded: dict[tuple, object] = {}
 
 
-def previous_slice(path: Path, codec):
-    """The decoded slice before ``path``, a file ``medvae compress --series`` coded given it: its
-    sibling ``slice_N−1.mvae`` (walking back to the key slice, which was coded alone, at most
-    ``KEY_EVERY − 1`` files; each decoded once per process). Raises :class:`BitstreamError` when a
-    file of the chain is missing."""
+def previous_slice(path: Path, codec, crc: int):
+    """The decoded slice before ``path``, a file ``medvae compress --series`` coded given the
+    slice whose pixel CRC is ``crc``: the ``.mvae`` beside it that decodes to that slice
+    (:func:`_file_before`), decoded after its own previous ones back to a key slice, coded alone
+    (at most ``KEY_EVERY − 1`` files; each decoded once per process). Raises
+    :class:`BitstreamError` when a file of the chain is missing."""
     import medvae
+    from medvae.errors import BitstreamError
 
     chain = []  # the files before ``path`` back to one decoded alone (or already decoded), nearest first
     current = path
     while True:
-        before = _slice_before(current)
+        before = _file_before(current, crc)
         if _key(before) in _decoded:
             previous = _decoded[_key(before)]
             break
         data = before.read_bytes()
         chain.append((before, data))
-        if medvae.read_header(data).previous_crc is None:
+        crc = medvae.read_header(data).previous_crc
+        if crc is None:
             previous = None
             break
+        if len(chain) > MAX_CHAIN:
+            raise BitstreamError(f"{path.name}: more than {MAX_CHAIN} files each coded given the one before; refused")
         current = before
     for before, data in reversed(chain):
         previous = decode(data, codec, previous)
         _remember(before, previous)
     return previous
+
+
+#: Longest chain of files coded each given the one before that decoding follows (``compress
+#: --series`` writes at most KEY_EVERY − 1; a longer one comes from elsewhere, or a forged cycle).
+MAX_CHAIN = 4096
 
 
 def _remember(path: Path, image) -> None:
@@ -134,16 +145,38 @@ def _key(path: Path) -> tuple:
     return path.resolve(), stat.st_mtime_ns, stat.st_size
 
 
-def _slice_before(path: Path) -> Path:
-    """``slice_N−1.mvae`` beside ``slice_N.mvae``, or :class:`BitstreamError`."""
+def _file_before(path: Path, crc: int) -> Path:
+    """The ``.mvae`` beside ``path`` whose pixels have CRC ``crc``: ``slice_N−1.mvae`` beside
+    ``slice_N.mvae`` (a volume's outputs), else the sibling whose header records that pixel CRC
+    (a DICOM series' outputs keep their files' names). Raises :class:`BitstreamError`."""
     from medvae.errors import BitstreamError
 
     match = re.fullmatch(r"slice_(\d+)\.mvae", path.name)
-    before = match and int(match.group(1)) > 0 and path.with_name(f"slice_{int(match.group(1)) - 1:0{len(match.group(1))}d}.mvae")
-    if not before or not before.is_file():
-        raise BitstreamError(f"{path.name} was coded given the slice before it ({before.name if before else 'slice_N-1.mvae'}), "
-                             "which is not beside it; decode the series' folder as medvae compress --series wrote it")
-    return before
+    if match and int(match.group(1)) > 0:
+        before = path.with_name(f"slice_{int(match.group(1)) - 1:0{len(match.group(1))}d}.mvae")
+        if before.is_file() and _pixels_crc(before) == crc:
+            return before
+    for sibling in sorted(path.parent.glob("*.mvae")):
+        if sibling != path and _pixels_crc(sibling) == crc:
+            return sibling
+    raise BitstreamError(f"{path.name} was coded given the slice before it (pixel CRC {crc:08x}), whose .mvae is not "
+                         "beside it; decode the folder as medvae compress --series wrote it")
+
+
+@lru_cache(maxsize=4096)
+def _pixels_crc_of(key: tuple) -> int | None:
+    from medvae import bitstream
+    from medvae.errors import MedVAEError
+
+    try:
+        return bitstream.read_header(key[0].read_bytes()).pixels_crc
+    except (MedVAEError, OSError):
+        return None
+
+
+def _pixels_crc(path: Path) -> int | None:
+    """The pixel CRC a ``.mvae`` records (None for a damaged one), read once per file state."""
+    return _pixels_crc_of(_key(path))
 
 
 def is_bitstream_name(path: Path) -> bool:

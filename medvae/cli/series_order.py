@@ -1,0 +1,50 @@
+"""``medvae compress --series`` on one DICOM file per slice: the files of each series in slice order.
+
+Each input file is a job of its own; with ``--series`` the jobs run in one process, in an order
+that puts each DICOM series' single-slice files together and in anatomical order
+(:func:`medvae.io.series.order_slices`), and each file knows its series and its rank there, so
+:func:`medvae.cli.compress.compress_file` codes it given the file before (coded just before it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medvae.cli.files import Task
+
+#: A file's series (folder, Series Instance UID, rows, columns) and its rank in it.
+Rank = tuple[tuple[str, str, int, int], int]
+
+
+def series_order(tasks: list[Task]) -> tuple[list[Task], dict[str, Rank]]:
+    """``tasks`` with each DICOM series' single-slice files together, in slice order (the others
+    where they were), and the rank of each such file (by ``str(source)``) in its series."""
+    import pydicom
+
+    from medvae.io.series import is_dicom_file, is_image_header, order_slices
+
+    members: dict[tuple[str, str, int, int], list[tuple[Path, object]]] = {}
+    for task in tasks:
+        if not is_dicom_file(task.source):
+            continue
+        try:
+            ds = pydicom.dcmread(task.source, stop_before_pixels=True)
+        except Exception:  # not readable as DICOM here: the job itself will say why
+            continue
+        if is_image_header(ds) and int(getattr(ds, "NumberOfFrames", 1) or 1) == 1 and "SeriesInstanceUID" in ds:
+            key = (str(task.source.parent), str(ds.SeriesInstanceUID), int(ds.Rows), int(ds.Columns))
+            members.setdefault(key, []).append((task.source, ds))
+    ranks: dict[str, Rank] = {}
+    for key, group in members.items():
+        for rank, path in enumerate(order_slices(group)):
+            ranks[str(path)] = (key, rank)
+    by_source = {str(task.source): task for task in tasks}
+    ordered, placed = [], set()
+    for task in tasks:
+        rank = ranks.get(str(task.source))
+        if rank is None:
+            ordered.append(task)
+        elif rank[0] not in placed:  # the series goes where its first listed file was, whole and in order
+            placed.add(rank[0])
+            ordered += sorted((by_source[s] for s, r in ranks.items() if r[0] == rank[0]), key=lambda t: ranks[str(t.source)][1])
+    return ordered, ranks
