@@ -29,8 +29,8 @@ Layout (all integers little-endian)::
     ...     4     formats 2, 3: length e of the exception block (u32, 0 when none)
     ...     e     exceptions: padding mask and extreme pixels with their exact values
                   (:mod:`medvae.exceptions`), restored after the model's decode
-    ...           formats 4, 7 and 8, the residual layer (:mod:`medvae.residual`): u16 error
-                  bound τ (0 = lossless), formats 7 and 8: u8 count j of the first passes
+    ...           formats 4, 7, 8 and 9, the residual layer (:mod:`medvae.residual`): u16 error
+                  bound τ (0 = lossless), formats 7, 8 and 9: u8 count j of the first passes
                   coded with bound τ − 1 (format 7: 1 to 3; formats 8, 9: 0 to 3), format 9: u32
                   CRC-32 of the previous slice's pixels (a series residual model reads them), 8-byte
                   residual model fingerprint, u16 count R, R × (u32 length, bytes) of

@@ -445,8 +445,9 @@ class Codec:
         if residual is None:  # lossy: with alternatives, the weights whose file costs least
             codec, encoded = self._chosen(image, keep_pixels=keep_pixels, **options)
             return codec._container(image, encoded, bits_stored, metadata)
-        if previous is not None and (np.shape(previous) != image.shape or np.asarray(previous).dtype != image.dtype):
-            raise InputError(f"the previous slice ({np.shape(previous)}, {np.asarray(previous).dtype}) must have this one's shape and dtype ({image.shape}, {image.dtype})")
+        previous = None if previous is None else np.asarray(previous)
+        if previous is not None and (previous.shape != image.shape or previous.dtype != image.dtype):
+            raise InputError(f"the previous slice ({previous.shape}, {previous.dtype}) must have this one's shape and dtype ({image.shape}, {image.dtype})")
         encoded = self._base(image, **options, keep_pixels=True)
         return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, previous=previous)
 

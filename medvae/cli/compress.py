@@ -53,6 +53,7 @@ def setup(model: str, quality: float | None, options: Options) -> None:
     """Prepare this process for :func:`compress_file` (the model, the options)."""
     _state["codec"] = common.load_codec(model, quality)
     _state["options"] = options
+    _state.pop("last", None)  # --series: a slice written by an earlier run is no previous slice of this one's
     if options.target is not None:
         from medvae import zoo
         from medvae.rate_control import Ladder
@@ -87,8 +88,9 @@ def compress_file(task: Task) -> batch.Outcome:
             meta = source_metadata.pack(source_metadata.from_stack(stack, i))
             settings = dict(bits_stored=stack.bits_stored, metadata=meta, refine_steps=options.refine_steps,
                             padding_value=padding_value(stack, i))
+            position = series_position(task, i, len(stack), options) if options.series else None
             if options.series:
-                data = compress_in_series(codec, stack.pixels[i], series_position(task, i, len(stack), options), options, settings)
+                data, decoded = compress_in_series(codec, stack.pixels[i], position, options, settings)
             elif options.target is None:
                 data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
             else:
@@ -98,6 +100,8 @@ def compress_file(task: Task) -> batch.Outcome:
                 chosen.append(compress_to(stack.pixels[i], options.target, _state["ladder"], previous=previous, **settings))
                 data = chosen[-1].data
             publish(targets[i], data, overwrite=options.force)
+            if position is not None:  # written: the next slice of its series may follow it
+                _state["last"] = (*position, decoded)
             h, w = stack.pixels[i].shape
             count(outcome, targets[i], len(data), len(data) - len(meta), h * w)
             batch.progress(task.source, n + 1, len(todo))
@@ -124,17 +128,15 @@ def series_position(task: Task, i: int, slices: int, options: Options) -> tuple:
     return options.series_ranks.get(str(task.source), (str(task.source), 0))
 
 
-def compress_in_series(codec, image, position: tuple, options: Options, settings: dict) -> bytes:
-    """``--series``: the file of ``image`` at ``position`` (series, rank), given the slice coded
-    last in this process when that is the one before it in its series and this is no key slice
-    (:func:`medvae.series.is_key_slice`); a slice without its previous one coded here (a resumed
-    run, another process) is coded alone."""
-    last = _state.get("last")  # (series, rank, decoded pixels) of the slice coded last
+def compress_in_series(codec, image, position: tuple, options: Options, settings: dict) -> tuple[bytes, object]:
+    """``--series``: the file of ``image`` at ``position`` (series, rank) and the pixels it
+    decodes to, given the slice written last in this process when that is the one before it in
+    its series and this is no key slice (:func:`medvae.series.is_key_slice`); a slice without its
+    previous one written here (a resumed run, a failed write) is coded alone."""
+    last = _state.get("last")  # (series, rank, decoded pixels) of the slice written last
     previous = last[2] if last is not None and last[:2] == (position[0], position[1] - 1) else None
     previous = None if is_key_slice(position[1], image, previous) else previous
-    data, decoded = codec.compress_with_pixels(image, max_error=options.max_error, previous=previous, **settings)
-    _state["last"] = (*position, decoded)
-    return data
+    return codec.compress_with_pixels(image, max_error=options.max_error, previous=previous, **settings)
 
 
 def rate_note(target, chosen: list) -> str:

@@ -101,29 +101,31 @@ def previous_slice(path: Path, codec, crc: int):
     """The decoded slice before ``path``, a file ``medvae compress --series`` coded given the
     slice whose pixel CRC is ``crc``: the ``.mvae`` beside it that decodes to that slice
     (:func:`_file_before`), decoded after its own previous ones back to a key slice, coded alone
-    (at most ``KEY_EVERY − 1`` files; each decoded once per process). Raises
-    :class:`BitstreamError` when a file of the chain is missing."""
+    (at most ``KEY_EVERY − 1`` files from ``compress --series``). The slice decoded last is kept,
+    so files decoded in slice order decode each file once. Raises :class:`BitstreamError` when a
+    file of the chain is missing, or the chain comes back to a file it passed."""
     import medvae
     from medvae.errors import BitstreamError
 
     chain = []  # the files before ``path`` back to one decoded alone (or already decoded), nearest first
+    visited = {path.resolve()}
     current = path
     while True:
-        before = _file_before(current, crc)
+        before = _file_before(current, crc, visited)
+        visited.add(before.resolve())
         if _key(before) in _decoded:
             previous = _decoded[_key(before)]
             break
-        data = before.read_bytes()
-        chain.append((before, data))
-        crc = medvae.read_header(data).previous_crc
+        chain.append(before)
+        crc = medvae.read_header(before.read_bytes()).previous_crc
         if crc is None:
             previous = None
             break
         if len(chain) > MAX_CHAIN:
             raise BitstreamError(f"{path.name}: more than {MAX_CHAIN} files each coded given the one before; refused")
         current = before
-    for before, data in reversed(chain):
-        previous = decode(data, codec, previous)
+    for before in reversed(chain):
+        previous = decode(before.read_bytes(), codec, previous)
         _remember(before, previous)
     return previous
 
@@ -145,19 +147,20 @@ def _key(path: Path) -> tuple:
     return path.resolve(), stat.st_mtime_ns, stat.st_size
 
 
-def _file_before(path: Path, crc: int) -> Path:
+def _file_before(path: Path, crc: int, visited: set[Path]) -> Path:
     """The ``.mvae`` beside ``path`` whose pixels have CRC ``crc``: ``slice_N−1.mvae`` beside
-    ``slice_N.mvae`` (a volume's outputs), else the sibling whose header records that pixel CRC
-    (a DICOM series' outputs keep their files' names). Raises :class:`BitstreamError`."""
+    ``slice_N.mvae`` (a volume's outputs), else a sibling whose header records that pixel CRC
+    (a DICOM series' outputs keep their files' names), never one of ``visited`` (slices with the
+    same pixels, blank ones, must not send the chain back). Raises :class:`BitstreamError`."""
     from medvae.errors import BitstreamError
 
     match = re.fullmatch(r"slice_(\d+)\.mvae", path.name)
     if match and int(match.group(1)) > 0:
         before = path.with_name(f"slice_{int(match.group(1)) - 1:0{len(match.group(1))}d}.mvae")
-        if before.is_file() and _pixels_crc(before) == crc:
+        if before.resolve() not in visited and _pixels_crc(before) == crc:
             return before
     for sibling in sorted(path.parent.glob("*.mvae")):
-        if sibling != path and _pixels_crc(sibling) == crc:
+        if sibling.resolve() not in visited and _pixels_crc(sibling) == crc:
             return sibling
     raise BitstreamError(f"{path.name} was coded given the slice before it (pixel CRC {crc:08x}), whose .mvae is not "
                          "beside it; decode the folder as medvae compress --series wrote it")
@@ -175,8 +178,11 @@ def _pixels_crc_of(key: tuple) -> int | None:
 
 
 def _pixels_crc(path: Path) -> int | None:
-    """The pixel CRC a ``.mvae`` records (None for a damaged one), read once per file state."""
-    return _pixels_crc_of(_key(path))
+    """The pixel CRC a ``.mvae`` records (None for a damaged or unreadable one), read once per file state."""
+    try:
+        return _pixels_crc_of(_key(path))
+    except OSError:  # gone, a dangling link
+        return None
 
 
 def is_bitstream_name(path: Path) -> bool:

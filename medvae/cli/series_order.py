@@ -21,6 +21,7 @@ def series_order(tasks: list[Task]) -> tuple[list[Task], dict[str, Rank]]:
     where they were), and the rank of each such file (by ``str(source)``) in its series."""
     import pydicom
 
+    from medvae.io.dicom import has_dicom_prefix
     from medvae.io.series import is_dicom_file, is_image_header, order_slices
 
     members: dict[tuple[str, str, int, int], list[tuple[Path, object]]] = {}
@@ -28,12 +29,13 @@ def series_order(tasks: list[Task]) -> tuple[list[Task], dict[str, Rank]]:
         if not is_dicom_file(task.source):
             continue
         try:
-            ds = pydicom.dcmread(task.source, stop_before_pixels=True)
-        except Exception:  # not readable as DICOM here: the job itself will say why
-            continue
-        if is_image_header(ds) and int(getattr(ds, "NumberOfFrames", 1) or 1) == 1 and "SeriesInstanceUID" in ds:
+            ds = pydicom.dcmread(task.source, stop_before_pixels=True, force=not has_dicom_prefix(task.source))
+            if not (is_image_header(ds) and int(getattr(ds, "NumberOfFrames", 1) or 1) == 1 and "SeriesInstanceUID" in ds):
+                continue
             key = (str(task.source.parent), str(ds.SeriesInstanceUID), int(ds.Rows), int(ds.Columns))
-            members.setdefault(key, []).append((task.source, ds))
+        except Exception:  # a header unreadable here: coded alone, and its job says what is wrong with it
+            continue
+        members.setdefault(key, []).append((task.source, ds))
     ranks: dict[str, Rank] = {}
     for key, group in members.items():
         for rank, path in enumerate(order_slices(group)):

@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     import medvae
@@ -55,14 +56,19 @@ def run(args: argparse.Namespace) -> int:
 
     def pairs_of(split: str):
         cache = Path(f"{args.pairs}.{split}.npz") if args.pairs else None
-        slices = manifest_slices(args.data, split=split)
+        slices = manifest_slices(args.data, split=split) if args.series or not (cache and cache.exists()) else None
         if cache and cache.exists():
             pairs = load_pairs(cache)
         else:
             pairs = base_pairs(codec, slices)
             if cache:
                 save_pairs(pairs, cache)
-        return series_pairs(pairs, slices) if args.series else pairs
+        if not args.series:
+            return pairs
+        if len(pairs) != len(slices) or any(not np.array_equal(p.image, s.pixels) for p, s in zip(pairs, slices)):
+            raise SystemExit(f"medvae train-residual: {cache} holds other slices than the {split} split of {args.data}; "
+                             "choose another --pairs")
+        return series_pairs(pairs, slices)
 
     train, val = pairs_of("train"), pairs_of("val")
     torch.manual_seed(0)  # a fresh model starts the same in every run, so a resumed run recognises its start

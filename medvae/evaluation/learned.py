@@ -197,8 +197,8 @@ class WithResidual(ImageCodec):
 
 
 class SeriesWithResidual(WithResidual):
-    """:class:`WithResidual` on a series: each slice after the first coded given the one before
-    (:meth:`medvae.Codec.compress_series`, the series residual model). The stream is the
+    """:class:`WithResidual` on a series: each slice but its key slices (every 8th) coded given the
+    one before (:meth:`medvae.Codec.compress_series`, the series residual model). The stream is the
     slices' files, each after its length (4 bytes), so a slice's row counts its own file and 4
     bytes; one image alone is a series of one."""
 
@@ -262,7 +262,7 @@ def _register() -> None:
     register_family(Family("medvae-residual", _bounded_points(WithResidual, "residual"),
                            "medvae plus its residual layer: lossless, max_error", learned=True))
     register_family(Family("medvae-series", _bounded_points(SeriesWithResidual, "series_residual"),
-                           "medvae-residual on a series, each slice given the one before", learned=True))
+                           "medvae-residual on a series, each slice but every 8th given the one before", learned=True))
 
 
 _register()

@@ -91,3 +91,32 @@ def test_a_dicom_series_of_one_file_per_slice_round_trips(tmp_path):
     for k, name in enumerate("cab"):
         if name != "c":
             np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "d" / f"{name}.dcm").pixel_array, volume[k])
+
+
+def test_identical_slices_do_not_send_decoding_round_in_circles(tmp_path):
+    """Blank slices decode to the same pixels, so a file's previous one is found by its CRC among
+    several: each is taken once, and the chain reaches its key slice."""
+    import medvae
+
+    blank, first = np.full((32, 40), 7, np.int16), _volume(1)[0, :32, :40]
+    volume = [first, blank, blank, blank]
+    files = medvae.load("medvae").compress_series(volume, max_error=0, key_every=0)
+    (tmp_path / "c").mkdir()
+    for name, data in zip("adbc", files):  # names against the coding order
+        (tmp_path / "c" / f"{name}.mvae").write_bytes(data)
+    assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--workers", "1"]) == 0
+    for name, image in zip("adbc", volume):
+        np.testing.assert_array_equal(np.load(tmp_path / "d" / f"{name}.npy"), image)
+
+
+def test_a_damaged_dicom_header_is_coded_alone_not_a_crash(tmp_path):
+    from medvae.cli.files import Task
+    from medvae.cli.series_order import series_order
+
+    raw = (tmp_path / "good.dcm")
+    pydicom.dcmread(get_testdata_file("CT_small.dcm")).save_as(raw)
+    data = raw.read_bytes()
+    rows = data.index(b"\x28\x00\x10\x00")  # (0028,0010) Rows, explicit VR little endian: "US", length 2
+    (tmp_path / "bad.dcm").write_bytes(data[:rows] + b"\x28\x00\x08\x00IS\x02\x00ab" + data[rows:])  # Number of Frames "ab"
+    tasks = [Task(tmp_path / "bad.dcm", tmp_path / "out" / "bad")]
+    assert series_order(tasks) == (tasks, {})
