@@ -741,8 +741,8 @@ def load(source: str | os.PathLike, quality: int | None = None, *, device: str =
     variable_quality = quality if variable_rate else None  # else quality chose the file
     alternatives = [load(other, quality, device=device) for other in zoo.alternative_paths(path)]
     return Codec(
-        model, device=device, residual=_shipped_residual(path), quality=variable_quality, alternatives=alternatives,
-        series_residual=_shipped_series_residual(path),
+        model, device=device, residual=_residual_at(zoo.residual_path(path)), quality=variable_quality,
+        alternatives=alternatives, series_residual=_residual_at(zoo.residual_path(path, series=True)),
     )
 
 
@@ -754,14 +754,9 @@ def _load_weights(path: Path) -> CompressionModel:
     return model
 
 
-def _shipped_residual(path: Path) -> Residual | None:
-    residual = zoo.residual_path(path)
-    return None if residual is None else load_residual(residual)
-
-
-def _shipped_series_residual(path: Path) -> Residual | None:
-    residual = zoo.series_residual_path(path)
-    return None if residual is None else load_residual(residual)
+def _residual_at(path: Path | None) -> Residual | None:
+    """The residual model in the file ``path`` (None for none)."""
+    return None if path is None else load_residual(path)
 
 
 @lru_cache(maxsize=4)
@@ -774,16 +769,13 @@ def _shipped(path: Path) -> Codec:
     """The codec of shipped weights with their residual model, built once for each weights
     fingerprint and residual model (shipping new weights to the same file, or a new residual
     model, makes a new codec, not a stale one)."""
-    return _shipped_codec(path, zoo.shipped_fingerprint(path), zoo.residual_path(path), zoo.series_residual_path(path))
+    return _shipped_codec(path, zoo.shipped_fingerprint(path), zoo.residual_path(path), zoo.residual_path(path, series=True))
 
 
 @lru_cache(maxsize=8)
 def _shipped_codec(path: Path, fingerprint: str | None, residual: Path | None, series: Path | None) -> Codec:
     alternatives = [_shipped(other) for other in zoo.alternative_paths(path)]
-    return Codec(
-        _load_weights(path), residual=None if residual is None else load_residual(residual), alternatives=alternatives,
-        series_residual=None if series is None else load_residual(series),
-    )
+    return Codec(_load_weights(path), residual=_residual_at(residual), alternatives=alternatives, series_residual=_residual_at(series))
 
 
 def _as_codec(model: Codec | CompressionModel | str | os.PathLike) -> Codec:

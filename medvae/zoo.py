@@ -65,9 +65,8 @@ def index() -> dict[str, Any]:
         path = folder / "index.json"
         for name, entry in (json.loads(path.read_text()) if path.is_file() else {}).items():
             for record in _files(entry):
-                for item in [record, record.get("residual"), record.get("series_residual"), *record.get("previous_residuals", [])]:
-                    if item:
-                        item["path"] = str(folder / item["file"])
+                for item in [record, *_residual_records(record)]:
+                    item["path"] = str(folder / item["file"])
             if name not in merged:
                 merged[name] = entry
                 continue
@@ -206,28 +205,27 @@ def alternative_paths(weights: str | Path) -> list[Path]:
     return []
 
 
-def residual_path(weights: str | Path) -> Path | None:
+def residual_path(weights: str | Path, series: bool = False) -> Path | None:
     """The residual model shipped with the weights file ``weights`` (lossless and near-lossless
-    coding build on that base), or None when it has none."""
+    coding build on that base), or with ``series`` its series residual model (a slice coded
+    given the one before it); None when it has none."""
     record = _record_of(weights)
-    return None if record is None or "residual" not in record else Path(record["residual"]["path"])
+    key = "series_residual" if series else "residual"
+    return None if record is None or key not in record else Path(record[key]["path"])
 
 
-def series_residual_path(weights: str | Path) -> Path | None:
-    """The series residual model shipped with the weights file ``weights`` (lossless and
-    near-lossless coding of a slice given the one before it), or None when it has none."""
-    record = _record_of(weights)
-    return None if record is None or "series_residual" not in record else Path(record["series_residual"]["path"])
+def _residual_records(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The residual models a weights record names: its residual and series residual models,
+    and those kept (``previous_residuals``) so that files written with them still decode."""
+    return [r for r in (record.get("residual"), record.get("series_residual"), *record.get("previous_residuals", [])) if r]
 
 
 def residual_for_fingerprint(fingerprint: str) -> Path | None:
-    """The shipped residual model with ``fingerprint``: the one a base codes with now (or its
-    series model), or one kept (``previous_residuals``) so that files written with it still
-    decode; None if none."""
+    """The shipped residual model with ``fingerprint`` (:func:`_residual_records`); None if none."""
     for entry in index().values():
         for quality in _files(entry):
-            for record in [quality.get("residual"), quality.get("series_residual"), *quality.get("previous_residuals", [])]:
-                if record and record["fingerprint"] == fingerprint:
+            for record in _residual_records(quality):
+                if record["fingerprint"] == fingerprint:
                     return Path(record["path"])
     return None
 

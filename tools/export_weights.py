@@ -93,7 +93,7 @@ def export(
     else:
         family = data.setdefault(name, {"default_quality": int(quality), "qualities": {}})
         before = family["qualities"].get(str(int(quality)), {})
-        kept = {key: before[key] for key in ("residual", "previous_residuals") if key in before}
+        kept = {key: before[key] for key in ("residual", "series_residual", "previous_residuals") if key in before}
         if kept and before["fingerprint"] != entry["fingerprint"]:
             raise ValueError(
                 f"{name} quality {quality} is the base of shipped residual models, whose files need these weights; "

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Ship a trained residual model with a shipped base: ``medvae/weights/<base file stem>-residual-<fingerprint[:8]>.pt``.
+"""Ship a trained residual model with a shipped base: ``medvae/weights/<base file stem>-residual-<fingerprint[:8]>.pt``
+(a series model, which reads the previous slice: ``-series-``).
 
 The base's index record gets the new model as its ``residual`` (what lossless and near-lossless
-coding now use); the model it replaces moves to ``previous_residuals``, so files written with it
+coding now use; a series model as its ``series_residual``); the model it replaces moves to ``previous_residuals``, so files written with it
 still decode (:func:`medvae.zoo.residual_for_fingerprint`). The residual model must have been
 trained on this base (its recorded base fingerprint is checked). Release tooling, outside the package.
 
@@ -38,8 +39,9 @@ def ship_residual(path: str | Path, model: str, quality: int | None = None, note
         raise MedVAEError(
             f"{path}: trained on base {residual.info.get('base_fingerprint')}, not on {base.name} ({record['fingerprint']})"
         )
-    target = base.parent / f"{base.stem}-residual-{residual.fingerprint[:8]}.pt"
-    if residual.fingerprint in [r["fingerprint"] for r in (record.get("residual"), *record.get("previous_residuals", [])) if r]:
+    key = "series_residual" if residual.model.previous else "residual"
+    target = base.parent / f"{base.stem}-{'series' if residual.model.previous else 'residual'}-{residual.fingerprint[:8]}.pt"
+    if residual.fingerprint in [r["fingerprint"] for r in zoo._residual_records(record)]:
         raise MedVAEError(f"{target.name}: this residual model is shipped already")
     publish(target, Path(path).read_bytes(), overwrite=True)  # a copy left by a run that failed before the index is replaced
     info = residual.info
@@ -47,9 +49,9 @@ def ship_residual(path: str | Path, model: str, quality: int | None = None, note
         "file": target.name, "fingerprint": residual.fingerprint, "steps": info.get("steps"),
         "command": info.get("command"), **(notes or {}),
     }
-    if "residual" in record:
-        record.setdefault("previous_residuals", []).append(record["residual"])
-    record["residual"] = entry
+    if key in record:
+        record.setdefault("previous_residuals", []).append(record[key])
+    record[key] = entry
     write_index(index_path, index)
     zoo.index.cache_clear()
     return target

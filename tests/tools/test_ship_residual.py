@@ -53,3 +53,21 @@ def test_a_shipped_residual_model_replaces_the_last_and_keeps_its_files_decodabl
         export(tmp_path / "other-q1.pt", 1, weights_dir=weights_dir)
     assert zoo.shipped_fingerprint(weights_dir / "medvae-q1.pt") == base.fingerprint
     np.testing.assert_array_equal(medvae.decompress(files[1]), ct_like)
+
+
+def test_a_series_model_ships_as_the_series_residual_and_survives_a_new_export(weights_dir, tmp_path, ct_like):
+    from tests.conftest import small_series_residual
+
+    save_model(small_model("medvae"), tmp_path / "q1.pt")
+    export(tmp_path / "q1.pt", 1, weights_dir=weights_dir)
+    base = medvae.load("medvae")
+    series = small_series_residual(base, ct_like, ct_like)
+    save_residual(Residual(series.model, series.plan, {"base_fingerprint": base.fingerprint}), tmp_path / "series.pt")
+    shipped = ship_residual(tmp_path / "series.pt", "medvae")
+    assert "-series-" in shipped.name
+    export(tmp_path / "q1.pt", 1, weights_dir=weights_dir, notes={"budget": "again"})
+    assert zoo.index()["medvae"]["qualities"]["1"]["series_residual"]["fingerprint"] == series.fingerprint
+    codec = medvae.load("medvae")
+    assert codec.series_residual.fingerprint == series.fingerprint and codec.residual is None
+    with pytest.raises(medvae.MedVAEError, match="shipped already"):
+        ship_residual(tmp_path / "series.pt", "medvae")
