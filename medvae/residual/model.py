@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from compressai.layers import ResidualBlock
 from torch import Tensor, nn
 
-from medvae.residual.tables import MAX_HALF_WIDTH
+from medvae.residual.tables import MAX_HALF_WIDTH, PRECISION
 
 #: Coding order of the 2×2 polyphase grid: (row, column) offsets of each pass.
 PHASES = ((0, 0), (1, 1), (0, 1), (1, 0))
@@ -195,7 +195,7 @@ _VARINT_BYTE_BITS = 8.0
 def table_width(scale: Tensor) -> Tensor:
     """Half-width of the table of a Laplace of ``scale`` (:func:`medvae.residual.tables._pmf`
     stops where the mass beyond falls below 2^-16: ``exp(−(w + ½)/b) < 2^-16``), continuous in b."""
-    return (16 * math.log(2) * scale - 0.5).clamp(min=0.0, max=float(MAX_HALF_WIDTH))
+    return (PRECISION * math.log(2) * scale - 0.5).clamp(min=0.0, max=float(MAX_HALF_WIDTH))
 
 
 def escape_bits(magnitude: Tensor, scale: Tensor) -> Tensor:
