@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--series", action="store_true",
                         help="a series model: each slice of a volume also conditions on the slice before it "
                         "(trained on the volumes' consecutive slices; --init starts from a plain model unchanged)")
+    parser.add_argument("--max-errors", default="0", metavar="T,T,…",
+                        help="error bounds to train for (default 0: lossless); with any other, the model also reads the "
+                        "error bound of each decoded residual (--init starts from a model that does not, unchanged), and "
+                        "each crop is coded with one of them, its later passes reading residuals as the decoder has them")
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="training state, written every 500 steps; an existing one is resumed")
 
@@ -45,10 +49,11 @@ def run(args: argparse.Namespace) -> int:
 
     import medvae
     from medvae.io.slices import manifest_slices
-    from medvae.residual.model import CHANNELS, ResidualModel, deepened, widened, with_previous
+    from medvae.residual.model import CHANNELS, ResidualModel, deepened, widened, with_bounds, with_previous
     from medvae.residual.training import base_pairs, evaluate_bpp, load_pairs, save_pairs, series_pairs, train_residual
     from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
 
+    max_errors = _max_errors(args.max_errors)
     out = Path(args.out)
     if out.exists():
         raise SystemExit(f"medvae train-residual: {out} exists; choose another --out")
@@ -79,19 +84,32 @@ def run(args: argparse.Namespace) -> int:
         start = deepened(start, args.blocks)
     if args.series and not start.previous:
         start = with_previous(start)
+    if max_errors != (0,) and not start.bounds:
+        start = with_bounds(start)
     if not train:
         raise SystemExit(f"medvae train-residual: no training {'pairs of consecutive slices' if args.series else 'slices'} in {args.data}")
     model, log = train_residual(train, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, bf16=args.bf16,
-                                model=start, val=val, checkpoint=args.checkpoint, device=args.device, minutes=args.minutes)
+                                model=start, val=val, checkpoint=args.checkpoint, device=args.device, minutes=args.minutes, max_errors=max_errors)
     plan = calibrate_residual(model, train[:: max(1, len(train) // 40)])
     info = {
         "base": codec.name, "base_fingerprint": codec.fingerprint, "steps": log[-1]["step"] if log else args.steps, "batch": args.batch,
-        "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "device": args.device, "train_slices": len(train),
+        "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "device": args.device, "max_errors": list(max_errors), "train_slices": len(train),
         "val_bpp": evaluate_bpp(model, val) if val else None, "log": log, "command": " ".join(["medvae", *sys.argv[1:]]),
     }
     save_residual(Residual(model, plan, info), out)
     print(json.dumps({k: v for k, v in info.items() if k != "log"}, indent=1))
     return 0
+
+
+def _max_errors(text: str) -> tuple[int, ...]:
+    """``--max-errors``: comma-separated error bounds of 0 or more."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 0:
+        raise SystemExit(f"medvae train-residual: --max-errors takes error bounds of 0 or more, such as 0,1,2,4,8; not {text!r}")
+    return values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -39,15 +39,7 @@ from medvae.exact.fixed import Fixed, from_real, pow2
 from medvae.exact.layers import ExactModule, ExactSequential, Tiled, convert
 from medvae.exact.twin import CHUNK, guarded
 from medvae.residual import folding, rans
-from medvae.residual.model import (
-    CONTEXT_GAIN,
-    IN_CHANNELS,
-    PHASES,
-    PREVIOUS_CHANNELS,
-    ResidualModel,
-    block_offset,
-    model_inputs,
-)
+from medvae.residual.model import CONTEXT_GAIN, PHASES, ResidualModel, block_offset, input_channels, model_inputs
 from medvae.residual.tables import LOG2_FRAC, log2_fixed, table_index, tables
 
 #: Half-resolution tile of the residual network (memory stays that of one tile; the result
@@ -74,17 +66,18 @@ class _Inputs:
 
     def __init__(
         self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], frac: int,
-        previous: np.ndarray | None,
+        previous: np.ndarray | None, bound: np.ndarray | None,
     ):
-        self.base, self.residual, self.known, self.frac, self.previous = base, residual, known, frac, previous
+        self.base, self.residual, self.known, self.frac, self.previous, self.bound = base, residual, known, frac, previous, bound
         self.lo, self.hi = (float(v) for v in value_range)
-        self.shape = (1, IN_CHANNELS + PREVIOUS_CHANNELS * (previous is not None), base.shape[0] // 2, base.shape[1] // 2)
+        self.shape = (1, input_channels(previous is not None, bound is not None), base.shape[0] // 2, base.shape[1] // 2)
 
     def crop(self, r0: int, r1: int, c0: int, c1: int) -> Fixed:
         region = lambda a: torch.from_numpy(np.ascontiguousarray(a[2 * r0 : 2 * r1, 2 * c0 : 2 * c1]))[None, None]  # noqa: E731
+        optional = lambda a: None if a is None else region(a).to(torch.float64)  # noqa: E731
         inputs = model_inputs(
             region(self.base).to(torch.float64), region(self.residual).to(torch.float64), region(self.known),
-            self.lo, self.hi, None if self.previous is None else region(self.previous).to(torch.float64),
+            self.lo, self.hi, optional(self.previous), optional(self.bound),
         )
         return from_real(inputs, self.frac)
 
@@ -107,20 +100,23 @@ class ResidualCoder:
         self.input_frac = plan[INPUT]
         #: A series model: every call needs the previous slice of the series (its decoded pixels).
         self.series = model.previous
+        #: The model reads each decoded residual's error bound.
+        self.bounds = model.bounds
 
     # --- parameters ----------------------------------------------------------------
     def _outputs(
         self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], phase: tuple[int, int],
-        previous: np.ndarray | None,
+        previous: np.ndarray | None, bound: np.ndarray,
     ) -> PassOutputs:
         """The network's output for one pass's pixels, on the half-resolution grid: integer
-        means, and the log2 scales before the bound's offset (exact float64 multiples of a power of two)."""
+        means, and the log2 scales before the bound's offset (exact float64 multiples of a power
+        of two). ``bound``: each decoded residual's error bound (read if the model reads them)."""
         span = value_range[1] - value_range[0]
         k = block_offset(phase)
         h, w = base.shape[0] // 2, base.shape[1] // 2
         mean, log2_scale = np.empty((h, w), np.int64), np.empty((h, w), np.float64)
         with torch.inference_mode():
-            for (r0, r1, c0, c1), part in self.nets[k](_Inputs(base, residual, known, value_range, self.input_frac, previous)).tiles():
+            for (r0, r1, c0, c1), part in self.nets[k](_Inputs(base, residual, known, value_range, self.input_frac, previous, bound if self.bounds else None)).tiles():
                 unit = pow2(-part.frac)
                 mu = torch.round(part.value[0, 0] * unit * span / CONTEXT_GAIN)  # < 2^24 · 2^17, then a power of two: exact
                 mean[r0:r1, c0:c1] = mu.cpu().numpy()
@@ -132,7 +128,8 @@ class ResidualCoder:
         reads no decoded residual, so it is the same for every bound; :meth:`encode` takes it to
         skip that network pass (rate control codes one base with many bounds)."""
         padded, before = _even(base.astype(np.int32), edge=True), self._previous(previous, base)
-        return self._outputs(padded, np.zeros(padded.shape, np.int32), np.zeros(padded.shape, bool), value_range, PHASES[0], before)
+        nothing = np.zeros(padded.shape, np.int32)
+        return self._outputs(padded, nothing, nothing.astype(bool), value_range, PHASES[0], before, nothing)
 
     def _previous(self, previous: np.ndarray | None, base: np.ndarray) -> np.ndarray | None:
         """The previous slice as the network reads it (even-sized, int32), or None; an
@@ -245,9 +242,13 @@ class ResidualCoder:
         Returns the decoded residual (even-sized)."""
         padded = _even(base.astype(np.int32), edge=True)
         decoded = np.zeros(padded.shape, np.int32)
+        decoded_bound = np.zeros(padded.shape, np.int32)  # each decoded residual's error bound
         known = np.zeros(padded.shape, bool)
         for p, (phase, bound) in enumerate(zip(PHASES, bounds)):
-            outputs = first_pass if p == 0 and first_pass is not None else self._outputs(padded, decoded, known, value_range, phase, previous)
+            outputs = (
+                first_pass if p == 0 and first_pass is not None
+                else self._outputs(padded, decoded, known, value_range, phase, previous, decoded_bound)
+            )
             rows, cols = _phase_size(base.shape, phase)
             mean, index = outputs.mean[:rows, :cols], self._indexes(outputs, value_range, bound)[:rows, :cols]
             grid = (slice(phase[0], None, 2), slice(phase[1], None, 2))
@@ -260,6 +261,7 @@ class ResidualCoder:
                 q = code(mean, index, phase, bound, low, high)
                 values = np.clip(np.clip(mean + (2 * bound + 1) * q, low, high), -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # a valid file's bounds lie within the limit
             decoded[grid][:rows, :cols] = values
+            decoded_bound[grid][:rows, :cols] = bound
             known[grid][:rows, :cols] = True
         return decoded
 

@@ -35,6 +35,10 @@ IN_CHANNELS = 12
 #: A series model also reads the previous slice of its series, less x̃ (4 more per block), in
 #: the units of the decoded residuals: what the slice before predicts of this one's residual.
 PREVIOUS_CHANNELS = 4
+#: A model trained for near-lossless coding (``bounds``) also reads the error bound of each decoded
+#: residual (4 more per block; 0 where lossless or not yet decoded), in the units of the residuals:
+#: how coarse its context is (:func:`model_inputs`).
+BOUND_CHANNELS = 4
 CHANNELS = 24
 #: Negative slope of every LeakyReLU (a power of two: the exact twin's product is exact).
 SLOPE = 0.125
@@ -46,15 +50,16 @@ class ResidualModel(nn.Module):
     ``k = 2·row + column`` of each block, ``mean · CONTEXT_GAIN/(hi − lo)`` and ``log2(scale/(hi − lo))``.
     ``blocks`` residual blocks (two 3×3 convolutions and a skip each) before the last
     convolution deepen the network and widen what it sees by two half-resolution pixels each.
-    ``previous``: a series model, which also reads the previous slice (:func:`model_inputs`)."""
+    ``previous``: a series model, which also reads the previous slice; ``bounds``: a model that
+    also reads the error bound of each decoded residual (:func:`model_inputs`)."""
 
     model_name = "residual"
 
-    def __init__(self, channels: int = CHANNELS, blocks: int = 0, previous: bool = False):
+    def __init__(self, channels: int = CHANNELS, blocks: int = 0, previous: bool = False, bounds: bool = False):
         super().__init__()
-        self.channels, self.blocks, self.previous = channels, blocks, previous
+        self.channels, self.blocks, self.previous, self.bounds = channels, blocks, previous, bounds
         self.net = nn.Sequential(
-            nn.Conv2d(IN_CHANNELS + PREVIOUS_CHANNELS * previous, channels, 3, padding=1),
+            nn.Conv2d(input_channels(previous, bounds), channels, 3, padding=1),
             nn.LeakyReLU(SLOPE),
             nn.Conv2d(channels, channels, 3, padding=1),
             nn.LeakyReLU(SLOPE),
@@ -76,6 +81,11 @@ class ResidualModel(nn.Module):
         return self.net(inputs)
 
 
+def input_channels(previous: bool, bounds: bool) -> int:
+    """Input channels of a residual network: 12, plus 4 for the previous slice, plus 4 for the bounds."""
+    return IN_CHANNELS + PREVIOUS_CHANNELS * previous + BOUND_CHANNELS * bounds
+
+
 def _block(channels: int) -> ResidualBlock:
     """CompressAI's residual block (its exact twin is :class:`medvae.exact.layers.ExactResidualBlock`) with our slope."""
     block = ResidualBlock(channels, channels)
@@ -90,7 +100,7 @@ def deepened(model: ResidualModel, blocks: int, seed: int = 0) -> ResidualModel:
     if blocks < model.blocks:
         raise ValueError(f"cannot remove blocks from a residual model with {model.blocks}")
     generator = torch.Generator().manual_seed(seed)
-    deep = ResidualModel(model.channels, blocks, model.previous)
+    deep = ResidualModel(model.channels, blocks, model.previous, model.bounds)
     last = len(model.net) - 1  # the old last layer's index: the new blocks go there, the last layer after them
     with torch.no_grad():
         for layer in range(last):
@@ -112,7 +122,7 @@ def widened(model: ResidualModel, channels: int, seed: int = 0) -> ResidualModel
     if model.blocks:
         raise ValueError("widen a residual model before deepening it")
     generator = torch.Generator().manual_seed(seed)
-    wide = ResidualModel(channels, previous=model.previous)
+    wide = ResidualModel(channels, previous=model.previous, bounds=model.bounds)
     convs = [m for m in wide.net if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
         for new, old in zip(convs, (m for m in model.net if isinstance(m, nn.Conv2d))):
@@ -129,12 +139,25 @@ def with_previous(model: ResidualModel) -> ResidualModel:
     input channels start with zero weights, so training starts from the trained loss."""
     if model.previous:
         raise ValueError("the residual model already reads the previous slice")
-    series = ResidualModel(model.channels, model.blocks, previous=True)
+    return _with_inputs(model, IN_CHANNELS, PREVIOUS_CHANNELS, previous=True, bounds=model.bounds)
+
+
+def with_bounds(model: ResidualModel) -> ResidualModel:
+    """``model`` reading the error bounds of its context too, computing the same function (the
+    new inputs' weights start at zero), so near-lossless training starts from the trained loss."""
+    if model.bounds:
+        raise ValueError("the residual model already reads the error bounds")
+    return _with_inputs(model, input_channels(model.previous, False), BOUND_CHANNELS, previous=model.previous, bounds=True)
+
+
+def _with_inputs(model: ResidualModel, at: int, count: int, previous: bool, bounds: bool) -> ResidualModel:
+    """``model`` with ``count`` zero-weight input channels inserted at channel ``at`` of its first layer."""
+    out = ResidualModel(model.channels, model.blocks, previous, bounds)
     state = model.state_dict()
     first = state["net.0.weight"]
-    state["net.0.weight"] = torch.cat([first, first.new_zeros((first.shape[0], PREVIOUS_CHANNELS, *first.shape[2:]))], 1)
-    series.load_state_dict(state)
-    return series
+    state["net.0.weight"] = torch.cat([first[:, :at], first.new_zeros((first.shape[0], count, *first.shape[2:])), first[:, at:]], 1)
+    out.load_state_dict(state)
+    return out
 
 
 def phase_mask(shape: tuple[int, ...], phase: tuple[int, int], device=None) -> Tensor:
@@ -151,19 +174,24 @@ def block_offset(phase: tuple[int, int]) -> int:
 
 
 def model_inputs(
-    base: Tensor, residual: Tensor, known: Tensor, lo: Tensor | float, hi: Tensor | float, previous: Tensor | None = None
+    base: Tensor, residual: Tensor, known: Tensor, lo: Tensor | float, hi: Tensor | float, previous: Tensor | None = None,
+    bound: Tensor | None = None,
 ) -> Tensor:
     """The network's (B, 12, H/2, W/2) input from (B, 1, H, W) integer-valued tensors (H, W even):
     the base reconstruction, the decoded residuals (read where ``known``) and ``known``, each
     as its four 2×2 phases; with ``previous`` (a series model), 4 more: the previous slice's
-    decoded pixels less the base, scaled and clamped as the residuals are. Each value is one
-    correctly rounded division and an exact clamp (of an exact integer difference), and the
-    rearrangement moves values only, so the exact coder computes it identically."""
+    decoded pixels less the base, scaled and clamped as the residuals are; with ``bound`` (a
+    model that reads the bounds), 4 more: each decoded residual's error bound (0 where not
+    decoded), scaled as the residuals are and clamped. Each value is one correctly rounded
+    division and an exact clamp (of an exact integer difference), and the rearrangement moves
+    values only, so the exact coder computes it identically."""
     span = hi - lo
     context = torch.where(known, residual * CONTEXT_GAIN / span, torch.zeros_like(residual))
     planes = [(base - lo) / span, context.clamp(-CONTEXT_LIMIT, CONTEXT_LIMIT), known.to(base.dtype)]
     if previous is not None:
         planes.append(((previous - base) * CONTEXT_GAIN / span).clamp(-CONTEXT_LIMIT, CONTEXT_LIMIT))
+    if bound is not None:
+        planes.append((bound * CONTEXT_GAIN / span).clamp(0.0, CONTEXT_LIMIT))
     return F.pixel_unshuffle(torch.cat(planes, dim=1), 2)
 
 
@@ -229,45 +257,69 @@ def _log_cdf(t: Tensor, scale: Tensor) -> Tensor:
     return torch.where(t < 0, below_zero, torch.log1p(-0.5 * torch.exp(-t.clamp(min=0) / scale)))
 
 
-def residual_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor, previous: Tensor | None = None) -> Tensor:
-    """Bits of the lossless residual of each image, as the four passes code it: (B,) float.
+def residual_bits(
+    model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor, previous: Tensor | None = None,
+    max_error: Tensor | int = 0,
+) -> Tensor:
+    """Bits of the residual of each image, as the four passes code it: (B,) float.
 
     ``image`` and ``base`` are (B, 1, H, W) float tensors of stored integers (H, W even);
     ``lo``, ``hi`` (B, 1, 1, 1) the base layer's intensity mapping, which bounds every pixel the
     base does not restore exactly (pixels outside it are exact: they cost nothing). The mean is
     rounded as the coder rounds it (straight-through), so the loss is the coder's cost, escapes included.
     ``previous``: the previous slice of each image's series (B, 1, H, W), for a series model.
+    ``max_error``: the error bound τ (an int, or one per image as (B, 1, 1, 1)); 0 is lossless.
     """
-    return pass_bits(model, image, base, lo, hi, previous).sum(1)
+    return pass_bits(model, image, base, lo, hi, previous, max_error).sum(1)
 
 
-def pass_bits(model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor, previous: Tensor | None = None) -> Tensor:
+def pass_bits(
+    model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor, previous: Tensor | None = None,
+    max_error: Tensor | int = 0,
+) -> Tensor:
     """:func:`residual_bits` pass by pass: (B, 4), in the order of :data:`PHASES` (where the
     bits go: the first pass sees no decoded neighbour, the last sees eight)."""
-    return torch.stack([laplace_bits(*law).flatten(1).sum(1) for law in pass_laws(model, image, base, lo, hi, previous)], 1)
+    laws = pass_laws(model, image, base, lo, hi, previous, max_error)
+    return torch.stack([laplace_bits(*law).flatten(1).sum(1) for law in laws], 1)
 
 
 def pass_laws(
-    model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor, previous: Tensor | None = None
+    model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor, previous: Tensor | None = None,
+    max_error: Tensor | int = 0,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
-    """For each pass in the order of :data:`PHASES`: the (B, 1, H/2, W/2) errors its pixels leave
-    around the rounded mean (straight-through, as the coder rounds it), the Laplace scales
-    they are coded with, in stored-integer units, and the errors at each pixel's lower and
-    upper bounds (equal where the pixel is exact): what :func:`laplace_bits` takes."""
+    """For each pass in the order of :data:`PHASES`: the (B, 1, H/2, W/2) symbols its pixels
+    are coded as (the error around the rounded mean, in units of 2τ + 1, rounded as the coder
+    rounds it; straight-through), the Laplace scales of those symbols, and the symbols of each
+    pixel's lower and upper bound (equal where the pixel is exact): what :func:`laplace_bits`
+    takes. Later passes read the residuals as the decoder has them (within τ of the true ones),
+    and a model that reads the bounds reads τ beside them."""
     residual = image - base
     blocks = F.pixel_unshuffle(residual, 2)
     exact = F.pixel_unshuffle(((image < lo) | (image > hi)).to(image.dtype), 2) > 0
     low, high = (F.pixel_unshuffle(bound - base, 2) for bound in (lo.expand_as(base), hi.expand_as(base)))
+    tau = torch.as_tensor(max_error, dtype=image.dtype, device=image.device).reshape(-1, 1, 1, 1)
+    step = 2 * tau + 1
+    decoded, bounds = [torch.zeros_like(blocks[:, :1])] * 4, [torch.zeros_like(blocks[:, :1])] * 4  # per block offset
     known = torch.zeros_like(residual, dtype=torch.bool)
     span = hi - lo
     for phase in PHASES:
         k = block_offset(phase)
-        out = model(model_inputs(base, residual, known, lo, hi, previous))
+        bound = F.pixel_shuffle(torch.cat(bounds, 1), 2) if model.bounds else None
+        out = model(model_inputs(base, F.pixel_shuffle(torch.cat(decoded, 1), 2), known, lo, hi, previous, bound))
         mean = out[:, 2 * k : 2 * k + 1] * span / CONTEXT_GAIN
         mean = mean + (torch.round(mean) - mean).detach()
         scale = torch.exp2((out[:, 2 * k + 1 : 2 * k + 2] + torch.log2(span)).clamp(min=-5.0, max=14.0))
-        error = blocks[:, k : k + 1] - mean
-        below = torch.where(exact[:, k : k + 1], error, low[:, k : k + 1] - mean)
-        above = torch.where(exact[:, k : k + 1], error, high[:, k : k + 1] - mean)
-        yield error, scale, below, above
+        error, pixel, lowest, highest = blocks[:, k : k + 1] - mean, blocks[:, k : k + 1], low[:, k : k + 1], high[:, k : k + 1]
+        symbol = _rounded(error / step, torch.sign(error) * torch.floor((error.abs() + tau) / step))
+        at_exact = exact[:, k : k + 1]
+        below = torch.where(at_exact, symbol, _rounded((lowest - mean) / step, torch.floor((lowest - mean) / step)))
+        above = torch.where(at_exact, symbol, _rounded((highest - mean) / step, torch.ceil((highest - mean) / step)))
+        yield symbol, scale / step, below, above
+        decoded[k] = torch.where(at_exact, pixel, torch.minimum(torch.maximum(mean + step * symbol, lowest), highest)).detach()
+        bounds[k] = tau.expand_as(pixel)
         known = known | phase_mask(residual.shape, phase, residual.device)
+
+
+def _rounded(value: Tensor, rounded: Tensor) -> Tensor:
+    """``rounded`` forward, ``value``'s gradient backward (straight-through)."""
+    return value + (rounded - value).detach()

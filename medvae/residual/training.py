@@ -107,8 +107,9 @@ def _batch(pairs: list[Pair], rng: np.random.Generator, size: int, crop: int) ->
     return stack(images), stack(bases), bound(los), bound(his), stack(previous) if previous else None
 
 
-def evaluate_bpp(model: ResidualModel, pairs: list[Pair]) -> float:
-    """Mean residual bits per pixel over whole slices (float model, escapes included), on the model's device."""
+def evaluate_bpp(model: ResidualModel, pairs: list[Pair], max_error: int = 0) -> float:
+    """Mean residual bits per pixel over whole slices (float model, escapes included) with
+    error bound ``max_error``, on the model's device."""
     model.eval()
     device = next(model.parameters()).device
     bits, pixels = 0.0, 0
@@ -116,7 +117,7 @@ def evaluate_bpp(model: ResidualModel, pairs: list[Pair]) -> float:
         for p in pairs:
             image, base, lo, hi = (t.to(device) for t in slice_tensors(p.image, p.base, p.value_range))
             previous = None if p.previous is None else slice_tensors(p.previous, p.base, p.value_range)[0].to(device)
-            bits += float(residual_bits(model, image, base, lo, hi, previous).sum())
+            bits += float(residual_bits(model, image, base, lo, hi, previous, max_error).sum())
             pixels += image.numel()
     model.train()
     return bits / pixels
@@ -126,9 +127,13 @@ def train_residual(
     pairs: list[Pair], *, steps: int, batch: int = 16, crop: int = 96, lr: float = 1e-3, bf16: bool = False,
     seed: int = 0, model: ResidualModel | None = None, val: list[Pair] | None = None, log_every: int = 500,
     checkpoint: str | Path | None = None, device: str | torch.device = "cpu", minutes: float | None = None,
+    max_errors: tuple[int, ...] = (0,),
 ) -> tuple[ResidualModel, list[dict]]:
     """Adam on the mean residual bits per pixel; the learning rate falls tenfold for the last
     fifth. Returns the model (on the CPU) and a log (step, train bpp, validation bpp, seconds).
+    ``max_errors``: each crop is coded with one of these error bounds, drawn at random, its later
+    passes reading the residuals as the decoder has them; anything but lossless alone needs a
+    model that reads the bounds (:func:`medvae.residual.model.with_bounds`). Validation is lossless.
 
     With ``checkpoint``, the whole training state (model, optimizer, schedule, random
     generators, log) is written there every ``log_every`` steps, and a run started with an
@@ -145,13 +150,17 @@ def train_residual(
     model = model or ResidualModel()
     if any((p.previous is not None) != model.previous for p in pairs):
         raise MedVAEError("a series residual model trains on pairs with their previous slice, and only it does")
+    if tuple(max_errors) != (0,) and not model.bounds:
+        raise MedVAEError("near-lossless training needs a model that reads the error bounds (with_bounds)")
+    if not max_errors or min(max_errors) < 0:
+        raise MedVAEError(f"max_errors must be error bounds of 0 or more, not {max_errors}")
     model = model.to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(steps * 0.8)], 0.1)
     log, start, running, done = [], time.time(), [], 0
     settings = {"steps": steps, "channels": model.channels, "blocks": model.blocks, "previous": model.previous, "batch": batch, "crop": crop, "lr": lr, "bf16": bf16,
-                "seed": seed, "train_slices": len(pairs), "start": weights_fingerprint(model)}  # which model it started from (--init)
+                "seed": seed, **({"max_errors": list(max_errors)} if model.bounds else {}), "train_slices": len(pairs), "start": weights_fingerprint(model)}  # which model it started from (--init)
     if checkpoint and Path(checkpoint).exists():
         done, log = _restore(checkpoint, model, optimizer, scheduler, rng, settings)
         start -= log[-1]["seconds"] if log else 0.0
@@ -165,8 +174,9 @@ def train_residual(
             scheduler.milestones = Counter([int(steps * 0.8)])
             bar.total = steps
         image, base, lo, hi, previous = (None if t is None else t.to(device, non_blocking=True) for t in _batch(pairs, rng, batch, crop))
+        tau = max_errors[0] if len(max_errors) == 1 else torch.tensor(rng.choice(max_errors, image.shape[0]), dtype=image.dtype, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            bits = residual_bits(model, image, base, lo, hi, previous)
+            bits = residual_bits(model, image, base, lo, hi, previous, tau)
         loss = bits.sum() / image[0, 0].numel() / image.shape[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -15,24 +15,29 @@ from medvae.exact import EXACT_VERSION
 from medvae.exact.calibrate import Plan, layer_peaks, plan_from_peaks
 from medvae.io.files import atomic_path
 from medvae.residual.coder import ResidualCoder
-from medvae.residual.model import PHASES, ResidualModel, model_inputs, phase_mask, slice_tensors
+from medvae.residual.model import ResidualModel, pass_laws, slice_tensors
 from medvae.residual.tables import tables_digest
 
 FORMAT = "medvae-residual-v1"
 
 
+#: Error bounds whose decoded residuals calibrate a model that reads the bounds (lossless alone, else).
+CALIBRATION_BOUNDS = (0, 1, 4, 16, 64)
+
+
 def calibrate_residual(model: ResidualModel, pairs: Sequence[tuple]) -> Plan:
     """Fractional bits of each layer of the residual network, from (image, base, range) examples
     (and the previous slice, for a series model: :class:`medvae.residual.training.Pair` fits)
-    run through the four passes with the true residuals as context."""
+    run through the four passes with the residuals decoded losslessly as context, and for a
+    model that reads the bounds, near-losslessly too (:data:`CALIBRATION_BOUNDS`)."""
     def run() -> None:
         for image, base, value_range, *previous in pairs:
             x, b, lo, hi = slice_tensors(image, base, value_range)
             before = slice_tensors(previous[0], base, value_range)[0] if model.previous else None
-            known = torch.zeros_like(x, dtype=torch.bool)
-            for phase in PHASES:
-                model(model_inputs(b, x - b, known, lo, hi, before))
-                known = known | phase_mask(x.shape, phase)
+            for tau in CALIBRATION_BOUNDS if model.bounds else (0,):
+                with torch.no_grad():
+                    for _ in pass_laws(model, x, b, lo, hi, before, tau):
+                        pass
 
     peaks = layer_peaks(model, run)
     return plan_from_peaks({k: v for k, v in peaks.items() if not k.endswith(":in")}, input_peak=16.0)
@@ -59,7 +64,7 @@ class Residual:
 def save_residual(residual: Residual, path: str | Path) -> None:
     record = {
         "format": FORMAT, "channels": residual.model.channels, "blocks": residual.model.blocks, "previous": residual.model.previous,
-        "state_dict": residual.model.state_dict(),
+        "bounds": residual.model.bounds, "state_dict": residual.model.state_dict(),
         "plan": residual.plan, "info": residual.info,
     }
     with atomic_path(path) as tmp:
@@ -70,6 +75,6 @@ def load_residual(path: str | Path) -> Residual:
     record = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise MedVAEError(f"{path}: not a MedVAE residual model")
-    model = ResidualModel(record["channels"], record.get("blocks", 0), record.get("previous", False))  # older files: neither
+    model = ResidualModel(record["channels"], record.get("blocks", 0), record.get("previous", False), record.get("bounds", False))  # older files: none
     model.load_state_dict(record["state_dict"])
     return Residual(model, record["plan"], record.get("info"))
