@@ -11,6 +11,8 @@ every slice. Prints one line per model: mean bpp per τ, mean encode and decode 
 
 With no file, the shipped residual model alone; ``--quality Q`` puts the models on the ladder's
 quality Q instead of the shipped base (the residual models were trained on the shipped one).
+``--series``: the files are series models, coding each test series given the slice before
+(``medvae-series``, :class:`SeriesWithResidual`; the default ``--every`` is then 1, whole series).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import medvae
-from medvae.evaluation.learned import WithResidual
+from medvae.evaluation.learned import SeriesWithResidual, WithResidual
 from medvae.evaluation.run import evaluate
 from medvae.io.slices import Slice, manifest_slices
 from medvae.residual.weights import load_residual
@@ -30,11 +32,13 @@ REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
 
 
-def measure(codec: medvae.Codec, slices: list[Slice], bounds: list[int]) -> tuple[dict[int, float], float, float]:
+def measure(
+    codec: medvae.Codec, slices: list[Slice], bounds: list[int], family: type[WithResidual] = WithResidual
+) -> tuple[dict[int, float], float, float]:
     """Mean bpp per bound, mean encode and decode seconds, over ``slices``, from the evaluation
-    rows of ``codec`` with its residual layer at each bound (:class:`WithResidual`); stops on a
-    slice the codec refused or decoded beyond its bound."""
-    rows = evaluate(slices, [WithResidual(codec, t) for t in bounds], progress=False).rows
+    rows of ``codec`` with its residual layer at each bound (``family``: :class:`WithResidual`,
+    or :class:`SeriesWithResidual`); stops on a slice the codec refused or decoded beyond its bound."""
+    rows = evaluate(slices, [family(codec, t) for t in bounds], progress=False).rows
     for row in rows:
         if row["error"] or row["max_abs_error"] > row["value"]:
             problem = row["error"] or f"max error {row['max_abs_error']} above the bound {row['value']}"
@@ -48,24 +52,27 @@ def main() -> None:
     parser.add_argument("models", nargs="*", type=Path, help="residual model files (default: the shipped one)")
     parser.add_argument("--data", type=Path, default=MANIFEST)
     parser.add_argument("--modality", default="CT")
-    parser.add_argument("--every", type=int, default=3, help="every n-th test slice")
+    parser.add_argument("--every", type=int, help="every n-th test slice (default 3; 1 with --series)")
+    parser.add_argument("--series", action="store_true", help="the files are series models (medvae-series)")
     parser.add_argument("--max-error", default="0,1,2,4,8", help="error bounds τ")
     parser.add_argument("--quality", type=int, help="another quality of the ladder as the base (default: the shipped base)")
     args = parser.parse_args()
     if not args.data.is_file():
         raise SystemExit(f"{args.data}: no corpus manifest (see README: Data)")
     bounds = [int(t) for t in args.max_error.split(",")]
-    slices = [s for s in manifest_slices(args.data, split="test") if s.modality == args.modality][:: args.every]
+    every = args.every or (1 if args.series else 3)
+    slices = [s for s in manifest_slices(args.data, split="test") if s.modality == args.modality][::every]
     codec = medvae.load("medvae")
-    shipped = codec.residual
+    slot = "series_residual" if args.series else "residual"
+    shipped = getattr(codec, slot)
     if args.quality:
         codec = medvae.load("medvae", args.quality)
     for path in args.models or [None]:
-        codec.residual = shipped if path is None else load_residual(path)
-        bpp, encode, decode = measure(codec, slices, bounds)
+        setattr(codec, slot, shipped if path is None else load_residual(path))
+        bpp, encode, decode = measure(codec, slices, bounds, SeriesWithResidual if args.series else WithResidual)
         points = "  ".join(f"τ={t}: {v:.3f}" for t, v in bpp.items())
         base = f", base q{args.quality}" if args.quality else ""
-        print(f"{path or 'shipped'} ({codec.residual.fingerprint[:8]}{base}, {len(slices)} {args.modality} slices)  {points}  "
+        print(f"{path or 'shipped'} ({getattr(codec, slot).fingerprint[:8]}{base}, {len(slices)} {args.modality} slices)  {points}  "
               f"encode {encode:.2f} s  decode {decode:.2f} s", flush=True)
 
 

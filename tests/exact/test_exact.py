@@ -78,7 +78,8 @@ def coded_files(tmp_path_factory):
     weights; the variable-rate one also at a quality between two levels), the shipped default at a quality below 1
     (its encoder choosing between its two weights) and its alternative weights alone, every shipped quality, and lossless and near-lossless files (shipped q1 base,
     a small untrained residual model; one with two passes at the tighter bound; format 8), one coded
-    given the previous slice of its series (a small untrained series model; format 9)."""
+    given the previous slice of its series (a small untrained series model that also reads its
+    context's error bounds, one pass at the tighter bound; format 9)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
     sources = [(str(folder / f"{family}.pt"), None, family, None) for family in (*FAMILIES, "rnn-conv")]
@@ -90,7 +91,7 @@ def coded_files(tmp_path_factory):
     sources.append((alternative, 4, "shipped-ctx-alternative-q4", None))  # the default's other weights, alone
     sources += [("medvae", q, f"shipped-q{q}", None) for q in zoo.qualities("medvae")]
     sources += [("medvae", 1, f"residual-max-error-{t}", t) for t in (0, 3)]
-    tighter = {"residual-max-error-3-tighter-2": 2}
+    tighter = {"residual-max-error-3-tighter-2": 2, "series-max-error-2": 1}
     sources += [("medvae", 1, "residual-max-error-3-tighter-2", 3)]
     sources += [("medvae", 1, "series-max-error-2", 2)]
     residual_file, series_file, previous_file = str(folder / "residual.pt"), str(folder / "series.pt"), str(folder / "previous.npy")
@@ -106,7 +107,7 @@ def coded_files(tmp_path_factory):
         if label.startswith("series"):
             previous = _image(seed=len(job) + 100)
             np.save(previous_file, previous)
-            save_residual(small_series_residual(codec, image, previous), series_file)
+            save_residual(small_series_residual(codec, image, previous, bounds=True), series_file)
             codec.series_residual = load_residual(series_file)
         data = codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter.get(label, 0), previous=previous)
         (folder / f"{label}.mvae").write_bytes(data)
