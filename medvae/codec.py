@@ -803,6 +803,8 @@ def compress(
 
         if quality is not None or "max_error" in kwargs:
             raise InputError("a rate-control target (ratio, bpp, psnr) replaces quality and max_error; give one")
+        if isinstance(kwargs.get("previous"), np.ndarray):
+            raise InputError("rate control codes each slice alone; series coding (previous=) takes max_error")
         shipped = zoo.default_model() if model is None else model if isinstance(model, str) and model in zoo.index() else None
         ladder = Ladder.shipped(shipped) if shipped else Ladder.of(_as_codec(model))
         return compress_to(image, Target(ratio, bpp, psnr), ladder, **kwargs).data

@@ -163,6 +163,8 @@ def test_the_package_function_takes_a_target_and_refuses_two(slice12):
     assert metrics.psnr(slice12, medvae.decompress(data), BITS) >= 40
     with pytest.raises(InputError, match="replaces quality"):
         medvae.compress(slice12, 3, psnr=40)
+    with pytest.raises(InputError, match="series coding"):  # a slice array, not the previous slice's search result
+        medvae.compress(slice12, psnr=40, previous=slice12)
 
 
 def test_cli_rate_control(slice12, tmp_path, capsys):
