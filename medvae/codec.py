@@ -382,26 +382,28 @@ class Codec:
         return self._compress(image, keep_pixels=True, **options)
 
     def bounded_coder(
-        self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", **options
+        self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", previous: np.ndarray | None = None, **options
     ) -> BoundedCoder:
         """Code the lossy base of ``image`` once (``options`` as for :meth:`compress`, no bound)
         and return ``write(max_error, tighter_passes)``: the file of that bound on this base,
-        with the pixels it decodes to, what ``compress(image, max_error=…, tighter_passes=…)``
-        gives, and the base's pixels (:class:`BoundedCoder`). Rate control tries many bounds on
-        one image; the base is the same for all, and so is the residual network's first pass
-        (it reads no decoded residual), which runs once for all the bounds written."""
-        residual = self._check_residual(0)  # raises for weights without a residual model
+        with the pixels it decodes to, what ``compress(image, max_error=…, tighter_passes=…,
+        previous=previous)`` gives, and the base's pixels (:class:`BoundedCoder`). Rate control
+        tries many bounds on one image; the base is the same for all, and so is the residual
+        network's first pass (it reads no decoded residual), which runs once for all the bounds
+        written. ``previous``: the previous slice of a series as decoded (the series residual model codes)."""
+        residual = self._check_residual(0, previous)  # raises for weights without a residual model
         if {"max_error", "tighter_passes", "iterations"} & set(options):
             raise InputError("bounded_coder takes the base's options; the bound is write()'s")
         image = check_image(image)
+        previous = self._previous_slice(previous, image)
         encoded = self._base(image, **options, keep_pixels=True)
-        first_pass = functools.cache(lambda: residual.coder.first_pass(encoded.decoded, encoded.value_range))
+        first_pass = functools.cache(lambda: residual.coder.first_pass(encoded.decoded, encoded.value_range, previous))
 
         def write(max_error: int, tighter_passes: int = 0) -> tuple[bytes, np.ndarray]:
             self._check_residual(max_error)
             pass_bounds(max_error, tighter_passes)
             self._set_quality(options.get("quality"))  # a variable-rate header records the base's quality
-            return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, first_pass())
+            return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, first_pass(), previous)
 
         return BoundedCoder(write, encoded.decoded)
 
@@ -445,11 +447,18 @@ class Codec:
         if residual is None:  # lossy: with alternatives, the weights whose file costs least
             codec, encoded = self._chosen(image, keep_pixels=keep_pixels, **options)
             return codec._container(image, encoded, bits_stored, metadata)
+        previous = self._previous_slice(previous, image)
+        encoded = self._base(image, **options, keep_pixels=True)
+        return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, previous=previous)
+
+    @staticmethod
+    def _previous_slice(previous, image: np.ndarray) -> np.ndarray | None:
+        """``previous`` as an array of ``image``'s shape and dtype (an :class:`InputError` if it has
+        others), or None."""
         previous = None if previous is None else np.asarray(previous)
         if previous is not None and (previous.shape != image.shape or previous.dtype != image.dtype):
             raise InputError(f"the previous slice ({previous.shape}, {previous.dtype}) must have this one's shape and dtype ({image.shape}, {image.dtype})")
-        encoded = self._base(image, **options, keep_pixels=True)
-        return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, previous=previous)
+        return previous
 
     def _chosen(self, image: np.ndarray, **options) -> tuple[Codec, _Encoded]:
         """The lossy coding of ``image`` (:meth:`_base`'s ``options``) by these weights or, with
@@ -804,7 +813,7 @@ def compress(
         if quality is not None or "max_error" in kwargs:
             raise InputError("a rate-control target (ratio, bpp, psnr) replaces quality and max_error; give one")
         if isinstance(kwargs.get("previous"), np.ndarray):
-            raise InputError("rate control codes each slice alone; series coding (previous=) takes max_error")
+            raise InputError("with a rate target, the previous slice of a series is previous_slice= (previous= takes the rate-control choice of that slice)")
         shipped = zoo.default_model() if model is None else model if isinstance(model, str) and model in zoo.index() else None
         ladder = Ladder.shipped(shipped) if shipped else Ladder.of(_as_codec(model))
         return compress_to(image, Target(ratio, bpp, psnr), ladder, **kwargs).data

@@ -92,6 +92,8 @@ class Choice:
     #: The setting each ladder's search found (the chosen one among them): where the searches
     #: for a similar image start (``compress_to(..., previous=choice)``).
     found: tuple[str, ...] = ()
+    #: The pixels the file decodes to (what the next slice of a series is coded given).
+    pixels: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -141,12 +143,16 @@ class Ladder:
 
 
 def compress_to(
-    image: np.ndarray, target: Target, ladder: Ladder, *, bits_stored: int = 0, previous: Choice | None = None, **kwargs
+    image: np.ndarray, target: Target, ladder: Ladder, *, bits_stored: int = 0, previous: Choice | None = None,
+    previous_slice: np.ndarray | None = None, **kwargs,
 ) -> Choice:
     """The file ``target`` asks for (see the module docstring); ``kwargs`` go to
     :meth:`medvae.Codec.compress` (metadata, padding value ...). ``previous``: the choice for a
     similar image (the previous slice of a series), where each search starts; it changes how
-    many candidates are coded, not the answer on a ladder whose rate rises with its settings."""
+    many candidates are coded, not the answer on a ladder whose rate rises with its settings.
+    ``previous_slice``: the previous slice of this image's series as decoded (``previous.pixels``):
+    the near-lossless candidates are then coded given it (series coding, format 9; the lossy
+    ones alone), and the file decodes with it (:meth:`medvae.Codec.decompress`)."""
     bits = metrics.stored_bits(bits_stored, image.dtype)
 
     coder_of: dict[int, Codec] = {}  # id of a measured Choice's bytes (kept by its cache) -> its codec
@@ -154,7 +160,7 @@ def compress_to(
     def measure(setting: str, codec: Codec, coded: tuple[bytes, np.ndarray]) -> Choice:
         data, pixels = coded  # the pixels the file decodes to, as its encoder computed them
         choice = Choice(data, setting, metrics.bpp(len(data), image.shape), metrics.compression_ratio(len(data), image.shape, bits),
-                        metrics.psnr(image, pixels, bits))
+                        metrics.psnr(image, pixels, bits), pixels=pixels)
         coder_of[id(data)] = codec
         return choice
 
@@ -181,7 +187,7 @@ def compress_to(
     labels = [[label for label, _, _ in settings] for settings in lossy_ladders]
     if ladder.near_lossless is not None:
         codec = ladder.near_lossless
-        base = functools.cache(lambda: codec.bounded_coder(image, bits_stored=bits_stored, **kwargs))
+        base = functools.cache(lambda: codec.bounded_coder(image, bits_stored=bits_stored, previous=previous_slice, **kwargs))
         near = [functools.cache(lambda t=t, j=j: measure(near_lossless_setting(t, j), codec, base().write(t, j))) for t, j in NEAR_LOSSLESS]
         ladders.append(_Candidates(near, [lambda f=f: f().bpp for f in near], [-math.log(2 * t - j / 2 + 1) for t, j in NEAR_LOSSLESS]))
         labels.append([near_lossless_setting(t, j) for t, j in NEAR_LOSSLESS])
@@ -189,7 +195,7 @@ def compress_to(
     if ladder.near_lossless is not None and target.psnr is not None and starts[-1] is None:
         starts[-1] = _bound_start(image, base().base, target.psnr, bits)
     choice, found = _choose(target, image, bits, ladders, starts, lossy=len(lossy_ladders))
-    coder_of[id(choice.data)].decompress(choice.data)  # raises BitstreamError unless its pixels are those measured
+    coder_of[id(choice.data)].decompress(choice.data, previous_slice)  # raises BitstreamError unless its pixels are those measured
     return dataclasses.replace(choice, found=tuple(answer.setting for answer in found))
 
 

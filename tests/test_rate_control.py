@@ -163,7 +163,7 @@ def test_the_package_function_takes_a_target_and_refuses_two(slice12):
     assert metrics.psnr(slice12, medvae.decompress(data), BITS) >= 40
     with pytest.raises(InputError, match="replaces quality"):
         medvae.compress(slice12, 3, psnr=40)
-    with pytest.raises(InputError, match="series coding"):  # a slice array, not the previous slice's search result
+    with pytest.raises(InputError, match="previous_slice="):  # a slice array, not the previous slice's search result
         medvae.compress(slice12, psnr=40, previous=slice12)
 
 
@@ -255,3 +255,20 @@ def test_a_budget_below_quality_1_is_met_by_an_extrapolated_quality(corpus_slice
     assert choice.setting.startswith("quality ") and float(choice.setting.split()[1]) < 1, choice.setting
     assert choice.bpp <= 0.75 * floor
     assert choice.psnr == pytest.approx(metrics.psnr(image, codec.decompress(choice.data), bits), abs=1e-9)
+
+
+def test_a_series_slice_is_coded_given_the_one_before(slice12, ladder):
+    """``previous_slice``: the near-lossless candidates read the previous slice (format 9), the
+    choice carries the pixels its file decodes to (the next slice's previous slice), and the file
+    decodes only with that slice; a lossy choice ignores it."""
+    rng = np.random.default_rng(9)
+    before = np.clip(np.roll(slice12, 1, axis=1).astype(np.int64) + rng.integers(-6, 7, slice12.shape), 0, 4095).astype(np.uint16)
+    alone = compress_to(slice12, Target(psnr=65), ladder, bits_stored=BITS)
+    given = compress_to(slice12, Target(psnr=65), ladder, bits_stored=BITS, previous_slice=before)
+    assert medvae.bitstream.read_header(given.data).version == 9 and given.psnr >= 65
+    np.testing.assert_array_equal(given.pixels, medvae.decompress(given.data, previous=before))
+    np.testing.assert_array_equal(alone.pixels, medvae.decompress(alone.data))
+    with pytest.raises(medvae.BitstreamError, match="previous slice"):
+        medvae.decompress(given.data)
+    lossy = compress_to(slice12, Target(psnr=40), ladder, bits_stored=BITS, previous_slice=before)
+    assert medvae.bitstream.read_header(lossy.data).version < 8

@@ -55,11 +55,17 @@ def setup(model: str, quality: float | None, options: Options) -> None:
     _state["options"] = options
     _state.pop("last", None)  # --series: a slice written by an earlier run is no previous slice of this one's
     if options.target is not None:
-        from medvae import zoo
-        from medvae.rate_control import Ladder
+        _state["ladder"] = rate_ladder(model, quality, _state["codec"])
 
-        shipped = quality is None and not Path(model).is_file() and model in zoo.index()
-        _state["ladder"] = Ladder.shipped(model) if shipped else Ladder.of(_state["codec"], Path(model).name)
+
+def rate_ladder(model: str, quality: float | None, codec):
+    """What rate control chooses from for ``--model``/``--quality`` (``codec``, loaded from them):
+    every shipped quality of a shipped model, else ``codec`` alone (:class:`medvae.rate_control.Ladder`)."""
+    from medvae import zoo
+    from medvae.rate_control import Ladder
+
+    shipped = quality is None and not Path(model).is_file() and model in zoo.index()
+    return Ladder.shipped(model) if shipped else Ladder.of(codec, Path(model).name)
 
 
 def compress_file(task: Task) -> batch.Outcome:
@@ -90,7 +96,7 @@ def compress_file(task: Task) -> batch.Outcome:
                             padding_value=padding_value(stack, i))
             position = series_position(task, i, len(stack), options) if options.series else None
             if options.series:
-                data, decoded = compress_in_series(codec, stack.pixels[i], position, options, settings)
+                data, decoded = compress_in_series(codec, stack.pixels[i], position, options, settings, chosen)
             elif options.target is None:
                 data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
             else:
@@ -128,15 +134,23 @@ def series_position(task: Task, i: int, slices: int, options: Options) -> tuple:
     return options.series_ranks.get(str(task.source), (str(task.source), 0))
 
 
-def compress_in_series(codec, image, position: tuple, options: Options, settings: dict) -> tuple[bytes, object]:
+def compress_in_series(codec, image, position: tuple, options: Options, settings: dict, chosen: list) -> tuple[bytes, object]:
     """``--series``: the file of ``image`` at ``position`` (series, rank) and the pixels it
     decodes to, given the slice written last in this process when that is the one before it in
     its series and this is no key slice (:func:`medvae.series.is_key_slice`); a slice without its
-    previous one written here (a resumed run, a failed write) is coded alone."""
+    previous one written here (a resumed run, a failed write) is coded alone. With a rate target,
+    rate control's near-lossless candidates are coded given that slice, and its choice is
+    appended to ``chosen`` (the last one there is where the search starts)."""
     last = _state.get("last")  # (series, rank, decoded pixels) of the slice written last
     previous = last[2] if last is not None and last[:2] == (position[0], position[1] - 1) else None
     previous = None if is_key_slice(position[1], image, previous) else previous
-    return codec.compress_with_pixels(image, max_error=options.max_error, previous=previous, **settings)
+    if options.target is None:
+        return codec.compress_with_pixels(image, max_error=options.max_error, previous=previous, **settings)
+    from medvae.rate_control import compress_to
+
+    chosen.append(compress_to(image, options.target, _state["ladder"], previous=chosen[-1] if chosen else None,
+                              previous_slice=previous, **settings))
+    return chosen[-1].data, chosen[-1].pixels
 
 
 def rate_note(target, chosen: list) -> str:
@@ -249,9 +263,11 @@ def compress_all(args: argparse.Namespace) -> int:
         raise UsageError(f"--iterations must be 1 to {codec.model.max_iterations} for {args.model}")
     if codec.progressive and (steps or target is not None):
         raise UsageError(f"{args.model} is progressive: choose its rate with --iterations (no --refine, --ratio, --bpp, --psnr)")
-    if args.series and bound is None:
-        raise UsageError("--series codes a volume's slices losslessly or near-losslessly: add --lossless or --max-error")
-    if args.series and codec.series_residual is None:
+    if args.series and bound is None and target is None:
+        raise UsageError("--series codes a volume's slices losslessly, near-losslessly or to a rate target: "
+                         "add --lossless, --max-error, --ratio, --bpp or --psnr")
+    series_coder = codec if target is None or not args.series else rate_ladder(args.model, args.quality, codec).near_lossless
+    if args.series and (series_coder is None or series_coder.series_residual is None):
         raise UsageError(f"{args.model} comes without a series residual model: --series needs the shipped default")
     ranks = {}
     if args.series:  # one process, each DICOM series' files together and in slice order
@@ -291,7 +307,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_refine_arguments(parser)
     add_error_bound_arguments(parser)
     parser.add_argument("--series", action="store_true",
-                        help="with --lossless or --max-error: code each slice of a volume (a multi-slice input, or a DICOM "
+                        help="with --lossless, --max-error or a rate target (--ratio, --bpp, --psnr: its near-lossless "
+                        "files): code each slice of a volume (a multi-slice input, or a DICOM "
                         "series' files, in slice order) given the slice before it, fewer bits; every "
                         f"{KEY_EVERY}th slice is coded alone, so a slice decodes after at most {KEY_EVERY - 1} others "
                         "(medvae decompress finds them beside it); one process")

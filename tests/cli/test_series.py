@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from medvae import bitstream
+from medvae import bitstream, metrics
 from medvae.cli import main
 from medvae.series import KEY_EVERY
 
@@ -61,11 +61,26 @@ def test_a_series_file_without_its_previous_slice_fails_clearly(coded, tmp_path,
     assert not (tmp_path / "d" / "slice_0003.npy").exists()
 
 
-def test_series_needs_a_bound(tmp_path, capsys):
+def test_series_needs_a_bound_or_a_target(tmp_path, capsys):
     np.save(tmp_path / "vol.npy", _volume(2))
     assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--series"]) == 2
-    assert "--lossless or --max-error" in capsys.readouterr().err
+    assert "add --lossless, --max-error, --ratio, --bpp or --psnr" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_rate_control_along_a_series(tmp_path, capsys):
+    """``--series --psnr``: past the lossy model's reach, rate control's near-lossless files code
+    each slice given the one before (format 9); every slice meets the target, decoded from the folder."""
+    volume = _volume(3)
+    np.save(tmp_path / "vol.npy", volume)
+    assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--series", "--psnr", "70"]) == 0
+    files = sorted((tmp_path / "c" / "vol").glob("slice_*.mvae"))
+    assert [bitstream.read_header(f.read_bytes()).version for f in files] == [8, 9, 9]
+    captured = capsys.readouterr()
+    assert "PSNR 70 dB: max error" in captured.out + captured.err  # the rate note
+    assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d")]) == 0
+    for k, path in enumerate(sorted((tmp_path / "d" / "vol").glob("slice_*.npy"))):
+        assert metrics.psnr(volume[k], np.load(path), 16) >= 70
 
 
 def test_a_dicom_series_of_one_file_per_slice_round_trips(tmp_path):
