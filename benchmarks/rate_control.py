@@ -7,10 +7,13 @@ Each target (``--targets``: ``psnr=45``, ``ratio=10``, ``bpp=0.3`` ...) goes thr
 quality; prints the setting chosen, the file's bpp,
 ratio (against the bits stored) and PSNR (at the bits stored), and the search time.
 
-With ``--series N`` it codes N consecutive slices from the middle of the folder for each target
-instead, twice: every slice searched from scratch, and every slice's search started where the
-previous slice's ended (``compress_to(..., previous=...)``, what ``medvae compress`` does along
-a series); it prints the mean search time of each and checks that both give the same files.
+With ``--series N`` it codes N consecutive slices (in anatomical order) from the middle of the
+folder for each target instead, three times: every slice searched from scratch, every slice's
+search started where the previous slice's ended (``compress_to(..., previous=...)``, what
+``medvae compress`` does along a series), and that with the near-lossless candidates coded given
+the previous slice as decoded (``previous_slice=``, key slices alone: ``medvae compress --series``);
+it prints the mean search time of the first two, checks that they give the same files, and
+the mean bpp and lowest PSNR of the second and third.
 
     python benchmarks/rate_control.py [--model medvae-ctx] [--targets psnr=45,psnr=52,psnr=60,ratio=10,bpp=0.3,bpp=2.5] [--series 8]
 """
@@ -21,10 +24,13 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import pydicom
 
 from medvae import zoo
+from medvae.io.series import order_slices
 from medvae.rate_control import Ladder, Target, compress_to
+from medvae.series import is_key_slice
 
 REPO = Path(__file__).resolve().parents[1]
 SERIES = REPO.parent / "shared/data/corpus/ct/totalseg-abdomen"
@@ -64,24 +70,31 @@ def parse_targets(spec: str) -> list[Target]:
 def series(files: list[Path], args: argparse.Namespace) -> int:
     """Mean search time per slice over ``args.series`` consecutive slices, each searched from
     scratch and each started from the previous slice's choice; the files must be the same."""
+    files = order_slices([(f, pydicom.dcmread(f, stop_before_pixels=True)) for f in files])
     first = max(0, len(files) // 2 - args.series // 2)
     datasets = [pydicom.dcmread(f) for f in files[first : first + args.series]]
     ladder = Ladder.shipped(args.model)
     print(f"{len(datasets)} consecutive slices from {files[first].name}, {datasets[0].pixel_array.shape}")
-    print("| target | from scratch s/slice | from the previous slice s/slice | same files | settings chosen |")
-    print("|---|---|---|---|---|")
+    print("| target | from scratch s/slice | from the previous slice s/slice | same files | settings chosen "
+          "| bpp / lowest PSNR alone | bpp / lowest PSNR given the previous slice |")
+    print("|---|---|---|---|---|---|---|")
     for target in parse_targets(args.targets):
         runs = []
-        for warm in (False, True):
+        for warm, given in ((False, False), (True, False), (True, True)):
             start, previous, chosen = time.perf_counter(), None, []
-            for ds in datasets:
-                previous = compress_to(ds.pixel_array, target, ladder, bits_stored=int(ds.BitsStored), previous=previous if warm else None)
+            for k, ds in enumerate(datasets):
+                image = ds.pixel_array
+                before = previous.pixels if given and previous is not None and not is_key_slice(k, image, previous.pixels) else None
+                previous = compress_to(image, target, ladder, bits_stored=int(ds.BitsStored), previous=previous if warm else None,
+                                       previous_slice=before)
                 chosen.append(previous)
             runs.append(((time.perf_counter() - start) / len(datasets), chosen))
-        (cold, cold_files), (warm_s, warm_files) = runs
+        (cold, cold_files), (warm_s, warm_files), (_, series_files) = runs
         same = [c.data for c in cold_files] == [c.data for c in warm_files]
         settings = sorted({c.setting.split(" (weights")[0] for c in cold_files})
-        print(f"| {target} | {cold:.1f} | {warm_s:.1f} | {'yes' if same else 'NO'} | {settings[0]} … {settings[-1]} ({len(settings)}) |", flush=True)
+        figures = [f"{np.mean([c.bpp for c in files]):.3f} / {min(c.psnr for c in files):.2f}" for files in (warm_files, series_files)]
+        print(f"| {target} | {cold:.1f} | {warm_s:.1f} | {'yes' if same else 'NO'} | {settings[0]} … {settings[-1]} ({len(settings)}) "
+              f"| {' | '.join(figures)} |", flush=True)
     return 0
 
 
