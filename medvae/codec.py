@@ -390,20 +390,22 @@ class Codec:
         previous=previous)`` gives, and the base's pixels (:class:`BoundedCoder`). Rate control
         tries many bounds on one image; the base is the same for all, and so is the residual
         network's first pass (it reads no decoded residual), which runs once for all the bounds
-        written. ``previous``: the previous slice of a series as decoded (the series residual model codes)."""
+        written (once per bound for a model that reads the bounds). ``previous``: the previous slice
+        of a series as decoded (the series residual model codes)."""
         residual = self._check_residual(0, previous)  # raises for weights without a residual model
         if {"max_error", "tighter_passes", "iterations"} & set(options):
             raise InputError("bounded_coder takes the base's options; the bound is write()'s")
         image = check_image(image)
         previous = self._previous_slice(previous, image)
         encoded = self._base(image, **options, keep_pixels=True)
-        first_pass = functools.cache(lambda: residual.coder.first_pass(encoded.decoded, encoded.value_range, previous))
+        first_pass = functools.cache(lambda bounds: residual.coder.first_pass(encoded.decoded, encoded.value_range, previous, bounds))
 
         def write(max_error: int, tighter_passes: int = 0) -> tuple[bytes, np.ndarray]:
             self._check_residual(max_error)
             pass_bounds(max_error, tighter_passes)
             self._set_quality(options.get("quality"))  # a variable-rate header records the base's quality
-            return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, first_pass(), previous)
+            bounds = pass_bounds(max_error, tighter_passes) if residual.coder.bounds else (0,) * 4  # what the first pass reads
+            return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, first_pass(bounds), previous)
 
         return BoundedCoder(write, encoded.decoded)
 

@@ -110,7 +110,7 @@ class ResidualCoder:
     ) -> PassOutputs:
         """The network's output for one pass's pixels, on the half-resolution grid: integer
         means, and the log2 scales before the bound's offset (exact float64 multiples of a power
-        of two). ``bound``: each decoded residual's error bound (read if the model reads them)."""
+        of two). ``bound``: each pixel's error bound (:func:`bound_map`; read if the model reads them)."""
         span = value_range[1] - value_range[0]
         k = block_offset(phase)
         h, w = base.shape[0] // 2, base.shape[1] // 2
@@ -123,13 +123,16 @@ class ResidualCoder:
                 log2_scale[r0:r1, c0:c1] = (part.value[0, 1] * unit).to(torch.float64).cpu().numpy()
         return PassOutputs(mean, log2_scale)
 
-    def first_pass(self, base: np.ndarray, value_range: tuple[int, int], previous: np.ndarray | None = None) -> PassOutputs:
-        """The first pass's network output for ``base`` (and ``previous``, for a series model): it
-        reads no decoded residual, so it is the same for every bound; :meth:`encode` takes it to
-        skip that network pass (rate control codes one base with many bounds)."""
+    def first_pass(
+        self, base: np.ndarray, value_range: tuple[int, int], previous: np.ndarray | None = None, bounds: tuple[int, ...] = (0,) * 4
+    ) -> PassOutputs:
+        """The first pass's network output for ``base`` (and ``previous``, for a series model) and
+        the passes' error ``bounds`` (:func:`pass_bounds`; read only by a model that reads the
+        bounds): it reads no decoded residual, so it is the same for every bound but for such a
+        model; :meth:`encode` takes it to skip that network pass (rate control codes one base with many bounds)."""
         padded, before = _even(base.astype(np.int32), edge=True), self._previous(previous, base)
         nothing = np.zeros(padded.shape, np.int32)
-        return self._outputs(padded, nothing, nothing.astype(bool), value_range, PHASES[0], before, nothing)
+        return self._outputs(padded, nothing, nothing.astype(bool), value_range, PHASES[0], before, bound_map(padded.shape, bounds))
 
     def _previous(self, previous: np.ndarray | None, base: np.ndarray) -> np.ndarray | None:
         """The previous slice as the network reads it (even-sized, int32), or None; an
@@ -242,12 +245,12 @@ class ResidualCoder:
         Returns the decoded residual (even-sized)."""
         padded = _even(base.astype(np.int32), edge=True)
         decoded = np.zeros(padded.shape, np.int32)
-        decoded_bound = np.zeros(padded.shape, np.int32)  # each decoded residual's error bound
+        each_bound = bound_map(padded.shape, bounds)
         known = np.zeros(padded.shape, bool)
         for p, (phase, bound) in enumerate(zip(PHASES, bounds)):
             outputs = (
                 first_pass if p == 0 and first_pass is not None
-                else self._outputs(padded, decoded, known, value_range, phase, previous, decoded_bound)
+                else self._outputs(padded, decoded, known, value_range, phase, previous, each_bound)
             )
             rows, cols = _phase_size(base.shape, phase)
             mean, index = outputs.mean[:rows, :cols], self._indexes(outputs, value_range, bound)[:rows, :cols]
@@ -261,9 +264,18 @@ class ResidualCoder:
                 q = code(mean, index, phase, bound, low, high)
                 values = np.clip(np.clip(mean + (2 * bound + 1) * q, low, high), -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # a valid file's bounds lie within the limit
             decoded[grid][:rows, :cols] = values
-            decoded_bound[grid][:rows, :cols] = bound
             known[grid][:rows, :cols] = True
         return decoded
+
+
+def bound_map(shape: tuple[int, int], bounds: tuple[int, ...]) -> np.ndarray:
+    """Each pixel's error bound (int32, even-sized ``shape``): that of its pass, ``bounds[p]`` on
+    the pixels of :data:`PHASES` ``[p]``. Every decoder knows it from the header (τ and the
+    tighter passes), before any pass."""
+    out = np.empty(shape, np.int32)
+    for phase, bound in zip(PHASES, bounds):
+        out[phase[0] :: 2, phase[1] :: 2] = bound
+    return out
 
 
 def _pass_network(body: list[ExactModule], last: nn.Conv2d, plan: Plan, k: int) -> ExactSequential:

@@ -35,9 +35,9 @@ IN_CHANNELS = 12
 #: A series model also reads the previous slice of its series, less x̃ (4 more per block), in
 #: the units of the decoded residuals: what the slice before predicts of this one's residual.
 PREVIOUS_CHANNELS = 4
-#: A model trained for near-lossless coding (``bounds``) also reads the error bound of each decoded
-#: residual (4 more per block; 0 where lossless or not yet decoded), in the units of the residuals:
-#: how coarse its context is (:func:`model_inputs`).
+#: A model trained for near-lossless coding (``bounds``) also reads each pixel's error bound
+#: (4 more per block; 0 where lossless), in the units of the residuals: how coarse its decoded
+#: context is, and how coarsely its own pixels will be coded (:func:`model_inputs`).
 BOUND_CHANNELS = 4
 CHANNELS = 24
 #: Negative slope of every LeakyReLU (a power of two: the exact twin's product is exact).
@@ -51,7 +51,7 @@ class ResidualModel(nn.Module):
     ``blocks`` residual blocks (two 3×3 convolutions and a skip each) before the last
     convolution deepen the network and widen what it sees by two half-resolution pixels each.
     ``previous``: a series model, which also reads the previous slice; ``bounds``: a model that
-    also reads the error bound of each decoded residual (:func:`model_inputs`)."""
+    also reads each pixel's error bound (:func:`model_inputs`)."""
 
     model_name = "residual"
 
@@ -181,8 +181,9 @@ def model_inputs(
     the base reconstruction, the decoded residuals (read where ``known``) and ``known``, each
     as its four 2×2 phases; with ``previous`` (a series model), 4 more: the previous slice's
     decoded pixels less the base, scaled and clamped as the residuals are; with ``bound`` (a
-    model that reads the bounds), 4 more: each decoded residual's error bound (0 where not
-    decoded), scaled as the residuals are and clamped. Each value is one correctly rounded
+    model that reads the bounds), 4 more: each pixel's error bound (that of its pass, decoded or
+    not: :func:`medvae.residual.coder.bound_map`), scaled as the residuals are and clamped.
+    Each value is one correctly rounded
     division and an exact clamp (of an exact integer difference), and the rearrangement moves
     values only, so the exact coder computes it identically."""
     span = hi - lo
@@ -292,19 +293,19 @@ def pass_laws(
     rounds it; straight-through), the Laplace scales of those symbols, and the symbols of each
     pixel's lower and upper bound (equal where the pixel is exact): what :func:`laplace_bits`
     takes. Later passes read the residuals as the decoder has them (within τ of the true ones),
-    and a model that reads the bounds reads τ beside them."""
+    and a model that reads the bounds reads τ (every pixel's) beside them."""
     residual = image - base
     blocks = F.pixel_unshuffle(residual, 2)
     exact = F.pixel_unshuffle(((image < lo) | (image > hi)).to(image.dtype), 2) > 0
     low, high = (F.pixel_unshuffle(bound - base, 2) for bound in (lo.expand_as(base), hi.expand_as(base)))
     tau = torch.as_tensor(max_error, dtype=image.dtype, device=image.device).reshape(-1, 1, 1, 1)
     step = 2 * tau + 1
-    decoded, bounds = [torch.zeros_like(blocks[:, :1])] * 4, [torch.zeros_like(blocks[:, :1])] * 4  # per block offset
+    decoded = [torch.zeros_like(blocks[:, :1])] * 4  # per block offset
+    bound = tau.expand_as(residual) if model.bounds else None  # every pixel's
     known = torch.zeros_like(residual, dtype=torch.bool)
     span = hi - lo
     for phase in PHASES:
         k = block_offset(phase)
-        bound = F.pixel_shuffle(torch.cat(bounds, 1), 2) if model.bounds else None
         out = model(model_inputs(base, F.pixel_shuffle(torch.cat(decoded, 1), 2), known, lo, hi, previous, bound))
         mean = out[:, 2 * k : 2 * k + 1] * span / CONTEXT_GAIN
         mean = mean + (torch.round(mean) - mean).detach()
@@ -316,7 +317,6 @@ def pass_laws(
         above = torch.where(at_exact, symbol, _rounded((highest - mean) / step, torch.ceil((highest - mean) / step)))
         yield symbol, scale / step, below, above
         decoded[k] = torch.where(at_exact, pixel, torch.minimum(torch.maximum(mean + step * symbol, lowest), highest)).detach()
-        bounds[k] = tau.expand_as(pixel)
         known = known | phase_mask(residual.shape, phase, residual.device)
 
 

@@ -9,6 +9,7 @@ import torch
 import medvae
 from medvae.cli.train_residual import _max_errors
 from medvae.errors import MedVAEError
+from medvae.residual.coder import pass_bounds
 from medvae.residual.model import BOUND_CHANNELS, ResidualModel, residual_bits, slice_tensors, with_bounds, with_previous
 from medvae.residual.training import Pair, train_residual
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
@@ -131,3 +132,17 @@ def test_max_errors_option():
     for bad in ("", "1,x", "-1", "0,,2"):
         with pytest.raises(SystemExit, match="--max-errors"):
             _max_errors(bad)
+
+
+def test_the_first_pass_reads_the_bound(slices):
+    """Every pixel's bound is known before any pass: the first pass of a model that reads the
+    bounds depends on τ, and a first pass computed for (τ, tighter passes) codes as the encoder alone does."""
+    volume, base, value_range, exact = slices
+    image = volume[1]
+    model = _bounds_model(seed=5)
+    coder = Residual(model, calibrate_residual(model, [(image, base, value_range)])).coder
+    for max_error, tighter in ((3, 0), (3, 2)):
+        first = coder.first_pass(base, value_range, bounds=pass_bounds(max_error, tighter))
+        reused, alone = (coder.encode(image, base, value_range, max_error, tighter, f, exact) for f in (first, None))
+        assert reused[0] == alone[0] and np.array_equal(reused[1], alone[1])
+    assert not np.array_equal(coder.first_pass(base, value_range, bounds=pass_bounds(3)).log2_scale, coder.first_pass(base, value_range).log2_scale)
