@@ -143,8 +143,8 @@ def with_previous(model: ResidualModel) -> ResidualModel:
 
 
 def with_bounds(model: ResidualModel) -> ResidualModel:
-    """``model`` reading the error bounds of its context too, computing the same function (the
-    new inputs' weights start at zero), so near-lossless training starts from the trained loss."""
+    """``model`` reading each pixel's error bound too, computing the same function (the new
+    inputs' weights start at zero), so near-lossless training starts from the trained loss."""
     if model.bounds:
         raise ValueError("the residual model already reads the error bounds")
     return _with_inputs(model, input_channels(model.previous, False), BOUND_CHANNELS, previous=model.previous, bounds=True)
@@ -183,9 +183,8 @@ def model_inputs(
     decoded pixels less the base, scaled and clamped as the residuals are; with ``bound`` (a
     model that reads the bounds), 4 more: each pixel's error bound (that of its pass, decoded or
     not: :func:`medvae.residual.coder.bound_map`), scaled as the residuals are and clamped.
-    Each value is one correctly rounded
-    division and an exact clamp (of an exact integer difference), and the rearrangement moves
-    values only, so the exact coder computes it identically."""
+    Each value is one correctly rounded division and an exact clamp (of an exact integer
+    difference), and the rearrangement moves values only, so the exact coder computes it identically."""
     span = hi - lo
     context = torch.where(known, residual * CONTEXT_GAIN / span, torch.zeros_like(residual))
     planes = [(base - lo) / span, context.clamp(-CONTEXT_LIMIT, CONTEXT_LIMIT), known.to(base.dtype)]
