@@ -13,7 +13,10 @@ of the errors within each table (quarter-octave bins of the scale, the coder's r
 fitted to the very slices measured: no law indexed by these scales codes them in fewer bits;
 and the same for the pixels away from their bounds alone, where the bounded law is the Laplace.
 
-    python benchmarks/residual_passes.py [--modality CT] [--every 3] [--law]
+``--max-error T``: the same near-losslessly (symbols in units of 2T + 1, later passes reading
+the residuals as decoded); ``--residual FILE``: another residual model than the shipped one.
+
+    python benchmarks/residual_passes.py [--modality CT] [--every 3] [--law] [--max-error T] [--residual FILE]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import medvae
 from medvae.io.slices import manifest_slices
 from medvae.residual.model import laplace_bits, pass_laws, slice_tensors
 from medvae.residual.tables import STEPS
+from medvae.residual.weights import load_residual
 
 MANIFEST = Path(__file__).resolve().parents[2] / "shared/data/corpus/MANIFEST.csv"
 
@@ -37,24 +41,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modality", default="CT")
     parser.add_argument("--every", type=int, default=3, help="every n-th test slice")
     parser.add_argument("--law", action="store_true", help="also the cost of other laws for the same network")
+    parser.add_argument("--max-error", type=int, default=0, help="error bound τ (default 0: lossless)")
+    parser.add_argument("--residual", type=Path, help="residual model file (default: the shipped one)")
     args = parser.parse_args(argv)
     if not MANIFEST.is_file():
         raise SystemExit(f"{MANIFEST}: the corpus is not here")
     slices = [s for s in manifest_slices(MANIFEST, split="test") if s.modality == args.modality][:: args.every]
     codec = medvae.load("medvae")
-    model = codec.residual.model.eval()
+    residual = load_residual(args.residual) if args.residual else codec.residual
+    model = residual.model.eval()
     rows, laws_seen = [], []
     for s in slices:
         data, base = codec.compress_with_pixels(s.pixels)  # the base's file and what it decodes to
         image, base_t, lo, hi = slice_tensors(s.pixels, base, medvae.read_header(data).value_range)
         with torch.no_grad():
-            laws = list(pass_laws(model, image, base_t, lo, hi))
+            laws = list(pass_laws(model, image, base_t, lo, hi, max_error=args.max_error))
         passes = [float(laplace_bits(*law).sum()) / (image.numel() / 4) for law in laws]  # each pass codes a quarter
         base_bpp = 8 * len(data) / s.pixels.size
         rows.append([*passes, base_bpp])
         laws_seen += laws
     mean = np.mean(rows, axis=0)
-    print(f"{args.modality}: {len(rows)} test slices; residual model {codec.residual.fingerprint}")
+    print(f"{args.modality}: {len(rows)} test slices; residual model {residual.fingerprint}; max error {args.max_error}")
     print("| pass 1 (no neighbour) | pass 2 | pass 3 | pass 4 (eight neighbours) | residual, all passes | base |")
     print("|---|---|---|---|---|---|")
     print("| " + " | ".join(f"{v:.3f}" for v in [*mean[:4], mean[:4].mean(), mean[4]]) + " |")
