@@ -308,15 +308,31 @@ def pass_laws(
         out = model(model_inputs(base, F.pixel_shuffle(torch.cat(decoded, 1), 2), known, lo, hi, previous, bound))
         mean = out[:, 2 * k : 2 * k + 1] * span / CONTEXT_GAIN
         mean = mean + (torch.round(mean) - mean).detach()
-        scale = torch.exp2((out[:, 2 * k + 1 : 2 * k + 2] + torch.log2(span)).clamp(min=-5.0, max=14.0))
+        scale = torch.exp2((out[:, 2 * k + 1 : 2 * k + 2] + torch.log2(span / step)).clamp(min=-5.0, max=14.0))  # the symbols' (the coder's table range)
         error, pixel, lowest, highest = blocks[:, k : k + 1] - mean, blocks[:, k : k + 1], low[:, k : k + 1], high[:, k : k + 1]
         symbol = _rounded(error / step, torch.sign(error) * torch.floor((error.abs() + tau) / step))
         at_exact = exact[:, k : k + 1]
         below = torch.where(at_exact, symbol, _rounded((lowest - mean) / step, torch.floor((lowest - mean) / step)))
         above = torch.where(at_exact, symbol, _rounded((highest - mean) / step, torch.ceil((highest - mean) / step)))
-        yield symbol, scale / step, below, above
+        symbol = _to_bounds(symbol, scale, below, above, pixel, lowest, highest, tau)
+        yield symbol, scale, below, above
         decoded[k] = torch.where(at_exact, pixel, torch.minimum(torch.maximum(mean + step * symbol, lowest), highest)).detach()
         known = known | phase_mask(residual.shape, phase, residual.device)
+
+
+def _to_bounds(
+    symbol: Tensor, scale: Tensor, below: Tensor, above: Tensor, residual: Tensor, lowest: Tensor, highest: Tensor, tau: Tensor
+) -> Tensor:
+    """The symbols the encoder codes (:func:`medvae.residual.folding.cheapest`): a pixel within τ
+    of a bound takes that bound's symbol (it decodes to the bound) where that costs fewer bits."""
+    with torch.no_grad():
+        bits = laplace_bits(symbol, scale, below, above)
+        moved = torch.zeros_like(symbol, dtype=torch.bool), torch.zeros_like(symbol, dtype=torch.bool)
+        for i, (bound_symbol, bound) in enumerate(((below, lowest), (above, highest))):
+            candidate = laplace_bits(bound_symbol, scale, below, above)
+            moved[i][...] = ((residual - bound).abs() <= tau) & (candidate < bits)
+            bits = torch.where(moved[i], candidate, bits)
+    return torch.where(moved[1], above, torch.where(moved[0], below, symbol))
 
 
 def _rounded(value: Tensor, rounded: Tensor) -> Tensor:
