@@ -100,7 +100,7 @@ class ResidualCoder:
         self.input_frac = plan[INPUT]
         #: A series model: every call needs the previous slice of the series (its decoded pixels).
         self.series = model.previous
-        #: The model reads each decoded residual's error bound.
+        #: The model reads each pixel's error bound (:func:`bound_map`).
         self.bounds = model.bounds
 
     # --- parameters ----------------------------------------------------------------

@@ -150,10 +150,10 @@ def train_residual(
     model = model or ResidualModel()
     if any((p.previous is not None) != model.previous for p in pairs):
         raise MedVAEError("a series residual model trains on pairs with their previous slice, and only it does")
-    if tuple(max_errors) != (0,) and not model.bounds:
-        raise MedVAEError("near-lossless training needs a model that reads the error bounds (with_bounds)")
     if not max_errors or min(max_errors) < 0:
         raise MedVAEError(f"max_errors must be error bounds of 0 or more, not {max_errors}")
+    if tuple(max_errors) != (0,) and not model.bounds:
+        raise MedVAEError("near-lossless training needs a model that reads the error bounds (with_bounds)")
     model = model.to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
