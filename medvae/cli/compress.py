@@ -95,16 +95,18 @@ def compress_file(task: Task) -> batch.Outcome:
             settings = dict(bits_stored=stack.bits_stored, metadata=meta, refine_steps=options.refine_steps,
                             padding_value=padding_value(stack, i))
             position = series_position(task, i, len(stack), options) if options.series else None
-            if options.series:
-                data, decoded = compress_in_series(codec, stack.pixels[i], position, options, settings, chosen)
-            elif options.target is None:
-                data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
-            else:
+            before = previous_in_series(stack.pixels[i], position) if position is not None else None
+            if options.target is not None:
                 from medvae.rate_control import compress_to
 
-                previous = chosen[-1] if chosen else None  # adjacent slices: the search starts at its setting
-                chosen.append(compress_to(stack.pixels[i], options.target, _state["ladder"], previous=previous, **settings))
-                data = chosen[-1].data
+                search_start = chosen[-1] if chosen else None  # adjacent slices: the search starts at its setting
+                chosen.append(compress_to(stack.pixels[i], options.target, _state["ladder"], previous=search_start,
+                                          previous_slice=before, **settings))
+                data, decoded = chosen[-1].data, chosen[-1].pixels
+            elif options.series:
+                data, decoded = codec.compress_with_pixels(stack.pixels[i], max_error=options.max_error, previous=before, **settings)
+            else:
+                data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
             publish(targets[i], data, overwrite=options.force)
             if position is not None:  # written: the next slice of its series may follow it
                 _state["last"] = (*position, decoded)
@@ -134,23 +136,14 @@ def series_position(task: Task, i: int, slices: int, options: Options) -> tuple:
     return options.series_ranks.get(str(task.source), (str(task.source), 0))
 
 
-def compress_in_series(codec, image, position: tuple, options: Options, settings: dict, chosen: list) -> tuple[bytes, object]:
-    """``--series``: the file of ``image`` at ``position`` (series, rank) and the pixels it
-    decodes to, given the slice written last in this process when that is the one before it in
-    its series and this is no key slice (:func:`medvae.series.is_key_slice`); a slice without its
-    previous one written here (a resumed run, a failed write) is coded alone. With a rate target,
-    rate control's near-lossless candidates are coded given that slice, and its choice is
-    appended to ``chosen`` (the last one there is where the search starts)."""
+def previous_in_series(image, position: tuple):
+    """``--series``: the decoded pixels of the slice written last in this process when that is the
+    one before ``image`` at ``position`` (series, rank) and ``image`` is no key slice
+    (:func:`medvae.series.is_key_slice`), else None: a slice without its previous one written here
+    (a resumed run, a failed write) is coded alone."""
     last = _state.get("last")  # (series, rank, decoded pixels) of the slice written last
     previous = last[2] if last is not None and last[:2] == (position[0], position[1] - 1) else None
-    previous = None if is_key_slice(position[1], image, previous) else previous
-    if options.target is None:
-        return codec.compress_with_pixels(image, max_error=options.max_error, previous=previous, **settings)
-    from medvae.rate_control import compress_to
-
-    chosen.append(compress_to(image, options.target, _state["ladder"], previous=chosen[-1] if chosen else None,
-                              previous_slice=previous, **settings))
-    return chosen[-1].data, chosen[-1].pixels
+    return None if is_key_slice(position[1], image, previous) else previous
 
 
 def rate_note(target, chosen: list) -> str:
