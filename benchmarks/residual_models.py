@@ -66,7 +66,8 @@ def main() -> None:
     slot = "series_residual" if args.series else "residual"
     shipped = getattr(codec, slot)
     if args.quality:
-        codec = medvae.load("medvae", args.quality)
+        default, codec = codec, medvae.load("medvae", args.quality)
+        codec.residual, codec.series_residual = default.residual, default.series_residual  # key slices too
     for path in args.models or [None]:
         setattr(codec, slot, shipped if path is None else load_residual(path))
         bpp, encode, decode = measure(codec, slices, bounds, SeriesWithResidual if args.series else WithResidual)

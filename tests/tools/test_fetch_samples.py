@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import plistlib
 import tarfile
 import zipfile
@@ -166,12 +167,12 @@ def test_member_count_mismatch_and_missing_tools_are_reported(tmp_path, archives
 
 @pytest.mark.parametrize("corpus", [CORPUS, CORPUS.parent / "corpus-plus"], ids=["corpus", "corpus-plus"])
 def test_pinned_table_reproduces_the_corpus_manifest(corpus):
-    """Every corpus row but pyradiomics' comes from exactly one rule with the same columns; a
-    corpus built with the training extras holds all of them too, and nothing else."""
+    """Every corpus row comes from exactly one rule with the same columns; a corpus built with
+    the training extras holds all of them too, and nothing else."""
     if not (corpus / "MANIFEST.csv").is_file():
         pytest.skip(f"sample corpus not found at {corpus}")
     with open(corpus / "MANIFEST.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if not r["patient"].startswith("pyradiomics")]
+        rows = list(csv.DictReader(f))
     extras = {rule.patient for rule in samples.EXTRA_RULES}
     rules = samples.RULES + (samples.EXTRA_RULES if any(r["patient"] in extras for r in rows) else ())
     for rule in rules:
@@ -185,7 +186,44 @@ def test_pinned_table_reproduces_the_corpus_manifest(corpus):
             assert (row["modality"], row["patient"], row["split"], row["source"], row["note"]) == (
                 rule.modality, rule.patient, rule.split, rule.source, rule.note)
     assert sum(rule.count for rule in rules) == len(rows)
-    assert any("pyradiomics" in what for what in samples.UNAVAILABLE)
+    assert not samples.UNAVAILABLE
+
+
+class _Response(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def test_an_sdist_pip_refuses_is_fetched_as_the_file_pypi_lists(tmp_path, monkeypatch):
+    """``direct`` packages come from the URL PyPI's JSON lists for that version and file name;
+    a file PyPI does not list, or a network error, is a failure that names what was asked."""
+    data = b"sdist bytes"
+    listing = {"releases": {"3.1.0": [{"filename": "pkg-3.1.0.tar.gz", "url": "https://files.example/pkg-3.1.0.tar.gz"}],
+                            "3.0.0": [{"filename": "pkg-3.0.0.tar.gz", "url": "https://files.example/old.tar.gz"}]}}
+    asked = []
+
+    def urlopen(url, timeout):
+        asked.append(url)
+        if url == "https://pypi.org/pypi/pkg/json":
+            return _Response(json.dumps(listing).encode())
+        if url == "https://files.example/pkg-3.1.0.tar.gz":
+            return _Response(data)
+        raise OSError(f"no route to {url}")
+
+    monkeypatch.setattr(samples.urllib.request, "urlopen", urlopen)
+    package = Package("pypi", "pkg", "3.1.0", "pkg-3.1.0.tar.gz", hashlib.sha256(data).hexdigest(), sdist=True, direct=True)
+    path = samples.download(package, tmp_path)
+    assert path == tmp_path / "pkg-3.1.0.tar.gz" and path.read_bytes() == data
+    assert asked == ["https://pypi.org/pypi/pkg/json", "https://files.example/pkg-3.1.0.tar.gz"]
+    assert samples.obtain(package, tmp_path, _no_network) == path  # cached: checked, not fetched again
+    with pytest.raises(samples.PackageFailed, match="PyPI lists no pkg-9.tar.gz for pkg 3.1.0"):
+        samples.download(Package("pypi", "pkg", "3.1.0", "pkg-9.tar.gz", "0" * 64, sdist=True, direct=True), tmp_path)
+    with pytest.raises(samples.PackageFailed, match="no route"):
+        samples.download(Package("pypi", "other", "1", "other-1.tar.gz", "0" * 64, sdist=True, direct=True), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg-3.1.0.tar.gz"]  # no partial file left
 
 
 def test_fetch_samples_command_reports_and_fails_on_bad_archives(tmp_path, archives, monkeypatch, capsys):
