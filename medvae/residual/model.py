@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from compressai.layers import ResidualBlock
 from torch import Tensor, nn
 
-from medvae.residual.tables import MAX_HALF_WIDTH, PRECISION
+from medvae.residual.tables import table_index, tables
 
 #: Coding order of the 2×2 polyphase grid: (row, column) offsets of each pass.
 PHASES = ((0, 0), (1, 1), (0, 1), (1, 0))
@@ -221,9 +222,17 @@ _VARINT_BYTE_BITS = 8.0
 
 
 def table_width(scale: Tensor) -> Tensor:
-    """Half-width of the table of a Laplace of ``scale`` (:func:`medvae.residual.tables._pmf`
-    stops where the mass beyond falls below 2^-16: ``exp(−(w + ½)/b) < 2^-16``), continuous in b."""
-    return (PRECISION * math.log(2) * scale - 0.5).clamp(min=0.0, max=float(MAX_HALF_WIDTH))
+    """Half-width of the table the coder picks for ``scale``: that table's own (:func:`table_index`,
+    :func:`medvae.residual.tables.tables`). A continuous ``16·ln 2·b − ½`` read a width one short
+    for most tables (the tables stop at the first w with ``exp(−(w + ½)/b) < 2^-16``), and the
+    loss then charged an escape byte the coder never writes: at the narrowest tables, near-losslessly,
+    a pixel whose mean lies beyond its bound paid 8 bits for a symbol the coder codes in none."""
+    return _table_widths().to(scale.device, scale.dtype)[table_index(torch.log2(scale.detach())).long()]
+
+
+@lru_cache(maxsize=1)
+def _table_widths() -> Tensor:
+    return torch.tensor([-offset for offset in tables()[2]], dtype=torch.float32)
 
 
 def escape_bits(magnitude: Tensor, scale: Tensor) -> Tensor:

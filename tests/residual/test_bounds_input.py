@@ -10,7 +10,10 @@ import medvae
 from medvae.cli.train_residual import _max_errors
 from medvae.errors import MedVAEError
 from medvae.residual.coder import pass_bounds
-from medvae.residual.model import BOUND_CHANNELS, ResidualModel, residual_bits, slice_tensors, with_bounds, with_previous
+from medvae.residual import tables
+from medvae.residual.model import (
+    BOUND_CHANNELS, CONTEXT_GAIN, ResidualModel, residual_bits, slice_tensors, table_width, with_bounds, with_previous,
+)
 from medvae.residual.training import Pair, train_residual
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
 from tests.residual.test_series import _volume
@@ -110,6 +113,33 @@ def test_the_near_lossless_loss_is_the_coded_size(codec, max_error):
     estimate = _float_bits(model, image, base, value_range, max_error) / 8
     coded = sum(map(len, residual.coder.encode(image, base, value_range, max_error, exact=exact)[0]))
     assert abs(coded - estimate) < 0.03 * estimate + 16
+
+
+@pytest.mark.parametrize("max_error", [0, 2])
+def test_the_loss_charges_no_escape_the_coder_does_not_write(codec, max_error):
+    """At the narrowest tables (a confident model in air), a pixel whose mean lies a step or more
+    beyond its lower bound codes its bound's symbol inside the table, at no cost; the loss read
+    the tables one symbol narrower than they are and charged it an escape byte (8 bits: a float
+    cost 18 % above the real bytes in the shipped model's second pass at τ = 2)."""
+    image = _volume(count=1, shape=(66, 58))[0]
+    image[:, :40] = image.min()  # mostly air, clipped at the lowest value
+    base, value_range, exact = codec.base_layer(image)
+    span = value_range[1] - value_range[0]
+    model = ResidualModel(channels=8)
+    with torch.no_grad():  # every law: mean 11 grey levels below the base, scale 0.3 grey levels
+        model.net[-1].weight.zero_()
+        model.net[-1].bias.copy_(torch.tensor([-11.0 * CONTEXT_GAIN / span, float(np.log2(0.3 / span))] * 4))
+    residual = Residual(model, calibrate_residual(model, [(image, base, value_range)]))
+    estimate = _float_bits(model, image, base, value_range, max_error) / 8
+    coded = sum(map(len, residual.coder.encode(image, base, value_range, max_error, exact=exact)[0]))
+    assert abs(coded - estimate) < 0.03 * estimate + 16
+
+
+def test_table_width_is_the_width_of_the_table_the_coder_picks():
+    widths = [-offset for offset in tables.tables()[2]]
+    scales = torch.exp2(tables.LOG2_MIN + (torch.arange(tables.COUNT, dtype=torch.float64) + 0.5) / tables.STEPS)
+    assert table_width(scales).tolist() == widths
+    assert widths[4] == 1 and table_width(torch.tensor([0.067])).item() == 1  # where the continuous width read 0.24
 
 
 def test_near_lossless_training(slices, tmp_path):
