@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import medvae
+from medvae.evaluation.datasets import group_series
 from medvae.evaluation.learned import SeriesWithResidual, WithResidual
 from medvae.evaluation.run import evaluate
 from medvae.io.slices import Slice, manifest_slices
@@ -38,7 +39,8 @@ def measure(
     """Mean bpp per bound, mean encode and decode seconds, over ``slices``, from the evaluation
     rows of ``codec`` with its residual layer at each bound (``family``: :class:`WithResidual`,
     or :class:`SeriesWithResidual`); stops on a slice the codec refused or decoded beyond its bound."""
-    rows = evaluate(slices, [family(codec, t) for t in bounds], progress=False).rows
+    series = group_series(slices) if getattr(family, "series", False) else None  # a series codec codes each series as one stream
+    rows = evaluate(slices, [family(codec, t) for t in bounds], progress=False, series=series).rows
     for row in rows:
         if row["error"] or row["max_abs_error"] > row["value"]:
             problem = row["error"] or f"max error {row['max_abs_error']} above the bound {row['value']}"
