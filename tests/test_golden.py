@@ -99,3 +99,16 @@ def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
     assert hashlib.sha256(golden.read_bytes()).hexdigest() == expected["mvae_sha256"]
     assert written == golden.read_bytes(), "the encoder now writes other bytes: regenerate on purpose (see module doc)"
     assert _sha256(medvae.decompress(golden.read_bytes(), previous=previous)) == expected["pixels_sha256"]
+
+
+@pytest.mark.parametrize("name", ["residual-401aee23-format8-lossless", "residual-401aee23-format8-near2",
+                                  "series-674dbd07-format9-lossless", "series-674dbd07-format9-near2"])
+def test_golden_files_of_the_residual_models_shipped_before_still_decode(name):
+    """The golden files the residual models of the release before wrote (they name their model)
+    decode to the pixels they decoded to then, now that other models code by default."""
+    expected = json.loads((REPO / "tests/data/earlier-residual-models.json").read_text())[name]
+    data = (REPO / f"tests/data/{name}.mvae").read_bytes()
+    assert medvae.bitstream.read_header(data).residual_fingerprint == expected["fingerprint"]
+    assert expected["fingerprint"] not in (medvae.load("medvae").residual.fingerprint, medvae.load("medvae").series_residual.fingerprint)
+    previous = _previous() if name.startswith("series") else None
+    assert _sha256(medvae.decompress(data, previous=previous)) == expected["pixels_sha256"]
