@@ -308,6 +308,7 @@ def pass_laws(
     low, high = (F.pixel_unshuffle(bound - base, 2) for bound in (lo.expand_as(base), hi.expand_as(base)))
     tau = torch.as_tensor(max_error, dtype=image.dtype, device=image.device).reshape(-1, 1, 1, 1)
     step = 2 * tau + 1
+    near_lossless = bool((tau > 0).any())
     decoded = [torch.zeros_like(blocks[:, :1])] * 4  # per block offset
     bound = tau.expand_as(residual) if model.bounds else None  # every pixel's
     known = torch.zeros_like(residual, dtype=torch.bool)
@@ -323,7 +324,8 @@ def pass_laws(
         at_exact = exact[:, k : k + 1]
         below = torch.where(at_exact, symbol, _rounded((lowest - mean) / step, torch.floor((lowest - mean) / step)))
         above = torch.where(at_exact, symbol, _rounded((highest - mean) / step, torch.ceil((highest - mean) / step)))
-        symbol = _to_bounds(symbol, scale, below, above, pixel, lowest, highest, tau)
+        if near_lossless:  # losslessly a pixel has one symbol: nothing to move
+            symbol = _to_bounds(symbol, scale, below, above, pixel, lowest, highest, tau)
         yield symbol, scale, below, above
         decoded[k] = torch.where(at_exact, pixel, torch.minimum(torch.maximum(mean + step * symbol, lowest), highest)).detach()
         known = known | phase_mask(residual.shape, phase, residual.device)
