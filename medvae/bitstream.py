@@ -5,7 +5,8 @@ Layout (all integers little-endian)::
     offset  size  field
     0       4     magic b"MVAE"
     4       1     format version (3; 8 with a residual layer, 9 with one that reads the
-                  previous slice of a series; 6 from a variable-rate model;
+                  previous slice of a series, 10 the two previous slices; 6 from a
+                  variable-rate model;
                   1, 2, 4, 5 and 7 are still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
     6       1     bits stored (0 = not known)
@@ -29,10 +30,13 @@ Layout (all integers little-endian)::
     ...     4     formats 2, 3: length e of the exception block (u32, 0 when none)
     ...     e     exceptions: padding mask and extreme pixels with their exact values
                   (:mod:`medvae.exceptions`), restored after the model's decode
-    ...           formats 4, 7, 8 and 9, the residual layer (:mod:`medvae.residual`): u16 error
-                  bound τ (0 = lossless), formats 7, 8 and 9: u8 count j of the first passes
-                  coded with bound τ − 1 (format 7: 1 to 3; formats 8, 9: 0 to 3), format 9: u32
-                  CRC-32 of the previous slice's pixels (a series residual model reads them), 8-byte
+    ...           formats 4, 7, 8, 9 and 10, the residual layer (:mod:`medvae.residual`): u16 error
+                  bound τ (0 = lossless), formats 7 to 10: u8 count j of the first passes
+                  coded with bound τ − 1 (format 7: 1 to 3; formats 8 to 10: 0 to 3), formats 9
+                  and 10: u32 CRC-32 of the previous slice's pixels (a series residual model reads
+                  them), format 10: u32 CRC-32 of the pixels of the slice before that (equal to
+                  the previous one's where the previous slice is its series' first or key slice,
+                  which the model then reads twice), 8-byte
                   residual model fingerprint, u16 count R, R × (u32 length, bytes) of
                   strings; the pixel CRC is then that of the final image (base plus
                   residual). Format 8 codes under bounded laws (:mod:`medvae.residual.folding`;
@@ -77,8 +81,13 @@ BOUNDED_RESIDUAL_VERSION = 8
 #: Format 8 from a series residual model: the slice is coded given the previous slice of its
 #: series, whose pixel CRC the file records (a decoder given another slice refuses it).
 SERIES_RESIDUAL_VERSION = 9
-_RESIDUAL_VERSIONS = (RESIDUAL_VERSION, TIGHTER_PASSES_VERSION, BOUNDED_RESIDUAL_VERSION, SERIES_RESIDUAL_VERSION)
-_TIGHTER_VERSIONS = (TIGHTER_PASSES_VERSION, BOUNDED_RESIDUAL_VERSION, SERIES_RESIDUAL_VERSION)
+#: Format 9 from a residual model that reads the two previous slices of a series: it also
+#: records the pixel CRC of the slice before the previous one.
+TWO_PREVIOUS_VERSION = 10
+#: Versions under bounded laws (:mod:`medvae.residual.folding`).
+BOUNDED_VERSIONS = (BOUNDED_RESIDUAL_VERSION, SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION)
+_RESIDUAL_VERSIONS = (RESIDUAL_VERSION, TIGHTER_PASSES_VERSION, *BOUNDED_VERSIONS)
+_TIGHTER_VERSIONS = (TIGHTER_PASSES_VERSION, *BOUNDED_VERSIONS)
 #: Largest image side a container may claim (DICOM Rows and Columns are 16-bit).
 MAX_SIDE = 65535
 #: The format of files from a variable-rate model (format 3 with its quality and achieved PSNR).
@@ -87,11 +96,11 @@ VARIABLE_RATE_VERSION = 6
 #: mixed their gains linearly (:mod:`medvae.models.gain`), so decoding mixes them so too.
 LINEAR_MIX_VERSION = 5
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
-_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H"), 7: struct.Struct("<H"), 8: struct.Struct("<H"), 9: struct.Struct("<H")}  # strings
+_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H"), 7: struct.Struct("<H"), 8: struct.Struct("<H"), 9: struct.Struct("<H"), 10: struct.Struct("<H")}  # strings
 _VARIABLE_RATE = struct.Struct("<HH")  # quality in 1/256, PSNR in 1/100 dB
 #: Largest PSNR formats 5 and 6 record (in 1/100 dB); the next value means identical pixels.
 _PSNR_LIMIT = 65534
@@ -118,7 +127,8 @@ class Header:
     residual_fingerprint: str = ""  # the residual model's (16 hex digits)
     residual_strings: tuple[bytes, ...] = ()
     tighter_passes: int = 0  # first residual passes coded with bound max_error − 1 (formats 7, 8, 9)
-    previous_crc: int | None = None  # format 9: CRC-32 of the previous slice's pixels, which the residual layer reads
+    previous_crc: int | None = None  # formats 9, 10: CRC-32 of the previous slice's pixels, which the residual layer reads
+    earlier_crc: int | None = None  # format 10: CRC-32 of the pixels of the slice before the previous one
     quality: float | None = None  # variable-rate models: the quality coded at (a multiple of 1/256)
     psnr: float | None = None  # variable-rate models: the PSNR the encoder measured (inf: identical)
     version: int = FORMAT_VERSION
@@ -166,8 +176,13 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
         raise ValueError("tighter_passes (1 to 3) needs a residual layer with max_error >= 1")
     if header.previous_crc is not None and not residual:
         raise ValueError("only a residual layer reads the previous slice")
+    if header.earlier_crc is not None and header.previous_crc is None:
+        raise ValueError("a residual layer reads the slice before the previous one only with the previous one")
     series = header.previous_crc is not None
-    version = (SERIES_RESIDUAL_VERSION if series else BOUNDED_RESIDUAL_VERSION) if residual else VARIABLE_RATE_VERSION if variable_rate else FORMAT_VERSION
+    if residual:
+        version = TWO_PREVIOUS_VERSION if header.earlier_crc is not None else SERIES_RESIDUAL_VERSION if series else BOUNDED_RESIDUAL_VERSION
+    else:
+        version = VARIABLE_RATE_VERSION if variable_rate else FORMAT_VERSION
     if len(strings) > 65535 or len(header.residual_strings) > 65535:
         raise ValueError("a container holds at most 65535 strings per layer")
     name = header.model.encode("ascii")
@@ -196,6 +211,8 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
         parts += [_BOUND.pack(header.max_error), _TIGHTER.pack(header.tighter_passes)]
         if series:
             parts.append(_CRC.pack(header.previous_crc))
+        if header.earlier_crc is not None:
+            parts.append(_CRC.pack(header.earlier_crc))
         parts.append(_RESIDUAL.pack(bytes.fromhex(header.residual_fingerprint), len(header.residual_strings)))
         for s in header.residual_strings:
             parts += [struct.pack("<I", len(s)), s]
@@ -254,13 +271,15 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
     if version >= 2:
         (exc_len,) = struct.unpack("<I", r.take(4, "exception block length"))
         exceptions = r.take(exc_len, "exception block")
-    max_error, residual_fp, residual_strings, tighter_passes, previous_crc = None, "", [], 0, None
+    max_error, residual_fp, residual_strings, tighter_passes, previous_crc, earlier_crc = None, "", [], 0, None, None
     if version in _RESIDUAL_VERSIONS:
         (max_error,) = _BOUND.unpack(r.take(_BOUND.size, "residual layer header"))
         if version in _TIGHTER_VERSIONS:
             (tighter_passes,) = _TIGHTER.unpack(r.take(_TIGHTER.size, "residual layer header"))
-        if version == SERIES_RESIDUAL_VERSION:
+        if version in (SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION):
             (previous_crc,) = _CRC.unpack(r.take(_CRC.size, "previous slice's checksum"))
+        if version == TWO_PREVIOUS_VERSION:
+            (earlier_crc,) = _CRC.unpack(r.take(_CRC.size, "checksum of the slice before the previous one"))
         fp_bytes, n_residual = _RESIDUAL.unpack(r.take(_RESIDUAL.size, "residual layer header"))
         least = 1 if version == TIGHTER_PASSES_VERSION else 0
         if not (least <= tighter_passes <= 3) or (tighter_passes and max_error < 1):
@@ -295,6 +314,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         residual_strings=tuple(residual_strings),
         tighter_passes=tighter_passes,
         previous_crc=previous_crc,
+        earlier_crc=earlier_crc,
         quality=quality,
         psnr=psnr,
         version=version,

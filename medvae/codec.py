@@ -35,7 +35,7 @@ from medvae.models.gain import LOWEST_QUALITY, QUALITY_UNITS, quality_units
 from medvae.refine import check_refinement, refine_latents
 from medvae.residual.coder import PassOutputs, check_max_error, pass_bounds
 from medvae.residual.weights import Residual, load_residual
-from medvae.series import KEY_EVERY, is_key_slice
+from medvae.series import KEY_EVERY, MAX_PREVIOUS, as_slices, is_key_slice, previous_planes
 
 #: Torch threads of the format-1 float decoder. Its entropy decoder depends on float
 #: results that change with the thread count, so format-1 files decode with the count
@@ -332,10 +332,12 @@ class Codec:
             iterations: for a progressive model (``rnn-conv``), how many iterations to code
                 (1 to its ``max_iterations``, the default); each adds bits and fidelity.
             previous: with ``max_error``: the previous slice of this image's series, as its file
-                decodes (:meth:`compress_series` keeps track). The residual layer is then coded
-                with :attr:`series_residual`, which reads that slice too: fewer bits on a
-                volume's consecutive slices, but the file decodes only given that slice
-                (``decompress(data, previous=…)``; it records the slice's checksum).
+                decodes, or the slices before it back to its series' last key slice, nearest
+                first (:meth:`compress_series` keeps track). The residual layer is then coded
+                with :attr:`series_residual`, which reads that slice (and the one before it, for
+                a model that reads two: where only one is given, it reads it twice): fewer bits
+                on a volume's consecutive slices, but the file decodes only given those slices
+                (``decompress(data, previous=…)``; it records their checksums).
             quality: for a variable-rate model (``medvae-vr``), any number in
                 :attr:`quality_range` (multiples of 1/256; default 5): higher codes more bits
                 and fidelity. The file records it, and the PSNR it achieves. Default:
@@ -360,18 +362,19 @@ class Codec:
         before as it decodes (:meth:`compress` with ``previous``), so a slice decodes after at
         most ``key_every − 1`` others (0: only the first is a key slice). A slice of another
         shape or dtype than the one before is coded alone. :meth:`decompress_series` decodes them."""
-        files, previous = [], None
+        files, decoded = [], []  # decoded: the slices since the last key slice, nearest first
         for k, image in enumerate(tqdm(images, desc="series", unit="slice", disable=not progress)):
-            key = is_key_slice(k, image, previous, key_every)
-            data, previous = self.compress_with_pixels(image, max_error=max_error, previous=None if key else previous, **options)
+            key = is_key_slice(k, image, decoded[0] if decoded else None, key_every)
+            data, pixels = self.compress_with_pixels(image, max_error=max_error, previous=None if key else decoded[:MAX_PREVIOUS], **options)
+            decoded = [pixels] if key else [pixels, *decoded[: MAX_PREVIOUS - 1]]
             files.append(data)
         return files
 
     def decompress_series(self, files: Sequence[bytes], progress: bool = False) -> list[np.ndarray]:
-        """The slices of :meth:`compress_series`' files, in order (each decoded given the one before)."""
+        """The slices of :meth:`compress_series`' files, in order (each decoded given the ones before)."""
         images: list[np.ndarray] = []
         for data in tqdm(files, desc="series", unit="slice", disable=not progress):
-            images.append(self.decompress(data, previous=images[-1] if images else None))
+            images.append(self.decompress(data, previous=images[: -MAX_PREVIOUS - 1 : -1] or None))
         return images
 
     def compress_with_pixels(self, image: np.ndarray, **options) -> tuple[bytes, np.ndarray]:
@@ -396,7 +399,7 @@ class Codec:
         if {"max_error", "tighter_passes", "iterations"} & set(options):
             raise InputError("bounded_coder takes the base's options; the bound is write()'s")
         image = check_image(image)
-        previous = self._previous_slice(previous, image)
+        previous = self._previous_planes(previous, image, residual)
         encoded = self._base(image, **options, keep_pixels=True)
         first_pass = functools.cache(lambda bounds: residual.coder.first_pass(encoded.decoded, encoded.value_range, previous, bounds))
 
@@ -449,18 +452,23 @@ class Codec:
         if residual is None:  # lossy: with alternatives, the weights whose file costs least
             codec, encoded = self._chosen(image, keep_pixels=keep_pixels, **options)
             return codec._container(image, encoded, bits_stored, metadata)
-        previous = self._previous_slice(previous, image)
+        previous = self._previous_planes(previous, image, residual)
         encoded = self._base(image, **options, keep_pixels=True)
         return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, previous=previous)
 
     @staticmethod
-    def _previous_slice(previous, image: np.ndarray) -> np.ndarray | None:
-        """``previous`` as an array of ``image``'s shape and dtype (an :class:`InputError` if it has
-        others), or None."""
-        previous = None if previous is None else np.asarray(previous)
-        if previous is not None and (previous.shape != image.shape or previous.dtype != image.dtype):
-            raise InputError(f"the previous slice ({previous.shape}, {previous.dtype}) must have this one's shape and dtype ({image.shape}, {image.dtype})")
-        return previous
+    def _previous_planes(previous, image: np.ndarray, residual: Residual) -> np.ndarray | None:
+        """The previous slices a series residual model reads, as (n, H, W) planes nearest first
+        (:func:`medvae.series.previous_planes`), from ``previous``: one slice, or the slices
+        before this one, nearest first (an :class:`InputError` if any has another shape or dtype
+        than ``image``); None without ``previous``."""
+        slices = as_slices(previous)
+        if slices is None:
+            return None
+        for before in slices:
+            if before.shape != image.shape or before.dtype != image.dtype:
+                raise InputError(f"the previous slice ({before.shape}, {before.dtype}) must have this one's shape and dtype ({image.shape}, {image.dtype})")
+        return previous_planes(slices, residual.model.previous)
 
     def _chosen(self, image: np.ndarray, **options) -> tuple[Codec, _Encoded]:
         """The lossy coding of ``image`` (:meth:`_base`'s ``options``) by these weights or, with
@@ -532,7 +540,8 @@ class Codec:
         """The ``.mvae`` bytes of an encoding (and its residual layer, with ``max_error``), and
         the pixels they decode to (None where the encoding kept only their checksum).
         ``first_pass``: the residual network's first pass on this base, if already computed;
-        ``previous``: the series' previous slice, which a series residual model reads."""
+        ``previous``: the series' previous slices, which a series residual model reads ((n, H, W),
+        nearest first: :meth:`_previous_planes`)."""
         strings, exceptions, crc, residual_strings = encoded.strings, encoded.exceptions, encoded.pixels_crc, ()
         final = encoded.decoded
         if residual is not None:
@@ -555,7 +564,8 @@ class Codec:
             tighter_passes=tighter_passes,
             residual_fingerprint=residual.fingerprint if residual is not None else "",
             residual_strings=tuple(residual_strings),
-            previous_crc=None if previous is None else bitstream.pixels_crc(previous),
+            previous_crc=None if previous is None else bitstream.pixels_crc(previous[0]),
+            earlier_crc=bitstream.pixels_crc(previous[1]) if previous is not None and len(previous) > 1 else None,
         )
         if self.variable_rate:
             peak = 2 ** metrics.stored_bits(bits_stored, image.dtype) - 1
@@ -600,8 +610,9 @@ class Codec:
     @torch.inference_mode()
     def decompress(self, data: bytes, previous: np.ndarray | None = None) -> np.ndarray:
         """Decode a container written with these weights; same shape and dtype as the input.
-        ``previous``: for a file coded given the previous slice of its series (format 9), that
-        slice as decoded; other files do not read it.
+        ``previous``: for a file coded given the previous slice of its series (formats 9, 10), that
+        slice as decoded, or the slices before it, nearest first (a format-10 file may read the
+        one before it too); other files do not read it.
 
         Raises:
             BitstreamError: the data is damaged, names other weights, decodes to pixels
@@ -648,17 +659,31 @@ class Codec:
                 raise BitstreamError(f"corrupted bitstream: quality {header.quality:g} {why}") from None
 
     @staticmethod
-    def _previous_of(header: bitstream.Header, previous: np.ndarray | None) -> np.ndarray | None:
-        """The previous slice a format-9 file reads (checked against its checksum), else None."""
+    def _previous_of(header: bitstream.Header, previous) -> np.ndarray | None:
+        """The previous slices a format-9 or 10 file reads, as (n, H, W) planes nearest first,
+        each checked against its checksum; None for other files. ``previous``: one slice, or the
+        slices before this one, nearest first."""
         if header.previous_crc is None:
             return None
-        if previous is None:
+        slices = as_slices(previous)
+        if slices is None:
             raise BitstreamError("this file was coded given the previous slice of its series; decode it with "
                                  "decompress(data, previous=that slice) or decompress_series")
-        previous = np.asarray(previous)
-        if previous.shape != header.shape or previous.dtype != header.dtype or bitstream.pixels_crc(previous) != header.previous_crc:
-            raise BitstreamError(f"the previous slice given is not the one this file was coded with (checksum {header.previous_crc:08x})")
-        return previous
+
+        def checked(before: np.ndarray, crc: int, which: str) -> np.ndarray:
+            if before.shape != header.shape or before.dtype != header.dtype or bitstream.pixels_crc(before) != crc:
+                raise BitstreamError(f"the {which} given is not the one this file was coded with (checksum {crc:08x})")
+            return before
+
+        first = checked(slices[0], header.previous_crc, "previous slice")
+        if header.earlier_crc is None:
+            return first[None]
+        if header.earlier_crc == header.previous_crc:  # the previous slice was its series' first or a key slice
+            return np.stack([first, first])
+        if len(slices) < 2:
+            raise BitstreamError("this file was coded given the two slices before it; decode it with "
+                                 "decompress(data, previous=[the previous slice, the one before]) or decompress_series")
+        return np.stack([first, checked(slices[1], header.earlier_crc, "slice before the previous one")])
 
     def _add_residual(
         self, header: bitstream.Header, base: np.ndarray, exceptions: Exceptions | None, previous: np.ndarray | None = None
@@ -666,13 +691,13 @@ class Codec:
         """The base pixels plus the residual layer the header carries (``exceptions``: the base's,
         restored; ``previous``: the series' previous slice, for a format-9 file)."""
         residual = self._residual_for(header.residual_fingerprint)
-        if residual.coder.series != (previous is not None):
+        if residual.coder.series != (0 if previous is None else len(previous)):
             raise BitstreamError(f"corrupted bitstream: residual model {residual.fingerprint} and a format-{header.version} file")
         try:
             exact = exceptions.exact(header.shape) if exceptions else None
             return residual.coder.decode(
                 list(header.residual_strings), base, header.value_range, header.max_error, header.tighter_passes,
-                exact, bounded=header.version in (bitstream.BOUNDED_RESIDUAL_VERSION, bitstream.SERIES_RESIDUAL_VERSION),
+                exact, bounded=header.version in bitstream.BOUNDED_VERSIONS,
                 previous=previous,
             )
         except (RuntimeError, ValueError, IndexError) as exc:

@@ -144,15 +144,16 @@ class Ladder:
 
 def compress_to(
     image: np.ndarray, target: Target, ladder: Ladder, *, bits_stored: int = 0, previous: Choice | None = None,
-    previous_slice: np.ndarray | None = None, **kwargs,
+    previous_slice: np.ndarray | Sequence[np.ndarray] | None = None, **kwargs,
 ) -> Choice:
     """The file ``target`` asks for (see the module docstring); ``kwargs`` go to
     :meth:`medvae.Codec.compress` (metadata, padding value ...). ``previous``: the choice for a
     similar image (the previous slice of a series), where each search starts; it changes how
     many candidates are coded, not the answer on a ladder whose rate rises with its settings.
-    ``previous_slice``: the previous slice of this image's series as decoded (``previous.pixels``):
-    the near-lossless candidates are then coded given it (series coding, format 9; the lossy
-    ones alone), and the file decodes with it (:meth:`medvae.Codec.decompress`)."""
+    ``previous_slice``: the previous slice of this image's series as decoded (``previous.pixels``),
+    or the slices before it, nearest first: the near-lossless candidates are then coded given them
+    (series coding, formats 9 and 10; the lossy ones alone), and the file decodes with them
+    (:meth:`medvae.Codec.decompress`)."""
     bits = metrics.stored_bits(bits_stored, image.dtype)
 
     coder_of: dict[int, Codec] = {}  # id of a measured Choice's bytes (kept by its cache) -> its codec

@@ -28,7 +28,7 @@ from medvae.cli.common import (
 from medvae.cli.files import Task, UsageError, plan, slice_paths
 from medvae.errors import MedVAEError
 from medvae.io.files import publish
-from medvae.series import KEY_EVERY, is_key_slice
+from medvae.series import KEY_EVERY, MAX_PREVIOUS, is_key_slice
 
 EXAMPLES = """examples:
   medvae compress scans/ -o scans_mvae/                 every file under scans/, tree mirrored
@@ -108,8 +108,8 @@ def compress_file(task: Task) -> batch.Outcome:
             else:
                 data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
             publish(targets[i], data, overwrite=options.force)
-            if position is not None:  # written: the next slice of its series may follow it
-                _state["last"] = (*position, decoded)
+            if position is not None:  # written: the next slice of its series may follow it (and the one after, read it too)
+                _state["last"] = (*position, [decoded, *(before or [])][:MAX_PREVIOUS])
             h, w = stack.pixels[i].shape
             count(outcome, targets[i], len(data), len(data) - len(meta), h * w)
             batch.progress(task.source, n + 1, len(todo))
@@ -136,14 +136,14 @@ def series_position(task: Task, i: int, slices: int, options: Options) -> tuple:
     return options.series_ranks.get(str(task.source), (str(task.source), 0))
 
 
-def previous_in_series(image, position: tuple):
-    """``--series``: the decoded pixels of the slice written last in this process when that is the
-    one before ``image`` at ``position`` (series, rank) and ``image`` is no key slice
-    (:func:`medvae.series.is_key_slice`), else None: a slice without its previous one written here
-    (a resumed run, a failed write) is coded alone."""
-    last = _state.get("last")  # (series, rank, decoded pixels) of the slice written last
+def previous_in_series(image, position: tuple) -> list | None:
+    """``--series``: the decoded pixels of the slice written last in this process, and of those
+    it read, nearest first, when that is the one before ``image`` at ``position`` (series, rank)
+    and ``image`` is no key slice (:func:`medvae.series.is_key_slice`), else None: a slice without
+    its previous one written here (a resumed run, a failed write) is coded alone."""
+    last = _state.get("last")  # (series, rank, decoded pixels of it and the slices it read) of the slice written last
     previous = last[2] if last is not None and last[:2] == (position[0], position[1] - 1) else None
-    return None if is_key_slice(position[1], image, previous) else previous
+    return None if is_key_slice(position[1], image, previous[0] if previous else None) else previous
 
 
 def rate_note(target, chosen: list) -> str:

@@ -21,6 +21,7 @@ from medvae.cli import batch, common
 from medvae.cli.common import Options, add_common_arguments
 from medvae.cli.files import Task, UsageError, plan
 from medvae.io.files import publish
+from medvae.series import MAX_PREVIOUS
 
 EXAMPLES = """examples:
   medvae decompress scans_mvae/ -o restored/
@@ -69,9 +70,9 @@ def restore(task: Task, codec, options: Options) -> batch.Outcome:
             return batch.Outcome(task.source, "skipped", "output exists", outputs=[target], slices=1,
                                  input_bytes=len(data), output_bytes=target.stat().st_size)
         raise FileExistsError(f"output {target} exists")
-    previous = previous_slice(task.source, codec, header.previous_crc) if header.previous_crc is not None else None
+    previous = previous_slices(task.source, codec, header.previous_crc) if header.previous_crc is not None else None
     image = decode(data, codec, previous)
-    _remember(task.source, image)
+    _remember(task.source, image, previous[0] if previous else None)
     image_bytes = header.n_bytes - header.metadata_bytes
     bits = header.bits_stored or (info.bits_stored if info else 0) or image.dtype.itemsize * 8
     ratio = metrics.compression_ratio(image_bytes, header.shape, bits)
@@ -92,16 +93,17 @@ def decode(data: bytes, codec, previous=None):
     return medvae.decompress(data, previous=previous) if codec is None else codec.decompress(data, previous)
 
 
-#: The slice decoded last in this process, by file (path, modification time, size): the next
-#: file of a series reads it.
-_decoded: dict[tuple, object] = {}
+#: The file decoded last in this process, by file (path, modification time, size): its pixels,
+#: and those of the slice it was decoded given (None if none): the next file of a series reads them.
+_decoded: dict[tuple, tuple] = {}
 
 
-def previous_slice(path: Path, codec, crc: int):
-    """The decoded slice before ``path``, a file ``medvae compress --series`` coded given the
-    slice whose pixel CRC is ``crc``: the ``.mvae`` beside it that decodes to that slice
+def previous_slices(path: Path, codec, crc: int) -> list:
+    """The decoded slices before ``path``, nearest first (the one before it, and the one before
+    that where the chain holds it), for a file ``medvae compress --series`` coded given the slice
+    whose pixel CRC is ``crc``: the ``.mvae`` beside it that decodes to that slice
     (:func:`_file_before`), decoded after its own previous ones back to a key slice, coded alone
-    (at most ``KEY_EVERY − 1`` files from ``compress --series``). The slice decoded last is kept,
+    (at most ``KEY_EVERY − 1`` files from ``compress --series``). The file decoded last is kept,
     so files decoded in slice order decode each file once. Raises :class:`BitstreamError` when a
     file of the chain is missing, or the chain comes back to a file it passed."""
     import medvae
@@ -109,25 +111,25 @@ def previous_slice(path: Path, codec, crc: int):
 
     chain = []  # the files before ``path`` back to one decoded alone (or already decoded), nearest first
     visited = {path.resolve()}
-    current = path
+    current, known = path, []
     while True:
         before = _file_before(current, crc, visited)
         visited.add(before.resolve())
         if _key(before) in _decoded:
-            previous = _decoded[_key(before)]
+            known = [image for image in _decoded[_key(before)] if image is not None]
             break
         chain.append(before)
         crc = medvae.read_header(before.read_bytes()).previous_crc
         if crc is None:
-            previous = None
             break
         if len(chain) > MAX_CHAIN:
             raise BitstreamError(f"{path.name}: more than {MAX_CHAIN} files each coded given the one before; refused")
         current = before
-    for before in reversed(chain):
-        previous = decode(before.read_bytes(), codec, previous)
-        _remember(before, previous)
-    return previous
+    for before in reversed(chain):  # each file given the slices decoded just before it, nearest first
+        image = decode(before.read_bytes(), codec, known or None)
+        _remember(before, image, known[0] if known else None)
+        known = [image, *known][:MAX_PREVIOUS]
+    return known
 
 
 #: Longest chain of files coded each given the one before that decoding follows (``compress
@@ -135,10 +137,11 @@ def previous_slice(path: Path, codec, crc: int):
 MAX_CHAIN = 4096
 
 
-def _remember(path: Path, image) -> None:
-    """Keep the slice decoded last (only it: the next file of its series reads it)."""
+def _remember(path: Path, image, before) -> None:
+    """Keep the file decoded last (only it: the next file of its series reads it, and ``before``,
+    the slice it was decoded given)."""
     _decoded.clear()
-    _decoded[_key(path)] = image
+    _decoded[_key(path)] = (image, before)
 
 
 def _key(path: Path) -> tuple:

@@ -57,6 +57,7 @@ def describe(path: Path) -> dict[str, Any]:
         "residual_bytes": sum(len(s) for s in header.residual_strings),
         "residual_fingerprint": header.residual_fingerprint or None,
         "previous_slice_crc": None if header.previous_crc is None else f"{header.previous_crc:08x}",
+        "earlier_slice_crc": None if header.earlier_crc is None else f"{header.earlier_crc:08x}",
         "quality": header.quality,
         "psnr": _psnr(header),
         "psnr_at_least": _psnr_floor(header),
@@ -134,8 +135,11 @@ def format_text(info: dict[str, Any]) -> str:
                                  if info["max_error"] is not None else "")),
     ]
     if info["previous_slice_crc"] is not None:
-        rows.append(("series", f"coded given the previous slice of its series (pixel CRC {info['previous_slice_crc']}): "
-                               "decodes after it (medvae decompress finds it beside this file)"))
+        two = info["earlier_slice_crc"] not in (None, info["previous_slice_crc"])
+        given = (f"the two slices before it in its series (pixel CRCs {info['previous_slice_crc']}, {info['earlier_slice_crc']})"
+                 if two else f"the previous slice of its series (pixel CRC {info['previous_slice_crc']})")
+        rows.append(("series", f"coded given {given}: decodes after {'them' if two else 'it'} "
+                               "(medvae decompress finds them beside this file)"))
     if info["quality"] is not None:
         rows.append(("quality", f"{info['quality']:g} (variable-rate model)"))
     if info["psnr"] is not None:

@@ -32,9 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "wider than --init starts from it, widened without changing what it computes")
     parser.add_argument("--blocks", type=int, help="residual blocks before the last layer (default: those of --init, else 0); "
                         "more than --init starts from it, deepened without changing what it computes")
-    parser.add_argument("--series", action="store_true",
-                        help="a series model: each slice of a volume also conditions on the slice before it "
-                        "(trained on the volumes' consecutive slices; --init starts from a plain model unchanged)")
+    parser.add_argument("--series", nargs="?", const=1, default=0, type=int, metavar="N",
+                        help="a series model: each slice of a volume also conditions on the N slices before it "
+                        "(1, the default, or 2; trained on the volumes' consecutive slices; --init starts from a plain "
+                        "model, or one reading fewer slices, unchanged)")
     parser.add_argument("--max-errors", default="0", metavar="T,T,…",
                         help="error bounds to train for (default 0: lossless); with any other, the model also reads the "
                         "error bound of each decoded residual (--init starts from a model that does not, unchanged), and "
@@ -48,12 +49,15 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import medvae
+    from medvae.series import MAX_PREVIOUS
     from medvae.io.slices import manifest_slices
     from medvae.residual.model import CHANNELS, ResidualModel, deepened, widened, with_bounds, with_previous
     from medvae.residual.training import base_pairs, evaluate_bpp, load_pairs, save_pairs, series_pairs, train_residual
     from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
 
     max_errors = _max_errors(args.max_errors)
+    if args.series not in range(MAX_PREVIOUS + 1):
+        raise SystemExit(f"medvae train-residual: --series takes 1 or {MAX_PREVIOUS} previous slices, not {args.series}")
     out = Path(args.out)
     if out.exists():
         raise SystemExit(f"medvae train-residual: {out} exists; choose another --out")
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if len(pairs) != len(slices) or any(not np.array_equal(p.image, s.pixels) for p, s in zip(pairs, slices)):
             raise SystemExit(f"medvae train-residual: {cache} holds other slices than the {split} split of {args.data}; "
                              "choose another --pairs")
-        return series_pairs(pairs, slices)
+        return series_pairs(pairs, slices, args.series)
 
     train, val = pairs_of("train"), pairs_of("val")
     torch.manual_seed(0)  # a fresh model starts the same in every run, so a resumed run recognises its start
@@ -82,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
         start = widened(start, args.channels)
     if args.blocks is not None and args.blocks != start.blocks:
         start = deepened(start, args.blocks)
-    if args.series and not start.previous:
-        start = with_previous(start)
+    if start.previous > args.series:
+        raise SystemExit(f"medvae train-residual: --init reads {start.previous} previous slice(s); give --series {start.previous} or more")
+    if args.series > start.previous:
+        start = with_previous(start, args.series)
     if max_errors != (0,) and not start.bounds:
         start = with_bounds(start)
     if not train:

@@ -70,10 +70,11 @@ class _Inputs:
     ):
         self.base, self.residual, self.known, self.frac, self.previous, self.bound = base, residual, known, frac, previous, bound
         self.lo, self.hi = (float(v) for v in value_range)
-        self.shape = (1, input_channels(previous is not None, bound is not None), base.shape[0] // 2, base.shape[1] // 2)
+        self.shape = (1, input_channels(0 if previous is None else len(previous), bound is not None), base.shape[0] // 2, base.shape[1] // 2)
 
     def crop(self, r0: int, r1: int, c0: int, c1: int) -> Fixed:
-        region = lambda a: torch.from_numpy(np.ascontiguousarray(a[2 * r0 : 2 * r1, 2 * c0 : 2 * c1]))[None, None]  # noqa: E731
+        size = (2 * (r1 - r0), 2 * (c1 - c0))
+        region = lambda a: torch.from_numpy(np.ascontiguousarray(a[..., 2 * r0 : 2 * r1, 2 * c0 : 2 * c1])).reshape(1, -1, *size)  # noqa: E731
         optional = lambda a: None if a is None else region(a).to(torch.float64)  # noqa: E731
         inputs = model_inputs(
             region(self.base).to(torch.float64), region(self.residual).to(torch.float64), region(self.known),
@@ -98,7 +99,8 @@ class ResidualCoder:
             Tiled(_pass_network(body, net[-1], plan, k), 1.0, TILE, model.receptive_radius, output="lazy") for k in range(4)
         )
         self.input_frac = plan[INPUT]
-        #: A series model: every call needs the previous slice of the series (its decoded pixels).
+        #: A series model: how many previous slices of the series every call needs (their decoded
+        #: pixels, :meth:`_previous`); 0 for a model that codes a slice alone.
         self.series = model.previous
         #: The model reads each pixel's error bound (:func:`bound_map`).
         self.bounds = model.bounds
@@ -135,15 +137,18 @@ class ResidualCoder:
         return self._outputs(padded, nothing, nothing.astype(bool), value_range, PHASES[0], before, bound_map(padded.shape, bounds))
 
     def _previous(self, previous: np.ndarray | None, base: np.ndarray) -> np.ndarray | None:
-        """The previous slice as the network reads it (even-sized, int32), or None; an
-        :class:`InputError` when a series model lacks it, or another model is given one."""
-        if (previous is not None) != self.series:
-            raise InputError("a series residual model codes a slice with the previous slice of its series, and only it does")
-        if previous is None:
+        """The previous slices as the network reads them ((n, H', W'), even-sized, int32), or
+        None; an :class:`InputError` when a series model lacks them or gets another number of
+        slices, or another model is given any. ``previous``: one slice (H, W), or (n, H, W), nearest first."""
+        planes = None if previous is None else previous.reshape(-1, *previous.shape[-2:])
+        if (0 if planes is None else len(planes)) != self.series:
+            raise InputError(f"this residual model codes a slice given {self.series} previous slice(s) of its series, "
+                             f"not {0 if planes is None else len(planes)}")
+        if planes is None:
             return None
-        if previous.shape != base.shape:
-            raise InputError(f"the previous slice is {previous.shape[0]}x{previous.shape[1]}, this one {base.shape[0]}x{base.shape[1]}")
-        return _even(previous.astype(np.int32), edge=True)
+        if planes.shape[1:] != base.shape:
+            raise InputError(f"the previous slice is {planes.shape[1]}x{planes.shape[2]}, this one {base.shape[0]}x{base.shape[1]}")
+        return np.stack([_even(p.astype(np.int32), edge=True) for p in planes])
 
     @staticmethod
     def _indexes(outputs: PassOutputs, value_range: tuple[int, int], bound: int) -> np.ndarray:
@@ -162,7 +167,7 @@ class ResidualCoder:
         :mod:`medvae.residual.folding` (format 8), and the image every decoder will get from them.
         ``first_pass``: :meth:`first_pass` of this base and range, if already computed;
         ``exact``: where the base restores the image exactly (its exceptions), if anywhere;
-        ``previous``: for a series model, the previous slice's decoded pixels."""
+        ``previous``: for a series model, the previous slices' decoded pixels (:meth:`_previous`)."""
         bounds = pass_bounds(max_error, tighter_passes)
         before = self._previous(previous, base)
         lower, upper = pixel_bounds(base, value_range, exact)
@@ -191,7 +196,7 @@ class ResidualCoder:
     ) -> np.ndarray:
         """The image :meth:`encode` coded: ``base`` plus the decoded residual, clipped to the bounds
         (``bounded``: format 8; else a format 4 or 7 file, coded with CompressAI's tables and clipped
-        to the dtype); ``previous``: for a series model, the previous slice's decoded pixels."""
+        to the dtype); ``previous``: for a series model, the previous slices' decoded pixels."""
         bounds = pass_bounds(max_error, tighter_passes)
         before = self._previous(previous, base)
         if bounded:
@@ -241,7 +246,7 @@ class ResidualCoder:
         decoded so far (the first pass's: ``first_pass``, when given), then ``code(mean, index, phase,
         bound)`` on the pass's pixels, which writes or reads their quantized residuals; with ``limits``,
         the pixels' (lower, upper) bounds, ``code`` also gets them as residual bounds, and the decoded
-        residuals are clipped to them; ``previous``: the series model's (even-sized) previous slice.
+        residuals are clipped to them; ``previous``: the series model's (even-sized) previous slices.
         Returns the decoded residual (even-sized)."""
         padded = _even(base.astype(np.int32), edge=True)
         decoded = np.zeros(padded.shape, np.int32)

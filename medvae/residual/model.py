@@ -25,6 +25,7 @@ from compressai.layers import ResidualBlock
 from torch import Tensor, nn
 
 from medvae.residual.tables import table_index, tables
+from medvae.series import MAX_PREVIOUS
 
 #: Coding order of the 2×2 polyphase grid: (row, column) offsets of each pass.
 PHASES = ((0, 0), (1, 1), (0, 1), (1, 0))
@@ -33,8 +34,9 @@ CONTEXT_GAIN = 256.0
 CONTEXT_LIMIT = 16.0
 #: Per 2×2 block, the network reads x̃, the decoded residuals and which are decoded (4 each).
 IN_CHANNELS = 12
-#: A series model also reads the previous slice of its series, less x̃ (4 more per block), in
-#: the units of the decoded residuals: what the slice before predicts of this one's residual.
+#: A series model also reads the previous slices of its series (one or two), each less x̃ (4 more
+#: per block and slice), in the units of the decoded residuals: what the slices before predict
+#: of this one's residual.
 PREVIOUS_CHANNELS = 4
 #: A model trained for near-lossless coding (``bounds``) also reads each pixel's error bound
 #: (4 more per block; 0 where lossless), in the units of the residuals: how coarse its decoded
@@ -51,14 +53,17 @@ class ResidualModel(nn.Module):
     ``k = 2·row + column`` of each block, ``mean · CONTEXT_GAIN/(hi − lo)`` and ``log2(scale/(hi − lo))``.
     ``blocks`` residual blocks (two 3×3 convolutions and a skip each) before the last
     convolution deepen the network and widen what it sees by two half-resolution pixels each.
-    ``previous``: a series model, which also reads the previous slice; ``bounds``: a model that
-    also reads each pixel's error bound (:func:`model_inputs`)."""
+    ``previous``: a series model's number of previous slices it reads (0: a slice alone; 1: the
+    slice before; 2: also the one before that); ``bounds``: a model that also reads each pixel's
+    error bound (:func:`model_inputs`)."""
 
     model_name = "residual"
 
-    def __init__(self, channels: int = CHANNELS, blocks: int = 0, previous: bool = False, bounds: bool = False):
+    def __init__(self, channels: int = CHANNELS, blocks: int = 0, previous: int = 0, bounds: bool = False):
         super().__init__()
-        self.channels, self.blocks, self.previous, self.bounds = channels, blocks, previous, bounds
+        if int(previous) not in range(MAX_PREVIOUS + 1):
+            raise ValueError(f"a residual model reads 0 to {MAX_PREVIOUS} previous slices, not {previous}")
+        self.channels, self.blocks, self.previous, self.bounds = channels, blocks, int(previous), bool(bounds)
         self.net = nn.Sequential(
             nn.Conv2d(input_channels(previous, bounds), channels, 3, padding=1),
             nn.LeakyReLU(SLOPE),
@@ -82,8 +87,8 @@ class ResidualModel(nn.Module):
         return self.net(inputs)
 
 
-def input_channels(previous: bool, bounds: bool) -> int:
-    """Input channels of a residual network: 12, plus 4 for the previous slice, plus 4 for the bounds."""
+def input_channels(previous: int, bounds: bool) -> int:
+    """Input channels of a residual network: 12, plus 4 per previous slice, plus 4 for the bounds."""
     return IN_CHANNELS + PREVIOUS_CHANNELS * previous + BOUND_CHANNELS * bounds
 
 
@@ -135,12 +140,14 @@ def widened(model: ResidualModel, channels: int, seed: int = 0) -> ResidualModel
     return wide
 
 
-def with_previous(model: ResidualModel) -> ResidualModel:
-    """``model`` as a series model that computes the same function: the previous slice's
-    input channels start with zero weights, so training starts from the trained loss."""
-    if model.previous:
-        raise ValueError("the residual model already reads the previous slice")
-    return _with_inputs(model, IN_CHANNELS, PREVIOUS_CHANNELS, previous=True, bounds=model.bounds)
+def with_previous(model: ResidualModel, count: int = 1) -> ResidualModel:
+    """``model`` as a series model reading ``count`` previous slices that computes the same
+    function: the new slices' input channels start with zero weights, so training starts from
+    the trained loss (a plain model, or a series model reading fewer slices)."""
+    if model.previous >= count:
+        raise ValueError(f"the residual model already reads {model.previous} previous slice(s)")
+    at = IN_CHANNELS + PREVIOUS_CHANNELS * model.previous
+    return _with_inputs(model, at, PREVIOUS_CHANNELS * (count - model.previous), previous=count, bounds=model.bounds)
 
 
 def with_bounds(model: ResidualModel) -> ResidualModel:
@@ -151,7 +158,7 @@ def with_bounds(model: ResidualModel) -> ResidualModel:
     return _with_inputs(model, input_channels(model.previous, False), BOUND_CHANNELS, previous=model.previous, bounds=True)
 
 
-def _with_inputs(model: ResidualModel, at: int, count: int, previous: bool, bounds: bool) -> ResidualModel:
+def _with_inputs(model: ResidualModel, at: int, count: int, previous: int, bounds: bool) -> ResidualModel:
     """``model`` with ``count`` zero-weight input channels inserted at channel ``at`` of its first layer."""
     out = ResidualModel(model.channels, model.blocks, previous, bounds)
     state = model.state_dict()
@@ -180,8 +187,9 @@ def model_inputs(
 ) -> Tensor:
     """The network's (B, 12, H/2, W/2) input from (B, 1, H, W) integer-valued tensors (H, W even):
     the base reconstruction, the decoded residuals (read where ``known``) and ``known``, each
-    as its four 2×2 phases; with ``previous`` (a series model), 4 more: the previous slice's
-    decoded pixels less the base, scaled and clamped as the residuals are; with ``bound`` (a
+    as its four 2×2 phases; with ``previous`` (a series model: (B, n, H, W), the n previous slices,
+    nearest first), 4 more per slice: its decoded pixels less the base, scaled and clamped as the
+    residuals are; with ``bound`` (a
     model that reads the bounds), 4 more: each pixel's error bound (that of its pass, decoded or
     not: :func:`medvae.residual.coder.bound_map`), scaled as the residuals are and clamped.
     Each value is one correctly rounded division and an exact clamp (of an exact integer
@@ -194,6 +202,13 @@ def model_inputs(
     if bound is not None:
         planes.append((bound * CONTEXT_GAIN / span).clamp(0.0, CONTEXT_LIMIT))
     return F.pixel_unshuffle(torch.cat(planes, dim=1), 2)
+
+
+def previous_tensor(previous, shape: tuple[int, int]) -> Tensor:
+    """A series slice's previous slices ((H, W) for one, (n, H, W) for n, nearest first) as the
+    float model takes them: (1, n, H, W), cropped to the even ``shape`` of :func:`slice_tensors`."""
+    planes = previous.reshape(-1, *previous.shape[-2:])[:, : shape[0], : shape[1]]
+    return torch.from_numpy(planes.astype("float32"))[None]
 
 
 def slice_tensors(image, base, value_range: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -276,7 +291,7 @@ def residual_bits(
     ``lo``, ``hi`` (B, 1, 1, 1) the base layer's intensity mapping, which bounds every pixel the
     base does not restore exactly (pixels outside it are exact: they cost nothing). The mean is
     rounded as the coder rounds it (straight-through), so the loss is the coder's cost, escapes included.
-    ``previous``: the previous slice of each image's series (B, 1, H, W), for a series model.
+    ``previous``: the previous slices of each image's series (B, n, H, W), for a series model.
     ``max_error``: the error bound τ (an int, or one per image as (B, 1, 1, 1)); 0 is lossless.
     """
     return pass_bits(model, image, base, lo, hi, previous, max_error).sum(1)

@@ -24,14 +24,16 @@ from medvae.errors import MedVAEError
 from medvae.evaluation.datasets import group_series
 from medvae.io.files import atomic_path
 from medvae.io.slices import Slice
-from medvae.residual.model import ResidualModel, residual_bits, slice_tensors
+from medvae.residual.model import ResidualModel, previous_tensor, residual_bits, slice_tensors
+from medvae.series import previous_planes
 from medvae.training.budget import steps_that_fit
 
 
 @dataclass
 class Pair:
     """One training slice: the stored integers, the base layer's reconstruction, its mapping,
-    and for a series model the previous slice of its series."""
+    and for a series model the previous slices of its series ((H, W) for one, (n, H, W) for
+    n, nearest first)."""
 
     image: np.ndarray
     base: np.ndarray
@@ -52,6 +54,11 @@ def base_pairs(codec: Codec, slices: list[Slice], progress: bool = True) -> list
     return pairs
 
 
+def previous_count(pair: Pair) -> int:
+    """How many previous slices ``pair`` holds (0 for a slice alone)."""
+    return 0 if pair.previous is None else 1 if pair.previous.ndim == 2 else len(pair.previous)
+
+
 def _objects(arrays: list[np.ndarray]) -> np.ndarray:
     """A 1-D object array holding ``arrays`` (``np.array`` would stack same-shaped ones)."""
     out = np.empty(len(arrays), dtype=object)
@@ -60,16 +67,20 @@ def _objects(arrays: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def series_pairs(pairs: list[Pair], slices: list[Slice]) -> list[Pair]:
+def series_pairs(pairs: list[Pair], slices: list[Slice], count: int = 1) -> list[Pair]:
     """The pairs (one per slice of ``slices``) whose slice follows another of its series, each
-    with that slice as ``previous``: what a series model trains on. Series as the evaluation
-    finds them (:func:`medvae.evaluation.datasets.group_series`: a volume's slices, or one
-    DICOM series' files, in anatomical order)."""
-    return [
-        Pair(pairs[i].image, pairs[i].base, pairs[i].value_range, slices[before].pixels)
-        for group in group_series(slices)
-        for before, i in zip(group, group[1:])
-    ]
+    with the ``count`` slices before it as ``previous`` (nearest first; the second slice of a
+    series has one, given twice, as the coder gives it: :func:`medvae.series.previous_planes`):
+    what a series model trains on. Series as the evaluation finds them
+    (:func:`medvae.evaluation.datasets.group_series`: a volume's slices, or one DICOM series'
+    files, in anatomical order)."""
+    out = []
+    for group in group_series(slices):
+        for at in range(1, len(group)):
+            before = [slices[j].pixels for j in reversed(group[max(0, at - count) : at])]
+            previous = before[0] if count == 1 else previous_planes(before, count)
+            out.append(Pair(pairs[group[at]].image, pairs[group[at]].base, pairs[group[at]].value_range, previous))
+    return out
 
 
 def save_pairs(pairs: list[Pair], path: str | Path) -> None:
@@ -98,11 +109,11 @@ def _batch(pairs: list[Pair], rng: np.random.Generator, size: int, crop: int) ->
         images.append(p.image[window].astype(np.float32))
         bases.append(p.base[window].astype(np.float32))
         if p.previous is not None:
-            previous.append(p.previous[window].astype(np.float32))
+            previous.append(p.previous.reshape(-1, h, w)[:, window[0], window[1]].astype(np.float32))
         los.append(p.value_range[0])
         his.append(p.value_range[1])
     c = min(x.shape[0] for x in images)
-    stack = lambda xs: torch.from_numpy(np.stack([x[:c, :c] for x in xs]))[:, None]  # noqa: E731
+    stack = lambda xs: torch.from_numpy(np.stack([x[..., :c, :c] for x in xs])).reshape(len(xs), -1, c, c)  # noqa: E731
     bound = lambda v: torch.tensor(v, dtype=torch.float32).reshape(-1, 1, 1, 1)  # noqa: E731
     return stack(images), stack(bases), bound(los), bound(his), stack(previous) if previous else None
 
@@ -116,7 +127,7 @@ def evaluate_bpp(model: ResidualModel, pairs: list[Pair], max_error: int = 0) ->
     with torch.no_grad():
         for p in pairs:
             image, base, lo, hi = (t.to(device) for t in slice_tensors(p.image, p.base, p.value_range))
-            previous = None if p.previous is None else slice_tensors(p.previous, p.base, p.value_range)[0].to(device)
+            previous = None if p.previous is None else previous_tensor(p.previous, image.shape[-2:]).to(device)
             bits += float(residual_bits(model, image, base, lo, hi, previous, max_error).sum())
             pixels += image.numel()
     model.train()
@@ -148,8 +159,8 @@ def train_residual(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = model or ResidualModel()
-    if any((p.previous is not None) != model.previous for p in pairs):
-        raise MedVAEError("a series residual model trains on pairs with their previous slice, and only it does")
+    if any(previous_count(p) != model.previous for p in pairs):
+        raise MedVAEError(f"a residual model reading {model.previous} previous slice(s) of a series trains on pairs with as many")
     if not max_errors or min(max_errors) < 0:
         raise MedVAEError(f"max_errors must be error bounds of 0 or more, not {max_errors}")
     if tuple(max_errors) != (0,) and not model.bounds:

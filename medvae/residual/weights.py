@@ -15,7 +15,7 @@ from medvae.exact import EXACT_VERSION
 from medvae.exact.calibrate import Plan, layer_peaks, plan_from_peaks
 from medvae.io.files import atomic_path
 from medvae.residual.coder import ResidualCoder
-from medvae.residual.model import ResidualModel, pass_laws, slice_tensors
+from medvae.residual.model import ResidualModel, pass_laws, previous_tensor, slice_tensors
 from medvae.residual.tables import tables_digest
 
 FORMAT = "medvae-residual-v1"
@@ -33,7 +33,7 @@ def calibrate_residual(model: ResidualModel, pairs: Sequence[tuple]) -> Plan:
     def run() -> None:
         for image, base, value_range, *previous in pairs:
             x, b, lo, hi = slice_tensors(image, base, value_range)
-            before = slice_tensors(previous[0], base, value_range)[0] if model.previous else None
+            before = previous_tensor(previous[0], x.shape[-2:]) if model.previous else None
             for tau in CALIBRATION_BOUNDS if model.bounds else (0,):
                 with torch.no_grad():
                     for _ in pass_laws(model, x, b, lo, hi, before, tau):
@@ -75,6 +75,6 @@ def load_residual(path: str | Path) -> Residual:
     record = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise MedVAEError(f"{path}: not a MedVAE residual model")
-    model = ResidualModel(record["channels"], record.get("blocks", 0), record.get("previous", False), record.get("bounds", False))  # older files: none
+    model = ResidualModel(record["channels"], record.get("blocks", 0), int(record.get("previous", 0)), record.get("bounds", False))  # older files: none
     model.load_state_dict(record["state_dict"])
     return Residual(model, record["plan"], record.get("info"))

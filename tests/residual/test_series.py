@@ -1,6 +1,10 @@
-"""Series coding: a slice's residual layer coded given the previous slice of its volume (format 9)."""
+"""Series coding: a slice's residual layer coded given the previous slice of its volume (format 9),
+or the two slices before it (format 10)."""
 
 from __future__ import annotations
+
+import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -11,9 +15,10 @@ from medvae import bitstream
 from medvae.errors import BitstreamError, InputError, MedVAEError
 from medvae.evaluation.learned import SeriesWithResidual
 from medvae.io.slices import Slice
-from medvae.residual.model import ResidualModel, residual_bits, slice_tensors, with_previous
+from medvae.residual.model import ResidualModel, previous_tensor, residual_bits, slice_tensors, with_previous
 from medvae.residual.training import Pair, series_pairs, train_residual
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
+from medvae.series import as_slices, previous_planes
 from tests.conftest import small_residual, small_series_residual
 
 
@@ -173,3 +178,113 @@ def test_the_evaluation_codes_a_series_as_compress_series_does(codec):
     for damaged in (data[:2], data[:-3]):
         with pytest.raises(BitstreamError):
             point.decode_series(damaged)
+
+
+# --- two previous slices (format 10) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def codec2(codec) -> medvae.Codec:
+    """The codec with a series model that reads the two slices before a slice (untrained)."""
+    two = copy.copy(codec)
+    a, b, c = _volume()
+    two.series_residual = small_series_residual(codec, c, np.stack([b, a]), seed=5, count=2)
+    return two
+
+
+@pytest.mark.parametrize("max_error", [0, 2])
+def test_a_series_read_two_slices_back_round_trips(codec2, max_error):
+    """Format 10 records the CRCs of both slices the model read: the slice after a key slice
+    reads the key slice twice, the later ones the two slices before them."""
+    volume = _volume(5)
+    files = codec2.compress_series(volume, max_error=max_error, key_every=3)
+    headers = [bitstream.read_header(f) for f in files]
+    assert [h.version for h in headers] == [8, 10, 10, 8, 10]
+    crc = [bitstream.pixels_crc(v) if max_error == 0 else None for v in volume]
+    if max_error == 0:
+        assert [(h.previous_crc, h.earlier_crc) for h in headers] == [(None, None), (crc[0], crc[0]), (crc[1], crc[0]), (None, None), (crc[3], crc[3])]
+    for decoded, image in zip(codec2.decompress_series(files), volume):
+        assert np.abs(decoded.astype(np.int64) - image).max() <= max_error
+
+
+def test_a_two_slice_file_decodes_only_with_the_slices_it_read(codec2):
+    a, b, c = _volume()
+    data = codec2.compress(c, max_error=0, previous=[b, a])
+    assert data != codec2.compress(c, max_error=0, previous=[b, b])  # the model reads the second slice
+    np.testing.assert_array_equal(codec2.decompress(data, previous=[b, a]), c)
+    np.testing.assert_array_equal(codec2.decompress(data, previous=np.stack([b, a, c])), c)  # a 3-D array: nearest first
+    with pytest.raises(BitstreamError, match="two slices before it"):
+        codec2.decompress(data, previous=b)
+    with pytest.raises(BitstreamError, match="slice before the previous one"):
+        codec2.decompress(data, previous=[b, c])
+    with pytest.raises(BitstreamError, match="previous slice given"):
+        codec2.decompress(data, previous=[a, b])
+    after_key = codec2.compress(b, max_error=0, previous=a)  # one slice given: read twice
+    assert after_key == codec2.compress(b, max_error=0, previous=[a, a])
+    np.testing.assert_array_equal(codec2.decompress(after_key, previous=a), b)
+    np.testing.assert_array_equal(codec2.decompress(after_key, previous=[a, c]), b)  # the second is not read
+    with pytest.raises(InputError, match="shape and dtype"):
+        codec2.compress(c, max_error=0, previous=[b, a[:40]])
+    with pytest.raises(InputError, match="previous= takes"):
+        codec2.compress(c, max_error=0, previous=[])
+    with pytest.raises(BitstreamError, match="residual model"):  # a one-slice model's file is not a two-slice model's
+        codec2.decompress(bitstream.pack(dataclasses.replace(bitstream.read_header(data), earlier_crc=None), *_strings(data)), previous=[b, a])
+
+
+def _strings(data: bytes) -> tuple[list[bytes], bytes]:
+    _, strings, metadata = bitstream.unpack(data)
+    return strings, metadata
+
+
+def test_a_model_reading_two_slices_starts_as_the_one_it_was_made_from(codec):
+    """``with_previous(model, 2)``: the second slice's inputs start at zero weights, so the float
+    bits are the one-slice model's whatever the second slice; models read 0 to 2 slices."""
+    a, b, c = _volume()
+    base, value_range, _ = codec.base_layer(c)
+    one = codec.series_residual.model
+    two = with_previous(one, 2)
+    assert two.previous == 2 and two.net[0].in_channels == one.net[0].in_channels + 4
+    x, x_base, lo, hi = slice_tensors(c, base, value_range)
+    with torch.no_grad():
+        bits = float(residual_bits(one, x, x_base, lo, hi, previous_tensor(b, x.shape[-2:])))
+        for earlier in (a, c):
+            assert float(residual_bits(two, x, x_base, lo, hi, previous_tensor(np.stack([b, earlier]), x.shape[-2:]))) == bits
+    with pytest.raises(ValueError, match="already"):
+        with_previous(two, 2)
+    with pytest.raises(ValueError, match="0 to 2"):
+        ResidualModel(channels=8, previous=3)
+    assert with_previous(codec.residual.model, 2).previous == 2  # a plain model straight to two
+
+
+def test_two_slice_training_pairs_hold_the_slices_before_nearest_first(codec):
+    volume = _volume(4)
+    slices = [Slice(v, 12, "CT", "p", "vol.nii", i) for i, v in enumerate(volume)]
+    pairs = [Pair(s.pixels, s.pixels, (-1024, 2000)) for s in slices]
+    chosen = series_pairs(pairs, slices, count=2)
+    assert [p.previous.shape for p in chosen] == [(2, *volume[0].shape)] * 3
+    expected = [(0, 0), (1, 0), (2, 1)]  # the second slice reads the first twice
+    for p, k, (near, far) in zip(chosen, (1, 2, 3), expected):
+        assert p.image is volume[k] and np.array_equal(p.previous[0], volume[near]) and np.array_equal(p.previous[1], volume[far])
+    with pytest.raises(MedVAEError, match="2 previous"):
+        train_residual(series_pairs(pairs, slices), model=ResidualModel(channels=8, previous=2), steps=1)
+    model, log = train_residual(chosen, model=ResidualModel(channels=8, previous=2), steps=2, batch=2, crop=32, log_every=2)
+    assert model.previous == 2 and log[-1]["step"] == 2
+    assert calibrate_residual(model, chosen[:1])  # calibration reads both slices
+
+
+def test_two_slice_models_save_and_load(codec2, tmp_path):
+    save_residual(codec2.series_residual, tmp_path / "two.pt")
+    loaded = load_residual(tmp_path / "two.pt")
+    assert loaded.model.previous == 2 and loaded.fingerprint == codec2.series_residual.fingerprint
+
+
+def test_previous_planes_repeat_the_farthest_slice_given():
+    a, b, c = (np.full((3, 2), v, np.int16) for v in (1, 2, 3))
+    assert previous_planes([a], 2)[:, 0, 0].tolist() == [1, 1]
+    assert previous_planes([a, b, c], 2)[:, 0, 0].tolist() == [1, 2]
+    assert previous_planes([a, b], 1).shape == (1, 3, 2)
+    with pytest.raises(InputError):
+        previous_planes([], 2)
+    assert as_slices(None) is None and len(as_slices(a)) == 1 and len(as_slices(np.stack([a, b]))) == 2
+    with pytest.raises(InputError, match="previous= takes"):
+        as_slices(np.zeros(5))
