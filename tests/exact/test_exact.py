@@ -79,7 +79,8 @@ def coded_files(tmp_path_factory):
     (its encoder choosing between its two weights) and its alternative weights alone, every shipped quality, and lossless and near-lossless files (shipped q1 base,
     a small untrained residual model; one with two passes at the tighter bound; format 8), one coded
     given the previous slice of its series (a small untrained series model that also reads its
-    context's error bounds, one pass at the tighter bound; format 9)."""
+    context's error bounds, one pass at the tighter bound; format 9), and one given the two slices
+    before it (format 10)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
     sources = [(str(folder / f"{family}.pt"), None, family, None) for family in (*FAMILIES, "rnn-conv")]
@@ -93,8 +94,8 @@ def coded_files(tmp_path_factory):
     sources += [("medvae", 1, f"residual-max-error-{t}", t) for t in (0, 3)]
     tighter = {"residual-max-error-3-tighter-2": 2, "series-max-error-2": 1}
     sources += [("medvae", 1, "residual-max-error-3-tighter-2", 3)]
-    sources += [("medvae", 1, "series-max-error-2", 2)]
-    residual_file, series_file, previous_file = str(folder / "residual.pt"), str(folder / "series.pt"), str(folder / "previous.npy")
+    sources += [("medvae", 1, "series-max-error-2", 2), ("medvae", 1, "series2-max-error-1", 1)]
+    residual_file = str(folder / "residual.pt")
     for weights, quality, label, max_error in sources:
         image = _image(seed=len(job))
         np.save(folder / f"{label}.npy", image)
@@ -104,12 +105,16 @@ def coded_files(tmp_path_factory):
                 save_residual(small_residual(codec, image), residual_file)
             codec.residual = load_residual(residual_file)
         previous = None
+        series_file, previous_file = str(folder / f"{label}-series.pt"), str(folder / f"{label}-previous.npy")
         if label.startswith("series"):
-            previous = _image(seed=len(job) + 100)
+            count = 2 if label.startswith("series2") else 1
+            previous = np.stack([_image(seed=len(job) + 100 + k) for k in range(count)])  # nearest first
             np.save(previous_file, previous)
-            save_residual(small_series_residual(codec, image, previous, bounds=True), series_file)
+            save_residual(small_series_residual(codec, image, previous, bounds=True, count=count), series_file)
             codec.series_residual = load_residual(series_file)
         data = codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter.get(label, 0), previous=previous)
+        if previous is not None:
+            assert medvae.read_header(data).version == 8 + len(previous)  # format 9 given one slice, 10 given two
         (folder / f"{label}.mvae").write_bytes(data)
         job.append({
             "weights": weights, "quality": quality, "file": str(folder / f"{label}.mvae"),
