@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Ship a trained residual model with a shipped base: ``medvae/weights/<base file stem>-residual-<fingerprint[:8]>.pt``
-(a series model, which reads the previous slice: ``-series-``).
+(a series model, which reads the previous slice or two: ``-series-``).
 
 The base's index record gets the new model as its ``residual`` (what lossless and near-lossless
 coding now use; a series model as its ``series_residual``); the model it replaces moves to ``previous_residuals``, so files written with it

@@ -136,8 +136,9 @@ def format_text(info: dict[str, Any]) -> str:
     ]
     if info["previous_slice_crc"] is not None:
         two = info["earlier_slice_crc"] not in (None, info["previous_slice_crc"])
-        given = (f"the two slices before it in its series (pixel CRCs {info['previous_slice_crc']}, {info['earlier_slice_crc']})"
-                 if two else f"the previous slice of its series (pixel CRC {info['previous_slice_crc']})")
+        given = f"the previous slice of its series (pixel CRC {info['previous_slice_crc']})"
+        if two:
+            given += f" and the one before it (pixel CRC {info['earlier_slice_crc']})"
         rows.append(("series", f"coded given {given}: decodes after {'them' if two else 'it'} "
                                "(medvae decompress finds them beside this file)"))
     if info["quality"] is not None:

@@ -53,6 +53,21 @@ def test_info_says_a_file_follows_its_previous_slice(coded, capsys):
     assert "coded given the previous slice" in capsys.readouterr().out
 
 
+def test_info_names_both_slices_a_two_slice_file_read(tmp_path, capsys):
+    import medvae
+    from tests.conftest import small_series_residual
+
+    volume = _volume(3)
+    codec = medvae.load("medvae", quality=1)
+    codec.series_residual = small_series_residual(codec, volume[2], volume[1::-1], count=2)
+    (tmp_path / "s.mvae").write_bytes(codec.compress(volume[2], max_error=0, previous=[volume[1], volume[0]]))
+    assert main(["info", str(tmp_path / "s.mvae"), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)[0]
+    assert (record["previous_slice_crc"], record["earlier_slice_crc"]) == tuple(f"{bitstream.pixels_crc(v):08x}" for v in volume[1::-1])
+    assert main(["info", str(tmp_path / "s.mvae")]) == 0
+    assert "and the one before it" in capsys.readouterr().out
+
+
 def test_a_series_file_without_its_previous_slice_fails_clearly(coded, tmp_path, capsys):
     root, _ = coded
     shutil.copy(root / "c" / "vol" / "slice_0003.mvae", tmp_path / "slice_0003.mvae")
