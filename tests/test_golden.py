@@ -79,11 +79,18 @@ def _previous() -> np.ndarray:
     return np.roll(source, 1, axis=1) + rng.integers(-8, 9, source.shape).astype(np.int16)
 
 
+def _earlier() -> np.ndarray:
+    """The slice before :func:`_previous`: the anatomy moved two pixels, and its own noise."""
+    source = _source()
+    rng = np.random.default_rng(2028)
+    return np.roll(source, 2, axis=1) + rng.integers(-8, 9, source.shape).astype(np.int16)
+
+
 @pytest.mark.parametrize("label", ["lossless", "near-lossless-2", "series-lossless", "series-near-lossless-2"])
 def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
-    """The shipped residual model (format 8) and series residual model (format 9, given the
-    previous slice), lossless and with max error 2."""
-    source, previous = _source(), _previous() if label.startswith("series") else None
+    """The shipped residual model (format 8) and series residual model (format 10, given the two
+    slices before), lossless and with max error 2."""
+    source, previous = _source(), [_previous(), _earlier()] if label.startswith("series") else None
     codec = medvae.load("medvae")
     written = codec.compress(source, bits_stored=12, max_error=0 if label.endswith("lossless") else 2, previous=previous)
     golden = GOLDEN / f"medvae-{label}.mvae"
@@ -102,7 +109,8 @@ def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
 
 
 @pytest.mark.parametrize("name", ["residual-401aee23-format8-lossless", "residual-401aee23-format8-near2",
-                                  "series-674dbd07-format9-lossless", "series-674dbd07-format9-near2"])
+                                  "series-674dbd07-format9-lossless", "series-674dbd07-format9-near2",
+                                  "series-bf2dc46b-format9-lossless", "series-bf2dc46b-format9-near2"])
 def test_golden_files_of_the_residual_models_shipped_before_still_decode(name):
     """The golden files the residual models of the release before wrote (they name their model)
     decode to the pixels they decoded to then, now that other models code by default."""
