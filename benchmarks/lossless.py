@@ -161,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Real bytes per slice, header included; max error measured on the decoded integers. "
         "medvae-residual is the shipped default base plus its residual layer (`medvae.residual`); "
-        "medvae-series the same with each slice of a series after its first coded given the slice before it "
-        "(`Codec.compress_series`, the series residual model: its files decode only in order), "
+        "medvae-series the same with each slice of a series after its first coded given the slices before it "
+        "(`Codec.compress_series`, the series residual model, which reads two: its files decode only in order), "
         + ", ".join(f"{count} {modality} slices so" for modality, count in following.items())
         + f"; the others (single slices, and every {KEY_EVERY}th slice of a series, its key slices) are coded alone, as "
         "medvae-residual codes them. Every other codec codes each slice alone.",

@@ -30,7 +30,7 @@ import pydicom
 from medvae import zoo
 from medvae.io.series import order_slices
 from medvae.rate_control import Ladder, Target, compress_to
-from medvae.series import MAX_PREVIOUS, is_key_slice
+from medvae.series import is_key_slice, read_next
 
 REPO = Path(__file__).resolve().parents[1]
 SERIES = REPO.parent / "shared/data/corpus/ct/totalseg-abdomen"
@@ -84,11 +84,10 @@ def series(files: list[Path], args: argparse.Namespace) -> int:
             start, previous, chosen, decoded = time.perf_counter(), None, [], []  # decoded: since the key slice, nearest first
             for k, ds in enumerate(datasets):
                 image = ds.pixel_array
-                key = is_key_slice(k, image, decoded[0] if decoded else None)
-                before = decoded[:MAX_PREVIOUS] if given and not key else None
+                before = None if not given or is_key_slice(k, image, decoded[0] if decoded else None) else decoded
                 previous = compress_to(image, target, ladder, bits_stored=int(ds.BitsStored), previous=previous if warm else None,
                                        previous_slice=before)
-                decoded = [previous.pixels] if key else [previous.pixels, *decoded[: MAX_PREVIOUS - 1]]
+                decoded = read_next(previous.pixels, before)
                 chosen.append(previous)
             runs.append(((time.perf_counter() - start) / len(datasets), chosen))
         (cold, cold_files), (warm_s, warm_files), (_, series_files) = runs

@@ -35,7 +35,7 @@ from medvae.models.gain import LOWEST_QUALITY, QUALITY_UNITS, quality_units
 from medvae.refine import check_refinement, refine_latents
 from medvae.residual.coder import PassOutputs, check_max_error, pass_bounds
 from medvae.residual.weights import Residual, load_residual
-from medvae.series import KEY_EVERY, MAX_PREVIOUS, as_slices, is_key_slice, previous_planes
+from medvae.series import KEY_EVERY, MAX_PREVIOUS, as_slices, is_key_slice, previous_planes, read_next
 
 #: Torch threads of the format-1 float decoder. Its entropy decoder depends on float
 #: results that change with the thread count, so format-1 files decode with the count
@@ -364,9 +364,9 @@ class Codec:
         shape or dtype than the one before is coded alone. :meth:`decompress_series` decodes them."""
         files, decoded = [], []  # decoded: the slices since the last key slice, nearest first
         for k, image in enumerate(tqdm(images, desc="series", unit="slice", disable=not progress)):
-            key = is_key_slice(k, image, decoded[0] if decoded else None, key_every)
-            data, pixels = self.compress_with_pixels(image, max_error=max_error, previous=None if key else decoded[:MAX_PREVIOUS], **options)
-            decoded = [pixels] if key else [pixels, *decoded[: MAX_PREVIOUS - 1]]
+            read = None if is_key_slice(k, image, decoded[0] if decoded else None, key_every) else decoded
+            data, pixels = self.compress_with_pixels(image, max_error=max_error, previous=read, **options)
+            decoded = read_next(pixels, read)
             files.append(data)
         return files
 
@@ -374,7 +374,7 @@ class Codec:
         """The slices of :meth:`compress_series`' files, in order (each decoded given the ones before)."""
         images: list[np.ndarray] = []
         for data in tqdm(files, desc="series", unit="slice", disable=not progress):
-            images.append(self.decompress(data, previous=images[: -MAX_PREVIOUS - 1 : -1] or None))
+            images.append(self.decompress(data, previous=list(reversed(images[-MAX_PREVIOUS:])) or None))
         return images
 
     def compress_with_pixels(self, image: np.ndarray, **options) -> tuple[bytes, np.ndarray]:

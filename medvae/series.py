@@ -52,3 +52,11 @@ def as_slices(previous) -> list[np.ndarray] | None:
     if not slices or any(s.ndim != 2 for s in slices):
         raise InputError("previous= takes the slice before this one (2-D), or the slices before it, nearest first")
     return slices
+
+
+def read_next(pixels: np.ndarray, read: list[np.ndarray] | None) -> list[np.ndarray]:
+    """The slices the next slice of a series is coded given, nearest first: this slice's decoded
+    ``pixels``, then those it was coded given (``read``; None for a key slice), at most
+    :data:`MAX_PREVIOUS`. What :meth:`medvae.Codec.compress_series` and ``medvae compress
+    --series`` pass along."""
+    return [pixels, *(read or [])][:MAX_PREVIOUS]

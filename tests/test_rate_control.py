@@ -258,14 +258,14 @@ def test_a_budget_below_quality_1_is_met_by_an_extrapolated_quality(corpus_slice
 
 
 def test_a_series_slice_is_coded_given_the_one_before(slice12, ladder):
-    """``previous_slice``: the near-lossless candidates read the previous slice (format 9), the
+    """``previous_slice``: the near-lossless candidates read the previous slice (format 10, read twice), the
     choice carries the pixels its file decodes to (the next slice's previous slice), and the file
     decodes only with that slice; a lossy choice ignores it."""
     rng = np.random.default_rng(9)
     before = np.clip(np.roll(slice12, 1, axis=1).astype(np.int64) + rng.integers(-6, 7, slice12.shape), 0, 4095).astype(np.uint16)
     alone = compress_to(slice12, Target(psnr=65), ladder, bits_stored=BITS)
     given = compress_to(slice12, Target(psnr=65), ladder, bits_stored=BITS, previous_slice=before)
-    assert medvae.bitstream.read_header(given.data).version == 9 and given.psnr >= 65
+    assert medvae.bitstream.read_header(given.data).version == medvae.bitstream.TWO_PREVIOUS_VERSION and given.psnr >= 65
     np.testing.assert_array_equal(given.pixels, medvae.decompress(given.data, previous=before))
     np.testing.assert_array_equal(alone.pixels, medvae.decompress(alone.data))
     with pytest.raises(medvae.BitstreamError, match="previous slice"):

@@ -28,7 +28,7 @@ from medvae.cli.common import (
 from medvae.cli.files import Task, UsageError, plan, slice_paths
 from medvae.errors import MedVAEError
 from medvae.io.files import publish
-from medvae.series import KEY_EVERY, MAX_PREVIOUS, is_key_slice
+from medvae.series import KEY_EVERY, is_key_slice, read_next
 
 EXAMPLES = """examples:
   medvae compress scans/ -o scans_mvae/                 every file under scans/, tree mirrored
@@ -109,7 +109,7 @@ def compress_file(task: Task) -> batch.Outcome:
                 data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
             publish(targets[i], data, overwrite=options.force)
             if position is not None:  # written: the next slice of its series may follow it (and the one after, read it too)
-                _state["last"] = (*position, [decoded, *(before or [])][:MAX_PREVIOUS])
+                _state["last"] = (*position, read_next(decoded, before))
             h, w = stack.pixels[i].shape
             count(outcome, targets[i], len(data), len(data) - len(meta), h * w)
             batch.progress(task.source, n + 1, len(todo))

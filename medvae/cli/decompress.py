@@ -21,7 +21,6 @@ from medvae.cli import batch, common
 from medvae.cli.common import Options, add_common_arguments
 from medvae.cli.files import Task, UsageError, plan
 from medvae.io.files import publish
-from medvae.series import MAX_PREVIOUS
 
 EXAMPLES = """examples:
   medvae decompress scans_mvae/ -o restored/
@@ -70,9 +69,9 @@ def restore(task: Task, codec, options: Options) -> batch.Outcome:
             return batch.Outcome(task.source, "skipped", "output exists", outputs=[target], slices=1,
                                  input_bytes=len(data), output_bytes=target.stat().st_size)
         raise FileExistsError(f"output {target} exists")
-    previous = previous_slices(task.source, codec, header.previous_crc) if header.previous_crc is not None else None
+    previous = previous_slices(task.source, codec, header) if header.previous_crc is not None else None
     image = decode(data, codec, previous)
-    _remember(task.source, image, previous[0] if previous else None)
+    _remember(task.source, image, header.pixels_crc, previous, header.previous_crc)
     image_bytes = header.n_bytes - header.metadata_bytes
     bits = header.bits_stored or (info.bits_stored if info else 0) or image.dtype.itemsize * 8
     ratio = metrics.compression_ratio(image_bytes, header.shape, bits)
@@ -93,30 +92,32 @@ def decode(data: bytes, codec, previous=None):
     return medvae.decompress(data, previous=previous) if codec is None else codec.decompress(data, previous)
 
 
-#: The file decoded last in this process, by file (path, modification time, size): its pixels,
-#: and those of the slice it was decoded given (None if none): the next file of a series reads them.
-_decoded: dict[tuple, tuple] = {}
+#: The file decoded last in this process, by file (path, modification time, size): its pixels
+#: and those of the slice it was decoded given, by pixel CRC: the next file of a series reads them.
+_decoded: dict[tuple, dict[int, object]] = {}
 
 
-def previous_slices(path: Path, codec, crc: int) -> list:
-    """The decoded slices before ``path``, nearest first (the one before it, and the one before
-    that where the chain holds it), for a file ``medvae compress --series`` coded given the slice
-    whose pixel CRC is ``crc``: the ``.mvae`` beside it that decodes to that slice
-    (:func:`_file_before`), decoded after its own previous ones back to a key slice, coded alone
-    (at most ``KEY_EVERY − 1`` files from ``compress --series``). The file decoded last is kept,
-    so files decoded in slice order decode each file once. Raises :class:`BitstreamError` when a
-    file of the chain is missing, or the chain comes back to a file it passed."""
+def previous_slices(path: Path, codec, header) -> list | None:
+    """The decoded slices a file ``medvae compress --series`` coded given the slices before it
+    (``header``: its header) reads, nearest first, found by the pixel CRCs it records: the
+    ``.mvae`` beside it that decodes to its previous slice (:func:`_file_before`), decoded after
+    its own previous ones back to a key slice, coded alone (at most ``KEY_EVERY − 1`` files from
+    ``compress --series``). Each file of the chain reads the slices decoded before it by their
+    CRCs, not their places: slices with the same pixels (blank ones) may be found in another file
+    than the one coded. The file decoded last is kept, so files decoded in slice order decode
+    each file once. Raises :class:`BitstreamError` when a file of the chain is missing, or the
+    chain comes back to a file it passed."""
     import medvae
     from medvae.errors import BitstreamError
 
     chain = []  # the files before ``path`` back to one decoded alone (or already decoded), nearest first
     visited = {path.resolve()}
-    current, known = path, []
+    current, crc, decoded = path, header.previous_crc, {}
     while True:
         before = _file_before(current, crc, visited)
         visited.add(before.resolve())
         if _key(before) in _decoded:
-            known = [image for image in _decoded[_key(before)] if image is not None]
+            decoded.update(_decoded[_key(before)])
             break
         chain.append(before)
         crc = medvae.read_header(before.read_bytes()).previous_crc
@@ -125,11 +126,22 @@ def previous_slices(path: Path, codec, crc: int) -> list:
         if len(chain) > MAX_CHAIN:
             raise BitstreamError(f"{path.name}: more than {MAX_CHAIN} files each coded given the one before; refused")
         current = before
-    for before in reversed(chain):  # each file given the slices decoded just before it, nearest first
-        image = decode(before.read_bytes(), codec, known or None)
-        _remember(before, image, known[0] if known else None)
-        known = [image, *known][:MAX_PREVIOUS]
-    return known
+    for before in reversed(chain):  # each file given the slices decoded before it
+        data = before.read_bytes()
+        earlier = medvae.read_header(data)
+        read = _slices_read(earlier, decoded)
+        image = decode(data, codec, read)
+        _remember(before, image, earlier.pixels_crc, read, earlier.previous_crc)
+        decoded[earlier.pixels_crc] = image
+    return _slices_read(header, decoded)
+
+
+def _slices_read(header, decoded: dict) -> list | None:
+    """The slices a file reads (its previous slice, and the one before where it records it),
+    nearest first, among those ``decoded`` (by pixel CRC); None for a file coded alone or when
+    none is there (decoding then says what is missing)."""
+    wanted = (header.previous_crc, header.earlier_crc)
+    return [decoded[crc] for crc in wanted if crc is not None and crc in decoded] or None
 
 
 #: Longest chain of files coded each given the one before that decoding follows (``compress
@@ -137,11 +149,11 @@ def previous_slices(path: Path, codec, crc: int) -> list:
 MAX_CHAIN = 4096
 
 
-def _remember(path: Path, image, before) -> None:
-    """Keep the file decoded last (only it: the next file of its series reads it, and ``before``,
-    the slice it was decoded given)."""
+def _remember(path: Path, image, crc: int, read: list | None, previous_crc: int | None) -> None:
+    """Keep the file decoded last (only it: the next file of its series reads it, and the slice
+    it was decoded given, ``read[0]`` of pixel CRC ``previous_crc``)."""
     _decoded.clear()
-    _decoded[_key(path)] = (image, before)
+    _decoded[_key(path)] = {crc: image, **({previous_crc: read[0]} if read else {})}
 
 
 def _key(path: Path) -> tuple:

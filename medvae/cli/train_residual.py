@@ -49,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import medvae
-    from medvae.series import MAX_PREVIOUS
     from medvae.io.slices import manifest_slices
     from medvae.residual.model import CHANNELS, ResidualModel, deepened, widened, with_bounds, with_previous
     from medvae.residual.training import base_pairs, evaluate_bpp, load_pairs, save_pairs, series_pairs, train_residual
     from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
+    from medvae.series import MAX_PREVIOUS
 
     max_errors = _max_errors(args.max_errors)
     if args.series not in range(MAX_PREVIOUS + 1):

@@ -40,7 +40,8 @@ def test_a_volume_round_trips_slice_by_slice(coded):
     root, volume = coded
     files = sorted((root / "c" / "vol").glob("slice_*.mvae"))
     versions = [bitstream.read_header(f.read_bytes()).version for f in files]
-    assert versions == [8] + [9] * (KEY_EVERY - 1) + [8, 9]  # key slices alone, the others given the one before
+    series = bitstream.TWO_PREVIOUS_VERSION  # the shipped series model reads the two slices before
+    assert versions == [8] + [series] * (KEY_EVERY - 1) + [8, series]  # key slices alone, the others given the ones before
     for k, path in enumerate(sorted((root / "d" / "vol").glob("slice_*.npy"))):
         np.testing.assert_array_equal(np.load(path), volume[k])
 
@@ -85,12 +86,14 @@ def test_series_needs_a_bound_or_a_target(tmp_path, capsys):
 
 def test_rate_control_along_a_series(tmp_path, capsys):
     """``--series --psnr``: past the lossy model's reach, rate control's near-lossless files code
-    each slice given the one before (format 9); every slice meets the target, decoded from the folder."""
+    each slice given the ones before (format 10: the third slice reads two); every slice meets the target, decoded from the folder."""
     volume = _volume(3)
     np.save(tmp_path / "vol.npy", volume)
     assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--series", "--psnr", "70"]) == 0
     files = sorted((tmp_path / "c" / "vol").glob("slice_*.mvae"))
-    assert [bitstream.read_header(f.read_bytes()).version for f in files] == [8, 9, 9]
+    headers = [bitstream.read_header(f.read_bytes()) for f in files]
+    assert [h.version for h in headers] == [8, 10, 10]
+    assert headers[2].earlier_crc == headers[0].pixels_crc != headers[2].previous_crc  # the CLI passed both slices
     captured = capsys.readouterr()
     assert "PSNR 70 dB: max error" in captured.out + captured.err  # the rate note
     assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d")]) == 0
@@ -100,7 +103,7 @@ def test_rate_control_along_a_series(tmp_path, capsys):
 
 def test_a_dicom_series_of_one_file_per_slice_round_trips(tmp_path):
     """Files named against their anatomical order: coded in slice order (by Image Position), each
-    given the one before; decoded back, each file finding its previous one by its pixel CRC."""
+    given the ones before; decoded back, each file finding its previous ones by their pixel CRCs."""
     volume = _volume(3)[:, :, :64].astype(np.uint16) + 1000
     source = tmp_path / "in"
     source.mkdir()
@@ -115,7 +118,7 @@ def test_a_dicom_series_of_one_file_per_slice_round_trips(tmp_path):
         ds.save_as(source / name)
     assert main(["compress", str(source), "-o", str(tmp_path / "c"), "--lossless", "--series"]) == 0
     versions = {name: bitstream.read_header((tmp_path / "c" / f"{name}.mvae").read_bytes()).version for name in "cab"}
-    assert versions == {"c": 8, "a": 9, "b": 9}
+    assert versions == {"c": 8, "a": 10, "b": 10}
     assert main(["compress", str(source), "-o", str(tmp_path / "x"), "--lossless", "--series", "--workers", "2"]) == 2
     assert main(["decompress", str(tmp_path / "c" / "b.mvae"), str(tmp_path / "c" / "a.mvae"), "-o", str(tmp_path / "d")]) == 0
     for k, name in enumerate("cab"):
@@ -125,7 +128,8 @@ def test_a_dicom_series_of_one_file_per_slice_round_trips(tmp_path):
 
 def test_identical_slices_do_not_send_decoding_round_in_circles(tmp_path):
     """Blank slices decode to the same pixels, so a file's previous one is found by its CRC among
-    several: each is taken once, and the chain reaches its key slice."""
+    several: each is taken once, the chain reaches its key slice, and each file reads the slices
+    it was coded given by their CRCs (the chain may pass another blank file than the one coded)."""
     import medvae
 
     blank, first = np.full((32, 40), 7, np.int16), _volume(1)[0, :32, :40]
