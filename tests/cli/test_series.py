@@ -154,3 +154,18 @@ def test_a_damaged_dicom_header_is_coded_alone_not_a_crash(tmp_path):
     (tmp_path / "bad.dcm").write_bytes(data[:rows] + b"\x28\x00\x08\x00IS\x02\x00ab" + data[rows:])  # Number of Frames "ab"
     tasks = [Task(tmp_path / "bad.dcm", tmp_path / "out" / "bad")]
     assert series_order(tasks) == (tasks, {})
+
+
+def test_a_slice_after_a_lossy_choice_reads_only_that_slice(tmp_path):
+    """Rate control along a series may code a slice lossily (a constant slice meets any PSNR so):
+    its file reads no slice, so the next file reads it alone, and the folder decodes."""
+    volume = _volume(3)
+    volume[1] = 1000
+    np.save(tmp_path / "vol.npy", volume)
+    assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--series", "--psnr", "70"]) == 0
+    headers = [bitstream.read_header(f.read_bytes()) for f in sorted((tmp_path / "c" / "vol").glob("slice_*.mvae"))]
+    assert headers[1].previous_crc is None and headers[1].max_error is None  # lossy
+    assert headers[2].previous_crc == headers[2].earlier_crc == headers[1].pixels_crc
+    assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d")]) == 0
+    for k, path in enumerate(sorted((tmp_path / "d" / "vol").glob("slice_*.npy"))):
+        assert metrics.psnr(volume[k], np.load(path), 16) >= 70
