@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from medvae import bitstream, zoo
+from medvae import zoo
 from medvae.io.series import order_slices
 from medvae.rate_control import Ladder, Target, compress_to
 from medvae.series import is_key_slice, read_next
@@ -87,8 +87,7 @@ def series(files: list[Path], args: argparse.Namespace) -> int:
                 before = None if not given or is_key_slice(k, image, decoded[0] if decoded else None) else decoded
                 previous = compress_to(image, target, ladder, bits_stored=int(ds.BitsStored), previous=previous if warm else None,
                                        previous_slice=before)
-                read = before if before is not None and bitstream.read_header(previous.data).previous_crc is not None else None  # a lossy choice read none
-                decoded = read_next(previous.pixels, read)
+                decoded = read_next(previous.pixels, before, previous.data)
                 chosen.append(previous)
             runs.append(((time.perf_counter() - start) / len(datasets), chosen))
         (cold, cold_files), (warm_s, warm_files), (_, series_files) = runs

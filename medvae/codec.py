@@ -366,7 +366,7 @@ class Codec:
         for k, image in enumerate(tqdm(images, desc="series", unit="slice", disable=not progress)):
             read = None if is_key_slice(k, image, decoded[0] if decoded else None, key_every) else decoded
             data, pixels = self.compress_with_pixels(image, max_error=max_error, previous=read, **options)
-            decoded = read_next(pixels, read)
+            decoded = read_next(pixels, read, data)
             files.append(data)
         return files
 
@@ -675,15 +675,14 @@ class Codec:
                 raise BitstreamError(f"the {which} given is not the one this file was coded with (checksum {crc:08x})")
             return before
 
-        first = checked(slices[0], header.previous_crc, "previous slice")
-        if header.earlier_crc is None:
-            return first[None]
-        if header.earlier_crc == header.previous_crc:  # the previous slice was its series' first or a key slice
-            return np.stack([first, first])
-        if len(slices) < 2:
-            raise BitstreamError("this file was coded given the two slices before it; decode it with "
-                                 "decompress(data, previous=[the previous slice, the one before]) or decompress_series")
-        return np.stack([first, checked(slices[1], header.earlier_crc, "slice before the previous one")])
+        read = [checked(slices[0], header.previous_crc, "previous slice")]
+        count = 1 if header.earlier_crc is None else 2
+        if count == 2 and header.earlier_crc != header.previous_crc:  # else the previous slice was read twice (a key slice's next)
+            if len(slices) < 2:
+                raise BitstreamError("this file was coded given the two slices before it; decode it with "
+                                     "decompress(data, previous=[the previous slice, the one before]) or decompress_series")
+            read.append(checked(slices[1], header.earlier_crc, "slice before the previous one"))
+        return previous_planes(read, count)  # as the encoder built them
 
     def _add_residual(
         self, header: bitstream.Header, base: np.ndarray, exceptions: Exceptions | None, previous: np.ndarray | None = None

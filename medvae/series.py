@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from medvae import bitstream
 from medvae.errors import InputError
 
 #: :meth:`medvae.Codec.compress_series` codes every 8th slice alone: a slice decodes after at most 7 others.
@@ -54,9 +55,11 @@ def as_slices(previous) -> list[np.ndarray] | None:
     return slices
 
 
-def read_next(pixels: np.ndarray, read: list[np.ndarray] | None) -> list[np.ndarray]:
+def read_next(pixels: np.ndarray, offered: list[np.ndarray] | None, data: bytes) -> list[np.ndarray]:
     """The slices the next slice of a series is coded given, nearest first: this slice's decoded
-    ``pixels``, then those it was coded given (``read``; None for a key slice), at most
-    :data:`MAX_PREVIOUS`. What :meth:`medvae.Codec.compress_series` and ``medvae compress
-    --series`` pass along."""
+    ``pixels``, then those its file ``data`` was coded given (``offered``, None for a key slice;
+    none if the file records no previous slice: a lossy rate-control choice reads none, and a
+    decoder's chain stops at it), at most :data:`MAX_PREVIOUS`. What
+    :meth:`medvae.Codec.compress_series` and ``medvae compress --series`` pass along."""
+    read = offered if offered is not None and bitstream.read_header(data).previous_crc is not None else None
     return [pixels, *(read or [])][:MAX_PREVIOUS]

@@ -70,8 +70,8 @@ def rate_ladder(model: str, quality: float | None, codec):
 
 def compress_file(task: Task) -> batch.Outcome:
     """Compress every slice of one input file; never raises."""
-    from medvae import bitstream, source_metadata
     from medvae import io as mio
+    from medvae import source_metadata
 
     options: Options = _state["options"]
     codec = _state["codec"]
@@ -109,8 +109,7 @@ def compress_file(task: Task) -> batch.Outcome:
                 data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
             publish(targets[i], data, overwrite=options.force)
             if position is not None:  # written: the next slice of its series may follow it, and read what it read
-                read = before if before is not None and bitstream.read_header(data).previous_crc is not None else None  # a lossy choice read none
-                _state["last"] = (*position, read_next(decoded, read))
+                _state["last"] = (*position, read_next(decoded, before, data))
             h, w = stack.pixels[i].shape
             count(outcome, targets[i], len(data), len(data) - len(meta), h * w)
             batch.progress(task.source, n + 1, len(todo))

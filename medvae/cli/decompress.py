@@ -110,7 +110,7 @@ def previous_slices(path: Path, codec, header) -> list | None:
     import medvae
     from medvae.errors import BitstreamError
 
-    chain = []  # the files before ``path`` back to one decoded alone (or already decoded), nearest first
+    chain = []  # (file, bytes, header) before ``path`` back to one decoded alone (or already decoded), nearest first
     visited = {path.resolve()}
     current, crc, decoded = path, header.previous_crc, {}
     while True:
@@ -119,16 +119,15 @@ def previous_slices(path: Path, codec, header) -> list | None:
         if _key(before) in _decoded:
             decoded.update(_decoded[_key(before)])
             break
-        chain.append(before)
-        crc = medvae.read_header(before.read_bytes()).previous_crc
+        data = before.read_bytes()
+        chain.append((before, data, medvae.read_header(data)))
+        crc = chain[-1][2].previous_crc
         if crc is None:
             break
         if len(chain) > MAX_CHAIN:
             raise BitstreamError(f"{path.name}: more than {MAX_CHAIN} files each coded given the one before; refused")
         current = before
-    for before in reversed(chain):  # each file given the slices decoded before it
-        data = before.read_bytes()
-        earlier = medvae.read_header(data)
+    for before, data, earlier in reversed(chain):  # each file given the slices decoded before it
         read = _slices_read(earlier, decoded)
         image = decode(data, codec, read)
         _remember(before, image, earlier.pixels_crc, read, earlier.previous_crc)
