@@ -85,6 +85,7 @@ def test_an_interrupted_pool_returns_although_workers_reported_more_than_a_pipe_
     script = tmp_path / "interrupt.py"
     script.write_text(
         "from pathlib import Path\n"
+        "from tqdm import tqdm\n"
         "from medvae.cli import batch\n"
         "from medvae.cli.files import Task\n"
         "from tests.cli.test_progress import chatty\n"
@@ -93,7 +94,7 @@ def test_an_interrupted_pool_returns_although_workers_reported_more_than_a_pipe_
         "if __name__ == '__main__':\n"
         "    tasks = [Task(Path('quick'), Path('q')), Task(Path('chatty.nii.gz'), Path('c'))]\n"
         "    try:\n"
-        "        batch._run_pool(tasks, chatty, 2, None, (), False, record, batch._SliceProgress(None))\n"
+        "        batch._run_pool(tasks, chatty, 2, None, (), False, record, batch._SliceProgress(tqdm(disable=True)))\n"
         "    except KeyboardInterrupt:\n"
         "        print('interrupted')\n"
     )
