@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import hashlib
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -68,11 +67,6 @@ class _Encoded(NamedTuple):
     value_range: tuple[int, int]
     exceptions: Exceptions  # padding and extremes, stored exactly
     x: NormalizedImage  # the model's input: the image in [0, 1], padded to the stride
-
-
-def _pixels_key(pixels: np.ndarray) -> tuple:
-    """Identifies an image by its pixels (a 128-bit digest), shape and dtype."""
-    return hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16).digest(), pixels.shape, pixels.dtype.str
 
 
 class BaseLayer(NamedTuple):
@@ -170,7 +164,6 @@ class Codec:
         self._set_quality(quality)  # checks it
         #: Other weights of this family the lossy encoder chooses from per image (see ``alternatives``).
         self.alternatives = tuple(alternatives)
-        self._bases: dict[tuple, np.ndarray] = {}  # base_of's latest results, by _pixels_key
         for other in self.alternatives:
             if not (self.variable_rate and other.variable_rate and other.name == self.name and other.model.config["lmbdas"] == self.model.config["lmbdas"]):
                 raise InputError(f"alternative weights must be variable-rate {self.name} weights with the same levels")
@@ -296,39 +289,6 @@ class Codec:
         encoded = self._encode(image, None, padding_value=padding_value)
         return BaseLayer(encoded.decoded, encoded.value_range, encoded.exceptions.exact(image.shape))
 
-    #: How many slices' bases :meth:`base_of` keeps (a series slice reads the two before it).
-    KEPT_BASES = 4
-
-    def base_of(self, pixels: np.ndarray) -> np.ndarray:
-        """The base layer's pixels for ``pixels`` coded with the default options
-        (:meth:`base_layer`): a function of the pixels alone, which every encoder and decoder
-        computes identically (the lossy coder is exact), so a series residual model can read
-        the previous slices' residuals against their own bases from nothing but the decoded
-        slices. The latest results are kept: a series slice is read by the next two."""
-        key = _pixels_key(pixels)
-        if key not in self._bases:
-            self._keep_base(key, self.base_layer(pixels).pixels)
-        return self._bases[key]
-
-    def _keep_base(self, key: tuple, base: np.ndarray) -> None:
-        self._bases[key] = base
-        while len(self._bases) > self.KEPT_BASES:
-            del self._bases[next(iter(self._bases))]
-
-    def _coder_previous(self, previous: np.ndarray | None, residual: Residual) -> np.ndarray | None:
-        """What the residual coder reads of the previous slices ((n, H, W) planes): the slices,
-        and for a model that reads their residuals, then their bases (:meth:`base_of`)."""
-        if previous is None or not residual.coder.previous_residuals:
-            return previous
-        return np.concatenate([previous, np.stack([self.base_of(p) for p in previous])])
-
-    def _remember_base(self, image: np.ndarray, encoded: _Encoded, max_error: int | None, options: dict) -> None:
-        """Keep a lossless file's base as :meth:`base_of` its pixels when it is that (the
-        default options), so the next slice of a series reads it without coding it again."""
-        reads = self.series_residual is not None and self.series_residual.model.previous_residuals
-        if reads and max_error == 0 and not self.variable_rate and not any(options.values()):
-            self._keep_base(_pixels_key(image), encoded.decoded)
-
     def compress(
         self,
         image: np.ndarray,
@@ -441,8 +401,7 @@ class Codec:
         image = check_image(image)
         previous = self._previous_planes(previous, image, residual)
         encoded = self._base(image, **options, keep_pixels=True)
-        coder_previous = self._coder_previous(previous, residual)
-        first_pass = functools.cache(lambda bounds: residual.coder.first_pass(encoded.decoded, encoded.value_range, coder_previous, bounds))
+        first_pass = functools.cache(lambda bounds: residual.coder.first_pass(encoded.decoded, encoded.value_range, previous, bounds))
 
         def write(max_error: int, tighter_passes: int = 0) -> tuple[bytes, np.ndarray]:
             self._check_residual(max_error)
@@ -495,9 +454,7 @@ class Codec:
             return codec._container(image, encoded, bits_stored, metadata)
         previous = self._previous_planes(previous, image, residual)
         encoded = self._base(image, **options, keep_pixels=True)
-        data, final = self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, previous=previous)
-        self._remember_base(image, encoded, max_error, options)
-        return data, final
+        return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, previous=previous)
 
     @staticmethod
     def _previous_planes(previous, image: np.ndarray, residual: Residual) -> np.ndarray | None:
@@ -590,7 +547,7 @@ class Codec:
         if residual is not None:
             residual_strings, final = residual.coder.encode(
                 image, encoded.decoded, encoded.value_range, max_error, tighter_passes, first_pass,
-                exceptions.exact(image.shape), self._coder_previous(previous, residual),
+                exceptions.exact(image.shape), previous,
             )
             crc = bitstream.pixels_crc(final)
         header = bitstream.Header(
@@ -740,7 +697,7 @@ class Codec:
             return residual.coder.decode(
                 list(header.residual_strings), base, header.value_range, header.max_error, header.tighter_passes,
                 exact, bounded=header.version in bitstream.BOUNDED_VERSIONS,
-                previous=self._coder_previous(previous, residual),
+                previous=previous,
             )
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"residual decoding failed: {exc}") from None

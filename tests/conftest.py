@@ -50,22 +50,17 @@ def small_residual(codec: medvae.Codec, image: np.ndarray, seed: int = 3):
 
 
 def small_series_residual(
-    codec: medvae.Codec, image: np.ndarray, previous: np.ndarray, seed: int = 4, bounds: bool = False, count: int = 1,
-    previous_residuals: bool = False,
+    codec: medvae.Codec, image: np.ndarray, previous: np.ndarray, seed: int = 4, bounds: bool = False, count: int = 1
 ):
-    """An untrained series residual model (8 channels, reading the ``count`` previous slices, with
-    ``bounds`` the error bounds of its context, with ``previous_residuals`` the previous slices'
-    residuals) for ``codec``'s base, calibrated on ``image`` after ``previous`` (one slice, or
-    ``count`` of them stacked, nearest first)."""
+    """An untrained series residual model (8 channels, reading the ``count`` previous slices, and
+    with ``bounds`` the error bounds of its context) for ``codec``'s base, calibrated on ``image``
+    after ``previous`` (one slice, or ``count`` of them stacked, nearest first)."""
     from medvae.residual.model import ResidualModel
     from medvae.residual.weights import Residual, calibrate_residual
 
     torch.manual_seed(seed)
-    model = ResidualModel(channels=8, previous=count, bounds=bounds, previous_residuals=previous_residuals)
+    model = ResidualModel(channels=8, previous=count, bounds=bounds)
     base, value_range, _ = codec.base_layer(image)
-    if previous_residuals:  # the slices, then their bases
-        planes = previous.reshape(-1, *image.shape)
-        previous = np.concatenate([planes, np.stack([codec.base_of(p) for p in planes])])
     return Residual(model, calibrate_residual(model, [(image, base, value_range, previous)]))
 
 

@@ -36,9 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a series model: each slice of a volume also conditions on the N slices before it "
                         "(1, the default, or 2; trained on the volumes' consecutive slices; --init starts from a plain "
                         "model, or one reading fewer slices, unchanged)")
-    parser.add_argument("--previous-residuals", action="store_true",
-                        help="a series model that also reads each previous slice's residual against its own base "
-                        "(--init starts from a series model that does not, unchanged)")
     parser.add_argument("--max-errors", default="0", metavar="T,T,…",
                         help="error bounds to train for (default 0: lossless); with any other, the model also reads the "
                         "error bound of each decoded residual (--init starts from a model that does not, unchanged), and "
@@ -53,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     import medvae
     from medvae.io.slices import manifest_slices
-    from medvae.residual.model import CHANNELS, ResidualModel, deepened, widened, with_bounds, with_previous, with_previous_residuals
+    from medvae.residual.model import CHANNELS, ResidualModel, deepened, widened, with_bounds, with_previous
     from medvae.residual.training import base_pairs, evaluate_bpp, load_pairs, save_pairs, series_pairs, train_residual
     from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
     from medvae.series import MAX_PREVIOUS
@@ -80,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
         if len(pairs) != len(slices) or any(not np.array_equal(p.image, s.pixels) for p, s in zip(pairs, slices)):
             raise SystemExit(f"medvae train-residual: {cache} holds other slices than the {split} split of {args.data}; "
                              "choose another --pairs")
-        return series_pairs(pairs, slices, args.series, bases=start.previous_residuals)
+        return series_pairs(pairs, slices, args.series)
 
+    train, val = pairs_of("train"), pairs_of("val")
     torch.manual_seed(0)  # a fresh model starts the same in every run, so a resumed run recognises its start
     start = load_residual(args.init).model if args.init else ResidualModel(args.channels or CHANNELS)
     if args.channels and args.channels != start.channels:
@@ -94,11 +92,6 @@ def run(args: argparse.Namespace) -> int:
         start = with_previous(start, args.series)
     if max_errors != (0,) and not start.bounds:
         start = with_bounds(start)
-    if args.previous_residuals and not start.previous_residuals:
-        if not args.series:
-            raise SystemExit("medvae train-residual: --previous-residuals is for a series model (--series)")
-        start = with_previous_residuals(start)
-    train, val = pairs_of("train"), pairs_of("val")
     if not train:
         raise SystemExit(f"medvae train-residual: no training {'pairs of consecutive slices' if args.series else 'slices'} in {args.data}")
     model, log = train_residual(train, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, bf16=args.bf16,

@@ -66,13 +66,11 @@ class _Inputs:
 
     def __init__(
         self, base: np.ndarray, residual: np.ndarray, known: np.ndarray, value_range: tuple[int, int], frac: int,
-        previous: np.ndarray | None, bound: np.ndarray | None, previous_bases: np.ndarray | None = None,
+        previous: np.ndarray | None, bound: np.ndarray | None,
     ):
         self.base, self.residual, self.known, self.frac, self.previous, self.bound = base, residual, known, frac, previous, bound
-        self.previous_bases = previous_bases
         self.lo, self.hi = (float(v) for v in value_range)
-        count = 0 if previous is None else len(previous)
-        self.shape = (1, input_channels(count, bound is not None, previous_bases is not None), base.shape[0] // 2, base.shape[1] // 2)
+        self.shape = (1, input_channels(0 if previous is None else len(previous), bound is not None), base.shape[0] // 2, base.shape[1] // 2)
 
     def crop(self, r0: int, r1: int, c0: int, c1: int) -> Fixed:
         size = (2 * (r1 - r0), 2 * (c1 - c0))
@@ -80,7 +78,7 @@ class _Inputs:
         optional = lambda a: None if a is None else region(a).to(torch.float64)  # noqa: E731
         inputs = model_inputs(
             region(self.base).to(torch.float64), region(self.residual).to(torch.float64), region(self.known),
-            self.lo, self.hi, optional(self.previous), optional(self.bound), optional(self.previous_bases),
+            self.lo, self.hi, optional(self.previous), optional(self.bound),
         )
         return from_real(inputs, self.frac)
 
@@ -104,9 +102,6 @@ class ResidualCoder:
         #: A series model: how many previous slices of the series every call needs (their decoded
         #: pixels, :meth:`_previous`); 0 for a model that codes a slice alone.
         self.series = model.previous
-        #: The series model also reads the previous slices' residuals: every call needs their
-        #: bases too (after the slices: :func:`medvae.residual.model.split_previous`).
-        self.previous_residuals = model.previous_residuals
         #: The model reads each pixel's error bound (:func:`bound_map`).
         self.bounds = model.bounds
 
@@ -122,10 +117,8 @@ class ResidualCoder:
         k = block_offset(phase)
         h, w = base.shape[0] // 2, base.shape[1] // 2
         mean, log2_scale = np.empty((h, w), np.int64), np.empty((h, w), np.float64)
-        slices, bases = (previous, None) if previous is None or not self.previous_residuals else (previous[: self.series], previous[self.series :])
-        inputs = _Inputs(base, residual, known, value_range, self.input_frac, slices, bound if self.bounds else None, bases)
         with torch.inference_mode():
-            for (r0, r1, c0, c1), part in self.nets[k](inputs).tiles():
+            for (r0, r1, c0, c1), part in self.nets[k](_Inputs(base, residual, known, value_range, self.input_frac, previous, bound if self.bounds else None)).tiles():
                 unit = pow2(-part.frac)
                 mu = torch.round(part.value[0, 0] * unit * span / CONTEXT_GAIN)  # < 2^24 · 2^17, then a power of two: exact
                 mean[r0:r1, c0:c1] = mu.cpu().numpy()
@@ -146,13 +139,11 @@ class ResidualCoder:
     def _previous(self, previous: np.ndarray | None, base: np.ndarray) -> np.ndarray | None:
         """The previous slices as the network reads them ((n, H', W'), even-sized, int32), or
         None; an :class:`InputError` when a series model lacks them or gets another number of
-        slices, or another model is given any. ``previous``: one slice (H, W), or (n, H, W), nearest
-        first; for a model that reads the previous residuals, (2n, H, W): the slices, then their bases."""
+        slices, or another model is given any. ``previous``: one slice (H, W), or (n, H, W), nearest first."""
         planes = None if previous is None else previous.reshape(-1, *previous.shape[-2:])
-        needed = self.series * (1 + self.previous_residuals)
-        if (0 if planes is None else len(planes)) != needed:
-            what = f"{self.series} previous slice(s) of its series" + (f" and their bases ({needed} planes)" if self.previous_residuals else "")
-            raise InputError(f"this residual model codes a slice given {what}, not {0 if planes is None else len(planes)}")
+        if (0 if planes is None else len(planes)) != self.series:
+            raise InputError(f"this residual model codes a slice given {self.series} previous slice(s) of its series, "
+                             f"not {0 if planes is None else len(planes)}")
         if planes is None:
             return None
         if planes.shape[1:] != base.shape:

@@ -42,12 +42,6 @@ PREVIOUS_CHANNELS = 4
 #: (4 more per block; 0 where lossless), in the units of the residuals: how coarse its decoded
 #: context is, and how coarsely its own pixels will be coded (:func:`model_inputs`).
 BOUND_CHANNELS = 4
-#: A series model that reads the previous slices' residuals also reads, per previous slice, its
-#: pixels less the base that slice's own pixels give (:meth:`medvae.Codec.base_of`), 4 more per
-#: block and slice, in the units of the decoded residuals: the lossy base drops much the same
-#: texture from neighbouring slices, so what it dropped from the slice before predicts what it
-#: dropped here (a linear fit on the CT test series: 0.06 bits a pixel beyond the slices themselves).
-PREVIOUS_RESIDUAL_CHANNELS = 4
 CHANNELS = 24
 #: Negative slope of every LeakyReLU (a power of two: the exact twin's product is exact).
 SLOPE = 0.125
@@ -61,23 +55,17 @@ class ResidualModel(nn.Module):
     convolution deepen the network and widen what it sees by two half-resolution pixels each.
     ``previous``: a series model's number of previous slices it reads (0: a slice alone; 1: the
     slice before; 2: also the one before that); ``bounds``: a model that also reads each pixel's
-    error bound; ``previous_residuals``: a series model that also reads each previous slice's
-    residual against its own base (:func:`model_inputs`)."""
+    error bound (:func:`model_inputs`)."""
 
     model_name = "residual"
 
-    def __init__(
-        self, channels: int = CHANNELS, blocks: int = 0, previous: int = 0, bounds: bool = False, previous_residuals: bool = False
-    ):
+    def __init__(self, channels: int = CHANNELS, blocks: int = 0, previous: int = 0, bounds: bool = False):
         super().__init__()
         if int(previous) not in range(MAX_PREVIOUS + 1):
             raise ValueError(f"a residual model reads 0 to {MAX_PREVIOUS} previous slices, not {previous}")
-        if previous_residuals and not previous:
-            raise ValueError("only a series model (previous >= 1) reads the previous slices' residuals")
         self.channels, self.blocks, self.previous, self.bounds = channels, blocks, int(previous), bool(bounds)
-        self.previous_residuals = bool(previous_residuals)
         self.net = nn.Sequential(
-            nn.Conv2d(input_channels(previous, bounds, previous_residuals), channels, 3, padding=1),
+            nn.Conv2d(input_channels(previous, bounds), channels, 3, padding=1),
             nn.LeakyReLU(SLOPE),
             nn.Conv2d(channels, channels, 3, padding=1),
             nn.LeakyReLU(SLOPE),
@@ -99,16 +87,9 @@ class ResidualModel(nn.Module):
         return self.net(inputs)
 
 
-def input_channels(previous: int, bounds: bool, previous_residuals: bool = False) -> int:
-    """Input channels of a residual network: 12, plus 4 per previous slice, plus 4 for the bounds,
-    plus 4 per previous slice for their residuals."""
-    return IN_CHANNELS + (PREVIOUS_CHANNELS + PREVIOUS_RESIDUAL_CHANNELS * previous_residuals) * previous + BOUND_CHANNELS * bounds
-
-
-def kind(model: ResidualModel) -> dict:
-    """What a residual model's shape is made of: its constructor's arguments (saved with its weights)."""
-    return {"channels": model.channels, "blocks": model.blocks, "previous": model.previous, "bounds": model.bounds,
-            "previous_residuals": model.previous_residuals}
+def input_channels(previous: int, bounds: bool) -> int:
+    """Input channels of a residual network: 12, plus 4 per previous slice, plus 4 for the bounds."""
+    return IN_CHANNELS + PREVIOUS_CHANNELS * previous + BOUND_CHANNELS * bounds
 
 
 def _block(channels: int) -> ResidualBlock:
@@ -125,7 +106,7 @@ def deepened(model: ResidualModel, blocks: int, seed: int = 0) -> ResidualModel:
     if blocks < model.blocks:
         raise ValueError(f"cannot remove blocks from a residual model with {model.blocks}")
     generator = torch.Generator().manual_seed(seed)
-    deep = ResidualModel(**{**kind(model), "blocks": blocks})
+    deep = ResidualModel(model.channels, blocks, model.previous, model.bounds)
     last = len(model.net) - 1  # the old last layer's index: the new blocks go there, the last layer after them
     with torch.no_grad():
         for layer in range(last):
@@ -147,7 +128,7 @@ def widened(model: ResidualModel, channels: int, seed: int = 0) -> ResidualModel
     if model.blocks:
         raise ValueError("widen a residual model before deepening it")
     generator = torch.Generator().manual_seed(seed)
-    wide = ResidualModel(**{**kind(model), "channels": channels})
+    wide = ResidualModel(channels, previous=model.previous, bounds=model.bounds)
     convs = [m for m in wide.net if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
         for new, old in zip(convs, (m for m in model.net if isinstance(m, nn.Conv2d))):
@@ -165,10 +146,8 @@ def with_previous(model: ResidualModel, count: int = 1) -> ResidualModel:
     the trained loss (a plain model, or a series model reading fewer slices)."""
     if model.previous >= count:
         raise ValueError(f"the residual model already reads {model.previous} previous slice(s)")
-    if model.previous_residuals:
-        raise ValueError("add previous slices before their residuals (with_previous_residuals)")
     at = IN_CHANNELS + PREVIOUS_CHANNELS * model.previous
-    return _with_inputs(model, at, PREVIOUS_CHANNELS * (count - model.previous), previous=count)
+    return _with_inputs(model, at, PREVIOUS_CHANNELS * (count - model.previous), previous=count, bounds=model.bounds)
 
 
 def with_bounds(model: ResidualModel) -> ResidualModel:
@@ -176,24 +155,12 @@ def with_bounds(model: ResidualModel) -> ResidualModel:
     inputs' weights start at zero), so near-lossless training starts from the trained loss."""
     if model.bounds:
         raise ValueError("the residual model already reads the error bounds")
-    if model.previous_residuals:
-        raise ValueError("add the bounds before the previous slices' residuals (with_previous_residuals)")
-    return _with_inputs(model, input_channels(model.previous, False), BOUND_CHANNELS, bounds=True)
+    return _with_inputs(model, input_channels(model.previous, False), BOUND_CHANNELS, previous=model.previous, bounds=True)
 
 
-def with_previous_residuals(model: ResidualModel) -> ResidualModel:
-    """A series ``model`` that also reads its previous slices' residuals against their own bases,
-    computing the same function (the new inputs' weights start at zero)."""
-    if not model.previous or model.previous_residuals:
-        raise ValueError("with_previous_residuals takes a series model that does not read the residuals yet")
-    at = input_channels(model.previous, model.bounds)
-    return _with_inputs(model, at, PREVIOUS_RESIDUAL_CHANNELS * model.previous, previous_residuals=True)
-
-
-def _with_inputs(model: ResidualModel, at: int, count: int, **changed) -> ResidualModel:
-    """``model`` with ``count`` zero-weight input channels inserted at channel ``at`` of its first
-    layer, and the constructor arguments ``changed``."""
-    out = ResidualModel(**{**kind(model), **changed})
+def _with_inputs(model: ResidualModel, at: int, count: int, previous: int, bounds: bool) -> ResidualModel:
+    """``model`` with ``count`` zero-weight input channels inserted at channel ``at`` of its first layer."""
+    out = ResidualModel(model.channels, model.blocks, previous, bounds)
     state = model.state_dict()
     first = state["net.0.weight"]
     state["net.0.weight"] = torch.cat([first[:, :at], first.new_zeros((first.shape[0], count, *first.shape[2:])), first[:, at:]], 1)
@@ -216,7 +183,7 @@ def block_offset(phase: tuple[int, int]) -> int:
 
 def model_inputs(
     base: Tensor, residual: Tensor, known: Tensor, lo: Tensor | float, hi: Tensor | float, previous: Tensor | None = None,
-    bound: Tensor | None = None, previous_bases: Tensor | None = None,
+    bound: Tensor | None = None,
 ) -> Tensor:
     """The network's (B, 12, H/2, W/2) input from (B, 1, H, W) integer-valued tensors (H, W even):
     the base reconstruction, the decoded residuals (read where ``known``) and ``known``, each
@@ -224,10 +191,8 @@ def model_inputs(
     nearest first), 4 more per slice: its decoded pixels less the base, scaled and clamped as the
     residuals are; with ``bound`` (a
     model that reads the bounds), 4 more: each pixel's error bound (that of its pass, decoded or
-    not: :func:`medvae.residual.coder.bound_map`), scaled as the residuals are and clamped; with
-    ``previous_bases`` (a model that reads the previous residuals: the bases of the ``previous``
-    slices' own pixels, (B, n, H, W)), 4 more per slice: its pixels less its base, scaled and
-    clamped as the residuals are. Each value is one correctly rounded division and an exact clamp (of an exact integer
+    not: :func:`medvae.residual.coder.bound_map`), scaled as the residuals are and clamped.
+    Each value is one correctly rounded division and an exact clamp (of an exact integer
     difference), and the rearrangement moves values only, so the exact coder computes it identically."""
     span = hi - lo
     context = torch.where(known, residual * CONTEXT_GAIN / span, torch.zeros_like(residual))
@@ -236,8 +201,6 @@ def model_inputs(
         planes.append(((previous - base) * CONTEXT_GAIN / span).clamp(-CONTEXT_LIMIT, CONTEXT_LIMIT))
     if bound is not None:
         planes.append((bound * CONTEXT_GAIN / span).clamp(0.0, CONTEXT_LIMIT))
-    if previous_bases is not None:
-        planes.append(((previous - previous_bases) * CONTEXT_GAIN / span).clamp(-CONTEXT_LIMIT, CONTEXT_LIMIT))
     return F.pixel_unshuffle(torch.cat(planes, dim=1), 2)
 
 
@@ -328,8 +291,7 @@ def residual_bits(
     ``lo``, ``hi`` (B, 1, 1, 1) the base layer's intensity mapping, which bounds every pixel the
     base does not restore exactly (pixels outside it are exact: they cost nothing). The mean is
     rounded as the coder rounds it (straight-through), so the loss is the coder's cost, escapes included.
-    ``previous``: the previous slices of each image's series (B, n, H, W), for a series model;
-    for one that reads their residuals (B, 2n, H, W): the n slices, then their n bases.
+    ``previous``: the previous slices of each image's series (B, n, H, W), for a series model.
     ``max_error``: the error bound τ (an int, or one per image as (B, 1, 1, 1)); 0 is lossless.
     """
     return pass_bits(model, image, base, lo, hi, previous, max_error).sum(1)
@@ -364,12 +326,11 @@ def pass_laws(
     near_lossless = bool((tau > 0).any())
     decoded = [torch.zeros_like(blocks[:, :1])] * 4  # per block offset
     bound = tau.expand_as(residual) if model.bounds else None  # every pixel's
-    previous, previous_bases = split_previous(model, previous)
     known = torch.zeros_like(residual, dtype=torch.bool)
     span = hi - lo
     for phase in PHASES:
         k = block_offset(phase)
-        out = model(model_inputs(base, F.pixel_shuffle(torch.cat(decoded, 1), 2), known, lo, hi, previous, bound, previous_bases))
+        out = model(model_inputs(base, F.pixel_shuffle(torch.cat(decoded, 1), 2), known, lo, hi, previous, bound))
         mean = out[:, 2 * k : 2 * k + 1] * span / CONTEXT_GAIN
         mean = mean + (torch.round(mean) - mean).detach()
         scale = torch.exp2((out[:, 2 * k + 1 : 2 * k + 2] + torch.log2(span / step)).clamp(min=-5.0, max=14.0))  # the symbols' (the coder's table range)
@@ -383,18 +344,6 @@ def pass_laws(
         yield symbol, scale, below, above
         decoded[k] = torch.where(at_exact, pixel, torch.minimum(torch.maximum(mean + step * symbol, lowest), highest)).detach()
         known = known | phase_mask(residual.shape, phase, residual.device)
-
-
-def split_previous(model: ResidualModel, previous: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
-    """(slices, their bases) of a (B, n or 2n, H, W) ``previous``: the bases are the last n planes
-    for a model that reads the previous residuals, else None; a :class:`ValueError` for another count."""
-    count = 0 if previous is None else previous.shape[1]
-    if count != model.previous * (1 + model.previous_residuals):
-        raise ValueError(f"this residual model reads {model.previous} previous slice(s)"
-                         f"{' and their bases' if model.previous_residuals else ''}, not {count} planes")
-    if not model.previous_residuals:
-        return previous, None
-    return previous[:, : model.previous], previous[:, model.previous :]
 
 
 def _to_bounds(

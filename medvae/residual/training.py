@@ -33,25 +33,16 @@ from medvae.training.budget import steps_that_fit
 class Pair:
     """One training slice: the stored integers, the base layer's reconstruction, its mapping,
     and for a series model the previous slices of its series ((H, W) for one, (n, H, W) for
-    n, nearest first), and for one that reads their residuals, their bases ((n, H, W))."""
+    n, nearest first)."""
 
     image: np.ndarray
     base: np.ndarray
     value_range: tuple[int, int]
     previous: np.ndarray | None = None
-    previous_bases: np.ndarray | None = None
-
-    @property
-    def previous_input(self) -> np.ndarray | None:
-        """What the model reads of the slices before ((k, H, W) or None): the slices, then their
-        bases if it has them (:func:`medvae.residual.model.split_previous`)."""
-        if self.previous_bases is None:
-            return self.previous
-        return np.concatenate([self.previous.reshape(-1, *self.image.shape), self.previous_bases])
 
     def __iter__(self):
-        """(image, base, value_range, previous input): what :func:`medvae.residual.weights.calibrate_residual` takes."""
-        return iter((self.image, self.base, self.value_range, self.previous_input))
+        """(image, base, value_range, previous): what :func:`medvae.residual.weights.calibrate_residual` takes."""
+        return iter((self.image, self.base, self.value_range, self.previous))
 
 
 def base_pairs(codec: Codec, slices: list[Slice], progress: bool = True) -> list[Pair]:
@@ -76,22 +67,19 @@ def _objects(arrays: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def series_pairs(pairs: list[Pair], slices: list[Slice], count: int = 1, bases: bool = False) -> list[Pair]:
+def series_pairs(pairs: list[Pair], slices: list[Slice], count: int = 1) -> list[Pair]:
     """The pairs (one per slice of ``slices``) whose slice follows another of its series, each
     with the ``count`` slices before it as ``previous`` (nearest first; the second slice of a
-    series has one, given twice, as the coder gives it: :func:`medvae.series.previous_planes`)
-    and, with ``bases``, their bases as ``previous_bases`` (each slice's own: what the coder
-    computes from a losslessly decoded slice): what a series model trains on. Series as the evaluation finds them
+    series has one, given twice, as the coder gives it: :func:`medvae.series.previous_planes`):
+    what a series model trains on. Series as the evaluation finds them
     (:func:`medvae.evaluation.datasets.group_series`: a volume's slices, or one DICOM series'
     files, in anatomical order)."""
     out = []
     for group in group_series(slices):
         for at in range(1, len(group)):
-            indexes = list(reversed(group[max(0, at - count) : at]))
-            before = [slices[j].pixels for j in indexes]
+            before = [slices[j].pixels for j in reversed(group[max(0, at - count) : at])]
             previous = before[0] if count == 1 else previous_planes(before, count)
-            their_bases = previous_planes([pairs[j].base for j in indexes], count) if bases else None
-            out.append(Pair(pairs[group[at]].image, pairs[group[at]].base, pairs[group[at]].value_range, previous, their_bases))
+            out.append(Pair(pairs[group[at]].image, pairs[group[at]].base, pairs[group[at]].value_range, previous))
     return out
 
 
@@ -121,7 +109,7 @@ def _batch(pairs: list[Pair], rng: np.random.Generator, size: int, crop: int) ->
         images.append(p.image[window].astype(np.float32))
         bases.append(p.base[window].astype(np.float32))
         if p.previous is not None:
-            previous.append(p.previous_input.reshape(-1, h, w)[:, window[0], window[1]].astype(np.float32))
+            previous.append(p.previous.reshape(-1, h, w)[:, window[0], window[1]].astype(np.float32))
         los.append(p.value_range[0])
         his.append(p.value_range[1])
     c = min(x.shape[0] for x in images)
@@ -139,7 +127,7 @@ def evaluate_bpp(model: ResidualModel, pairs: list[Pair], max_error: int = 0) ->
     with torch.no_grad():
         for p in pairs:
             image, base, lo, hi = (t.to(device) for t in slice_tensors(p.image, p.base, p.value_range))
-            previous = None if p.previous is None else previous_tensor(p.previous_input, image.shape[-2:]).to(device)
+            previous = None if p.previous is None else previous_tensor(p.previous, image.shape[-2:]).to(device)
             bits += float(residual_bits(model, image, base, lo, hi, previous, max_error).sum())
             pixels += image.numel()
     model.train()
@@ -173,8 +161,6 @@ def train_residual(
     model = model or ResidualModel()
     if any(previous_count(p) != model.previous for p in pairs):
         raise MedVAEError(f"a residual model reading {model.previous} previous slice(s) of a series trains on pairs with as many")
-    if any((p.previous_bases is not None) != model.previous_residuals for p in pairs):
-        raise MedVAEError("a residual model that reads the previous slices' residuals trains on pairs with their bases, and only it")
     if not max_errors or min(max_errors) < 0:
         raise MedVAEError(f"max_errors must be error bounds of 0 or more, not {max_errors}")
     if tuple(max_errors) != (0,) and not model.bounds:

@@ -15,7 +15,7 @@ from medvae.exact import EXACT_VERSION
 from medvae.exact.calibrate import Plan, layer_peaks, plan_from_peaks
 from medvae.io.files import atomic_path
 from medvae.residual.coder import ResidualCoder
-from medvae.residual.model import ResidualModel, kind, pass_laws, previous_tensor, slice_tensors
+from medvae.residual.model import ResidualModel, pass_laws, previous_tensor, slice_tensors
 from medvae.residual.tables import tables_digest
 
 FORMAT = "medvae-residual-v1"
@@ -63,7 +63,8 @@ class Residual:
 
 def save_residual(residual: Residual, path: str | Path) -> None:
     record = {
-        "format": FORMAT, **kind(residual.model), "state_dict": residual.model.state_dict(),
+        "format": FORMAT, "channels": residual.model.channels, "blocks": residual.model.blocks, "previous": residual.model.previous,
+        "bounds": residual.model.bounds, "state_dict": residual.model.state_dict(),
         "plan": residual.plan, "info": residual.info,
     }
     with atomic_path(path) as tmp:
@@ -74,9 +75,6 @@ def load_residual(path: str | Path) -> Residual:
     record = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise MedVAEError(f"{path}: not a MedVAE residual model")
-    model = ResidualModel(  # older files lack the later arguments
-        record["channels"], record.get("blocks", 0), int(record.get("previous", 0)), record.get("bounds", False),
-        record.get("previous_residuals", False),
-    )
+    model = ResidualModel(record["channels"], record.get("blocks", 0), int(record.get("previous", 0)), record.get("bounds", False))  # older files: none
     model.load_state_dict(record["state_dict"])
     return Residual(model, record["plan"], record.get("info"))

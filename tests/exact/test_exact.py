@@ -80,8 +80,7 @@ def coded_files(tmp_path_factory):
     a small untrained residual model; one with two passes at the tighter bound; format 8), one coded
     given the previous slice of its series (a small untrained series model that also reads its
     context's error bounds, one pass at the tighter bound; format 9), and one given the two slices
-    before it (format 10), and one by a model that also reads those slices' residuals against the
-    bases the decoder computes from them (``Codec.base_of``: the lossy encoder, run by the decoder)."""
+    before it (format 10)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
     sources = [(str(folder / f"{family}.pt"), None, family, None) for family in (*FAMILIES, "rnn-conv")]
@@ -95,7 +94,7 @@ def coded_files(tmp_path_factory):
     sources += [("medvae", 1, f"residual-max-error-{t}", t) for t in (0, 3)]
     tighter = {"residual-max-error-3-tighter-2": 2, "series-max-error-2": 1}
     sources += [("medvae", 1, "residual-max-error-3-tighter-2", 3)]
-    sources += [("medvae", 1, "series-max-error-2", 2), ("medvae", 1, "series2-max-error-1", 1), ("medvae", 1, "series2-residuals-max-error-0", 0)]
+    sources += [("medvae", 1, "series-max-error-2", 2), ("medvae", 1, "series2-max-error-1", 1)]
     residual_file = str(folder / "residual.pt")
     for weights, quality, label, max_error in sources:
         image = _image(seed=len(job))
@@ -111,8 +110,7 @@ def coded_files(tmp_path_factory):
             count = 2 if label.startswith("series2") else 1
             previous = np.stack([_image(seed=len(job) + 100 + k) for k in range(count)])  # nearest first
             np.save(previous_file, previous)
-            reads = "residuals" in label
-            save_residual(small_series_residual(codec, image, previous, bounds=True, count=count, previous_residuals=reads), series_file)
+            save_residual(small_series_residual(codec, image, previous, bounds=True, count=count), series_file)
             codec.series_residual = load_residual(series_file)
         data = codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter.get(label, 0), previous=previous)
         if previous is not None:
