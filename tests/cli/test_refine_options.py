@@ -33,6 +33,25 @@ def test_cli_refines_and_refuses_what_it_cannot_do(tmp_path, checkpoint, capsys)
     assert not (tmp_path / "x").exists()
 
 
+def test_a_refined_base_keeps_lossless_and_near_lossless_coding_exact(tmp_path):
+    """``--refine`` with ``--lossless`` or ``--max-error`` refines the lossy base the residual
+    layer is coded against: other bytes, the same guarantee (the DICOM's pixels back exactly, or
+    within the bound), and the API's file."""
+    src = pydicom.data.get_testdata_file("CT_small.dcm")
+    pixels = pydicom.dcmread(src).pixel_array
+    for flags, bound in ((["--lossless"], 0), (["--max-error", "2"], 2)):
+        out = {}
+        for name, extra in (("plain", []), ("refined", ["--refine", "--refine-steps", "3"])):
+            folder = tmp_path / f"{name}-{bound}"
+            assert main(["compress", src, "-o", str(folder), *flags, *extra]) == 0
+            out[name] = next(folder.glob("*.mvae")).read_bytes()
+        assert out["refined"] != out["plain"]
+        assert out["refined"] == medvae.load("medvae").compress(
+            pixels, max_error=bound, bits_stored=16, refine_steps=3, metadata=medvae.read_metadata(out["refined"]))
+        decoded = medvae.decompress(out["refined"])
+        assert abs(decoded.astype(int) - pixels).max() == bound  # CT_small's noise reaches every bound
+
+
 def test_cli_help_states_the_library_default(capsys):
     from medvae.refine import DEFAULT_STEPS
 
