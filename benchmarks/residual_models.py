@@ -13,6 +13,7 @@ With no file, the shipped residual model alone; ``--quality Q`` puts the models 
 quality Q instead of the shipped base (the residual models were trained on the shipped one).
 ``--series``: the files are series models, coding each test series given the slice before
 (``medvae-series``, :class:`SeriesWithResidual`; the default ``--every`` is then 1, whole series).
+``--refine-steps N``: each base refined first (``Codec.compress(refine_steps=N)``, ``medvae compress --refine``).
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
 
 
 def measure(
-    codec: medvae.Codec, slices: list[Slice], bounds: list[int], family: type[WithResidual] = WithResidual
+    codec: medvae.Codec, slices: list[Slice], bounds: list[int], family: type[WithResidual] = WithResidual, refine_steps: int = 0
 ) -> tuple[dict[int, float], float, float]:
     """Mean bpp per bound, mean encode and decode seconds, over ``slices``, from the evaluation
     rows of ``codec`` with its residual layer at each bound (``family``: :class:`WithResidual`,
     or :class:`SeriesWithResidual`); stops on a slice the codec refused or decoded beyond its bound."""
     series = group_series(slices) if getattr(family, "series", False) else None  # a series codec codes each series as one stream
-    rows = evaluate(slices, [family(codec, t) for t in bounds], progress=False, series=series).rows
+    rows = evaluate(slices, [family(codec, t, refine_steps) for t in bounds], progress=False, series=series).rows
     for row in rows:
         if row["error"] or row["max_abs_error"] > row["value"]:
             problem = row["error"] or f"max error {row['max_abs_error']} above the bound {row['value']}"
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--series", action="store_true", help="the files are series models (medvae-series)")
     parser.add_argument("--max-error", default="0,1,2,4,8", help="error bounds τ")
     parser.add_argument("--quality", type=int, help="another quality of the ladder as the base (default: the shipped base)")
+    parser.add_argument("--refine-steps", type=int, default=0, help="refine each base with this many steps first (default 0)")
     args = parser.parse_args()
     if not args.data.is_file():
         raise SystemExit(f"{args.data}: no corpus manifest (see README: Data)")
@@ -72,9 +74,9 @@ def main() -> None:
         codec.residual, codec.series_residual = default.residual, default.series_residual  # key slices too
     for path in args.models or [None]:
         setattr(codec, slot, shipped if path is None else load_residual(path))
-        bpp, encode, decode = measure(codec, slices, bounds, SeriesWithResidual if args.series else WithResidual)
+        bpp, encode, decode = measure(codec, slices, bounds, SeriesWithResidual if args.series else WithResidual, args.refine_steps)
         points = "  ".join(f"τ={t}: {v:.3f}" for t, v in bpp.items())
-        base = f", base q{args.quality}" if args.quality else ""
+        base = (f", base q{args.quality}" if args.quality else "") + (f", refined {args.refine_steps} steps" if args.refine_steps else "")
         print(f"{path or 'shipped'} ({getattr(codec, slot).fingerprint[:8]}{base}, {len(slices)} {args.modality} slices)  {points}  "
               f"encode {encode:.2f} s  decode {decode:.2f} s", flush=True)
 

@@ -179,18 +179,21 @@ DEFAULT_MAX_ERROR = (0, 1, 2, 4, 8)
 
 class WithResidual(ImageCodec):
     """The shipped default ``medvae`` plus its residual layer at error bound ``value``
-    (0: lossless; :mod:`medvae.residual`)."""
+    (0: lossless; :mod:`medvae.residual`); ``refine_steps``: the lossy base refined first
+    (:mod:`medvae.refine`; the family is then named ``… (refined)``)."""
 
     family = "medvae-residual"
     knob = "max_error"
     learned = True
 
-    def __init__(self, codec, max_error: int):
+    def __init__(self, codec, max_error: int, refine_steps: int = 0):
         super().__init__(int(max_error), lossless=int(max_error) == 0)
-        self.codec = codec
+        self.codec, self.refine_steps = codec, int(refine_steps)
+        if self.refine_steps:
+            self.family = f"{type(self).family} (refined)"
 
     def encode(self, image: np.ndarray, bits_stored: int | None = None) -> bytes:
-        return self.codec.compress(image, bits_stored=int(bits_stored or 0), max_error=self.value)
+        return self.codec.compress(image, bits_stored=int(bits_stored or 0), max_error=self.value, refine_steps=self.refine_steps)
 
     def decode(self, data: bytes) -> np.ndarray:
         return self.codec.decompress(data)
@@ -213,7 +216,7 @@ class SeriesWithResidual(WithResidual):
         return self.decode_series(data)[0]
 
     def encode_series(self, volume: np.ndarray, bits_stored: int | None = None) -> bytes:
-        files = self.codec.compress_series(list(volume), max_error=self.value, bits_stored=int(bits_stored or 0))
+        files = self.codec.compress_series(list(volume), max_error=self.value, bits_stored=int(bits_stored or 0), refine_steps=self.refine_steps)
         return b"".join(self._LENGTH.pack(len(f)) + f for f in files)
 
     def decode_series(self, data: bytes) -> np.ndarray:

@@ -180,6 +180,19 @@ def test_the_evaluation_codes_a_series_as_compress_series_does(codec):
             point.decode_series(damaged)
 
 
+def test_the_evaluation_refines_the_bases_when_asked(codec):
+    """``refine_steps``: the bases are refined first (``compress_series(refine_steps=…)``'s
+    files), under a family name of their own, within the bound as ever."""
+    volume = np.stack(_volume(2))
+    point = SeriesWithResidual(codec, 1, refine_steps=2)
+    assert point.family == "medvae-series (refined)" and SeriesWithResidual(codec, 1).family == "medvae-series"
+    data = point.encode_series(volume, 12)
+    files = codec.compress_series(list(volume), max_error=1, bits_stored=12, refine_steps=2)
+    assert data == b"".join(len(f).to_bytes(4, "little") + f for f in files)
+    assert files != codec.compress_series(list(volume), max_error=1, bits_stored=12)
+    assert np.abs(point.decode_series(data).astype(int) - volume).max() <= 1
+
+
 # --- two previous slices (format 10) -----------------------------------------------------------
 
 
