@@ -6,7 +6,7 @@ Layout (all integers little-endian)::
     0       4     magic b"MVAE"
     4       1     format version (3; 8 with a residual layer, 9 with one that reads the
                   previous slice of a series, 10 the two previous slices; 6 from a
-                  variable-rate model;
+                  variable-rate model, 11 from one with a correction block;
                   1, 2, 4, 5 and 7 are still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
     6       1     bits stored (0 = not known)
@@ -20,7 +20,7 @@ Layout (all integers little-endian)::
     ...     2     number of strings G (u16; formats 1 and 2: 1 byte)
     ...     4     formats 2–7: CRC-32 of the decoded pixels (the encoder's own exact
                   reconstruction, little-endian bytes); the decoder checks its result
-    ...     2+2   formats 5, 6: the quality the variable-rate model coded at (u16, in
+    ...     2+2   formats 5, 6, 11: the quality the variable-rate model coded at (u16, in
                   1/256: :mod:`medvae.models.gain`), and the PSNR the encoder measured
                   (u16, in 1/100 dB at the bits stored; 65535 = identical pixels)
     ...           G × (u32 length, bytes): format 3: each entropy-coded latent (y, then
@@ -30,6 +30,8 @@ Layout (all integers little-endian)::
     ...     4     formats 2, 3: length e of the exception block (u32, 0 when none)
     ...     e     exceptions: padding mask and extreme pixels with their exact values
                   (:mod:`medvae.exceptions`), restored after the model's decode
+    ...     82    format 11: the correction of the reconstruction (:mod:`medvae.correction`:
+                  its coefficients, applied before the exceptions are restored)
     ...           formats 4, 7, 8, 9 and 10, the residual layer (:mod:`medvae.residual`): u16 error
                   bound τ (0 = lossless), formats 7 to 10: u8 count j of the first passes
                   coded with bound τ − 1 (format 7: 1 to 3; formats 8 to 10: 0 to 3), formats 9
@@ -66,6 +68,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medvae import correction
 from medvae.errors import BitstreamError
 
 MAGIC = b"MVAE"
@@ -95,12 +98,17 @@ VARIABLE_RATE_VERSION = 6
 #: Variable-rate files of the release before: the same layout, but a quality between two levels
 #: mixed their gains linearly (:mod:`medvae.models.gain`), so decoding mixes them so too.
 LINEAR_MIX_VERSION = 5
+#: Format 6 with a correction of the reconstruction (:mod:`medvae.correction`) after the exceptions'
+#: length and block: what a variable-rate model writes for images of at least
+#: :data:`medvae.correction.MIN_PIXELS` pixels.
+CORRECTED_VERSION = 11
+_VARIABLE_RATE_VERSIONS = (LINEAR_MIX_VERSION, VARIABLE_RATE_VERSION, CORRECTED_VERSION)
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
-_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H"), 7: struct.Struct("<H"), 8: struct.Struct("<H"), 9: struct.Struct("<H"), 10: struct.Struct("<H")}  # strings
+_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H"), 7: struct.Struct("<H"), 8: struct.Struct("<H"), 9: struct.Struct("<H"), 10: struct.Struct("<H"), 11: struct.Struct("<H")}  # strings
 _VARIABLE_RATE = struct.Struct("<HH")  # quality in 1/256, PSNR in 1/100 dB
 #: Largest PSNR formats 5 and 6 record (in 1/100 dB); the next value means identical pixels.
 _PSNR_LIMIT = 65534
@@ -131,6 +139,7 @@ class Header:
     earlier_crc: int | None = None  # format 10: CRC-32 of the pixels of the slice before the previous one
     quality: float | None = None  # variable-rate models: the quality coded at (a multiple of 1/256)
     psnr: float | None = None  # variable-rate models: the PSNR the encoder measured (inf: identical)
+    correction: bytes = b""  # format 11: the correction block (:mod:`medvae.correction`)
     version: int = FORMAT_VERSION
     n_bytes: int = 0  # size of the whole container (filled in on reading)
     metadata_bytes: int = 0  # size of the metadata block (filled in on reading)
@@ -178,11 +187,15 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
         raise ValueError("only a residual layer reads the previous slice")
     if header.earlier_crc is not None and header.previous_crc is None:
         raise ValueError("a residual layer reads the slice before the previous one only with the previous one")
+    if header.correction and not variable_rate:
+        raise ValueError("a correction block comes with a variable-rate quality")
+    if header.correction and len(header.correction) != correction.BLOCK_BYTES:
+        raise ValueError(f"a correction block has {correction.BLOCK_BYTES} bytes")
     series = header.previous_crc is not None
     if residual:
         version = TWO_PREVIOUS_VERSION if header.earlier_crc is not None else SERIES_RESIDUAL_VERSION if series else BOUNDED_RESIDUAL_VERSION
     else:
-        version = VARIABLE_RATE_VERSION if variable_rate else FORMAT_VERSION
+        version = CORRECTED_VERSION if header.correction else VARIABLE_RATE_VERSION if variable_rate else FORMAT_VERSION
     if len(strings) > 65535 or len(header.residual_strings) > 65535:
         raise ValueError("a container holds at most 65535 strings per layer")
     name = header.model.encode("ascii")
@@ -206,7 +219,7 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
         parts.append(_VARIABLE_RATE.pack(round(header.quality * 256), psnr))
     for s in strings:
         parts += [struct.pack("<I", len(s)), s]
-    parts += [struct.pack("<I", len(header.exceptions)), bytes(header.exceptions)]
+    parts += [struct.pack("<I", len(header.exceptions)), bytes(header.exceptions), bytes(header.correction)]
     if residual:
         parts += [_BOUND.pack(header.max_error), _TIGHTER.pack(header.tighter_passes)]
         if series:
@@ -260,7 +273,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
     (n_groups,) = count.unpack(r.take(count.size, "number of strings"))
     crc_of_pixels = _CRC.unpack(r.take(4, "pixel checksum"))[0] if version >= 2 else None
     quality = psnr = None
-    if version in (LINEAR_MIX_VERSION, VARIABLE_RATE_VERSION):
+    if version in _VARIABLE_RATE_VERSIONS:
         units, centi_db = _VARIABLE_RATE.unpack(r.take(_VARIABLE_RATE.size, "quality and PSNR"))
         quality, psnr = units / 256, float("inf") if centi_db > _PSNR_LIMIT else centi_db / 100
     strings = []
@@ -271,6 +284,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
     if version >= 2:
         (exc_len,) = struct.unpack("<I", r.take(4, "exception block length"))
         exceptions = r.take(exc_len, "exception block")
+    block = r.take(correction.BLOCK_BYTES, "correction block") if version == CORRECTED_VERSION else b""
     max_error, residual_fp, residual_strings, tighter_passes, previous_crc, earlier_crc = None, "", [], 0, None, None
     if version in _RESIDUAL_VERSIONS:
         (max_error,) = _BOUND.unpack(r.take(_BOUND.size, "residual layer header"))
@@ -317,6 +331,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         earlier_crc=earlier_crc,
         quality=quality,
         psnr=psnr,
+        correction=block,
         version=version,
         n_bytes=len(data),
         metadata_bytes=len(metadata),
