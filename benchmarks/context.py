@@ -54,19 +54,30 @@ SPEC = ["medvae-ctx", "medvae-vr", "medvae", "medvae-residual=16,8,4,2,1",
 #: The default's curve above its lossy reach (rate control's): medvae-ctx, then near-lossless coding.
 COMBINED = "medvae-ctx + near-lossless"
 NO_FUSION = "medvae-ctx without fusion"
+#: The shipped ``medvae-ctx`` whose files carry no correction of the reconstruction (:mod:`medvae.correction`).
+NO_CORRECTION = "medvae-ctx without correction"
 #: The shipped ``medvae-ctx``'s first weights (128² crops) alone, without its alternative (256² crops).
 ONE_WEIGHTS = "medvae-ctx 128² weights only"
 BAND = (0.05, 1.0)
 HIGH_BAND = (1.0, 3.0)
 #: (test, reference) pairs of the table, per modality.
 COMPARISONS = (("medvae-ctx", "jpeg2000"), ("medvae-vr", "jpeg2000"), ("medvae", "jpeg2000"),
-               ("medvae-ctx", "medvae-vr"), ("medvae-ctx", "medvae"), ("medvae-ctx", ONE_WEIGHTS), (NO_FUSION, ONE_WEIGHTS))
+               ("medvae-ctx", "medvae-vr"), ("medvae-ctx", "medvae"), ("medvae-ctx", NO_CORRECTION), (NO_CORRECTION, ONE_WEIGHTS),
+               (NO_FUSION, ONE_WEIGHTS))
+
+
+def without_correction() -> list[Learned]:
+    """The shipped ``medvae-ctx`` with its files' correction off, at every integer quality, under the
+    curve name :data:`NO_CORRECTION`: what the correction (:mod:`medvae.correction`) gains."""
+    codec = medvae.load("medvae-ctx", correction=False)
+    return [Learned(codec, NO_CORRECTION, f"q{q}", quality=float(q)) for q in range(1, codec.model.levels + 1)]
 
 
 def one_weights() -> list[Learned]:
-    """The shipped ``medvae-ctx``'s first weights alone, at every integer quality, under the curve
-    name :data:`ONE_WEIGHTS`: what choosing between its weights per image gains."""
-    codec = medvae.load("medvae-ctx")
+    """The shipped ``medvae-ctx``'s first weights alone, without the correction, at every integer quality,
+    under the curve name :data:`ONE_WEIGHTS`: against :data:`NO_CORRECTION`, what choosing between its
+    weights per image gains."""
+    codec = medvae.load("medvae-ctx", correction=False)
     codec.alternatives = ()
     return [Learned(codec, ONE_WEIGHTS, f"q{q}", quality=float(q)) for q in range(1, codec.model.levels + 1)]
 
@@ -82,7 +93,7 @@ def without_fusion(calibration: list) -> list[Learned]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "no-fusion.pt"
         save_model(model, path, calibration=calibration)
-        codec = medvae.load(path)
+        codec = medvae.load(path, correction=False)
     return [Learned(codec, NO_FUSION, f"q{q}", quality=float(q)) for q in range(1, codec.model.levels + 1)]
 
 
@@ -137,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     images = ct + [i for i in load_images([args.data], "test") if i.modality != "CT"]
     if not images:
         raise SystemExit(f"{args.data}: no test images")
-    codecs = expand(SPEC) + one_weights() + without_fusion([s.pixels for s in load_images([args.data], "train", max_slices=2)])
+    codecs = expand(SPEC) + without_correction() + one_weights() + without_fusion([s.pixels for s in load_images([args.data], "train", max_slices=2)])
     names = {c.family for c in codecs}
     # Earlier rows are matched to these images by file name and slice (the corpus and the
     # corpus with extras hold the same files in different folders), then take their paths.
@@ -161,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         if mine:
             n = len({(r["file"], r["slice"]) for r in mine})
             rd_plot(summarize(mine, codecs, {}, n), "psnr", out / "context" / f"rd_psnr_{group}", max_bpp=1.6,
-                    codecs=["medvae-ctx", ONE_WEIGHTS, "medvae-vr", "medvae", "jpeg2000", NO_FUSION], title=f"{group} test split ({n} images, mean curves)")
+                    codecs=["medvae-ctx", NO_CORRECTION, ONE_WEIGHTS, "medvae-vr", "medvae", "jpeg2000", NO_FUSION], title=f"{group} test split ({n} images, mean curves)")
             plots.append(f"![{group}](results/context/rd_psnr_{group}.png)")
     summary = SimpleNamespace(rows=rows, summary=summarize(rows, codecs, {"split": "test"}, len(images)))
     how = ("the default: `medvae.compress(image, ratio=R)`, `medvae compress --ratio R`; its quality grid, then "
@@ -175,9 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         "two passes, with two weights: the first trained on 128² crops of CT, MR and radiographs "
         "(`configs/corpus-cpu-medvae-ctx.yaml`), the alternative continued from it on 256² crops "
         "(`configs/corpus-cpu-medvae-ctx-256.yaml`); its encoder codes each image with both and keeps the file of "
-        f"lower rate–distortion cost. `{ONE_WEIGHTS}`: the first weights alone. `medvae-vr` the "
-        "variable-rate model; `medvae` the ladder of seven weights. "
-        f"`{NO_FUSION}`: the first weights with the residual skip-fusion's output zeroed (an inference-time ablation). "
+        "lower rate–distortion cost; each file carries a correction of the reconstruction that the encoder fits "
+        f"and every decoder applies (`medvae.correction`, format 11). `{NO_CORRECTION}`: the same without it "
+        f"(format 6). `{ONE_WEIGHTS}`: the first weights alone, without the correction. `medvae-vr` the "
+        "variable-rate model (with the correction); `medvae` the ladder of seven weights. "
+        f"`{NO_FUSION}`: the first weights with the residual skip-fusion's output zeroed (an inference-time "
+        "ablation, without the correction). "
         f"Test split of `{args.data.parent.name}`. Real bytes; PSNR at the stored bit depth; BD-rate per image over "
         f"its own shared PSNR range (PCHIP) on the points within {BAND[0]}–{BAND[1]} bpp, then averaged; negative = "
         "fewer bits than the reference; (n of m): images with two overlapping curves. "

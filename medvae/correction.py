@@ -22,8 +22,8 @@ unit of the interpolation weights, which sum to the range; taps in 2^-:data:`TAP
 one rounding, a floor of an integer sum; int64 sums of integers do not depend on order,
 instruction set or threads, and every term is below 2^47 (:func:`apply`). Floats appear only
 in the encoder's fit, and that too is reproducible: the normal equations are sums of integer
-products below 2^53, which float64 adds exactly in any order (checked per image, else the fit
-uses every other pixel until they are), and the small system is solved in Python floats, one
+products below 2^53, which float64 adds exactly in any order (the fit reads fewer than 2^20
+pixels, and every feature is at most 2^16), and the small system is solved in Python floats, one
 IEEE operation after another, so the same image gives the same coefficients, and the same
 bytes, on every machine.
 """
@@ -129,20 +129,18 @@ def fit(image: np.ndarray, decoded: np.ndarray, value_range: tuple[int, int], ex
     lo, hi = value_range
     r = decoded.astype(np.int64)
     keep = np.ones(r.shape, bool) if exact is None else ~exact
-    step = max(1, math.isqrt(r.size // FIT_PIXELS))  # a regular subsample: enough pixels say it
-    while True:  # every normal-equation sum exact in float64 (see the module docstring)
-        rows = keep[::step, ::step]
-        segment, lower, upper = _tone_weights(r[::step, ::step][rows], lo, hi)
-        features = np.zeros((len(segment), TONE_KNOTS + len(TAPS)))
-        features[np.arange(len(segment)), segment] = lower
-        features[np.arange(len(segment)), segment + 1] = upper
-        for j, difference in enumerate(_differences(r, step)):
-            features[:, TONE_KNOTS + j] = difference[rows]
-        y = (image[::step, ::step][rows].astype(np.int64) - r[::step, ::step][rows]).astype(np.float64)
-        largest = max(np.abs(features).max(initial=0.0), np.abs(y).max(initial=0.0))
-        if len(y) * largest * largest < 2.0**53 or len(y) < 2:
-            break
-        step *= 2
+    step = max(1, math.isqrt(r.size // FIT_PIXELS))  # a regular subsample of fewer than 4 · FIT_PIXELS pixels
+    rows = keep[::step, ::step]
+    segment, lower, upper = _tone_weights(r[::step, ::step][rows], lo, hi)
+    features = np.zeros((len(segment), TONE_KNOTS + len(TAPS)))
+    features[np.arange(len(segment)), segment] = lower
+    features[np.arange(len(segment)), segment + 1] = upper
+    for j, difference in enumerate(_differences(r, step)):
+        features[:, TONE_KNOTS + j] = difference[rows]
+    y = (image[::step, ::step][rows].astype(np.int64) - r[::step, ::step][rows]).astype(np.float64)
+    # Every feature and target is an integer of at most 2^16 in magnitude (16-bit pixels), so every
+    # partial sum of the normal equations is an integer below 4 · 2^18 · 2^32 = 2^52: exact in float64.
+    assert len(y) < 4 * FIT_PIXELS
     gram, moment = features.T @ features, features.T @ y
     scale = np.array([2.0**-_UNIT_SHIFT] * TONE_KNOTS + [2.0**-TAP_SHIFT] * len(TAPS))  # one stored unit, in features' units
     solution = _solve([[float(v) for v in row] for row in gram], [float(v) for v in moment])
