@@ -97,3 +97,19 @@ def test_a_damaged_correction_block_is_refused():
     data = codec.compress(np.random.default_rng(6).integers(0, 4096, (256, 256)).astype(np.uint16), quality=2)
     with pytest.raises(BitstreamError):  # one coefficient changed: the container's CRC, else the pixels' CRC
         codec.decompress(data[:-30] + bytes([data[-30] ^ 1]) + data[-29:])
+
+
+def test_the_command_line_writes_a_corrected_file_and_info_reports_its_block(tmp_path, capsys):
+    from medvae.cli import main
+
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:256, :256]
+    image = (2000 + 800 * np.sin(xx / 9) * np.cos(yy / 13) + rng.normal(0, 40, (256, 256))).clip(0, 4095).astype(np.uint16)
+    np.save(tmp_path / "a.npy", image)
+    assert main(["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "out"), "--quality", "3"]) == 0
+    data = (tmp_path / "out" / "a.mvae").read_bytes()
+    assert bitstream.read_header(data).version == bitstream.CORRECTED_VERSION
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "out" / "a.mvae")]) == 0
+    assert f"correction {correction.BLOCK_BYTES} bytes: intensity offsets and a filter" in capsys.readouterr().out
+    np.testing.assert_array_equal(medvae.decompress(data), medvae.load("medvae-ctx").decompress(data))

@@ -59,6 +59,7 @@ def describe(path: Path) -> dict[str, Any]:
         "previous_slice_crc": None if header.previous_crc is None else f"{header.previous_crc:08x}",
         "earlier_slice_crc": None if header.earlier_crc is None else f"{header.earlier_crc:08x}",
         "quality": header.quality,
+        "correction_bytes": len(header.correction) or None,
         "psnr": _psnr(header),
         "psnr_at_least": _psnr_floor(header),
     }
@@ -143,6 +144,9 @@ def format_text(info: dict[str, Any]) -> str:
                                "(medvae decompress finds them beside this file)"))
     if info["quality"] is not None:
         rows.append(("quality", f"{info['quality']:g} (variable-rate model)"))
+    if info["correction_bytes"]:
+        rows.append(("correction", f"{info['correction_bytes']} bytes: intensity offsets and a filter the encoder fitted, "
+                                   "applied exactly by every decoder (medvae.correction)"))
     if info["psnr"] is not None:
         rows.append(("psnr", "infinite (identical pixels)" if info["psnr"] == "inf"
                      else f"{info['psnr']:.2f} dB, measured by the encoder at the bits stored"))
