@@ -55,6 +55,7 @@ MIN_PIXELS = 2**16
 _INT16 = (-32768, 32767)
 #: The fit reads about this many pixels (a regular subsample of larger images).
 FIT_PIXELS = 2**18
+_FIT_BAND_PIXELS = 2**16  # the fit's normal equations are summed over bands of about this many pixels
 #: :func:`apply` works on bands of this many rows.
 BAND_ROWS = 256
 
@@ -127,21 +128,31 @@ def fit(image: np.ndarray, decoded: np.ndarray, value_range: tuple[int, int], ex
     squares on the pixels the model codes: not those in ``exact``, which the file restores), or
     the block of no correction where that is no better."""
     lo, hi = value_range
-    r = decoded.astype(np.int64)
-    keep = np.ones(r.shape, bool) if exact is None else ~exact
-    step = max(1, math.isqrt(r.size // FIT_PIXELS))  # a regular subsample of fewer than 4 · FIT_PIXELS pixels
-    rows = keep[::step, ::step]
-    segment, lower, upper = _tone_weights(r[::step, ::step][rows], lo, hi)
-    features = np.zeros((len(segment), TONE_KNOTS + len(TAPS)))
-    features[np.arange(len(segment)), segment] = lower
-    features[np.arange(len(segment)), segment + 1] = upper
-    for j, difference in enumerate(_differences(r, step)):
-        features[:, TONE_KNOTS + j] = difference[rows]
-    y = (image[::step, ::step][rows].astype(np.int64) - r[::step, ::step][rows]).astype(np.float64)
+    keep = np.ones(decoded.shape, bool) if exact is None else ~exact
+    step = max(1, math.isqrt(decoded.size // FIT_PIXELS))  # a regular subsample of fewer than 4 · FIT_PIXELS pixels
     # Every feature and target is an integer of at most 2^16 in magnitude (16-bit pixels), so every
-    # partial sum of the normal equations is an integer below 4 · 2^18 · 2^32 = 2^52: exact in float64.
-    assert len(y) < 4 * FIT_PIXELS
-    gram, moment = features.T @ features, features.T @ y
+    # partial sum of the normal equations is an integer below 4 · 2^18 · 2^32 = 2^52: exact in
+    # float64, in any order, so they are summed band by band (a few megabytes at a time).
+    padded = np.pad(decoded, RADIUS, mode="edge")
+    columns = np.arange(0, decoded.shape[1], step)
+    size = TONE_KNOTS + len(TAPS)
+    gram, moment = np.zeros((size, size)), np.zeros(size)
+    sub_rows = np.arange(0, decoded.shape[0], step)
+    per_band = max(1, _FIT_BAND_PIXELS // len(columns))
+    for start in range(0, len(sub_rows), per_band):
+        ys = sub_rows[start : start + per_band]
+        r = decoded[np.ix_(ys, columns)].astype(np.int64)
+        rows = keep[np.ix_(ys, columns)]
+        segment, lower, upper = _tone_weights(r[rows], lo, hi)
+        features = np.zeros((len(segment), size))
+        features[np.arange(len(segment)), segment] = lower
+        features[np.arange(len(segment)), segment + 1] = upper
+        for j, (dy, dx) in enumerate(TAPS):
+            neighbours = padded[np.ix_(ys + RADIUS + dy, columns + RADIUS + dx)].astype(np.int64)
+            features[:, TONE_KNOTS + j] = (neighbours - r)[rows]
+        y = (image[np.ix_(ys, columns)].astype(np.int64) - r)[rows].astype(np.float64)
+        gram += features.T @ features
+        moment += features.T @ y
     scale = np.array([2.0**-_UNIT_SHIFT] * TONE_KNOTS + [2.0**-TAP_SHIFT] * len(TAPS))  # one stored unit, in features' units
     solution = _solve([[float(v) for v in row] for row in gram], [float(v) for v in moment])
     coefficients = np.array([round(min(max(v / s, _INT16[0]), _INT16[1])) for v, s in zip(solution, scale)], np.int64)
