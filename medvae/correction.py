@@ -157,9 +157,9 @@ def fit(image: np.ndarray, decoded: np.ndarray, value_range: tuple[int, int], ex
     solution = _solve([[float(v) for v in row] for row in gram], [float(v) for v in moment])
     coefficients = np.array([round(min(max(v / s, _INT16[0]), _INT16[1])) for v, s in zip(solution, scale)], np.int64)
     block = pack(coefficients[:TONE_KNOTS], coefficients[TONE_KNOTS:])
-    none = pack(np.zeros(TONE_KNOTS, np.int64), np.zeros(len(TAPS), np.int64))
-    error = lambda b: _squared_error(image, apply(decoded, value_range, b), keep)  # noqa: E731
-    return block if error(block) < error(none) else none
+    none = pack(np.zeros(TONE_KNOTS, np.int64), np.zeros(len(TAPS), np.int64))  # leaves every pixel as it is
+    better = _squared_error(image, apply(decoded, value_range, block), keep) < _squared_error(image, decoded, keep)
+    return block if better else none
 
 
 def _squared_error(image: np.ndarray, decoded: np.ndarray, keep: np.ndarray) -> int:
