@@ -51,7 +51,7 @@ _COEFFICIENTS = struct.Struct(f"<{TONE_KNOTS + len(TAPS)}h")
 #: Length of the correction block of a format-11 file.
 BLOCK_BYTES = _COEFFICIENTS.size
 #: Images with fewer pixels are not corrected (the block would cost more than it gains).
-MIN_PIXELS = 2**16
+MIN_PIXELS = 2**17
 _INT16 = (-32768, 32767)
 #: The fit reads about this many pixels (a regular subsample of larger images).
 FIT_PIXELS = 2**18

@@ -75,8 +75,8 @@ def test_the_fit_leaves_out_the_pixels_the_file_restores_exactly():
 def test_a_corrected_file_carries_its_block_and_decodes_to_the_pixels_its_encoder_measured():
     codec = medvae.Codec(small_model("medvae-vr", seed=4))
     rng = np.random.default_rng(5)
-    small = rng.integers(0, 4096, (200, 300)).astype(np.uint16)  # 60,000 pixels: no block
-    large = rng.integers(0, 4096, (256, 256)).astype(np.uint16)
+    small = rng.integers(0, 4096, (256, 256)).astype(np.uint16)  # 65,536 pixels: no block
+    large = rng.integers(0, 4096, (256, 512)).astype(np.uint16)  # 131,072: a block
     assert bitstream.read_header(codec.compress(small, quality=3)).version == bitstream.VARIABLE_RATE_VERSION
     data, pixels = codec.compress_with_pixels(large, quality=3, bits_stored=12)
     header = bitstream.read_header(data)
@@ -94,7 +94,7 @@ def test_a_damaged_correction_block_is_refused():
     with pytest.raises(BitstreamError, match="correction block"):
         correction.unpack(NONE[:-1])
     codec = medvae.Codec(small_model("medvae-vr", seed=4))
-    data = codec.compress(np.random.default_rng(6).integers(0, 4096, (256, 256)).astype(np.uint16), quality=2)
+    data = codec.compress(np.random.default_rng(6).integers(0, 4096, (256, 512)).astype(np.uint16), quality=2)
     with pytest.raises(BitstreamError):  # one coefficient changed: the container's CRC, else the pixels' CRC
         codec.decompress(data[:-30] + bytes([data[-30] ^ 1]) + data[-29:])
 
@@ -103,8 +103,8 @@ def test_the_command_line_writes_a_corrected_file_and_info_reports_its_block(tmp
     from medvae.cli import main
 
     rng = np.random.default_rng(7)
-    yy, xx = np.mgrid[:256, :256]
-    image = (2000 + 800 * np.sin(xx / 9) * np.cos(yy / 13) + rng.normal(0, 40, (256, 256))).clip(0, 4095).astype(np.uint16)
+    yy, xx = np.mgrid[:256, :512]
+    image = (2000 + 800 * np.sin(xx / 9) * np.cos(yy / 13) + rng.normal(0, 40, (256, 512))).clip(0, 4095).astype(np.uint16)
     np.save(tmp_path / "a.npy", image)
     assert main(["compress", str(tmp_path / "a.npy"), "-o", str(tmp_path / "out"), "--quality", "3"]) == 0
     data = (tmp_path / "out" / "a.mvae").read_bytes()

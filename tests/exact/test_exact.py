@@ -77,7 +77,7 @@ def coded_files(tmp_path_factory):
     """Files written here: every family, the progressive rnn-conv included (small untrained
     weights; the variable-rate one also at a quality between two levels), the shipped default at a quality below 1
     (its encoder choosing between its two weights) and its alternative weights alone, the default on a
-    256×256 image (its file carries a correction of the reconstruction: format 11), every shipped quality, and lossless and near-lossless files (shipped q1 base,
+    256×512 image (its file carries a correction of the reconstruction: format 11), every shipped quality, and lossless and near-lossless files (shipped q1 base,
     a small untrained residual model; one with two passes at the tighter bound; format 8), one coded
     given the previous slice of its series (a small untrained series model that also reads its
     context's error bounds, one pass at the tighter bound; format 9), and one given the two slices
@@ -89,7 +89,7 @@ def coded_files(tmp_path_factory):
         save_model(small_model(family, seed=7), path)
     sources.append((str(folder / "medvae-vr.pt"), 3.75, "medvae-vr-q3.75", None))  # between two levels
     sources.append(("medvae-ctx", 0.25, "shipped-ctx-q0.25", None))  # the default, extrapolated below its first level
-    sources.append(("medvae-ctx", 6, "shipped-ctx-q6-corrected", None))  # 256²: a correction block (format 11)
+    sources.append(("medvae-ctx", 6, "shipped-ctx-q6-corrected", None))  # 256×512: a correction block (format 11)
     alternative = str(zoo.alternative_paths(zoo.shipped_path("medvae-ctx"))[0])
     sources.append((alternative, 4, "shipped-ctx-alternative-q4", None))  # the default's other weights, alone
     sources += [("medvae", q, f"shipped-q{q}", None) for q in zoo.qualities("medvae")]
@@ -99,7 +99,7 @@ def coded_files(tmp_path_factory):
     sources += [("medvae", 1, "series-max-error-2", 2), ("medvae", 1, "series2-max-error-1", 1)]
     residual_file = str(folder / "residual.pt")
     for weights, quality, label, max_error in sources:
-        image = _image((256, 256) if label.endswith("corrected") else (96, 80), seed=len(job))
+        image = _image((256, 512) if label.endswith("corrected") else (96, 80), seed=len(job))
         np.save(folder / f"{label}.npy", image)
         codec = medvae.load(weights, quality)
         if max_error is not None:
