@@ -83,7 +83,8 @@ class QualityCoder(NamedTuple):
 
     ``write(quality)``: the file and the pixels it decodes to. ``size(quality)``: the length of
     that file, without running the synthesis transform (most of a coding's time): the header's
-    fields that depend on the decoded pixels (their CRC-32, the PSNR) have a fixed width, so the
+    fields that depend on the decoded pixels (their CRC-32, the PSNR, the correction block of
+    :mod:`medvae.correction`, present or not by the image's size) have a fixed width, so the
     length is that of the strings and of what the image alone sets. Rate control needs only
     sizes to search for a ratio or bpp target.
     """
