@@ -210,6 +210,10 @@ def demo(args: argparse.Namespace) -> int:
         "dicom": out / f"{stem}_restored.dcm",
         "png": out / f"{stem}_comparison.png",
     }
+    if args.model is None:
+        from medvae import zoo
+
+        args.model = zoo.default_model()
     check_model_args(args.model, args.quality)
     codec = load_codec(args.model, args.quality)
     if sample.resolve() in {p.resolve() for p in paths.values()}:
@@ -277,9 +281,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="compress a sample CT slice and compare with JPEG 2000",
         description=__doc__.replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default="medvae", metavar="NAME|CHECKPOINT",
-                        help="shipped model name or checkpoint file (default: medvae)")
-    parser.add_argument("--quality", type=int, default=None, metavar="Q", help="quality of a shipped model")
+    parser.add_argument("--model", default=None, metavar="NAME|CHECKPOINT",
+                        help="shipped model name or checkpoint file (default: the shipped default, medvae-ctx)")
+    parser.add_argument("--quality", type=float, default=None, metavar="Q",
+                        help="quality (medvae-ctx: any number from 0 to 7; the medvae ladder: 1 to 7); default: the model's")
     parser.add_argument("--input", default=None, metavar="DICOM", help="your own DICOM slice instead of the sample")
     parser.add_argument("-o", "--output", default="medvae-demo", metavar="OUT",
                         help="folder for the outputs (default: ./medvae-demo)")
