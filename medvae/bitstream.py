@@ -110,7 +110,7 @@ _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
 _COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H"), 7: struct.Struct("<H"), 8: struct.Struct("<H"), 9: struct.Struct("<H"), 10: struct.Struct("<H"), 11: struct.Struct("<H")}  # strings
 _VARIABLE_RATE = struct.Struct("<HH")  # quality in 1/256, PSNR in 1/100 dB
-#: Largest PSNR formats 5 and 6 record (in 1/100 dB); the next value means identical pixels.
+#: Largest PSNR formats 5, 6 and 11 record (in 1/100 dB); the next value means identical pixels.
 _PSNR_LIMIT = 65534
 _BOUND = struct.Struct("<H")  # the residual layer's error bound
 _TIGHTER = struct.Struct("<B")  # formats 7, 8: passes coded with the bound τ − 1
