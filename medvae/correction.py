@@ -89,14 +89,18 @@ def _tone_weights(r: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarr
     return segment, span - upper, upper
 
 
-def _differences(r: np.ndarray, step: int = 1, padded: np.ndarray | None = None) -> Iterator[np.ndarray]:
-    """r(p + δ) − r(p) (int64) for each tap in turn, at every ``step``-th row and column; ``padded``:
-    r with :data:`RADIUS` more pixels on each side (default: its edges replicated)."""
-    h, w = r.shape
-    padded = np.pad(r, RADIUS, mode="edge") if padded is None else padded
-    centre = r[::step, ::step].astype(np.int64)
+def _differences(padded: np.ndarray, rows: range, columns: range) -> Iterator[np.ndarray]:
+    """r(p + δ) − r(p) (int64) for each tap in turn, at the pixels of ``rows`` × ``columns`` (ranges,
+    strided for the fit's subsample); ``padded``: the image with :data:`RADIUS` edge-replicated pixels
+    on each side."""
+
+    def shifted(dy: int, dx: int) -> np.ndarray:
+        y, x = rows.start + RADIUS + dy, columns.start + RADIUS + dx
+        return padded[y : y + len(rows) * rows.step : rows.step, x : x + len(columns) * columns.step : columns.step]
+
+    centre = shifted(0, 0).astype(np.int64)
     for dy, dx in TAPS:
-        yield padded[RADIUS + dy : RADIUS + dy + h : step, RADIUS + dx : RADIUS + dx + w : step].astype(np.int64) - centre
+        yield shifted(dy, dx).astype(np.int64) - centre
 
 
 def apply(decoded: np.ndarray, value_range: tuple[int, int], block: bytes) -> np.ndarray:
@@ -109,14 +113,14 @@ def apply(decoded: np.ndarray, value_range: tuple[int, int], block: bytes) -> np
     lo, hi = value_range
     info = np.iinfo(decoded.dtype)
     padded = np.pad(decoded, RADIUS, mode="edge")  # in the image's own dtype
+    columns = range(decoded.shape[1])
     out = np.empty_like(decoded)
     for r0 in range(0, decoded.shape[0], BAND_ROWS):
         r1 = min(r0 + BAND_ROWS, decoded.shape[0])
-        band = padded[r0 : r1 + 2 * RADIUS]
-        r = band[RADIUS:-RADIUS, RADIUS:-RADIUS].astype(np.int64)
+        r = decoded[r0:r1].astype(np.int64)
         segment, lower, upper = _tone_weights(r, lo, hi)
         total = tone[segment] * lower + tone[segment + 1] * upper  # in 2^-16 pixel
-        for tap, difference in zip(taps, _differences(r, padded=band)):
+        for tap, difference in zip(taps, _differences(padded, range(r0, r1), columns)):
             if tap:
                 total += (int(tap) << (_UNIT_SHIFT - TAP_SHIFT)) * difference
         corrected = r + ((total + (1 << (_UNIT_SHIFT - 1))) >> _UNIT_SHIFT)
@@ -135,23 +139,21 @@ def fit(image: np.ndarray, decoded: np.ndarray, value_range: tuple[int, int], ex
     # partial sum of the normal equations is an integer below 4 · 2^18 · 2^32 = 2^52: exact in
     # float64, in any order, so they are summed band by band (a few megabytes at a time).
     padded = np.pad(decoded, RADIUS, mode="edge")
-    columns = np.arange(0, decoded.shape[1], step)
+    columns = range(0, decoded.shape[1], step)
     size = TONE_KNOTS + len(TAPS)
     gram, moment = np.zeros((size, size)), np.zeros(size)
-    sub_rows = np.arange(0, decoded.shape[0], step)
-    per_band = max(1, _FIT_BAND_PIXELS // len(columns))
-    for start in range(0, len(sub_rows), per_band):
-        ys = sub_rows[start : start + per_band]
-        r = decoded[np.ix_(ys, columns)].astype(np.int64)
-        rows = keep[np.ix_(ys, columns)]
-        segment, lower, upper = _tone_weights(r[rows], lo, hi)
+    band_step = step * max(1, _FIT_BAND_PIXELS // len(columns))  # image rows a band of the subsample spans
+    for y0 in range(0, decoded.shape[0], band_step):
+        rows = range(y0, min(y0 + band_step, decoded.shape[0]), step)
+        grid = np.s_[rows.start : rows.stop : step, :: step]
+        r, coded = decoded[grid].astype(np.int64), keep[grid]
+        segment, lower, upper = _tone_weights(r[coded], lo, hi)
         features = np.zeros((len(segment), size))
         features[np.arange(len(segment)), segment] = lower
         features[np.arange(len(segment)), segment + 1] = upper
-        for j, (dy, dx) in enumerate(TAPS):
-            neighbours = padded[np.ix_(ys + RADIUS + dy, columns + RADIUS + dx)].astype(np.int64)
-            features[:, TONE_KNOTS + j] = (neighbours - r)[rows]
-        y = (image[np.ix_(ys, columns)].astype(np.int64) - r)[rows].astype(np.float64)
+        for j, difference in enumerate(_differences(padded, rows, columns)):
+            features[:, TONE_KNOTS + j] = difference[coded]
+        y = (image[grid].astype(np.int64) - r)[coded].astype(np.float64)
         gram += features.T @ features
         moment += features.T @ y
     scale = np.array([2.0**-_UNIT_SHIFT] * TONE_KNOTS + [2.0**-TAP_SHIFT] * len(TAPS))  # one stored unit, in features' units
