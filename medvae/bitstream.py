@@ -5,9 +5,9 @@ Layout (all integers little-endian)::
     offset  size  field
     0       4     magic b"MVAE"
     4       1     format version (3; 8 with a residual layer, 9 with one that reads the
-                  previous slice of a series, 10 the two previous slices; 6 from a
-                  variable-rate model, 11 from one with a correction block;
-                  1, 2, 4, 5 and 7 are still read)
+                  previous slice of a series, 10 the two previous slices, 12 to 14 the
+                  same with an adaptation of the residual laws; 6 from a variable-rate
+                  model, 11 from one with a correction block; 1, 2, 4, 5 and 7 are still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
     6       1     bits stored (0 = not known)
     7       1     length n of the model name
@@ -43,7 +43,9 @@ Layout (all integers little-endian)::
                   strings; the pixel CRC is then that of the final image (base plus
                   residual). Format 8 codes under bounded laws (:mod:`medvae.residual.folding`;
                   two strings: the lane rANS stream of :mod:`medvae.residual.rans`, then the
-                  escaped values); formats 4 and 7 with CompressAI's tables, in chunks
+                  escaped values; formats 12, 13 and 14, laid out as 8, 9 and 10, add a third:
+                  the adaptation of :mod:`medvae.residual.adaptation`); formats 4 and 7 with
+                  CompressAI's tables, in chunks
     ...     4     length m of the metadata block (u32, 0 when absent)
     ...     m     metadata: opaque bytes the caller attaches (the command line stores the
                   source DICOM header there, so decoding can write DICOM back)
@@ -87,8 +89,14 @@ SERIES_RESIDUAL_VERSION = 9
 #: Format 9 from a residual model that reads the two previous slices of a series: it also
 #: records the pixel CRC of the slice before the previous one.
 TWO_PREVIOUS_VERSION = 10
+#: Formats 12, 13 and 14 are formats 8, 9 and 10 whose residual layer has a third string: the
+#: per-image adaptation of its laws the encoder fitted (:mod:`medvae.residual.adaptation`).
+ADAPTED_VERSIONS = {version + 4: version for version in (BOUNDED_RESIDUAL_VERSION, SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION)}
+_ADAPTED_TWIN = {version: adapted for adapted, version in ADAPTED_VERSIONS.items()}
+#: Residual strings of an adapted file (rANS stream, escapes, adaptation block; formats 8 to 10: two).
+ADAPTED_STRINGS = 3
 #: Versions under bounded laws (:mod:`medvae.residual.folding`).
-BOUNDED_VERSIONS = (BOUNDED_RESIDUAL_VERSION, SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION)
+BOUNDED_VERSIONS = (BOUNDED_RESIDUAL_VERSION, SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION, *ADAPTED_VERSIONS)
 _RESIDUAL_VERSIONS = (RESIDUAL_VERSION, TIGHTER_PASSES_VERSION, *BOUNDED_VERSIONS)
 _TIGHTER_VERSIONS = (TIGHTER_PASSES_VERSION, *BOUNDED_VERSIONS)
 #: Largest image side a container may claim (DICOM Rows and Columns are 16-bit).
@@ -104,11 +112,11 @@ LINEAR_MIX_VERSION = 5
 CORRECTED_VERSION = 11
 _VARIABLE_RATE_VERSIONS = (LINEAR_MIX_VERSION, VARIABLE_RATE_VERSION, CORRECTED_VERSION)
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
-_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H"), 7: struct.Struct("<H"), 8: struct.Struct("<H"), 9: struct.Struct("<H"), 10: struct.Struct("<H"), 11: struct.Struct("<H")}  # strings
+_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H"), 7: struct.Struct("<H"), 8: struct.Struct("<H"), 9: struct.Struct("<H"), 10: struct.Struct("<H"), 11: struct.Struct("<H"), 12: struct.Struct("<H"), 13: struct.Struct("<H"), 14: struct.Struct("<H")}  # strings
 _VARIABLE_RATE = struct.Struct("<HH")  # quality in 1/256, PSNR in 1/100 dB
 #: Largest PSNR formats 5, 6 and 11 record (in 1/100 dB); the next value means identical pixels.
 _PSNR_LIMIT = 65534
@@ -194,6 +202,8 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
     series = header.previous_crc is not None
     if residual:
         version = TWO_PREVIOUS_VERSION if header.earlier_crc is not None else SERIES_RESIDUAL_VERSION if series else BOUNDED_RESIDUAL_VERSION
+        if len(header.residual_strings) == ADAPTED_STRINGS:
+            version = _ADAPTED_TWIN[version]
     else:
         version = CORRECTED_VERSION if header.correction else VARIABLE_RATE_VERSION if variable_rate else FORMAT_VERSION
     if len(strings) > 65535 or len(header.residual_strings) > 65535:
@@ -286,15 +296,18 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         exceptions = r.take(exc_len, "exception block")
     block = r.take(correction.BLOCK_BYTES, "correction block") if version == CORRECTED_VERSION else b""
     max_error, residual_fp, residual_strings, tighter_passes, previous_crc, earlier_crc = None, "", [], 0, None, None
-    if version in _RESIDUAL_VERSIONS:
+    layout = ADAPTED_VERSIONS.get(version, version)  # an adapted format lays out its header as its twin
+    if layout in _RESIDUAL_VERSIONS:
         (max_error,) = _BOUND.unpack(r.take(_BOUND.size, "residual layer header"))
-        if version in _TIGHTER_VERSIONS:
+        if layout in _TIGHTER_VERSIONS:
             (tighter_passes,) = _TIGHTER.unpack(r.take(_TIGHTER.size, "residual layer header"))
-        if version in (SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION):
+        if layout in (SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION):
             (previous_crc,) = _CRC.unpack(r.take(_CRC.size, "previous slice's checksum"))
-        if version == TWO_PREVIOUS_VERSION:
+        if layout == TWO_PREVIOUS_VERSION:
             (earlier_crc,) = _CRC.unpack(r.take(_CRC.size, "checksum of the slice before the previous one"))
         fp_bytes, n_residual = _RESIDUAL.unpack(r.take(_RESIDUAL.size, "residual layer header"))
+        if (version in ADAPTED_VERSIONS) != (n_residual == ADAPTED_STRINGS) and layout in BOUNDED_VERSIONS:
+            raise BitstreamError(f"corrupted bitstream: a format-{version} file with {n_residual} residual strings")
         least = 1 if version == TIGHTER_PASSES_VERSION else 0
         if not (least <= tighter_passes <= 3) or (tighter_passes and max_error < 1):
             raise BitstreamError(f"corrupted bitstream: {tighter_passes} passes tighter than max error {max_error}")

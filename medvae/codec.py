@@ -129,6 +129,10 @@ class Codec:
             correction of the reconstruction that every decoder applies exactly
             (:mod:`medvae.correction`; 82 bytes for a sizeable gain in fidelity). Decoding
             follows the file either way.
+        adaptation: lossless and near-lossless files: let the encoder fit, and the file carry
+            where it saves bytes, a per-image adaptation of the residual laws that every decoder
+            applies exactly (:mod:`medvae.residual.adaptation`, formats 12 to 14). Off: formats
+            8 to 10, as before. Decoding follows the file either way.
 
     Coding runs in the exact arithmetic of :mod:`medvae.exact`: the bytes written and
     the pixels decoded are the same on every CPU, at any torch thread count, and on
@@ -138,7 +142,7 @@ class Codec:
     def __init__(
         self, model: CompressionModel, *, device: str | torch.device = "cpu", update_tables: bool = False,
         residual: Residual | None = None, quality: float | None = None, alternatives: Sequence[Codec] = (),
-        series_residual: Residual | None = None, correction: bool = True,
+        series_residual: Residual | None = None, correction: bool = True, adaptation: bool = True,
     ):
         if not hasattr(model, "model_name"):
             raise TypeError("Codec needs a registered MedVAE model (medvae.models.create(...))")
@@ -174,6 +178,9 @@ class Codec:
         #: (:mod:`medvae.correction`, format 11; images of fewer than
         #: :data:`~medvae.correction.MIN_PIXELS` pixels never do). Off: format 6, as before.
         self.correction = correction
+        #: Whether residual layers carry the per-image adaptation of their laws where it pays
+        #: (:mod:`medvae.residual.adaptation`, formats 12 to 14). Off: formats 8 to 10, as before.
+        self.adaptation = adaptation
         for other in self.alternatives:
             if not (self.variable_rate and other.variable_rate and other.name == self.name and other.model.config["lmbdas"] == self.model.config["lmbdas"]):
                 raise InputError(f"alternative weights must be variable-rate {self.name} weights with the same levels")
@@ -568,7 +575,7 @@ class Codec:
         if residual is not None:
             residual_strings, final = residual.coder.encode(
                 image, encoded.decoded, encoded.value_range, max_error, tighter_passes, first_pass,
-                exceptions.exact(image.shape), previous,
+                exceptions.exact(image.shape), previous, adapt=self.adaptation,
             )
             crc = bitstream.pixels_crc(final)
         header = bitstream.Header(
@@ -784,13 +791,16 @@ class Codec:
         return encoded.decoded, float(bits) / encoded.decoded.size
 
 
-def load(source: str | os.PathLike, quality: int | None = None, *, device: str = "cpu", correction: bool = True) -> Codec:
+def load(
+    source: str | os.PathLike, quality: int | None = None, *, device: str = "cpu", correction: bool = True, adaptation: bool = True
+) -> Codec:
     """A :class:`Codec` from a checkpoint file or a shipped model name.
 
     ``medvae.load("runs/x/best.pt")`` reads a checkpoint; ``medvae.load("medvae", quality=3)``
     reads the shipped weights (see :mod:`medvae.zoo`). For a variable-rate model
     (``medvae-vr``) ``quality`` is any number in its range, the codec's default quality.
-    ``correction=False``: its lossy files carry no correction of the reconstruction (:class:`Codec`).
+    ``correction=False``: its lossy files carry no correction of the reconstruction;
+    ``adaptation=False``: its residual layers no adaptation of their laws (:class:`Codec`).
     """
     path = zoo.resolve(source, quality)
     model = _load_weights(path)
@@ -798,10 +808,11 @@ def load(source: str | os.PathLike, quality: int | None = None, *, device: str =
     if quality is not None and not variable_rate and path == Path(source):
         raise InputError(f"{source} holds weights for one rate; quality= is for shipped ladders and variable-rate models")
     variable_quality = quality if variable_rate else None  # else quality chose the file
-    alternatives = [load(other, quality, device=device, correction=correction) for other in zoo.alternative_paths(path)]
+    alternatives = [load(other, quality, device=device, correction=correction, adaptation=adaptation) for other in zoo.alternative_paths(path)]
     return Codec(
         model, device=device, residual=_residual_at(zoo.residual_path(path)), quality=variable_quality,
         alternatives=alternatives, series_residual=_residual_at(zoo.residual_path(path, series=True)), correction=correction,
+        adaptation=adaptation,
     )
 
 

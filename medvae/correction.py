@@ -36,6 +36,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from medvae import least_squares
 from medvae.errors import BitstreamError
 
 #: Offsets of the intensity-dependent bias, at lo, lo + (hi − lo)/16, ..., hi.
@@ -157,7 +158,7 @@ def fit(image: np.ndarray, decoded: np.ndarray, value_range: tuple[int, int], ex
         gram += features.T @ features
         moment += features.T @ y
     scale = np.array([2.0**-_UNIT_SHIFT] * TONE_KNOTS + [2.0**-TAP_SHIFT] * len(TAPS))  # one stored unit, in features' units
-    solution = _solve([[float(v) for v in row] for row in gram], [float(v) for v in moment])
+    solution = least_squares.solve([[float(v) for v in row] for row in gram], [float(v) for v in moment])
     coefficients = np.array([round(min(max(v / s, _INT16[0]), _INT16[1])) for v, s in zip(solution, scale)], np.int64)
     block = pack(coefficients[:TONE_KNOTS], coefficients[TONE_KNOTS:])
     none = pack(np.zeros(TONE_KNOTS, np.int64), np.zeros(len(TAPS), np.int64))  # leaves every pixel as it is
@@ -168,24 +169,3 @@ def fit(image: np.ndarray, decoded: np.ndarray, value_range: tuple[int, int], ex
 def _squared_error(image: np.ndarray, decoded: np.ndarray, keep: np.ndarray) -> int:
     difference = image.astype(np.int64) - decoded.astype(np.int64)
     return int(np.square(difference[keep]).sum())
-
-
-def _solve(gram: list[list[float]], moment: list[float]) -> list[float]:
-    """x with (gram + ridge)·x = moment, by Cholesky in Python floats (the same result on every
-    machine); a small ridge keeps it defined where features vanish (a constant image)."""
-    n = len(moment)
-    ridge = 1e-9 * max(gram[i][i] for i in range(n)) + 1e-12
-    lower = [[0.0] * n for _ in range(n)]
-    for i in range(n):
-        for j in range(i + 1):
-            s = gram[i][j] + (ridge if i == j else 0.0)
-            for k in range(j):
-                s -= lower[i][k] * lower[j][k]
-            lower[i][j] = math.sqrt(s if s > 0.0 else ridge) if i == j else s / lower[j][j]
-    z = [0.0] * n
-    for i in range(n):
-        z[i] = (moment[i] - sum(lower[i][k] * z[k] for k in range(i))) / lower[i][i]
-    x = [0.0] * n
-    for i in reversed(range(n)):
-        x[i] = (z[i] - sum(lower[k][i] * x[k] for k in range(i + 1, n))) / lower[i][i]
-    return x

@@ -26,6 +26,7 @@ the bounds and folded intervals are integer arithmetic on them. The pixel checks
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -33,12 +34,13 @@ import torch
 from compressai.ans import RansDecoder
 from torch import nn
 
+from medvae import varint
 from medvae.errors import BitstreamError, InputError
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import Fixed, from_real, pow2
 from medvae.exact.layers import ExactModule, ExactSequential, Tiled, convert
 from medvae.exact.twin import CHUNK, guarded
-from medvae.residual import folding, rans
+from medvae.residual import adaptation, folding, rans
 from medvae.residual.model import CONTEXT_GAIN, PHASES, ResidualModel, block_offset, input_channels, model_inputs
 from medvae.residual.tables import LOG2_FRAC, log2_fixed, table_index, tables
 
@@ -161,13 +163,16 @@ class ResidualCoder:
     def encode(
         self, image: np.ndarray, base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0,
         first_pass: PassOutputs | None = None, exact: np.ndarray | None = None, previous: np.ndarray | None = None,
+        adapt: bool = True,
     ) -> tuple[list[bytes], np.ndarray]:
         """The strings of the residual of ``image`` over ``base`` with bound ``max_error`` (the
         first ``tighter_passes`` passes: ``max_error − 1``) under the bounded laws of
         :mod:`medvae.residual.folding` (format 8), and the image every decoder will get from them.
         ``first_pass``: :meth:`first_pass` of this base and range, if already computed;
         ``exact``: where the base restores the image exactly (its exceptions), if anywhere;
-        ``previous``: for a series model, the previous slices' decoded pixels (:meth:`_previous`)."""
+        ``previous``: for a series model, the previous slices' decoded pixels (:meth:`_previous`);
+        ``adapt``: fit the per-image adaptation of :mod:`medvae.residual.adaptation`, written as a
+        third string where it saves bytes (formats 12 to 14)."""
         bounds = pass_bounds(max_error, tighter_passes)
         before = self._previous(previous, base)
         lower, upper = pixel_bounds(base, value_range, exact)
@@ -177,18 +182,19 @@ class ResidualCoder:
         residual = _even(np.subtract(image, base, dtype=np.int32))
 
         def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-            rows, cols = mean.shape
-            r = residual[phase[0] :: 2, phase[1] :: 2][:rows, :cols].astype(np.int64)
+            r = _pass_residual(residual, phase, mean.shape)
             q = quantize(r - mean, bound)
-            coded = low < high  # a pixel with one possible value costs nothing
-            laws = _laws(mean, index, low, high, coded, bound)
-            chosen = folding.cheapest(laws, q[coded], r[coded], low[coded], high[coded], bound)
+            coded, laws, chosen = _symbols(mean, index, r, low, high, bound)
             folding.encode(encoder, escapes, laws, chosen)
             q[coded] = chosen
             return q
 
-        final = _add(base, self._passes(base, value_range, bounds, code, first_pass, (lower, upper), before))
-        return [encoder.finish(), bytes(escapes.written)], final
+        fitter = _Fitter(residual) if adapt else None
+        final = _add(base, self._passes(base, value_range, bounds, code, first_pass, (lower, upper), before, fitter))
+        strings = [encoder.finish(), bytes(escapes.written)]
+        if fitter is not None and (block := adaptation.Adaptation(tuple(fitter.passes))).active:
+            strings.append(block.to_bytes())
+        return strings, final
 
     def decode(
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0,
@@ -222,8 +228,9 @@ class ResidualCoder:
         previous: np.ndarray | None,
     ) -> np.ndarray:
         """A format-8 residual layer: the rANS stream and the escapes (two strings), over ``base``."""
-        if len(strings) != 2:
-            raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where 2 are needed")
+        if len(strings) not in (2, 3):
+            raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where 2 or 3 are needed")
+        block = adaptation.Adaptation.from_bytes(strings[2], self.series) if len(strings) == 3 else None
         lower, upper = pixel_bounds(base, value_range, exact)
         decoder, escapes = rans.Decoder(strings[0], rans.lane_count(base.size)), folding.Escapes(strings[1])
 
@@ -233,20 +240,23 @@ class ResidualCoder:
             q[coded] = folding.decode(decoder, escapes, _laws(mean, index, low, high, coded, bound))
             return q
 
-        decoded = self._passes(base, value_range, bounds, code, limits=(lower, upper), previous=previous)
+        adapt = None if block is None else lambda p, planes, mean, index, *_: block.passes[p].apply(planes, mean, index)
+        decoded = self._passes(base, value_range, bounds, code, limits=(lower, upper), previous=previous, adapt=adapt)
         decoder.finish()
         escapes.finish()
         return _add(base, decoded)
 
     def _passes(
         self, base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], code, first_pass: PassOutputs | None = None,
-        limits: tuple[np.ndarray, np.ndarray] | None = None, previous: np.ndarray | None = None,
+        limits: tuple[np.ndarray, np.ndarray] | None = None, previous: np.ndarray | None = None, adapt=None,
     ) -> np.ndarray:
         """Run the four passes, pass ``p`` with error bound ``bounds[p]``: parameters from what is
         decoded so far (the first pass's: ``first_pass``, when given), then ``code(mean, index, phase,
         bound)`` on the pass's pixels, which writes or reads their quantized residuals; with ``limits``,
         the pixels' (lower, upper) bounds, ``code`` also gets them as residual bounds, and the decoded
-        residuals are clipped to them; ``previous``: the series model's (even-sized) previous slices.
+        residuals are clipped to them; ``previous``: the series model's (even-sized) previous slices;
+        ``adapt(p, planes, mean, index, low, high, bound)`` (with ``limits``): the pass's adapted
+        (mean, index), ``planes()`` giving its features (:mod:`medvae.residual.adaptation`).
         Returns the decoded residual (even-sized)."""
         padded = _even(base.astype(np.int32), edge=True)
         decoded = np.zeros(padded.shape, np.int32)
@@ -266,11 +276,61 @@ class ResidualCoder:
             else:
                 at_base = base[grid].astype(np.int64)
                 low, high = (limit[grid].astype(np.int64) - at_base for limit in limits)
+                if adapt is not None:
+                    planes = lambda p=p, mean=mean: adaptation.features(p, mean, decoded, padded, previous)  # noqa: E731
+                    mean, index = adapt(p, planes, mean, index, low, high, bound)
                 q = code(mean, index, phase, bound, low, high)
                 values = np.clip(np.clip(mean + (2 * bound + 1) * q, low, high), -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # a valid file's bounds lie within the limit
             decoded[grid][:rows, :cols] = values
             known[grid][:rows, :cols] = True
         return decoded
+
+
+class _Fitter:
+    """The encoder's side of :mod:`medvae.residual.adaptation`: fits each pass's adaptation
+    against the true ``residual`` (even-sized) and keeps them, in pass order."""
+
+    def __init__(self, residual: np.ndarray):
+        self.residual, self.passes = residual, []
+
+    def __call__(self, p: int, planes, mean: np.ndarray, index: np.ndarray, low: np.ndarray, high: np.ndarray, bound: int):
+        r = _pass_residual(self.residual, PHASES[p], mean.shape)
+        cost = lambda m, i: _bits(m, i, r, low, high, bound)  # noqa: E731
+        fitted = adaptation.fit(planes, mean, index, r, (r > low) & (r < high), cost)
+        self.passes.append(fitted)
+        return fitted.apply(planes, mean, index)
+
+
+def _pass_residual(residual: np.ndarray, phase: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """A pass's pixels of the (even-sized) residual, as int64 of the pass's ``shape``."""
+    return residual[phase[0] :: 2, phase[1] :: 2][: shape[0], : shape[1]].astype(np.int64)
+
+
+def _symbols(
+    mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, high: np.ndarray, bound: int
+) -> tuple[np.ndarray, folding.BoundedLaws, np.ndarray]:
+    """What the encoder codes for a pass's residuals ``r``: which pixels it codes (a pixel with one
+    possible value costs nothing), their bounded laws and their symbols (:func:`folding.cheapest`)."""
+    coded = low < high
+    laws = _laws(mean, index, low, high, coded, bound)
+    return coded, laws, folding.cheapest(laws, quantize(r - mean, bound)[coded], r[coded], low[coded], high[coded], bound)
+
+
+def _bits(mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, high: np.ndarray, bound: int) -> int:
+    """The bits the coder spends on a pass under these laws, in 2^-16 bit (an exact integer,
+    :data:`medvae.residual.adaptation.COST_FRAC`): each symbol's interval, and the escapes' varints."""
+    _, laws, q = _symbols(mean, index, r, low, high, bound)
+    position = laws.positions(q)
+    escaped = position == laws.escape
+    escape_bytes = len(varint.write(2 * (np.abs(q[escaped]) - laws.width[escaped] - 1) + (q[escaped] < 0), folding.ESCAPE_BYTES))
+    return int(_interval_bits()[laws.intervals(position)[1]].sum()) + (escape_bytes << (adaptation.COST_FRAC + 3))
+
+
+@lru_cache(maxsize=1)
+def _interval_bits() -> np.ndarray:
+    """``−log2(f/2^16)`` in 2^-COST_FRAC bit, floored, for each interval width f of the rANS coder (exact integers)."""
+    total = log2_fixed(rans.TOTAL, adaptation.COST_FRAC)
+    return np.array([0] + [total - log2_fixed(f, adaptation.COST_FRAC) for f in range(1, rans.TOTAL + 1)], np.int64)
 
 
 def bound_map(shape: tuple[int, int], bounds: tuple[int, ...]) -> np.ndarray:

@@ -1,0 +1,275 @@
+"""Per-image adaptation of the residual laws, fitted by the encoder (formats 12 to 14).
+
+The residual network is trained once, on a few volumes; a slice from another scanner or
+another reconstruction kernel has residuals whose neighbours and base predict them a little
+differently. So the encoder fits, pass by pass, a linear correction of the network's integer
+mean from what every decoder has at that pass (:func:`features`: the mean itself, the decoded
+residuals of the 5×5 neighbourhood that earlier passes decoded, the base's second differences,
+a series' previous slices less the base) and a shift of the table index (the scale by
+2^(k/4)), as LS-based adaptive predictors of lossless image coding fit theirs per image. It
+keeps each part only where it codes the pass in fewer bits, the block's own bytes counted,
+and writes them as a third residual string (:class:`Adaptation`).
+
+Why every decoder computes the same laws: the features are integers clipped to ±2^20 and
+the coefficients int16, so each product is below 2^35 and a pass's sum of at most 34 of them
+below 2^41, computed in int64 and rounded by one arithmetic shift; the index shift is an
+integer addition clamped to the tables. Only the fit uses floats, and it runs in the encoder
+alone: the decoder reads its result, so the fit need not be reproducible.
+"""
+
+from __future__ import annotations
+
+import struct
+import math
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+
+from medvae import least_squares
+from medvae.errors import BitstreamError
+from medvae.residual.model import PHASES
+from medvae.residual.tables import COUNT, LOG2_MIN, STEPS
+
+#: The decoded residuals a pass reads lie within this many pixels (rows and columns) of its pixel.
+RADIUS = 2
+#: Second differences of the base, ``x̃(p + δ) + x̃(p − δ) − 2·x̃(p)``, one per direction δ.
+CURVATURES = ((0, 1), (0, 2), (1, -1), (1, 0), (1, 1), (2, 0))
+#: Features and coefficients are kept within these (int64 sums stay below 2^41).
+FEATURE_LIMIT = 2**20
+COEFFICIENT_LIMIT = 2**15 - 1
+#: Largest arithmetic shift of a pass's coefficients (their resolution, 2^-SHIFT_LIMIT).
+SHIFT_LIMIT = 30
+#: A pass's header byte for "no mean correction".
+_NO_CORRECTION = 255
+#: Index shifts the encoder tries (quarter octaves of the scale).
+INDEX_SHIFTS = range(-4, 5)
+#: The fit reads at most this many pixels of a pass (every n-th row of larger images), and
+#: reweights its least squares this many times.
+FIT_PIXELS = 2**15
+FIT_ROUNDS = 4
+_FIT_LIMIT = 2**11
+#: Bit costs are integers in units of 2^-COST_FRAC bit.
+COST_FRAC = 16
+_PASS = struct.Struct("<bB")  # index shift, coefficient shift (or _NO_CORRECTION)
+
+
+def neighbours(p: int) -> tuple[tuple[int, int], ...]:
+    """Offsets (row, column) within :data:`RADIUS` of a pixel of pass ``p`` whose pixels earlier
+    passes decoded (the same for every pixel of the pass: they depend on parities only)."""
+    phase, earlier = PHASES[p], set(PHASES[:p])
+    return tuple(
+        (dy, dx) for dy in range(-RADIUS, RADIUS + 1) for dx in range(-RADIUS, RADIUS + 1)
+        if ((phase[0] + dy) % 2, (phase[1] + dx) % 2) in earlier
+    )
+
+
+def feature_count(p: int, previous: int = 0) -> int:
+    """Features of pass ``p`` for a model reading ``previous`` slices: the mean, a constant,
+    the decoded neighbours, the base's curvatures and each previous slice less the base."""
+    return 2 + len(neighbours(p)) + len(CURVATURES) + previous
+
+
+def features(
+    p: int, mean: np.ndarray, decoded: np.ndarray, base: np.ndarray, previous: np.ndarray | None
+) -> Iterator[np.ndarray]:
+    """The features of pass ``p``'s pixels (each as int64 of ``mean``'s shape, clipped to
+    ±:data:`FEATURE_LIMIT`), in the order of :func:`feature_count`. ``decoded``: the (even-sized)
+    decoded residual so far (zero where not yet decoded), ``base`` the even-sized base and
+    ``previous`` a series' (n, H, W) previous slices (or None); outside the image the residual
+    reads 0 and the base its nearest pixel."""
+    rows, cols = mean.shape
+    phase = PHASES[p]
+    pad = 2 * RADIUS
+
+    def grid(a: np.ndarray, dy: int, dx: int) -> np.ndarray:  # a(p + δ) at the pass's pixels
+        r0, c0 = pad + phase[0] + dy, pad + phase[1] + dx
+        return a[r0 : r0 + 2 * rows : 2, c0 : c0 + 2 * cols : 2].astype(np.int64)
+
+    wide_residual = np.pad(decoded, pad)
+    wide_base = np.pad(base, pad, mode="edge")
+    centre = grid(wide_base, 0, 0)
+    clip = lambda a: np.clip(a, -FEATURE_LIMIT, FEATURE_LIMIT)  # noqa: E731
+    yield clip(mean.astype(np.int64))
+    yield np.ones((rows, cols), np.int64)
+    for dy, dx in neighbours(p):
+        yield clip(grid(wide_residual, dy, dx))
+    for dy, dx in CURVATURES:
+        yield clip(grid(wide_base, dy, dx) + grid(wide_base, -dy, -dx) - 2 * centre)
+    for plane in () if previous is None else previous:
+        yield clip(grid(np.pad(plane, pad, mode="edge"), 0, 0) - centre)
+
+
+class PassAdaptation(NamedTuple):
+    """One pass's adaptation: a table index shift, and the mean's correction
+    ``⌊(Σ coefficient·feature + 2^(shift − 1))/2^shift⌋`` (no correction: ``coefficients`` None)."""
+
+    index_shift: int = 0
+    shift: int = 0
+    coefficients: np.ndarray | None = None
+
+    def apply(self, planes: Callable[[], Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The adapted (mean, index) of a pass; ``planes`` gives its features (:func:`features`)."""
+        if self.index_shift:
+            index = np.clip(index.astype(np.int64) + self.index_shift, 0, COUNT - 1)
+        if self.coefficients is None:
+            return mean, index
+        total = np.zeros(mean.shape, np.int64)
+        for weight, plane in zip(self.coefficients.tolist(), planes(), strict=True):
+            if weight:
+                total += weight * plane
+        if self.shift:
+            total = (total + (1 << (self.shift - 1))) >> self.shift  # an arithmetic shift: the floor
+        return mean.astype(np.int64) + total, index
+
+    def to_bytes(self) -> bytes:
+        if self.coefficients is None:
+            return _PASS.pack(self.index_shift, _NO_CORRECTION)
+        return _PASS.pack(self.index_shift, self.shift) + self.coefficients.astype("<i2").tobytes()
+
+
+class Adaptation(NamedTuple):
+    """The four passes' adaptations, in the order of :data:`PHASES`: the third residual string."""
+
+    passes: tuple[PassAdaptation, ...]
+
+    @property
+    def active(self) -> bool:
+        """Whether any pass changes its laws (a file without a change carries no block)."""
+        return any(a.index_shift or a.coefficients is not None for a in self.passes)
+
+    def to_bytes(self) -> bytes:
+        return b"".join(a.to_bytes() for a in self.passes)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, previous: int = 0) -> Adaptation:
+        """Parse a block written for a model reading ``previous`` slices. Raises :class:`BitstreamError`."""
+        passes, pos = [], 0
+        for p in range(len(PHASES)):
+            if pos + _PASS.size > len(data):
+                raise BitstreamError("corrupted residual adaptation block (truncated)")
+            index_shift, shift = _PASS.unpack_from(data, pos)
+            pos += _PASS.size
+            if abs(index_shift) >= COUNT or (shift > SHIFT_LIMIT and shift != _NO_CORRECTION):
+                raise BitstreamError("corrupted residual adaptation block")
+            coefficients = None
+            if shift != _NO_CORRECTION:
+                n = feature_count(p, previous)
+                if pos + 2 * n > len(data):
+                    raise BitstreamError("corrupted residual adaptation block (truncated)")
+                coefficients = np.frombuffer(data, "<i2", n, pos).astype(np.int64)
+                pos += 2 * n
+            passes.append(PassAdaptation(index_shift, 0 if coefficients is None else shift, coefficients))
+        if pos != len(data):
+            raise BitstreamError("corrupted residual adaptation block (bytes left over)")
+        return cls(tuple(passes))
+
+
+def fit(
+    planes: Callable[[], Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray, residual: np.ndarray,
+    inside: np.ndarray, cost: Callable[[np.ndarray, np.ndarray], int],
+) -> PassAdaptation:
+    """The adaptation of one pass that codes it in the fewest bits, block bytes counted (a pass
+    left as it is when nothing pays). ``residual``: the pass's true residuals; ``inside``: the
+    pixels whose residual lies strictly between their bounds (the fit reads those: at a bound
+    the residual is censored); ``cost(mean, index)``: the pass's bits under those laws, in
+    units of 2^-:data:`COST_FRAC` bit (an exact integer, so every machine makes the same choices)."""
+    byte = 8 << COST_FRAC
+    best, best_mean, best_bits = PassAdaptation(), mean, cost(mean, index) + byte * _PASS.size
+    corrected = _fit_mean(planes, mean, index, residual, inside)
+    if corrected is not None:
+        corrected_mean, _ = corrected.apply(planes, mean, index)
+        bits = cost(corrected_mean, index) + byte * len(corrected.to_bytes())
+        if bits < best_bits:
+            best, best_mean, best_bits = corrected, corrected_mean, bits
+    return best._replace(index_shift=_best_index_shift(best_mean, index, cost, best_bits - byte * len(best.to_bytes())))
+
+
+def _best_index_shift(mean: np.ndarray, index: np.ndarray, cost: Callable[[np.ndarray, np.ndarray], int], unshifted: int) -> int:
+    """The index shift of :data:`INDEX_SHIFTS` that codes the pass in the fewest bits
+    (``unshifted``: the bits without a shift): from 0 outwards in each direction while the
+    bits fall (the cost is unimodal in the shift); the smallest shift among equals."""
+    bits = {0: unshifted}
+    for direction in (-1, 1):
+        shift = direction
+        while shift in INDEX_SHIFTS:
+            bits[shift] = cost(mean, np.clip(index.astype(np.int64) + shift, 0, COUNT - 1))
+            if bits[shift] >= bits[shift - direction]:
+                break
+            shift += direction
+    return min(bits, key=lambda shift: (bits[shift], abs(shift), shift))
+
+
+def _fit_mean(
+    planes: Callable[[], Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray, residual: np.ndarray, inside: np.ndarray
+) -> PassAdaptation | None:
+    """The mean's correction by iteratively reweighted least squares, which minimises
+    Σ |r − μ − correction|/b, the Laplace law's cost (b the pixel's table scale), over the
+    ``inside`` pixels of (at most :data:`FIT_PIXELS` of) the pass; None when too few.
+
+    Reproducible on every machine: features and targets are integers clipped to ±2^11 and the
+    weights integers in [1, 2^9], so every product of the normal equations is below 2^31 and
+    every partial sum of at most 2^15 of them below 2^46, which float64 adds exactly in any
+    order (BLAS included); they are solved in Python floats (:mod:`medvae.least_squares`), and
+    the weights come from integer arithmetic on the coefficients rounded as the file stores them."""
+    stride = max(1, -(-mean.size // FIT_PIXELS))
+    rows = slice(None, None, stride)
+    chosen = inside[rows].ravel()
+    X = np.stack([np.clip(plane[rows].ravel()[chosen], -_FIT_LIMIT, _FIT_LIMIT) for plane in planes()], 1)
+    if len(X) < 16 * X.shape[1]:
+        return None
+    y = np.clip((residual[rows] - mean[rows]).ravel()[chosen], -_FIT_LIMIT, _FIT_LIMIT)
+    scale = _scales()[index[rows].ravel()[chosen]]  # b · 2^8, integers
+    weights = _weights(scale * scale)  # the first solution: least squares weighted by 1/b²
+    X_float, adaptation = X.astype(np.float64), None
+    for _ in range(FIT_ROUNDS):
+        gram = X_float.T @ (X_float * weights[:, None])
+        moment = X_float.T @ (y * weights).astype(np.float64)
+        solution = least_squares.solve([[float(v) for v in row] for row in gram], [float(v) for v in moment])
+        adaptation = _quantized(solution)
+        if adaptation is None:
+            return None
+        shift = adaptation.shift  # twice the error, rounded: integers, exact
+        twice_error = ((y << (shift + 1)) - ((X @ adaptation.coefficients) << 1) + ((1 << shift) >> 1)) >> shift
+        weights = _weights(scale * np.maximum(np.abs(twice_error), 1))  # 1/(b · max(|e|, ½))
+    return adaptation
+
+
+def _weights(denominator: np.ndarray) -> np.ndarray:
+    """Integer weights in [1, 2^9] proportional to 1/``denominator`` (positive int64): the tenth
+    of the pixels with the smallest denominators get the most weight."""
+    reference = int(np.partition(denominator, len(denominator) // 10)[len(denominator) // 10])
+    return np.clip((reference << 9) // denominator, 1, 1 << 9)
+
+
+@lru_cache(maxsize=1)
+def _scales() -> np.ndarray:
+    """Each table's scale b in 2^-8 of its symbol unit, floored, as int64: ``⌊2^(LOG2_MIN + (i + ½)/STEPS + 8)⌋``
+    for table i, in integer arithmetic (an integer 2·STEPS-th root), the same everywhere."""
+    root = 2 * STEPS
+    return np.array([_integer_root(2 ** (2 * i + 1 + root * (LOG2_MIN + 8 + 40)), root) >> 40 for i in range(COUNT)], np.int64)
+
+
+def _integer_root(n: int, k: int) -> int:
+    """⌊n^(1/k)⌋ for integers n ≥ 0, k ≥ 1 (Newton's method in integers)."""
+    if n < 2:
+        return n
+    x = 1 << -(-n.bit_length() // k)  # above the root
+    while True:
+        y = ((k - 1) * x + n // x ** (k - 1)) // k
+        if y >= x:
+            return x
+        x = y
+
+
+def _quantized(solution: list[float]) -> PassAdaptation | None:
+    """The solution as the file stores it: int16 coefficients at the finest shift that holds
+    the largest (None if it is 0 or too large for a shift of 0)."""
+    largest = max(abs(v) for v in solution)
+    if not largest < COEFFICIENT_LIMIT or largest == 0.0:  # also refuses a NaN
+        return None
+    shift = 0
+    while shift < SHIFT_LIMIT and math.ldexp(largest, shift + 1) <= COEFFICIENT_LIMIT:  # exact powers of two
+        shift += 1
+    return PassAdaptation(0, shift, np.array([round(math.ldexp(v, shift)) for v in solution], np.int64))
