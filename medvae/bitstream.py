@@ -296,17 +296,17 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         exceptions = r.take(exc_len, "exception block")
     block = r.take(correction.BLOCK_BYTES, "correction block") if version == CORRECTED_VERSION else b""
     max_error, residual_fp, residual_strings, tighter_passes, previous_crc, earlier_crc = None, "", [], 0, None, None
-    layout = ADAPTED_VERSIONS.get(version, version)  # an adapted format lays out its header as its twin
-    if layout in _RESIDUAL_VERSIONS:
+    twin = layout(version)  # an adapted format lays out its header as its twin
+    if twin in _RESIDUAL_VERSIONS:
         (max_error,) = _BOUND.unpack(r.take(_BOUND.size, "residual layer header"))
-        if layout in _TIGHTER_VERSIONS:
+        if twin in _TIGHTER_VERSIONS:
             (tighter_passes,) = _TIGHTER.unpack(r.take(_TIGHTER.size, "residual layer header"))
-        if layout in (SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION):
+        if twin in (SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION):
             (previous_crc,) = _CRC.unpack(r.take(_CRC.size, "previous slice's checksum"))
-        if layout == TWO_PREVIOUS_VERSION:
+        if twin == TWO_PREVIOUS_VERSION:
             (earlier_crc,) = _CRC.unpack(r.take(_CRC.size, "checksum of the slice before the previous one"))
         fp_bytes, n_residual = _RESIDUAL.unpack(r.take(_RESIDUAL.size, "residual layer header"))
-        if (version in ADAPTED_VERSIONS) != (n_residual == ADAPTED_STRINGS) and layout in BOUNDED_VERSIONS:
+        if (version in ADAPTED_VERSIONS) != (n_residual == ADAPTED_STRINGS) and twin in BOUNDED_VERSIONS:
             raise BitstreamError(f"corrupted bitstream: a format-{version} file with {n_residual} residual strings")
         least = 1 if version == TIGHTER_PASSES_VERSION else 0
         if not (least <= tighter_passes <= 3) or (tighter_passes and max_error < 1):
@@ -350,6 +350,12 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         metadata_bytes=len(metadata),
     )
     return header, strings, metadata
+
+
+def layout(version: int) -> int:
+    """The format whose layout a file of ``version`` follows: an adapted residual format's twin
+    (12, 13, 14: 8, 9, 10; :data:`ADAPTED_VERSIONS`), else the version itself."""
+    return ADAPTED_VERSIONS.get(version, version)
 
 
 def read_header(data: bytes) -> Header:

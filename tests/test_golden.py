@@ -86,12 +86,16 @@ def _earlier() -> np.ndarray:
     return np.roll(source, 2, axis=1) + rng.integers(-8, 9, source.shape).astype(np.int16)
 
 
-@pytest.mark.parametrize("label", ["lossless", "near-lossless-2", "series-lossless", "series-near-lossless-2"])
+@pytest.mark.parametrize("label", [f"{adapted}{layer}" for adapted in ("", "adapted-")
+                                   for layer in ("lossless", "near-lossless-2", "series-lossless", "series-near-lossless-2")])
 def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
     """The shipped residual model (format 8) and series residual model (format 10, given the two
-    slices before), lossless and with max error 2."""
-    source, previous = _source(), [_previous(), _earlier()] if label.startswith("series") else None
-    codec = medvae.load("medvae")
+    slices before), lossless and with max error 2; without the per-image adaptation of the laws
+    (``adaptation=False``: the files of the release before, byte for byte) and with it (the
+    default: formats 12 and 14, :mod:`medvae.residual.adaptation`)."""
+    adapted = label.startswith("adapted-")
+    source, previous = _source(), [_previous(), _earlier()] if "series" in label else None
+    codec = medvae.load("medvae", adaptation=adapted)
     written = codec.compress(source, bits_stored=12, max_error=0 if label.endswith("lossless") else 2, previous=previous)
     golden = GOLDEN / f"medvae-{label}.mvae"
     fingerprint = (codec.series_residual if previous is not None else codec.residual).fingerprint
@@ -105,6 +109,7 @@ def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
     assert expected["fingerprint"] == fingerprint, "the shipped residual model changed: regenerate on purpose (see module doc)"
     assert hashlib.sha256(golden.read_bytes()).hexdigest() == expected["mvae_sha256"]
     assert written == golden.read_bytes(), "the encoder now writes other bytes: regenerate on purpose (see module doc)"
+    assert (medvae.read_header(written).version in medvae.bitstream.ADAPTED_VERSIONS) == adapted
     assert _sha256(medvae.decompress(golden.read_bytes(), previous=previous)) == expected["pixels_sha256"]
 
 

@@ -60,6 +60,7 @@ def describe(path: Path) -> dict[str, Any]:
         "earlier_slice_crc": None if header.earlier_crc is None else f"{header.earlier_crc:08x}",
         "quality": header.quality,
         "correction_bytes": len(header.correction) or None,
+        "adaptation_bytes": len(header.residual_strings[2]) if header.version in bitstream.ADAPTED_VERSIONS else None,
         "psnr": _psnr(header),
         "psnr_at_least": _psnr_floor(header),
     }
@@ -147,6 +148,9 @@ def format_text(info: dict[str, Any]) -> str:
     if info["correction_bytes"]:
         rows.append(("correction", f"{info['correction_bytes']} bytes: intensity offsets and a filter the encoder fitted, "
                                    "applied exactly by every decoder (medvae.correction)"))
+    if info["adaptation_bytes"]:
+        rows.append(("adaptation", f"{info['adaptation_bytes']} bytes: per-pass corrections of the residual laws the encoder "
+                                   "fitted to this image, applied exactly by every decoder (medvae.residual.adaptation)"))
     if info["psnr"] is not None:
         rows.append(("psnr", "infinite (identical pixels)" if info["psnr"] == "inf"
                      else f"{info['psnr']:.2f} dB, measured by the encoder at the bits stored"))

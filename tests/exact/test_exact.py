@@ -81,7 +81,8 @@ def coded_files(tmp_path_factory):
     a small untrained residual model; one with two passes at the tighter bound; format 8), one coded
     given the previous slice of its series (a small untrained series model that also reads its
     context's error bounds, one pass at the tighter bound; format 9), and one given the two slices
-    before it (format 10)."""
+    before it (format 10); every residual layer with the per-image adaptation of its laws (formats
+    12 to 14, whose fit must also come out the same: the files are re-encoded)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
     sources = [(str(folder / f"{family}.pt"), None, family, None) for family in (*FAMILIES, "rnn-conv")]
@@ -117,7 +118,9 @@ def coded_files(tmp_path_factory):
         data = codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter.get(label, 0), previous=previous)
         assert (medvae.read_header(data).version == bitstream.CORRECTED_VERSION) == label.endswith("corrected")
         if previous is not None:
-            assert medvae.read_header(data).version == 8 + len(previous)  # format 9 given one slice, 10 given two
+            assert bitstream.layout(medvae.read_header(data).version) == 8 + len(previous)  # format 9 given one slice, 10 given two
+        if max_error is not None:  # each residual layer carries the adaptation of its laws (formats 12 to 14)
+            assert medvae.read_header(data).version in bitstream.ADAPTED_VERSIONS
         (folder / f"{label}.mvae").write_bytes(data)
         job.append({
             "weights": weights, "quality": quality, "file": str(folder / f"{label}.mvae"),

@@ -78,7 +78,7 @@ def test_lossless_round_trip_is_exact(codec, name):
     assert decoded.dtype == image.dtype
     np.testing.assert_array_equal(decoded, image)
     header = bitstream.read_header(data)
-    assert (header.version, header.max_error, header.residual_fingerprint) == (8, 0, codec.residual.fingerprint)
+    assert (bitstream.layout(header.version), header.max_error, header.residual_fingerprint) == (8, 0, codec.residual.fingerprint)
 
 
 @pytest.mark.parametrize("max_error", [1, 2, 7, 100])
@@ -124,7 +124,7 @@ def test_tighter_passes_give_the_rates_between_two_bounds_and_keep_them(codec, t
     for tau, j in ((3, 0), (3, 1), (3, 2), (3, 3), (2, 0)):
         data = codec.compress(image, max_error=tau, tighter_passes=j)
         header = bitstream.read_header(data)
-        assert (header.version, header.max_error, header.tighter_passes) == (8, tau, j)
+        assert (bitstream.layout(header.version), header.max_error, header.tighter_passes) == (8, tau, j)
         error = np.abs(codec.decompress(data).astype(np.int64) - image)
         assert error.max() <= tau and (j == 0 or error[first_pass].max() <= tau - 1)
         sizes.append(len(data))
@@ -252,7 +252,7 @@ def test_training_loss_is_the_coded_size(codec, narrower):
     lo, hi = (torch.tensor(float(v)).reshape(1, 1, 1, 1) for v in value_range)
     with torch.no_grad():
         estimate = float(residual_bits(model, t(image), t(base), lo, hi)) / 8
-    strings, _ = residual.coder.encode(image, base, value_range, 0, exact=exact)
+    strings, _ = residual.coder.encode(image, base, value_range, 0, exact=exact, adapt=False)  # the laws the loss models
     assert (len(strings[1]) > 0.2 * sum(map(len, strings))) == (narrower > 1)  # the case it claims: escapes or none to speak of
     assert abs(sum(map(len, strings)) - estimate) < 0.03 * estimate + 16
 

@@ -1,0 +1,182 @@
+"""The per-image adaptation of the residual laws (medvae.residual.adaptation, formats 12 to 14).
+
+The decoder's arithmetic is checked against the stated formulas in Python integers, the fit
+against what it claims (fewer bytes where the image's residuals follow a structure the model
+does not know; the same coefficients whatever order the sums run in), and the files against
+damage. The cross-ISA job (tests/exact) decodes and re-encodes adapted files identically.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, getcontext
+
+import numpy as np
+import pytest
+
+import medvae
+from medvae import bitstream
+from medvae.cli.info import describe
+from medvae.errors import BitstreamError
+from medvae.residual import adaptation
+from medvae.residual.adaptation import Adaptation, PassAdaptation, feature_count, features, neighbours
+from medvae.residual.model import PHASES
+from medvae.residual.tables import COUNT, LOG2_MIN, STEPS
+from tests.conftest import small_residual
+
+
+def _textured(shape=(96, 88), seed=0, dtype=np.int16) -> np.ndarray:
+    """A body whose noise is smooth (correlated over a few pixels), as a soft reconstruction
+    kernel makes it: each residual is close to its neighbours', which an untrained model does not know."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, 40, (shape[0] + 4, shape[1] + 4))
+    smooth = sum(noise[dy : dy + shape[0], dx : dx + shape[1]] for dy in range(5) for dx in range(5)) / 5
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    image = 1000 + 300 * np.sin(xx / 9.0) + smooth
+    return np.clip(np.round(image), 0, 4095).astype(dtype)
+
+
+@pytest.fixture(scope="module")
+def codecs() -> tuple[medvae.Codec, medvae.Codec]:
+    adapted, plain = medvae.load("medvae", quality=1), medvae.load("medvae", quality=1, adaptation=False)
+    adapted.residual = plain.residual = small_residual(adapted, _textured(seed=9))
+    return adapted, plain
+
+
+def test_each_pass_reads_exactly_the_neighbours_earlier_passes_decoded():
+    assert [len(neighbours(p)) for p in range(4)] == [0, 4, 12, 16]  # of the 24 in the 5×5 window: none, the diagonals, ..., all but its own phase
+    for p, phase in enumerate(PHASES):
+        for dy, dx in neighbours(p):
+            assert ((phase[0] + dy) % 2, (phase[1] + dx) % 2) in PHASES[:p]
+        assert feature_count(p, previous=2) == 2 + len(neighbours(p)) + len(adaptation.CURVATURES) + 2
+
+
+@pytest.mark.parametrize("shape", [(12, 10), (11, 9)])
+def test_features_are_the_stated_integers_pixel_by_pixel(shape):
+    """Each feature at each pixel of a pass, from the formulas: the mean, 1, decoded residuals at
+    the neighbours (0 outside the image), the base's second differences and each previous slice
+    less the base (the base's nearest pixel outside the image)."""
+    rng = np.random.default_rng(1)
+    even = tuple(s + s % 2 for s in shape)
+    decoded = rng.integers(-3000, 3000, even).astype(np.int32)
+    base = rng.integers(0, 60000, even).astype(np.int32)
+    previous = rng.integers(0, 60000, (2, *even)).astype(np.int32)
+    clamp = lambda v: max(-adaptation.FEATURE_LIMIT, min(adaptation.FEATURE_LIMIT, v))  # noqa: E731
+    at = lambda a, y, x: int(a[min(max(y, 0), even[0] - 1), min(max(x, 0), even[1] - 1)])  # noqa: E731
+    for p, phase in enumerate(PHASES):
+        rows, cols = (shape[0] - phase[0] + 1) // 2, (shape[1] - phase[1] + 1) // 2
+        mean = rng.integers(-2**21, 2**21, (rows, cols))
+        planes = list(features(p, mean, decoded, base, previous))
+        assert len(planes) == feature_count(p, 2)
+        for i in range(rows):
+            for j in range(cols):
+                y, x = 2 * i + phase[0], 2 * j + phase[1]
+                inside = lambda yy, xx: 0 <= yy < even[0] and 0 <= xx < even[1]  # noqa: E731
+                expected = [clamp(int(mean[i, j])), 1]
+                expected += [int(decoded[y + dy, x + dx]) if inside(y + dy, x + dx) else 0 for dy, dx in neighbours(p)]
+                expected += [clamp(at(base, y + dy, x + dx) + at(base, y - dy, x - dx) - 2 * at(base, y, x)) for dy, dx in adaptation.CURVATURES]
+                expected += [clamp(at(plane, y, x) - at(base, y, x)) for plane in previous]
+                assert [int(plane[i, j]) for plane in planes] == expected
+
+
+def test_the_correction_is_the_floor_formula_in_python_integers():
+    rng = np.random.default_rng(2)
+    planes = [rng.integers(-adaptation.FEATURE_LIMIT, adaptation.FEATURE_LIMIT + 1, (7, 5)) for _ in range(6)]
+    coefficients = rng.integers(-32767, 32768, 6)
+    mean, index = rng.integers(-500, 500, (7, 5)), rng.integers(0, COUNT, (7, 5))
+    for shift in (0, 1, 13, adaptation.SHIFT_LIMIT):
+        for index_shift in (-3, 0, 5):
+            adapted_mean, adapted_index = PassAdaptation(index_shift, shift, coefficients).apply(lambda: iter(planes), mean, index)
+            for i in range(7):
+                for j in range(5):
+                    total = sum(int(c) * int(f[i, j]) for c, f in zip(coefficients, planes))
+                    assert adapted_mean[i, j] == int(mean[i, j]) + total // 2**shift + (1 if shift and total % 2**shift >= 2 ** (shift - 1) else 0)
+                    assert adapted_index[i, j] == min(max(int(index[i, j]) + index_shift, 0), COUNT - 1)
+
+
+def test_the_fit_sums_its_normal_equations_exactly():
+    """At the limits the fit allows (features and targets ±2^11, weights 2^9, 2^15 pixels), float64
+    sums of its normal equations equal the exact integer sums: any order gives the same system,
+    so every machine fits the same coefficients."""
+    n = adaptation.FIT_PIXELS
+    rng = np.random.default_rng(3)
+    X = rng.choice([-adaptation._FIT_LIMIT, adaptation._FIT_LIMIT], (n, 3)).astype(np.int64)
+    X[:, 0] = adaptation._FIT_LIMIT
+    weights = np.full(n, 1 << 9, np.int64)
+    gram = X.astype(np.float64).T @ (X.astype(np.float64) * weights[:, None])
+    exact = [[sum(int(v) for v in X[:, a] * X[:, b] * weights) for b in range(3)] for a in range(3)]
+    assert gram.tolist() == exact and max(max(row) for row in exact) < 2**53
+
+
+def test_table_scales_are_the_floored_powers_of_two():
+    getcontext().prec = 50
+    expected = [int((Decimal(2) ** (Decimal(LOG2_MIN) + (Decimal(i) + Decimal("0.5")) / STEPS + 8)).to_integral_value(rounding="ROUND_FLOOR"))
+                for i in range(COUNT)]
+    assert adaptation._scales().tolist() == expected
+
+
+def test_an_image_whose_residuals_follow_their_neighbours_codes_smaller_adapted(codecs):
+    adapted, plain = codecs
+    image = _textured(seed=4)
+    for max_error in (0, 2):
+        with_block, without = adapted.compress(image, max_error=max_error), plain.compress(image, max_error=max_error)
+        assert (bitstream.read_header(with_block).version, bitstream.read_header(without).version) == (12, 8)
+        assert len(with_block) < 0.97 * len(without)
+        for data in (with_block, without):
+            error = np.abs(adapted.decompress(data).astype(np.int64) - image)
+            assert error.max() <= max_error
+        block = Adaptation.from_bytes(bitstream.read_header(with_block).residual_strings[2])
+        assert block.active and any(p.coefficients is not None for p in block.passes)
+
+
+def test_a_block_that_would_not_pay_is_not_written(codecs):
+    adapted, _ = codecs
+    image = np.full((16, 14), 777, np.int16)  # a constant slice: its residual costs nothing to speak of
+    assert bitstream.read_header(adapted.compress(image, max_error=0)).version == 8
+
+
+def test_blocks_round_trip_and_damaged_ones_are_refused():
+    rng = np.random.default_rng(5)
+    block = Adaptation((
+        PassAdaptation(2), PassAdaptation(-1, 14, rng.integers(-32767, 32768, feature_count(1, 1))),
+        PassAdaptation(), PassAdaptation(0, 30, rng.integers(-5, 5, feature_count(3, 1))),
+    ))
+    data = block.to_bytes()
+    again = Adaptation.from_bytes(data, previous=1)
+    assert again.to_bytes() == data and [p.index_shift for p in again.passes] == [2, -1, 0, 0]
+    for damaged, previous in ((data[:-1], 1), (data + b"\0", 1), (data, 0), (data, 2), (b"\0\x1f" + data[2:], 1), (b"", 1)):
+        with pytest.raises(BitstreamError):
+            Adaptation.from_bytes(damaged, previous)
+
+
+def test_damaged_adapted_files_raise_and_never_decode_to_another_image(codecs):
+    adapted, _ = codecs
+    image = _textured(seed=6)
+    data = adapted.compress(image, max_error=0)
+    header, strings, meta = bitstream.unpack(data)
+
+    def repack(residual_strings) -> bytes:
+        fields = {**header.__dict__, "residual_strings": tuple(residual_strings)}
+        fields.pop("n_bytes"), fields.pop("metadata_bytes"), fields.pop("version")
+        return bitstream.pack(bitstream.Header(**fields), strings, meta)  # a valid container CRC
+
+    rans, escapes, block = header.residual_strings
+    forged_blocks = [block[:-2], block + b"\0\0", bytes([block[0] ^ 1]) + block[1:], block[:2] + bytes([block[2] ^ 0x40]) + block[3:]]
+    for forged in [repack((rans, escapes, b)) for b in forged_blocks] + [repack((rans, escapes))]:
+        try:
+            again = adapted.decompress(forged)
+        except BitstreamError:
+            continue
+        np.testing.assert_array_equal(again, image)  # never a silently different image
+    container = bytearray(data)
+    container[4] = 8  # an adapted file claiming format 8: three strings where two belong
+    body = bytes(container[:-4])
+    with pytest.raises(BitstreamError, match="residual strings"):
+        bitstream.unpack(body + bitstream._CRC.pack(__import__("zlib").crc32(body)))
+
+
+def test_info_shows_the_adaptation(codecs, tmp_path):
+    adapted, _ = codecs
+    path = tmp_path / "a.mvae"
+    path.write_bytes(adapted.compress(_textured(seed=7), max_error=0))
+    info = describe(path)
+    assert info["format"] == 12 and info["adaptation_bytes"] == len(bitstream.read_header(path.read_bytes()).residual_strings[2])
