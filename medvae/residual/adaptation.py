@@ -111,8 +111,7 @@ class PassAdaptation(NamedTuple):
 
     def apply(self, planes: Callable[[], Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The adapted (mean, index) of a pass; ``planes`` gives its features (:func:`features`)."""
-        if self.index_shift:
-            index = np.clip(index.astype(np.int64) + self.index_shift, 0, COUNT - 1)
+        index = shifted(index, self.index_shift)
         if self.coefficients is None:
             return mean, index
         total = np.zeros(mean.shape, np.int64)
@@ -127,6 +126,11 @@ class PassAdaptation(NamedTuple):
         if self.coefficients is None:
             return _PASS.pack(self.index_shift, _NO_CORRECTION)
         return _PASS.pack(self.index_shift, self.shift) + self.coefficients.astype("<i2").tobytes()
+
+
+def shifted(index: np.ndarray, shift: int) -> np.ndarray:
+    """Table indexes moved by ``shift`` (the scale times 2^(shift/4)), clamped to the tables."""
+    return np.clip(index.astype(np.int64) + shift, 0, COUNT - 1) if shift else index
 
 
 class Adaptation(NamedTuple):
@@ -169,12 +173,13 @@ class Adaptation(NamedTuple):
 def fit(
     planes: Callable[[], Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray, residual: np.ndarray,
     inside: np.ndarray, cost: Callable[[np.ndarray, np.ndarray], int],
-) -> PassAdaptation:
+) -> tuple[PassAdaptation, np.ndarray, np.ndarray]:
     """The adaptation of one pass that codes it in the fewest bits, block bytes counted (a pass
-    left as it is when nothing pays). ``residual``: the pass's true residuals; ``inside``: the
-    pixels whose residual lies strictly between their bounds (the fit reads those: at a bound
-    the residual is censored); ``cost(mean, index)``: the pass's bits under those laws, in
-    units of 2^-:data:`COST_FRAC` bit (an exact integer, so every machine makes the same choices)."""
+    left as it is when nothing pays), and the (mean, index) it gives. ``residual``: the pass's
+    true residuals; ``inside``: the pixels whose residual lies strictly between their bounds (the
+    fit reads those: at a bound the residual is censored); ``cost(mean, index)``: the pass's bits
+    under those laws, in units of 2^-:data:`COST_FRAC` bit (an exact integer, so every machine
+    makes the same choices)."""
     byte = 8 << COST_FRAC
     best, best_mean, best_bits = PassAdaptation(), mean, cost(mean, index) + byte * _PASS.size
     corrected = _fit_mean(planes, mean, index, residual, inside)
@@ -183,7 +188,8 @@ def fit(
         bits = cost(corrected_mean, index) + byte * len(corrected.to_bytes())
         if bits < best_bits:
             best, best_mean, best_bits = corrected, corrected_mean, bits
-    return best._replace(index_shift=_best_index_shift(best_mean, index, cost, best_bits - byte * len(best.to_bytes())))
+    index_shift = _best_index_shift(best_mean, index, cost, best_bits - byte * len(best.to_bytes()))
+    return best._replace(index_shift=index_shift), best_mean, shifted(index, index_shift)
 
 
 def _best_index_shift(mean: np.ndarray, index: np.ndarray, cost: Callable[[np.ndarray, np.ndarray], int], unshifted: int) -> int:
@@ -194,7 +200,7 @@ def _best_index_shift(mean: np.ndarray, index: np.ndarray, cost: Callable[[np.nd
     for direction in (-1, 1):
         shift = direction
         while shift in INDEX_SHIFTS:
-            bits[shift] = cost(mean, np.clip(index.astype(np.int64) + shift, 0, COUNT - 1))
+            bits[shift] = cost(mean, shifted(index, shift))
             if bits[shift] >= bits[shift - direction]:
                 break
             shift += direction

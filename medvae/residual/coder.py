@@ -296,9 +296,9 @@ class _Fitter:
     def __call__(self, p: int, planes, mean: np.ndarray, index: np.ndarray, low: np.ndarray, high: np.ndarray, bound: int):
         r = _pass_residual(self.residual, PHASES[p], mean.shape)
         cost = lambda m, i: _bits(m, i, r, low, high, bound)  # noqa: E731
-        fitted = adaptation.fit(planes, mean, index, r, (r > low) & (r < high), cost)
+        fitted, mean, index = adaptation.fit(planes, mean, index, r, (r > low) & (r < high), cost)
         self.passes.append(fitted)
-        return fitted.apply(planes, mean, index)
+        return mean, index
 
 
 def _pass_residual(residual: np.ndarray, phase: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
