@@ -167,7 +167,8 @@ def format_text(info: dict[str, Any]) -> str:
         rows.append(("source", f"{src['format']} {src['name']} ({where}), {src['modality']}{extra}"))
     else:
         rows.append(("source", "not recorded (decodes to .npy)"))
-    return "\n".join(f"{label:<8} {value}" for label, value in rows)
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}} {value}" for label, value in rows)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import pytest
 
 import medvae
 from medvae import bitstream
-from medvae.cli.info import describe
+from medvae.cli.info import describe, format_text
 from medvae.errors import BitstreamError
 from medvae.residual import adaptation
 from medvae.residual.adaptation import Adaptation, PassAdaptation, feature_count, features, neighbours
@@ -180,3 +180,4 @@ def test_info_shows_the_adaptation(codecs, tmp_path):
     path.write_bytes(adapted.compress(_textured(seed=7), max_error=0))
     info = describe(path)
     assert info["format"] == 12 and info["adaptation_bytes"] == len(bitstream.read_header(path.read_bytes()).residual_strings[2])
+    assert f"adaptation {info['adaptation_bytes']} bytes" in format_text(info)
