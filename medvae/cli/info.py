@@ -167,7 +167,7 @@ def format_text(info: dict[str, Any]) -> str:
         rows.append(("source", f"{src['format']} {src['name']} ({where}), {src['modality']}{extra}"))
     else:
         rows.append(("source", "not recorded (decodes to .npy)"))
-    width = max(len(label) for label, _ in rows)
+    width = max(8, *(len(label) for label, _ in rows))  # 8: the usual labels
     return "\n".join(f"{label:<{width}} {value}" for label, value in rows)
 
 
