@@ -178,8 +178,8 @@ def fit(
     left as it is when nothing pays), and the (mean, index) it gives. ``residual``: the pass's
     true residuals; ``inside``: the pixels whose residual lies strictly between their bounds (the
     fit reads those: at a bound the residual is censored); ``cost(mean, index)``: the pass's bits
-    under those laws, in units of 2^-:data:`COST_FRAC` bit (an exact integer, so every machine
-    makes the same choices)."""
+    under those laws (near-losslessly plus its squared error weighed in bits), in units of
+    2^-:data:`COST_FRAC` bit (an exact integer, so every machine makes the same choices)."""
     byte = 8 << COST_FRAC
     best, best_mean, best_bits = PassAdaptation(), mean, cost(mean, index) + byte * _PASS.size
     corrected = _fit_mean(planes, mean, index, residual, inside)

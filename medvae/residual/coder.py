@@ -22,6 +22,9 @@ fixed-point arithmetic of :mod:`medvae.exact`, μ is an exact product rounded on
 index an exact comparison of an exact base-2 logarithm (:func:`medvae.residual.tables.log2_fixed`
 for the range and for 2τ + 1), the tables are integers built without a float ``exp``, and
 the bounds and folded intervals are integer arithmetic on them. The pixel checksum then confirms it.
+A file may also carry a per-image adaptation of each pass's mean and table index, fitted by the
+encoder and applied in int64 arithmetic (:mod:`medvae.residual.adaptation`, which says why that
+too is exact).
 """
 
 from __future__ import annotations
@@ -227,7 +230,8 @@ class ResidualCoder:
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], exact: np.ndarray | None,
         previous: np.ndarray | None,
     ) -> np.ndarray:
-        """A format-8 residual layer: the rANS stream and the escapes (two strings), over ``base``."""
+        """A format-8 residual layer: the rANS stream and the escapes (two strings; formats 12 to 14
+        add a third, the adaptation of the laws, :mod:`medvae.residual.adaptation`), over ``base``."""
         if len(strings) not in (2, 3):
             raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where 2 or 3 are needed")
         block = adaptation.Adaptation.from_bytes(strings[2], self.series) if len(strings) == 3 else None
@@ -295,7 +299,7 @@ class _Fitter:
 
     def __call__(self, p: int, planes, mean: np.ndarray, index: np.ndarray, low: np.ndarray, high: np.ndarray, bound: int):
         r = _pass_residual(self.residual, PHASES[p], mean.shape)
-        cost = lambda m, i: _bits(m, i, r, low, high, bound)  # noqa: E731
+        cost = lambda m, i: _cost(m, i, r, low, high, bound)  # noqa: E731
         fitted, mean, index = adaptation.fit(planes, mean, index, r, (r > low) & (r < high), cost)
         self.passes.append(fitted)
         return mean, index
@@ -316,14 +320,28 @@ def _symbols(
     return coded, laws, folding.cheapest(laws, quantize(r - mean, bound)[coded], r[coded], low[coded], high[coded], bound)
 
 
-def _bits(mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, high: np.ndarray, bound: int) -> int:
-    """The bits the coder spends on a pass under these laws, in 2^-16 bit (an exact integer,
-    :data:`medvae.residual.adaptation.COST_FRAC`): each symbol's interval, and the escapes' varints."""
-    _, laws, q = _symbols(mean, index, r, low, high, bound)
+def _cost(mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, high: np.ndarray, bound: int) -> int:
+    """What a pass costs under these laws, in 2^-16 bit (an exact integer,
+    :data:`medvae.residual.adaptation.COST_FRAC`): the bits the coder spends (each symbol's
+    interval, the escapes' varints), plus, near-losslessly, λ times the squared error of the
+    pixels it decodes to, λ = 6/(ln 2 · (2τ + 1)²) bits per squared unit: the slope of a
+    uniform quantizer of step 2τ + 1 at high rate (dR/dD = −1/(2 ln 2 · D), D = (2τ + 1)²/12).
+    Without it, a change of the laws that saves bits at a bound could cost more fidelity than
+    the bits are worth (rate control to a PSNR would then pay for it with a tighter bound)."""
+    coded, laws, q = _symbols(mean, index, r, low, high, bound)
     position = laws.positions(q)
     escaped = position == laws.escape
     escape_bytes = len(varint.write(2 * (np.abs(q[escaped]) - laws.width[escaped] - 1) + (q[escaped] < 0), folding.ESCAPE_BYTES))
-    return int(_interval_bits()[laws.intervals(position)[1]].sum()) + (escape_bytes << (adaptation.COST_FRAC + 3))
+    bits = int(_interval_bits()[laws.intervals(position)[1]].sum()) + (escape_bytes << (adaptation.COST_FRAC + 3))
+    if bound == 0:
+        return bits
+    step = 2 * bound + 1
+    error = r[coded] - np.clip(mean[coded] + step * q, low[coded], high[coded])  # exact integers; uncoded pixels are exact
+    return bits + int(np.square(error).sum()) * _SLOPE // step**2
+
+
+#: 6/ln 2 in 2^-16 bit (:func:`_cost`'s λ times (2τ + 1)², rounded: an integer, so costs stay exact).
+_SLOPE = 567_291
 
 
 @lru_cache(maxsize=1)
