@@ -7,20 +7,22 @@ mean from what every decoder has at that pass (:func:`features`: the mean itself
 residuals of the 5×5 neighbourhood that earlier passes decoded, the base's second differences,
 a series' previous slices less the base) and a shift of the table index (the scale by
 2^(k/4)), as LS-based adaptive predictors of lossless image coding fit theirs per image. It
-keeps each part only where it codes the pass in fewer bits, the block's own bytes counted,
-and writes them as a third residual string (:class:`Adaptation`).
+keeps each part only where it codes the pass for less, the block's own bytes counted (and,
+near-losslessly, the pass's squared error weighed in bits), and writes them as a third
+residual string (:class:`Adaptation`).
 
 Why every decoder computes the same laws: the features are integers clipped to ±2^20 and
 the coefficients int16, so each product is below 2^35 and a pass's sum of at most 34 of them
 below 2^41, computed in int64 and rounded by one arithmetic shift; the index shift is an
-integer addition clamped to the tables. Only the fit uses floats, and it runs in the encoder
-alone: the decoder reads its result, so the fit need not be reproducible.
+integer addition clamped to the tables. The decoder only reads the fit's result; the fit is
+reproducible all the same (exact normal equations, :func:`_fit_mean`; exact integer costs), so
+the same image gives the same file on every machine.
 """
 
 from __future__ import annotations
 
-import struct
 import math
+import struct
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import NamedTuple
