@@ -324,10 +324,12 @@ def _cost(mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, h
     """What a pass costs under these laws, in 2^-16 bit (an exact integer,
     :data:`medvae.residual.adaptation.COST_FRAC`): the bits the coder spends (each symbol's
     interval, the escapes' varints), plus, near-losslessly, λ times the squared error of the
-    pixels it decodes to, λ = 6/(ln 2 · (2τ + 1)²) bits per squared unit: the slope of a
-    uniform quantizer of step 2τ + 1 at high rate (dR/dD = −1/(2 ln 2 · D), D = (2τ + 1)²/12).
-    Without it, a change of the laws that saves bits at a bound could cost more fidelity than
-    the bits are worth (rate control to a PSNR would then pay for it with a tighter bound)."""
+    pixels it decodes to, λ = 4 · 6/(ln 2 · (2τ + 1)²) bits per squared unit: four times the
+    slope of a uniform quantizer of step 2τ + 1 at high rate (dR/dD = −1/(2 ln 2 · D),
+    D = (2τ + 1)²/12), because a pass's error also enters the contexts of the passes after it and
+    of the next slices of a series, which read the decoded pixels. Without it, a change of the
+    laws that saves bits at a bound could cost more fidelity than the bits are worth (rate
+    control to a PSNR would then pay for it with a tighter bound; ``docs/lossless.md``)."""
     coded, laws, q = _symbols(mean, index, r, low, high, bound)
     position = laws.positions(q)
     escaped = position == laws.escape
@@ -340,8 +342,8 @@ def _cost(mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, h
     return bits + int(np.square(error).sum()) * _SLOPE // step**2
 
 
-#: 6/ln 2 in 2^-16 bit (:func:`_cost`'s λ times (2τ + 1)², rounded: an integer, so costs stay exact).
-_SLOPE = 567_291
+#: 4 · 6/ln 2 in 2^-16 bit (:func:`_cost`'s λ times (2τ + 1)², rounded: an integer, so costs stay exact).
+_SLOPE = 4 * 567_291
 
 
 @lru_cache(maxsize=1)

@@ -189,12 +189,12 @@ def test_info_shows_the_adaptation(codecs, tmp_path):
 @pytest.mark.skipif(not MANIFEST.is_file(), reason=f"sample corpus not found at {CORPUS}")
 @pytest.mark.parametrize("first", [4, 9])
 def test_near_lossless_adaptation_does_not_buy_bits_with_more_fidelity_than_they_are_worth(first):
-    """Near-losslessly the encoder weighs each pass's squared error in bits (λ = 6/(ln 2·(2τ + 1)²),
-    a uniform quantizer's slope). On a CT series slice coded at τ = 8 given its two previous slices
-    as decoded at τ = 8 (what rate control to 60 dB does), a choice by bits alone saved 0.7–1.1 %
-    of the bytes and lost 0.18 dB (bits plus λ·squared error 0.3–0.6 % above the plain file's);
-    weighed, the adapted file's bits plus λ times its squared error stay within 0.1 % of the
-    plain file's, or below (the passes are chosen one after another, so not always below)."""
+    """Near-losslessly the encoder weighs each pass's squared error in bits (four times a uniform
+    quantizer's slope, 6/(ln 2·(2τ + 1)²)). On a CT series slice coded at τ = 8 given its two
+    previous slices as decoded at τ = 8 (what rate control to 60 dB does), a choice by bits alone
+    saved 0.7–1.1 % of the bytes and lost up to 0.18 dB: its bits plus the slope times its squared
+    error came 0.3–0.6 % above the plain file's. Weighed, they stay within 0.1 % of the plain
+    file's, or below (the passes are chosen one after another, so not always below)."""
     volume = [s.pixels for s in manifest_slices(MANIFEST, "test") if s.patient == "totalseg-abdomen"]
     adapted, plain = medvae.load("medvae"), medvae.load("medvae", adaptation=False)
     decoded: list[np.ndarray] = []
