@@ -158,7 +158,7 @@ def fit(image: np.ndarray, decoded: np.ndarray, value_range: tuple[int, int], ex
         gram += features.T @ features
         moment += features.T @ y
     scale = np.array([2.0**-_UNIT_SHIFT] * TONE_KNOTS + [2.0**-TAP_SHIFT] * len(TAPS))  # one stored unit, in features' units
-    solution = least_squares.solve([[float(v) for v in row] for row in gram], [float(v) for v in moment])
+    solution = least_squares.solve(gram, moment)
     coefficients = np.array([round(min(max(v / s, _INT16[0]), _INT16[1])) for v, s in zip(solution, scale)], np.int64)
     block = pack(coefficients[:TONE_KNOTS], coefficients[TONE_KNOTS:])
     none = pack(np.zeros(TONE_KNOTS, np.int64), np.zeros(len(TAPS), np.int64))  # leaves every pixel as it is

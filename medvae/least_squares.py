@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 
-def solve(gram: list[list[float]], moment: list[float]) -> list[float]:
+
+def solve(gram: np.ndarray, moment: np.ndarray) -> list[float]:
     """x with (gram + ridge)·x = moment, by Cholesky in Python floats (the same result on every
     machine); a small ridge keeps it defined where features vanish (a constant image)."""
+    gram, moment = np.asarray(gram, np.float64).tolist(), np.asarray(moment, np.float64).tolist()
     n = len(moment)
     ridge = 1e-9 * max(gram[i][i] for i in range(n)) + 1e-12
     lower = [[0.0] * n for _ in range(n)]

@@ -234,7 +234,7 @@ def _fit_mean(
     for _ in range(FIT_ROUNDS):
         gram = X_float.T @ (X_float * weights[:, None])
         moment = X_float.T @ (y * weights).astype(np.float64)
-        solution = least_squares.solve([[float(v) for v in row] for row in gram], [float(v) for v in moment])
+        solution = least_squares.solve(gram, moment)
         adaptation = _quantized(solution)
         if adaptation is None:
             return None
@@ -254,21 +254,17 @@ def _weights(denominator: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _scales() -> np.ndarray:
     """Each table's scale b in 2^-8 of its symbol unit, floored, as int64: ``⌊2^(LOG2_MIN + (i + ½)/STEPS + 8)⌋``
-    for table i, in integer arithmetic (an integer 2·STEPS-th root), the same everywhere."""
+    for table i, in integer arithmetic, the same everywhere: the 2·STEPS-th root (a power of two)
+    taken as nested integer square roots, which give the floor of the true root."""
     root = 2 * STEPS
-    return np.array([_integer_root(2 ** (2 * i + 1 + root * (LOG2_MIN + 8 + 40)), root) >> 40 for i in range(COUNT)], np.int64)
+    assert root & (root - 1) == 0, "the tables' steps per octave make a power-of-two root"
 
-
-def _integer_root(n: int, k: int) -> int:
-    """⌊n^(1/k)⌋ for integers n ≥ 0, k ≥ 1 (Newton's method in integers)."""
-    if n < 2:
+    def floor_root(n: int) -> int:
+        for _ in range(root.bit_length() - 1):
+            n = math.isqrt(n)
         return n
-    x = 1 << -(-n.bit_length() // k)  # above the root
-    while True:
-        y = ((k - 1) * x + n // x ** (k - 1)) // k
-        if y >= x:
-            return x
-        x = y
+
+    return np.array([floor_root(2 ** (2 * i + 1 + root * (LOG2_MIN + 8))) for i in range(COUNT)], np.int64)
 
 
 def _quantized(solution: list[float]) -> PassAdaptation | None:

@@ -37,7 +37,6 @@ import torch
 from compressai.ans import RansDecoder
 from torch import nn
 
-from medvae import varint
 from medvae.errors import BitstreamError, InputError
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import Fixed, from_real, pow2
@@ -185,11 +184,8 @@ class ResidualCoder:
         residual = _even(np.subtract(image, base, dtype=np.int32))
 
         def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-            r = _pass_residual(residual, phase, mean.shape)
-            q = quantize(r - mean, bound)
-            coded, laws, chosen = _symbols(mean, index, r, low, high, bound)
-            folding.encode(encoder, escapes, laws, chosen)
-            q[coded] = chosen
+            q, coded, laws = _symbols(mean, index, _pass_residual(residual, phase, mean.shape), low, high, bound)
+            folding.encode(encoder, escapes, laws, q[coded])
             return q
 
         fitter = _Fitter(residual) if adapt else None
@@ -312,12 +308,15 @@ def _pass_residual(residual: np.ndarray, phase: tuple[int, int], shape: tuple[in
 
 def _symbols(
     mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, high: np.ndarray, bound: int
-) -> tuple[np.ndarray, folding.BoundedLaws, np.ndarray]:
-    """What the encoder codes for a pass's residuals ``r``: which pixels it codes (a pixel with one
-    possible value costs nothing), their bounded laws and their symbols (:func:`folding.cheapest`)."""
+) -> tuple[np.ndarray, np.ndarray, folding.BoundedLaws]:
+    """What the encoder codes for a pass's residuals ``r``: every pixel's symbol (the coded ones'
+    chosen by :func:`folding.cheapest`), which pixels it codes (a pixel with one possible value
+    costs nothing), and their bounded laws."""
+    q = quantize(r - mean, bound)
     coded = low < high
     laws = _laws(mean, index, low, high, coded, bound)
-    return coded, laws, folding.cheapest(laws, quantize(r - mean, bound)[coded], r[coded], low[coded], high[coded], bound)
+    q[coded] = folding.cheapest(laws, q[coded], r[coded], low[coded], high[coded], bound)
+    return q, coded, laws
 
 
 def _cost(mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, high: np.ndarray, bound: int) -> int:
@@ -330,15 +329,15 @@ def _cost(mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, h
     of the next slices of a series, which read the decoded pixels. Without it, a change of the
     laws that saves bits at a bound could cost more fidelity than the bits are worth (rate
     control to a PSNR would then pay for it with a tighter bound; ``docs/lossless.md``)."""
-    coded, laws, q = _symbols(mean, index, r, low, high, bound)
-    position = laws.positions(q)
-    escaped = position == laws.escape
-    escape_bytes = len(varint.write(2 * (np.abs(q[escaped]) - laws.width[escaped] - 1) + (q[escaped] < 0), folding.ESCAPE_BYTES))
-    bits = int(_interval_bits()[laws.intervals(position)[1]].sum()) + (escape_bytes << (adaptation.COST_FRAC + 3))
+    q, coded, laws = _symbols(mean, index, r, low, high, bound)
+    position = laws.positions(q[coded])
+    escapes = folding.Escapes()
+    escapes.write(q[coded], laws, position == laws.escape)
+    bits = int(_interval_bits()[laws.intervals(position)[1]].sum()) + (len(escapes.written) << (adaptation.COST_FRAC + 3))
     if bound == 0:
         return bits
     step = 2 * bound + 1
-    error = r[coded] - np.clip(mean[coded] + step * q, low[coded], high[coded])  # exact integers; uncoded pixels are exact
+    error = r[coded] - np.clip(mean[coded] + step * q[coded], low[coded], high[coded])  # exact integers; uncoded pixels are exact
     return bits + int(np.square(error).sum()) * _SLOPE // step**2
 
 
