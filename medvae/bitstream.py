@@ -5,9 +5,10 @@ Layout (all integers little-endian)::
     offset  size  field
     0       4     magic b"MVAE"
     4       1     format version (3; 8 with a residual layer, 9 with one that reads the
-                  previous slice of a series, 10 the two previous slices, 12 to 14 the
-                  same with an adaptation of the residual laws; 6 from a variable-rate
-                  model, 11 from one with a correction block; 1, 2, 4, 5 and 7 are still read)
+                  previous slice of a series, 10 the two previous slices, 15 to 17 the
+                  same with an adaptation of the residual laws that names their family;
+                  6 from a variable-rate model, 11 from one with a correction block;
+                  1, 2, 4, 5, 7 and 12 to 14 are still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
     6       1     bits stored (0 = not known)
     7       1     length n of the model name
@@ -43,8 +44,9 @@ Layout (all integers little-endian)::
                   strings; the pixel CRC is then that of the final image (base plus
                   residual). Format 8 codes under bounded laws (:mod:`medvae.residual.folding`;
                   two strings: the lane rANS stream of :mod:`medvae.residual.rans`, then the
-                  escaped values; formats 12, 13 and 14, laid out as 8, 9 and 10, add a third:
-                  the adaptation of :mod:`medvae.residual.adaptation`); formats 4 and 7 with
+                  escaped values; formats 12 to 17, laid out as 8, 9 and 10, add a third:
+                  the adaptation of :mod:`medvae.residual.adaptation`, from format 15 on
+                  with a first byte naming each pass's law); formats 4 and 7 with
                   CompressAI's tables, in chunks
     ...     4     length m of the metadata block (u32, 0 when absent)
     ...     m     metadata: opaque bytes the caller attaches (the command line stores the
@@ -91,8 +93,12 @@ SERIES_RESIDUAL_VERSION = 9
 TWO_PREVIOUS_VERSION = 10
 #: Formats 12, 13 and 14 are formats 8, 9 and 10 whose residual layer has a third string: the
 #: per-image adaptation of its laws the encoder fitted (:mod:`medvae.residual.adaptation`).
-ADAPTED_VERSIONS = {version + 4: version for version in (BOUNDED_RESIDUAL_VERSION, SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION)}
-_ADAPTED_TWIN = {version: adapted for adapted, version in ADAPTED_VERSIONS.items()}
+_UNADAPTED = (BOUNDED_RESIDUAL_VERSION, SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION)
+#: Formats 15, 16 and 17 are 12, 13 and 14 whose adaptation also names each pass's law (the
+#: Laplace or the mixed law, :data:`medvae.residual.tables.LAWS`): what the encoder writes now.
+LAW_VERSIONS = {version + 7: version for version in _UNADAPTED}
+ADAPTED_VERSIONS = {**{version + 4: version for version in _UNADAPTED}, **LAW_VERSIONS}
+_ADAPTED_TWIN = {version: adapted for adapted, version in LAW_VERSIONS.items()}
 #: Residual strings of an adapted file (rANS stream, escapes, adaptation block; formats 8 to 10: two).
 ADAPTED_STRINGS = 3
 #: Versions under bounded laws (:mod:`medvae.residual.folding`).
@@ -112,11 +118,11 @@ LINEAR_MIX_VERSION = 5
 CORRECTED_VERSION = 11
 _VARIABLE_RATE_VERSIONS = (LINEAR_MIX_VERSION, VARIABLE_RATE_VERSION, CORRECTED_VERSION)
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
-_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H"), 7: struct.Struct("<H"), 8: struct.Struct("<H"), 9: struct.Struct("<H"), 10: struct.Struct("<H"), 11: struct.Struct("<H"), 12: struct.Struct("<H"), 13: struct.Struct("<H"), 14: struct.Struct("<H")}  # strings
+_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H"), 7: struct.Struct("<H"), 8: struct.Struct("<H"), 9: struct.Struct("<H"), 10: struct.Struct("<H"), 11: struct.Struct("<H"), 12: struct.Struct("<H"), 13: struct.Struct("<H"), 14: struct.Struct("<H"), 15: struct.Struct("<H"), 16: struct.Struct("<H"), 17: struct.Struct("<H")}  # strings
 _VARIABLE_RATE = struct.Struct("<HH")  # quality in 1/256, PSNR in 1/100 dB
 #: Largest PSNR formats 5, 6 and 11 record (in 1/100 dB); the next value means identical pixels.
 _PSNR_LIMIT = 65534
@@ -354,7 +360,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
 
 def layout(version: int) -> int:
     """The format whose layout a file of ``version`` follows: an adapted residual format's twin
-    (12, 13, 14: 8, 9, 10; :data:`ADAPTED_VERSIONS`), else the version itself."""
+    (12, 13, 14 and 15, 16, 17: 8, 9, 10; :data:`ADAPTED_VERSIONS`), else the version itself."""
     return ADAPTED_VERSIONS.get(version, version)
 
 

@@ -131,7 +131,7 @@ class Codec:
             follows the file either way.
         adaptation: lossless and near-lossless files: let the encoder fit, and the file carry
             where it saves bytes, a per-image adaptation of the residual laws that every decoder
-            applies exactly (:mod:`medvae.residual.adaptation`, formats 12 to 14). Off: formats
+            applies exactly (:mod:`medvae.residual.adaptation`, formats 15 to 17). Off: formats
             8 to 10, as before. Decoding follows the file either way.
 
     Coding runs in the exact arithmetic of :mod:`medvae.exact`: the bytes written and
@@ -179,7 +179,7 @@ class Codec:
         #: :data:`~medvae.correction.MIN_PIXELS` pixels never do). Off: format 6, as before.
         self.correction = correction
         #: Whether residual layers carry the per-image adaptation of their laws where it pays
-        #: (:mod:`medvae.residual.adaptation`, formats 12 to 14). Off: formats 8 to 10, as before.
+        #: (:mod:`medvae.residual.adaptation`, formats 15 to 17). Off: formats 8 to 10, as before.
         self.adaptation = adaptation
         for other in self.alternatives:
             if not (self.variable_rate and other.variable_rate and other.name == self.name and other.model.config["lmbdas"] == self.model.config["lmbdas"]):
@@ -727,7 +727,7 @@ class Codec:
             return residual.coder.decode(
                 list(header.residual_strings), base, header.value_range, header.max_error, header.tighter_passes,
                 exact, bounded=header.version in bitstream.BOUNDED_VERSIONS,
-                previous=previous,
+                previous=previous, laws=header.version in bitstream.LAW_VERSIONS,
             )
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"residual decoding failed: {exc}") from None

@@ -91,8 +91,8 @@ def _earlier() -> np.ndarray:
 def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
     """The shipped residual model (format 8) and series residual model (format 10, given the two
     slices before), lossless and with max error 2; without the per-image adaptation of the laws
-    (``adaptation=False``: the files of the release before, byte for byte) and with it (the
-    default: formats 12 and 14, :mod:`medvae.residual.adaptation`)."""
+    (``adaptation=False``: formats 8 and 10, byte for byte what the releases before wrote) and with
+    it (the default: formats 15 and 17, :mod:`medvae.residual.adaptation`, with the passes' laws)."""
     adapted = label.startswith("adapted-")
     source, previous = _source(), [_previous(), _earlier()] if "series" in label else None
     codec = medvae.load("medvae", adaptation=adapted)
@@ -109,7 +109,7 @@ def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
     assert expected["fingerprint"] == fingerprint, "the shipped residual model changed: regenerate on purpose (see module doc)"
     assert hashlib.sha256(golden.read_bytes()).hexdigest() == expected["mvae_sha256"]
     assert written == golden.read_bytes(), "the encoder now writes other bytes: regenerate on purpose (see module doc)"
-    assert (medvae.read_header(written).version in medvae.bitstream.ADAPTED_VERSIONS) == adapted
+    assert (medvae.read_header(written).version in medvae.bitstream.LAW_VERSIONS) == adapted
     assert _sha256(medvae.decompress(golden.read_bytes(), previous=previous)) == expected["pixels_sha256"]
 
 
@@ -125,4 +125,17 @@ def test_golden_files_of_the_residual_models_shipped_before_still_decode(name):
     codec = medvae.load("medvae")
     assert expected["fingerprint"] not in (codec.residual.fingerprint, codec.series_residual.fingerprint)
     previous = _previous() if name.startswith("series") else None
+    assert _sha256(medvae.decompress(data, previous=previous)) == expected["pixels_sha256"]
+
+
+@pytest.mark.parametrize("name", ["adapted-format12-lossless", "adapted-format12-near2",
+                                  "adapted-format14-series-lossless", "adapted-format14-series-near2"])
+def test_adapted_files_of_the_release_before_still_decode(name):
+    """Formats 12 and 14 (an adaptation without the passes' laws: every pass Laplace), the golden
+    files of the release before, decode to the pixels they decoded to then."""
+    expected = json.loads((REPO / "tests/data/adapted-laplace-formats.json").read_text())[name]
+    data = (REPO / f"tests/data/{name}.mvae").read_bytes()
+    header = medvae.bitstream.read_header(data)
+    assert (header.version, header.residual_fingerprint) == (expected["version"], expected["fingerprint"])
+    previous = [_previous(), _earlier()] if "series" in name else None
     assert _sha256(medvae.decompress(data, previous=previous)) == expected["pixels_sha256"]

@@ -61,6 +61,7 @@ def describe(path: Path) -> dict[str, Any]:
         "quality": header.quality,
         "correction_bytes": len(header.correction) or None,
         "adaptation_bytes": len(header.residual_strings[2]) if header.version in bitstream.ADAPTED_VERSIONS else None,
+        "residual_laws": _laws(header),
         "psnr": _psnr(header),
         "psnr_at_least": _psnr_floor(header),
     }
@@ -84,6 +85,25 @@ def describe(path: Path) -> dict[str, Any]:
             sop = src.dataset.get("SOPClassUID")
             info["source"]["sop_class"] = getattr(sop, "name", None) or (str(sop) if sop else None)
     return info
+
+
+def _laws(header) -> list[str] | None:
+    """The family of each residual pass's law (``medvae.residual.tables.LAWS``): None for a lossy
+    file, or one whose block is damaged (decoding says so)."""
+    from medvae import bitstream
+    from medvae.residual.adaptation import Adaptation
+    from medvae.residual.model import PHASES
+    from medvae.residual.tables import LAWS
+
+    if header.max_error is None or header.version not in bitstream.BOUNDED_VERSIONS:
+        return None
+    if header.version not in bitstream.LAW_VERSIONS:
+        return ["laplace"] * len(PHASES)
+    previous = bitstream.layout(header.version) - bitstream.BOUNDED_RESIDUAL_VERSION  # slices the series model reads
+    try:
+        return [LAWS[p.law] for p in Adaptation.from_bytes(header.residual_strings[2], previous).passes]
+    except BitstreamError:
+        return None
 
 
 def _psnr(header) -> float | str | None:
@@ -151,6 +171,8 @@ def format_text(info: dict[str, Any]) -> str:
     if info["adaptation_bytes"]:
         rows.append(("adaptation", f"{info['adaptation_bytes']} bytes: per-pass corrections of the residual laws the encoder "
                                    "fitted to this image, applied exactly by every decoder (medvae.residual.adaptation)"))
+    if info["residual_laws"]:
+        rows.append(("laws", f"{', '.join(info['residual_laws'])} (the residual passes' law families, in coding order)"))
     if info["psnr"] is not None:
         rows.append(("psnr", "infinite (identical pixels)" if info["psnr"] == "inf"
                      else f"{info['psnr']:.2f} dB, measured by the encoder at the bits stored"))

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="error bounds to train for (default 0: lossless); with any other, the model also reads the "
                         "error bound of each decoded residual (--init starts from a model that does not, unchanged), and "
                         "each crop is coded with one of them, its later passes reading residuals as the decoder has them")
+    parser.add_argument("--law", choices=("laplace", "mixed"), default="laplace",
+                        help="the laws the loss codes under: laplace (default), or the mixed law the encoder picks "
+                        "for nearly every pass of formats 15 to 17 (docs/lossless.md, \"The law's family\")")
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="training state, written every 500 steps; an existing one is resumed")
 
@@ -95,12 +98,13 @@ def run(args: argparse.Namespace) -> int:
     if not train:
         raise SystemExit(f"medvae train-residual: no training {'pairs of consecutive slices' if args.series else 'slices'} in {args.data}")
     model, log = train_residual(train, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, bf16=args.bf16,
-                                model=start, val=val, checkpoint=args.checkpoint, device=args.device, minutes=args.minutes, max_errors=max_errors)
+                                model=start, val=val, checkpoint=args.checkpoint, device=args.device, minutes=args.minutes, max_errors=max_errors,
+                                law=args.law)
     plan = calibrate_residual(model, train[:: max(1, len(train) // 40)])
     info = {
         "base": codec.name, "base_fingerprint": codec.fingerprint, "steps": log[-1]["step"] if log else args.steps, "batch": args.batch,
         "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "device": args.device, "max_errors": list(max_errors), "train_slices": len(train),
-        "val_bpp": evaluate_bpp(model, val) if val else None, "log": log, "command": " ".join(["medvae", *sys.argv[1:]]),
+        "law": args.law, "val_bpp": evaluate_bpp(model, val, law=args.law) if val else None, "log": log, "command": " ".join(["medvae", *sys.argv[1:]]),
     }
     save_residual(Residual(model, plan, info), out)
     print(json.dumps({k: v for k, v in info.items() if k != "log"}, indent=1))

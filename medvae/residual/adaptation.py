@@ -1,4 +1,4 @@
-"""Per-image adaptation of the residual laws, fitted by the encoder (formats 12 to 14).
+"""Per-image adaptation of the residual laws, fitted by the encoder (formats 12 to 17).
 
 The residual network is trained once, on a few volumes; a slice from another scanner or
 another reconstruction kernel has residuals whose neighbours and base predict them a little
@@ -6,7 +6,9 @@ differently. So the encoder fits, pass by pass, a linear correction of the netwo
 mean from what every decoder has at that pass (:func:`features`: the mean itself, the decoded
 residuals of the 5×5 neighbourhood that earlier passes decoded, the base's second differences,
 a series' previous slices less the base) and a shift of the table index (the scale by
-2^(k/4)), as LS-based adaptive predictors of lossless image coding fit theirs per image. It
+2^(k/4)), as LS-based adaptive predictors of lossless image coding fit theirs per image, and
+the family of the law (formats 15 to 17: :data:`medvae.residual.tables.LAWS`, the Laplace law the
+network was trained for or the mixed law whose logistic core fits CT residuals better). It
 keeps each part only where it codes the pass for less, the block's own bytes counted (and,
 near-losslessly, the pass's squared error weighed in bits), and writes them as a third
 residual string (:class:`Adaptation`).
@@ -14,7 +16,8 @@ residual string (:class:`Adaptation`).
 Why every decoder computes the same laws: the features are integers clipped to ±2^20 and
 the coefficients int16, so each product is below 2^35 and a pass's sum of at most 34 of them
 below 2^41, computed in int64 and rounded by one arithmetic shift; the index shift is an
-integer addition clamped to the tables. The decoder only reads the fit's result; the fit is
+integer addition clamped to the tables, and the family an integer offset into the tables of
+:func:`medvae.residual.tables.law_tables`, built with exact steps only. The decoder only reads the fit's result; the fit is
 reproducible all the same (exact normal equations, :func:`_fit_mean`; exact integer costs), so
 the same image gives the same file on every machine.
 """
@@ -32,7 +35,7 @@ import numpy as np
 from medvae import least_squares
 from medvae.errors import BitstreamError
 from medvae.residual.model import PHASES
-from medvae.residual.tables import COUNT, LOG2_MIN, STEPS
+from medvae.residual.tables import COUNT, LAWS, LOG2_MIN, STEPS
 
 #: The decoded residuals a pass reads lie within this many pixels (rows and columns) of its pixel.
 RADIUS = 2
@@ -55,6 +58,10 @@ _FIT_LIMIT = 2**11
 #: Bit costs are integers in units of 2^-COST_FRAC bit.
 COST_FRAC = 16
 _PASS = struct.Struct("<bB")  # index shift, coefficient shift (or _NO_CORRECTION)
+#: The family the encoder tries first: the mixed law (:data:`medvae.residual.tables.LAWS`).
+MIXED = LAWS.index("mixed")
+#: Bits of a pass's law in the block's first byte (formats 15 to 17): pass p's at bits 2p, 2p + 1.
+_LAW_BITS = 2
 
 
 def neighbours(p: int) -> tuple[tuple[int, int], ...]:
@@ -104,16 +111,19 @@ def features(
 
 
 class PassAdaptation(NamedTuple):
-    """One pass's adaptation: a table index shift, and the mean's correction
-    ``⌊(Σ coefficient·feature + 2^(shift − 1))/2^shift⌋`` (no correction: ``coefficients`` None)."""
+    """One pass's adaptation: a table index shift, the mean's correction
+    ``⌊(Σ coefficient·feature + 2^(shift − 1))/2^shift⌋`` (no correction: ``coefficients`` None),
+    and the law's family (an index into :data:`medvae.residual.tables.LAWS`)."""
 
     index_shift: int = 0
     shift: int = 0
     coefficients: np.ndarray | None = None
+    law: int = 0
 
     def apply(self, planes: Callable[[], Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The adapted (mean, index) of a pass; ``planes`` gives its features (:func:`features`)."""
-        index = shifted(index, self.index_shift)
+        """The adapted (mean, index) of a pass; ``planes`` gives its features (:func:`features`).
+        The index is one of :func:`medvae.residual.tables.law_tables`: the law's family's table."""
+        index = of_law(shifted(index, self.index_shift), self.law)
         if self.coefficients is None:
             return mean, index
         total = np.zeros(mean.shape, np.int64)
@@ -135,23 +145,45 @@ def shifted(index: np.ndarray, shift: int) -> np.ndarray:
     return np.clip(index.astype(np.int64) + shift, 0, COUNT - 1) if shift else index
 
 
+def of_law(index: np.ndarray, law: int) -> np.ndarray:
+    """Table indexes (of one family, 0 to COUNT − 1) as the tables of family ``law`` in
+    :func:`medvae.residual.tables.law_tables`, which holds each family's COUNT tables in turn."""
+    return index.astype(np.int64) + law * COUNT if law else index
+
+
 class Adaptation(NamedTuple):
-    """The four passes' adaptations, in the order of :data:`PHASES`: the third residual string."""
+    """The four passes' adaptations, in the order of :data:`PHASES`: the third residual string.
+    Formats 15 to 17 write it with the passes' laws in a first byte (``laws``); formats 12 to 14
+    wrote it without, every pass under the Laplace law."""
 
     passes: tuple[PassAdaptation, ...]
 
     @property
     def active(self) -> bool:
         """Whether any pass changes its laws (a file without a change carries no block)."""
-        return any(a.index_shift or a.coefficients is not None for a in self.passes)
+        return any(a.index_shift or a.coefficients is not None or a.law for a in self.passes)
 
-    def to_bytes(self) -> bytes:
-        return b"".join(a.to_bytes() for a in self.passes)
+    def to_bytes(self, laws: bool = True) -> bytes:
+        """The block; ``laws``: with the byte of the passes' laws (formats 15 to 17)."""
+        if not laws and any(a.law for a in self.passes):
+            raise ValueError("a block without its laws byte holds Laplace laws only")
+        first = bytes([sum(a.law << (_LAW_BITS * p) for p, a in enumerate(self.passes))]) if laws else b""
+        return first + b"".join(a.to_bytes() for a in self.passes)
 
     @classmethod
-    def from_bytes(cls, data: bytes, previous: int = 0) -> Adaptation:
-        """Parse a block written for a model reading ``previous`` slices. Raises :class:`BitstreamError`."""
-        passes, pos = [], 0
+    def from_bytes(cls, data: bytes, previous: int = 0, laws: bool = True) -> Adaptation:
+        """Parse a block written for a model reading ``previous`` slices, with the byte of its
+        laws (``laws``; formats 15 to 17) or without (formats 12 to 14). Raises :class:`BitstreamError`."""
+        families = [0] * len(PHASES)
+        pos = 0
+        if laws:
+            if not data:
+                raise BitstreamError("corrupted residual adaptation block (truncated)")
+            families = [(data[0] >> (_LAW_BITS * p)) & ((1 << _LAW_BITS) - 1) for p in range(len(PHASES))]
+            if any(law >= len(LAWS) for law in families):
+                raise BitstreamError("corrupted residual adaptation block (unknown law)")
+            pos = 1
+        passes = []
         for p in range(len(PHASES)):
             if pos + _PASS.size > len(data):
                 raise BitstreamError("corrupted residual adaptation block (truncated)")
@@ -166,7 +198,7 @@ class Adaptation(NamedTuple):
                     raise BitstreamError("corrupted residual adaptation block (truncated)")
                 coefficients = np.frombuffer(data, "<i2", n, pos).astype(np.int64)
                 pos += 2 * n
-            passes.append(PassAdaptation(index_shift, 0 if coefficients is None else shift, coefficients))
+            passes.append(PassAdaptation(index_shift, 0 if coefficients is None else shift, coefficients, families[p]))
         if pos != len(data):
             raise BitstreamError("corrupted residual adaptation block (bytes left over)")
         return cls(tuple(passes))
@@ -180,23 +212,30 @@ def fit(
     left as it is when nothing pays), and the (mean, index) it gives. ``residual``: the pass's
     true residuals; ``inside``: the pixels whose residual lies strictly between their bounds (the
     fit reads those: at a bound the residual is censored); ``cost(mean, index)``: the pass's bits
-    under those laws (near-losslessly plus its squared error weighed in bits), in units of
-    2^-:data:`COST_FRAC` bit (an exact integer, so every machine makes the same choices)."""
+    under those laws (``index`` one of :func:`medvae.residual.tables.law_tables`; near-losslessly
+    plus its squared error weighed in bits), in units of 2^-:data:`COST_FRAC` bit (an exact
+    integer, so every machine makes the same choices).
+
+    The mean and the index shift are chosen under the mixed law (:data:`MIXED`), which codes
+    nearly every pass for less; the pass then keeps the Laplace law where that costs less at the
+    chosen shift."""
     byte = 8 << COST_FRAC
-    best, best_mean, best_bits = PassAdaptation(), mean, cost(mean, index) + byte * _PASS.size
+    mixed = lambda m, i: cost(m, of_law(i, MIXED))  # noqa: E731
+    best, best_mean, best_bits = PassAdaptation(), mean, mixed(mean, index) + byte * _PASS.size
     corrected = _fit_mean(planes, mean, index, residual, inside)
     if corrected is not None:
         corrected_mean, _ = corrected.apply(planes, mean, index)
-        bits = cost(corrected_mean, index) + byte * len(corrected.to_bytes())
+        bits = mixed(corrected_mean, index) + byte * len(corrected.to_bytes())
         if bits < best_bits:
             best, best_mean, best_bits = corrected, corrected_mean, bits
-    index_shift = _best_index_shift(best_mean, index, cost, best_bits - byte * len(best.to_bytes()))
-    return best._replace(index_shift=index_shift), best_mean, shifted(index, index_shift)
+    index_shift, bits = _best_index_shift(best_mean, index, mixed, best_bits - byte * len(best.to_bytes()))
+    law = MIXED if bits < cost(best_mean, shifted(index, index_shift)) else 0
+    return best._replace(index_shift=index_shift, law=law), best_mean, of_law(shifted(index, index_shift), law)
 
 
-def _best_index_shift(mean: np.ndarray, index: np.ndarray, cost: Callable[[np.ndarray, np.ndarray], int], unshifted: int) -> int:
-    """The index shift of :data:`INDEX_SHIFTS` that codes the pass in the fewest bits
-    (``unshifted``: the bits without a shift): from 0 outwards in each direction while the
+def _best_index_shift(mean: np.ndarray, index: np.ndarray, cost: Callable[[np.ndarray, np.ndarray], int], unshifted: int) -> tuple[int, int]:
+    """The index shift of :data:`INDEX_SHIFTS` that codes the pass in the fewest bits, and those
+    bits (``unshifted``: the bits without a shift): from 0 outwards in each direction while the
     bits fall (the cost is unimodal in the shift); the smallest shift among equals."""
     bits = {0: unshifted}
     for direction in (-1, 1):
@@ -206,7 +245,8 @@ def _best_index_shift(mean: np.ndarray, index: np.ndarray, cost: Callable[[np.nd
             if bits[shift] >= bits[shift - direction]:
                 break
             shift += direction
-    return min(bits, key=lambda shift: (bits[shift], abs(shift), shift))
+    best = min(bits, key=lambda shift: (bits[shift], abs(shift), shift))
+    return best, bits[best]
 
 
 def _fit_mean(

@@ -174,7 +174,7 @@ class ResidualCoder:
         ``exact``: where the base restores the image exactly (its exceptions), if anywhere;
         ``previous``: for a series model, the previous slices' decoded pixels (:meth:`_previous`);
         ``adapt``: fit the per-image adaptation of :mod:`medvae.residual.adaptation`, written as a
-        third string where it saves bytes (formats 12 to 14)."""
+        third string where it saves bytes (formats 15 to 17)."""
         bounds = pass_bounds(max_error, tighter_passes)
         before = self._previous(previous, base)
         lower, upper = pixel_bounds(base, value_range, exact)
@@ -197,15 +197,16 @@ class ResidualCoder:
 
     def decode(
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0,
-        exact: np.ndarray | None = None, bounded: bool = True, previous: np.ndarray | None = None,
+        exact: np.ndarray | None = None, bounded: bool = True, previous: np.ndarray | None = None, laws: bool = True,
     ) -> np.ndarray:
         """The image :meth:`encode` coded: ``base`` plus the decoded residual, clipped to the bounds
         (``bounded``: format 8; else a format 4 or 7 file, coded with CompressAI's tables and clipped
-        to the dtype); ``previous``: for a series model, the previous slices' decoded pixels."""
+        to the dtype); ``previous``: for a series model, the previous slices' decoded pixels;
+        ``laws``: an adaptation block names its passes' laws (formats 15 to 17; 12 to 14: not)."""
         bounds = pass_bounds(max_error, tighter_passes)
         before = self._previous(previous, base)
         if bounded:
-            return self._decode_bounded(strings, base, value_range, bounds, exact, before)
+            return self._decode_bounded(strings, base, value_range, bounds, exact, before, laws)
         needed = sum(_chunk_count(_phase_size(base.shape, phase)) for phase in PHASES)
         if len(strings) != needed:
             raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where {needed} are needed")
@@ -224,13 +225,13 @@ class ResidualCoder:
 
     def _decode_bounded(
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], exact: np.ndarray | None,
-        previous: np.ndarray | None,
+        previous: np.ndarray | None, laws: bool,
     ) -> np.ndarray:
-        """A format-8 residual layer: the rANS stream and the escapes (two strings; formats 12 to 14
+        """A format-8 residual layer: the rANS stream and the escapes (two strings; formats 12 to 17
         add a third, the adaptation of the laws, :mod:`medvae.residual.adaptation`), over ``base``."""
         if len(strings) not in (2, 3):
             raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where 2 or 3 are needed")
-        block = adaptation.Adaptation.from_bytes(strings[2], self.series) if len(strings) == 3 else None
+        block = adaptation.Adaptation.from_bytes(strings[2], self.series, laws) if len(strings) == 3 else None
         lower, upper = pixel_bounds(base, value_range, exact)
         decoder, escapes = rans.Decoder(strings[0], rans.lane_count(base.size)), folding.Escapes(strings[1])
 

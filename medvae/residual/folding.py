@@ -26,7 +26,7 @@ import numpy as np
 from medvae import varint
 from medvae.errors import BitstreamError
 from medvae.residual import rans
-from medvae.residual.tables import tables
+from medvae.residual.tables import law_tables
 
 #: Longest escape (35 bits: |q| up to 2^34, beyond any residual of a 32-bit intensity range over a stored mean).
 ESCAPE_BYTES = 5
@@ -43,7 +43,7 @@ class _Tables(NamedTuple):
 
 @lru_cache(maxsize=1)
 def _tables() -> _Tables:
-    cdfs, lengths, offsets = tables()
+    cdfs, lengths, offsets = law_tables()
     if any(cdf[n - 1] != rans.TOTAL for cdf, n in zip(cdfs, lengths)):
         raise AssertionError("the residual tables must be out of the rANS coder's 2^16")
     flat = np.concatenate([np.asarray(cdf[:n], np.int64) for cdf, n in zip(cdfs, lengths)])

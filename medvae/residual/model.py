@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from compressai.layers import ResidualBlock
 from torch import Tensor, nn
 
-from medvae.residual.tables import table_index, tables
+from medvae.residual.tables import LAWS, LOGISTIC_OCTAVES, TAIL_BITS, TAIL_OCTAVES, TAIL_WEIGHT, mixed_tables, table_index, tables
 from medvae.series import MAX_PREVIOUS
 
 #: Coding order of the 2×2 polyphase grid: (row, column) offsets of each pass.
@@ -220,15 +220,20 @@ def slice_tensors(image, base, value_range: tuple[int, int]) -> tuple[Tensor, Te
     return as_tensor(image), as_tensor(base), lo, hi
 
 
-def laplace_bits(error: Tensor, scale: Tensor, below: Tensor | None = None, above: Tensor | None = None) -> Tensor:
+def laplace_bits(
+    error: Tensor, scale: Tensor, below: Tensor | None = None, above: Tensor | None = None, law: str = "laplace"
+) -> Tensor:
     """The coder's bits for an integer ``error`` under a discrete Laplace law of ``scale``:
     −log2 P(error), probabilities floored at 2^-16 as the 16-bit tables floor them, plus
     :func:`escape_bits` for an error beyond the table. With ``below`` and ``above``, the errors
     of a pixel at its bounds, the law is the coder's bounded law (:mod:`medvae.residual.folding`):
     an error at ``below`` carries the mass of every error at or below it, one at ``above`` that
-    of every error at or above it, and a pixel whose bounds meet costs nothing."""
+    of every error at or above it, and a pixel whose bounds meet costs nothing. ``law``: one of
+    :data:`medvae.residual.tables.LAWS`, the family whose table of ``scale`` codes it ("mixed":
+    the tables of formats 15 to 17)."""
     coded = error if below is None else torch.minimum(torch.maximum(error, below), above)  # the symbol the coder writes
-    bits = _table_bits(error, scale, below, above) + escape_bits(coded.abs(), scale)
+    table = _table_bits(error, scale, below, above) if law == "laplace" else _mixed_table_bits(error, scale, below, above)
+    bits = table + escape_bits(coded.abs(), scale, law)
     return bits if below is None else torch.where(below >= above, torch.zeros_like(bits), bits)
 
 
@@ -236,28 +241,30 @@ def laplace_bits(error: Tensor, scale: Tensor, below: Tensor | None = None, abov
 _VARINT_BYTE_BITS = 8.0
 
 
-def table_width(scale: Tensor) -> Tensor:
+def table_width(scale: Tensor, law: str = "laplace") -> Tensor:
     """Half-width of the table the coder picks for ``scale``: that table's own (:func:`table_index`,
     :func:`medvae.residual.tables.tables`). A continuous ``16·ln 2·b − ½`` read a width one short
     for most tables (the tables stop at the first w with ``exp(−(w + ½)/b) < 2^-16``), and the
     loss then charged an escape byte the coder never writes: at the narrowest tables, near-losslessly,
     a pixel whose mean lies beyond its bound paid 8 bits for a symbol the coder codes in none."""
-    return _table_widths().to(scale.device, scale.dtype)[table_index(torch.log2(scale.detach())).long()]
+    return _table_widths(law).to(scale.device, scale.dtype)[table_index(torch.log2(scale.detach())).long()]
 
 
-@lru_cache(maxsize=1)
-def _table_widths() -> Tensor:
-    return torch.tensor([-offset for offset in tables()[2]], dtype=torch.float32)
+@lru_cache(maxsize=len(LAWS))
+def _table_widths(law: str = "laplace") -> Tensor:
+    if law not in LAWS:
+        raise ValueError(f"law must be one of {LAWS}, not {law!r}")
+    return torch.tensor([-offset for offset in (tables() if law == "laplace" else mixed_tables())[2]], dtype=torch.float32)
 
 
-def escape_bits(magnitude: Tensor, scale: Tensor) -> Tensor:
+def escape_bits(magnitude: Tensor, scale: Tensor, law: str = "laplace") -> Tensor:
     """What a symbol of ``magnitude`` beyond its table costs on top of the escape's table
     entry (which the 2^-16 floor already counts): its varint, one byte up to 2^7 and one more
     per 7 bits of ``2·(|q| − w − 1)``. Smoothed so that the scale gets a gradient: the first
     byte is charged over one scale beyond the width, the later ones as 8/7 bits per doubling.
     Without it the loss caps a pixel at 16 bits and a model learns to narrow its scales and
     let outliers escape at a price it does not see (a wider model did, ``docs/lossless.md``)."""
-    beyond = (magnitude - table_width(scale)).clamp(min=0.0)
+    beyond = (magnitude - table_width(scale, law)).clamp(min=0.0)
     first_byte = _VARINT_BYTE_BITS * (beyond / scale).clamp(max=1.0)
     later_bytes = _VARINT_BYTE_BITS / 7 * torch.log2(1 + 2 * beyond / 128)
     return first_byte + later_bytes
@@ -275,6 +282,41 @@ def _table_bits(error: Tensor, scale: Tensor, below: Tensor | None, above: Tenso
     return -log_p.clamp(min=-16 * math.log(2)) / math.log(2)
 
 
+#: The mixed law's parts (:func:`medvae.residual.tables._mixed_pmf`): the logistic's and the wide
+#: Laplace's scales over the table's, and the Laplace's share.
+_LOGISTIC_FACTOR = 2.0 ** float(LOGISTIC_OCTAVES)
+_TAIL_FACTOR = 2.0 ** float(TAIL_OCTAVES)
+_TAIL_SHARE = TAIL_WEIGHT / 2**TAIL_BITS
+
+
+def _mixed_table_bits(error: Tensor, scale: Tensor, below: Tensor | None, above: Tensor | None) -> Tensor:
+    """:func:`_table_bits` for the mixed law ``(1 − ε)·logistic(s) + ε·Laplace(w)``. The logistic's
+    mass of the integer ``a = |error|`` is ``sinh(h)/(cosh(a/s) + cosh(h))``, ``h = 1/(2s)``, taken
+    in logarithms (no difference of two near-equal CDFs); the Laplace's is :func:`_table_bits`'."""
+    s, wide = scale * _LOGISTIC_FACTOR, scale * _TAIL_FACTOR
+    a, h = error.abs(), 0.5 / s
+    log_logistic = _log_sinh(h) - torch.logaddexp(_log_cosh(a / s), _log_cosh(h))
+    log_laplace = -_table_bits(error, wide, None, None) * math.log(2)  # floored at 2^-16: its share is below that there anyway
+    log_p = torch.logaddexp(math.log1p(-_TAIL_SHARE) + log_logistic, math.log(_TAIL_SHARE) + log_laplace)
+    if below is not None:
+        log_p = torch.where(error <= below, _mixed_log_cdf(below + 0.5, s, wide), log_p)
+        log_p = torch.where(error >= above, _mixed_log_cdf(0.5 - above, s, wide), log_p)
+    return -log_p.clamp(min=-16 * math.log(2)) / math.log(2)
+
+
+def _mixed_log_cdf(t: Tensor, s: Tensor, wide: Tensor) -> Tensor:
+    return torch.logaddexp(math.log1p(-_TAIL_SHARE) + F.logsigmoid(t / s), math.log(_TAIL_SHARE) + _log_cdf(t, wide))
+
+
+def _log_cosh(x: Tensor) -> Tensor:
+    x = x.abs()
+    return x + torch.log1p(torch.exp(-2 * x)) - math.log(2)
+
+
+def _log_sinh(x: Tensor) -> Tensor:  # x > 0
+    return x + torch.log(-torch.expm1(-2 * x)) - math.log(2)
+
+
 def _log_cdf(t: Tensor, scale: Tensor) -> Tensor:
     """log P(E ≤ t) for a continuous Laplace of ``scale`` (the discrete law's mass at or below t − ½)."""
     below_zero = math.log(0.5) + t.clamp(max=0) / scale
@@ -283,7 +325,7 @@ def _log_cdf(t: Tensor, scale: Tensor) -> Tensor:
 
 def residual_bits(
     model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor, previous: Tensor | None = None,
-    max_error: Tensor | int = 0,
+    max_error: Tensor | int = 0, law: str = "laplace",
 ) -> Tensor:
     """Bits of the residual of each image, as the four passes code it: (B,) float.
 
@@ -293,23 +335,24 @@ def residual_bits(
     rounded as the coder rounds it (straight-through), so the loss is the coder's cost, escapes included.
     ``previous``: the previous slices of each image's series (B, n, H, W), for a series model.
     ``max_error``: the error bound τ (an int, or one per image as (B, 1, 1, 1)); 0 is lossless.
+    ``law``: the family of the laws (:data:`medvae.residual.tables.LAWS`).
     """
-    return pass_bits(model, image, base, lo, hi, previous, max_error).sum(1)
+    return pass_bits(model, image, base, lo, hi, previous, max_error, law).sum(1)
 
 
 def pass_bits(
     model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor, previous: Tensor | None = None,
-    max_error: Tensor | int = 0,
+    max_error: Tensor | int = 0, law: str = "laplace",
 ) -> Tensor:
     """:func:`residual_bits` pass by pass: (B, 4), in the order of :data:`PHASES` (where the
     bits go: the first pass sees no decoded neighbour, the last sees eight)."""
-    laws = pass_laws(model, image, base, lo, hi, previous, max_error)
-    return torch.stack([laplace_bits(*law).flatten(1).sum(1) for law in laws], 1)
+    laws = pass_laws(model, image, base, lo, hi, previous, max_error, law)
+    return torch.stack([laplace_bits(*symbols, law=law).flatten(1).sum(1) for symbols in laws], 1)
 
 
 def pass_laws(
     model: ResidualModel, image: Tensor, base: Tensor, lo: Tensor, hi: Tensor, previous: Tensor | None = None,
-    max_error: Tensor | int = 0,
+    max_error: Tensor | int = 0, law: str = "laplace",
 ) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """For each pass in the order of :data:`PHASES`: the (B, 1, H/2, W/2) symbols its pixels
     are coded as (the error around the rounded mean, in units of 2τ + 1, rounded as the coder
@@ -340,22 +383,23 @@ def pass_laws(
         below = torch.where(at_exact, symbol, _rounded((lowest - mean) / step, torch.floor((lowest - mean) / step)))
         above = torch.where(at_exact, symbol, _rounded((highest - mean) / step, torch.ceil((highest - mean) / step)))
         if near_lossless:  # losslessly a pixel has one symbol: nothing to move
-            symbol = _to_bounds(symbol, scale, below, above, pixel, lowest, highest, tau)
+            symbol = _to_bounds(symbol, scale, below, above, pixel, lowest, highest, tau, law)
         yield symbol, scale, below, above
         decoded[k] = torch.where(at_exact, pixel, torch.minimum(torch.maximum(mean + step * symbol, lowest), highest)).detach()
         known = known | phase_mask(residual.shape, phase, residual.device)
 
 
 def _to_bounds(
-    symbol: Tensor, scale: Tensor, below: Tensor, above: Tensor, residual: Tensor, lowest: Tensor, highest: Tensor, tau: Tensor
+    symbol: Tensor, scale: Tensor, below: Tensor, above: Tensor, residual: Tensor, lowest: Tensor, highest: Tensor, tau: Tensor,
+    law: str = "laplace",
 ) -> Tensor:
     """The symbols the encoder codes (:func:`medvae.residual.folding.cheapest`): a pixel within τ
     of a bound takes that bound's symbol (it decodes to the bound) where that costs fewer bits."""
     with torch.no_grad():
-        bits = laplace_bits(symbol, scale, below, above)
+        bits = laplace_bits(symbol, scale, below, above, law)
         moved = torch.zeros_like(symbol, dtype=torch.bool), torch.zeros_like(symbol, dtype=torch.bool)
         for i, (bound_symbol, bound) in enumerate(((below, lowest), (above, highest))):
-            candidate = laplace_bits(bound_symbol, scale, below, above)
+            candidate = laplace_bits(bound_symbol, scale, below, above, law)
             moved[i][...] = ((residual - bound).abs() <= tau) & (candidate < bits)
             bits = torch.where(moved[i], candidate, bits)
     return torch.where(moved[1], above, torch.where(moved[0], below, symbol))

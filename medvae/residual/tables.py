@@ -56,9 +56,9 @@ def log2_fixed(n: int, frac: int = LOG2_FRAC) -> int:
     return result
 
 
-def _scale(i: int) -> Decimal:
-    """Scale of table ``i``: ``2^(LOG2_MIN + (i + ½)/STEPS)`` (correctly rounded decimal)."""
-    exponent = Decimal(2 * i + 1) / Decimal(2 * STEPS) + LOG2_MIN
+def _scale(i: int, octaves: Decimal = Decimal(0)) -> Decimal:
+    """Scale of table ``i``: ``2^(LOG2_MIN + (i + ½)/STEPS + octaves)`` (correctly rounded decimal)."""
+    exponent = Decimal(2 * i + 1) / Decimal(2 * STEPS) + LOG2_MIN + octaves
     return _DECIMAL.exp(_DECIMAL.multiply(exponent, _DECIMAL.ln(Decimal(2))))
 
 
@@ -79,6 +79,39 @@ def _pmf(scale: Decimal) -> tuple[list[int], int, int]:
     return [*reversed(tail), centre, *tail], beyond, len(tail)
 
 
+#: The mixed law (:func:`_mixed_pmf`): a logistic core of scale ``s = b/√2`` (``b`` the Laplace
+#: table's; the network is trained for Laplace laws, and on its CT residuals this ``s`` codes best),
+#: with a share ``TAIL_WEIGHT/2^TAIL_BITS`` of a Laplace twice as wide for the outliers a
+#: logistic's light tail would escape.
+LOGISTIC_OCTAVES = Decimal(-1) / 2
+TAIL_OCTAVES = Decimal(1)
+TAIL_WEIGHT, TAIL_BITS = 1, 6
+
+
+def _mixed_pmf(i: int) -> tuple[list[int], int, int]:
+    """As :func:`_pmf`, for table ``i`` of the mixed law ``(1 − ε)·logistic + ε·Laplace``.
+
+    The logistic ``F(x) = 1/(1 + e^(−x/s))`` has the mass ``t/(1 + t)`` above ``j + ½``, with
+    ``t = e^(−(j + ½)/s)``; two correctly rounded ``exp`` give ``t`` at j = 0 and its ratio
+    ``u = e^(−1/s)``, the Laplace part two more (:func:`_pmf`'s), and every other step is an
+    integer product, quotient or shift, so the table is the same everywhere."""
+    one, scale, tail_scale = 1 << ONE_BITS, _scale(i, LOGISTIC_OCTAVES), _scale(i, TAIL_OCTAVES)
+    u, t = int(_DECIMAL.exp(-1 / scale) * one), int(_DECIMAL.exp(Decimal(-0.5) / scale) * one)
+    rho, wide = int(_DECIMAL.exp(-1 / tail_scale) * one), int(_DECIMAL.exp(Decimal(-0.5) / tail_scale) * one)
+
+    def mix(core: int, outliers: int) -> int:
+        return ((core << TAIL_BITS) - core * TAIL_WEIGHT + outliers * TAIL_WEIGHT) >> TAIL_BITS
+
+    side = t * one // (one + t)  # the logistic's mass beyond j on one side, now j = 0; ``wide`` the Laplace's on both
+    centre, tail = mix(one - 2 * side, one - wide), []
+    while len(tail) < MAX_HALF_WIDTH and mix(2 * side, wide) >> (ONE_BITS - PRECISION):  # stop below 1/65536
+        t = (t * u) >> ONE_BITS
+        beyond, wider = t * one // (one + t), (wide * rho) >> ONE_BITS
+        tail.append(mix(side - beyond, (wide - wider) >> 1))
+        side, wide = beyond, wider
+    return [*reversed(tail), centre, *tail], mix(2 * side, wide), len(tail)
+
+
 def _quantize(pmf: list[int]) -> list[int]:
     """A 16-bit CDF (``0 … 2^16``) in which every symbol has frequency ≥ 1 (integers only)."""
     total = 2**PRECISION
@@ -95,15 +128,39 @@ def _quantize(pmf: list[int]) -> list[int]:
 def tables() -> tuple[list[list[int]], list[int], list[int]]:
     """``(cdfs, cdf_lengths, offsets)`` as CompressAI's rANS coder takes them: table ``i``'s
     symbols are −w..w and an escape (its tail mass) for every value beyond."""
+    return _build(lambda i: _pmf(_scale(i)))
+
+
+@lru_cache(maxsize=1)
+def mixed_tables() -> tuple[list[list[int]], list[int], list[int]]:
+    """:func:`tables` for the mixed law (:func:`_mixed_pmf`), which a pass of formats 15 to 17 may
+    choose (:data:`LAWS`)."""
+    return _build(_mixed_pmf)
+
+
+def _build(pmf_of) -> tuple[list[list[int]], list[int], list[int]]:
     cdfs, lengths, offsets = [], [], []
     for i in range(COUNT):
-        pmf, tail, width = _pmf(_scale(i))
+        pmf, tail, width = pmf_of(i)
         cdf = _quantize([*pmf, tail])
         cdfs.append(cdf)
         lengths.append(len(cdf))
         offsets.append(-width)
     longest = max(lengths)
     return [c + [0] * (longest - len(c)) for c in cdfs], lengths, offsets
+
+
+#: The families of laws, in the order of their tables: law ``k``'s table ``i`` is table
+#: ``k·COUNT + i`` of :func:`law_tables`.
+LAWS = ("laplace", "mixed")
+
+
+def law_tables() -> tuple[list[list[int]], list[int], list[int]]:
+    """Every family's tables, one family after another (:data:`LAWS`)."""
+    laplace, mixed = tables(), mixed_tables()
+    longest = max(len(laplace[0][0]), len(mixed[0][0]))
+    cdfs = [c + [0] * (longest - len(c)) for c in laplace[0] + mixed[0]]
+    return cdfs, laplace[1] + mixed[1], laplace[2] + mixed[2]
 
 
 def tables_digest() -> str:

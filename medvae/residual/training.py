@@ -25,6 +25,7 @@ from medvae.evaluation.datasets import group_series
 from medvae.io.files import atomic_path
 from medvae.io.slices import Slice
 from medvae.residual.model import ResidualModel, previous_tensor, residual_bits, slice_tensors
+from medvae.residual.tables import LAWS
 from medvae.series import previous_planes
 from medvae.training.budget import steps_that_fit
 
@@ -118,9 +119,9 @@ def _batch(pairs: list[Pair], rng: np.random.Generator, size: int, crop: int) ->
     return stack(images), stack(bases), bound(los), bound(his), stack(previous) if previous else None
 
 
-def evaluate_bpp(model: ResidualModel, pairs: list[Pair], max_error: int = 0) -> float:
+def evaluate_bpp(model: ResidualModel, pairs: list[Pair], max_error: int = 0, law: str = "laplace") -> float:
     """Mean residual bits per pixel over whole slices (float model, escapes included) with
-    error bound ``max_error``, on the model's device."""
+    error bound ``max_error`` under the ``law`` family's tables, on the model's device."""
     model.eval()
     device = next(model.parameters()).device
     bits, pixels = 0.0, 0
@@ -128,7 +129,7 @@ def evaluate_bpp(model: ResidualModel, pairs: list[Pair], max_error: int = 0) ->
         for p in pairs:
             image, base, lo, hi = (t.to(device) for t in slice_tensors(p.image, p.base, p.value_range))
             previous = None if p.previous is None else previous_tensor(p.previous, image.shape[-2:]).to(device)
-            bits += float(residual_bits(model, image, base, lo, hi, previous, max_error).sum())
+            bits += float(residual_bits(model, image, base, lo, hi, previous, max_error, law).sum())
             pixels += image.numel()
     model.train()
     return bits / pixels
@@ -138,13 +139,15 @@ def train_residual(
     pairs: list[Pair], *, steps: int, batch: int = 16, crop: int = 96, lr: float = 1e-3, bf16: bool = False,
     seed: int = 0, model: ResidualModel | None = None, val: list[Pair] | None = None, log_every: int = 500,
     checkpoint: str | Path | None = None, device: str | torch.device = "cpu", minutes: float | None = None,
-    max_errors: tuple[int, ...] = (0,),
+    max_errors: tuple[int, ...] = (0,), law: str = "laplace",
 ) -> tuple[ResidualModel, list[dict]]:
     """Adam on the mean residual bits per pixel; the learning rate falls tenfold for the last
     fifth. Returns the model (on the CPU) and a log (step, train bpp, validation bpp, seconds).
     ``max_errors``: each crop is coded with one of these error bounds, drawn at random, its later
     passes reading the residuals as the decoder has them; anything but lossless alone needs a
     model that reads the bounds (:func:`medvae.residual.model.with_bounds`). Validation is lossless.
+    ``law``: the family of laws the loss codes under (:data:`medvae.residual.tables.LAWS`; "mixed":
+    the law the encoder of formats 15 to 17 picks for nearly every pass).
 
     With ``checkpoint``, the whole training state (model, optimizer, schedule, random
     generators, log) is written there every ``log_every`` steps, and a run started with an
@@ -161,6 +164,8 @@ def train_residual(
     model = model or ResidualModel()
     if any(previous_count(p) != model.previous for p in pairs):
         raise MedVAEError(f"a residual model reading {model.previous} previous slice(s) of a series trains on pairs with as many")
+    if law not in LAWS:
+        raise MedVAEError(f"law must be one of {', '.join(LAWS)}, not {law!r}")
     if not max_errors or min(max_errors) < 0:
         raise MedVAEError(f"max_errors must be error bounds of 0 or more, not {max_errors}")
     if tuple(max_errors) != (0,) and not model.bounds:
@@ -171,7 +176,7 @@ def train_residual(
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [int(steps * 0.8)], 0.1)
     log, start, running, done = [], time.time(), [], 0
     settings = {"steps": steps, "channels": model.channels, "blocks": model.blocks, "previous": model.previous, "batch": batch, "crop": crop, "lr": lr, "bf16": bf16,
-                "seed": seed, **({"max_errors": list(max_errors)} if model.bounds else {}), "train_slices": len(pairs), "start": weights_fingerprint(model)}  # which model it started from (--init)
+                "seed": seed, **({"max_errors": list(max_errors)} if model.bounds else {}), **({"law": law} if law != "laplace" else {}), "train_slices": len(pairs), "start": weights_fingerprint(model)}  # which model it started from (--init)
     if checkpoint and Path(checkpoint).exists():
         done, log = _restore(checkpoint, model, optimizer, scheduler, rng, settings)
         start -= log[-1]["seconds"] if log else 0.0
@@ -187,7 +192,7 @@ def train_residual(
         image, base, lo, hi, previous = (None if t is None else t.to(device, non_blocking=True) for t in _batch(pairs, rng, batch, crop))
         tau = max_errors[0] if len(max_errors) == 1 else torch.tensor(rng.choice(max_errors, image.shape[0]), dtype=image.dtype, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            bits = residual_bits(model, image, base, lo, hi, previous, tau)
+            bits = residual_bits(model, image, base, lo, hi, previous, tau, law)
         loss = bits.sum() / image[0, 0].numel() / image.shape[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -198,7 +203,7 @@ def train_residual(
         if step % log_every == 0 or step == steps:
             entry = {"step": step, "train_bpp": float(np.mean(running)), "seconds": round(time.time() - start, 1)}
             if val:
-                entry["val_bpp"] = evaluate_bpp(model, val)
+                entry["val_bpp"] = evaluate_bpp(model, val, law=law)
             log.append(entry)
             tqdm.write(str(entry))
             running = []

@@ -119,8 +119,8 @@ def coded_files(tmp_path_factory):
         assert (medvae.read_header(data).version == bitstream.CORRECTED_VERSION) == label.endswith("corrected")
         if previous is not None:
             assert bitstream.layout(medvae.read_header(data).version) == 8 + len(previous)  # format 9 given one slice, 10 given two
-        if max_error is not None:  # each residual layer carries the adaptation of its laws (formats 12 to 14)
-            assert medvae.read_header(data).version in bitstream.ADAPTED_VERSIONS
+        if max_error is not None:  # each residual layer carries the adaptation of its laws, with their families (formats 15 to 17)
+            assert medvae.read_header(data).version in bitstream.LAW_VERSIONS
         (folder / f"{label}.mvae").write_bytes(data)
         job.append({
             "weights": weights, "quality": quality, "file": str(folder / f"{label}.mvae"),

@@ -1,4 +1,4 @@
-"""The per-image adaptation of the residual laws (medvae.residual.adaptation, formats 12 to 14).
+"""The per-image adaptation of the residual laws (medvae.residual.adaptation, formats 12 to 17).
 
 The decoder's arithmetic is checked against the stated formulas in Python integers, the fit
 against what it claims (fewer bytes where the image's residuals follow a structure the model
@@ -21,7 +21,7 @@ from medvae.io.slices import manifest_slices
 from medvae.residual import adaptation
 from medvae.residual.adaptation import Adaptation, PassAdaptation, feature_count, features, neighbours
 from medvae.residual.model import PHASES
-from medvae.residual.tables import COUNT, LOG2_MIN, STEPS
+from medvae.residual.tables import COUNT, LAWS, LOG2_MIN, STEPS
 from tests.conftest import CORPUS, small_residual
 
 MANIFEST = CORPUS / "MANIFEST.csv"
@@ -122,7 +122,7 @@ def test_an_image_whose_residuals_follow_their_neighbours_codes_smaller_adapted(
     image = _textured(seed=4)
     for max_error in (0, 2):
         with_block, without = adapted.compress(image, max_error=max_error), plain.compress(image, max_error=max_error)
-        assert (bitstream.read_header(with_block).version, bitstream.read_header(without).version) == (12, 8)
+        assert (bitstream.read_header(with_block).version, bitstream.read_header(without).version) == (15, 8)
         assert len(with_block) < 0.97 * len(without)
         for data in (with_block, without):
             error = np.abs(adapted.decompress(data).astype(np.int64) - image)
@@ -140,15 +140,32 @@ def test_a_block_that_would_not_pay_is_not_written(codecs):
 def test_blocks_round_trip_and_damaged_ones_are_refused():
     rng = np.random.default_rng(5)
     block = Adaptation((
-        PassAdaptation(2), PassAdaptation(-1, 14, rng.integers(-32767, 32768, feature_count(1, 1))),
-        PassAdaptation(), PassAdaptation(0, 30, rng.integers(-5, 5, feature_count(3, 1))),
+        PassAdaptation(2, law=1), PassAdaptation(-1, 14, rng.integers(-32767, 32768, feature_count(1, 1))),
+        PassAdaptation(law=1), PassAdaptation(0, 30, rng.integers(-5, 5, feature_count(3, 1)), law=1),
     ))
     data = block.to_bytes()
+    assert data[0] == 0b01_01_00_01  # the laws of passes 3, 2, 1, 0: two bits each, pass 0 the lowest
     again = Adaptation.from_bytes(data, previous=1)
     assert again.to_bytes() == data and [p.index_shift for p in again.passes] == [2, -1, 0, 0]
-    for damaged, previous in ((data[:-1], 1), (data + b"\0", 1), (data, 0), (data, 2), (b"\0\x1f" + data[2:], 1), (b"", 1)):
+    assert [p.law for p in again.passes] == [1, 0, 1, 1] and again.active
+    for damaged, previous in ((data[:-1], 1), (data + b"\0", 1), (data, 0), (data, 2), (data[:1] + b"\0\x1f" + data[3:], 1), (b"", 1),
+                              (bytes([data[0] | 0b10]) + data[1:], 1)):  # a law no release knows
         with pytest.raises(BitstreamError):
             Adaptation.from_bytes(damaged, previous)
+    with pytest.raises(ValueError, match="Laplace"):  # formats 12 to 14 have no byte for the laws
+        block.to_bytes(laws=False)
+    laplace = block._replace(passes=tuple(p._replace(law=0) for p in block.passes))
+    old_layout = Adaptation.from_bytes(laplace.to_bytes(laws=False), previous=1, laws=False)  # formats 12 to 14
+    assert old_layout.to_bytes() == laplace.to_bytes() and old_layout.to_bytes(laws=False) == laplace.to_bytes()[1:]
+    assert Adaptation((PassAdaptation(law=1),) + (PassAdaptation(),) * 3).active and not Adaptation((PassAdaptation(),) * 4).active
+
+
+def test_a_law_is_an_offset_into_the_tables_of_every_family():
+    mean, index = np.array([[5, -3]]), np.array([[0, COUNT - 1]])
+    planes = lambda: iter(())  # noqa: E731
+    for law in range(len(LAWS)):
+        adapted_mean, adapted_index = PassAdaptation(index_shift=1, law=law).apply(planes, mean, index)
+        assert adapted_mean is mean and adapted_index.tolist() == [[1 + law * COUNT, COUNT - 1 + law * COUNT]]
 
 
 def test_damaged_adapted_files_raise_and_never_decode_to_another_image(codecs):
@@ -182,8 +199,11 @@ def test_info_shows_the_adaptation(codecs, tmp_path):
     path = tmp_path / "a.mvae"
     path.write_bytes(adapted.compress(_textured(seed=7), max_error=0))
     info = describe(path)
-    assert info["format"] == 12 and info["adaptation_bytes"] == len(bitstream.read_header(path.read_bytes()).residual_strings[2])
+    assert info["format"] == 15 and info["adaptation_bytes"] == len(bitstream.read_header(path.read_bytes()).residual_strings[2])
     assert f"adaptation {info['adaptation_bytes']} bytes" in format_text(info)
+    block = Adaptation.from_bytes(bitstream.read_header(path.read_bytes()).residual_strings[2])
+    assert info["residual_laws"] == [LAWS[p.law] for p in block.passes] and "mixed" in info["residual_laws"]
+    assert f"laws {', '.join(info['residual_laws'])}" in " ".join(format_text(info).split())
 
 
 @pytest.mark.skipif(not MANIFEST.is_file(), reason=f"sample corpus not found at {CORPUS}")

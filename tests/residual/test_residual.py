@@ -6,6 +6,7 @@ and the exactness must hold for any weights; the shipped model's rates are bench
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 from decimal import Decimal, getcontext
@@ -24,6 +25,7 @@ from medvae.io.slices import manifest_slices
 from medvae.residual import tables
 from medvae.residual.coder import quantize
 from medvae.residual.model import ResidualModel, deepened, residual_bits, widened
+from medvae.residual.model import laplace_bits as laplace_bits_of
 from medvae.residual.training import Pair, train_residual
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
 from tests.conftest import CORPUS, REPO, small_residual
@@ -232,6 +234,82 @@ def test_tables_are_valid_16_bit_cdfs_and_pinned():
         assert length == 2 * -offset + 3  # symbols −w..w and the escape
     # The tables are part of the format: any change here changes what every file decodes to.
     assert tables.tables_digest() == "2f7ba1647e89e8f178d3c38c21e1df05d2bb91c2a7d3f04b0e37d7717b54cc05"
+
+
+def test_mixed_tables_are_the_stated_law_and_pinned():
+    """The mixed law's tables (formats 15 to 17): each frequency within one of the law stated in
+    ``medvae.residual.tables`` — (1 − 1/64)·logistic(s = b/√2) + 1/64·Laplace(2b), b the Laplace
+    table's scale — computed here directly, in 50-digit decimals, from the two CDFs (not from the
+    module's recurrences); every table a valid 16-bit CDF; the whole set pinned."""
+    getcontext().prec = 50
+    cdfs, lengths, offsets = tables.mixed_tables()
+    assert len(cdfs) == tables.COUNT
+    for i, (cdf, length, offset) in enumerate(zip(cdfs, lengths, offsets)):
+        c = np.array(cdf[:length])
+        assert c[0] == 0 and c[-1] == 2**16 and (np.diff(c) >= 1).all() and length == 2 * -offset + 3
+        if i % 9:
+            continue
+        b = (Decimal(2) ** (Decimal(tables.LOG2_MIN) + (Decimal(i) + Decimal("0.5")) / tables.STEPS))
+        s, wide, eps = b / Decimal(2).sqrt(), 2 * b, Decimal(1) / 64
+
+        def upper(x: Decimal) -> Decimal:  # the mass above x ≥ 0
+            return (1 - eps) / (1 + (x / s).exp()) + eps * (-x / wide).exp() / 2
+
+        width = -offset
+        mass = [1 - 2 * upper(Decimal("0.5"))] + [upper(j - Decimal("0.5")) - upper(j + Decimal("0.5")) for j in range(1, width + 1)]
+        pmf = [*reversed(mass[1:]), *mass, 2 * upper(width + Decimal("0.5"))]
+        spare = 2**16 - len(pmf)
+        expected = [1 + int(p * spare / sum(pmf)) for p in pmf]
+        got = np.diff(c)
+        largest = int(np.argmax(got))  # the one that takes the rounding's rest
+        assert all(abs(int(g) - e) <= 1 for k, (g, e) in enumerate(zip(got, expected)) if k != largest), i
+        assert 2 * upper(width + Decimal("0.5")) < Decimal(2) ** -16 <= 2 * upper(width - Decimal("0.5")) or width == tables.MAX_HALF_WIDTH
+    assert hashlib.sha256(repr(tables.mixed_tables()).encode()).hexdigest() == "4de94d20758a54e635bab30811a2e4d9851112901a76f8f3865c3a19ee51af22"
+    assert tables.law_tables()[1] == tables.tables()[1] + lengths  # the Laplace tables first, unchanged
+
+
+@pytest.mark.parametrize("law", ["laplace", "mixed"])
+def test_the_loss_of_each_law_is_the_coders_exact_cost(law):
+    """The float loss (``laplace_bits(…, law)``, what ``train-residual --law`` trains on) against
+    the coder's exact cost of the same symbols under that family's tables (interval widths and
+    escapes, ``medvae.residual.coder._cost``): symbols drawn from the mixed law at table-centre
+    scales from narrow to wide, a tenth of the pixels at a bound and some beyond the tables."""
+    rng = np.random.default_rng(3)
+    index = np.repeat(np.arange(6, tables.COUNT - 20, 7), 3000)
+    scale = 2.0 ** (tables.LOG2_MIN + (index + 0.5) / tables.STEPS)
+    outlier = rng.random(index.size) < 1 / 64
+    draw = np.where(outlier, rng.laplace(0, 2 * scale), rng.logistic(0, scale / np.sqrt(2)))
+    r = np.round(draw).astype(np.int64)
+    r[::97] = (40 * scale[::97]).astype(np.int64) + 3  # beyond every table: escaped
+    low, high = np.full(r.shape, -(2**20)), np.full(r.shape, 2**20)
+    bounded = rng.random(r.size) < 0.1
+    low[bounded] = np.minimum(r[bounded], 0) - rng.integers(0, 3, bounded.sum())  # at or near a lower bound
+    mean = np.zeros_like(r)
+    family = tables.LAWS.index(law)
+    exact = coder_module._cost(mean, index + family * tables.COUNT, r, low, high, 0) / 2**16
+    t = lambda a: torch.from_numpy(a.astype(np.float64))  # noqa: E731
+    loss = float(laplace_bits_of(t(r), t(scale), t(low - mean), t(high - mean), law).sum())
+    assert abs(loss - exact) < 0.01 * exact
+    # Symbol by symbol, over the scales that matter (0.5 to 100): the loss's mean over each table's
+    # own probabilities is its entropy within 0.015 bits; the other family's loss misses by more.
+    law_tables = tables.tables() if law == "laplace" else tables.mixed_tables()
+    other = tables.LAWS[1 - family]
+    for i in range(12, 43, 3):
+        cdf, length, width = law_tables[0][i], law_tables[1][i], -law_tables[2][i]
+        p = np.diff(np.array(cdf[:length]))[:-1] / 2**16
+        e, b = torch.arange(-width, width + 1, dtype=torch.float64), torch.full((2 * width + 1,), scale_of(i), dtype=torch.float64)
+        entropy = -(p * np.log2(p)).sum()
+        bits = laplace_bits_of(e, b, law=law).numpy()
+        assert abs((p * bits).sum() - entropy) < 0.015, i
+        tail = (np.abs(e.numpy()) >= 5 * scale_of(i)) & (p >= 2.0**-13)  # where the mixed law's wide Laplace counts
+        assert np.abs(bits[tail] + np.log2(p[tail])).max(initial=0.0) < 0.25, i
+        if 18 <= i <= 42:
+            assert (p * laplace_bits_of(e, b, law=other).numpy()).sum() - entropy > 0.018, i
+
+
+def scale_of(i: int) -> float:
+    """The scale of table ``i`` (its centre)."""
+    return 2.0 ** (tables.LOG2_MIN + (i + 0.5) / tables.STEPS)
 
 
 @pytest.mark.parametrize("narrower", [1, 16, 64])
