@@ -3,12 +3,14 @@
 Residuals are coded under a discrete Laplace law: symbol ``k`` has probability
 ``F(k + ½) − F(k − ½)`` for a Laplace of scale ``b``. Table ``i`` holds the law of scale
 ``2^(LOG2_MIN + (i + ½)/STEPS)``; the decoder picks a table by an exact comparison
-(:func:`table_index`), never by a float ``exp`` or ``log``.
+(:func:`table_index`), never by a float ``exp`` or ``log``. Formats 15 to 17 may code a pass
+under the mixed law instead (:func:`mixed_tables`: a logistic core with a wide Laplace's tail,
+closer to CT residuals), whose table ``i`` belongs to the same scale ``b``.
 
 Why the tables are the same on every machine: they are computed with :mod:`decimal`,
 whose ``exp`` and ``ln`` are correctly rounded by its specification (the General Decimal
 Arithmetic spec, implemented in software by libmpdec); every other step, down to the
-16-bit frequencies, is integer arithmetic. No platform ``libm`` and no SIMD path is
+16-bit frequencies, is integer arithmetic (products, quotients, shifts). No platform ``libm`` and no SIMD path is
 involved, so two decoders cannot disagree on a single frequency; a test pins their hash.
 """
 
