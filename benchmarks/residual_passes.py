@@ -29,7 +29,7 @@ import torch
 
 import medvae
 from medvae.io.slices import manifest_slices
-from medvae.residual.model import laplace_bits, pass_laws, slice_tensors
+from medvae.residual.model import symbol_bits, pass_laws, slice_tensors
 from medvae.residual.tables import STEPS
 from medvae.residual.weights import load_residual
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         image, base_t, lo, hi = slice_tensors(s.pixels, base, medvae.read_header(data).value_range)
         with torch.no_grad():
             laws = list(pass_laws(model, image, base_t, lo, hi, max_error=args.max_error))
-        passes = [float(laplace_bits(*law).sum()) / (image.numel() / 4) for law in laws]  # each pass codes a quarter
+        passes = [float(symbol_bits(*law).sum()) / (image.numel() / 4) for law in laws]  # each pass codes a quarter
         base_bpp = 8 * len(data) / s.pixels.size
         rows.append([*passes, base_bpp])
         laws_seen += laws
@@ -76,12 +76,12 @@ def print_laws(errors: torch.Tensor, scales: torch.Tensor, below: torch.Tensor, 
     these scales alone, which knows nothing of the bounds)."""
     print(f"\nresidual bits per pixel over {errors.numel()} pixels:")
     for shift in (-0.2, -0.1, 0.0, 0.1, 0.2):
-        bounded = float(laplace_bits(errors, scales * 2**shift, below, above).mean())
-        plain = float(laplace_bits(errors, scales * 2**shift).mean())
+        bounded = float(symbol_bits(errors, scales * 2**shift, below, above).mean())
+        plain = float(symbol_bits(errors, scales * 2**shift).mean())
         print(f"  Laplace, scales x 2^{shift:+.1f}: {bounded:.4f} bounded, {plain:.4f} unbounded")
     print(f"  empirical entropy per table (fitted to these pixels): {_table_entropy(errors, scales):.4f} (a bound for the unbounded law)")
     inside = (errors > below) & (errors < above)  # pixels whose symbol no bound folds
-    laplace = float(laplace_bits(errors[inside], scales[inside]).mean())
+    laplace = float(symbol_bits(errors[inside], scales[inside]).mean())
     print(f"  the {float(inside.double().mean()):.1%} of pixels away from their bounds: Laplace {laplace:.4f}, "
           f"empirical entropy per table {_table_entropy(errors[inside], scales[inside]):.4f}")
 

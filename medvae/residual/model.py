@@ -220,10 +220,10 @@ def slice_tensors(image, base, value_range: tuple[int, int]) -> tuple[Tensor, Te
     return as_tensor(image), as_tensor(base), lo, hi
 
 
-def laplace_bits(
+def symbol_bits(
     error: Tensor, scale: Tensor, below: Tensor | None = None, above: Tensor | None = None, law: str = "laplace"
 ) -> Tensor:
-    """The coder's bits for an integer ``error`` under a discrete Laplace law of ``scale``:
+    """The coder's bits for an integer ``error`` under the discrete law of ``scale`` (Laplace, or ``law``'s):
     −log2 P(error), probabilities floored at 2^-16 as the 16-bit tables floor them, plus
     :func:`escape_bits` for an error beyond the table. With ``below`` and ``above``, the errors
     of a pixel at its bounds, the law is the coder's bounded law (:mod:`medvae.residual.folding`):
@@ -347,7 +347,7 @@ def pass_bits(
     """:func:`residual_bits` pass by pass: (B, 4), in the order of :data:`PHASES` (where the
     bits go: the first pass sees no decoded neighbour, the last sees eight)."""
     laws = pass_laws(model, image, base, lo, hi, previous, max_error, law)
-    return torch.stack([laplace_bits(*symbols, law=law).flatten(1).sum(1) for symbols in laws], 1)
+    return torch.stack([symbol_bits(*symbols, law=law).flatten(1).sum(1) for symbols in laws], 1)
 
 
 def pass_laws(
@@ -357,7 +357,7 @@ def pass_laws(
     """For each pass in the order of :data:`PHASES`: the (B, 1, H/2, W/2) symbols its pixels
     are coded as (the error around the rounded mean, in units of 2τ + 1, rounded as the coder
     rounds it; straight-through), the Laplace scales of those symbols, and the symbols of each
-    pixel's lower and upper bound (equal where the pixel is exact): what :func:`laplace_bits`
+    pixel's lower and upper bound (equal where the pixel is exact): what :func:`symbol_bits`
     takes. Later passes read the residuals as the decoder has them (within τ of the true ones),
     and a model that reads the bounds reads τ (every pixel's) beside them."""
     residual = image - base
@@ -396,10 +396,10 @@ def _to_bounds(
     """The symbols the encoder codes (:func:`medvae.residual.folding.cheapest`): a pixel within τ
     of a bound takes that bound's symbol (it decodes to the bound) where that costs fewer bits."""
     with torch.no_grad():
-        bits = laplace_bits(symbol, scale, below, above, law)
+        bits = symbol_bits(symbol, scale, below, above, law)
         moved = torch.zeros_like(symbol, dtype=torch.bool), torch.zeros_like(symbol, dtype=torch.bool)
         for i, (bound_symbol, bound) in enumerate(((below, lowest), (above, highest))):
-            candidate = laplace_bits(bound_symbol, scale, below, above, law)
+            candidate = symbol_bits(bound_symbol, scale, below, above, law)
             moved[i][...] = ((residual - bound).abs() <= tau) & (candidate < bits)
             bits = torch.where(moved[i], candidate, bits)
     return torch.where(moved[1], above, torch.where(moved[0], below, symbol))

@@ -25,7 +25,7 @@ from medvae.io.slices import manifest_slices
 from medvae.residual import tables
 from medvae.residual.coder import quantize
 from medvae.residual.model import ResidualModel, deepened, residual_bits, widened
-from medvae.residual.model import laplace_bits as laplace_bits_of
+from medvae.residual.model import symbol_bits
 from medvae.residual.training import Pair, train_residual
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
 from tests.conftest import CORPUS, REPO, small_residual
@@ -270,7 +270,7 @@ def test_mixed_tables_are_the_stated_law_and_pinned():
 
 @pytest.mark.parametrize("law", ["laplace", "mixed"])
 def test_the_loss_of_each_law_is_the_coders_exact_cost(law):
-    """The float loss (``laplace_bits(…, law)``, what ``train-residual --law`` trains on) against
+    """The float loss (``symbol_bits(…, law)``, what ``train-residual --law`` trains on) against
     the coder's exact cost of the same symbols under that family's tables (interval widths and
     escapes, ``medvae.residual.coder._cost``): symbols drawn from the mixed law at table-centre
     scales from narrow to wide, a tenth of the pixels at a bound and some beyond the tables."""
@@ -288,7 +288,7 @@ def test_the_loss_of_each_law_is_the_coders_exact_cost(law):
     family = tables.LAWS.index(law)
     exact = coder_module._cost(mean, index + family * tables.COUNT, r, low, high, 0) / 2**16
     t = lambda a: torch.from_numpy(a.astype(np.float64))  # noqa: E731
-    loss = float(laplace_bits_of(t(r), t(scale), t(low - mean), t(high - mean), law).sum())
+    loss = float(symbol_bits(t(r), t(scale), t(low - mean), t(high - mean), law).sum())
     assert abs(loss - exact) < 0.01 * exact
     # Symbol by symbol, over the scales that matter (0.5 to 100): the loss's mean over each table's
     # own probabilities is its entropy within 0.015 bits; the other family's loss misses by more.
@@ -299,12 +299,12 @@ def test_the_loss_of_each_law_is_the_coders_exact_cost(law):
         p = np.diff(np.array(cdf[:length]))[:-1] / 2**16
         e, b = torch.arange(-width, width + 1, dtype=torch.float64), torch.full((2 * width + 1,), scale_of(i), dtype=torch.float64)
         entropy = -(p * np.log2(p)).sum()
-        bits = laplace_bits_of(e, b, law=law).numpy()
+        bits = symbol_bits(e, b, law=law).numpy()
         assert abs((p * bits).sum() - entropy) < 0.015, i
         tail = (np.abs(e.numpy()) >= 5 * scale_of(i)) & (p >= 2.0**-13)  # where the mixed law's wide Laplace counts
         assert np.abs(bits[tail] + np.log2(p[tail])).max(initial=0.0) < 0.25, i
         if 18 <= i <= 42:
-            assert (p * laplace_bits_of(e, b, law=other).numpy()).sum() - entropy > 0.018, i
+            assert (p * symbol_bits(e, b, law=other).numpy()).sum() - entropy > 0.018, i
 
 
 def scale_of(i: int) -> float:
