@@ -122,7 +122,7 @@ READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
-_COUNT = {1: struct.Struct("<B"), 2: struct.Struct("<B"), 3: struct.Struct("<H"), 4: struct.Struct("<H"), 5: struct.Struct("<H"), 6: struct.Struct("<H"), 7: struct.Struct("<H"), 8: struct.Struct("<H"), 9: struct.Struct("<H"), 10: struct.Struct("<H"), 11: struct.Struct("<H"), 12: struct.Struct("<H"), 13: struct.Struct("<H"), 14: struct.Struct("<H"), 15: struct.Struct("<H"), 16: struct.Struct("<H"), 17: struct.Struct("<H")}  # strings
+_COUNT = {v: struct.Struct("<B" if v < 3 else "<H") for v in READABLE_VERSIONS}  # strings (formats 1, 2: one byte)
 _VARIABLE_RATE = struct.Struct("<HH")  # quality in 1/256, PSNR in 1/100 dB
 #: Largest PSNR formats 5, 6 and 11 record (in 1/100 dB); the next value means identical pixels.
 _PSNR_LIMIT = 65534

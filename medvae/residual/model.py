@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from compressai.layers import ResidualBlock
 from torch import Tensor, nn
 
-from medvae.residual.tables import LAWS, LOGISTIC_OCTAVES, TAIL_BITS, TAIL_OCTAVES, TAIL_WEIGHT, mixed_tables, table_index, tables
+from medvae.residual.tables import LAWS, LOGISTIC_OCTAVES, TAIL_BITS, TAIL_OCTAVES, TAIL_WEIGHT, family_tables, table_index
 from medvae.series import MAX_PREVIOUS
 
 #: Coding order of the 2×2 polyphase grid: (row, column) offsets of each pass.
@@ -252,9 +252,7 @@ def table_width(scale: Tensor, law: str = "laplace") -> Tensor:
 
 @lru_cache(maxsize=len(LAWS))
 def _table_widths(law: str = "laplace") -> Tensor:
-    if law not in LAWS:
-        raise ValueError(f"law must be one of {LAWS}, not {law!r}")
-    return torch.tensor([-offset for offset in (tables() if law == "laplace" else mixed_tables())[2]], dtype=torch.float32)
+    return torch.tensor([-offset for offset in family_tables(law)[2]], dtype=torch.float32)
 
 
 def escape_bits(magnitude: Tensor, scale: Tensor, law: str = "laplace") -> Tensor:

@@ -152,17 +152,25 @@ def _build(pmf_of) -> tuple[list[list[int]], list[int], list[int]]:
     return [c + [0] * (longest - len(c)) for c in cdfs], lengths, offsets
 
 
+_FAMILIES = {"laplace": tables, "mixed": mixed_tables}
 #: The families of laws, in the order of their tables: law ``k``'s table ``i`` is table
 #: ``k·COUNT + i`` of :func:`law_tables`.
-LAWS = ("laplace", "mixed")
+LAWS = tuple(_FAMILIES)
+
+
+def family_tables(law: str) -> tuple[list[list[int]], list[int], list[int]]:
+    """The tables of the family named ``law`` (one of :data:`LAWS`), as :func:`tables` gives them."""
+    if law not in _FAMILIES:
+        raise ValueError(f"law must be one of {LAWS}, not {law!r}")
+    return _FAMILIES[law]()
 
 
 def law_tables() -> tuple[list[list[int]], list[int], list[int]]:
     """Every family's tables, one family after another (:data:`LAWS`)."""
-    laplace, mixed = tables(), mixed_tables()
-    longest = max(len(laplace[0][0]), len(mixed[0][0]))
-    cdfs = [c + [0] * (longest - len(c)) for c in laplace[0] + mixed[0]]
-    return cdfs, laplace[1] + mixed[1], laplace[2] + mixed[2]
+    families = [family_tables(law) for law in LAWS]
+    longest = max(len(cdfs[0]) for cdfs, _, _ in families)
+    return ([c + [0] * (longest - len(c)) for cdfs, _, _ in families for c in cdfs],
+            [n for _, lengths, _ in families for n in lengths], [o for _, _, offsets in families for o in offsets])
 
 
 def tables_digest() -> str:

@@ -292,7 +292,7 @@ def test_the_loss_of_each_law_is_the_coders_exact_cost(law):
     assert abs(loss - exact) < 0.01 * exact
     # Symbol by symbol, over the scales that matter (0.5 to 100): the loss's mean over each table's
     # own probabilities is its entropy within 0.015 bits; the other family's loss misses by more.
-    law_tables = tables.tables() if law == "laplace" else tables.mixed_tables()
+    law_tables = tables.family_tables(law)
     other = tables.LAWS[1 - family]
     for i in range(12, 43, 3):
         cdf, length, width = law_tables[0][i], law_tables[1][i], -law_tables[2][i]
