@@ -103,13 +103,27 @@ class ExactConv2d(_Accumulating):
         super().__init__(conv.weight if weight is None else weight, conv.bias, out_frac)
         self.stride, self.padding, self.kernel = conv.stride, conv.padding, conv.kernel_size
 
-    def forward(self, x: Fixed) -> Fixed:
+    def forward(self, x: Fixed, activation: ExactLeakyReLU | None = None) -> Fixed:
+        """The layer's output; with ``activation``, that activation of it, applied to each chunk of
+        outputs as soon as it is summed, while it is in cache (the same values as applying it after)."""
         weights, bias, multiplier, _ = self.integers(x.frac)
-        acc = conv2d_exact(x.value, weights, self.stride, self.padding)
-        return Fixed(scale_round_(acc.add_(bias), multiplier), self.out_frac)
+        bias, multiplier = bias.view(-1, 1), multiplier.view(-1, 1)  # per channel, for (batch, channel, n) chunks
+
+        def finish(chunk: Tensor) -> None:
+            scale_round_(chunk.add_(bias), multiplier)
+            if activation is not None:
+                activation.apply_(chunk)
+
+        return Fixed(conv2d_exact(x.value, weights, self.stride, self.padding, finish), self.out_frac)
 
 
-def conv2d_exact(value: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
+#: What :func:`conv2d_exact` applies, in place, to each ``(batch, channel, n)`` chunk of summed outputs.
+Epilogue = Callable[[Tensor], None]
+
+
+def conv2d_exact(
+    value: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int], epilogue: Epilogue | None = None,
+) -> Tensor:
     """Integer convolution: every output is one exact float64 sum of integer products.
 
     It accumulates one kernel tap at a time (a 1×1 product over a shifted view of the input,
@@ -119,32 +133,44 @@ def conv2d_exact(value: Tensor, weight: Tensor, stride: tuple[int, int], padding
     products too thin for taps, and uses im2col (:func:`_conv2d_im2col`) instead, as do strided
     layers on a GPU (the path measured there before; see docs/exact.md). Every partial
     sum, in any order, is an integer below 2^53 (:mod:`medvae.exact.fixed`), so the value is
-    the same whatever the order, the BLAS, the threads or the device.
+    the same whatever the order, the BLAS, the threads or the device. ``epilogue`` (elementwise)
+    then gives each output the same value whichever chunk it is applied in.
     """
     (sh, sw), (kh, kw) = stride, weight.shape[2:]
     b, c, h, w = value.shape
     if (kh, kw, sh, sw) == (1, 1, 1, 1) and tuple(padding) == (0, 0):  # a 1×1 convolution: one product
-        return (weight.reshape(weight.shape[0], -1) @ value.reshape(b, c, -1)).reshape(b, -1, h, w)
+        return _finished((weight.reshape(weight.shape[0], -1) @ value.reshape(b, c, -1)).reshape(b, -1, h, w), epilogue)
     if (sh, sw) != (1, 1) and (c < FEW_CHANNELS or value.is_cuda):
-        return _conv2d_im2col(value, weight, stride, padding)
+        return _finished(_conv2d_im2col(value, weight, stride, padding), epilogue)
     out_h, out_w = (h + 2 * padding[0] - kh) // sh + 1, (w + 2 * padding[1] - kw) // sw + 1
     # Phase (a, e) of the padded input, x[a::sh, e::sw], meets the taps weight[a::sh, e::sw]. Every
     # phase is laid out at the same height and width: one extra row, so that the last tap's
     # shifted view stays inside the buffer (see _accumulate_taps), and the columns past out_w
     # are computed and discarded.
     rows, cols = out_h + -(-kh // sh), out_w + -(-kw // sw) - 1
-    padded = value.new_zeros((b, c, rows * sh, cols * sw))
+    padded = value.new_empty((b, c, rows * sh, cols * sw))
     used_h, used_w = min(h, rows * sh - padding[0]), min(w, cols * sw - padding[1])
     padded[:, :, padding[0] : padding[0] + used_h, padding[1] : padding[1] + used_w] = value[:, :, :used_h, :used_w]
-    out = value.new_zeros((b, weight.shape[0], out_h * cols))
+    padded[:, :, : padding[0]] = 0  # the padding, around the copy
+    padded[:, :, padding[0] + used_h :] = 0
+    padded[:, :, :, : padding[1]] = 0
+    padded[:, :, :, padding[1] + used_w :] = 0
+    out = value.new_empty((b, weight.shape[0], out_h * cols))
     taps = []
     for a in range(min(sh, kh)):
         for e in range(min(sw, kw)):
             flat = padded[:, :, a::sh, e::sw].reshape(b, c, -1)  # one copy per phase (none for stride 1)
             taps += [(flat, m * cols + n, weight[:, :, a + m * sh, e + n * sw]) for m in range(-(-(kh - a) // sh))
                      for n in range(-(-(kw - e) // sw))]
-    _accumulate_taps(out, taps)
+    _accumulate_taps(out, taps, epilogue)
     return out.view(b, -1, out_h, cols)[..., :out_w]
+
+
+def _finished(out: Tensor, epilogue: Epilogue | None) -> Tensor:
+    """``out`` (contiguous) after ``epilogue``, applied to it as one ``(batch, channel, n)`` chunk."""
+    if epilogue is not None:
+        epilogue(out.view(out.shape[0], out.shape[1], -1))
+    return out
 
 
 def _conv2d_im2col(value: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
@@ -168,12 +194,14 @@ def _conv2d_im2col(value: Tensor, weight: Tensor, stride: tuple[int, int], paddi
     return out
 
 
-def _accumulate_taps(out: Tensor, taps: list[tuple[Tensor, int, Tensor]]) -> Tensor:
-    """``out[:, :, i] += Σ matrix @ flat[:, :, i + shift]`` over ``taps`` of (flat input, shift,
+def _accumulate_taps(out: Tensor, taps: list[tuple[Tensor, int, Tensor]], epilogue: Epilogue | None = None) -> Tensor:
+    """``out[:, :, i] = Σ matrix @ flat[:, :, i + shift]`` over ``taps`` of (flat input, shift,
     (out, in) matrix): a convolution as a sum over kernel taps of 1×1 products, each over a
     shifted flat view of the input that needs no copy. 2–3× faster than im2col for the layers
     here; on a CPU the outputs are taken in chunks (:data:`TAP_CHUNK_ELEMENTS`), so that all taps
-    read a chunk from cache, a quarter faster again. Each output is the same exact sum either way."""
+    read a chunk from cache, a quarter faster again, and ``epilogue`` finishes each chunk while
+    it is still there. Each output is the same exact sum either way. ``out``'s prior contents
+    are ignored (the first tap's product is written with ``beta = 0``)."""
     b, o, length = out.shape
     c = taps[0][0].shape[1]
     expanded = [(flat, shift, matrix.expand(b, o, c)) for flat, shift, matrix in taps]
@@ -181,8 +209,10 @@ def _accumulate_taps(out: Tensor, taps: list[tuple[Tensor, int, Tensor]]) -> Ten
     for start in range(0, length, step):
         stop = min(length, start + step)
         chunk = out[:, :, start:stop]
-        for flat, shift, matrix in expanded:
-            chunk.baddbmm_(matrix, flat[:, :, start + shift : stop + shift])
+        for i, (flat, shift, matrix) in enumerate(expanded):
+            chunk.baddbmm_(matrix, flat[:, :, start + shift : stop + shift], beta=1 if i else 0)
+        if epilogue is not None:
+            epilogue(chunk)
     return out
 
 
@@ -340,10 +370,14 @@ class ExactLeakyReLU(ExactModule):
         self.slope = round(slope * 2**SLOPE_BITS) * pow2(-SLOPE_BITS)
 
     def forward(self, x: Fixed) -> Fixed:
+        return Fixed(self.apply_(x.value.clone()), x.frac)
+
+    def apply_(self, value: Tensor) -> Tensor:
+        """The activation of ``value``, in place."""
         # max(x, 0) + round(min(x, 0) · slope): the same values as a select on x < 0 (a zero may
-        # lose its sign, which no later step can see), in two temporaries instead of three.
-        negative = x.value.clamp(max=0.0).mul_(self.slope).round_()
-        return Fixed(x.value.clamp(min=0.0).add_(negative), x.frac)
+        # lose its sign, which no later step can see), in one temporary.
+        negative = value.clamp(max=0.0).mul_(self.slope).round_()
+        return value.clamp_(min=0.0).add_(negative)
 
 
 def geometric_mix(low: Tensor, high: Tensor, k: int) -> Tensor:
@@ -436,8 +470,15 @@ class ExactSequential(ExactModule):
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x: Fixed) -> Fixed:
-        for i, layer in enumerate(self.layers):
+        layers = list(self.layers)
+        i = 0
+        while i < len(layers):
+            layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(layer, ExactConv2d) and isinstance(after, ExactLeakyReLU):
+                x, i = layer(x, activation=after), i + 2  # the activation fused into the convolution
+                continue
             x = layer(x, in_place=True) if i and isinstance(layer, ExactGDN) else layer(x)
+            i += 1
         return x
 
 
@@ -460,7 +501,10 @@ class ExactResidualBlock(ExactModule):
         self.out_frac = int(out_frac)
 
     def forward(self, x: Fixed) -> Fixed:
-        out = self.leaky(self.conv2(self.leaky(self.conv1(x))))
+        if isinstance(self.conv1, ExactConv2d) and isinstance(self.conv2, ExactConv2d) and isinstance(self.leaky, ExactLeakyReLU):
+            out = self.conv2(self.conv1(x, activation=self.leaky), activation=self.leaky)  # fused, the same values
+        else:
+            out = self.leaky(self.conv2(self.leaky(self.conv1(x))))
         return add(out, x if self.skip is None else self.skip(x), self.out_frac)
 
 

@@ -234,6 +234,24 @@ def test_unstrided_convolution_by_kernel_taps_is_the_convolution(shape, kernel, 
     assert torch.equal(conv2d_exact(x, w, (1, 1), (padding, padding)), F.conv2d(x, w, padding=padding))
 
 
+@pytest.mark.parametrize("stride, chunk", [(1, 2**18), (1, 300), (2, 2**18)], ids=["taps", "small-chunks", "strided"])
+def test_activation_fused_into_the_convolution_gives_the_layers_values(stride, chunk, monkeypatch):
+    """A convolution followed by a LeakyReLU in an ExactSequential (and in a residual block) finishes
+    each chunk of outputs in cache (bias, rescale, activation): exactly the values of the two
+    layers applied one after the other, whatever the chunk size."""
+    import medvae.exact.layers as layers
+
+    monkeypatch.setattr(layers, "TAP_CHUNK_ELEMENTS", chunk)
+    torch.manual_seed(2)
+    conv = nn.Conv2d(6, 7, 3, stride=stride, padding=1)
+    exact_conv, leaky = ExactConv2d(conv, 9), layers.ExactLeakyReLU(0.125)
+    x = from_real(torch.randn(2, 6, 23, 17) * 3, 10)
+    separate = leaky(exact_conv(x))
+    assert bool((separate.value < 0).any()) and bool((separate.value > 0).any())
+    assert torch.equal(layers.ExactSequential([exact_conv, leaky])(x).value, separate.value)
+    assert torch.equal(exact_conv(x, activation=leaky).value, separate.value)
+
+
 @pytest.mark.parametrize("few_channels", [0, 10**6], ids=["taps", "im2col-col2im"])
 def test_strided_and_transposed_convolutions_are_the_convolutions(few_channels, monkeypatch):
     """Strided convolutions by stride phases, transposed ones by output phases (kernel taps), and
