@@ -6,7 +6,8 @@ Layout (all integers little-endian)::
     0       4     magic b"MVAE"
     4       1     format version (3; 8 with a residual layer, 9 with one that reads the
                   previous slice of a series, 10 the two previous slices, 15 to 17 the
-                  same with an adaptation of the residual laws that names their family;
+                  same with an adaptation of the residual laws that names their family,
+                  18 to 20 those coded with optimized quantization;
                   6 from a variable-rate model, 11 from one with a correction block;
                   1, 2, 4, 5, 7 and 12 to 14 are still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
@@ -47,7 +48,11 @@ Layout (all integers little-endian)::
                   escaped values; formats 12 to 17, laid out as 8, 9 and 10, add a third:
                   the adaptation of :mod:`medvae.residual.adaptation`, from format 15 on
                   with a first byte naming each pass's law); formats 4 and 7 with
-                  CompressAI's tables, in chunks
+                  CompressAI's tables, in chunks. Formats 18, 19 and 20 (optimized
+                  coding, laid out as 15, 16 and 17) add, after the count j, the u16 bound τ
+                  of the quantizer (step 2τ + 1): the first u16 is then the largest error
+                  of the decoded pixels, which the encoder measured; their residual layer
+                  has four strings, the fourth each pass's reconstruction offset
     ...     4     length m of the metadata block (u32, 0 when absent)
     ...     m     metadata: opaque bytes the caller attaches (the command line stores the
                   source DICOM header there, so decoding can write DICOM back)
@@ -97,7 +102,15 @@ _UNADAPTED = (BOUNDED_RESIDUAL_VERSION, SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VE
 #: Formats 15, 16 and 17 are 12, 13 and 14 whose adaptation also names each pass's law (the
 #: Laplace or the mixed law, :data:`medvae.residual.tables.LAWS`): what the encoder writes now.
 LAW_VERSIONS = {version + 7: version for version in _UNADAPTED}
-ADAPTED_VERSIONS = {**{version + 4: version for version in _UNADAPTED}, **LAW_VERSIONS}
+#: Formats 18, 19 and 20 are 15, 16 and 17 coded with optimized quantization
+#: (:mod:`medvae.residual.coder`, ``optimize``): fewer bits at the same PSNR, no bound but the one measured.
+OPTIMIZED_VERSIONS = {version + 3: version for version in LAW_VERSIONS}
+_OPTIMIZED_TWIN = {version: optimized for optimized, version in OPTIMIZED_VERSIONS.items()}
+#: Versions whose adaptation block names each pass's law.
+NAMED_LAW_VERSIONS = (*LAW_VERSIONS, *OPTIMIZED_VERSIONS)
+#: Residual strings of an optimized file (rANS stream, escapes, adaptation block, offsets).
+OPTIMIZED_STRINGS = 4
+ADAPTED_VERSIONS = {**{version + 4: version for version in _UNADAPTED}, **LAW_VERSIONS, **{v: LAW_VERSIONS[t] for v, t in OPTIMIZED_VERSIONS.items()}}
 _ADAPTED_TWIN = {version: adapted for adapted, version in LAW_VERSIONS.items()}
 #: Residual strings of an adapted file (rANS stream, escapes, adaptation block; formats 8 to 10: two).
 ADAPTED_STRINGS = 3
@@ -118,7 +131,7 @@ LINEAR_MIX_VERSION = 5
 CORRECTED_VERSION = 11
 _VARIABLE_RATE_VERSIONS = (LINEAR_MIX_VERSION, VARIABLE_RATE_VERSION, CORRECTED_VERSION)
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
+READABLE_VERSIONS = tuple(range(1, 21))
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
@@ -146,6 +159,9 @@ class Header:
     pixels_crc: int | None = None  # CRC-32 of the decoded pixels (format 2; None in format 1)
     exceptions: bytes = b""  # padding mask and extreme pixels (format 2; :mod:`medvae.exceptions`)
     max_error: int | None = None  # residual layer's bound (0 = lossless); None: lossy, no residual layer
+    #: Formats 18 to 20: the bound τ of the optimized quantizer (step 2τ + 1); ``max_error`` is then
+    #: the largest error of the decoded pixels. None for every other file.
+    quantizer_bound: int | None = None
     residual_fingerprint: str = ""  # the residual model's (16 hex digits)
     residual_strings: tuple[bytes, ...] = ()
     tighter_passes: int = 0  # first residual passes coded with bound max_error − 1 (formats 7, 8, 9)
@@ -195,8 +211,12 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
     variable_rate = header.quality is not None
     if residual and variable_rate:
         raise ValueError("a container holds either a residual layer or a variable-rate quality, not both")
-    if header.tighter_passes and not (residual and 1 <= header.tighter_passes <= 3 and header.max_error >= 1):
+    optimized = header.quantizer_bound is not None
+    coding_bound = header.quantizer_bound if optimized else header.max_error
+    if header.tighter_passes and not (residual and 1 <= header.tighter_passes <= 3 and coding_bound >= 1):
         raise ValueError("tighter_passes (1 to 3) needs a residual layer with max_error >= 1")
+    if optimized and not (residual and 1 <= header.quantizer_bound <= 65535 and len(header.residual_strings) == OPTIMIZED_STRINGS):
+        raise ValueError(f"an optimized residual layer has a quantizer bound of 1 to 65535 and {OPTIMIZED_STRINGS} strings")
     if header.previous_crc is not None and not residual:
         raise ValueError("only a residual layer reads the previous slice")
     if header.earlier_crc is not None and header.previous_crc is None:
@@ -208,8 +228,10 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
     series = header.previous_crc is not None
     if residual:
         version = TWO_PREVIOUS_VERSION if header.earlier_crc is not None else SERIES_RESIDUAL_VERSION if series else BOUNDED_RESIDUAL_VERSION
-        if len(header.residual_strings) == ADAPTED_STRINGS:
+        if len(header.residual_strings) == ADAPTED_STRINGS or optimized:
             version = _ADAPTED_TWIN[version]
+        if optimized:
+            version = _OPTIMIZED_TWIN[version]
     else:
         version = CORRECTED_VERSION if header.correction else VARIABLE_RATE_VERSION if variable_rate else FORMAT_VERSION
     if len(strings) > 65535 or len(header.residual_strings) > 65535:
@@ -238,6 +260,8 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
     parts += [struct.pack("<I", len(header.exceptions)), bytes(header.exceptions), bytes(header.correction)]
     if residual:
         parts += [_BOUND.pack(header.max_error), _TIGHTER.pack(header.tighter_passes)]
+        if optimized:
+            parts.append(_BOUND.pack(header.quantizer_bound))
         if series:
             parts.append(_CRC.pack(header.previous_crc))
         if header.earlier_crc is not None:
@@ -302,20 +326,26 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         exceptions = r.take(exc_len, "exception block")
     block = r.take(correction.BLOCK_BYTES, "correction block") if version == CORRECTED_VERSION else b""
     max_error, residual_fp, residual_strings, tighter_passes, previous_crc, earlier_crc = None, "", [], 0, None, None
+    quantizer_bound = None
     twin = layout(version)  # an adapted format lays out its header as its twin
     if twin in _RESIDUAL_VERSIONS:
         (max_error,) = _BOUND.unpack(r.take(_BOUND.size, "residual layer header"))
         if twin in _TIGHTER_VERSIONS:
             (tighter_passes,) = _TIGHTER.unpack(r.take(_TIGHTER.size, "residual layer header"))
+        if version in OPTIMIZED_VERSIONS:
+            (quantizer_bound,) = _BOUND.unpack(r.take(_BOUND.size, "residual layer header"))
         if twin in (SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION):
             (previous_crc,) = _CRC.unpack(r.take(_CRC.size, "previous slice's checksum"))
         if twin == TWO_PREVIOUS_VERSION:
             (earlier_crc,) = _CRC.unpack(r.take(_CRC.size, "checksum of the slice before the previous one"))
         fp_bytes, n_residual = _RESIDUAL.unpack(r.take(_RESIDUAL.size, "residual layer header"))
-        if (version in ADAPTED_VERSIONS) != (n_residual == ADAPTED_STRINGS) and twin in BOUNDED_VERSIONS:
+        expected = OPTIMIZED_STRINGS if version in OPTIMIZED_VERSIONS else ADAPTED_STRINGS
+        if (version in ADAPTED_VERSIONS) != (n_residual == expected) and twin in BOUNDED_VERSIONS:
             raise BitstreamError(f"corrupted bitstream: a format-{version} file with {n_residual} residual strings")
+        if quantizer_bound == 0:
+            raise BitstreamError("corrupted bitstream: an optimized residual layer with a quantizer bound of 0")
         least = 1 if version == TIGHTER_PASSES_VERSION else 0
-        if not (least <= tighter_passes <= 3) or (tighter_passes and max_error < 1):
+        if not (least <= tighter_passes <= 3) or (tighter_passes and (quantizer_bound or max_error) < 1):
             raise BitstreamError(f"corrupted bitstream: {tighter_passes} passes tighter than max error {max_error}")
         residual_fp = fp_bytes.hex()
         for i in range(n_residual):
@@ -343,6 +373,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         pixels_crc=crc_of_pixels,
         exceptions=exceptions,
         max_error=max_error,
+        quantizer_bound=quantizer_bound,
         residual_fingerprint=residual_fp,
         residual_strings=tuple(residual_strings),
         tighter_passes=tighter_passes,
@@ -360,7 +391,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
 
 def layout(version: int) -> int:
     """The format whose layout a file of ``version`` follows: an adapted residual format's twin
-    (12, 13, 14 and 15, 16, 17: 8, 9, 10; :data:`ADAPTED_VERSIONS`), else the version itself."""
+    (12, 13, 14, 15, 16, 17 and 18, 19, 20: 8, 9, 10; :data:`ADAPTED_VERSIONS`), else the version itself."""
     return ADAPTED_VERSIONS.get(version, version)
 
 

@@ -3,11 +3,13 @@ near-lossless error bounds; the figures reported are the file's own."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 import medvae
-from medvae import metrics
+from medvae import bitstream, metrics
 from medvae.cli import main
 from medvae.errors import InputError
 from medvae.rate_control import LARGEST_BOUND, NEAR_LOSSLESS, Ladder, Target, _bound_start, _first, compress_to, near_lossless_setting
@@ -31,8 +33,8 @@ def ladder() -> Ladder:
     return Ladder.shipped("medvae")
 
 
-def _coded(image, codec, max_error=None, tighter_passes=0):
-    data = codec.compress(image, bits_stored=BITS, max_error=max_error, tighter_passes=tighter_passes)
+def _coded(image, codec, max_error=None, tighter_passes=0, optimize=False):
+    data = codec.compress(image, bits_stored=BITS, max_error=max_error, tighter_passes=tighter_passes, optimize=optimize)
     return len(data), metrics.psnr(image, codec.decompress(data), BITS)
 
 
@@ -117,16 +119,23 @@ def test_a_psnr_target_gives_the_first_quality_that_meets_it(slice12, ladder):
     np.testing.assert_array_equal(medvae.decompress(choice.data), ladder.lossy[2][1].decompress(choice.data))
 
 
-def test_beyond_the_lossy_range_near_lossless_takes_over_and_lossless_meets_any_target(slice12, ladder):
+@pytest.mark.parametrize("optimized", [True, False], ids=["optimized", "bounded"])
+def test_beyond_the_lossy_range_near_lossless_takes_over_and_lossless_meets_any_target(slice12, ladder, optimized):
+    """Above the lossy reach the search goes on along the near-lossless candidates: optimized ones
+    by default (the file declares the error it has), or, with ``Ladder(optimized=False)``, files
+    that keep each bound τ; lossless coding meets any target."""
+    ladder = dataclasses.replace(ladder, optimized=optimized)
     best_lossy = max(_coded(slice12, codec)[1] for _, codec in ladder.lossy)
     choice = compress_to(slice12, Target(psnr=best_lossy + 6), ladder, bits_stored=BITS)
     header = medvae.read_header(choice.data)
-    bound, tighter = header.max_error, header.tighter_passes
-    assert choice.setting == near_lossless_setting(bound, tighter) and choice.psnr >= best_lossy + 6
+    bound, tighter = header.quantizer_bound if optimized else header.max_error, header.tighter_passes
+    assert choice.setting == near_lossless_setting(bound, tighter, optimized) and choice.psnr >= best_lossy + 6
+    assert (header.version in bitstream.OPTIMIZED_VERSIONS) == optimized
     decoded = medvae.decompress(choice.data)
-    assert np.abs(decoded.astype(int) - slice12).max() <= bound
+    error = np.abs(decoded.astype(int) - slice12).max()
+    assert error == header.max_error and (optimized or error <= bound)  # the bound declared is the one the pixels have
     looser = NEAR_LOSSLESS[NEAR_LOSSLESS.index((bound, tighter)) - 1]  # the next candidate down misses the target
-    assert _coded(slice12, ladder.near_lossless, *looser)[1] < best_lossy + 6
+    assert _coded(slice12, ladder.near_lossless, *looser, optimize=optimized)[1] < best_lossy + 6
     exact = compress_to(slice12, Target(psnr=500), ladder, bits_stored=BITS)
     assert exact.setting == "max error 0" and exact.psnr == float("inf")
     np.testing.assert_array_equal(medvae.decompress(exact.data), slice12)
@@ -136,7 +145,7 @@ def test_a_budget_gives_the_best_file_that_fits(slice12, ladder):
     sizes = [_coded(slice12, codec)[0] for _, codec in ladder.lossy]
     budget = 8 * (sizes[3] + 1) / slice12.size  # q4 fits, q5 does not
     choice = compress_to(slice12, Target(bpp=budget), ladder, bits_stored=BITS)
-    assert choice.bpp <= budget and choice.setting in ("q4",) + tuple(near_lossless_setting(*c) for c in NEAR_LOSSLESS)
+    assert choice.bpp <= budget and choice.setting in ("q4",) + tuple(near_lossless_setting(*c, True) for c in NEAR_LOSSLESS)
     assert choice.psnr >= _coded(slice12, ladder.lossy[3][1])[1]
     ratio = compress_to(slice12, Target(ratio=8), ladder, bits_stored=BITS)
     assert ratio.ratio >= 8 and ratio.ratio == pytest.approx(slice12.size * BITS / 8 / len(ratio.data))

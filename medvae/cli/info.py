@@ -52,8 +52,9 @@ def describe(path: Path) -> dict[str, Any]:
         "compression_ratio": metrics.compression_ratio(image_bytes, (h, w), header.bits_stored) if header.bits_stored else None,
         "source": None,
         "exceptions": None,
-        "mode": _mode(header.max_error, header.tighter_passes),
+        "mode": _mode(header.max_error, header.tighter_passes, header.quantizer_bound),
         "max_error": header.max_error,
+        "quantizer_bound": header.quantizer_bound,
         "residual_bytes": sum(len(s) for s in header.residual_strings),
         "residual_fingerprint": header.residual_fingerprint or None,
         "previous_slice_crc": None if header.previous_crc is None else f"{header.previous_crc:08x}",
@@ -97,7 +98,7 @@ def _laws(header) -> list[str] | None:
 
     if header.max_error is None or header.version not in bitstream.BOUNDED_VERSIONS:
         return None
-    if header.version not in bitstream.LAW_VERSIONS:
+    if header.version not in bitstream.NAMED_LAW_VERSIONS:
         return ["laplace"] * len(PHASES)
     previous = bitstream.layout(header.version) - bitstream.BOUNDED_RESIDUAL_VERSION  # slices the series model reads
     try:
@@ -120,12 +121,15 @@ def _psnr_floor(header) -> float | None:
     return psnr_from_mse(header.max_error**2, 2 ** stored_bits(header.bits_stored, header.dtype) - 1) if header.max_error else None
 
 
-def _mode(max_error: int | None, tighter_passes: int = 0) -> str:
-    """How the file bounds its error, in words."""
+def _mode(max_error: int | None, tighter_passes: int = 0, quantizer_bound: int | None = None) -> str:
+    """How the file bounds its error, in words (an optimized file: the error its encoder measured)."""
     if max_error is None:
         return "lossy"
     if max_error == 0:
         return "lossless (decodes to the input exactly)"
+    if quantizer_bound is not None:
+        tighter = f", {tighter_passes} of 4 residual passes at step {2 * quantizer_bound - 1}" if tighter_passes else ""
+        return f"near-lossless, optimized (step {2 * quantizer_bound + 1}{tighter}): max error {max_error} on every pixel"
     tighter = f" ({tighter_passes} of 4 residual passes within {max_error - 1})" if tighter_passes else ""
     return f"near-lossless, max error {max_error} on every pixel{tighter}"
 

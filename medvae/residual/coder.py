@@ -25,10 +25,19 @@ the bounds and folded intervals are integer arithmetic on them. The pixel checks
 A file may also carry a per-image adaptation of each pass's mean and table index, fitted by the
 encoder and applied in int64 arithmetic (:mod:`medvae.residual.adaptation`, which says why that
 too is exact).
+
+Optimized coding (``optimize``, formats 18 to 20) trades the bound for fewer bits at the same
+PSNR, for rate control's targets: the encoder moves a symbol one step toward 0 where that saves
+more bits than its squared error costs (:func:`_optimized`), and each pass's nonzero symbols
+decode ``offset`` closer to the mean (:func:`reconstruct`), an integer the encoder fits to the
+pass and writes. The decoded pixels are still integer functions of the file, so every decoder
+gets the same image; the error bound is then the one the encoder measures on them (at most
+3τ + 1 + offset), which the file declares.
 """
 
 from __future__ import annotations
 
+import struct
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -165,7 +174,7 @@ class ResidualCoder:
     def encode(
         self, image: np.ndarray, base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0,
         first_pass: PassOutputs | None = None, exact: np.ndarray | None = None, previous: np.ndarray | None = None,
-        adapt: bool = True,
+        adapt: bool = True, optimize: bool = False,
     ) -> tuple[list[bytes], np.ndarray]:
         """The strings of the residual of ``image`` over ``base`` with bound ``max_error`` (the
         first ``tighter_passes`` passes: ``max_error − 1``) under the bounded laws of
@@ -174,8 +183,12 @@ class ResidualCoder:
         ``exact``: where the base restores the image exactly (its exceptions), if anywhere;
         ``previous``: for a series model, the previous slices' decoded pixels (:meth:`_previous`);
         ``adapt``: fit the per-image adaptation of :mod:`medvae.residual.adaptation`, written as a
-        third string where it saves bytes (formats 15 to 17)."""
+        third string where it saves bytes (formats 15 to 17); ``optimize`` (near-lossless only):
+        rate–distortion optimized symbols and reconstruction offsets (formats 18 to 20: four strings,
+        the adaptation, however small, then the offsets), no longer within ``max_error``."""
         bounds = pass_bounds(max_error, tighter_passes)
+        if optimize and (max_error == 0 or not adapt):
+            raise InputError("optimized coding is near-lossless (max_error >= 1) and adapts the laws")
         before = self._previous(previous, base)
         lower, upper = pixel_bounds(base, value_range, exact)
         if ((image < lower) | (image > upper)).any():
@@ -183,30 +196,40 @@ class ResidualCoder:
         encoder, escapes = rans.Encoder(rans.lane_count(image.size)), folding.Escapes()
         residual = _even(np.subtract(image, base, dtype=np.int32))
 
+        offsets = [] if optimize else None
+
         def code(mean: np.ndarray, index: np.ndarray, phase: tuple[int, int], bound: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-            q, coded, laws = _symbols(mean, index, _pass_residual(residual, phase, mean.shape), low, high, bound)
+            r = _pass_residual(residual, phase, mean.shape)
+            q, coded, laws = _symbols(mean, index, r, low, high, bound)
+            if offsets is not None:
+                q, offset = _optimized(q, coded, laws, mean, r, low, high, bound)
+                offsets.append(offset)
             folding.encode(encoder, escapes, laws, q[coded])
             return q
 
         fitter = _Fitter(residual) if adapt else None
-        final = _add(base, self._passes(base, value_range, bounds, code, first_pass, (lower, upper), before, fitter))
+        final = _add(base, self._passes(base, value_range, bounds, code, first_pass, (lower, upper), before, fitter, offsets))
         strings = [encoder.finish(), bytes(escapes.written)]
-        if fitter is not None and (block := adaptation.Adaptation(tuple(fitter.passes))).active:
+        if fitter is not None and ((block := adaptation.Adaptation(tuple(fitter.passes))).active or optimize):
             strings.append(block.to_bytes())
+        if offsets is not None:
+            strings.append(_OFFSETS.pack(*offsets))
         return strings, final
 
     def decode(
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], max_error: int, tighter_passes: int = 0,
         exact: np.ndarray | None = None, bounded: bool = True, previous: np.ndarray | None = None, laws: bool = True,
+        optimized: bool = False,
     ) -> np.ndarray:
         """The image :meth:`encode` coded: ``base`` plus the decoded residual, clipped to the bounds
         (``bounded``: format 8; else a format 4 or 7 file, coded with CompressAI's tables and clipped
         to the dtype); ``previous``: for a series model, the previous slices' decoded pixels;
-        ``laws``: an adaptation block names its passes' laws (formats 15 to 17; 12 to 14: not)."""
+        ``laws``: an adaptation block names its passes' laws (formats 15 to 17; 12 to 14: not);
+        ``optimized``: an optimized file (formats 18 to 20; ``max_error``: its quantizer's bound)."""
         bounds = pass_bounds(max_error, tighter_passes)
         before = self._previous(previous, base)
         if bounded:
-            return self._decode_bounded(strings, base, value_range, bounds, exact, before, laws)
+            return self._decode_bounded(strings, base, value_range, bounds, exact, before, laws, optimized)
         needed = sum(_chunk_count(_phase_size(base.shape, phase)) for phase in PHASES)
         if len(strings) != needed:
             raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where {needed} are needed")
@@ -225,13 +248,15 @@ class ResidualCoder:
 
     def _decode_bounded(
         self, strings: list[bytes], base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], exact: np.ndarray | None,
-        previous: np.ndarray | None, laws: bool,
+        previous: np.ndarray | None, laws: bool, optimized: bool = False,
     ) -> np.ndarray:
         """A format-8 residual layer: the rANS stream and the escapes (two strings; formats 12 to 17
-        add a third, the adaptation of the laws, :mod:`medvae.residual.adaptation`), over ``base``."""
-        if len(strings) not in (2, 3):
-            raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where 2 or 3 are needed")
-        block = adaptation.Adaptation.from_bytes(strings[2], self.series, laws) if len(strings) == 3 else None
+        add a third, the adaptation of the laws, :mod:`medvae.residual.adaptation`; formats 18 to 20
+        a fourth, each pass's reconstruction offset), over ``base``."""
+        if len(strings) not in ((4,) if optimized else (2, 3)):
+            raise BitstreamError(f"corrupted bitstream: {len(strings)} residual strings where {'4 are' if optimized else '2 or 3 are'} needed")
+        block = adaptation.Adaptation.from_bytes(strings[2], self.series, laws) if len(strings) >= 3 else None
+        offsets = _read_offsets(strings[3], bounds) if optimized else None
         lower, upper = pixel_bounds(base, value_range, exact)
         decoder, escapes = rans.Decoder(strings[0], rans.lane_count(base.size)), folding.Escapes(strings[1])
 
@@ -242,7 +267,7 @@ class ResidualCoder:
             return q
 
         adapt = None if block is None else lambda p, planes, mean, index, *_: block.passes[p].apply(planes, mean, index)
-        decoded = self._passes(base, value_range, bounds, code, limits=(lower, upper), previous=previous, adapt=adapt)
+        decoded = self._passes(base, value_range, bounds, code, limits=(lower, upper), previous=previous, adapt=adapt, offsets=offsets)
         decoder.finish()
         escapes.finish()
         return _add(base, decoded)
@@ -250,6 +275,7 @@ class ResidualCoder:
     def _passes(
         self, base: np.ndarray, value_range: tuple[int, int], bounds: tuple[int, ...], code, first_pass: PassOutputs | None = None,
         limits: tuple[np.ndarray, np.ndarray] | None = None, previous: np.ndarray | None = None, adapt=None,
+        offsets: list[int] | None = None,
     ) -> np.ndarray:
         """Run the four passes, pass ``p`` with error bound ``bounds[p]``: parameters from what is
         decoded so far (the first pass's: ``first_pass``, when given), then ``code(mean, index, phase,
@@ -257,7 +283,9 @@ class ResidualCoder:
         the pixels' (lower, upper) bounds, ``code`` also gets them as residual bounds, and the decoded
         residuals are clipped to them; ``previous``: the series model's (even-sized) previous slices;
         ``adapt(p, planes, mean, index, low, high, bound)`` (with ``limits``): the pass's adapted
-        (mean, index), ``planes()`` giving its features (:mod:`medvae.residual.adaptation`).
+        (mean, index), ``planes()`` giving its features (:mod:`medvae.residual.adaptation`);
+        ``offsets`` (with ``limits``): each pass's reconstruction offset (:func:`reconstruct`), read
+        after ``code`` has run for the pass (an optimizing encoder's ``code`` appends it).
         Returns the decoded residual (even-sized)."""
         padded = _even(base.astype(np.int32), edge=True)
         decoded = np.zeros(padded.shape, np.int32)
@@ -281,7 +309,8 @@ class ResidualCoder:
                     planes = lambda p=p, mean=mean: adaptation.features(p, mean, decoded, padded, previous)  # noqa: E731
                     mean, index = adapt(p, planes, mean, index, low, high, bound)
                 q = code(mean, index, phase, bound, low, high)
-                values = np.clip(np.clip(mean + (2 * bound + 1) * q, low, high), -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # a valid file's bounds lie within the limit
+                offset = 0 if offsets is None else offsets[p]
+                values = np.clip(reconstruct(mean, q, bound, offset, low, high), -RESIDUAL_LIMIT, RESIDUAL_LIMIT)  # a valid file's bounds lie within the limit
             decoded[grid][:rows, :cols] = values
             known[grid][:rows, :cols] = True
         return decoded
@@ -320,6 +349,69 @@ def _symbols(
     return q, coded, laws
 
 
+def reconstruct(mean: np.ndarray, q: np.ndarray, bound: int, offset: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """The residuals symbols ``q`` decode to: ``μ + (2τ + 1)·q``, a nonzero symbol ``offset`` closer
+    to ``μ`` (optimized coding; 0 otherwise), clipped to the pixel's residual bounds (int64)."""
+    values = mean + (2 * bound + 1) * q
+    if offset:
+        values = values - offset * np.sign(q)
+    return np.clip(values, low, high)
+
+
+#: The offsets block of an optimized file: one u16 per pass.
+_OFFSETS = struct.Struct("<4H")
+#: Optimized coding weighs a squared error at λ = OPTIMIZED_SLOPE · 6/(ln 2 · (2τ + 1)²) bits a
+#: squared unit: the slope of a uniform quantizer of step 2τ + 1 at high rate, times this.
+OPTIMIZED_SLOPE = 2
+
+
+def _optimized(
+    q: np.ndarray, coded: np.ndarray, laws: folding.BoundedLaws, mean: np.ndarray, r: np.ndarray, low: np.ndarray,
+    high: np.ndarray, bound: int,
+) -> tuple[np.ndarray, int]:
+    """Optimized coding's symbols of a pass, and its reconstruction offset. A coded pixel's nonzero
+    symbol moves one step toward 0 where the bits it saves outweigh λ times the squared error it
+    adds (λ: :data:`OPTIMIZED_SLOPE`; both sides exact integers, in 2^-16 bit times (2τ + 1)²),
+    under the offset fitted to the symbols as quantized; the offset is then fitted to the symbols
+    chosen (:func:`_fit_offset`). Only the encoder runs this: the decoder reads the symbols and offset."""
+    step = 2 * bound + 1
+    symbols, m, rc, lo, hi = q[coded], mean[coded], r[coded], low[coded], high[coded]
+    offset = _fit_offset(symbols, m, rc, bound, lo, hi)
+    toward = np.clip(symbols - np.sign(symbols), laws.q_low, laws.q_high)
+    bits = _interval_bits()
+    cost = lambda s: (  # noqa: E731
+        bits[laws.intervals(laws.positions(s))[1]] * step**2 + np.square(rc - reconstruct(m, s, bound, offset, lo, hi)) * (_SLOPE // 4 * OPTIMIZED_SLOPE)
+    )
+    symbols = np.where((symbols != 0) & (cost(toward) < cost(symbols)), toward, symbols)
+    out = q.copy()
+    out[coded] = symbols
+    return out, _fit_offset(symbols, m, rc, bound, lo, hi)
+
+
+def _fit_offset(q: np.ndarray, mean: np.ndarray, r: np.ndarray, bound: int, low: np.ndarray, high: np.ndarray) -> int:
+    """The offset (0 to τ) that brings a pass's nonzero symbols closest to their residuals ``r`` in
+    squared error: the rounded mean of ``sign(q)·(μ + (2τ + 1)·q − r)`` over the pixels whose value
+    lies strictly inside their bounds (clipping decides the others), in integer arithmetic."""
+    value = mean + (2 * bound + 1) * q
+    inside = (q != 0) & (value > low) & (value < high)
+    n = int(inside.sum())
+    if not n:
+        return 0
+    total = int((np.sign(q[inside]) * (value[inside] - r[inside])).sum())
+    return int(min(max((2 * total + n) // (2 * n), 0), bound))
+
+
+def _read_offsets(data: bytes, bounds: tuple[int, ...]) -> list[int]:
+    """The offsets block of an optimized file; :class:`BitstreamError` unless each offset is
+    within its pass's bound."""
+    if len(data) != _OFFSETS.size:
+        raise BitstreamError(f"corrupted residual offsets block ({len(data)} bytes where {_OFFSETS.size} are needed)")
+    offsets = list(_OFFSETS.unpack(data))
+    if any(offset > bound for offset, bound in zip(offsets, bounds)):
+        raise BitstreamError("corrupted residual offsets block (an offset beyond its pass's bound)")
+    return offsets
+
+
 def _cost(mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, high: np.ndarray, bound: int) -> int:
     """What a pass costs under these laws, in 2^-16 bit (an exact integer,
     :data:`medvae.residual.adaptation.COST_FRAC`): the bits the coder spends (each symbol's
@@ -337,9 +429,8 @@ def _cost(mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, h
     bits = int(_interval_bits()[laws.intervals(position)[1]].sum()) + (len(escapes.written) << (adaptation.COST_FRAC + 3))
     if bound == 0:
         return bits
-    step = 2 * bound + 1
-    error = r[coded] - np.clip(mean[coded] + step * q[coded], low[coded], high[coded])  # exact integers; uncoded pixels are exact
-    return bits + int(np.square(error).sum()) * _SLOPE // step**2
+    error = r[coded] - reconstruct(mean[coded], q[coded], bound, 0, low[coded], high[coded])  # exact integers; uncoded pixels are exact
+    return bits + int(np.square(error).sum()) * _SLOPE // (2 * bound + 1) ** 2
 
 
 #: 4 · 6/ln 2 in 2^-16 bit (:func:`_cost`'s λ times (2τ + 1)², rounded: an integer, so costs stay exact).

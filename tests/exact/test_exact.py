@@ -56,7 +56,7 @@ WORKER = textwrap.dedent(
         np.save(item["file"] + "." + sys.argv[3] + ".npy", codec.decompress(data, previous=previous))
         image = np.load(item["image"])
         again = codec.compress(image, bits_stored=item["bits"], max_error=item.get("max_error"), tighter_passes=item["tighter_passes"],
-                               previous=previous)
+                               previous=previous, optimize=item.get("optimize", False))
         open(item["file"] + "." + sys.argv[3] + ".again", "wb").write(again)
     """
 )
@@ -96,7 +96,7 @@ def coded_files(tmp_path_factory):
     sources += [("medvae", q, f"shipped-q{q}", None) for q in zoo.qualities("medvae")]
     sources += [("medvae", 1, f"residual-max-error-{t}", t) for t in (0, 3)]
     tighter = {"residual-max-error-3-tighter-2": 2, "series-max-error-2": 1}
-    sources += [("medvae", 1, "residual-max-error-3-tighter-2", 3)]
+    sources += [("medvae", 1, "residual-max-error-3-tighter-2", 3), ("medvae", 1, "residual-optimized-3", 3)]
     sources += [("medvae", 1, "series-max-error-2", 2), ("medvae", 1, "series2-max-error-1", 1)]
     residual_file = str(folder / "residual.pt")
     for weights, quality, label, max_error in sources:
@@ -115,18 +115,19 @@ def coded_files(tmp_path_factory):
             np.save(previous_file, previous)
             save_residual(small_series_residual(codec, image, previous, bounds=True, count=count), series_file)
             codec.series_residual = load_residual(series_file)
-        data = codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter.get(label, 0), previous=previous)
+        optimize = "optimized" in label  # optimized quantization (formats 18 to 20)
+        data = codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter.get(label, 0), previous=previous, optimize=optimize)
         assert (medvae.read_header(data).version == bitstream.CORRECTED_VERSION) == label.endswith("corrected")
         if previous is not None:
             assert bitstream.layout(medvae.read_header(data).version) == 8 + len(previous)  # format 9 given one slice, 10 given two
-        if max_error is not None:  # each residual layer carries the adaptation of its laws, with their families (formats 15 to 17)
-            assert medvae.read_header(data).version in bitstream.LAW_VERSIONS
+        if max_error is not None:  # each residual layer carries the adaptation of its laws, with their families (formats 15 to 20)
+            assert medvae.read_header(data).version in (bitstream.OPTIMIZED_VERSIONS if optimize else bitstream.LAW_VERSIONS)
         (folder / f"{label}.mvae").write_bytes(data)
         job.append({
             "weights": weights, "quality": quality, "file": str(folder / f"{label}.mvae"),
             "image": str(folder / f"{label}.npy"), "bits": 12, "label": label, "max_error": max_error,
             "residual": residual_file if max_error is not None else None, "tighter_passes": tighter.get(label, 0),
-            "series_residual": series_file if previous is not None else None, "previous": previous_file,
+            "series_residual": series_file if previous is not None else None, "previous": previous_file, "optimize": optimize,
             "decoded": codec.decompress(data, previous=previous), "data": data,
         })
     (folder / "job.json").write_text(json.dumps([{k: v for k, v in item.items() if k not in ("decoded", "data")} for item in job]))
