@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 #: The generated sections, in the order the report shows them.
-SECTIONS = ("lossless", "series", "xray", "variable_rate", "context", "equal_budget")
+SECTIONS = ("lossless", "optimized", "series", "xray", "variable_rate", "context", "equal_budget")
 
 
 def markers(name: str) -> tuple[str, str]:

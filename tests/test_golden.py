@@ -87,16 +87,20 @@ def _earlier() -> np.ndarray:
 
 
 @pytest.mark.parametrize("label", [f"{adapted}{layer}" for adapted in ("", "adapted-")
-                                   for layer in ("lossless", "near-lossless-2", "series-lossless", "series-near-lossless-2")])
+                                   for layer in ("lossless", "near-lossless-2", "series-lossless", "series-near-lossless-2")]
+                         + ["optimized-near-lossless-4", "optimized-series-near-lossless-4"])
 def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
     """The shipped residual model (format 8) and series residual model (format 10, given the two
     slices before), lossless and with max error 2; without the per-image adaptation of the laws
     (``adaptation=False``: formats 8 and 10, byte for byte what the releases before wrote) and with
-    it (the default: formats 15 and 17, :mod:`medvae.residual.adaptation`, with the passes' laws)."""
-    adapted = label.startswith("adapted-")
+    it (the default: formats 15 and 17, :mod:`medvae.residual.adaptation`, with the passes' laws);
+    and rate control's optimized coding at quantizer bound 4 (formats 18 and 20)."""
+    optimized = label.startswith("optimized-")
+    adapted = label.startswith("adapted-") or optimized
     source, previous = _source(), [_previous(), _earlier()] if "series" in label else None
     codec = medvae.load("medvae", adaptation=adapted)
-    written = codec.compress(source, bits_stored=12, max_error=0 if label.endswith("lossless") else 2, previous=previous)
+    written = codec.compress(source, bits_stored=12, max_error=0 if label.endswith("lossless") else int(label[-1]), previous=previous,
+                             optimize=optimized)
     golden = GOLDEN / f"medvae-{label}.mvae"
     fingerprint = (codec.series_residual if previous is not None else codec.residual).fingerprint
     if REGENERATE:
@@ -109,7 +113,8 @@ def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
     assert expected["fingerprint"] == fingerprint, "the shipped residual model changed: regenerate on purpose (see module doc)"
     assert hashlib.sha256(golden.read_bytes()).hexdigest() == expected["mvae_sha256"]
     assert written == golden.read_bytes(), "the encoder now writes other bytes: regenerate on purpose (see module doc)"
-    assert (medvae.read_header(written).version in medvae.bitstream.LAW_VERSIONS) == adapted
+    version = medvae.read_header(written).version
+    assert (version in medvae.bitstream.LAW_VERSIONS, version in medvae.bitstream.OPTIMIZED_VERSIONS) == (adapted and not optimized, optimized)
     assert _sha256(medvae.decompress(golden.read_bytes(), previous=previous)) == expected["pixels_sha256"]
 
 

@@ -230,11 +230,29 @@ class SeriesWithResidual(WithResidual):
         return np.stack(self.codec.decompress_series(files))
 
 
+class OptimizedResidual(WithResidual):
+    """:class:`WithResidual` with optimized quantization (:meth:`medvae.Codec.compress`, ``optimize``):
+    ``value`` is the quantizer's bound τ (≥ 1); the file declares the error it measures, not τ.
+    Rate control's near-lossless candidates are these."""
+
+    family = "medvae-optimized"
+    knob = "quantizer_bound"
+
+    def __init__(self, codec, max_error: int, refine_steps: int = 0):
+        if int(max_error) < 1:
+            raise InputError(f"{self.family}: the quantizer's bound is at least 1, got {max_error}")
+        super().__init__(codec, max_error, refine_steps)
+
+    def encode(self, image: np.ndarray, bits_stored: int | None = None) -> bytes:
+        return self.codec.compress(image, bits_stored=int(bits_stored or 0), max_error=self.value, refine_steps=self.refine_steps, optimize=True)
+
+
 def _bounds(family: str, value: str | None) -> list[int]:
     """The error bounds of a ``medvae-residual`` or ``medvae-series`` spec value."""
     text = "" if value is None else value.strip().lower()
     try:
-        bounds = DEFAULT_MAX_ERROR if value is None else [0 if text == "lossless" else int(text)]
+        default = [b for b in DEFAULT_MAX_ERROR if b] if family == OptimizedResidual.family else DEFAULT_MAX_ERROR
+        bounds = default if value is None else [0 if text == "lossless" else int(text)]
     except ValueError:
         raise InputError(f"{family}: bad max_error {value!r} (an integer >= 0, or lossless)") from None
     if any(b < 0 for b in bounds):
@@ -264,6 +282,8 @@ def _register() -> None:
             register_family(Family(name, maker(name), f"learned {name} checkpoints", learned=True))
     register_family(Family("medvae-residual", _bounded_points(WithResidual, "residual"),
                            "medvae plus its residual layer: lossless, max_error", learned=True))
+    register_family(Family("medvae-optimized", _bounded_points(OptimizedResidual, "residual"),
+                           "medvae-residual with optimized quantization: quantizer bound, the error measured", learned=True))
     register_family(Family("medvae-series", _bounded_points(SeriesWithResidual, "series_residual"),
                            "medvae-residual on a series, each slice but every 8th given the one before", learned=True))
 
