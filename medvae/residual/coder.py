@@ -350,11 +350,12 @@ def _symbols(
 
 
 def reconstruct(mean: np.ndarray, q: np.ndarray, bound: int, offset: int, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """The residuals symbols ``q`` decode to: ``μ + (2τ + 1)·q``, a nonzero symbol ``offset`` closer
-    to ``μ`` (optimized coding; 0 otherwise), clipped to the pixel's residual bounds (int64)."""
+    """The residuals symbols ``q`` decode to: ``μ + (2τ + 1)·q`` clipped to the pixel's residual
+    bounds (int64); with an ``offset`` (optimized coding), a nonzero symbol whose value lies strictly
+    inside the bounds decodes that much closer to ``μ`` (a symbol at a bound still decodes to it)."""
     values = mean + (2 * bound + 1) * q
     if offset:
-        values = values - offset * np.sign(q)
+        values = np.where((values > low) & (values < high), values - offset * np.sign(q), values)
     return np.clip(values, low, high)
 
 
