@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Encode plus decode time of lossless and near-lossless coding of 512×512 CT test slices.
+
+The issue's time target is encode + decode of a 512×512 slice in 2 s on 2 cores. This codes a
+few CT test slices of the corpus with the shipped default at each bound (``--max-error``), keeps
+each slice's fastest of ``--repeats`` runs (the machine's speed varies from minute to minute), and
+prints the mean over the slices per bound. Faster than ``benchmarks/lossless.py``, which also
+times every slice but codes every anchor too; meant for A/B runs of a change, interleaved:
+
+    python benchmarks/lossless_time.py [--slices 0,7,15] [--max-error 0,2,8] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import medvae
+from medvae.evaluation.datasets import load_images
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = REPO.parent / "shared/data/corpus/MANIFEST.csv"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=MANIFEST)
+    parser.add_argument("--slices", default="0,7,15", help="indexes into the CT test split")
+    parser.add_argument("--max-error", default="0,2,8")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    images = load_images([args.data], "test", modality="CT")
+    picked = [images[int(i)] for i in args.slices.split(",")]
+    codec = medvae.load("medvae")
+    codec.decompress(codec.compress(picked[0].pixels, max_error=0))  # warm-up
+    print(f"| max error | encode + decode s (mean over {len(picked)} slices, fastest of {args.repeats}) | encode s | decode s |")
+    print("|---|---|---|---|")
+    for bound in (int(t) for t in args.max_error.split(",")):
+        best = []
+        for image in picked:
+            runs = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                data = codec.compress(image.pixels, max_error=bound)
+                coded = time.perf_counter()
+                codec.decompress(data)
+                runs.append((time.perf_counter() - start, coded - start))
+            total, encode = min(runs)
+            best.append((total, encode, total - encode))
+        total, encode, decode = np.mean(best, axis=0)
+        print(f"| {bound} | {total:.3f} | {encode:.3f} | {decode:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
