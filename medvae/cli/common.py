@@ -96,7 +96,9 @@ def add_error_bound_arguments(parser: argparse.ArgumentParser) -> None:
     bound.add_argument("--bpp", type=_positive, default=None, metavar="B",
                        help="rate control: the best file at or below B bits per pixel")
     bound.add_argument("--psnr", type=_positive, default=None, metavar="P",
-                       help="rate control: the smallest file with PSNR of at least P dB (at the bits stored)")
+                       help="rate control: the smallest file with PSNR of at least P dB (at the bits stored); past the "
+                            "lossy reach, rate control's near-lossless files declare the max error they have (--max-error "
+                            "for a bound of your own)")
 
 
 def rate_target(args: argparse.Namespace) -> Target | None:
