@@ -34,8 +34,7 @@ import torch
 import medvae
 from medvae import zoo
 from medvae.checkpoint import load_model, save_model
-from medvae.errors import InputError
-from medvae.evaluation.bdrate import bd_rate_per_image
+from medvae.evaluation.bdrate import bd_rate_cell
 from medvae.evaluation.codecs import expand
 from medvae.evaluation.datasets import load_images
 from medvae.evaluation.learned import Learned
@@ -98,21 +97,12 @@ def without_fusion(calibration: list) -> list[Learned]:
 
 
 def _bd(rows: list[dict[str, Any]], test: str, reference: str) -> str:
-    band = [r for r in rows if BAND[0] <= float(r["bpp"]) <= BAND[1] and not r["error"] and not r.get("lossless")]
-    try:
-        mean, used, skipped = bd_rate_per_image(band, reference, test, "psnr", "pchip")
-    except InputError:
-        return "no overlap"
-    return f"{mean:+.1f} % ({used} of {used + skipped})"
+    return bd_rate_cell(rows, reference, test, BAND)
 
 
 def _bd_high(rows: list[dict[str, Any]]) -> str:
     """Per-image BD-rate of :data:`COMBINED` against JPEG 2000 on the points within 1–3 bpp."""
-    try:
-        mean, used, skipped = bd_rate_per_image(_in_band(rows, *HIGH_BAND, lossy="medvae-ctx"), "jpeg2000", COMBINED, "psnr", "pchip")
-    except InputError:
-        return "no overlap"
-    return f"{mean:+.1f} % ({used} of {used + skipped})"
+    return bd_rate_cell(_in_band(rows, *HIGH_BAND, lossy="medvae-ctx"), "jpeg2000", COMBINED)
 
 
 def bd_lines(rows: list[dict[str, Any]]) -> list[str]:

@@ -174,6 +174,12 @@ class Header:
     n_bytes: int = 0  # size of the whole container (filled in on reading)
     metadata_bytes: int = 0  # size of the metadata block (filled in on reading)
 
+    @property
+    def coding_bound(self) -> int | None:
+        """The bound τ the residual layer was coded with (its quantizer's step 2τ + 1): the
+        optimized quantizer's, else ``max_error``; None for a lossy file."""
+        return self.max_error if self.quantizer_bound is None else self.quantizer_bound
+
 
 #: Largest inflated zlib block a container may carry (metadata, exceptions): a source header is
 #: kilobytes, an Enhanced MR one a few megabytes; more is a zip bomb, refused before it is built.
@@ -212,8 +218,7 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
     if residual and variable_rate:
         raise ValueError("a container holds either a residual layer or a variable-rate quality, not both")
     optimized = header.quantizer_bound is not None
-    coding_bound = header.quantizer_bound if optimized else header.max_error
-    if header.tighter_passes and not (residual and 1 <= header.tighter_passes <= 3 and coding_bound >= 1):
+    if header.tighter_passes and not (residual and 1 <= header.tighter_passes <= 3 and header.coding_bound >= 1):
         raise ValueError("tighter_passes (1 to 3) needs a residual layer with max_error >= 1")
     if optimized and not (residual and 1 <= header.quantizer_bound <= 65535 and len(header.residual_strings) == OPTIMIZED_STRINGS):
         raise ValueError(f"an optimized residual layer has a quantizer bound of 1 to 65535 and {OPTIMIZED_STRINGS} strings")

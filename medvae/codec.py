@@ -740,8 +740,7 @@ class Codec:
         try:
             exact = exceptions.exact(header.shape) if exceptions else None
             return residual.coder.decode(
-                list(header.residual_strings), base, header.value_range,
-                header.max_error if header.quantizer_bound is None else header.quantizer_bound, header.tighter_passes,
+                list(header.residual_strings), base, header.value_range, header.coding_bound, header.tighter_passes,
                 exact, bounded=header.version in bitstream.BOUNDED_VERSIONS, previous=previous,
                 laws=header.version in bitstream.NAMED_LAW_VERSIONS, optimized=header.quantizer_bound is not None,
             )

@@ -161,6 +161,19 @@ def bd_rate_per_image(
     return float(np.mean(values)), len(values), skipped
 
 
+def bd_rate_cell(rows: Sequence[dict[str, Any]], anchor: str, test: str, band: tuple[float, float] | None = None) -> str:
+    """:func:`bd_rate_per_image` (PSNR, PCHIP) as a report's table cell, ``"+1.2 % (7 of 8)"``
+    (images with two overlapping curves of all), or ``"no overlap"``; ``band``: only the points
+    within that many bpp."""
+    if band is not None:
+        rows = [r for r in rows if band[0] <= float(r["bpp"]) <= band[1]]
+    try:
+        mean, used, skipped = bd_rate_per_image(rows, anchor, test, "psnr", "pchip")
+    except InputError:
+        return "no overlap"
+    return f"{mean:+.1f} % ({used} of {used + skipped})"
+
+
 def bd_table(
     summary: dict[str, Any], anchor: str, metrics: Sequence[str] = ("psnr", "ms_ssim_db"), method: Method = "cubic"
 ) -> dict[str, dict[str, float | str]]:

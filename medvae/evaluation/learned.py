@@ -185,6 +185,8 @@ class WithResidual(ImageCodec):
     family = "medvae-residual"
     knob = "max_error"
     learned = True
+    #: The bounds a spec without values codes.
+    default_bounds: ClassVar[tuple[int, ...]] = DEFAULT_MAX_ERROR
 
     def __init__(self, codec, max_error: int, refine_steps: int = 0):
         super().__init__(int(max_error), lossless=int(max_error) == 0)
@@ -237,6 +239,7 @@ class OptimizedResidual(WithResidual):
 
     family = "medvae-optimized"
     knob = "quantizer_bound"
+    default_bounds: ClassVar[tuple[int, ...]] = tuple(b for b in DEFAULT_MAX_ERROR if b)  # optimized coding is near-lossless
 
     def __init__(self, codec, max_error: int, refine_steps: int = 0):
         if int(max_error) < 1:
@@ -247,16 +250,15 @@ class OptimizedResidual(WithResidual):
         return self.codec.compress(image, bits_stored=int(bits_stored or 0), max_error=self.value, refine_steps=self.refine_steps, optimize=True)
 
 
-def _bounds(family: str, value: str | None) -> list[int]:
-    """The error bounds of a ``medvae-residual`` or ``medvae-series`` spec value."""
+def _bounds(point: type[WithResidual], value: str | None) -> list[int]:
+    """The error bounds of a ``medvae-residual``, ``medvae-optimized`` or ``medvae-series`` spec value."""
     text = "" if value is None else value.strip().lower()
     try:
-        default = [b for b in DEFAULT_MAX_ERROR if b] if family == OptimizedResidual.family else DEFAULT_MAX_ERROR
-        bounds = default if value is None else [0 if text == "lossless" else int(text)]
+        bounds = list(point.default_bounds) if value is None else [0 if text == "lossless" else int(text)]
     except ValueError:
-        raise InputError(f"{family}: bad max_error {value!r} (an integer >= 0, or lossless)") from None
+        raise InputError(f"{point.family}: bad max_error {value!r} (an integer >= 0, or lossless)") from None
     if any(b < 0 for b in bounds):
-        raise InputError(f"{family}: max_error must be >= 0, got {value!r}")
+        raise InputError(f"{point.family}: max_error must be >= 0, got {value!r}")
     return bounds
 
 
@@ -265,7 +267,7 @@ def _bounded_points(point: type[WithResidual], needs: str) -> Callable[[str | No
     value, refused when its weights lack the ``needs`` attribute's residual model."""
 
     def points(value: str | None) -> list[ImageCodec]:
-        bounds = _bounds(point.family, value)
+        bounds = _bounds(point, value)
         codec = medvae.load("medvae")
         if getattr(codec, needs) is None:
             raise MedVAEError(f"the installed medvae weights come without a {needs.replace('_', ' ')} model")

@@ -495,16 +495,13 @@ def concat(parts: list[Fixed], frac: int) -> Fixed:
 class ExactResidualBlock(ExactModule):
     """CompressAI's ``ResidualBlock``: ``leaky(conv2(leaky(conv1(x)))) + skip(x)``."""
 
-    def __init__(self, conv1: ExactModule, conv2: ExactModule, leaky: ExactModule, skip: ExactModule | None, out_frac: int):
+    def __init__(self, conv1: ExactConv2d, conv2: ExactConv2d, leaky: ExactLeakyReLU, skip: ExactModule | None, out_frac: int):
         super().__init__()
         self.conv1, self.conv2, self.leaky, self.skip = conv1, conv2, leaky, skip
         self.out_frac = int(out_frac)
 
     def forward(self, x: Fixed) -> Fixed:
-        if isinstance(self.conv1, ExactConv2d) and isinstance(self.conv2, ExactConv2d) and isinstance(self.leaky, ExactLeakyReLU):
-            out = self.conv2(self.conv1(x, activation=self.leaky), activation=self.leaky)  # fused, the same values
-        else:
-            out = self.leaky(self.conv2(self.leaky(self.conv1(x))))
+        out = self.conv2(self.conv1(x, activation=self.leaky), activation=self.leaky)  # each activation fused into its convolution
         return add(out, x if self.skip is None else self.skip(x), self.out_frac)
 
 

@@ -381,7 +381,8 @@ def _optimized(
     toward = np.clip(symbols - np.sign(symbols), laws.q_low, laws.q_high)
     bits = _interval_bits()
     cost = lambda s: (  # noqa: E731
-        bits[laws.intervals(laws.positions(s))[1]] * step**2 + np.square(rc - reconstruct(m, s, bound, offset, lo, hi)) * (_SLOPE // 4 * OPTIMIZED_SLOPE)
+        bits[laws.intervals(laws.positions(s))[1]] * step**2
+        + np.square(rc - reconstruct(m, s, bound, offset, lo, hi)) * (_UNIFORM_SLOPE * OPTIMIZED_SLOPE)
     )
     symbols = np.where((symbols != 0) & (cost(toward) < cost(symbols)), toward, symbols)
     out = q.copy()
@@ -434,8 +435,11 @@ def _cost(mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, h
     return bits + int(np.square(error).sum()) * _SLOPE // (2 * bound + 1) ** 2
 
 
-#: 4 · 6/ln 2 in 2^-16 bit (:func:`_cost`'s λ times (2τ + 1)², rounded: an integer, so costs stay exact).
-_SLOPE = 4 * 567_291
+#: 6/ln 2 in 2^-16 bit, rounded: the slope of a uniform quantizer at high rate times its step²
+#: (an integer, so costs stay exact).
+_UNIFORM_SLOPE = 567_291
+#: :func:`_cost`'s λ times (2τ + 1)²: four times the uniform quantizer's slope.
+_SLOPE = 4 * _UNIFORM_SLOPE
 
 
 @lru_cache(maxsize=1)
