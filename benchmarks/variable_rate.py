@@ -52,11 +52,13 @@ BANDS = ((0.05, 1.0), (1.0, 3.0))
 TARGETS = ("ratio=40", "ratio=20", "ratio=10", "bpp=0.05", "bpp=0.1", "bpp=0.5", "bpp=1", "bpp=2", "psnr=45", "psnr=50", "psnr=55", "psnr=60")
 
 
-def _in_band(rows: list[dict[str, Any]], lo: float, hi: float, lossy: str = "medvae-vr") -> list[dict[str, Any]]:
-    """The lossy rows whose rate lies in [lo, hi] bpp; ``lossy``'s and the near-lossless points
-    also as their combined curve, ``"<lossy> + near-lossless"``."""
+def _in_band(
+    rows: list[dict[str, Any]], lo: float, hi: float, lossy: str = "medvae-vr", near: str = "medvae-residual",
+) -> list[dict[str, Any]]:
+    """The lossy rows whose rate lies in [lo, hi] bpp; ``lossy``'s and the near-lossless (``near``)
+    points also as their combined curve, ``"<lossy> + near-lossless"``."""
     band = [r for r in rows if lo <= float(r["bpp"]) <= hi and not r["error"] and not r.get("lossless")]
-    combined = [dict(r, codec=f"{lossy} + near-lossless") for r in band if r["codec"] in (lossy, "medvae-residual")]
+    combined = [dict(r, codec=f"{lossy} + near-lossless") for r in band if r["codec"] in (lossy, near)]
     return band + combined
 
 

@@ -7,7 +7,8 @@ Layout (all integers little-endian)::
     4       1     format version (3; 8 with a residual layer, 9 with one that reads the
                   previous slice of a series, 10 the two previous slices, 15 to 17 the
                   same with an adaptation of the residual laws that names their family,
-                  18 to 20 those coded with optimized quantization;
+                  18 to 20 those coded with optimized quantization, 21 to 26 series files
+                  whose base latent is coded against the previous slice's;
                   6 from a variable-rate model, 11 from one with a correction block;
                   1, 2, 4, 5, 7 and 12 to 14 are still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
@@ -52,7 +53,10 @@ Layout (all integers little-endian)::
                   coding, laid out as 15, 16 and 17) add, after the count j, the u16 bound τ
                   of the quantizer (step 2τ + 1): the first u16 is then the largest error
                   of the decoded pixels, which the encoder measured; their residual layer
-                  has four strings, the fourth each pass's reconstruction offset
+                  has four strings, the fourth each pass's reconstruction offset. Formats
+                  21 to 26 are 9, 10, 16, 17, 19 and 20 whose base latent y is coded against
+                  the previous slice's (:mod:`medvae.prediction`): after the previous slices'
+                  CRCs, u16 length and the prediction block (one byte per channel of y)
     ...     4     length m of the metadata block (u32, 0 when absent)
     ...     m     metadata: opaque bytes the caller attaches (the command line stores the
                   source DICOM header there, so decoding can write DICOM back)
@@ -130,8 +134,19 @@ LINEAR_MIX_VERSION = 5
 #: :data:`medvae.correction.MIN_PIXELS` pixels.
 CORRECTED_VERSION = 11
 _VARIABLE_RATE_VERSIONS = (LINEAR_MIX_VERSION, VARIABLE_RATE_VERSION, CORRECTED_VERSION)
+#: Formats 21 to 26 are the series formats 9, 10, 16, 17, 19 and 20 whose base latent is coded
+#: against the previous slice's (:mod:`medvae.prediction`), the prediction block in the header.
+PREDICTED_VERSIONS = dict(zip(range(21, 27), (SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION, 16, 17, 19, 20)))
+_PREDICTED_TWIN = {version: predicted for predicted, version in PREDICTED_VERSIONS.items()}
+OPTIMIZED_VERSIONS.update({v: OPTIMIZED_VERSIONS[t] for v, t in PREDICTED_VERSIONS.items() if t in OPTIMIZED_VERSIONS})
+ADAPTED_VERSIONS.update({v: ADAPTED_VERSIONS[t] for v, t in PREDICTED_VERSIONS.items() if t in ADAPTED_VERSIONS})
+NAMED_LAW_VERSIONS = (*NAMED_LAW_VERSIONS, *(v for v, t in PREDICTED_VERSIONS.items() if t in NAMED_LAW_VERSIONS))
+BOUNDED_VERSIONS = (*BOUNDED_VERSIONS, *PREDICTED_VERSIONS)
+_RESIDUAL_VERSIONS = (*_RESIDUAL_VERSIONS, *PREDICTED_VERSIONS)
+_TIGHTER_VERSIONS = (*_TIGHTER_VERSIONS, *PREDICTED_VERSIONS)
+_PREDICTION_LENGTH = struct.Struct("<H")
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
-READABLE_VERSIONS = tuple(range(1, 21))
+READABLE_VERSIONS = tuple(range(1, 27))
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
@@ -170,6 +185,7 @@ class Header:
     quality: float | None = None  # variable-rate models: the quality coded at (a multiple of 1/256)
     psnr: float | None = None  # variable-rate models: the PSNR the encoder measured (inf: identical)
     correction: bytes = b""  # format 11: the correction block (:mod:`medvae.correction`)
+    base_prediction: bytes = b""  # formats 21 to 26: the base latent's prediction block (:mod:`medvae.prediction`)
     version: int = FORMAT_VERSION
     n_bytes: int = 0  # size of the whole container (filled in on reading)
     metadata_bytes: int = 0  # size of the metadata block (filled in on reading)
@@ -231,12 +247,16 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
     if header.correction and len(header.correction) != correction.BLOCK_BYTES:
         raise ValueError(f"a correction block has {correction.BLOCK_BYTES} bytes")
     series = header.previous_crc is not None
+    if header.base_prediction and not (series and 0 < len(header.base_prediction) <= 65535):
+        raise ValueError("only a series slice's file (a residual layer given the previous slice) predicts its base, in 1 to 65535 bytes")
     if residual:
         version = TWO_PREVIOUS_VERSION if header.earlier_crc is not None else SERIES_RESIDUAL_VERSION if series else BOUNDED_RESIDUAL_VERSION
         if len(header.residual_strings) == ADAPTED_STRINGS or optimized:
             version = _ADAPTED_TWIN[version]
         if optimized:
             version = _OPTIMIZED_TWIN[version]
+        if header.base_prediction:
+            version = _PREDICTED_TWIN[version]
     else:
         version = CORRECTED_VERSION if header.correction else VARIABLE_RATE_VERSION if variable_rate else FORMAT_VERSION
     if len(strings) > 65535 or len(header.residual_strings) > 65535:
@@ -271,6 +291,8 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
             parts.append(_CRC.pack(header.previous_crc))
         if header.earlier_crc is not None:
             parts.append(_CRC.pack(header.earlier_crc))
+        if header.base_prediction:
+            parts += [_PREDICTION_LENGTH.pack(len(header.base_prediction)), bytes(header.base_prediction)]
         parts.append(_RESIDUAL.pack(bytes.fromhex(header.residual_fingerprint), len(header.residual_strings)))
         for s in header.residual_strings:
             parts += [struct.pack("<I", len(s)), s]
@@ -331,7 +353,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         exceptions = r.take(exc_len, "exception block")
     block = r.take(correction.BLOCK_BYTES, "correction block") if version == CORRECTED_VERSION else b""
     max_error, residual_fp, residual_strings, tighter_passes, previous_crc, earlier_crc = None, "", [], 0, None, None
-    quantizer_bound = None
+    quantizer_bound, base_prediction = None, b""
     twin = layout(version)  # an adapted format lays out its header as its twin
     if twin in _RESIDUAL_VERSIONS:
         (max_error,) = _BOUND.unpack(r.take(_BOUND.size, "residual layer header"))
@@ -343,6 +365,11 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
             (previous_crc,) = _CRC.unpack(r.take(_CRC.size, "previous slice's checksum"))
         if twin == TWO_PREVIOUS_VERSION:
             (earlier_crc,) = _CRC.unpack(r.take(_CRC.size, "checksum of the slice before the previous one"))
+        if version in PREDICTED_VERSIONS:
+            (length,) = _PREDICTION_LENGTH.unpack(r.take(_PREDICTION_LENGTH.size, "base prediction length"))
+            base_prediction = r.take(length, "base prediction block")
+            if not base_prediction:
+                raise BitstreamError(f"corrupted bitstream: a format-{version} file with an empty base prediction block")
         fp_bytes, n_residual = _RESIDUAL.unpack(r.take(_RESIDUAL.size, "residual layer header"))
         expected = OPTIMIZED_STRINGS if version in OPTIMIZED_VERSIONS else ADAPTED_STRINGS
         if (version in ADAPTED_VERSIONS) != (n_residual == expected) and twin in BOUNDED_VERSIONS:
@@ -387,6 +414,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         quality=quality,
         psnr=psnr,
         correction=block,
+        base_prediction=base_prediction,
         version=version,
         n_bytes=len(data),
         metadata_bytes=len(metadata),
@@ -396,7 +424,9 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
 
 def layout(version: int) -> int:
     """The format whose layout a file of ``version`` follows: an adapted residual format's twin
-    (12, 13, 14, 15, 16, 17 and 18, 19, 20: 8, 9, 10; :data:`ADAPTED_VERSIONS`), else the version itself."""
+    (12, 13, 14, 15, 16, 17 and 18, 19, 20: 8, 9, 10; :data:`ADAPTED_VERSIONS`), a predicted one's
+    (21 to 26: 9 and 10, :data:`PREDICTED_VERSIONS`), else the version itself."""
+    version = PREDICTED_VERSIONS.get(version, version)
     return ADAPTED_VERSIONS.get(version, version)
 
 

@@ -22,7 +22,7 @@ import torch
 from compressai.models import CompressionModel
 from tqdm import tqdm
 
-from medvae import bitstream, correction, metrics, zoo
+from medvae import bitstream, correction, metrics, prediction, zoo
 from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
 from medvae.exact import calibrate, exact_twin
@@ -68,6 +68,7 @@ class _Encoded(NamedTuple):
     exceptions: Exceptions  # padding and extremes, stored exactly
     x: NormalizedImage  # the model's input: the image in [0, 1], padded to the stride
     correction: bytes = b""  # the correction block the decoder applies (medvae.correction), if any
+    prediction: bytes = b""  # the base prediction block (medvae.prediction), if y was coded against one
 
 
 class BaseLayer(NamedTuple):
@@ -133,6 +134,10 @@ class Codec:
             where it saves bytes, a per-image adaptation of the residual laws that every decoder
             applies exactly (:mod:`medvae.residual.adaptation`, formats 15 to 17). Off: formats
             8 to 10, as before. Decoding follows the file either way.
+        base_prediction: a slice coded given the previous one of its series (``previous``): code
+            its base latent against the analysis of that slice where it pays
+            (:mod:`medvae.prediction`, formats 21 to 26). Off: formats 9, 10, 16, 17, 19 and 20,
+            as before. Decoding follows the file either way.
 
     Coding runs in the exact arithmetic of :mod:`medvae.exact`: the bytes written and
     the pixels decoded are the same on every CPU, at any torch thread count, and on
@@ -143,6 +148,7 @@ class Codec:
         self, model: CompressionModel, *, device: str | torch.device = "cpu", update_tables: bool = False,
         residual: Residual | None = None, quality: float | None = None, alternatives: Sequence[Codec] = (),
         series_residual: Residual | None = None, correction: bool = True, adaptation: bool = True,
+        base_prediction: bool = True,
     ):
         if not hasattr(model, "model_name"):
             raise TypeError("Codec needs a registered MedVAE model (medvae.models.create(...))")
@@ -181,9 +187,18 @@ class Codec:
         #: Whether residual layers carry the per-image adaptation of their laws where it pays
         #: (:mod:`medvae.residual.adaptation`, formats 15 to 17). Off: formats 8 to 10, as before.
         self.adaptation = adaptation
+        #: Whether a series slice's base latent is coded against the previous slice's where it pays
+        #: (:mod:`medvae.prediction`; hyperprior weights coded in one pass over y).
+        self.base_prediction = base_prediction and self._predicts
         for other in self.alternatives:
             if not (self.variable_rate and other.variable_rate and other.name == self.name and other.model.config["lmbdas"] == self.model.config["lmbdas"]):
                 raise InputError(f"alternative weights must be variable-rate {self.name} weights with the same levels")
+
+    @property
+    def _predicts(self) -> bool:
+        """Whether these weights' base latent can be coded against a prediction (:mod:`medvae.prediction`):
+        hyperprior weights coded in one pass over y."""
+        return getattr(self.twin, "hyperprior", False) and getattr(self.twin, "y_passes", 0) == 1
 
     @property
     def quality_range(self) -> tuple[float, float] | None:
@@ -250,6 +265,7 @@ class Codec:
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
         iterations: int | None = None, transformed: Stored | None = None, synthesize: bool = True,
+        predict_from: np.ndarray | None = None,
     ) -> _Encoded:
         """The strings, the pixels every decoder will get (or, without ``keep_pixels``, only
         their checksum, computed band by band: an image-sized array less), and what went
@@ -257,20 +273,21 @@ class Codec:
         (:meth:`quality_coder`). Without ``synthesize``, the strings alone: no pixels, no
         checksum, no error (:attr:`QualityCoder.size`)."""
         return self._encodings(image, value_range, refine_steps, lmbda, padding_value, keep_pixels, iterations,
-                               transformed=transformed, synthesize=synthesize)[-1]
+                               transformed=transformed, synthesize=synthesize, predict_from=predict_from)[-1]
 
     def _encodings(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
         iterations: int | None = None, every_iteration: bool = False, transformed: Stored | None = None,
-        synthesize: bool = True,
+        synthesize: bool = True, predict_from: np.ndarray | None = None,
     ) -> list[_Encoded]:
         """:meth:`_encode`'s result; for a progressive model with ``every_iteration``, one per
         iteration count from 1 to ``iterations`` (the encoder is causal: the first k
-        iterations of a longer run are the k-iteration file)."""
+        iterations of a longer run are the k-iteration file). ``predict_from``: the previous
+        slice of a series as decoded, to code y against (:mod:`medvae.prediction`)."""
         image = check_image(image)
         exceptions, value_range, x = self._model_input(image, value_range, padding_value)
-        encodings = []
+        encodings, predicted_block = [], b""
         with torch.inference_mode():
             if self.progressive:
                 outputs = self.twin.iterate(x, self._iterations(iterations))
@@ -283,10 +300,15 @@ class Codec:
                     latents = self.twin.latents_from(transformed)
                 else:
                     latents = self.twin.analyze(x)
-                outputs = [self.twin.encode(latents)]
+                if predict_from is not None:
+                    predicted = self.twin.predicted_symbols(prediction_input(predict_from, value_range, x.stride))
+                    strings, x_hat, predicted_block = self.twin.encode_predicted(latents, predicted)
+                    outputs = [(strings, x_hat)]
+                else:
+                    outputs = [self.twin.encode(latents)]
             for strings, x_hat in outputs:
                 if not synthesize:
-                    encodings.append(_Encoded(strings, None, 0, 0.0, value_range, exceptions, x))
+                    encodings.append(_Encoded(strings, None, 0, 0.0, value_range, exceptions, x, prediction=predicted_block))
                     continue
                 crc, error, decoded = 0, 0.0, np.empty(image.shape, image.dtype) if keep_pixels else None
                 block, bands = b"", pixel_rows(x_hat, image.shape, value_range, image.dtype)
@@ -301,7 +323,7 @@ class Codec:
                         error += float(np.square(band.astype(np.float64) - image[first : first + band.shape[0]]).sum())
                     if decoded is not None:
                         decoded[first : first + band.shape[0]] = band
-                encodings.append(_Encoded(strings, decoded, crc, error, value_range, exceptions, x, block))
+                encodings.append(_Encoded(strings, decoded, crc, error, value_range, exceptions, x, block, predicted_block))
         return encodings
 
     def _corrects(self, shape: tuple[int, int]) -> bool:
@@ -434,7 +456,7 @@ class Codec:
             raise InputError("bounded_coder takes the base's options; the bound is write()'s")
         image = check_image(image)
         previous = self._previous_planes(previous, image, residual)
-        encoded = self._base(image, **options, keep_pixels=True)
+        encoded = self._base(image, **options, keep_pixels=True, predict_from=self._prediction_source(previous))
         first_pass = functools.cache(lambda bounds: residual.coder.first_pass(encoded.decoded, encoded.value_range, previous, bounds))
 
         def write(max_error: int, tighter_passes: int = 0, optimize: bool = False) -> tuple[bytes, np.ndarray]:
@@ -492,7 +514,7 @@ class Codec:
             codec, encoded = self._chosen(image, keep_pixels=keep_pixels, **options)
             return codec._container(image, encoded, bits_stored, metadata)
         previous = self._previous_planes(previous, image, residual)
-        encoded = self._base(image, **options, keep_pixels=True)
+        encoded = self._base(image, **options, keep_pixels=True, predict_from=self._prediction_source(previous))
         return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, previous=previous, optimize=optimize)
 
     @staticmethod
@@ -508,6 +530,11 @@ class Codec:
             if before.shape != image.shape or before.dtype != image.dtype:
                 raise InputError(f"the previous slice ({before.shape}, {before.dtype}) must have this one's shape and dtype ({image.shape}, {image.dtype})")
         return previous_planes(slices, residual.model.previous)
+
+    def _prediction_source(self, previous: np.ndarray | None) -> np.ndarray | None:
+        """The slice a series slice's base latent is predicted from (:mod:`medvae.prediction`): the
+        nearest of its ``previous`` planes (:meth:`_previous_planes`), where this codec predicts."""
+        return previous[0] if previous is not None and self.base_prediction else None
 
     def _chosen(self, image: np.ndarray, **options) -> tuple[Codec, _Encoded]:
         """The lossy coding of ``image`` (:meth:`_base`'s ``options``) by these weights or, with
@@ -547,8 +574,10 @@ class Codec:
         self, image: np.ndarray, *, value_range: tuple[int, int] | None = None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, iterations: int | None = None,
         quality: float | None = None, keep_pixels: bool = False, transformed: Stored | None = None, synthesize: bool = True,
+        predict_from: np.ndarray | None = None,
     ) -> _Encoded:
-        """The lossy coding of ``image`` with :meth:`compress`'s options, checked."""
+        """The lossy coding of ``image`` with :meth:`compress`'s options, checked; ``predict_from``:
+        the previous slice of a series as decoded, whose analysis predicts y (:mod:`medvae.prediction`)."""
         check_refinement(refine_steps, lmbda)
         if iterations is not None and not self.progressive:
             raise InputError(f"iterations= is for progressive models (rnn-conv); {self.name} codes one quality per weights")
@@ -557,7 +586,7 @@ class Codec:
         image = check_image(image)
         self._set_quality(quality)
         return self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=keep_pixels, iterations=iterations,
-                            transformed=transformed, synthesize=synthesize)
+                            transformed=transformed, synthesize=synthesize, predict_from=predict_from)
 
     def compress_progressive(
         self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", padding_value: int | None = None,
@@ -609,6 +638,7 @@ class Codec:
             residual_strings=tuple(residual_strings),
             previous_crc=None if previous is None else bitstream.pixels_crc(previous[0]),
             earlier_crc=bitstream.pixels_crc(previous[1]) if previous is not None and len(previous) > 1 else None,
+            base_prediction=encoded.prediction,
         )
         if self.variable_rate:
             peak = 2 ** metrics.stored_bits(bits_stored, image.dtype) - 1
@@ -672,8 +702,10 @@ class Codec:
         self._quality_of(header)
         chunk = None if header.version == 2 else self.twin.chunk  # format 2: one string per latent
         self.twin.check_lengths(strings, header.latent_shape, chunk)
+        before = self._previous_of(header, previous)
+        predicted = self._predicted(header, before)
         try:
-            x_hat = self.twin.decode(strings, header.latent_shape, chunk)
+            x_hat = self.twin.decode(strings, header.latent_shape, chunk, predicted)
             decoded = pixels(x_hat, header.shape, header.value_range, header.dtype)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"entropy decoding failed: {exc}") from None
@@ -683,13 +715,25 @@ class Codec:
         if exceptions:
             decoded = exceptions.restore(decoded)
         if header.max_error is not None:
-            decoded = self._add_residual(header, decoded, exceptions, self._previous_of(header, previous))
+            decoded = self._add_residual(header, decoded, exceptions, before)
         if bitstream.pixels_crc(decoded) != header.pixels_crc:
             raise BitstreamError(
                 "the decoded pixels do not match the checksum the encoder stored: the file is damaged "
                 "(or this decoder computes differently from the encoder); no image is returned"
             )
         return decoded
+
+    def _predicted(self, header: bitstream.Header, previous: np.ndarray | None) -> tuple[torch.Tensor, bytes] | None:
+        """A format-21 to 26 file's base prediction (:mod:`medvae.prediction`): the analysis of the
+        previous slice (``previous``: :meth:`_previous_of`'s planes) and the file's block; None for other files."""
+        if not header.base_prediction:
+            return None
+        if previous is None or not self._predicts:
+            raise BitstreamError(f"corrupted bitstream: a format-{header.version} file cannot come from {self.name} weights")
+        block = prediction.read(header.base_prediction, self.twin.y_channels)
+        with torch.inference_mode():
+            stride = self.model.downsampling_factor
+            return self.twin.predicted_symbols(prediction_input(previous[0], header.value_range, stride)), block
 
     def _quality_of(self, header: bitstream.Header) -> None:
         """Set the quality a variable-rate file was coded at (refusing one out of range)."""
@@ -807,7 +851,8 @@ class Codec:
 
 
 def load(
-    source: str | os.PathLike, quality: int | None = None, *, device: str = "cpu", correction: bool = True, adaptation: bool = True
+    source: str | os.PathLike, quality: int | None = None, *, device: str = "cpu", correction: bool = True, adaptation: bool = True,
+    base_prediction: bool = True,
 ) -> Codec:
     """A :class:`Codec` from a checkpoint file or a shipped model name.
 
@@ -815,7 +860,8 @@ def load(
     reads the shipped weights (see :mod:`medvae.zoo`). For a variable-rate model
     (``medvae-vr``) ``quality`` is any number in its range, the codec's default quality.
     ``correction=False``: its lossy files carry no correction of the reconstruction;
-    ``adaptation=False``: its residual layers no adaptation of their laws (:class:`Codec`).
+    ``adaptation=False``: its residual layers no adaptation of their laws; ``base_prediction=False``:
+    its series slices no prediction of their base latent (:class:`Codec`).
     """
     path = zoo.resolve(source, quality)
     model = _load_weights(path)
@@ -823,12 +869,23 @@ def load(
     if quality is not None and not variable_rate and path == Path(source):
         raise InputError(f"{source} holds weights for one rate; quality= is for shipped ladders and variable-rate models")
     variable_quality = quality if variable_rate else None  # else quality chose the file
-    alternatives = [load(other, quality, device=device, correction=correction, adaptation=adaptation) for other in zoo.alternative_paths(path)]
+    alternatives = [
+        load(other, quality, device=device, correction=correction, adaptation=adaptation, base_prediction=base_prediction)
+        for other in zoo.alternative_paths(path)
+    ]
     return Codec(
         model, device=device, residual=_residual_at(zoo.residual_path(path)), quality=variable_quality,
         alternatives=alternatives, series_residual=_residual_at(zoo.residual_path(path, series=True)), correction=correction,
-        adaptation=adaptation,
+        adaptation=adaptation, base_prediction=base_prediction,
     )
+
+
+def prediction_input(previous: np.ndarray, value_range: tuple[int, int], stride: int) -> NormalizedImage:
+    """What a series slice's base latent is predicted from (:mod:`medvae.prediction`): the
+    previous slice as decoded, clipped to this slice's value range and normalised with it, as
+    every decoder can (the encoder's fill of this slice's padding and extremes is not in the file)."""
+    lo, hi = value_range
+    return NormalizedImage(np.clip(previous, lo, hi).astype(previous.dtype), lo, hi, stride)
 
 
 def _load_weights(path: Path) -> CompressionModel:

@@ -23,6 +23,7 @@ from compressai.entropy_models import EntropyModel
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from medvae import prediction
 from medvae.errors import BitstreamError
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import DTYPE, Fixed, Stored, from_real, map_rows_, pow2, scale_round
@@ -304,10 +305,46 @@ class ExactTwin(nn.Module):
         y_strings = encode_symbols(conditional, y_symbols, self._scale_indexes(features, y_symbols.shape), self.chunk)
         return y_strings + z_strings, self.family.synthesize(self, self._values(y_symbols, self.conditional_frac), features)
 
-    def decode(self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK) -> TiledOutput:
+    def predicted_symbols(self, x: NormalizedImage) -> Tensor:
+        """The prediction of :mod:`medvae.prediction` from an image (the previous slice of a
+        series as decoded, normalised as this slice is): the rounded y of its analysis (int32)."""
+        return self._symbols(self.analyze(x)[0])
+
+    def encode_predicted(self, latents: list[Stored | Tensor], predicted: Tensor) -> tuple[list[bytes], TiledOutput, bytes]:
+        """:meth:`encode` with y coded against ``predicted`` (:meth:`predicted_symbols`) where
+        :func:`medvae.prediction.choose` finds it pays; also returns the prediction block (empty
+        where no channel gains: the strings are then :meth:`encode`'s). The reconstruction is that
+        of y itself, as without prediction. Hyperprior models, one pass over y."""
+        if not self.hyperprior or self.y_passes != 1:
+            raise ValueError("base prediction is for hyperprior models coded in one pass over y")
+        conditional = self._coders[1]
+        y, z = latents
+        latents.clear()
+        z_symbols = self._symbols(z, self.medians)
+        z_strings = self._bottleneck_strings(z_symbols)
+        features = self.family.hyper_decode(self, self._bottleneck_value(z_symbols))
+        y_symbols, predicted = self._symbols(y).cpu(), predicted.cpu()  # the entropy coder's side
+        del y
+        if predicted.shape != y_symbols.shape:
+            raise ValueError(f"a prediction of shape {tuple(predicted.shape)} for a latent of shape {tuple(y_symbols.shape)}")
+        indexes = self._scale_indexes(features, y_symbols.shape)(0, y_symbols.shape[-2])
+        block = prediction.choose(y_symbols, predicted, indexes, conditional)
+        if not any(block):  # no channel gains: y is coded as without prediction, and no block is written
+            block = b""
+            y_strings = encode_symbols(conditional, y_symbols, lambda r0, r1: indexes[:, :, r0:r1], self.chunk)
+        else:
+            rows = lambda r0, r1: prediction.indexes_for(indexes[:, :, r0:r1], block)  # noqa: E731
+            y_strings = encode_symbols(conditional, prediction.coded(y_symbols, predicted, block), rows, self.chunk)
+        x_hat = self.family.synthesize(self, self._values(y_symbols, self.conditional_frac), features)
+        return y_strings + z_strings, x_hat, block
+
+    def decode(
+        self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK, predicted: tuple[Tensor, bytes] | None = None,
+    ) -> TiledOutput:
         """The reconstruction from the strings ``encode`` wrote (computed when read); ``shape``:
         the latent coded by the entropy bottleneck (y for the factorized prior, z for
-        hyperpriors); ``chunk``: symbols per string (None: format 2, one string per latent)."""
+        hyperpriors); ``chunk``: symbols per string (None: format 2, one string per latent);
+        ``predicted``: for :meth:`encode_predicted`'s strings, the prediction and its block."""
         conditional = self._coders[1]
         groups = self._split(strings, shape, chunk)
         hat = self._bottleneck_value(self._bottleneck_symbols(groups[-1], shape, chunk))
@@ -315,5 +352,13 @@ class ExactTwin(nn.Module):
             return self.family.synthesize(self, hat)
         features = self.family.hyper_decode(self, hat)
         y_shape = (1, self.y_channels, 4 * shape[0], 4 * shape[1])
-        y_symbols = decode_symbols(conditional, groups[0], self._scale_indexes(features, y_shape), y_shape, chunk)
+        rows = self._scale_indexes(features, y_shape)
+        if predicted is None:
+            y_symbols = decode_symbols(conditional, groups[0], rows, y_shape, chunk)
+        else:
+            values, block = predicted[0].cpu(), predicted[1]
+            if tuple(values.shape) != y_shape:
+                raise BitstreamError(f"a base prediction of shape {tuple(values.shape)} for a latent of shape {y_shape}")
+            shifted = lambda r0, r1: prediction.indexes_for(rows(r0, r1), block)  # noqa: E731
+            y_symbols = prediction.restored(decode_symbols(conditional, groups[0], shifted, y_shape, chunk), values, block)
         return self.family.synthesize(self, self._values(y_symbols, self.conditional_frac), features)

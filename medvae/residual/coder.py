@@ -38,7 +38,6 @@ gets the same image; the error bound is then the one the encoder measures on the
 from __future__ import annotations
 
 import struct
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -53,7 +52,7 @@ from medvae.exact.layers import ExactModule, ExactSequential, Tiled, convert
 from medvae.exact.twin import CHUNK, guarded
 from medvae.residual import adaptation, folding, rans
 from medvae.residual.model import CONTEXT_GAIN, PHASES, ResidualModel, block_offset, input_channels, model_inputs
-from medvae.residual.tables import LOG2_FRAC, log2_fixed, table_index, tables
+from medvae.residual.tables import LOG2_FRAC, interval_bits, log2_fixed, table_index, tables
 
 #: Half-resolution tile of the residual network (memory stays that of one tile; the result
 #: is identical to the whole computation, see :class:`medvae.exact.layers.Tiled`).
@@ -379,7 +378,7 @@ def _optimized(
     symbols, m, rc, lo, hi = q[coded], mean[coded], r[coded], low[coded], high[coded]
     offset = _fit_offset(symbols, m, rc, bound, lo, hi)
     toward = np.clip(symbols - np.sign(symbols), laws.q_low, laws.q_high)
-    bits = _interval_bits()
+    bits = interval_bits()
     cost = lambda s: (  # noqa: E731
         bits[laws.intervals(laws.positions(s))[1]] * step**2
         + np.square(rc - reconstruct(m, s, bound, offset, lo, hi)) * (_UNIFORM_SLOPE * OPTIMIZED_SLOPE)
@@ -428,7 +427,7 @@ def _cost(mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, h
     position = laws.positions(q[coded])
     escapes = folding.Escapes()
     escapes.write(q[coded], laws, position == laws.escape)
-    bits = int(_interval_bits()[laws.intervals(position)[1]].sum()) + (len(escapes.written) << (adaptation.COST_FRAC + 3))
+    bits = int(interval_bits()[laws.intervals(position)[1]].sum()) + (len(escapes.written) << (adaptation.COST_FRAC + 3))
     if bound == 0:
         return bits
     error = r[coded] - reconstruct(mean[coded], q[coded], bound, 0, low[coded], high[coded])  # exact integers; uncoded pixels are exact
@@ -440,13 +439,6 @@ def _cost(mean: np.ndarray, index: np.ndarray, r: np.ndarray, low: np.ndarray, h
 _UNIFORM_SLOPE = 567_291
 #: :func:`_cost`'s λ times (2τ + 1)²: four times the uniform quantizer's slope.
 _SLOPE = 4 * _UNIFORM_SLOPE
-
-
-@lru_cache(maxsize=1)
-def _interval_bits() -> np.ndarray:
-    """``−log2(f/2^16)`` in 2^-COST_FRAC bit, floored, for each interval width f of the rANS coder (exact integers)."""
-    total = log2_fixed(rans.TOTAL, adaptation.COST_FRAC)
-    return np.array([0] + [total - log2_fixed(f, adaptation.COST_FRAC) for f in range(1, rans.TOTAL + 1)], np.int64)
 
 
 def bound_map(shape: tuple[int, int], bounds: tuple[int, ...]) -> np.ndarray:

@@ -20,6 +20,7 @@ import hashlib
 from decimal import Context, Decimal
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 #: log2 of the smallest and largest table scale (in stored-integer units), and tables per octave.
@@ -34,6 +35,15 @@ MAX_HALF_WIDTH = 2048
 LOG2_FRAC = 16
 
 _DECIMAL = Context(prec=40)
+
+
+@lru_cache(maxsize=1)
+def interval_bits() -> np.ndarray:
+    """``−log2(f/2^16)`` in 2^-16 bit, floored, for each interval width f of a rANS coder of
+    :data:`PRECISION` bits (index f; ours and CompressAI's): exact integers, from :func:`log2_fixed`,
+    so costs summed from them are the same on every machine."""
+    total = log2_fixed(1 << PRECISION, LOG2_FRAC)
+    return np.array([0] + [total - log2_fixed(f, LOG2_FRAC) for f in range(1, (1 << PRECISION) + 1)], np.int64)
 
 
 def log2_fixed(n: int, frac: int = LOG2_FRAC) -> int:

@@ -81,8 +81,9 @@ def coded_files(tmp_path_factory):
     a small untrained residual model; one with two passes at the tighter bound; format 8), one coded
     given the previous slice of its series (a small untrained series model that also reads its
     context's error bounds, one pass at the tighter bound; format 9), and one given the two slices
-    before it (format 10); every residual layer with the per-image adaptation of its laws (formats
-    12 to 14, whose fit must also come out the same: the files are re-encoded)."""
+    before it (format 10), both with their base latent coded against the previous slice's (formats
+    23 and 24); every residual layer with the per-image adaptation of its laws (formats 12 to 14,
+    whose fit must also come out the same: the files are re-encoded)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
     sources = [(str(folder / f"{family}.pt"), None, family, None) for family in (*FAMILIES, "rnn-conv")]
@@ -111,17 +112,21 @@ def coded_files(tmp_path_factory):
         series_file, previous_file = str(folder / f"{label}-series.pt"), str(folder / f"{label}-previous.npy")
         if label.startswith("series"):
             count = 2 if label.startswith("series2") else 1
-            previous = np.stack([_image(seed=len(job) + 100 + k) for k in range(count)])  # nearest first
+            shifted = [np.roll(image, k + 1, axis=1) + np.int16(k + 1) for k in range(count)]  # like the slices before: the base is predicted
+            previous = np.stack(shifted)  # nearest first
             np.save(previous_file, previous)
             save_residual(small_series_residual(codec, image, previous, bounds=True, count=count), series_file)
             codec.series_residual = load_residual(series_file)
         optimize = "optimized" in label  # optimized quantization (formats 18 to 20)
         data = codec.compress(image, bits_stored=12, max_error=max_error, tighter_passes=tighter.get(label, 0), previous=previous, optimize=optimize)
         assert (medvae.read_header(data).version == bitstream.CORRECTED_VERSION) == label.endswith("corrected")
+        version = medvae.read_header(data).version
         if previous is not None:
-            assert bitstream.layout(medvae.read_header(data).version) == 8 + len(previous)  # format 9 given one slice, 10 given two
+            assert bitstream.layout(version) == 8 + len(previous)  # format 9 given one slice, 10 given two
+        assert (version in bitstream.PREDICTED_VERSIONS) == (previous is not None)  # its base coded against the previous slice's (21 to 26)
         if max_error is not None:  # each residual layer carries the adaptation of its laws, with their families (formats 15 to 20)
-            assert medvae.read_header(data).version in (bitstream.OPTIMIZED_VERSIONS if optimize else bitstream.LAW_VERSIONS)
+            plain = bitstream.PREDICTED_VERSIONS.get(version, version)
+            assert plain in (bitstream.OPTIMIZED_VERSIONS if optimize else bitstream.LAW_VERSIONS)
         (folder / f"{label}.mvae").write_bytes(data)
         job.append({
             "weights": weights, "quality": quality, "file": str(folder / f"{label}.mvae"),
