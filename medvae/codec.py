@@ -705,7 +705,7 @@ class Codec:
         before = self._previous_of(header, previous)
         predicted = self._predicted(header, before)
         try:
-            x_hat = self.twin.decode(strings, header.latent_shape, chunk, predicted)
+            x_hat = self.twin.decode(strings, header.latent_shape, chunk, *([] if predicted is None else [predicted]))
             decoded = pixels(x_hat, header.shape, header.value_range, header.dtype)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"entropy decoding failed: {exc}") from None
