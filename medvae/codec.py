@@ -723,9 +723,9 @@ class Codec:
             )
         return decoded
 
-    def _predicted(self, header: bitstream.Header, previous: np.ndarray | None) -> tuple[torch.Tensor, bytes] | None:
+    def _predicted(self, header: bitstream.Header, previous: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray] | None:
         """A format-21 to 26 file's base prediction (:mod:`medvae.prediction`): the analysis of the
-        previous slice (``previous``: :meth:`_previous_of`'s planes) and the file's block; None for other files."""
+        previous slice (``previous``: :meth:`_previous_of`'s planes) and the options of the file's block; None for other files."""
         if not header.base_prediction:
             return None
         if previous is None or not self._predicts:

@@ -5,17 +5,18 @@ base latents: on the corpus' CT test series, 83 % of the symbols of a slice's y 
 of the analysis of the slice before it. The base costs a lossless series file about a tenth
 of its bytes and a near-lossless one up to a quarter, so a slice coded given the previous
 one (:meth:`medvae.codec.Codec.compress` with ``previous``) codes its base latent against
-that prediction: in each channel of y where it pays, the difference ``y − p`` instead of y,
+that prediction: in each channel of y (and range of its scales) where it pays, the difference ``y − p`` instead of y,
 under the hyperprior's table narrowed by an index shift (the difference is more concentrated
 than y; ``p`` is the rounded analysis of the previous slice as decoded). The encoder picks,
-per channel, no prediction or one of :data:`SHIFTS`, by the exact cost of each (one byte a
-channel, the prediction block of the file).
+per channel and per bucket of the table index (:data:`BUCKET_CUTS`), no prediction or one of
+:data:`SHIFTS`, by the exact cost of each (a nibble each, the prediction block of the file).
 
 Why every decoder gets the encoder's latent: ``p`` is the exact analysis (:mod:`medvae.exact`)
 of the previous slice as decoded, which the decoder holds and checks against the CRC the file
 records, normalised with this slice's value range and exceptions: integers every machine
-computes alike. Subtracting ``p`` and shifting a table index are integer operations on them,
-so the decoder adds ``p`` back to the decoded differences and synthesises the very latent the
+computes alike. Each symbol's bucket comes from its table index, which the decoder has from
+the hyperprior before it decodes y; subtracting ``p`` and shifting a table index are integer
+operations, so the decoder adds ``p`` back to the decoded differences and synthesises the very latent the
 encoder coded. The choice compares exact integer costs (the coder's interval widths through
 an exact log2 table, :func:`medvae.residual.tables.interval_bits`), so the same slices give
 the same file on every machine.
@@ -31,11 +32,16 @@ from torch import Tensor
 from medvae.errors import BitstreamError
 from medvae.residual.tables import interval_bits
 
-#: Table index shifts the encoder tries for a predicted channel (the scale table of CompressAI's
+#: Table index shifts the encoder tries for predicted symbols (the scale table of CompressAI's
 #: Gaussian conditional steps by about 13 % an index: a shift of 6 is about half the scale).
-SHIFTS = (0, 2, 4, 6, 8, 10, 12, 14)
-#: A channel's byte in the prediction block: 0 codes y as without prediction, ``1 + i`` codes
-#: ``y − p`` with the table index lowered by ``SHIFTS[i]`` (at least index 0).
+SHIFTS = tuple(range(15))
+#: The symbols of a channel fall into buckets by their table index (before any shift), cut at these
+#: indexes: the scales of the difference ``y − p`` shrink by other factors where y's scale is small
+#: (flat anatomy, which the slice before predicts well) than where it is large (edges that move).
+BUCKET_CUTS = (12, 24)
+BUCKETS = len(BUCKET_CUTS) + 1
+#: A (channel, bucket)'s option, a 4-bit nibble of the prediction block: 0 codes y as without
+#: prediction, ``1 + s`` codes ``y − p`` with the table index lowered by ``SHIFTS[s]`` (at least 0).
 NOT_PREDICTED = 0
 #: Bits of a bypass group, and the largest group count one length group holds, in CompressAI's rANS coder.
 _BYPASS_BITS, _BYPASS_MAX = 4, 15
@@ -43,18 +49,23 @@ _BYPASS_BITS, _BYPASS_MAX = 4, 15
 
 def choose(symbols: Tensor, predicted: Tensor, indexes: Tensor, coder: EntropyModel) -> bytes:
     """The prediction block for y's ``symbols`` (1, C, H, W) given the ``predicted`` ones and the
-    hyperprior's table ``indexes`` (both of that shape): per channel, the option that costs the
-    fewest bits (:func:`symbol_costs`; ties go to the earlier option, no prediction first)."""
+    hyperprior's table ``indexes`` (both of that shape): per channel and bucket, the option that
+    costs the fewest bits (:func:`symbol_costs`; ties go to the earlier option, no prediction
+    first), as nibbles (:func:`pack`). Empty where no symbol gains from the prediction."""
+    channels = indexes.shape[1]
+    member = [(bucket_of(indexes)[0] == b).reshape(channels, -1).numpy() for b in range(BUCKETS)]
     costs = [symbol_costs(symbols, indexes, coder)]
     difference = symbols - predicted
     costs += [symbol_costs(difference, _shifted(indexes, shift), coder) for shift in SHIFTS]
-    return bytes(np.stack(costs).argmin(axis=0).astype(np.uint8).tolist())
+    per_bucket = np.stack([np.stack([(c.reshape(channels, -1) * m).sum(axis=1) for m in member], 1) for c in costs])
+    options = per_bucket.argmin(axis=0)  # (C, BUCKETS)
+    return pack(options) if options.any() else b""
 
 
 def symbol_costs(symbols: Tensor, indexes: Tensor, coder: EntropyModel) -> np.ndarray:
-    """Per channel, what CompressAI's rANS coder spends on ``symbols`` (1, C, H, W) under table
-    ``indexes``, in 2^-16 bit (exact integers): each symbol's interval and, for a value beyond
-    its table, the escape's bypass groups."""
+    """What CompressAI's rANS coder spends on each of ``symbols`` (1, C, H, W) under table
+    ``indexes``, as (C, H, W) integers in 2^-16 bit (exact): each symbol's interval and, for a value
+    beyond its table, the escape's bypass groups."""
     cdf = coder._quantized_cdf.numpy().astype(np.int64)
     lengths = coder._cdf_length.reshape(-1).numpy().astype(np.int64)
     offsets = coder._offset.reshape(-1).numpy().astype(np.int64)
@@ -71,40 +82,68 @@ def symbol_costs(symbols: Tensor, indexes: Tensor, coder: EntropyModel) -> np.nd
         groups += rest > 0
         rest >>= _BYPASS_BITS
     bypass = escaped * (groups + 1 + groups // _BYPASS_MAX) * _BYPASS_BITS
-    cost = interval_bits()[widths] + (bypass << 16)
-    return cost.reshape(cost.shape[0], -1).sum(axis=1)
+    return interval_bits()[widths] + (bypass << 16)
 
 
-def read(block: bytes, channels: int) -> bytes:
-    """A file's prediction block, checked: one byte per channel of y, each an option. Raises
+def bucket_of(indexes: Tensor) -> Tensor:
+    """Each symbol's bucket (:data:`BUCKET_CUTS`) from its table index before any shift."""
+    return torch.bucketize(indexes, torch.tensor(BUCKET_CUTS, dtype=indexes.dtype), right=True)
+
+
+def pack(options: np.ndarray) -> bytes:
+    """(C, :data:`BUCKETS`) options as the prediction block: two nibbles a byte, low first, in
+    channel-major order (a trailing 0 nibble where their count is odd)."""
+    nibbles = options.astype(np.uint8).reshape(-1)
+    nibbles = np.concatenate([nibbles, np.zeros(len(nibbles) % 2, np.uint8)])
+    return (nibbles[0::2] | (nibbles[1::2] << 4)).tobytes()
+
+
+def read(block: bytes, channels: int) -> np.ndarray:
+    """A file's prediction block as (channels, :data:`BUCKETS`) options, checked. Raises
     :class:`BitstreamError`."""
-    if len(block) != channels:
+    count = channels * BUCKETS
+    if len(block) != (count + 1) // 2:
         raise BitstreamError(f"corrupted base prediction block: {len(block)} bytes for a latent of {channels} channels")
-    if max(block, default=0) > len(SHIFTS):
-        raise BitstreamError(f"corrupted base prediction block: option {max(block)} (at most {len(SHIFTS)})")
-    return bytes(block)
+    raw = np.frombuffer(block, np.uint8)
+    nibbles = np.stack([raw & 15, raw >> 4], 1).reshape(-1)
+    if count % 2 and nibbles[-1]:
+        raise BitstreamError("corrupted base prediction block: a nonzero padding nibble")
+    if not nibbles.any():
+        raise BitstreamError("corrupted base prediction block: no symbol predicted")
+    return nibbles[:count].reshape(channels, BUCKETS).astype(np.int64)
 
 
-def coded(symbols: Tensor, predicted: Tensor, block: bytes) -> Tensor:
-    """The symbols the coder writes: ``y − p`` in the predicted channels, y elsewhere."""
-    return symbols - predicted * _predicted_channels(block)
+def predicted_count(block: bytes) -> int:
+    """How many (channel, bucket) pairs a prediction block predicts (its nonzero nibbles; ``medvae info``)."""
+    raw = np.frombuffer(block, np.uint8)
+    return int(np.count_nonzero(raw & 15) + np.count_nonzero(raw >> 4))
 
 
-def restored(decoded: Tensor, predicted: Tensor, block: bytes) -> Tensor:
+def coded(symbols: Tensor, predicted: Tensor, options: np.ndarray, indexes: Tensor) -> Tensor:
+    """The symbols the coder writes: ``y − p`` where the symbol's (channel, bucket) is predicted,
+    y elsewhere (``indexes``: the hyperprior's, before any shift)."""
+    return symbols - predicted * _choice(options, indexes)[0]
+
+
+def restored(decoded: Tensor, predicted: Tensor, options: np.ndarray, indexes: Tensor) -> Tensor:
     """y from the decoded symbols: :func:`coded` undone (``p`` added back where predicted)."""
-    return decoded + predicted * _predicted_channels(block)
+    return decoded + predicted * _choice(options, indexes)[0]
 
 
-def indexes_for(indexes: Tensor, block: bytes) -> Tensor:
-    """The table indexes the coder uses for (1, C, rows, W) ``indexes`` under ``block``: each
-    predicted channel's lowered by its shift, at least 0."""
-    shifts = torch.tensor([0 if b == NOT_PREDICTED else SHIFTS[b - 1] for b in block], dtype=indexes.dtype)
-    return _shifted(indexes, shifts.view(1, -1, 1, 1))
+def indexes_for(indexes: Tensor, options: np.ndarray) -> Tensor:
+    """The table indexes the coder uses for (1, C, rows, W) hyperprior ``indexes`` under ``options``:
+    each predicted symbol's lowered by its (channel, bucket)'s shift, at least 0."""
+    return _shifted(indexes, _choice(options, indexes)[1])
+
+
+def _choice(options: np.ndarray, indexes: Tensor) -> tuple[Tensor, Tensor]:
+    """Per symbol of ``indexes`` (1, C, H, W): whether it is predicted (int32 0/1) and its shift."""
+    table = torch.from_numpy(np.asarray(options, np.int64))  # (C, BUCKETS)
+    option = torch.gather(table[None, :, None, None, :].expand(*indexes.shape, BUCKETS), 4,
+                          bucket_of(indexes).long().unsqueeze(-1)).squeeze(-1)
+    shifts = torch.tensor((0, *SHIFTS), dtype=indexes.dtype)[option]
+    return (option != NOT_PREDICTED).to(torch.int32), shifts
 
 
 def _shifted(indexes: Tensor, shift: int | Tensor) -> Tensor:
     return (indexes - shift).clamp_(min=0)
-
-
-def _predicted_channels(block: bytes) -> Tensor:
-    return torch.tensor([b != NOT_PREDICTED for b in block], dtype=torch.int32).view(1, -1, 1, 1)

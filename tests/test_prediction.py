@@ -43,7 +43,8 @@ def test_a_predicted_base_decodes_to_the_same_pixels_in_fewer_bytes(codecs, max_
     data, old = predicted.compress(image, max_error=max_error, previous=before), plain.compress(image, max_error=max_error, previous=before)
     header, old_header = bitstream.read_header(data), bitstream.read_header(old)
     assert header.version in bitstream.PREDICTED_VERSIONS and bitstream.PREDICTED_VERSIONS[header.version] == old_header.version
-    assert len(header.base_prediction) == predicted.twin.y_channels and any(header.base_prediction)
+    assert len(header.base_prediction) == (predicted.twin.y_channels * prediction.BUCKETS + 1) // 2  # a nibble per channel and bucket
+    assert prediction.predicted_count(header.base_prediction) > 0
     assert len(data) < len(old)
     decoded = predicted.decompress(data, previous=before)
     np.testing.assert_array_equal(decoded, plain.decompress(old, previous=before))
@@ -53,17 +54,25 @@ def test_a_predicted_base_decodes_to_the_same_pixels_in_fewer_bytes(codecs, max_
     assert not bitstream.read_header(first).base_prediction
 
 
-def test_an_unlike_previous_slice_writes_no_block(codecs):
-    """Where no channel gains (the slice before shares nothing with this one), y is coded as
-    without prediction: the file is the unpredicted one, byte for byte."""
+def test_the_encoder_takes_only_what_pays(codecs):
+    """Given a slice that shares nothing with this one, the prediction may still narrow the tables
+    of channels the two leave at 0, but never costs more than the block it writes; where nothing
+    at all gains, no block is written, and y is coded as without prediction."""
     predicted, plain = codecs
     image, unrelated = _phantom(0, 1), np.random.default_rng(5).integers(-1000, 1500, (128, 128)).astype(np.int16)
-    assert predicted.compress(image, max_error=0, previous=unrelated) == plain.compress(image, max_error=0, previous=unrelated)
+    data, old = predicted.compress(image, max_error=0, previous=unrelated), plain.compress(image, max_error=0, previous=unrelated)
+    y_bytes = lambda f: sum(map(len, bitstream.unpack(f)[1]))  # noqa: E731
+    assert y_bytes(data) <= y_bytes(old) + 8  # rANS flushes whole words
+    np.testing.assert_array_equal(predicted.decompress(data, previous=unrelated), image)
+    coder = predicted.twin._coders[1]
+    zeros = torch.zeros((1, 2, 4, 4), dtype=torch.int32)  # at the narrowest table, and far from the prediction
+    assert prediction.choose(zeros, zeros + 50, zeros, coder) == b""
+    assert prediction.choose(zeros, zeros, zeros + 30, coder) != b""  # a correct prediction narrows wide tables
 
 
 def test_a_predicted_file_decodes_only_with_its_slice_and_block(codecs):
-    """Without the previous slice, with another one, or with its block damaged (length, an option
-    beyond the shifts, or the predicted channels changed), a clear BitstreamError, never other pixels."""
+    """Without the previous slice, with another one, or with its block damaged (its length, no
+    option predicting, or the options changed), a clear BitstreamError, never other pixels."""
     predicted, _ = codecs
     before, image = _phantom(0, 1), _phantom(1, 2)
     data = predicted.compress(image, max_error=0, previous=before)
@@ -73,7 +82,7 @@ def test_a_predicted_file_decodes_only_with_its_slice_and_block(codecs):
         predicted.decompress(data, previous=_phantom(1, 3))
     header, strings, metadata = bitstream.unpack(data)
     block = header.base_prediction
-    forged = [block[:-1], block + b"\0", bytes([len(prediction.SHIFTS) + 1]) + block[1:], bytes(b ^ 1 for b in block)]
+    forged = [block[:-1], block + b"\0", bytes(len(block)), bytes(b ^ 0x11 for b in block)]
     for bad in forged:
         damaged = bitstream.pack(dataclasses.replace(header, base_prediction=bad), strings, metadata)
         with pytest.raises(BitstreamError):
@@ -109,7 +118,7 @@ def test_the_cost_the_encoder_weighs_is_what_the_coder_writes(codecs):
     for channel in range(4):
         string = coder.entropy_coder.encode_with_indexes(
             symbols[0, channel].reshape(-1).tolist(), indexes[0, channel].reshape(-1).tolist(), cdf, lengths, offsets)
-        bits = prediction.symbol_costs(symbols[:, channel : channel + 1], indexes[:, channel : channel + 1], coder)[0] / 2**16
+        bits = prediction.symbol_costs(symbols[:, channel : channel + 1], indexes[:, channel : channel + 1], coder).sum() / 2**16
         assert bits / 8 <= len(string) <= bits / 8 + 8
 
 
@@ -124,3 +133,20 @@ def test_on_a_ct_series_the_base_costs_a_fifth_less(codecs):
     data, old = predicted.compress(image, max_error=0, previous=before), plain.compress(image, max_error=0, previous=before)
     assert len(old) - len(data) >= 0.2 * base
     np.testing.assert_array_equal(predicted.decompress(data, previous=before), image)
+
+
+def test_the_block_holds_a_nibble_per_channel_and_bucket():
+    """:func:`medvae.prediction.pack` and :func:`read` round trip any options; an odd count's padding
+    nibble must be 0, and a block predicting nothing is refused (the encoder writes none then)."""
+    options = np.random.default_rng(1).integers(0, 16, (7, prediction.BUCKETS))
+    np.testing.assert_array_equal(prediction.read(prediction.pack(options), 7), options)
+    assert prediction.predicted_count(prediction.pack(options)) == np.count_nonzero(options)
+    if 7 * prediction.BUCKETS % 2:
+        padded = bytearray(prediction.pack(options))
+        padded[-1] |= 0x10
+        with pytest.raises(BitstreamError, match="padding"):
+            prediction.read(bytes(padded), 7)
+    with pytest.raises(BitstreamError, match="no symbol"):
+        prediction.read(prediction.pack(np.zeros((7, prediction.BUCKETS), int)), 7)
+    indexes = torch.tensor([0, 11, 12, 23, 24, 63], dtype=torch.int32)
+    assert prediction.bucket_of(indexes).tolist() == [0, 0, 1, 1, 2, 2]

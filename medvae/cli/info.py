@@ -62,7 +62,7 @@ def describe(path: Path) -> dict[str, Any]:
         "quality": header.quality,
         "correction_bytes": len(header.correction) or None,
         "adaptation_bytes": len(header.residual_strings[2]) if header.version in bitstream.ADAPTED_VERSIONS else None,
-        "base_predicted_channels": sum(1 for option in header.base_prediction if option) if header.base_prediction else None,
+        "base_predicted_pairs": _predicted_pairs(header.base_prediction),
         "residual_laws": _laws(header),
         "psnr": _psnr(header),
         "psnr_at_least": _psnr_floor(header),
@@ -87,6 +87,14 @@ def describe(path: Path) -> dict[str, Any]:
             sop = src.dataset.get("SOPClassUID")
             info["source"]["sop_class"] = getattr(sop, "name", None) or (str(sop) if sop else None)
     return info
+
+
+def _predicted_pairs(block: bytes) -> int | None:
+    """How many (channel, scale range) pairs of the base latent a series file codes against the
+    previous slice's (``medvae.prediction``); None for a file without a prediction block."""
+    from medvae.prediction import predicted_count
+
+    return predicted_count(block) if block else None
 
 
 def _laws(header) -> list[str] | None:
@@ -168,9 +176,9 @@ def format_text(info: dict[str, Any]) -> str:
             given += f" and the one before it (pixel CRC {info['earlier_slice_crc']})"
         rows.append(("series", f"coded given {given}: decodes after {'them' if two else 'it'} "
                                "(medvae decompress finds them beside this file)"))
-    if info["base_predicted_channels"] is not None:
-        rows.append(("base", f"{info['base_predicted_channels']} latent channels coded against the previous slice's "
-                             "(medvae.prediction)"))
+    if info["base_predicted_pairs"] is not None:
+        rows.append(("base", f"latent coded against the previous slice's in {info['base_predicted_pairs']} "
+                             "(channel, scale range) pairs (medvae.prediction)"))
     if info["quality"] is not None:
         rows.append(("quality", f"{info['quality']:g} (variable-rate model)"))
     if info["correction_bytes"]:

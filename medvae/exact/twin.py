@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 from compressai.entropy_models import EntropyModel
 from compressai.models import CompressionModel
@@ -329,22 +330,23 @@ class ExactTwin(nn.Module):
             raise ValueError(f"a prediction of shape {tuple(predicted.shape)} for a latent of shape {tuple(y_symbols.shape)}")
         indexes = self._scale_indexes(features, y_symbols.shape)(0, y_symbols.shape[-2])
         block = prediction.choose(y_symbols, predicted, indexes, conditional)
-        if not any(block):  # no channel gains: y is coded as without prediction, and no block is written
-            block = b""
+        if not block:  # nothing gains: y is coded as without prediction, and no block is written
             y_strings = encode_symbols(conditional, y_symbols, lambda r0, r1: indexes[:, :, r0:r1], self.chunk)
         else:
-            rows = lambda r0, r1: prediction.indexes_for(indexes[:, :, r0:r1], block)  # noqa: E731
-            y_strings = encode_symbols(conditional, prediction.coded(y_symbols, predicted, block), rows, self.chunk)
+            options = prediction.read(block, y_symbols.shape[1])
+            rows = lambda r0, r1: prediction.indexes_for(indexes[:, :, r0:r1], options)  # noqa: E731
+            y_strings = encode_symbols(conditional, prediction.coded(y_symbols, predicted, options, indexes), rows, self.chunk)
         x_hat = self.family.synthesize(self, self._values(y_symbols, self.conditional_frac), features)
         return y_strings + z_strings, x_hat, block
 
     def decode(
-        self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK, predicted: tuple[Tensor, bytes] | None = None,
+        self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK, predicted: tuple[Tensor, np.ndarray] | None = None,
     ) -> TiledOutput:
         """The reconstruction from the strings ``encode`` wrote (computed when read); ``shape``:
         the latent coded by the entropy bottleneck (y for the factorized prior, z for
         hyperpriors); ``chunk``: symbols per string (None: format 2, one string per latent);
-        ``predicted``: for :meth:`encode_predicted`'s strings, the prediction and its block."""
+        ``predicted``: for :meth:`encode_predicted`'s strings, the prediction and its block's
+        options (:func:`medvae.prediction.read`)."""
         conditional = self._coders[1]
         groups = self._split(strings, shape, chunk)
         hat = self._bottleneck_value(self._bottleneck_symbols(groups[-1], shape, chunk))
@@ -356,9 +358,10 @@ class ExactTwin(nn.Module):
         if predicted is None:
             y_symbols = decode_symbols(conditional, groups[0], rows, y_shape, chunk)
         else:
-            values, block = predicted[0].cpu(), predicted[1]
+            values, options = predicted[0].cpu(), predicted[1]
             if tuple(values.shape) != y_shape:
                 raise BitstreamError(f"a base prediction of shape {tuple(values.shape)} for a latent of shape {y_shape}")
-            shifted = lambda r0, r1: prediction.indexes_for(rows(r0, r1), block)  # noqa: E731
-            y_symbols = prediction.restored(decode_symbols(conditional, groups[0], shifted, y_shape, chunk), values, block)
+            indexes = rows(0, y_shape[-2])
+            shifted = lambda r0, r1: prediction.indexes_for(indexes[:, :, r0:r1], options)  # noqa: E731
+            y_symbols = prediction.restored(decode_symbols(conditional, groups[0], shifted, y_shape, chunk), values, options, indexes)
         return self.family.synthesize(self, self._values(y_symbols, self.conditional_frac), features)

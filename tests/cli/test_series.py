@@ -51,10 +51,10 @@ def test_info_says_a_file_follows_its_previous_slice(coded, capsys):
     assert main(["info", str(root / "c" / "vol" / "slice_0003.mvae"), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)[0]
     assert record["previous_slice_crc"] is not None
-    assert record["format"] in bitstream.PREDICTED_VERSIONS and record["base_predicted_channels"] > 0  # its base coded against the slice before
+    assert record["format"] in bitstream.PREDICTED_VERSIONS and record["base_predicted_pairs"] > 0  # its base coded against the slice before
     assert main(["info", str(root / "c" / "vol" / "slice_0003.mvae")]) == 0
     text = capsys.readouterr().out
-    assert "coded given the previous slice" in text and "latent channels coded against the previous slice's" in text
+    assert "coded given the previous slice" in text and "latent coded against the previous slice's" in text
 
 
 def test_info_names_both_slices_a_two_slice_file_read(tmp_path, capsys):
