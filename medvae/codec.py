@@ -705,7 +705,10 @@ class Codec:
         before = self._previous_of(header, previous)
         predicted = self._predicted(header, before)
         try:
-            x_hat = self.twin.decode(strings, header.latent_shape, chunk, *([] if predicted is None else [predicted]))
+            if predicted is None:  # the twins of other families take no prediction
+                x_hat = self.twin.decode(strings, header.latent_shape, chunk)
+            else:
+                x_hat = self.twin.decode(strings, header.latent_shape, chunk, predicted)
             decoded = pixels(x_hat, header.shape, header.value_range, header.dtype)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"entropy decoding failed: {exc}") from None
@@ -730,10 +733,8 @@ class Codec:
             return None
         if previous is None or not self._predicts:
             raise BitstreamError(f"corrupted bitstream: a format-{header.version} file cannot come from {self.name} weights")
-        block = prediction.read(header.base_prediction, self.twin.y_channels)
-        with torch.inference_mode():
-            stride = self.model.downsampling_factor
-            return self.twin.predicted_symbols(prediction_input(previous[0], header.value_range, stride)), block
+        options = prediction.read(header.base_prediction, self.twin.y_channels)
+        return self.twin.predicted_symbols(prediction_input(previous[0], header.value_range, self.model.downsampling_factor)), options
 
     def _quality_of(self, header: bitstream.Header) -> None:
         """Set the quality a variable-rate file was coded at (refusing one out of range)."""

@@ -292,19 +292,11 @@ class ExactTwin(nn.Module):
         values) in format-3 strings; also return the reconstruction every decoder will compute
         from the strings. The list is emptied and a :class:`Stored` y becomes its own symbols
         (it is large and not needed afterwards)."""
-        conditional = self._coders[1]
         if not self.hyperprior:
             symbols = self._symbols(latents.pop(0), self.medians)
             return self._bottleneck_strings(symbols), self.family.synthesize(self, self._bottleneck_value(symbols))
-        y, z = latents
-        latents.clear()
-        z_symbols = self._symbols(z, self.medians)
-        z_strings = self._bottleneck_strings(z_symbols)
-        features = self.family.hyper_decode(self, self._bottleneck_value(z_symbols))
-        y_symbols = self._symbols(y)
-        del y
-        y_strings = encode_symbols(conditional, y_symbols, self._scale_indexes(features, y_symbols.shape), self.chunk)
-        return y_strings + z_strings, self.family.synthesize(self, self._values(y_symbols, self.conditional_frac), features)
+        strings, x_hat, _ = self._encode_hyperprior(latents)
+        return strings, x_hat
 
     def predicted_symbols(self, x: NormalizedImage) -> Tensor:
         """The prediction of :mod:`medvae.prediction` from an image (the previous slice of a
@@ -314,30 +306,35 @@ class ExactTwin(nn.Module):
     def encode_predicted(self, latents: list[Stored | Tensor], predicted: Tensor) -> tuple[list[bytes], TiledOutput, bytes]:
         """:meth:`encode` with y coded against ``predicted`` (:meth:`predicted_symbols`) where
         :func:`medvae.prediction.choose` finds it pays; also returns the prediction block (empty
-        where no channel gains: the strings are then :meth:`encode`'s). The reconstruction is that
+        where nothing gains: the strings are then :meth:`encode`'s). The reconstruction is that
         of y itself, as without prediction. Hyperprior models, one pass over y."""
         if not self.hyperprior or self.y_passes != 1:
             raise ValueError("base prediction is for hyperprior models coded in one pass over y")
+        return self._encode_hyperprior(latents, predicted)
+
+    def _encode_hyperprior(self, latents: list[Stored | Tensor], predicted: Tensor | None = None) -> tuple[list[bytes], TiledOutput, bytes]:
+        """:meth:`encode` (and, with ``predicted``, :meth:`encode_predicted`) of ``[y, z]``."""
         conditional = self._coders[1]
         y, z = latents
         latents.clear()
         z_symbols = self._symbols(z, self.medians)
         z_strings = self._bottleneck_strings(z_symbols)
         features = self.family.hyper_decode(self, self._bottleneck_value(z_symbols))
-        y_symbols, predicted = self._symbols(y).cpu(), predicted.cpu()  # the entropy coder's side
+        y_symbols = self._symbols(y)
         del y
-        if predicted.shape != y_symbols.shape:
-            raise ValueError(f"a prediction of shape {tuple(predicted.shape)} for a latent of shape {tuple(y_symbols.shape)}")
-        indexes = self._scale_indexes(features, y_symbols.shape)(0, y_symbols.shape[-2])
-        block = prediction.choose(y_symbols, predicted, indexes, conditional)
-        if not block:  # nothing gains: y is coded as without prediction, and no block is written
-            y_strings = encode_symbols(conditional, y_symbols, lambda r0, r1: indexes[:, :, r0:r1], self.chunk)
-        else:
-            options = prediction.read(block, y_symbols.shape[1])
-            rows = lambda r0, r1: prediction.indexes_for(indexes[:, :, r0:r1], options)  # noqa: E731
-            y_strings = encode_symbols(conditional, prediction.coded(y_symbols, predicted, options, indexes), rows, self.chunk)
-        x_hat = self.family.synthesize(self, self._values(y_symbols, self.conditional_frac), features)
-        return y_strings + z_strings, x_hat, block
+        coded, rows, block = y_symbols, self._scale_indexes(features, y_symbols.shape), b""
+        if predicted is not None:
+            y_symbols, predicted = y_symbols.cpu(), predicted.cpu()  # the entropy coder's side
+            if predicted.shape != y_symbols.shape:
+                raise ValueError(f"a prediction of shape {tuple(predicted.shape)} for a latent of shape {tuple(y_symbols.shape)}")
+            indexes = rows(0, y_symbols.shape[-2])
+            block = prediction.choose(y_symbols, predicted, indexes, conditional)
+            if block:  # else nothing gains: y is coded as without prediction, and no block is written
+                options = prediction.read(block, y_symbols.shape[1])
+                coded = prediction.coded(y_symbols, predicted, options, indexes)
+                rows = lambda r0, r1: prediction.indexes_for(indexes[:, :, r0:r1], options)  # noqa: E731
+        y_strings = encode_symbols(conditional, coded, rows, self.chunk)
+        return y_strings + z_strings, self.family.synthesize(self, self._values(y_symbols, self.conditional_frac), features), block
 
     def decode(
         self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK, predicted: tuple[Tensor, np.ndarray] | None = None,
