@@ -5,19 +5,19 @@ base latents: on the corpus' CT test series, 83 % of the symbols of a slice's y 
 of the analysis of the slice before it. The base costs a lossless series file about a tenth
 of its bytes and a near-lossless one up to a quarter, so a slice coded given the previous
 one (:meth:`medvae.codec.Codec.compress` with ``previous``) codes its base latent against
-that prediction: in each channel of y (and range of its scales) where it pays, the difference ``y − p`` instead of y,
-under the hyperprior's table narrowed by an index shift (the difference is more concentrated
-than y; ``p`` is the rounded analysis of the previous slice as decoded). The encoder picks,
+that prediction: in each channel of y, and range of its scales, where it pays, the difference
+``y − p`` instead of y, under the hyperprior's table narrowed by an index shift (the difference
+is more concentrated than y; ``p`` is the rounded analysis of the previous slice as decoded). The encoder picks,
 per channel and per bucket of the table index (:data:`BUCKET_CUTS`), no prediction or one of
 :data:`SHIFTS`, by the exact cost of each (a nibble each, the prediction block of the file).
 
 Why every decoder gets the encoder's latent: ``p`` is the exact analysis (:mod:`medvae.exact`)
 of the previous slice as decoded, which the decoder holds and checks against the CRC the file
-records, normalised with this slice's value range and exceptions: integers every machine
-computes alike. Each symbol's bucket comes from its table index, which the decoder has from
-the hyperprior before it decodes y; subtracting ``p`` and shifting a table index are integer
-operations, so the decoder adds ``p`` back to the decoded differences and synthesises the very latent the
-encoder coded. The choice compares exact integer costs (the coder's interval widths through
+records, clipped to this slice's value range and normalised with it (both in the header):
+integers every machine computes alike. Each symbol's bucket comes from its table index, which
+the decoder has from the hyperprior before it decodes y; subtracting ``p`` and shifting a table
+index are integer operations, so the decoder adds ``p`` back to the decoded differences and
+synthesises the very latent the encoder coded. The choice compares exact integer costs (the coder's interval widths through
 an exact log2 table, :func:`medvae.residual.tables.interval_bits`), so the same slices give
 the same file on every machine.
 """
