@@ -47,19 +47,18 @@ NOT_PREDICTED = 0
 _BYPASS_BITS, _BYPASS_MAX = 4, 15
 
 
-def choose(symbols: Tensor, predicted: Tensor, indexes: Tensor, coder: EntropyModel) -> bytes:
-    """The prediction block for y's ``symbols`` (1, C, H, W) given the ``predicted`` ones and the
-    hyperprior's table ``indexes`` (both of that shape): per channel and bucket, the option that
-    costs the fewest bits (:func:`symbol_costs`; ties go to the earlier option, no prediction
-    first), as nibbles (:func:`pack`). Empty where no symbol gains from the prediction."""
+def choose(symbols: Tensor, predicted: Tensor, indexes: Tensor, coder: EntropyModel) -> np.ndarray:
+    """The options for y's ``symbols`` (1, C, H, W) given the ``predicted`` ones and the
+    hyperprior's table ``indexes`` (both of that shape): per channel and bucket, (C, :data:`BUCKETS`),
+    the option that costs the fewest bits (:func:`symbol_costs`; ties go to the earlier option, no
+    prediction first). All :data:`NOT_PREDICTED` where no symbol gains from the prediction."""
     channels = indexes.shape[1]
     member = [(bucket_of(indexes)[0] == b).reshape(channels, -1).numpy() for b in range(BUCKETS)]
     costs = [symbol_costs(symbols, indexes, coder)]
     difference = symbols - predicted
     costs += [symbol_costs(difference, _shifted(indexes, shift), coder) for shift in SHIFTS]
     per_bucket = np.stack([np.stack([(c.reshape(channels, -1) * m).sum(axis=1) for m in member], 1) for c in costs])
-    options = per_bucket.argmin(axis=0)  # (C, BUCKETS)
-    return pack(options) if options.any() else b""
+    return per_bucket.argmin(axis=0)
 
 
 def symbol_costs(symbols: Tensor, indexes: Tensor, coder: EntropyModel) -> np.ndarray:
@@ -104,8 +103,7 @@ def read(block: bytes, channels: int) -> np.ndarray:
     count = channels * BUCKETS
     if len(block) != (count + 1) // 2:
         raise BitstreamError(f"corrupted base prediction block: {len(block)} bytes for a latent of {channels} channels")
-    raw = np.frombuffer(block, np.uint8)
-    nibbles = np.stack([raw & 15, raw >> 4], 1).reshape(-1)
+    nibbles = _nibbles(block)
     if count % 2 and nibbles[-1]:
         raise BitstreamError("corrupted base prediction block: a nonzero padding nibble")
     if not nibbles.any():
@@ -115,8 +113,13 @@ def read(block: bytes, channels: int) -> np.ndarray:
 
 def predicted_count(block: bytes) -> int:
     """How many (channel, bucket) pairs a prediction block predicts (its nonzero nibbles; ``medvae info``)."""
+    return int(np.count_nonzero(_nibbles(block)))
+
+
+def _nibbles(block: bytes) -> np.ndarray:
+    """A block's nibbles in :func:`pack`'s order."""
     raw = np.frombuffer(block, np.uint8)
-    return int(np.count_nonzero(raw & 15) + np.count_nonzero(raw >> 4))
+    return np.stack([raw & 15, raw >> 4], 1).reshape(-1)
 
 
 def coded(symbols: Tensor, predicted: Tensor, options: np.ndarray, indexes: Tensor) -> Tensor:
@@ -139,8 +142,8 @@ def indexes_for(indexes: Tensor, options: np.ndarray) -> Tensor:
 def _choice(options: np.ndarray, indexes: Tensor) -> tuple[Tensor, Tensor]:
     """Per symbol of ``indexes`` (1, C, H, W): whether it is predicted (int32 0/1) and its shift."""
     table = torch.from_numpy(np.asarray(options, np.int64))  # (C, BUCKETS)
-    option = torch.gather(table[None, :, None, None, :].expand(*indexes.shape, BUCKETS), 4,
-                          bucket_of(indexes).long().unsqueeze(-1)).squeeze(-1)
+    channels = torch.arange(indexes.shape[1])[None, :, None, None]
+    option = table[channels, bucket_of(indexes).long()]
     shifts = torch.tensor((0, *SHIFTS), dtype=indexes.dtype)[option]
     return (option != NOT_PREDICTED).to(torch.int32), shifts
 

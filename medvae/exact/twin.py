@@ -328,9 +328,9 @@ class ExactTwin(nn.Module):
             if predicted.shape != y_symbols.shape:
                 raise ValueError(f"a prediction of shape {tuple(predicted.shape)} for a latent of shape {tuple(y_symbols.shape)}")
             indexes = rows(0, y_symbols.shape[-2])
-            block = prediction.choose(y_symbols, predicted, indexes, conditional)
-            if block:  # else nothing gains: y is coded as without prediction, and no block is written
-                options = prediction.read(block, y_symbols.shape[1])
+            options = prediction.choose(y_symbols, predicted, indexes, conditional)
+            if options.any():  # else nothing gains: y is coded as without prediction, and no block is written
+                block = prediction.pack(options)
                 coded = prediction.coded(y_symbols, predicted, options, indexes)
                 rows = lambda r0, r1: prediction.indexes_for(indexes[:, :, r0:r1], options)  # noqa: E731
         y_strings = encode_symbols(conditional, coded, rows, self.chunk)
