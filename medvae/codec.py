@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -265,7 +265,7 @@ class Codec:
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
         iterations: int | None = None, transformed: Stored | None = None, synthesize: bool = True,
-        predict_from: np.ndarray | None = None,
+        predict_from: np.ndarray | None = None, base_step: int = prediction.UNIT_STEP,
     ) -> _Encoded:
         """The strings, the pixels every decoder will get (or, without ``keep_pixels``, only
         their checksum, computed band by band: an image-sized array less), and what went
@@ -273,18 +273,19 @@ class Codec:
         (:meth:`quality_coder`). Without ``synthesize``, the strings alone: no pixels, no
         checksum, no error (:attr:`QualityCoder.size`)."""
         return self._encodings(image, value_range, refine_steps, lmbda, padding_value, keep_pixels, iterations,
-                               transformed=transformed, synthesize=synthesize, predict_from=predict_from)[-1]
+                               transformed=transformed, synthesize=synthesize, predict_from=predict_from, base_step=base_step)[-1]
 
     def _encodings(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
         iterations: int | None = None, every_iteration: bool = False, transformed: Stored | None = None,
-        synthesize: bool = True, predict_from: np.ndarray | None = None,
+        synthesize: bool = True, predict_from: np.ndarray | None = None, base_step: int = prediction.UNIT_STEP,
     ) -> list[_Encoded]:
         """:meth:`_encode`'s result; for a progressive model with ``every_iteration``, one per
         iteration count from 1 to ``iterations`` (the encoder is causal: the first k
         iterations of a longer run are the k-iteration file). ``predict_from``: the previous
-        slice of a series as decoded, to code y against (:mod:`medvae.prediction`)."""
+        slice of a series as decoded, to code y against (:mod:`medvae.prediction`), y quantized with
+        ``base_step`` (in quarters)."""
         image = check_image(image)
         exceptions, value_range, x = self._model_input(image, value_range, padding_value)
         encodings, predicted_block = [], b""
@@ -301,8 +302,8 @@ class Codec:
                 else:
                     latents = self.twin.analyze(x)
                 if predict_from is not None:
-                    predicted = self.twin.predicted_symbols(prediction_input(predict_from, value_range, x.stride))
-                    strings, x_hat, predicted_block = self.twin.encode_predicted(latents, predicted)
+                    predicted = self.twin.predicted_symbols(prediction_input(predict_from, value_range, x.stride), base_step)
+                    strings, x_hat, predicted_block = self.twin.encode_predicted(latents, predicted, base_step)
                     outputs = [(strings, x_hat)]
                 else:
                     outputs = [self.twin.encode(latents)]
@@ -456,19 +457,24 @@ class Codec:
             raise InputError("bounded_coder takes the base's options; the bound is write()'s")
         image = check_image(image)
         previous = self._previous_planes(previous, image, residual)
-        encoded = self._base(image, **options, keep_pixels=True, predict_from=self._prediction_source(previous))
-        first_pass = functools.cache(lambda bounds: residual.coder.first_pass(encoded.decoded, encoded.value_range, previous, bounds))
+        # A series slice's base depends on the bound only through its step (one coding per step).
+        base = functools.cache(lambda step: self._base(image, **options, keep_pixels=True, **self._series_base(previous, step)))
+        step_of = functools.partial(self._base_step, previous)
+        first_pass = functools.cache(
+            lambda step, bounds: residual.coder.first_pass(base(step).decoded, base(step).value_range, previous, bounds)
+        )
 
         def write(max_error: int, tighter_passes: int = 0, optimize: bool = False) -> tuple[bytes, np.ndarray]:
             self._check_residual(max_error)
             pass_bounds(max_error, tighter_passes)
             self._set_quality(options.get("quality"))  # a variable-rate header records the base's quality
             bounds = pass_bounds(max_error, tighter_passes) if residual.coder.bounds else (0,) * 4  # what the first pass reads
+            step = step_of(max_error)
             return self._container(
-                image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, first_pass(bounds), previous, optimize
+                image, base(step), bits_stored, metadata, max_error, residual, tighter_passes, first_pass(step, bounds), previous, optimize
             )
 
-        return BoundedCoder(write, encoded.decoded)
+        return BoundedCoder(write, base(step_of(1)).decoded)
 
     def quality_coder(self, image: np.ndarray, **options) -> QualityCoder:
         """For variable-rate weights: ``write(quality)``, the file of that quality with the pixels
@@ -514,7 +520,7 @@ class Codec:
             codec, encoded = self._chosen(image, keep_pixels=keep_pixels, **options)
             return codec._container(image, encoded, bits_stored, metadata)
         previous = self._previous_planes(previous, image, residual)
-        encoded = self._base(image, **options, keep_pixels=True, predict_from=self._prediction_source(previous))
+        encoded = self._base(image, **options, keep_pixels=True, **self._series_base(previous, self._base_step(previous, max_error)))
         return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, previous=previous, optimize=optimize)
 
     @staticmethod
@@ -531,10 +537,17 @@ class Codec:
                 raise InputError(f"the previous slice ({before.shape}, {before.dtype}) must have this one's shape and dtype ({image.shape}, {image.dtype})")
         return previous_planes(slices, residual.model.previous)
 
-    def _prediction_source(self, previous: np.ndarray | None) -> np.ndarray | None:
-        """The slice a series slice's base latent is predicted from (:mod:`medvae.prediction`): the
-        nearest of its ``previous`` planes (:meth:`_previous_planes`), where this codec predicts."""
-        return previous[0] if previous is not None and self.base_prediction else None
+    def _base_step(self, previous: np.ndarray | None, max_error: int) -> int | None:
+        """y's quantization step (in quarters) for a slice at bound ``max_error``: for a series
+        slice given ``previous`` (its planes, nearest first), coded against the analysis of the
+        previous one, :func:`medvae.prediction.base_step`; None for any other slice (coded as
+        before), and for every slice with ``base_prediction=False``."""
+        return prediction.base_step(max_error) if previous is not None and self.base_prediction else None
+
+    @staticmethod
+    def _series_base(previous: np.ndarray | None, step: int | None) -> dict[str, Any]:
+        """:meth:`_base`'s options for a slice whose y has ``step`` (:meth:`_base_step`)."""
+        return {} if step is None else {"predict_from": previous[0], "base_step": step}
 
     def _chosen(self, image: np.ndarray, **options) -> tuple[Codec, _Encoded]:
         """The lossy coding of ``image`` (:meth:`_base`'s ``options``) by these weights or, with
@@ -574,10 +587,11 @@ class Codec:
         self, image: np.ndarray, *, value_range: tuple[int, int] | None = None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, iterations: int | None = None,
         quality: float | None = None, keep_pixels: bool = False, transformed: Stored | None = None, synthesize: bool = True,
-        predict_from: np.ndarray | None = None,
+        predict_from: np.ndarray | None = None, base_step: int = prediction.UNIT_STEP,
     ) -> _Encoded:
         """The lossy coding of ``image`` with :meth:`compress`'s options, checked; ``predict_from``:
-        the previous slice of a series as decoded, whose analysis predicts y (:mod:`medvae.prediction`)."""
+        the previous slice of a series as decoded, whose analysis predicts y, quantized with
+        ``base_step`` (:mod:`medvae.prediction`)."""
         check_refinement(refine_steps, lmbda)
         if iterations is not None and not self.progressive:
             raise InputError(f"iterations= is for progressive models (rnn-conv); {self.name} codes one quality per weights")
@@ -586,7 +600,7 @@ class Codec:
         image = check_image(image)
         self._set_quality(quality)
         return self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=keep_pixels, iterations=iterations,
-                            transformed=transformed, synthesize=synthesize, predict_from=predict_from)
+                            transformed=transformed, synthesize=synthesize, predict_from=predict_from, base_step=base_step)
 
     def compress_progressive(
         self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", padding_value: int | None = None,
@@ -726,15 +740,17 @@ class Codec:
             )
         return decoded
 
-    def _predicted(self, header: bitstream.Header, previous: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray] | None:
+    def _predicted(self, header: bitstream.Header, previous: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray, int] | None:
         """A format-21 to 26 file's base prediction (:mod:`medvae.prediction`): the analysis of the
-        previous slice (``previous``: :meth:`_previous_of`'s planes) and the options of the file's block; None for other files."""
+        previous slice (``previous``: :meth:`_previous_of`'s planes) and the options and y's step of
+        the file's block; None for other files."""
         if not header.base_prediction:
             return None
         if previous is None or not self._predicts:
             raise BitstreamError(f"corrupted bitstream: a format-{header.version} file cannot come from {self.name} weights")
-        options = prediction.read(header.base_prediction, self.twin.y_channels)
-        return self.twin.predicted_symbols(prediction_input(previous[0], header.value_range, self.model.downsampling_factor)), options
+        options, step = prediction.read(header.base_prediction, self.twin.y_channels)
+        x = prediction_input(previous[0], header.value_range, self.model.downsampling_factor)
+        return self.twin.predicted_symbols(x, step), options, step
 
     def _quality_of(self, header: bitstream.Header) -> None:
         """Set the quality a variable-rate file was coded at (refusing one out of range)."""

@@ -43,8 +43,22 @@ BUCKETS = len(BUCKET_CUTS) + 1
 #: A (channel, bucket)'s option, a 4-bit nibble of the prediction block: 0 codes y as without
 #: prediction, ``1 + s`` codes ``y − p`` with the table index lowered by ``SHIFTS[s]`` (at least 0).
 NOT_PREDICTED = 0
+#: y's quantization step, in quarters of a unit: 4 (a unit step) in every file but a predicted
+#: series slice's, whose step :func:`base_step` picks and the prediction block records.
+UNIT_STEP = 4
+#: The steps a prediction block may record (in quarters: 1 to 4 units).
+STEPS = range(UNIT_STEP, 4 * UNIT_STEP + 1)
 #: Bits of a bypass group, and the largest group count one length group holds, in CompressAI's rANS coder.
 _BYPASS_BITS, _BYPASS_MAX = 4, 15
+
+
+def base_step(max_error: int) -> int:
+    """The quantization step of a series slice's base latent, in quarters, at bound ``max_error``
+    (a quantizer's τ for optimized files). A slice coded given the ones before leaves less to its
+    base: the series residual model reads the previous slices, and the prediction codes y's
+    agreement with them in few bits, so a coarser base costs the residual less than it saves;
+    the more so the larger the bound (measured on the CT test series, docs/lossless.md)."""
+    return 5 if max_error == 0 else 6 if max_error <= 2 else 7
 
 
 def choose(symbols: Tensor, predicted: Tensor, indexes: Tensor, coder: EntropyModel) -> np.ndarray:
@@ -89,31 +103,43 @@ def bucket_of(indexes: Tensor) -> Tensor:
     return torch.bucketize(indexes, torch.tensor(BUCKET_CUTS, dtype=indexes.dtype), right=True)
 
 
-def pack(options: np.ndarray) -> bytes:
-    """(C, :data:`BUCKETS`) options as the prediction block: two nibbles a byte, low first, in
-    channel-major order (a trailing 0 nibble where their count is odd)."""
+def pack(options: np.ndarray, step: int = UNIT_STEP) -> bytes:
+    """(C, :data:`BUCKETS`) options and y's ``step`` as the prediction block: two nibbles a byte,
+    low first, in channel-major order (a trailing 0 nibble where their count is odd), then, for
+    a step other than the unit, one byte: the step in quarters (the release before wrote none)."""
     nibbles = options.astype(np.uint8).reshape(-1)
     nibbles = np.concatenate([nibbles, np.zeros(len(nibbles) % 2, np.uint8)])
-    return (nibbles[0::2] | (nibbles[1::2] << 4)).tobytes()
+    return (nibbles[0::2] | (nibbles[1::2] << 4)).tobytes() + (bytes([step]) if step != UNIT_STEP else b"")
 
 
-def read(block: bytes, channels: int) -> np.ndarray:
-    """A file's prediction block as (channels, :data:`BUCKETS`) options, checked. Raises
-    :class:`BitstreamError`."""
+def read(block: bytes, channels: int) -> tuple[np.ndarray, int]:
+    """A file's prediction block as (channels, :data:`BUCKETS`) options and y's step, checked.
+    Raises :class:`BitstreamError`."""
     count = channels * BUCKETS
-    if len(block) != (count + 1) // 2:
+    size = (count + 1) // 2
+    if len(block) not in (size, size + 1):
         raise BitstreamError(f"corrupted base prediction block: {len(block)} bytes for a latent of {channels} channels")
-    nibbles = _nibbles(block)
+    step = block[size] if len(block) > size else UNIT_STEP
+    if step not in STEPS or (len(block) > size and step == UNIT_STEP):
+        raise BitstreamError(f"corrupted base prediction block: step {step}/{UNIT_STEP}")
+    nibbles = _nibbles(block[:size])
     if count % 2 and nibbles[-1]:
         raise BitstreamError("corrupted base prediction block: a nonzero padding nibble")
-    if not nibbles.any():
+    if not nibbles.any() and step == UNIT_STEP:
         raise BitstreamError("corrupted base prediction block: no symbol predicted")
-    return nibbles[:count].reshape(channels, BUCKETS).astype(np.int64)
+    return nibbles[:count].reshape(channels, BUCKETS).astype(np.int64), step
 
 
 def predicted_count(block: bytes) -> int:
-    """How many (channel, bucket) pairs a prediction block predicts (its nonzero nibbles; ``medvae info``)."""
-    return int(np.count_nonzero(_nibbles(block)))
+    """How many (channel, bucket) pairs a prediction block predicts (its nonzero nibbles; ``medvae
+    info``, which has no weights to read the channel count from: y's channels are even in every
+    model here, so the nibbles fill a multiple of 3 bytes and a step byte is the one left over)."""
+    return int(np.count_nonzero(_nibbles(block[: len(block) // 3 * 3])))
+
+
+def block_step(block: bytes) -> int:
+    """The step a prediction block records (:func:`predicted_count`'s reading of its length)."""
+    return block[-1] if len(block) % 3 == 1 else UNIT_STEP
 
 
 def _nibbles(block: bytes) -> np.ndarray:

@@ -151,3 +151,17 @@ def test_adapted_files_of_the_release_before_still_decode(name):
     assert (header.version, header.residual_fingerprint) == (expected["version"], expected["fingerprint"])
     previous = [_previous(), _earlier()] if "series" in name else None
     assert _sha256(medvae.decompress(data, previous=previous)) == expected["pixels_sha256"]
+
+
+@pytest.mark.parametrize("name", ["unit-step-predicted-series-lossless", "unit-step-predicted-series-near-lossless-2",
+                                  "unit-step-predicted-optimized-series-near-lossless-4"])
+def test_predicted_files_of_the_release_before_still_decode(name):
+    """Formats 24 and 26 as the release before wrote them (the golden files of then: y at the unit
+    step, a block without a step byte) decode to the pixels they decoded to then."""
+    expected = json.loads((REPO / "tests/data/unit-step-predicted.json").read_text())[name]
+    data = (REPO / f"tests/data/{name}.mvae").read_bytes()
+    header = medvae.bitstream.read_header(data)
+    assert (header.version, header.residual_fingerprint, len(header.base_prediction)) == (
+        expected["version"], expected["fingerprint"], expected["block_bytes"])
+    assert medvae.prediction.block_step(header.base_prediction) == medvae.prediction.UNIT_STEP
+    assert _sha256(medvae.decompress(data, previous=[_previous(), _earlier()])) == expected["pixels_sha256"]

@@ -63,6 +63,7 @@ def describe(path: Path) -> dict[str, Any]:
         "correction_bytes": len(header.correction) or None,
         "adaptation_bytes": len(header.residual_strings[2]) if header.version in bitstream.ADAPTED_VERSIONS else None,
         "base_predicted_pairs": _predicted_pairs(header.base_prediction),
+        "base_step": _base_step(header.base_prediction),
         "residual_laws": _laws(header),
         "psnr": _psnr(header),
         "psnr_at_least": _psnr_floor(header),
@@ -95,6 +96,13 @@ def _predicted_pairs(block: bytes) -> int | None:
     from medvae.prediction import predicted_count
 
     return predicted_count(block) if block else None
+
+
+def _base_step(block: bytes) -> float | None:
+    """The quantization step of a series file's base latent y (1 in every other file), in units; None without a prediction block."""
+    from medvae.prediction import UNIT_STEP, block_step
+
+    return block_step(block) / UNIT_STEP if block else None
 
 
 def _laws(header) -> list[str] | None:
@@ -177,8 +185,8 @@ def format_text(info: dict[str, Any]) -> str:
         rows.append(("series", f"coded given {given}: decodes after {'them' if two else 'it'} "
                                "(medvae decompress finds them beside this file)"))
     if info["base_predicted_pairs"] is not None:
-        rows.append(("base", f"latent coded against the previous slice's in {info['base_predicted_pairs']} "
-                             "(channel, scale range) pairs (medvae.prediction)"))
+        rows.append(("base", f"latent quantized with step {info['base_step']:g}, coded against the previous slice's in "
+                             f"{info['base_predicted_pairs']} (channel, scale range) pairs (medvae.prediction)"))
     if info["quality"] is not None:
         rows.append(("quality", f"{info['quality']:g} (variable-rate model)"))
     if info["correction_bytes"]:

@@ -25,6 +25,7 @@ from compressai.models import CompressionModel
 from torch import Tensor, nn
 
 from medvae import prediction
+from medvae.prediction import UNIT_STEP
 from medvae.errors import BitstreamError
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import DTYPE, Fixed, Stored, from_real, map_rows_, pow2, scale_round
@@ -236,42 +237,44 @@ class ExactTwin(nn.Module):
     def _real(latents: list) -> list[Stored | Tensor]:
         return [latent if isinstance(latent, Stored) else latent.real() for latent in latents]
 
-    def _symbols(self, latent: Stored | Tensor, offset: Tensor | None = None) -> Tensor:
-        """What an entropy model codes for a latent: ``round(v − offset)`` (int32). A
-        :class:`Stored` latent is replaced by its symbols, band by band, in its own memory."""
-        shift = 0.0 if offset is None else offset
+    def _symbols(self, latent: Stored | Tensor, offset: Tensor | None = None, step: int = UNIT_STEP) -> Tensor:
+        """What an entropy model codes for a latent: ``round(v − offset)`` (int32), or for y
+        quantized with another ``step`` (in quarters, :mod:`medvae.prediction`), ``round(v / step)``.
+        A :class:`Stored` latent is replaced by its symbols, band by band, in its own memory."""
+        shift, divisor = 0.0 if offset is None else offset, step / UNIT_STEP  # v / divisor: one IEEE-rounded division
         if isinstance(latent, Stored):
             unit = pow2(-latent.frac)
-            return map_rows_(latent.values, lambda v: torch.round(v * unit - shift))
-        return torch.round(latent.to(self.device, DTYPE) - shift).to(torch.int32)
+            return map_rows_(latent.values, lambda v: torch.round(v * unit / divisor - shift))
+        return torch.round(latent.to(self.device, DTYPE) / divisor - shift).to(torch.int32)
 
-    def _values(self, symbols: Tensor, frac: int, offset: Tensor | None = None) -> Stored:
-        """What a decoder makes of symbols: ``symbols + offset`` at ``frac`` fractional bits,
-        in the symbols' own memory."""
-        unit, shift = pow2(frac), 0.0 if offset is None else offset
+    def _values(self, symbols: Tensor, frac: int, offset: Tensor | None = None, step: int = UNIT_STEP) -> Stored:
+        """What a decoder makes of symbols: ``symbols + offset`` (or ``symbols · step``, in
+        quarters) at ``frac`` fractional bits, in the symbols' own memory (exact products)."""
+        unit, shift = pow2(frac) * step / UNIT_STEP, 0.0 if offset is None else offset
         return Stored(map_rows_(symbols.to(self.device), lambda v: scale_round(v + shift, unit)), frac)
 
     def _bottleneck_value(self, symbols: Tensor) -> Stored:
         """The entropy bottleneck's latent from its symbols: ``symbols + median``."""
         return self._values(symbols, self.bottleneck_frac, self.medians)
 
-    def _indexes(self, scales: Fixed) -> Tensor:
-        """Table index of each scale: how many table entries lie below it (exact comparisons)."""
-        bounded = scales.real().clamp_(min=self.scale_bound)  # real() is a new tensor: clamp it in place
+    def _indexes(self, scales: Fixed, step: int = UNIT_STEP) -> Tensor:
+        """Table index of each scale (of y's symbols at ``step``, in quarters: the scale divided by
+        it, one IEEE-rounded division): how many table entries lie below it (exact comparisons)."""
+        bounded = scales.real().div_(step / UNIT_STEP).clamp_(min=self.scale_bound)  # real() is a new tensor
         return torch.searchsorted(self.scale_table, bounded.contiguous(), right=False, out_int32=True).cpu()
 
-    def _scale_indexes(self, features: LocalOutput, shape: tuple[int, ...]) -> IndexRows:
-        """Table indexes of y's rows from the hyper-decoder's features, computed a band of
-        :data:`INDEX_BAND_VALUES` at a time as the entropy coder asks for rows in order."""
+    def _scale_indexes(self, features: LocalOutput, shape: tuple[int, ...], step: int = UNIT_STEP) -> IndexRows:
+        """Table indexes of y's rows (quantized with ``step``) from the hyper-decoder's features,
+        computed a band of :data:`INDEX_BAND_VALUES` at a time as the entropy coder asks for rows in order."""
         _, c, h, w = shape
-        step = max(1, INDEX_BAND_VALUES // (c * w))
+        band_rows = max(1, INDEX_BAND_VALUES // (c * w))
         band: list = [0, 0, None]  # rows [first, last) and their indexes
 
         def rows(r0: int, r1: int) -> Tensor:
             if not (band[0] <= r0 and r1 <= band[1]):
-                last = min(h, max(r1, r0 + step))
+                last = min(h, max(r1, r0 + band_rows))
                 scales = self.family.scales_from(self, features.crop(r0, last, 0, w))
-                band[:] = [r0, last, self._indexes(scales)]
+                band[:] = [r0, last, self._indexes(scales, step)]
             return band[2][:, :, r0 - band[0] : r1 - band[0]]
 
         return rows
@@ -298,21 +301,27 @@ class ExactTwin(nn.Module):
         strings, x_hat, _ = self._encode_hyperprior(latents)
         return strings, x_hat
 
-    def predicted_symbols(self, x: NormalizedImage) -> Tensor:
+    def predicted_symbols(self, x: NormalizedImage, step: int = UNIT_STEP) -> Tensor:
         """The prediction of :mod:`medvae.prediction` from an image (the previous slice of a
-        series as decoded, normalised as this slice is): the rounded y of its analysis (int32)."""
-        return self._symbols(self.analyze(x)[0])
+        series as decoded, normalised as this slice is): the y of its analysis quantized with
+        ``step`` (in quarters), as int32 symbols."""
+        return self._symbols(self.analyze(x)[0], step=step)
 
-    def encode_predicted(self, latents: list[Stored | Tensor], predicted: Tensor) -> tuple[list[bytes], TiledOutput, bytes]:
-        """:meth:`encode` with y coded against ``predicted`` (:meth:`predicted_symbols`) where
-        :func:`medvae.prediction.choose` finds it pays; also returns the prediction block (empty
-        where nothing gains: the strings are then :meth:`encode`'s). The reconstruction is that
-        of y itself, as without prediction. Hyperprior models, one pass over y."""
+    def encode_predicted(
+        self, latents: list[Stored | Tensor], predicted: Tensor, step: int = UNIT_STEP
+    ) -> tuple[list[bytes], TiledOutput, bytes]:
+        """:meth:`encode` with y quantized with ``step`` (in quarters) and coded against
+        ``predicted`` (:meth:`predicted_symbols` at that step) where :func:`medvae.prediction.choose`
+        finds it pays; also returns the prediction block (empty where nothing gains at the unit
+        step: the strings are then :meth:`encode`'s). The reconstruction is that of y itself, as
+        without prediction. Hyperprior models, one pass over y."""
         if not self.hyperprior or self.y_passes != 1:
             raise ValueError("base prediction is for hyperprior models coded in one pass over y")
-        return self._encode_hyperprior(latents, predicted)
+        return self._encode_hyperprior(latents, predicted, step)
 
-    def _encode_hyperprior(self, latents: list[Stored | Tensor], predicted: Tensor | None = None) -> tuple[list[bytes], TiledOutput, bytes]:
+    def _encode_hyperprior(
+        self, latents: list[Stored | Tensor], predicted: Tensor | None = None, step: int = UNIT_STEP
+    ) -> tuple[list[bytes], TiledOutput, bytes]:
         """:meth:`encode` (and, with ``predicted``, :meth:`encode_predicted`) of ``[y, z]``."""
         conditional = self._coders[1]
         y, z = latents
@@ -320,30 +329,32 @@ class ExactTwin(nn.Module):
         z_symbols = self._symbols(z, self.medians)
         z_strings = self._bottleneck_strings(z_symbols)
         features = self.family.hyper_decode(self, self._bottleneck_value(z_symbols))
-        y_symbols = self._symbols(y)
+        y_symbols = self._symbols(y, step=step)
         del y
-        coded, rows, block = y_symbols, self._scale_indexes(features, y_symbols.shape), b""
+        coded, rows, block = y_symbols, self._scale_indexes(features, y_symbols.shape, step), b""
         if predicted is not None:
             y_symbols, predicted = y_symbols.cpu(), predicted.cpu()  # the entropy coder's side
             if predicted.shape != y_symbols.shape:
                 raise ValueError(f"a prediction of shape {tuple(predicted.shape)} for a latent of shape {tuple(y_symbols.shape)}")
             indexes = rows(0, y_symbols.shape[-2])
             options = prediction.choose(y_symbols, predicted, indexes, conditional)
-            if options.any():  # else nothing gains: y is coded as without prediction, and no block is written
-                block = prediction.pack(options)
+            if options.any() or step != prediction.UNIT_STEP:  # else nothing gains: coded as without prediction, no block
+                block = prediction.pack(options, step)
                 coded = prediction.coded(y_symbols, predicted, options, indexes)
                 rows = lambda r0, r1: prediction.indexes_for(indexes[:, :, r0:r1], options)  # noqa: E731
         y_strings = encode_symbols(conditional, coded, rows, self.chunk)
-        return y_strings + z_strings, self.family.synthesize(self, self._values(y_symbols, self.conditional_frac), features), block
+        y_values = self._values(y_symbols, self.conditional_frac, step=step)
+        return y_strings + z_strings, self.family.synthesize(self, y_values, features), block
 
     def decode(
-        self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK, predicted: tuple[Tensor, np.ndarray] | None = None,
+        self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK,
+        predicted: tuple[Tensor, np.ndarray, int] | None = None,
     ) -> TiledOutput:
         """The reconstruction from the strings ``encode`` wrote (computed when read); ``shape``:
         the latent coded by the entropy bottleneck (y for the factorized prior, z for
         hyperpriors); ``chunk``: symbols per string (None: format 2, one string per latent);
         ``predicted``: for :meth:`encode_predicted`'s strings, the prediction and its block's
-        options (:func:`medvae.prediction.read`)."""
+        options and step (:func:`medvae.prediction.read`)."""
         conditional = self._coders[1]
         groups = self._split(strings, shape, chunk)
         hat = self._bottleneck_value(self._bottleneck_symbols(groups[-1], shape, chunk))
@@ -351,7 +362,8 @@ class ExactTwin(nn.Module):
             return self.family.synthesize(self, hat)
         features = self.family.hyper_decode(self, hat)
         y_shape = (1, self.y_channels, 4 * shape[0], 4 * shape[1])
-        rows = self._scale_indexes(features, y_shape)
+        step = prediction.UNIT_STEP if predicted is None else predicted[2]
+        rows = self._scale_indexes(features, y_shape, step)
         if predicted is None:
             y_symbols = decode_symbols(conditional, groups[0], rows, y_shape, chunk)
         else:
@@ -361,4 +373,4 @@ class ExactTwin(nn.Module):
             indexes = rows(0, y_shape[-2])
             shifted = lambda r0, r1: prediction.indexes_for(indexes[:, :, r0:r1], options)  # noqa: E731
             y_symbols = prediction.restored(decode_symbols(conditional, groups[0], shifted, y_shape, chunk), values, options, indexes)
-        return self.family.synthesize(self, self._values(y_symbols, self.conditional_frac), features)
+        return self.family.synthesize(self, self._values(y_symbols, self.conditional_frac, step=step), features)

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from medvae import bitstream, metrics
+from medvae import bitstream, metrics, prediction
 from medvae.cli import main
 from medvae.series import KEY_EVERY
 
@@ -52,9 +52,11 @@ def test_info_says_a_file_follows_its_previous_slice(coded, capsys):
     record = json.loads(capsys.readouterr().out)[0]
     assert record["previous_slice_crc"] is not None
     assert record["format"] in bitstream.PREDICTED_VERSIONS and record["base_predicted_pairs"] > 0  # its base coded against the slice before
+    assert record["base_step"] == prediction.base_step(record["max_error"]) / prediction.UNIT_STEP > 1  # and more coarsely
     assert main(["info", str(root / "c" / "vol" / "slice_0003.mvae")]) == 0
     text = capsys.readouterr().out
-    assert "coded given the previous slice" in text and "latent coded against the previous slice's" in text
+    assert "coded given the previous slice" in text and "coded against the previous slice's" in text
+    assert f"latent quantized with step {record['base_step']:g}" in text
 
 
 def test_info_names_both_slices_a_two_slice_file_read(tmp_path, capsys):
