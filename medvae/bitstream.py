@@ -57,7 +57,8 @@ Layout (all integers little-endian)::
                   21 to 26 are 9, 10, 16, 17, 19 and 20 whose base latent y is coded against
                   the previous slice's (:mod:`medvae.prediction`): after the previous slices'
                   CRCs, u16 length and the prediction block (a nibble per channel of y and
-                  range of its table index)
+                  range of its table index, then, where y has another step than the unit,
+                  a byte: that step in quarters)
     ...     4     length m of the metadata block (u32, 0 when absent)
     ...     m     metadata: opaque bytes the caller attaches (the command line stores the
                   source DICOM header there, so decoding can write DICOM back)

@@ -306,7 +306,7 @@ class Codec:
                     strings, x_hat, predicted_block = self.twin.encode_predicted(latents, predicted, base_step)
                     outputs = [(strings, x_hat)]
                 else:
-                    outputs = [self.twin.encode(latents)]
+                    outputs = [self.twin.encode(latents, base_step)]
             for strings, x_hat in outputs:
                 if not synthesize:
                     encodings.append(_Encoded(strings, None, 0, 0.0, value_range, exceptions, x, prediction=predicted_block))
@@ -332,11 +332,13 @@ class Codec:
         its pixels are, so :meth:`quality_coder`'s sizes are exact)."""
         return self.variable_rate and self.correction and correction.applies(shape)
 
-    def base_layer(self, image: np.ndarray, padding_value: int | None = None) -> BaseLayer:
+    def base_layer(self, image: np.ndarray, padding_value: int | None = None, base_step: int = prediction.UNIT_STEP) -> BaseLayer:
         """What the residual layer of lossless and near-lossless coding builds on: the pixels
         every decoder gets from this image's lossy coding, the intensity mapping used, and
-        where the base restores the image exactly (:class:`BaseLayer`)."""
-        encoded = self._encode(image, None, padding_value=padding_value)
+        where the base restores the image exactly (:class:`BaseLayer`). ``base_step``: y's
+        quantization step, in quarters (a predicted series slice's: :func:`medvae.prediction.base_step`;
+        the pixels are those of such a file, with or without the prediction)."""
+        encoded = self._encode(image, None, padding_value=padding_value, base_step=base_step)
         return BaseLayer(encoded.decoded, encoded.value_range, encoded.exceptions.exact(image.shape))
 
     def compress(
@@ -447,11 +449,12 @@ class Codec:
         """Code the lossy base of ``image`` once (``options`` as for :meth:`compress`, no bound)
         and return ``write(max_error, tighter_passes)``: the file of that bound on this base,
         with the pixels it decodes to, what ``compress(image, max_error=…, tighter_passes=…,
-        previous=previous)`` gives, and the base's pixels (:class:`BoundedCoder`). Rate control
-        tries many bounds on one image; the base is the same for all, and so is the residual
-        network's first pass (it reads no decoded residual), which runs once for all the bounds
-        written (once per bound for a model that reads the bounds). ``previous``: the previous slice
-        of a series as decoded (the series residual model codes)."""
+        previous=previous)`` gives, and the base's pixels (at bound 1's step, :class:`BoundedCoder`).
+        Rate control tries many bounds on one image; the base is the same for all (for a series
+        slice, for all of one step of y: :func:`medvae.prediction.base_step`), and so is the
+        residual network's first pass (it reads no decoded residual), which runs once for all the
+        bounds written (once per bound for a model that reads the bounds). ``previous``: the
+        previous slice of a series as decoded (the series residual model codes)."""
         residual = self._check_residual(0, previous)  # raises for weights without a residual model
         if {"max_error", "tighter_passes", "iterations"} & set(options):
             raise InputError("bounded_coder takes the base's options; the bound is write()'s")

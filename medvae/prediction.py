@@ -20,6 +20,12 @@ index are integer operations, so the decoder adds ``p`` back to the decoded diff
 synthesises the very latent the encoder coded. The choice compares exact integer costs (the coder's interval widths through
 an exact log2 table, :func:`medvae.residual.tables.interval_bits`), so the same slices give
 the same file on every machine.
+
+A series slice also quantizes y more coarsely (:func:`base_step`, recorded in the block): the
+series residual model reads the previous slices, so a cheaper base pays. The step is a multiple
+of 1/4: the decoder's ``step · symbol`` is exact, and the encoder's ``round(y / step)`` and the
+table choice ``scale / step`` are each one IEEE 754 division, which every conforming machine
+rounds alike; ``p`` is rounded with the same step.
 """
 
 from __future__ import annotations

@@ -97,7 +97,8 @@ def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
     it (formats 15 and 17, :mod:`medvae.residual.adaptation`, with the passes' laws); rate control's
     optimized coding at quantizer bound 4 (formats 18 and 20); all these series files without the
     prediction of the base latent (``base_prediction=False``, as the release before wrote them), and
-    with it, as the default codes series now (formats 24 and 26, :mod:`medvae.prediction`)."""
+    with it and the series step of y, as the default codes series now (formats 24 and 26,
+    :mod:`medvae.prediction`)."""
     predicted = label.startswith("predicted-")
     kind = label.removeprefix("predicted-")
     optimized = kind.startswith("optimized-")

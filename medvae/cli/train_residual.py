@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--law", choices=("laplace", "mixed"), default="laplace",
                         help="the laws the loss codes under: laplace (default), or the mixed law the encoder picks "
                         "for nearly every pass of formats 15 to 17 (docs/lossless.md, \"The law's family\")")
+    parser.add_argument("--base-step", type=int, default=4, metavar="QUARTERS",
+                        help="the base latent's quantization step in quarters (default 4: the unit; a series slice's base "
+                        "is coded with 5 losslessly, 6 at bounds 1-2, 7 above: medvae.prediction.base_step)")
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="training state, written every 500 steps; an existing one is resumed")
 
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     import medvae
     from medvae.io.slices import manifest_slices
+    from medvae.prediction import STEPS, UNIT_STEP
     from medvae.residual.model import CHANNELS, ResidualModel, deepened, widened, with_bounds, with_previous
     from medvae.residual.training import base_pairs, evaluate_bpp, load_pairs, save_pairs, series_pairs, train_residual
     from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
@@ -66,13 +70,17 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"medvae train-residual: {out} exists; choose another --out")
     codec = medvae.load(args.model, args.quality, device=args.device)  # exact: the same bases on any device
 
+    if args.base_step not in STEPS:
+        raise SystemExit(f"medvae train-residual: --base-step takes {STEPS.start} to {STEPS.stop - 1} quarters, not {args.base_step}")
+    step_name = "" if args.base_step == UNIT_STEP else f".step{args.base_step}"  # each step its own cache
+
     def pairs_of(split: str):
-        cache = Path(f"{args.pairs}.{split}.npz") if args.pairs else None
+        cache = Path(f"{args.pairs}{step_name}.{split}.npz") if args.pairs else None
         slices = manifest_slices(args.data, split=split) if args.series or not (cache and cache.exists()) else None
         if cache and cache.exists():
             pairs = load_pairs(cache)
         else:
-            pairs = base_pairs(codec, slices)
+            pairs = base_pairs(codec, slices, base_step=args.base_step)
             if cache:
                 save_pairs(pairs, cache)
         if not args.series:
@@ -103,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     plan = calibrate_residual(model, train[:: max(1, len(train) // 40)])
     info = {
         "base": codec.name, "base_fingerprint": codec.fingerprint, "steps": log[-1]["step"] if log else args.steps, "batch": args.batch,
-        "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "device": args.device, "max_errors": list(max_errors), "train_slices": len(train),
+        "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "base_step": args.base_step, "device": args.device, "max_errors": list(max_errors), "train_slices": len(train),
         "law": args.law, "val_bpp": evaluate_bpp(model, val, law=args.law) if val else None, "log": log, "command": " ".join(["medvae", *sys.argv[1:]]),
     }
     save_residual(Residual(model, plan, info), out)

@@ -290,15 +290,19 @@ class ExactTwin(nn.Module):
         full = (1, bottleneck._quantized_cdf.size(0), *shape)
         return decode_symbols(bottleneck, strings, channel_indexes(full[1], full[-1]), full, chunk)
 
-    def encode(self, latents: list[Stored | Tensor]) -> tuple[list[bytes], TiledOutput]:
+    def encode(self, latents: list[Stored | Tensor], step: int = UNIT_STEP) -> tuple[list[bytes], TiledOutput]:
         """Entropy-code the latents ``[y]`` or ``[y, z]`` (batch 1: :meth:`analyze`'s, or real
         values) in format-3 strings; also return the reconstruction every decoder will compute
         from the strings. The list is emptied and a :class:`Stored` y becomes its own symbols
-        (it is large and not needed afterwards)."""
+        (it is large and not needed afterwards). ``step``: y's quantization step, in quarters
+        (hyperprior models; another than the unit is what a predicted series slice's y has, and
+        only :meth:`encode_predicted` records it: here, for its reconstruction)."""
         if not self.hyperprior:
+            if step != UNIT_STEP:
+                raise ValueError("a quantization step other than the unit is for hyperprior models")
             symbols = self._symbols(latents.pop(0), self.medians)
             return self._bottleneck_strings(symbols), self.family.synthesize(self, self._bottleneck_value(symbols))
-        strings, x_hat, _ = self._encode_hyperprior(latents)
+        strings, x_hat, _ = self._encode_hyperprior(latents, step=step)
         return strings, x_hat
 
     def predicted_symbols(self, x: NormalizedImage, step: int = UNIT_STEP) -> Tensor:

@@ -24,6 +24,7 @@ from medvae.errors import MedVAEError
 from medvae.evaluation.datasets import group_series
 from medvae.io.files import atomic_path
 from medvae.io.slices import Slice
+from medvae.prediction import UNIT_STEP
 from medvae.residual.model import ResidualModel, previous_tensor, residual_bits, slice_tensors
 from medvae.residual.tables import LAWS
 from medvae.series import previous_planes
@@ -46,11 +47,13 @@ class Pair:
         return iter((self.image, self.base, self.value_range, self.previous))
 
 
-def base_pairs(codec: Codec, slices: list[Slice], progress: bool = True) -> list[Pair]:
-    """Each slice with what the base layer ``codec`` reconstructs from it."""
+def base_pairs(codec: Codec, slices: list[Slice], progress: bool = True, base_step: int = UNIT_STEP) -> list[Pair]:
+    """Each slice with what the base layer ``codec`` reconstructs from it, its latent y quantized
+    with ``base_step`` (in quarters: a series slice's, :func:`medvae.prediction.base_step`)."""
     pairs = []
     for s in tqdm(slices, desc="base layer", unit="slice", disable=not progress):
-        base, value_range, _ = codec.base_layer(s.pixels)  # the loss gives pixels outside the range no bits, as the coder does
+        # the loss gives pixels outside the range no bits, as the coder does
+        base, value_range, _ = codec.base_layer(s.pixels, base_step=base_step)
         pairs.append(Pair(s.pixels, base, value_range))
     return pairs
 

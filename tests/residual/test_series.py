@@ -301,3 +301,20 @@ def test_previous_planes_repeat_the_farthest_slice_given():
     assert as_slices(None) is None and len(as_slices(a)) == 1 and len(as_slices(np.stack([a, b]))) == 2
     with pytest.raises(InputError, match="previous= takes"):
         as_slices(np.zeros(5))
+
+
+def test_training_bases_at_a_step_are_the_bases_series_slices_are_coded_on(codec):
+    """A series slice's base has y at the bound's step (:func:`medvae.prediction.base_step`):
+    ``base_pairs(..., base_step=s)`` (``medvae train-residual --base-step s``) trains on the very
+    pixels the coder builds the residual on, not on those of the unit step."""
+    from medvae import prediction
+    from medvae.residual.training import base_pairs
+
+    before, image = _volume(2, shape=(96, 80))
+    step = prediction.base_step(2)
+    coded_on = codec.bounded_coder(image, previous=before).base  # the base of bounds 1 and 2
+    assert step == prediction.base_step(1) != prediction.UNIT_STEP
+    slices = [Slice(image, 12, "CT", "p", "vol.nii", 1)]
+    [pair] = base_pairs(codec, slices, progress=False, base_step=step)
+    np.testing.assert_array_equal(pair.base, coded_on)
+    assert not np.array_equal(pair.base, base_pairs(codec, slices, progress=False)[0].base)
