@@ -23,9 +23,10 @@ the same file on every machine.
 
 A series slice also quantizes y more coarsely (:func:`base_step`, recorded in the block): the
 series residual model reads the previous slices, so a cheaper base pays. The step is a multiple
-of 1/4: the decoder's ``step · symbol`` is exact, and the encoder's ``round(y / step)`` and the
-table choice ``scale / step`` are each one IEEE 754 division, which every conforming machine
-rounds alike; ``p`` is rounded with the same step.
+of 1/4, so the decoder's ``step · symbol`` is exact; the symbols (y's and p's) are integer floor
+divisions of the exact analysis' integers, exact on every device (a float division by a scalar is
+not: a GPU multiplies by the reciprocal); the table choice compares ``4·scale`` (exact) with each
+table entry times the step in quarters, one IEEE product that every device rounds alike.
 """
 
 from __future__ import annotations

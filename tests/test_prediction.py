@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import medvae
 from medvae import bitstream, prediction
 from medvae.errors import BitstreamError
 from medvae.evaluation.datasets import load_images
+from medvae.exact.fixed import Fixed, Stored
 from tests.conftest import CORPUS
 
 MANIFEST = CORPUS / "MANIFEST.csv"
@@ -71,23 +74,27 @@ def test_at_the_unit_step_the_prediction_changes_how_y_is_coded_not_y(codecs, mo
 
 
 def test_the_step_quantizes_y_and_its_scales_alike(codecs):
-    """y at step s (in quarters) is coded as round(4·y / s) under the tables of 4·scale / s, and
-    decodes to s/4 times its symbols: the twin's symbols, values and table indexes at a step agree
-    with those at the unit step of y and scales divided by s/4."""
+    """y at step s (in quarters) is coded as the integer nearest 4·y / s (halves up) under the tables
+    of the scale 4·σ / s, and decodes to s/4 times its symbols: the twin's symbols, values and
+    table indexes at a step, against those definitions in exact rational arithmetic."""
     twin = codecs[0].twin
     frac = 12
-    values = torch.tensor([[-7000, -2560, -2559, 0, 2561, 5120, 123456]], dtype=torch.int32)
+    ties = [9216, -9216, -2560]  # halves: 1.5 and -1.5 at step 6, -0.5 at step 5 (rounded up: 2, -1, 0)
+    raw = [-7000, -2559, 0, 1, 2561, 5120, 123456, -123457, *ties]
+    values = torch.tensor([raw], dtype=torch.int32)
     for step in (5, 6, 7, 8):
-        symbols = twin._symbols(medvae.exact.fixed.Stored(values.clone(), frac), step=step)
-        assert symbols.tolist() == torch.round(values.double() / 2**frac / (step / 4)).int().tolist()
+        symbols = twin._symbols(Stored(values.clone(), frac), step=step)
+        expected = [math.floor(Fraction(v, 2**frac) * Fraction(4, step) + Fraction(1, 2)) for v in raw]
+        assert symbols[0].tolist() == expected
         back = twin._values(symbols.clone(), frac, step=step)
-        assert back.values.tolist() == (symbols.double() * step / 4 * 2**frac).round().int().tolist()
-    scales = medvae.exact.fixed.Fixed(torch.tensor([[1, 9, 40, 200, 3000, 90000]], dtype=torch.int64), 10)
-    for step in (5, 6, 7):
-        divided = medvae.exact.fixed.Fixed((scales.value * 4 / step).round().long(), 10)
-        np.testing.assert_array_equal(twin._indexes(scales, step)[0] <= twin._indexes(scales)[0], True)
-        assert (twin._indexes(scales, step) - twin._indexes(divided)).abs().max() <= 1  # the same but for rounding at 2^-10
-    assert twin._indexes(scales, 8).tolist() != twin._indexes(scales).tolist()
+        assert back.values[0].tolist() == [q * step * 2**frac // 4 for q in expected]  # exact: f >= 2
+    table = [Fraction(float(t)) for t in twin.scale_table]
+    sigma = [1, 9, 40, 451, 452, 3000, 90000, 10**6]
+    scales = Fixed(torch.tensor([sigma], dtype=torch.int64), 10)
+    for step in (4, 5, 6, 7):
+        expected = [sum(t * step < 4 * Fraction(v, 2**10) for t in table) for v in sigma]
+        assert twin._indexes(scales, step)[0].tolist() == expected
+    assert twin._indexes(scales, 4).tolist() != twin._indexes(scales, 7).tolist()
 
 
 def test_the_encoder_takes_only_what_pays(codecs):

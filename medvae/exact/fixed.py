@@ -93,14 +93,15 @@ class Stored:
         return Stored(self.values, self.frac, absolute=True)
 
 
-def map_rows_(values: Tensor, fn) -> Tensor:
-    """Replace int32 ``values`` (…, H, W) by ``fn`` of them, computed in float64 one band of
-    rows at a time (so no float64 copy of the whole exists); returns ``values``."""
+def map_rows_(values: Tensor, fn, dtype: torch.dtype = DTYPE) -> Tensor:
+    """Replace int32 ``values`` (…, H, W) by ``fn`` of them, computed in ``dtype`` (float64, or
+    int64 for integer arithmetic) one band of rows at a time (so no wider copy of the whole
+    exists); returns ``values``."""
     per_row = max(1, values[..., :1, :].numel())
     rows = max(1, 2**21 // per_row)
     for r0 in range(0, values.shape[-2], rows):
         band = values[..., r0 : r0 + rows, :]
-        band.copy_(fn(band.to(DTYPE)))
+        band.copy_(fn(band.to(dtype)))
     return values
 
 

@@ -241,11 +241,24 @@ class ExactTwin(nn.Module):
         """What an entropy model codes for a latent: ``round(v − offset)`` (int32), or for y
         quantized with another ``step`` (in quarters, :mod:`medvae.prediction`), ``round(v / step)``.
         A :class:`Stored` latent is replaced by its symbols, band by band, in its own memory."""
-        shift, divisor = 0.0 if offset is None else offset, step / UNIT_STEP  # v / divisor: one IEEE-rounded division
+        if step != UNIT_STEP:
+            return self._stepped_symbols(latent, step)
+        shift = 0.0 if offset is None else offset
         if isinstance(latent, Stored):
             unit = pow2(-latent.frac)
-            return map_rows_(latent.values, lambda v: torch.round(v * unit / divisor - shift))
-        return torch.round(latent.to(self.device, DTYPE) / divisor - shift).to(torch.int32)
+            return map_rows_(latent.values, lambda v: torch.round(v * unit - shift))
+        return torch.round(latent.to(self.device, DTYPE) - shift).to(torch.int32)
+
+    def _stepped_symbols(self, latent: Stored | Tensor, step: int) -> Tensor:
+        """y's symbols at a ``step`` of ``step``/4: ``round(y · 4 / step)``, halves rounded up. For
+        the exact analysis' y (``v · 2^-f``), in integers: ``floor((8v + d) / 2d)`` with ``d = step · 2^f``,
+        an exact floor division on every device (a float division by a scalar is not: a GPU
+        multiplies by its reciprocal, which can move a half). Real values (a refined y, which only
+        the encoder sees) are divided in float64."""
+        if not isinstance(latent, Stored):
+            return torch.floor(latent.to(self.device, DTYPE) * UNIT_STEP / step + 0.5).to(torch.int32)
+        d = step << latent.frac
+        return map_rows_(latent.values, lambda v: torch.div(v * (2 * UNIT_STEP) + d, 2 * d, rounding_mode="floor"), torch.int64)
 
     def _values(self, symbols: Tensor, frac: int, offset: Tensor | None = None, step: int = UNIT_STEP) -> Stored:
         """What a decoder makes of symbols: ``symbols + offset`` (or ``symbols · step``, in
@@ -258,10 +271,12 @@ class ExactTwin(nn.Module):
         return self._values(symbols, self.bottleneck_frac, self.medians)
 
     def _indexes(self, scales: Fixed, step: int = UNIT_STEP) -> Tensor:
-        """Table index of each scale (of y's symbols at ``step``, in quarters: the scale divided by
-        it, one IEEE-rounded division): how many table entries lie below it (exact comparisons)."""
-        bounded = scales.real().div_(step / UNIT_STEP).clamp_(min=self.scale_bound)  # real() is a new tensor
-        return torch.searchsorted(self.scale_table, bounded.contiguous(), right=False, out_int32=True).cpu()
+        """Table index of each scale of y's symbols at ``step`` (in quarters; their scale is
+        σ · 4 / step): how many table entries t lie below it, by exact comparisons of 4σ (exact)
+        with t · step (one IEEE product, rounded alike on every device; at the unit step both
+        sides are exact, and the comparisons are those of σ with t)."""
+        bounded = scales.real().mul_(UNIT_STEP).clamp_(min=self.scale_bound * UNIT_STEP)  # real() is a new tensor
+        return torch.searchsorted(self.scale_table * step, bounded.contiguous(), right=False, out_int32=True).cpu()
 
     def _scale_indexes(self, features: LocalOutput, shape: tuple[int, ...], step: int = UNIT_STEP) -> IndexRows:
         """Table indexes of y's rows (quantized with ``step``) from the hyper-decoder's features,
