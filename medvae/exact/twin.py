@@ -25,12 +25,13 @@ from compressai.models import CompressionModel
 from torch import Tensor, nn
 
 from medvae import prediction
-from medvae.prediction import UNIT_STEP
 from medvae.errors import BitstreamError
 from medvae.exact.calibrate import INPUT, Plan
 from medvae.exact.fixed import DTYPE, Fixed, Stored, from_real, map_rows_, pow2, scale_round
 from medvae.exact.image import NormalizedImage
 from medvae.exact.layers import Local, LocalOutput, Tiled, TiledOutput, convert, resolution_scale
+from medvae.prediction import UNIT_STEP
+
 
 def guarded(string: bytes, n_symbols: int) -> bytes:
     """``string`` followed by enough zero bytes that CompressAI's rANS decoder cannot read past it.
@@ -357,7 +358,7 @@ class ExactTwin(nn.Module):
                 raise ValueError(f"a prediction of shape {tuple(predicted.shape)} for a latent of shape {tuple(y_symbols.shape)}")
             indexes = rows(0, y_symbols.shape[-2])
             options = prediction.choose(y_symbols, predicted, indexes, conditional)
-            if options.any() or step != prediction.UNIT_STEP:  # else nothing gains: coded as without prediction, no block
+            if options.any() or step != UNIT_STEP:  # else nothing gains: coded as without prediction, no block
                 block = prediction.pack(options, step)
                 coded = prediction.coded(y_symbols, predicted, options, indexes)
                 rows = lambda r0, r1: prediction.indexes_for(indexes[:, :, r0:r1], options)  # noqa: E731
@@ -381,7 +382,7 @@ class ExactTwin(nn.Module):
             return self.family.synthesize(self, hat)
         features = self.family.hyper_decode(self, hat)
         y_shape = (1, self.y_channels, 4 * shape[0], 4 * shape[1])
-        step = prediction.UNIT_STEP if predicted is None else predicted[2]
+        step = UNIT_STEP if predicted is None else predicted[2]
         rows = self._scale_indexes(features, y_shape, step)
         if predicted is None:
             y_symbols = decode_symbols(conditional, groups[0], rows, y_shape, chunk)
