@@ -24,6 +24,7 @@ from medvae.errors import BitstreamError
 from medvae.exact.fixed import DTYPE, Stored, pow2, scale_round
 from medvae.exact.layers import LocalOutput, TiledOutput
 from medvae.exact.twin import CHUNK, ExactTwin, _tables, band_rows, guarded
+from medvae.prediction import UNIT_STEP
 
 
 class CheckerboardTwin(ExactTwin):
@@ -66,7 +67,9 @@ class CheckerboardTwin(ExactTwin):
             y_hat.values[0, :, r0:r1][:, mask] = values.to(torch.int32)
         return y_hat
 
-    def encode(self, latents: list[Stored | Tensor]) -> tuple[list[bytes], TiledOutput]:
+    def encode(self, latents: list[Stored | Tensor], step: int = UNIT_STEP) -> tuple[list[bytes], TiledOutput]:
+        if step != UNIT_STEP:
+            raise ValueError("the checkerboard context codes y at the unit step (a coarser one is for series bases)")
         y, z = latents
         latents.clear()
         conditional = self._coders[1]

@@ -283,12 +283,12 @@ class ExactTwin(nn.Module):
         """Table indexes of y's rows (quantized with ``step``) from the hyper-decoder's features,
         computed a band of :data:`INDEX_BAND_VALUES` at a time as the entropy coder asks for rows in order."""
         _, c, h, w = shape
-        band_rows = max(1, INDEX_BAND_VALUES // (c * w))
+        rows_per_band = max(1, INDEX_BAND_VALUES // (c * w))
         band: list = [0, 0, None]  # rows [first, last) and their indexes
 
         def rows(r0: int, r1: int) -> Tensor:
             if not (band[0] <= r0 and r1 <= band[1]):
-                last = min(h, max(r1, r0 + band_rows))
+                last = min(h, max(r1, r0 + rows_per_band))
                 scales = self.family.scales_from(self, features.crop(r0, last, 0, w))
                 band[:] = [r0, last, self._indexes(scales, step)]
             return band[2][:, :, r0 - band[0] : r1 - band[0]]

@@ -20,7 +20,7 @@ from torch import nn
 
 import medvae
 import medvae.exact.twin as twin_module
-from medvae import bitstream, zoo
+from medvae import bitstream, prediction, zoo
 from medvae.checkpoint import exact_fingerprint, load_model, save_model
 from medvae.exact import ExactTwin, calibrate
 from medvae.exact.fixed import LIMIT, WEIGHT_L1_BITS, Fixed, from_real, integer_weights, weight_shifts
@@ -81,8 +81,8 @@ def coded_files(tmp_path_factory):
     a small untrained residual model; one with two passes at the tighter bound; format 8), one coded
     given the previous slice of its series (a small untrained series model that also reads its
     context's error bounds, one pass at the tighter bound; format 9), and one given the two slices
-    before it (format 10), both with their base latent coded against the previous slice's (formats
-    23 and 24); every residual layer with the per-image adaptation of its laws (formats 12 to 14,
+    before it (format 10), both with their base latent coded against the previous slice's, y at the
+    series step (formats 23 and 24); every residual layer with the per-image adaptation of its laws (formats 12 to 14,
     whose fit must also come out the same: the files are re-encoded)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
@@ -124,6 +124,8 @@ def coded_files(tmp_path_factory):
         if previous is not None:
             assert bitstream.layout(version) == 8 + len(previous)  # format 9 given one slice, 10 given two
         assert (version in bitstream.PREDICTED_VERSIONS) == (previous is not None)  # its base coded against the previous slice's (21 to 26)
+        if previous is not None:  # and its y at the series step (integer arithmetic: the same symbols everywhere)
+            assert prediction.block_step(medvae.read_header(data).base_prediction) == prediction.base_step(max_error) != prediction.UNIT_STEP
         if max_error is not None:  # each residual layer carries the adaptation of its laws, with their families (formats 15 to 20)
             plain = bitstream.PREDICTED_VERSIONS.get(version, version)
             assert plain in (bitstream.OPTIMIZED_VERSIONS if optimize else bitstream.LAW_VERSIONS)
