@@ -97,13 +97,14 @@ class QualityCoder(NamedTuple):
 class BoundedCoder(NamedTuple):
     """One image's near-lossless files on one coding of its lossy base (:meth:`Codec.bounded_coder`).
 
-    ``write(max_error, tighter_passes)``: the file and the pixels it decodes to. ``base``: the
-    base's pixels, which every decoder gets before the residual layer (rate control predicts
-    from them which bound meets a PSNR).
+    ``write(max_error, tighter_passes)``: the file and the pixels it decodes to. ``base(max_error)``:
+    the pixels of the base the file of that bound builds on, which every decoder gets before the
+    residual layer (rate control predicts from them which bound meets a PSNR); coded when first
+    asked for, once per step of y (:func:`medvae.prediction.base_step`), and shared with ``write``.
     """
 
     write: Callable[[int, int], tuple[bytes, np.ndarray]]
-    base: np.ndarray
+    base: Callable[[int], np.ndarray]
 
 
 class Codec:
@@ -449,7 +450,7 @@ class Codec:
         """Code the lossy base of ``image`` once (``options`` as for :meth:`compress`, no bound)
         and return ``write(max_error, tighter_passes)``: the file of that bound on this base,
         with the pixels it decodes to, what ``compress(image, max_error=…, tighter_passes=…,
-        previous=previous)`` gives, and the base's pixels (at bound 1's step, :class:`BoundedCoder`).
+        previous=previous)`` gives, and ``base(max_error)``, the pixels of that file's base (:class:`BoundedCoder`).
         Rate control tries many bounds on one image; the base is the same for all (for a series
         slice, for all of one step of y: :func:`medvae.prediction.base_step`), and so is the
         residual network's first pass (it reads no decoded residual), which runs once for all the
@@ -477,7 +478,7 @@ class Codec:
                 image, base(step), bits_stored, metadata, max_error, residual, tighter_passes, first_pass(step, bounds), previous, optimize
             )
 
-        return BoundedCoder(write, base(step_of(1)).decoded)
+        return BoundedCoder(write, lambda max_error: base(step_of(max_error)).decoded)
 
     def quality_coder(self, image: np.ndarray, **options) -> QualityCoder:
         """For variable-rate weights: ``write(quality)``, the file of that quality with the pixels
@@ -722,10 +723,7 @@ class Codec:
         before = self._previous_of(header, previous)
         predicted = self._predicted(header, before)
         try:
-            if predicted is None:  # the twins of other families take no prediction
-                x_hat = self.twin.decode(strings, header.latent_shape, chunk)
-            else:
-                x_hat = self.twin.decode(strings, header.latent_shape, chunk, predicted)
+            x_hat = self.twin.decode(strings, header.latent_shape, chunk, predicted)
             decoded = pixels(x_hat, header.shape, header.value_range, header.dtype)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"entropy decoding failed: {exc}") from None

@@ -201,7 +201,7 @@ def compress_to(
         labels.append([near_lossless_setting(t, j, optimize) for t, j in NEAR_LOSSLESS])
     starts = [_position(previous, names) if previous else None for names in labels]
     if ladder.near_lossless is not None and target.psnr is not None and starts[-1] is None:
-        starts[-1] = _bound_start(image, base().base, target.psnr, bits)
+        starts[-1] = _bound_start(image, base().base(1), target.psnr, bits)
     choice, found = _choose(target, image, bits, ladders, starts, lossy=len(lossy_ladders))
     coder_of[id(choice.data)].decompress(choice.data, previous_slice)  # raises BitstreamError unless its pixels are those measured
     return dataclasses.replace(choice, found=tuple(answer.setting for answer in found))

@@ -163,9 +163,11 @@ class ProgressiveTwin(nn.Module):
             outputs.append((list(strings), _Whole(Fixed(x_hat, IMAGE_FRAC))))
         return outputs
 
-    def decode(self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK) -> _Whole:
+    def decode(self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK, predicted: None = None) -> _Whole:
         """The reconstruction from the strings :meth:`iterate` wrote; ``shape``: the bit planes'
-        size (the image's over 16)."""
+        size (the image's over 16). Its files carry no base prediction (``predicted``: None)."""
+        if predicted is not None:
+            raise BitstreamError("corrupted bitstream: rnn-conv files carry no base prediction")
         bands = band_count((self.bits, *shape), chunk)
         iterations = len(strings) // bands
         if len(strings) != iterations * bands:

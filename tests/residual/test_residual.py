@@ -515,7 +515,7 @@ def test_a_bounded_coder_writes_the_files_compress_writes_from_one_base(codec, m
     monkeypatch.setattr(codec, "_encode", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), encode(*a, **k))[1])
     coder = codec.bounded_coder(image, bits_stored=12, padding_value=None)
     write = coder.write
-    np.testing.assert_array_equal(coder.base, codec.base_layer(image).pixels)
+    np.testing.assert_array_equal(coder.base(0), codec.base_layer(image).pixels)
     residual_coder, network_passes = codec.residual.coder, {"n": 0}
     outputs = residual_coder._outputs
     counted = lambda *a, **k: (network_passes.__setitem__("n", network_passes["n"] + 1), outputs(*a, **k))[1]  # noqa: E731

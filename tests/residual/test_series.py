@@ -312,7 +312,7 @@ def test_training_bases_at_a_step_are_the_bases_series_slices_are_coded_on(codec
 
     before, image = _volume(2, shape=(96, 80))
     step = prediction.base_step(2)
-    coded_on = codec.bounded_coder(image, previous=before).base  # the base of bounds 1 and 2
+    coded_on = codec.bounded_coder(image, previous=before).base(2)  # the base of bounds 1 and 2
     assert step == prediction.base_step(1) != prediction.UNIT_STEP
     slices = [Slice(image, 12, "CT", "p", "vol.nii", 1)]
     [pair] = base_pairs(codec, slices, progress=False, base_step=step)
