@@ -15,6 +15,9 @@ from medvae.errors import InputError
 
 #: :meth:`medvae.Codec.compress_series` codes every 8th slice alone: a slice decodes after at most 7 others.
 KEY_EVERY = 8
+#: Longest chain of files, each coded given the one before, that ``medvae decompress`` follows back
+#: to a key slice (a longer one is refused as forged), so ``medvae compress --key-every`` goes up to it.
+MAX_CHAIN = 4096
 #: The most previous slices a series residual model reads (:attr:`medvae.residual.model.ResidualModel.previous`).
 MAX_PREVIOUS = 2
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from medvae.cli.files import UsageError
 from medvae.errors import MedVAEError
+from medvae.series import KEY_EVERY
 
 if TYPE_CHECKING:  # the CLI imports rate control (and torch) only when a target is given
     from medvae.rate_control import Target
@@ -26,6 +27,7 @@ class Options:
     target: Target | None = None  # rate control picks each slice's setting
     iterations: int | None = None  # a progressive model's iteration count (rnn-conv); None: all
     series: bool = False  # a volume's slices coded given the one before (with max_error; key slices alone)
+    key_every: int = KEY_EVERY  # --series: every key_every-th slice of a series is a key slice, coded alone
     series_ranks: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's (series, rank)
 
 

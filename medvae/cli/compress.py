@@ -28,7 +28,7 @@ from medvae.cli.common import (
 from medvae.cli.files import Task, UsageError, plan, slice_paths
 from medvae.errors import MedVAEError
 from medvae.io.files import publish
-from medvae.series import KEY_EVERY, is_key_slice, read_next
+from medvae.series import KEY_EVERY, MAX_CHAIN, is_key_slice, read_next
 
 EXAMPLES = """examples:
   medvae compress scans/ -o scans_mvae/                 every file under scans/, tree mirrored
@@ -40,6 +40,7 @@ EXAMPLES = """examples:
   medvae compress scans/ -o out/ --lossless             the archive's choice: decodes to the input exactly
   medvae compress scans/ -o out/ --max-error 2          near-lossless: every pixel within 2 of the input
   medvae compress ct.nii.gz -o out/ --lossless --series  a volume's slices, each given the one before: fewer bits
+  medvae compress ct.nii.gz -o out/ --lossless --series --key-every 32   fewer key slices: fewer bits, longer chains
   medvae compress scans/ -o out/ --ratio 10             rate control: the best file at or below 10:1
   medvae compress scans/ -o out/ --psnr 50              rate control: the smallest file of at least 50 dB
   medvae compress cr.dcm -o out/ --model rnn-conv --iterations 4   the RNN-Conv baseline, 4 of its 8 iterations
@@ -95,7 +96,7 @@ def compress_file(task: Task) -> batch.Outcome:
             settings = dict(bits_stored=stack.bits_stored, metadata=meta, refine_steps=options.refine_steps,
                             padding_value=padding_value(stack, i))
             position = series_position(task, i, len(stack), options) if options.series else None
-            before = previous_in_series(stack.pixels[i], position) if position is not None else None
+            before = previous_in_series(stack.pixels[i], position, options.key_every) if position is not None else None
             if options.target is not None:
                 from medvae.rate_control import compress_to
 
@@ -136,14 +137,14 @@ def series_position(task: Task, i: int, slices: int, options: Options) -> tuple:
     return options.series_ranks.get(str(task.source), (str(task.source), 0))
 
 
-def previous_in_series(image, position: tuple) -> list | None:
+def previous_in_series(image, position: tuple, key_every: int = KEY_EVERY) -> list | None:
     """``--series``: the decoded pixels of the slice written last in this process, and of those
     it read, nearest first, when that is the one before ``image`` at ``position`` (series, rank)
-    and ``image`` is no key slice (:func:`medvae.series.is_key_slice`), else None: a slice without
-    its previous one written here (a resumed run, a failed write) is coded alone."""
+    and ``image`` is no key slice (:func:`medvae.series.is_key_slice`, one every ``key_every``),
+    else None: a slice without its previous one written here (a resumed run, a failed write) is coded alone."""
     last = _state.get("last")  # (series, rank, decoded pixels of it and the slices it read) of the slice written last
     previous = last[2] if last is not None and last[:2] == (position[0], position[1] - 1) else None
-    return None if is_key_slice(position[1], image, previous[0] if previous else None) else previous
+    return None if is_key_slice(position[1], image, previous[0] if previous else None, key_every) else previous
 
 
 def rate_note(target, chosen: list) -> str:
@@ -269,8 +270,13 @@ def compress_all(args: argparse.Namespace) -> int:
         tasks, ranks = series_order(tasks)
         if args.workers and args.workers > 1:
             raise UsageError("--series codes each slice after the one before it, in one process: drop --workers")
+    if args.key_every is not None and not args.series:
+        raise UsageError("--key-every sets how often --series codes a slice alone: add --series")
+    if args.key_every is not None and not 1 <= args.key_every <= MAX_CHAIN:
+        raise UsageError(f"--key-every must be 1 to {MAX_CHAIN} (1: every slice alone), got {args.key_every}")
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
-                      max_error=bound, target=target, iterations=args.iterations, series=args.series, series_ranks=ranks)
+                      max_error=bound, target=target, iterations=args.iterations, series=args.series, series_ranks=ranks,
+                      key_every=KEY_EVERY if args.key_every is None else args.key_every)
     workers = 1 if args.series else args.workers or batch.auto_workers(len(tasks), threads_per_worker=2)
     outcomes += batch.run(
         tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options),
@@ -303,8 +309,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="with --lossless, --max-error or a rate target (--ratio, --bpp, --psnr: its near-lossless "
                         "files): code each slice of a volume (a multi-slice input, or a DICOM "
                         "series' files, in slice order) given the slice before it, fewer bits; every "
-                        f"{KEY_EVERY}th slice is coded alone, so a slice decodes after at most {KEY_EVERY - 1} others "
-                        "(medvae decompress finds them beside it); one process")
+                        f"{KEY_EVERY}th slice is coded alone (--key-every), so a slice decodes after at most {KEY_EVERY - 1} "
+                        "others (medvae decompress finds them beside it); one process")
+    parser.add_argument("--key-every", type=int, default=None, metavar="N",
+                        help=f"with --series: code every Nth slice of a series alone (default {KEY_EVERY}; 1 to {MAX_CHAIN}): "
+                        "larger N, fewer bits (a slice coded alone costs about a sixth more near-losslessly on CT), "
+                        "but decoding one slice decodes up to N - 1 before it, and a damaged file loses up to the "
+                        "N - 1 after it")
     parser.set_defaults(func=run)
 
 

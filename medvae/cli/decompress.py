@@ -102,13 +102,14 @@ def previous_slices(path: Path, codec, header) -> list | None:
     (``header``: its header) reads, nearest first, found by the pixel CRCs it records: the
     ``.mvae`` beside it that decodes to its previous slice (:func:`_file_before`), decoded after
     its own previous ones back to a key slice, coded alone (at most ``KEY_EVERY − 1`` files from
-    ``compress --series``). Each file of the chain reads the slices decoded before it by their
-    CRCs, not their places: slices with the same pixels (blank ones) may be found in another file
+    ``compress --series``, N − 1 with ``--key-every N``; longer than :data:`medvae.series.MAX_CHAIN`
+    is refused). Each file of the chain reads the slices decoded before it by their CRCs, not their places: slices with the same pixels (blank ones) may be found in another file
     than the one coded. The file decoded last is kept, so files decoded in slice order decode
     each file once. Raises :class:`BitstreamError` when a file of the chain is missing, or the
     chain comes back to a file it passed."""
     import medvae
     from medvae.errors import BitstreamError
+    from medvae.series import MAX_CHAIN
 
     chain = []  # (file, bytes, header) before ``path`` back to one decoded alone (or already decoded), nearest first
     visited = {path.resolve()}
@@ -141,11 +142,6 @@ def _slices_read(header, decoded: dict) -> list | None:
     none is there (decoding then says what is missing)."""
     wanted = (header.previous_crc, header.earlier_crc)
     return [decoded[crc] for crc in wanted if crc is not None and crc in decoded] or None
-
-
-#: Longest chain of files coded each given the one before that decoding follows (``compress
-#: --series`` writes at most KEY_EVERY − 1; a longer one comes from elsewhere, or a forged cycle).
-MAX_CHAIN = 4096
 
 
 def _remember(path: Path, image, crc: int, read: list | None, previous_crc: int | None) -> None:

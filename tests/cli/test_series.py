@@ -89,6 +89,31 @@ def test_series_needs_a_bound_or_a_target(tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.parametrize("key_every, layouts", [(2, "KSKSK"), (5, "KSSSS"), (1, "KKKKK")])
+def test_key_every_sets_which_slices_are_coded_alone(tmp_path, key_every, layouts):
+    volume = _volume(5)
+    np.save(tmp_path / "vol.npy", volume)
+    assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series",
+                 "--key-every", str(key_every)]) == 0
+    files = sorted((tmp_path / "c" / "vol").glob("slice_*.mvae"))
+    headers = [bitstream.read_header(f.read_bytes()) for f in files]
+    assert "".join("K" if h.previous_crc is None else "S" for h in headers) == layouts
+    assert main(["decompress", str(tmp_path / "c" / "vol" / "slice_0004.mvae"), "-o", str(tmp_path / "d")]) == 0  # the chain back to its key slice
+    assert np.abs(np.load(tmp_path / "d" / "slice_0004.npy").astype(int) - volume[4]).max() <= 1
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--series", "--key-every", "0"], "--key-every must be 1 to 4096 (1: every slice alone), got 0"),
+    (["--series", "--key-every", "4097"], "--key-every must be 1 to 4096"),
+    (["--key-every", "4"], "--key-every sets how often --series codes a slice alone: add --series"),
+])
+def test_key_every_out_of_range_or_without_series_is_a_usage_error(tmp_path, capsys, arguments, message):
+    np.save(tmp_path / "vol.npy", _volume(2))
+    assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--lossless", *arguments]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
 def test_rate_control_along_a_series(tmp_path, capsys):
     """``--series --psnr``: past the lossy model's reach, rate control's near-lossless files code
     each slice given the ones before (format 10: the third slice reads two); every slice meets the target, decoded from the folder."""
