@@ -5,9 +5,12 @@ The issue's time target is encode + decode of a 512×512 slice in 2 s on 2 cores
 few CT test slices of the corpus with the shipped default at each bound (``--max-error``), keeps
 each slice's fastest of ``--repeats`` runs (the machine's speed varies from minute to minute), and
 prints the mean over the slices per bound. Faster than ``benchmarks/lossless.py``, which also
-times every slice but codes every anchor too; meant for A/B runs of a change, interleaved:
+times every slice but codes every anchor too; meant for A/B runs of a change, interleaved.
+``--series``: each slice coded given the two test slices before it as they decode (as
+``Codec.compress_series`` codes a slice that is no key slice; the slices must follow two others
+of their series in the test split).
 
-    python benchmarks/lossless_time.py [--slices 0,7,15] [--max-error 0,2,8] [--repeats 2]
+    python benchmarks/lossless_time.py [--slices 0,7,15] [--max-error 0,2,8] [--repeats 2] [--series]
 """
 
 from __future__ import annotations
@@ -33,23 +36,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-error", default="0,2,8")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--series", action="store_true", help="code each slice given the two before it")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = load_images([args.data], "test", modality="CT")
-    picked = [images[int(i)] for i in args.slices.split(",")]
+    indexes = [int(i) for i in args.slices.split(",")]
+    if args.series and (min(indexes) < 2 or any(images[i - 2].patient != images[i].patient for i in indexes)):
+        parser.error("--series: each slice must follow two slices of its series in the test split")
+    picked = [images[i] for i in indexes]
     codec = medvae.load("medvae")
     codec.decompress(codec.compress(picked[0].pixels, max_error=0))  # warm-up
-    print(f"| max error | encode + decode s (mean over {len(picked)} slices, fastest of {args.repeats}) | encode s | decode s |")
+    given = ", each given the two before it" if args.series else ""
+    print(f"| max error | encode + decode s (mean over {len(picked)} slices{given}, fastest of {args.repeats}) | encode s | decode s |")
     print("|---|---|---|---|")
     for bound in (int(t) for t in args.max_error.split(",")):
         best = []
-        for image in picked:
+        for i, image in zip(indexes, picked):
+            previous = [codec.decompress(codec.compress(images[j].pixels, max_error=bound)) for j in (i - 1, i - 2)] if args.series else None
             runs = []
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                data = codec.compress(image.pixels, max_error=bound)
+                data = codec.compress(image.pixels, max_error=bound, previous=previous)
                 coded = time.perf_counter()
-                codec.decompress(data)
+                codec.decompress(data, previous=previous)
                 runs.append((time.perf_counter() - start, coded - start))
             total, encode = min(runs)
             best.append((total, encode, total - encode))
