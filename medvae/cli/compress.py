@@ -137,7 +137,7 @@ def series_position(task: Task, i: int, slices: int, options: Options) -> tuple:
     return options.series_ranks.get(str(task.source), (str(task.source), 0))
 
 
-def previous_in_series(image, position: tuple, key_every: int = KEY_EVERY) -> list | None:
+def previous_in_series(image, position: tuple, key_every: int) -> list | None:
     """``--series``: the decoded pixels of the slice written last in this process, and of those
     it read, nearest first, when that is the one before ``image`` at ``position`` (series, rank)
     and ``image`` is no key slice (:func:`medvae.series.is_key_slice`, one every ``key_every``),
@@ -276,7 +276,7 @@ def compress_all(args: argparse.Namespace) -> int:
         raise UsageError(f"--key-every must be 1 to {MAX_CHAIN} (1: every slice alone), got {args.key_every}")
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
                       max_error=bound, target=target, iterations=args.iterations, series=args.series, series_ranks=ranks,
-                      key_every=KEY_EVERY if args.key_every is None else args.key_every)
+                      key_every=args.key_every or KEY_EVERY)
     workers = 1 if args.series else args.workers or batch.auto_workers(len(tasks), threads_per_worker=2)
     outcomes += batch.run(
         tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options),

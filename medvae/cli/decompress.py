@@ -103,8 +103,9 @@ def previous_slices(path: Path, codec, header) -> list | None:
     ``.mvae`` beside it that decodes to its previous slice (:func:`_file_before`), decoded after
     its own previous ones back to a key slice, coded alone (at most ``KEY_EVERY − 1`` files from
     ``compress --series``, N − 1 with ``--key-every N``; longer than :data:`medvae.series.MAX_CHAIN`
-    is refused). Each file of the chain reads the slices decoded before it by their CRCs, not their places: slices with the same pixels (blank ones) may be found in another file
-    than the one coded. The file decoded last is kept, so files decoded in slice order decode
+    is refused). Each file of the chain reads the slices decoded before it by their CRCs, not
+    their places: slices with the same pixels (blank ones) may be found in another file than the
+    one coded. The file decoded last is kept, so files decoded in slice order decode
     each file once. Raises :class:`BitstreamError` when a file of the chain is missing, or the
     chain comes back to a file it passed."""
     import medvae
