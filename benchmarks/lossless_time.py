@@ -6,9 +6,9 @@ few CT test slices of the corpus with the shipped default at each bound (``--max
 each slice's fastest of ``--repeats`` runs (the machine's speed varies from minute to minute), and
 prints the mean over the slices per bound. Faster than ``benchmarks/lossless.py``, which also
 times every slice but codes every anchor too; meant for A/B runs of a change, interleaved.
-``--series``: each slice coded given the two test slices before it as they decode (as
-``Codec.compress_series`` codes a slice that is no key slice; the slices must follow two others
-of their series in the test split).
+``--series``: each slice coded given the two test slices before it, each of those coded alone at
+the same bound and decoded (outside the timing): the work ``Codec.compress_series`` does for a
+slice that is no key slice (the slices must follow two others of their series in the test split).
 
     python benchmarks/lossless_time.py [--slices 0,7,15] [--max-error 0,2,8] [--repeats 2] [--series]
 """
