@@ -138,8 +138,11 @@ def conv2d_exact(
     """
     (sh, sw), (kh, kw) = stride, weight.shape[2:]
     b, c, h, w = value.shape
-    if (kh, kw, sh, sw) == (1, 1, 1, 1) and tuple(padding) == (0, 0):  # a 1×1 convolution: one product
-        return _finished((weight.reshape(weight.shape[0], -1) @ value.reshape(b, c, -1)).reshape(b, -1, h, w), epilogue)
+    if (kh, kw, sh, sw) == (1, 1, 1, 1) and tuple(padding) == (0, 0):  # a 1×1 convolution: one product, channels last
+        out = value.permute(0, 2, 3, 1).reshape(b, h * w, c) @ weight.reshape(weight.shape[0], -1).t()  # no copy of a channels-last input
+        if epilogue is not None:
+            epilogue(out.transpose(1, 2))
+        return out.view(b, h, w, -1).permute(0, 3, 1, 2)
     if (sh, sw) != (1, 1) and (c < FEW_CHANNELS or value.is_cuda):
         return _finished(_conv2d_im2col(value, weight, stride, padding), epilogue)
     out_h, out_w = (h + 2 * padding[0] - kh) // sh + 1, (w + 2 * padding[1] - kw) // sw + 1
