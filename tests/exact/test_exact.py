@@ -242,8 +242,9 @@ def test_unstrided_convolution_by_kernel_taps_is_the_convolution(shape, kernel, 
     assert torch.equal(conv2d_exact(x, w, (1, 1), (padding, padding)), F.conv2d(x, w, padding=padding))
 
 
-@pytest.mark.parametrize("stride, chunk", [(1, 2**18), (1, 300), (2, 2**18)], ids=["taps", "small-chunks", "strided"])
-def test_activation_fused_into_the_convolution_gives_the_layers_values(stride, chunk, monkeypatch):
+@pytest.mark.parametrize("stride, chunk, kernel", [(1, 2**18, 3), (1, 300, 3), (2, 2**18, 3), (1, 2**18, 1)],
+                         ids=["taps", "small-chunks", "strided", "1x1"])
+def test_activation_fused_into_the_convolution_gives_the_layers_values(stride, chunk, kernel, monkeypatch):
     """A convolution followed by a LeakyReLU in an ExactSequential (and in a residual block) finishes
     each chunk of outputs in cache (bias, rescale, activation): exactly the values of the two
     layers applied one after the other, whatever the chunk size."""
@@ -251,7 +252,7 @@ def test_activation_fused_into_the_convolution_gives_the_layers_values(stride, c
 
     monkeypatch.setattr(layers, "TAP_CHUNK_ELEMENTS", chunk)
     torch.manual_seed(2)
-    conv = nn.Conv2d(6, 7, 3, stride=stride, padding=1)
+    conv = nn.Conv2d(6, 7, kernel, stride=stride, padding=kernel // 2)
     exact_conv, leaky = ExactConv2d(conv, 9), layers.ExactLeakyReLU(0.125)
     x = from_real(torch.randn(2, 6, 23, 17) * 3, 10)
     separate = leaky(exact_conv(x))
