@@ -41,7 +41,8 @@ GDN_BAND_ELEMENTS = 2**18
 #: about what two cores' caches hold, so the nine taps re-read the chunk from cache, not memory.
 TAP_CHUNK_ELEMENTS = 2**18
 #: Strided layers with fewer input channels, and transposed ones with fewer output channels,
-#: than this (an image's first and last layers) use im2col or col2im; the others kernel taps.
+#: than this (an image's first and last layers) use im2col or col2im; the others kernel taps, whose
+#: outputs are laid out channels last but for fewer output channels than this (channels first).
 FEW_CHANNELS = 8
 #: LeakyReLU slopes are applied as ``round(x · m / 2^20)``, m an integer.
 SLOPE_BITS = 20
@@ -161,14 +162,17 @@ def conv2d_exact(
     padded[:, padding[0] + used_h :] = 0
     padded[:, :, : padding[1]] = 0
     padded[:, :, padding[1] + used_w :] = 0
-    out = value.new_empty((b, out_h * cols, weight.shape[0]))
+    few = weight.shape[0] < FEW_CHANNELS  # a few outputs (a network's last layer): channels first, the faster product then
+    out = value.new_empty((b, weight.shape[0], out_h * cols) if few else (b, out_h * cols, weight.shape[0]))
     taps = []
     for a in range(min(sh, kh)):
         for e in range(min(sw, kw)):
             flat = padded[:, a::sh, e::sw].reshape(b, -1, c)  # one copy per phase (none for stride 1)
             taps += [(flat, m * cols + n, weight[:, :, a + m * sh, e + n * sw]) for m in range(-(-(kh - a) // sh))
                      for n in range(-(-(kw - e) // sw))]
-    _accumulate_taps(out, taps, epilogue)
+    _accumulate_taps(out, taps, epilogue, channels_first=few)
+    if few:
+        return out.view(b, -1, out_h, cols)[..., :out_w]
     return out.view(b, out_h, cols, -1)[:, :, :out_w].permute(0, 3, 1, 2)  # a view, channels last in memory
 
 
@@ -200,32 +204,37 @@ def _conv2d_im2col(value: Tensor, weight: Tensor, stride: tuple[int, int], paddi
     return out
 
 
-def _accumulate_taps(out: Tensor, taps: list[tuple[Tensor, int, Tensor]], epilogue: Epilogue | None = None) -> Tensor:
+def _accumulate_taps(
+    out: Tensor, taps: list[tuple[Tensor, int, Tensor]], epilogue: Epilogue | None = None, channels_first: bool = False,
+) -> Tensor:
     """``out[:, i] = Σ flat[:, i + shift] @ matrixᵀ`` over ``taps`` of (flat input, shift,
     (out, in) matrix), channels last: ``out`` is (batch, positions, out channels), each ``flat``
     (batch, positions, in channels). A convolution as a sum over kernel taps of 1×1 products,
     each over a shifted run of whole rows of the input that needs no copy: 2–3× faster than
     im2col for the layers here, and channels last (each product a tall matrix times a small
-    one) 1.3–2× faster again than channels first for 24 to 96 channels on these cores. On a CPU
-    the outputs are taken in chunks (:data:`TAP_CHUNK_ELEMENTS`), so that all taps read a chunk
-    from cache, and ``epilogue`` finishes each chunk, as a ``(1, channel, n)`` view, while it is
-    still there. Each output is the same exact sum either way. ``out``'s prior contents are
-    ignored (the first tap's product is written over them)."""
-    b, length, o = out.shape
+    one) 1.3–2× faster again than channels first for 24 to 96 channels on these cores. With
+    ``channels_first``, ``out`` is (batch, out channels, positions), each product the small
+    matrix times the transposed run: twice as fast for 2 output channels (a network's last
+    layer). On a CPU the outputs are taken in chunks (:data:`TAP_CHUNK_ELEMENTS`), so that all
+    taps read a chunk from cache, and ``epilogue`` finishes each chunk, as a ``(1, channel, n)``
+    view, while it is still there. Each output is the same exact sum either way. ``out``'s prior
+    contents are ignored (the first tap's product is written over them)."""
+    b, o, length = (out.shape[0], out.shape[1], out.shape[2]) if channels_first else (out.shape[0], out.shape[2], out.shape[1])
     c = taps[0][0].shape[2]
-    transposed = [(flat, shift, matrix.t()) for flat, shift, matrix in taps]
     step = length if out.is_cuda else max(256, TAP_CHUNK_ELEMENTS // (o + c))  # a GPU wants few, large products
     for i in range(b):
         for start in range(0, length, step):
             stop = min(length, start + step)
-            chunk = out[i, start:stop]
-            for t, (flat, shift, matrix) in enumerate(transposed):
+            chunk = out[i, :, start:stop] if channels_first else out[i, start:stop]
+            for t, (flat, shift, matrix) in enumerate(taps):
+                run = flat[i, start + shift : stop + shift]
+                product = (matrix, run.t()) if channels_first else (run, matrix.t())
                 if t == 0:
-                    torch.mm(flat[i, start + shift : stop + shift], matrix, out=chunk)
+                    torch.mm(*product, out=chunk)
                 else:
-                    chunk.addmm_(flat[i, start + shift : stop + shift], matrix)
+                    chunk.addmm_(*product)
             if epilogue is not None:
-                epilogue(chunk.t().unsqueeze(0))
+                epilogue(chunk.unsqueeze(0) if channels_first else chunk.t().unsqueeze(0))
     return out
 
 

@@ -232,10 +232,15 @@ def test_banded_convolution_equals_one_band(monkeypatch):
 @pytest.mark.parametrize("shape, kernel, padding", [
     ((2, 8, 40, 33), 3, 1), ((1, 3, 7, 9), 3, 0), ((2, 2, 5, 6), 5, 2), ((1, 4, 1, 1), 3, 1), ((1, 1, 2, 8), 5, 2),
 ])
-def test_unstrided_convolution_by_kernel_taps_is_the_convolution(shape, kernel, padding):
+@pytest.mark.parametrize("few_channels", [0, 8], ids=["channels-last", "channels-first"])
+def test_unstrided_convolution_by_kernel_taps_is_the_convolution(shape, kernel, padding, few_channels, monkeypatch):
     """Unstrided convolutions sum 1×1 products over shifted flat views of the padded input
-    (the columns past each row's end discarded): odd sizes, no padding, a 1×1 image and
-    batches give exactly the convolution."""
+    (the columns past each row's end discarded), into outputs laid out channels last, or channels
+    first for a few output channels: odd sizes, no padding, a 1×1 image and batches give exactly
+    the convolution."""
+    import medvae.exact.layers as layers
+
+    monkeypatch.setattr(layers, "FEW_CHANNELS", few_channels)
     torch.manual_seed(1)
     x = torch.randint(-(2**20), 2**20, shape).double()
     w = torch.randint(-(2**10), 2**10, (5, shape[1], kernel, kernel)).double()
@@ -255,10 +260,12 @@ def test_activation_fused_into_the_convolution_gives_the_layers_values(stride, c
     conv = nn.Conv2d(6, 7, kernel, stride=stride, padding=kernel // 2)
     exact_conv, leaky = ExactConv2d(conv, 9), layers.ExactLeakyReLU(0.125)
     x = from_real(torch.randn(2, 6, 23, 17) * 3, 10)
-    separate = leaky(exact_conv(x))
-    assert bool((separate.value < 0).any()) and bool((separate.value > 0).any())
-    assert torch.equal(layers.ExactSequential([exact_conv, leaky])(x).value, separate.value)
-    assert torch.equal(exact_conv(x, activation=leaky).value, separate.value)
+    for few_channels in (0, 8):  # 7 outputs laid out channels last, then channels first
+        monkeypatch.setattr(layers, "FEW_CHANNELS", few_channels)
+        separate = leaky(exact_conv(x))
+        assert bool((separate.value < 0).any()) and bool((separate.value > 0).any())
+        assert torch.equal(layers.ExactSequential([exact_conv, leaky])(x).value, separate.value)
+        assert torch.equal(exact_conv(x, activation=leaky).value, separate.value)
 
 
 @pytest.mark.parametrize("few_channels", [0, 10**6], ids=["taps", "im2col-col2im"])
