@@ -219,7 +219,7 @@ def _accumulate_taps(
     taps read a chunk from cache, and ``epilogue`` finishes each chunk, as a ``(1, channel, n)``
     view, while it is still there. Each output is the same exact sum either way. ``out``'s prior
     contents are ignored (the first tap's product is written over them)."""
-    b, o, length = (out.shape[0], out.shape[1], out.shape[2]) if channels_first else (out.shape[0], out.shape[2], out.shape[1])
+    b, o, length = out.shape if channels_first else (out.shape[0], out.shape[2], out.shape[1])
     c = taps[0][0].shape[2]
     step = length if out.is_cuda else max(256, TAP_CHUNK_ELEMENTS // (o + c))  # a GPU wants few, large products
     for i in range(b):
