@@ -221,6 +221,9 @@ def _accumulate_taps(
     contents are ignored (the first tap's product is written over them)."""
     b, o, length = out.shape if channels_first else (out.shape[0], out.shape[2], out.shape[1])
     c = taps[0][0].shape[2]
+    # Each tap's matrix laid out once as its product reads it: a kernel tap's slice of a weight
+    # is strided in both dimensions, which the BLAS cannot read, so it would copy it every chunk.
+    taps = [(flat, shift, matrix.contiguous() if channels_first else matrix.t().contiguous()) for flat, shift, matrix in taps]
     step = length if out.is_cuda else max(256, TAP_CHUNK_ELEMENTS // (o + c))  # a GPU wants few, large products
     for i in range(b):
         for start in range(0, length, step):
@@ -228,7 +231,7 @@ def _accumulate_taps(
             chunk = out[i, :, start:stop] if channels_first else out[i, start:stop]
             for t, (flat, shift, matrix) in enumerate(taps):
                 run = flat[i, start + shift : stop + shift]
-                product = (matrix, run.t()) if channels_first else (run, matrix.t())
+                product = (matrix, run.t()) if channels_first else (run, matrix)
                 if t == 0:
                     torch.mm(*product, out=chunk)
                 else:
