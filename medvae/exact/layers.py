@@ -309,15 +309,17 @@ def _conv_transpose2d_fold(
     out_h = (h - 1) * sh - 2 * padding[0] + kh + output_padding[0]
     out_w = (w - 1) * sw - 2 * padding[1] + kw + output_padding[1]
     full_h, full_w = (h - 1) * sh + kh, (w - 1) * sw + kw
-    out_h = (h - 1) * sh - 2 * padding[0] + kh + output_padding[0]
-    out_w = (w - 1) * sw - 2 * padding[1] + kw + output_padding[1]
     # Rows and columns past the full result (output padding) receive no contribution.
     full = value.new_zeros((b, o, max(full_h, padding[0] + out_h), max(full_w, padding[1] + out_w)))
     matrix = weight.permute(0, 2, 3, 1).reshape(o * kh * kw, c)  # rows in (out, kh, kw) order, as fold reads them
     rows = _rows_per_band(b * o * kh * kw * w)
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
-        cols = matrix @ value[:, :, r0:r1].reshape(b, c, -1)  # (b, o·kh·kw, rows·w)
+        band = value[:, :, r0:r1]
+        if band.stride(1) == 1:  # channels last in memory: the product reads the band transposed, no copy
+            cols = matrix @ band.permute(0, 2, 3, 1).reshape(b, -1, c).transpose(1, 2)  # (b, o·kh·kw, rows·w)
+        else:
+            cols = matrix @ band.reshape(b, c, -1)
         band_h = (r1 - r0 - 1) * sh + kh
         full[:, :, r0 * sh : r0 * sh + band_h, :full_w] += F.fold(cols, (band_h, full_w), (kh, kw), stride=(sh, sw))
     return full[:, :, padding[0] : padding[0] + out_h, padding[1] : padding[1] + out_w]  # a view: no second copy
@@ -343,35 +345,49 @@ class ExactGDN(ExactModule):
         self.register_buffer("beta", _nonnegative(gdn.beta, gdn.beta_reparam))
 
     def forward(self, x: Fixed, in_place: bool = False) -> Fixed:
-        # Elementwise across positions: computed in bands of rows, so its five temporaries
-        # stay small, with the same value per element whatever the banding. A band is read
-        # whole before it is written, so ``in_place`` (for an input nobody else holds) is exact too.
+        # Elementwise across positions: computed in bands of rows, so its temporaries stay
+        # small, with the same value per element whatever the banding. A band is read whole
+        # before its output is written, so ``in_place`` (for an input nobody else holds) is exact too.
         out = x.value if in_place else torch.empty_like(x.value)
         b, c, h, w = x.value.shape
         rows = _rows_per_band(b * c * w, GDN_BAND_ELEMENTS)
+        beta, multiplier = self._constants(x.frac, x.value.device)
         for r0 in range(0, h, rows):
-            out[:, :, r0 : r0 + rows] = self._band(x.value[:, :, r0 : r0 + rows], x.frac)
+            self._band(x.value[:, :, r0 : r0 + rows], beta, multiplier, out[:, :, r0 : r0 + rows])
         return Fixed(out, self.out_frac)
 
-    def _band(self, value: Tensor, frac: int) -> Tensor:
-        device = value.device
-        sq = value * value  # exact: |x| < 2^24
-        high = torch.floor(sq * pow2(-ACTIVATION_BITS))
-        low = sq.sub_(high * pow2(ACTIVATION_BITS))  # exact: 0 <= low < 2^24
-        # v · 2^exponent, exponent = s_o + 2·frac: both sums exact, then rounded additions.
+    def _constants(self, frac: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Per channel, for inputs with ``frac`` fractional bits: β at the sum's scale, and the
+        power of two the sum is multiplied by before its square root (see :meth:`_band`)."""
+        # The sum is v · 2^exponent, exponent = s_o + 2·frac, and the input x · 2^frac. The output
+        # x / sqrt(v) at out_frac bits is the input over sqrt(sum · 2^(−exponent − 2·(out_frac − frac))),
+        # and x · sqrt(v) the input times sqrt(sum · 2^(2·(out_frac − frac) − exponent)).
         exponents = self.shifts + 2 * frac
+        scale = 2 * (self.out_frac - frac)
+        beta = (self.beta.cpu() * pow2(exponents)).to(device)[:, None, None]
+        multiplier = pow2(scale - exponents if self.inverse else -scale - exponents).to(device)[:, None, None]
+        return beta, multiplier
+
+    def _band(self, value: Tensor, beta: Tensor, multiplier: Tensor, out: Tensor) -> None:
+        """One band's output, written to ``out`` (which may be ``value`` itself).
+
+        Exact up to the IEEE operations named: ``x²`` split in two 24-bit halves makes two exact
+        integer sums, joined by one correctly rounded addition; β's addition, the product by a power
+        of two (exact), the square root and the quotient (or product) are each correctly rounded,
+        and the final rounding to an integer is exact. Scaling a square root's argument by 4^j scales
+        its correctly rounded result by exactly 2^j, and so for a quotient or product: folding the
+        output's power of two into the root's argument gives the very values of scaling after."""
+        sq = value * value  # exact: |x| < 2^24
+        low = torch.fmod(sq, pow2(ACTIVATION_BITS))  # exact: 0 <= low < 2^24
+        high = sq.sub_(low).mul_(pow2(-ACTIVATION_BITS))  # exact: an integer < 2^24
         acc = conv2d_exact(high, self.gamma, (1, 1), (0, 0)).mul_(pow2(ACTIVATION_BITS))
         acc.add_(conv2d_exact(low, self.gamma, (1, 1), (0, 0)))
-        acc.add_((self.beta.cpu() * pow2(exponents)).to(device)[:, None, None])
-        # With an even exponent, sqrt(v) is sqrt(acc) times a power of two.
-        odd = exponents % 2
-        root = acc.mul_(pow2(odd).to(device)[:, None, None]).sqrt_()  # sqrt(v) · 2^half
-        half = (exponents + odd) // 2
+        root = acc.add_(beta).mul_(multiplier).sqrt_()
         if self.inverse:
-            out = torch.mul(value, root, out=root)
-            return scale_round_(out, pow2(self.out_frac - frac - half).to(device)[:, None, None])
-        out = torch.div(value, root, out=root)
-        return scale_round_(out, pow2(self.out_frac - frac + half).to(device)[:, None, None])
+            torch.mul(value, root, out=out)
+        else:
+            torch.div(value, root, out=out)
+        saturate(out.round_())
 
 
 def _nonnegative(parameter: Tensor, reparam: nn.Module) -> Tensor:
