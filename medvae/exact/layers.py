@@ -177,31 +177,36 @@ def conv2d_exact(
 
 
 def _finished(out: Tensor, epilogue: Epilogue | None) -> Tensor:
-    """``out`` (contiguous) after ``epilogue``, applied to it as one ``(batch, channel, n)`` chunk."""
+    """``out`` (channels last in memory, as :func:`_conv2d_im2col` lays it out) after ``epilogue``,
+    applied to it as one ``(batch, channel, n)`` view."""
     if epilogue is not None:
-        epilogue(out.view(out.shape[0], out.shape[1], -1))
+        b, o = out.shape[:2]
+        epilogue(out.permute(0, 2, 3, 1).reshape(b, -1, o).transpose(1, 2))
     return out
 
 
 def _conv2d_im2col(value: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> Tensor:
     """:func:`conv2d_exact` as one matrix product over im2col columns, in bands of output rows
-    (so memory stays bounded): faster than taps for a strided layer with few input channels."""
+    (so memory stays bounded): faster than taps for a strided layer with few input channels.
+    The output is laid out channels last (each product the transposed columns times the small
+    weight matrix), as the layers after it read it without a copy."""
     (sh, sw), (kh, kw) = stride, weight.shape[2:]
     b, c, h, w = value.shape
-    matrix = weight.reshape(weight.shape[0], -1)
+    o = weight.shape[0]
+    matrix = weight.reshape(o, -1).t()  # (c·kh·kw, out)
     out_h, out_w = (h + 2 * padding[0] - kh) // sh + 1, (w + 2 * padding[1] - kw) // sw + 1
     rows = _rows_per_band(b * c * kh * kw * out_w)
     if rows >= out_h:  # one band: unfold pads by itself
         cols = F.unfold(value, (kh, kw), padding=padding, stride=(sh, sw))
-        return (matrix @ cols).reshape(b, -1, out_h, out_w)
+        return (cols.transpose(1, 2) @ matrix).view(b, out_h, out_w, o).permute(0, 3, 1, 2)
     x = F.pad(value, (padding[1], padding[1], padding[0], padding[0]))
-    out = value.new_empty((b, weight.shape[0], out_h, out_w))
+    out = value.new_empty((b, out_h, out_w, o))
     for r0 in range(0, out_h, rows):
         r1 = min(out_h, r0 + rows)
         band = x[:, :, r0 * sh : (r1 - 1) * sh + kh]
         cols = F.unfold(band, (kh, kw), stride=(sh, sw))  # (b, c·kh·kw, rows·out_w), copies only
-        out[:, :, r0:r1] = (matrix @ cols).reshape(b, -1, r1 - r0, out_w)
-    return out
+        out[:, r0:r1] = (cols.transpose(1, 2) @ matrix).view(b, r1 - r0, out_w, o)
+    return out.permute(0, 3, 1, 2)
 
 
 def _accumulate_taps(
@@ -281,11 +286,17 @@ def conv_transpose2d_exact(
     # padded by taps − 1 before (x[u − m] for m < taps) and laid out with one extra row after.
     rows, cols = -(-(padding[0] + out_h) // sh), -(-(padding[1] + out_w) // sw)
     width = cols + taps_w - 1
-    padded = value.new_zeros((b, rows + taps_h, width, c))  # channels last, as _accumulate_taps reads it
+    padded = value.new_empty((b, rows + taps_h, width, c))  # channels last, as _accumulate_taps reads it
     used_h, used_w = min(h, rows), min(w, cols)
-    padded[:, taps_h - 1 : taps_h - 1 + used_h, taps_w - 1 : taps_w - 1 + used_w] = value[:, :, :used_h, :used_w].permute(0, 2, 3, 1)
+    top, left = taps_h - 1, taps_w - 1
+    padded[:, top : top + used_h, left : left + used_w] = value[:, :, :used_h, :used_w].permute(0, 2, 3, 1)
+    padded[:, :top] = 0  # the padding, around the copy
+    padded[:, top + used_h :] = 0
+    padded[:, :, :left] = 0
+    padded[:, :, left + used_w :] = 0
     flat = padded.reshape(b, -1, c)
-    full = value.new_zeros((b, rows * sh, cols * sw, o))
+    # Every phase has a tap when the kernel is at least the stride, and then writes every position.
+    full = (value.new_empty if kh >= sh and kw >= sw else value.new_zeros)((b, rows * sh, cols * sw, o))
     for a in range(min(sh, kh)):
         for e in range(min(sw, kw)):
             phase_h, phase_w = -(-(kh - a) // sh), -(-(kw - e) // sw)
