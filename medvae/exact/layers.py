@@ -164,11 +164,11 @@ def conv2d_exact(
     padded[:, :, padding[1] + used_w :] = 0
     few = weight.shape[0] < FEW_CHANNELS  # a few outputs (a network's last layer): channels first, the faster product then
     out = value.new_empty((b, weight.shape[0], out_h * cols) if few else (b, out_h * cols, weight.shape[0]))
-    taps = []
+    matrices, taps = _tap_matrices(weight, channels_first=few), []
     for a in range(min(sh, kh)):
         for e in range(min(sw, kw)):
             flat = padded[:, a::sh, e::sw].reshape(b, -1, c)  # one copy per phase (none for stride 1)
-            taps += [(flat, m * cols + n, weight[:, :, a + m * sh, e + n * sw]) for m in range(-(-(kh - a) // sh))
+            taps += [(flat, m * cols + n, matrices[a + m * sh, e + n * sw]) for m in range(-(-(kh - a) // sh))
                      for n in range(-(-(kw - e) // sw))]
     _accumulate_taps(out, taps, epilogue, channels_first=few)
     if few:
@@ -209,26 +209,30 @@ def _conv2d_im2col(value: Tensor, weight: Tensor, stride: tuple[int, int], paddi
     return out.permute(0, 3, 1, 2)
 
 
+def _tap_matrices(weight: Tensor, channels_first: bool = False) -> Tensor:
+    """A (out, in, kh, kw) weight as (kh, kw, in, out), each tap's matrix contiguous as
+    :func:`_accumulate_taps` multiplies by it ((kh, kw, out, in) for ``channels_first``): a tap's
+    slice of the weight is strided in both dimensions, which the BLAS would copy at every product."""
+    return weight.permute(2, 3, 0, 1).contiguous() if channels_first else weight.permute(2, 3, 1, 0).contiguous()
+
+
 def _accumulate_taps(
     out: Tensor, taps: list[tuple[Tensor, int, Tensor]], epilogue: Epilogue | None = None, channels_first: bool = False,
 ) -> Tensor:
-    """``out[:, i] = Σ flat[:, i + shift] @ matrixᵀ`` over ``taps`` of (flat input, shift,
-    (out, in) matrix), channels last: ``out`` is (batch, positions, out channels), each ``flat``
+    """``out[:, i] = Σ flat[:, i + shift] @ matrix`` over ``taps`` of (flat input, shift,
+    (in, out) matrix, :func:`_tap_matrices`), channels last: ``out`` is (batch, positions, out channels), each ``flat``
     (batch, positions, in channels). A convolution as a sum over kernel taps of 1×1 products,
     each over a shifted run of whole rows of the input that needs no copy: 2–3× faster than
     im2col for the layers here, and channels last (each product a tall matrix times a small
     one) 1.3–2× faster again than channels first for 24 to 96 channels on these cores. With
     ``channels_first``, ``out`` is (batch, out channels, positions), each product the small
-    matrix times the transposed run: twice as fast for 2 output channels (a network's last
+    (out, in) matrix times the transposed run: twice as fast for 2 output channels (a network's last
     layer). On a CPU the outputs are taken in chunks (:data:`TAP_CHUNK_ELEMENTS`), so that all
     taps read a chunk from cache, and ``epilogue`` finishes each chunk, as a ``(1, channel, n)``
     view, while it is still there. Each output is the same exact sum either way. ``out``'s prior
     contents are ignored (the first tap's product is written over them)."""
     b, o, length = out.shape if channels_first else (out.shape[0], out.shape[2], out.shape[1])
     c = taps[0][0].shape[2]
-    # Each tap's matrix laid out once as its product reads it: a kernel tap's slice of a weight
-    # is strided in both dimensions, which the BLAS cannot read, so it would copy it every chunk.
-    taps = [(flat, shift, matrix.contiguous() if channels_first else matrix.t().contiguous()) for flat, shift, matrix in taps]
     step = length if out.is_cuda else max(256, TAP_CHUNK_ELEMENTS // (o + c))  # a GPU wants few, large products
     for i in range(b):
         for start in range(0, length, step):
@@ -297,12 +301,13 @@ def conv_transpose2d_exact(
     flat = padded.reshape(b, -1, c)
     # Every phase has a tap when the kernel is at least the stride, and then writes every position.
     full = (value.new_empty if kh >= sh and kw >= sw else value.new_zeros)((b, rows * sh, cols * sw, o))
+    matrices = _tap_matrices(weight)
     for a in range(min(sh, kh)):
         for e in range(min(sw, kw)):
             phase_h, phase_w = -(-(kh - a) // sh), -(-(kw - e) // sw)
             # x[u − m] for m = phase_h − 1 − m' sits at padded row u + m' + taps_h − phase_h
             taps = [(flat, (i + taps_h - phase_h) * width + j + taps_w - phase_w,
-                     weight[:, :, a + (phase_h - 1 - i) * sh, e + (phase_w - 1 - j) * sw])
+                     matrices[a + (phase_h - 1 - i) * sh, e + (phase_w - 1 - j) * sw])
                     for i in range(phase_h) for j in range(phase_w)]
             phase = _accumulate_taps(value.new_empty((b, rows * width, o)), taps)
             full[:, a::sh, e::sw] = phase.view(b, rows, width, o)[:, :, :cols]
