@@ -394,8 +394,8 @@ class ExactGDN(ExactModule):
         its correctly rounded result by exactly 2^j, and so for a quotient or product: folding the
         output's power of two into the root's argument gives the very values of scaling after."""
         sq = value * value  # exact: |x| < 2^24
-        low = torch.fmod(sq, pow2(ACTIVATION_BITS))  # exact: 0 <= low < 2^24
-        high = sq.sub_(low).mul_(pow2(-ACTIVATION_BITS))  # exact: an integer < 2^24
+        high = sq.mul(pow2(-ACTIVATION_BITS)).floor_()  # exact: an integer < 2^24
+        low = sq.add_(high, alpha=-pow2(ACTIVATION_BITS))  # exact (the true value, 0 <= low < 2^24, is representable)
         acc = conv2d_exact(high, self.gamma, (1, 1), (0, 0)).mul_(pow2(ACTIVATION_BITS))
         acc.add_(conv2d_exact(low, self.gamma, (1, 1), (0, 0)))
         root = acc.add_(beta).mul_(multiplier).sqrt_()

@@ -216,6 +216,43 @@ def test_exact_layers_ignore_memory_layout_and_batching(index):
     assert float((reference - layer(x).real()).abs().max()) < 1e-4 * max(1.0, float(reference.abs().max()))
 
 
+@pytest.mark.parametrize("inverse", [False, True], ids=["GDN", "inverse GDN"])
+@pytest.mark.parametrize("frac", [0, 12, 20])
+def test_gdn_gives_the_values_of_its_step_by_step_definition(inverse, frac, monkeypatch):
+    """The exact GDN folds its output's power of two into the square root's argument and runs in
+    bands; it gives, bit for bit, the steps its docstring names, taken one after the other: x²
+    split in two exact 24-bit halves, two exact sums, β, the square root, the quotient (or
+    product), then the scaling to the output's bits and one rounding, at the largest and smallest
+    activations as on random ones."""
+    import medvae.exact.layers as layers
+
+    torch.manual_seed(3)
+    gdn = GDN(6, inverse=inverse)
+    with torch.no_grad():
+        gdn.gamma.add_(0.3 * torch.rand_like(gdn.gamma))
+        gdn.beta.mul_(torch.rand_like(gdn.beta) + 0.01)
+    layer = ExactGDN(gdn, out_frac=14)
+    x = torch.randint(-(2**23), 2**23, (2, 6, 9, 11)).double()
+    x[0, :, 0] = LIMIT
+    x[0, :, 1] = -LIMIT
+    x[1, :, 0] = 0.0
+    x[1, :, 1] = 1.0
+    exponents = layer.shifts + 2 * frac
+    high = torch.floor(x * x / 2.0**24)
+    low = x * x - high * 2.0**24
+    total = F.conv2d(high, layer.gamma) * 2.0**24 + F.conv2d(low, layer.gamma)  # each sum exact, one rounded addition
+    total = total + (layer.beta * torch.pow(2.0, exponents.double()))[:, None, None]
+    odd = exponents % 2
+    root = (total * torch.pow(2.0, odd.double())[:, None, None]).sqrt()  # sqrt of the sum · 2^-exponent, times 2^half
+    half = (exponents + odd) // 2
+    shift = (layer.out_frac - frac - half) if inverse else (layer.out_frac - frac + half)
+    quotient = x * root if inverse else x / root
+    expected = (quotient * torch.pow(2.0, shift.double())[:, None, None]).round().clamp(-LIMIT, LIMIT)
+    assert torch.equal(layer(Fixed(x, frac)).value, expected)
+    monkeypatch.setattr(layers, "GDN_BAND_ELEMENTS", 6 * 11 * 2)  # two rows a band
+    assert torch.equal(layer(Fixed(x.clone(), frac), in_place=True).value, expected)
+
+
 def test_banded_convolution_equals_one_band(monkeypatch):
     """Strided convolutions of few channels run im2col in bands of output rows; the bands change nothing."""
     import medvae.exact.layers as layers
