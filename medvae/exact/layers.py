@@ -430,11 +430,10 @@ class ExactLeakyReLU(ExactModule):
         return Fixed(self.apply_(x.value.clone()), x.frac)
 
     def apply_(self, value: Tensor) -> Tensor:
-        """The activation of ``value``, in place."""
-        # max(x, 0) + round(min(x, 0) · slope): the same values as a select on x < 0 (a zero may
-        # lose its sign, which no later step can see), in one temporary.
-        negative = value.clamp(max=0.0).mul_(self.slope).round_()
-        return value.clamp_(min=0.0).add_(negative)
+        """The activation of ``value`` (integers), in place."""
+        # x · slope for x < 0 is exact (above), so rounding after the library's LeakyReLU gives
+        # round(x · slope) there and leaves the integers x ≥ 0 as they are: two passes, no temporary.
+        return F.leaky_relu_(value, self.slope).round_()
 
 
 def geometric_mix(low: Tensor, high: Tensor, k: int) -> Tensor:

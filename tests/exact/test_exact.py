@@ -253,6 +253,21 @@ def test_gdn_gives_the_values_of_its_step_by_step_definition(inverse, frac, monk
     assert torch.equal(layer(Fixed(x.clone(), frac), in_place=True).value, expected)
 
 
+@pytest.mark.parametrize("slope", [0.125, 0.01, 0.3])
+def test_leaky_relu_is_its_definition_on_integers(slope):
+    """The exact LeakyReLU (the library's, then one rounding) gives max(x, 0) + round(min(x, 0) · slope),
+    rounded half to even with the slope as an integer over 2^20, at the activation range's ends,
+    on halves and on random integers."""
+    from medvae.exact.layers import ExactLeakyReLU
+
+    layer = ExactLeakyReLU(slope)
+    x = torch.randint(-int(LIMIT), int(LIMIT) + 1, (100_000,)).double()
+    x[:8] = torch.tensor([0.0, -0.0, 1.0, -1.0, -4.0, -12.0, LIMIT, -LIMIT])
+    m = round(slope * 2**20)
+    expected = torch.tensor([v if v >= 0 else float(round(v * m / 2**20)) for v in x.tolist()], dtype=torch.float64)
+    assert torch.equal(layer.apply_(x.clone()), expected)
+
+
 def test_banded_convolution_equals_one_band(monkeypatch):
     """Strided convolutions of few channels run im2col in bands of output rows; the bands change nothing."""
     import medvae.exact.layers as layers
