@@ -261,12 +261,14 @@ class ExactConvTranspose2d(_Accumulating):
 
     def forward(self, x: Fixed) -> Fixed:
         weights, bias, multiplier, _ = self.integers(x.frac)
-        acc = conv_transpose2d_exact(x.value, weights, self.stride, self.padding, self.output_padding)
-        return Fixed(scale_round_(acc.add_(bias), multiplier), self.out_frac)
+        bias, multiplier = bias.view(-1, 1), multiplier.view(-1, 1)  # per channel, for (batch, channel, n) chunks
+        finish = lambda chunk: scale_round_(chunk.add_(bias), multiplier)  # noqa: E731
+        return Fixed(conv_transpose2d_exact(x.value, weights, self.stride, self.padding, self.output_padding, finish), self.out_frac)
 
 
 def conv_transpose2d_exact(
-    value: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int], output_padding: tuple[int, int]
+    value: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int], output_padding: tuple[int, int],
+    epilogue: Epilogue | None = None,
 ) -> Tensor:
     """Integer transposed convolution; ``weight`` is (out, in, kh, kw).
 
@@ -276,13 +278,15 @@ def conv_transpose2d_exact(
     :func:`_accumulate_taps` (exact integer sums) and written into its place; no position gets
     two phases, so the result is the same exact sum as col2im's. Layers with fewer than
     :data:`FEW_CHANNELS` output channels (an image's last layer), and every layer on a GPU, use
-    col2im (:func:`_conv_transpose2d_fold`), faster there.
+    col2im (:func:`_conv_transpose2d_fold`), faster there. ``epilogue`` (elementwise) finishes
+    each phase's chunks in cache as :func:`conv2d_exact`'s does (or the whole result, where a
+    kernel smaller than the stride leaves positions that no phase writes, and after col2im).
     """
     (sh, sw), (kh, kw) = stride, weight.shape[2:]
     b, c, h, w = value.shape
     o = weight.shape[0]
     if o < FEW_CHANNELS or value.is_cuda:
-        return _conv_transpose2d_fold(value, weight, stride, padding, output_padding)
+        return _conv_transpose2d_fold(value, weight, stride, padding, output_padding, epilogue)
     out_h = (h - 1) * sh - 2 * padding[0] + kh + output_padding[0]
     out_w = (w - 1) * sw - 2 * padding[1] + kw + output_padding[1]
     taps_h, taps_w = -(-kh // sh), -(-kw // sw)
@@ -300,7 +304,8 @@ def conv_transpose2d_exact(
     padded[:, :, left + used_w :] = 0
     flat = padded.reshape(b, -1, c)
     # Every phase has a tap when the kernel is at least the stride, and then writes every position.
-    full = (value.new_empty if kh >= sh and kw >= sw else value.new_zeros)((b, rows * sh, cols * sw, o))
+    every = kh >= sh and kw >= sw
+    full = (value.new_empty if every else value.new_zeros)((b, rows * sh, cols * sw, o))
     matrices = _tap_matrices(weight)
     for a in range(min(sh, kh)):
         for e in range(min(sw, kw)):
@@ -309,13 +314,16 @@ def conv_transpose2d_exact(
             taps = [(flat, (i + taps_h - phase_h) * width + j + taps_w - phase_w,
                      matrices[a + (phase_h - 1 - i) * sh, e + (phase_w - 1 - j) * sw])
                     for i in range(phase_h) for j in range(phase_w)]
-            phase = _accumulate_taps(value.new_empty((b, rows * width, o)), taps)
+            phase = _accumulate_taps(value.new_empty((b, rows * width, o)), taps, epilogue if every else None)
             full[:, a::sh, e::sw] = phase.view(b, rows, width, o)[:, :, :cols]
+    if epilogue is not None and not every:  # the positions no phase reaches hold zero sums, finished too
+        epilogue(full.view(b, -1, o).transpose(1, 2))
     return full[:, padding[0] : padding[0] + out_h, padding[1] : padding[1] + out_w].permute(0, 3, 1, 2)  # a view: no second copy
 
 
 def _conv_transpose2d_fold(
-    value: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int], output_padding: tuple[int, int]
+    value: Tensor, weight: Tensor, stride: tuple[int, int], padding: tuple[int, int], output_padding: tuple[int, int],
+    epilogue: Epilogue | None = None,
 ) -> Tensor:
     """:func:`conv_transpose2d_exact` as a matrix product followed by ``fold`` (col2im, a sum of
     integers), in bands of input rows: faster than taps for layers with few channels."""
@@ -338,6 +346,8 @@ def _conv_transpose2d_fold(
             cols = matrix @ band.reshape(b, c, -1)
         band_h = (r1 - r0 - 1) * sh + kh
         full[:, :, r0 * sh : r0 * sh + band_h, :full_w] += F.fold(cols, (band_h, full_w), (kh, kw), stride=(sh, sw))
+    if epilogue is not None:
+        epilogue(full.view(b, o, -1))
     return full[:, :, padding[0] : padding[0] + out_h, padding[1] : padding[1] + out_w]  # a view: no second copy
 
 

@@ -337,6 +337,7 @@ def test_strided_and_transposed_convolutions_are_the_convolutions(few_channels, 
     ):
         x = torch.randint(-1000, 1000, (2, 3, h, w)).double()
         weight = torch.randint(-500, 500, (4, 3, kh, kw)).double()
+        bias = torch.randint(-500, 500, (4, 1)).double()
         if h + 2 * ph >= kh and w + 2 * pw >= kw:
             expected = F.conv2d(x, weight, stride=(sh, sw), padding=(ph, pw))
             assert torch.equal(conv2d_exact(x, weight, (sh, sw), (ph, pw)), expected), (h, w, kh, kw, sh, sw, ph, pw)
@@ -347,6 +348,9 @@ def test_strided_and_transposed_convolutions_are_the_convolutions(few_channels, 
             expected = F.conv_transpose2d(x, weight.transpose(0, 1), stride=(sh, sw), padding=(ph, pw), output_padding=(oph, opw))
             got = conv_transpose2d_exact(x, weight, (sh, sw), (ph, pw), (oph, opw))
             assert torch.equal(got, expected), (h, w, kh, kw, sh, sw, ph, pw, oph, opw)
+            # an epilogue (per channel, elementwise) finishes every output once, those no tap reaches too
+            finished = conv_transpose2d_exact(x, weight, (sh, sw), (ph, pw), (oph, opw), lambda chunk: chunk.add_(bias).mul_(-2))
+            assert torch.equal(finished, (expected + bias.view(1, -1, 1, 1)) * -2), (h, w, kh, kw, sh, sw, ph, pw, oph, opw)
             cases += 1
     assert cases > 500
 
