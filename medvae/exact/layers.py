@@ -155,13 +155,8 @@ def conv2d_exact(
     # shifted view stays inside the buffer (see _accumulate_taps), and the columns past out_w
     # are computed and discarded. Channels last: a tap's product reads whole rows of the buffer.
     rows, cols = out_h + -(-kh // sh), out_w + -(-kw // sw) - 1
-    padded = value.new_empty((b, rows * sh, cols * sw, c))
-    used_h, used_w = min(h, rows * sh - padding[0]), min(w, cols * sw - padding[1])
-    padded[:, padding[0] : padding[0] + used_h, padding[1] : padding[1] + used_w] = value[:, :, :used_h, :used_w].permute(0, 2, 3, 1)
-    padded[:, : padding[0]] = 0  # the padding, around the copy
-    padded[:, padding[0] + used_h :] = 0
-    padded[:, :, : padding[1]] = 0
-    padded[:, :, padding[1] + used_w :] = 0
+    used = min(h, rows * sh - padding[0]), min(w, cols * sw - padding[1])
+    padded = _padded_channels_last(value, (rows * sh, cols * sw), (padding[0], padding[1]), used)
     few = weight.shape[0] < FEW_CHANNELS  # a few outputs (a network's last layer): channels first, the faster product then
     out = value.new_empty((b, weight.shape[0], out_h * cols) if few else (b, out_h * cols, weight.shape[0]))
     matrices, taps = _tap_matrices(weight, channels_first=few), []
@@ -174,6 +169,20 @@ def conv2d_exact(
     if few:
         return out.view(b, -1, out_h, cols)[..., :out_w]
     return out.view(b, out_h, cols, -1)[:, :, :out_w].permute(0, 3, 1, 2)  # a view, channels last in memory
+
+
+def _padded_channels_last(value: Tensor, size: tuple[int, int], offset: tuple[int, int], used: tuple[int, int]) -> Tensor:
+    """A (batch, height, width, channels) buffer of ``size`` holding ``value``'s first ``used``
+    rows and columns at ``offset`` and zeros around them: the padded input :func:`_accumulate_taps`
+    reads (only the padding is zeroed, not the whole buffer)."""
+    (top, left), (used_h, used_w) = offset, used
+    padded = value.new_empty((value.shape[0], *size, value.shape[1]))
+    padded[:, top : top + used_h, left : left + used_w] = value[:, :, :used_h, :used_w].permute(0, 2, 3, 1)
+    padded[:, :top] = 0
+    padded[:, top + used_h :] = 0
+    padded[:, :, :left] = 0
+    padded[:, :, left + used_w :] = 0
+    return padded
 
 
 def _finished(out: Tensor, epilogue: Epilogue | None) -> Tensor:
@@ -294,14 +303,7 @@ def conv_transpose2d_exact(
     # padded by taps − 1 before (x[u − m] for m < taps) and laid out with one extra row after.
     rows, cols = -(-(padding[0] + out_h) // sh), -(-(padding[1] + out_w) // sw)
     width = cols + taps_w - 1
-    padded = value.new_empty((b, rows + taps_h, width, c))  # channels last, as _accumulate_taps reads it
-    used_h, used_w = min(h, rows), min(w, cols)
-    top, left = taps_h - 1, taps_w - 1
-    padded[:, top : top + used_h, left : left + used_w] = value[:, :, :used_h, :used_w].permute(0, 2, 3, 1)
-    padded[:, :top] = 0  # the padding, around the copy
-    padded[:, top + used_h :] = 0
-    padded[:, :, :left] = 0
-    padded[:, :, left + used_w :] = 0
+    padded = _padded_channels_last(value, (rows + taps_h, width), (taps_h - 1, taps_w - 1), (min(h, rows), min(w, cols)))
     flat = padded.reshape(b, -1, c)
     # Every phase has a tap when the kernel is at least the stride, and then writes every position.
     every = kh >= sh and kw >= sw
