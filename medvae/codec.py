@@ -23,6 +23,7 @@ from compressai.models import CompressionModel
 from tqdm import tqdm
 
 from medvae import bitstream, correction, metrics, prediction, zoo
+from medvae.allocator import keep_freed_memory
 from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
 from medvae.exact import calibrate, exact_twin
@@ -153,6 +154,7 @@ class Codec:
     ):
         if not hasattr(model, "model_name"):
             raise TypeError("Codec needs a registered MedVAE model (medvae.models.create(...))")
+        keep_freed_memory()  # coding reuses its freed buffers instead of page-faulting new ones
         self.model = model.eval().to(device)
         self.model.update(force=update_tables)
         if update_tables or getattr(model, "exact_plan", None) is None:
