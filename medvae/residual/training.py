@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from medvae.allocator import keep_freed_memory
 from medvae.checkpoint import fingerprint as weights_fingerprint
 from medvae.codec import Codec
 from medvae.errors import MedVAEError
@@ -162,6 +163,7 @@ def train_residual(
     if minutes is not None and (checkpoint or not minutes > 0):
         raise MedVAEError("minutes must be a positive number of minutes, and cannot be combined with a checkpoint")
     device = torch.device(device)
+    keep_freed_memory()  # each step's buffers reused, not page-faulted again (medvae.allocator)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = model or ResidualModel()

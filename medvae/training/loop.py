@@ -91,7 +91,8 @@ def train(config: dict[str, Any], *, resume: str | Path | None = None, amp: bool
         resume: a checkpoint written by this loop (``OUT/last.pt``), or ``"auto"`` for
             ``OUT/last.pt`` when it exists. Model, optimizers, scheduler, step, RNG
             states and data position are restored, so the run continues as if never stopped.
-        amp: bfloat16 autocast (CUDA, or CPUs with AVX-512-BF16/AMX, where it is about twice as fast).
+        amp: bfloat16 autocast (CUDA; CPUs with AMX, or AMD's with AVX-512-BF16, where it is about twice
+            as fast; :func:`medvae.training.step.slow_bf16` warns where it is slower).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
     """
     runtime = distributed.setup(device)
@@ -157,9 +158,10 @@ def _setup(cfg: dict[str, Any], runtime: distributed.Runtime, resume: str | Path
         if runtime.is_main:
             print(f"medvae train: starting from the weights in {tcfg['init_from']}")
     model.to(runtime.device)
-    if amp and runtime.is_main and slow_bf16(runtime.device):
-        print("medvae train: warning: this CPU has no native bfloat16 (AVX-512-BF16 or AMX), so --amp emulates it and "
-              "trains many times slower than float32 (measured 9-15 s a step against 0.4 s); drop --amp", file=sys.stderr)
+    slow = slow_bf16(runtime.device) if amp and runtime.is_main else None
+    if slow:
+        print(f"medvae train: warning: --amp (bfloat16 autocast) trains slower than float32 on this CPU ({slow}); drop --amp",
+              file=sys.stderr)
     optimizer, aux_optimizer = make_optimizers(model, ocfg)
     scheduler = make_scheduler(optimizer, ocfg, int(tcfg["iterations"]))
 

@@ -8,10 +8,11 @@ import torch
 from compressai.models import CompressionModel
 from torch import Tensor, nn
 
+from medvae.allocator import keep_freed_memory
 from medvae.losses import RateDistortionLoss
 
 
-#: CPU flags of native bfloat16 arithmetic (Linux ``/proc/cpuinfo`` names).
+#: CPU flags of bfloat16 arithmetic (Linux ``/proc/cpuinfo`` names).
 NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 
@@ -24,13 +25,36 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
     return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
-def slow_bf16(device: torch.device, flags: set[str] | None = None) -> bool:
-    """Whether bfloat16 autocast would slow training on ``device``: an x86 CPU known to lack
-    native bf16 (:data:`NATIVE_BF16_FLAGS`), where PyTorch emulates it. Measured on an AVX2-only
-    CPU: 9–15 s a ``medvae-vr`` step (batch 8, 128² crops) against 0.4 s in float32; with
-    AVX-512-BF16 it is 1.9 times *faster* than float32. ``flags``: default :func:`cpu_flags`."""
+def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's ``vendor_id`` (``GenuineIntel``, ``AuthenticAMD``), or None where unknown."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), None)
+
+
+def slow_bf16(device: torch.device, flags: set[str] | None = None, vendor: str | None = None) -> str | None:
+    """Why bfloat16 autocast would train slower than float32 on ``device``, or None where it is not
+    known to. Measured on 2 cores, ``medvae``/``medvae-ctx`` steps (batch 8, 128² crops):
+
+    * an x86 CPU without :data:`NATIVE_BF16_FLAGS` (AVX2 alone) emulates bf16: 9–15 s a step
+      against 0.4 s in float32;
+    * an AMD CPU with AVX-512-BF16 (Zen 4): 1.9 times *faster* than float32;
+    * an Intel CPU with AVX-512-BF16 but no AMX (a Xeon whose AMX the VM hides): 0.70–0.77 times
+      float32's speed (``python benchmarks/train_speed.py --crop 128 --batch 8 --N 64 --M 96 [--amp]``);
+      Intel's bf16 speed comes with AMX.
+
+    ``flags``, ``vendor``: default :func:`cpu_flags`, :func:`cpu_vendor`."""
     flags = cpu_flags() if flags is None else flags
-    return device.type == "cpu" and flags is not None and "avx2" in flags and not flags & NATIVE_BF16_FLAGS
+    if device.type != "cpu" or flags is None or "avx2" not in flags or "amx_bf16" in flags:
+        return None
+    if "avx512_bf16" not in flags:
+        return "no native bfloat16 (AVX-512-BF16 or AMX): emulated, measured 9-15 s a step against 0.4 s"
+    vendor = cpu_vendor() if vendor is None else vendor
+    if vendor == "GenuineIntel":
+        return "an Intel CPU with AVX-512-BF16 but no AMX: measured 0.70-0.77 times float32's speed"
+    return None
 
 
 def train_step(
@@ -48,6 +72,7 @@ def train_step(
     ``net`` is what runs the forward pass (the model, or its DistributedDataParallel
     wrapper); ``model`` is the bare model (for ``aux_loss``). Returns the loss terms.
     """
+    keep_freed_memory()  # once per process: 25-30 % more steps a second on 2 CPU cores (docs/variable-rate.md)
     with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
         output = net(x)
     losses = criterion(output, x)
