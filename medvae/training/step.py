@@ -18,20 +18,21 @@ NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
     """The CPU's feature flags, or None where ``cpuinfo`` cannot be read (not Linux)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return None
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    lines = _cpuinfo_lines(cpuinfo)
+    return None if lines is None else {flag for line in lines if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
 def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """The CPU's ``vendor_id`` (``GenuineIntel``, ``AuthenticAMD``), or None where unknown."""
+    lines = _cpuinfo_lines(cpuinfo) or []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), None)
+
+
+def _cpuinfo_lines(cpuinfo: Path) -> list[str] | None:
     try:
-        lines = cpuinfo.read_text().splitlines()
+        return cpuinfo.read_text().splitlines()
     except OSError:
         return None
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("vendor_id")), None)
 
 
 def slow_bf16(device: torch.device, flags: set[str] | None = None, vendor: str | None = None) -> str | None:
