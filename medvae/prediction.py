@@ -31,6 +31,8 @@ table entry times the step in quarters, one IEEE product that every device round
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from compressai.entropy_models import EntropyModel
@@ -86,23 +88,38 @@ def symbol_costs(symbols: Tensor, indexes: Tensor, coder: EntropyModel) -> np.nd
     """What CompressAI's rANS coder spends on each of ``symbols`` (1, C, H, W) under table
     ``indexes``, as (C, H, W) integers in 2^-16 bit (exact): each symbol's interval and, for a value
     beyond its table, the escape's bypass groups."""
-    cdf = coder._quantized_cdf.numpy().astype(np.int64)
-    lengths = coder._cdf_length.reshape(-1).numpy().astype(np.int64)
-    offsets = coder._offset.reshape(-1).numpy().astype(np.int64)
+    bits, offsets, tops = _table_costs(coder)
     index = indexes[0].numpy().astype(np.int64)
     value = symbols[0].numpy().astype(np.int64) - offsets[index]
-    top = lengths[index] - 2  # the escape symbol
+    top = tops[index]  # the escape symbol
     escaped = (value < 0) | (value >= top)
-    raw = np.where(value < 0, -2 * value - 1, 2 * (value - top)) * escaped
-    position = np.where(escaped, top, value)
-    widths = cdf[index, position + 1] - cdf[index, position]
-    groups = np.zeros_like(raw)
-    rest = raw.copy()
-    while (rest > 0).any():
-        groups += rest > 0
-        rest >>= _BYPASS_BITS
-    bypass = escaped * (groups + 1 + groups // _BYPASS_MAX) * _BYPASS_BITS
-    return interval_bits()[widths] + (bypass << 16)
+    cost = bits[index, np.where(escaped, top, value)]
+    if escaped.any():  # rare: the bypass groups of the escaped values only
+        where = np.flatnonzero(escaped)
+        v, t = value.reshape(-1)[where], top.reshape(-1)[where]
+        rest = np.where(v < 0, -2 * v - 1, 2 * (v - t))
+        groups = np.zeros_like(rest)
+        while (rest > 0).any():
+            groups += rest > 0
+            rest >>= _BYPASS_BITS
+        cost.reshape(-1)[where] += ((groups + 1 + groups // _BYPASS_MAX) * _BYPASS_BITS) << 16
+    return cost
+
+
+def _table_costs(coder: EntropyModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A coder's tables as :func:`symbol_costs` reads them: the bits of every (table, position)'s
+    interval in 2^-16 bit, each table's offset, and each table's escape position (computed once per
+    set of tables: a series slice's choice costs 16 symbol costs)."""
+    return _costs_of_tables(coder._quantized_cdf, coder._cdf_length, coder._offset)
+
+
+@functools.lru_cache(maxsize=8)
+def _costs_of_tables(cdf: Tensor, lengths: Tensor, offsets: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Keyed by the tensors themselves (by identity): a coder whose tables are rebuilt has new ones.
+    cdf = cdf.numpy().astype(np.int64)
+    widths = np.maximum(cdf[:, 1:] - cdf[:, :-1], 1)  # past a table's end (never read): any valid width
+    tops = lengths.reshape(-1).numpy().astype(np.int64) - 2
+    return interval_bits()[widths], offsets.reshape(-1).numpy().astype(np.int64), tops
 
 
 def bucket_of(indexes: Tensor) -> Tensor:

@@ -82,27 +82,29 @@ def feature_count(p: int, previous: int = 0) -> int:
 
 
 def features(
-    p: int, mean: np.ndarray, decoded: np.ndarray, base: np.ndarray, previous: np.ndarray | None
+    p: int, mean: np.ndarray, decoded: np.ndarray, base: np.ndarray, previous: np.ndarray | None, row_step: int = 1
 ) -> Iterator[np.ndarray]:
     """The features of pass ``p``'s pixels (each as int64 of ``mean``'s shape, clipped to
     ±:data:`FEATURE_LIMIT`), in the order of :func:`feature_count`. ``decoded``: the (even-sized)
     decoded residual so far (zero where not yet decoded), ``base`` the even-sized base and
     ``previous`` a series' (n, H, W) previous slices (or None); outside the image the residual
-    reads 0 and the base its nearest pixel."""
+    reads 0 and the base its nearest pixel. ``row_step``: only every ``row_step``-th row of the
+    pass (of ``mean[::row_step]``'s shape), as the fit reads them."""
     rows, cols = mean.shape
     phase = PHASES[p]
     pad = 2 * RADIUS
+    mean = mean[::row_step]
 
     def grid(a: np.ndarray, dy: int, dx: int) -> np.ndarray:  # a(p + δ) at the pass's pixels
         r0, c0 = pad + phase[0] + dy, pad + phase[1] + dx
-        return a[r0 : r0 + 2 * rows : 2, c0 : c0 + 2 * cols : 2].astype(np.int64)
+        return a[r0 : r0 + 2 * rows : 2 * row_step, c0 : c0 + 2 * cols : 2].astype(np.int64)
 
     wide_residual = np.pad(decoded, pad)
     wide_base = np.pad(base, pad, mode="edge")
     centre = grid(wide_base, 0, 0)
     clip = lambda a: np.clip(a, -FEATURE_LIMIT, FEATURE_LIMIT)  # noqa: E731
     yield clip(mean.astype(np.int64))
-    yield np.ones((rows, cols), np.int64)
+    yield np.ones(mean.shape, np.int64)
     for dy, dx in neighbours(p):
         yield clip(grid(wide_residual, dy, dx))
     for dy, dx in CURVATURES:
@@ -121,7 +123,7 @@ class PassAdaptation(NamedTuple):
     coefficients: np.ndarray | None = None
     law: int = 0
 
-    def apply(self, planes: Callable[[], Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def apply(self, planes: Callable[..., Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The adapted (mean, index) of a pass; ``planes`` gives its features (:func:`features`).
         The index is one of :func:`medvae.residual.tables.law_tables`: the law's family's table."""
         index = of_law(shifted(index, self.index_shift), self.law)
@@ -206,7 +208,7 @@ class Adaptation(NamedTuple):
 
 
 def fit(
-    planes: Callable[[], Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray, residual: np.ndarray,
+    planes: Callable[..., Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray, residual: np.ndarray,
     inside: np.ndarray, cost: Callable[[np.ndarray, np.ndarray], int],
 ) -> tuple[PassAdaptation, np.ndarray, np.ndarray]:
     """The adaptation of one pass that codes it in the fewest bits, block bytes counted (a pass
@@ -251,7 +253,7 @@ def _best_index_shift(mean: np.ndarray, index: np.ndarray, cost: Callable[[np.nd
 
 
 def _fit_mean(
-    planes: Callable[[], Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray, residual: np.ndarray, inside: np.ndarray
+    planes: Callable[..., Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray, residual: np.ndarray, inside: np.ndarray
 ) -> PassAdaptation | None:
     """The mean's correction by iteratively reweighted least squares, which minimises
     Σ |r − μ − correction|/b, the Laplace law's cost (b the pixel's table scale), over the
@@ -265,7 +267,7 @@ def _fit_mean(
     stride = max(1, -(-mean.size // FIT_PIXELS))
     rows = slice(None, None, stride)
     chosen = inside[rows].ravel()
-    X = np.stack([np.clip(plane[rows].ravel()[chosen], -_FIT_LIMIT, _FIT_LIMIT) for plane in planes()], 1)
+    X = np.stack(list(planes(stride))).reshape(-1, chosen.size)[:, chosen].T.clip(-_FIT_LIMIT, _FIT_LIMIT)
     if len(X) < 16 * X.shape[1]:
         return None
     y = np.clip((residual[rows] - mean[rows]).ravel()[chosen], -_FIT_LIMIT, _FIT_LIMIT)
@@ -281,7 +283,8 @@ def _fit_mean(
         if adaptation is None:
             return None
         shift = adaptation.shift  # twice the error, rounded: integers, exact
-        twice_error = ((y << (shift + 1)) - ((X @ adaptation.coefficients) << 1) + ((1 << shift) >> 1)) >> shift
+        correction = (X_float @ torch.from_numpy(adaptation.coefficients.astype(np.float64))).numpy().astype(np.int64)  # |sum| < 2^31: exact
+        twice_error = ((y << (shift + 1)) - (correction << 1) + ((1 << shift) >> 1)) >> shift
         weights = _weights(scale * np.maximum(np.abs(twice_error), 1))  # 1/(b · max(|e|, ½))
     return adaptation
 

@@ -305,7 +305,7 @@ class ResidualCoder:
                 at_base = base[grid].astype(np.int64)
                 low, high = (limit[grid].astype(np.int64) - at_base for limit in limits)
                 if adapt is not None:
-                    planes = lambda p=p, mean=mean: adaptation.features(p, mean, decoded, padded, previous)  # noqa: E731
+                    planes = lambda row_step=1, p=p, mean=mean: adaptation.features(p, mean, decoded, padded, previous, row_step)  # noqa: E731
                     mean, index = adapt(p, planes, mean, index, low, high, bound)
                 q = code(mean, index, phase, bound, low, high)
                 offset = 0 if offsets is None else offsets[p]

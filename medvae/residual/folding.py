@@ -39,6 +39,7 @@ class _Tables(NamedTuple):
     flat: np.ndarray  # every table's cumulative frequencies, one table after another
     searched: np.ndarray  # ``flat`` plus t·_TABLE_GAP for table t: increasing, for one search over all tables
     first: np.ndarray  # (COUNT,) where each table starts in ``flat``
+    ends: np.ndarray  # ``flat`` moved by one: ``ends[i] = flat[i + 1]``, the end of the interval that starts at ``flat[i]``
 
 
 @lru_cache(maxsize=1)
@@ -49,7 +50,7 @@ def _tables() -> _Tables:
     flat = np.concatenate([np.asarray(cdf[:n], np.int64) for cdf, n in zip(cdfs, lengths)])
     first = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     searched = flat + np.repeat(np.arange(len(lengths), dtype=np.int64) * _TABLE_GAP, lengths)
-    return _Tables(-np.asarray(offsets, np.int64), flat, searched, first)
+    return _Tables(-np.asarray(offsets, np.int64), flat, searched, first, np.append(flat[1:], rans.TOTAL))
 
 
 def symbol_range(mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,6 +80,13 @@ class BoundedLaws:
         self.first = t.first[self.index]
         self.top = np.where(self.escape_allowed & ~only_escape, t.flat[self.first + self.escape], rans.TOTAL)
 
+    def at(self, pixels: np.ndarray) -> BoundedLaws:
+        """The laws of some of these ``pixels`` (indexes into them), without computing them again."""
+        laws = object.__new__(BoundedLaws)
+        for name, value in vars(self).items():
+            setattr(laws, name, value[pixels])
+        return laws
+
     def positions(self, q: np.ndarray) -> np.ndarray:
         """Table positions of symbols ``q`` (within the range): ``q + width``, or the escape."""
         return np.where(np.abs(q) <= self.width, q + self.width, self.escape)
@@ -89,21 +97,30 @@ class BoundedLaws:
 
     def rows(self, lanes: int) -> rans.Lookup:
         """:data:`medvae.residual.rans.Lookup` of these laws laid out in rows of ``lanes`` (the last
-        row's spare lanes read table 0's law; the decoder overrides them)."""
+        row's spare lanes read table 0's law; the decoder overrides them). Its symbols are places
+        in the flat array of every table (this law's ``first`` plus the table position), which
+        :func:`decode` turns into table positions for the whole block at once: the lookup runs
+        for every row of every pass, the decoder's inner loop, so it works on places throughout
+        (no conversion back and forth per row)."""
         rows = rans.steps(self.index.size, lanes)
 
         def laid_out(a: np.ndarray, fill: int) -> np.ndarray:
             return np.concatenate([a, np.full(rows * lanes - a.size, fill, np.int64)]).reshape(rows, lanes)
 
         t = _tables()
+        # ``searched`` less its first entry (0, at most any key): the count of its entries at or
+        # below a key is the place of the interval that holds the key's slot.
+        searched, flat, ends = t.searched[1:], t.flat, t.ends
         key = laid_out(self.index * _TABLE_GAP, 0)  # plus a slot: its place in ``searched``
-        first, low, high = laid_out(self.first, 0), laid_out(self.low, 0), laid_out(self.high, 0)
-        top, escape = laid_out(self.top, rans.TOTAL), laid_out(np.where(self.escape_allowed, self.escape, -1), -1)
+        low, high = laid_out(self.first + self.low, 0), laid_out(self.first + self.high, 0)
+        escape = laid_out(np.where(self.escape_allowed, self.first + self.escape, -1), -1)
+        top = laid_out(self.top, rans.TOTAL)
 
         def lookup(r: int, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            found = np.searchsorted(t.searched, key[r] + slot, side="right") - 1 - first[r]
-            position = np.where(found == escape[r], found, np.minimum(np.maximum(found, low[r]), high[r]))
-            return (position, *_intervals(position, first[r], low[r], high[r], top[r]))
+            found = searched.searchsorted(key[r] + slot, side="right")
+            place = np.where(found == escape[r], found, np.minimum(np.maximum(found, low[r]), high[r]))
+            start = np.where(place == low[r], 0, flat[place])  # as :func:`_intervals`, on places
+            return place, start, np.where(place == high[r], top[r], ends[place]) - start
 
         return lookup
 
@@ -155,7 +172,7 @@ def encode(encoder: rans.Encoder, escapes: Escapes, laws: BoundedLaws, q: np.nda
 def decode(decoder: rans.Decoder, escapes: Escapes, laws: BoundedLaws) -> np.ndarray:
     """The symbols :func:`encode` added for these laws (int64), each within its symbol range.
     Raises :class:`BitstreamError`."""
-    position = decoder.block(laws.index.size, laws.rows(decoder.lanes))
+    position = decoder.block(laws.index.size, laws.rows(decoder.lanes)) - laws.first
     escaped = position == laws.escape
     q = position - laws.width
     q[escaped] = escapes.take(laws, escaped)
@@ -173,7 +190,10 @@ def cheapest(laws: BoundedLaws, q: np.ndarray, residual: np.ndarray, lower: np.n
         return q
     freq = laws.intervals(laws.positions(q))[1]
     for bound, symbol in ((lower, laws.q_low), (upper, laws.q_high)):
-        candidate = laws.intervals(laws.positions(symbol))[1]
-        wider = (np.abs(residual - bound) <= max_error) & (candidate > freq)
-        q, freq = np.where(wider, symbol, q), np.where(wider, candidate, freq)
+        near = np.flatnonzero(np.abs(residual - bound) <= max_error)  # the pixels that may move (air at its bound, say)
+        some = laws.at(near)
+        candidate = some.intervals(some.positions(symbol[near]))[1]
+        wider = candidate > freq[near]
+        moved = near[wider]
+        q[moved], freq[moved] = symbol[moved], candidate[wider]
     return q

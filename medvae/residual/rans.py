@@ -71,19 +71,20 @@ class Encoder:
             starts, freqs = starts.astype(np.int64), freqs_less_one.astype(np.int64) + 1
             limits = freqs << 16  # keep the state below 2^32 after coding
             for t in range(starts.shape[0] - 1, -1, -1):
-                out = np.flatnonzero(state >= limits[t])
+                out = (state >= limits[t]).nonzero()[0]
                 if out.size:
-                    words.append(state[out] & 0xFFFF)
-                    state[out] >>= 16
-                f = freqs[t]
-                quotient = state // f
-                state = (quotient << 16) + (state - quotient * f) + starts[t]
+                    moved = state[out]
+                    words.append(moved & 0xFFFF)
+                    state[out] = moved >> 16
+                quotient, remainder = np.divmod(state, freqs[t])
+                state = (quotient << 16) + remainder + starts[t]
         stream = np.concatenate(words)[::-1] if words else np.zeros(0, np.int64)
         return state.astype("<u4").tobytes() + stream.astype("<u2").tobytes()
 
 
 #: ``interval(t, slots)``: for row ``t`` of a block (its symbols ``t·L … t·L + L − 1``), each
-#: lane's symbol holding its slot (in ``[0, 2^16)``) and that symbol's ``(start, freq)``.
+#: lane's symbol holding its slot (in ``[0, 2^16)``) and that symbol's ``(start, freq)``; a symbol
+#: is any integer the caller names it by (:mod:`medvae.residual.folding` gives places in its tables).
 Lookup = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -117,7 +118,7 @@ class Decoder:
             if t == rows - 1:
                 start, freq = np.where(spare, 0, start), np.where(spare, TOTAL, freq)
             state = freq * (state >> 16) + slot - start
-            refill = np.flatnonzero(state < LOWER)[::-1]  # the encoder wrote this row's words in lane order, reversed since
+            refill = (state < LOWER).nonzero()[0][::-1]  # the encoder wrote this row's words in lane order, reversed since
             if refill.size:
                 if read + refill.size > words.size:
                     raise BitstreamError("truncated residual stream")

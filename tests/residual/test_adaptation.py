@@ -79,6 +79,9 @@ def test_features_are_the_stated_integers_pixel_by_pixel(shape):
                 expected += [clamp(at(base, y + dy, x + dx) + at(base, y - dy, x - dx) - 2 * at(base, y, x)) for dy, dx in adaptation.CURVATURES]
                 expected += [clamp(at(plane, y, x) - at(base, y, x)) for plane in previous]
                 assert [int(plane[i, j]) for plane in planes] == expected
+        for row_step in (2, 3):  # the rows the fit reads, computed alone
+            sampled = list(features(p, mean, decoded, base, previous, row_step))
+            assert all(np.array_equal(part, plane[::row_step]) for part, plane in zip(sampled, planes, strict=True))
 
 
 def test_the_correction_is_the_floor_formula_in_python_integers():
