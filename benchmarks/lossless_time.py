@@ -4,8 +4,10 @@
 The issue's time target is encode + decode of a 512×512 slice in 2 s on 2 cores. This codes a
 few CT test slices of the corpus with the shipped default at each bound (``--max-error``), keeps
 each slice's fastest of ``--repeats`` runs (the machine's speed varies from minute to minute), and
-prints the mean over the slices per bound. Faster than ``benchmarks/lossless.py``, which also
-times every slice but codes every anchor too; meant for A/B runs of a change, interleaved.
+prints the mean over the slices per bound, with the process' CPU seconds (both threads; steadier
+than the wall clock when the host is busy). Faster than ``benchmarks/lossless.py``, which also
+times every slice but codes every anchor too; meant for A/B runs of a change, alternating separate
+processes (two trees, ``git worktree``): one process timing both is biased.
 ``--series``: each slice coded given the two test slices before it, each of those coded alone at
 the same bound and decoded (outside the timing): the work ``Codec.compress_series`` does for a
 slice that is no key slice (the slices must follow two others of their series in the test split).
@@ -47,23 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     codec = medvae.load("medvae")
     codec.decompress(codec.compress(picked[0].pixels, max_error=0))  # warm-up
     given = ", each given the two before it" if args.series else ""
-    print(f"| max error | encode + decode s (mean over {len(picked)} slices{given}, fastest of {args.repeats}) | encode s | decode s |")
-    print("|---|---|---|---|")
+    print(f"| max error | encode + decode s (mean over {len(picked)} slices{given}, fastest of {args.repeats}) | encode s | decode s | CPU s |")
+    print("|---|---|---|---|---|")
     for bound in (int(t) for t in args.max_error.split(",")):
         best = []
         for i, image in zip(indexes, picked):
             previous = [codec.decompress(codec.compress(images[j].pixels, max_error=bound)) for j in (i - 1, i - 2)] if args.series else None
             runs = []
             for _ in range(args.repeats):
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 data = codec.compress(image.pixels, max_error=bound, previous=previous)
                 coded = time.perf_counter()
                 codec.decompress(data, previous=previous)
-                runs.append((time.perf_counter() - start, coded - start))
-            total, encode = min(runs)
-            best.append((total, encode, total - encode))
-        total, encode, decode = np.mean(best, axis=0)
-        print(f"| {bound} | {total:.3f} | {encode:.3f} | {decode:.3f} |")
+                runs.append((time.perf_counter() - start, coded - start, time.process_time() - cpu))
+            total, encode, _ = min(runs)
+            best.append((total, encode, total - encode, min(run[2] for run in runs)))
+        total, encode, decode, cpu = np.mean(best, axis=0)
+        print(f"| {bound} | {total:.3f} | {encode:.3f} | {decode:.3f} | {cpu:.3f} |")
     return 0
 
 

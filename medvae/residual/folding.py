@@ -98,10 +98,8 @@ class BoundedLaws:
     def rows(self, lanes: int) -> rans.Lookup:
         """:data:`medvae.residual.rans.Lookup` of these laws laid out in rows of ``lanes`` (the last
         row's spare lanes read table 0's law; the decoder overrides them). Its symbols are places
-        in the flat array of every table (this law's ``first`` plus the table position), which
-        :func:`decode` turns into table positions for the whole block at once: the lookup runs
-        for every row of every pass, the decoder's inner loop, so it works on places throughout
-        (no conversion back and forth per row)."""
+        in the flat array of every table (``first`` plus the table position): the lookup, the
+        decoder's inner loop, then converts nothing per row, and :func:`decode` converts the block at once."""
         rows = rans.steps(self.index.size, lanes)
 
         def laid_out(a: np.ndarray, fill: int) -> np.ndarray:
