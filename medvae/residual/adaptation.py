@@ -212,7 +212,8 @@ def fit(
     inside: np.ndarray, cost: Callable[[np.ndarray, np.ndarray], int],
 ) -> tuple[PassAdaptation, np.ndarray, np.ndarray]:
     """The adaptation of one pass that codes it in the fewest bits, block bytes counted (a pass
-    left as it is when nothing pays), and the (mean, index) it gives. ``residual``: the pass's
+    left as it is when nothing pays), and the (mean, index) it gives. ``planes(row_step=1)``: the
+    pass's features (:func:`features`, every ``row_step``-th row). ``residual``: the pass's
     true residuals; ``inside``: the pixels whose residual lies strictly between their bounds (the
     fit reads those: at a bound the residual is censored); ``cost(mean, index)``: the pass's bits
     under those laws (``index`` one of :func:`medvae.residual.tables.law_tables`; near-losslessly
@@ -283,7 +284,7 @@ def _fit_mean(
         if adaptation is None:
             return None
         shift = adaptation.shift  # twice the error, rounded: integers, exact
-        correction = (X_float @ torch.from_numpy(adaptation.coefficients.astype(np.float64))).numpy().astype(np.int64)  # |sum| < 2^31: exact
+        correction = (X_float @ torch.from_numpy(adaptation.coefficients.astype(np.float64))).numpy().astype(np.int64)  # 34 terms below 2^26: exact
         twice_error = ((y << (shift + 1)) - (correction << 1) + ((1 << shift) >> 1)) >> shift
         weights = _weights(scale * np.maximum(np.abs(twice_error), 1))  # 1/(b · max(|e|, ½))
     return adaptation
