@@ -93,7 +93,7 @@ class BoundedLaws:
 
     def intervals(self, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(start, freq)`` of each pixel's position under its bounded law."""
-        return _intervals(position, self.first, self.low, self.high, self.top)
+        return _intervals(self.first + position, self.first + self.low, self.first + self.high, self.top)
 
     def rows(self, lanes: int) -> rans.Lookup:
         """:data:`medvae.residual.rans.Lookup` of these laws laid out in rows of ``lanes`` (the last
@@ -108,7 +108,7 @@ class BoundedLaws:
         t = _tables()
         # ``searched`` less its first entry (0, at most any key): the count of its entries at or
         # below a key is the place of the interval that holds the key's slot.
-        searched, flat, ends = t.searched[1:], t.flat, t.ends
+        searched = t.searched[1:]
         key = laid_out(self.index * _TABLE_GAP, 0)  # plus a slot: its place in ``searched``
         low, high = laid_out(self.first + self.low, 0), laid_out(self.first + self.high, 0)
         escape = laid_out(np.where(self.escape_allowed, self.first + self.escape, -1), -1)
@@ -117,19 +117,19 @@ class BoundedLaws:
         def lookup(r: int, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             found = searched.searchsorted(key[r] + slot, side="right")
             place = np.where(found == escape[r], found, np.minimum(np.maximum(found, low[r]), high[r]))
-            start = np.where(place == low[r], 0, flat[place])  # as :func:`_intervals`, on places
-            return place, start, np.where(place == high[r], top[r], ends[place]) - start
+            return (place, *_intervals(place, low[r], high[r], top[r]))
 
         return lookup
 
 
-def _intervals(position: np.ndarray, first: np.ndarray, low: np.ndarray, high: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(start, freq)`` of table ``position``s: the lowest allowed position starts at 0 (it holds
-    the mass below it), the highest ends at ``top`` (the mass above it, up to the escape's or 2^16)."""
-    flat = _tables().flat
-    start = np.where(position == low, 0, flat[first + position])
-    end = np.where(position == high, top, flat[first + position + 1])
-    return start, end - start
+def _intervals(place: np.ndarray, low: np.ndarray, high: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(start, freq)`` of symbols at ``place``s in the flat array of every table (a law's
+    ``first`` plus the table position; ``low`` and ``high`` as places too): the lowest allowed
+    position starts at 0 (it holds the mass below it), the highest ends at ``top`` (the mass above
+    it, up to the escape's or 2^16)."""
+    t = _tables()
+    start = np.where(place == low, 0, t.flat[place])
+    return start, np.where(place == high, top, t.ends[place]) - start
 
 
 class Escapes:

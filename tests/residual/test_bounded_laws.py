@@ -97,7 +97,7 @@ def test_bounded_laws_give_each_pixel_a_partition_of_the_whole_interval():
         symbols = np.arange(q_low[i], q_high[i] + 1)
         positions = np.unique(np.where(np.abs(symbols) <= width[i], symbols + width[i], laws.escape[i]))
         pick = np.full(positions.size, i)
-        start, freq = folding._intervals(positions, laws.first[pick], laws.low[pick], laws.high[pick], laws.top[pick])
+        start, freq = laws.at(pick).intervals(positions)
         order = np.argsort(start)
         edges = np.concatenate([start[order], [rans.TOTAL]])
         assert start[order][0] == 0 and (freq >= 1).all()
