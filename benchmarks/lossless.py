@@ -3,8 +3,8 @@
 
 On the corpus test split (CT and MR), every slice is coded by ``medvae-residual`` at
 τ = 0, 1, 2, 4, 8 (the shipped default base plus its residual layer), by ``medvae-series``
-(the same, but each slice of a series after its first given the slice before it: the series
-residual model; slices without a series are coded alone), by JPEG-LS at
+(the same, but each slice of a series other than its key slices given its neighbours towards
+the key slice: the series residual model; slices without a series are coded alone), by JPEG-LS at
 NEAR = τ, and losslessly by JPEG 2000 (reversible 5/3), JPEG-XL (effort 7), lossless JPEG
 (process 14, SV1), DICOM RLE Lossless and HTJ2K. Everything goes through
 :func:`medvae.evaluation.run.evaluate` (real bytes, header included; the decoded image's
@@ -29,7 +29,7 @@ import numpy as np
 from medvae.evaluation.codecs import expand
 from medvae.evaluation.datasets import group_series, load_images
 from medvae.evaluation.run import evaluate, write_csv
-from medvae.series import KEY_EVERY
+from medvae.series import CHAIN, coding_plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sections import publish_section  # noqa: E402
@@ -144,14 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bounds = [int(t) for t in args.max_error.split(",")]
     results: dict[str, list[dict[str, Any]]] = {}
-    following: dict[str, int] = {}  # slices coded given the one before, per modality
+    following: dict[str, int] = {}  # slices coded given a neighbour, per modality
     for modality in args.modality or ["CT", "MR"]:
         images = load_images([args.data], "test", modality=modality)
         if args.limit and len(images) > args.limit:
             images = [images[i] for i in np.linspace(0, len(images) - 1, args.limit).round().astype(int)]
         series = group_series(images)
         results[modality] = evaluate(images, expand(spec(bounds)), series=series).rows
-        following[modality] = sum(len(g) - -(-len(g) // KEY_EVERY) for g in series)  # all but each series' key slices
+        following[modality] = sum(reference is not None for g in series for _, reference in coding_plan(len(g), CHAIN))
     out = args.out / "results"
     out.mkdir(parents=True, exist_ok=True)
     write_csv([r for rows in results.values() for r in rows], out / "lossless.csv")
@@ -161,10 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Real bytes per slice, header included; max error measured on the decoded integers. "
         "medvae-residual is the shipped default base plus its residual layer (`medvae.residual`); "
-        "medvae-series the same with each slice of a series after its first coded given the slices before it "
-        "(`Codec.compress_series`, the series residual model, which reads two: its files decode only in order), "
+        "medvae-series the same with each slice of a series but its key slices coded given its two neighbours "
+        "towards the key slice (`Codec.compress_series`, the series residual model: its files decode only after those), "
         + ", ".join(f"{count} {modality} slices so" for modality, count in following.items())
-        + f"; the others (single slices, and every {KEY_EVERY}th slice of a series, its key slices) are coded alone, as "
+        + f"; the others (single slices, and a series' key slices, one in the middle of every {2 * CHAIN + 1}, so a slice "
+        f"decodes after at most {CHAIN} others) are coded alone, as "
         "medvae-residual codes them. Every other codec codes each slice alone.",
         "",
         "![bpp against the error bound](results/lossless_bpp.png)",

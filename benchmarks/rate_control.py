@@ -30,7 +30,7 @@ import pydicom
 from medvae import zoo
 from medvae.io.series import order_slices
 from medvae.rate_control import Ladder, Target, compress_to
-from medvae.series import is_key_slice, read_next
+from medvae.series import Neighbours, coding_plan
 
 REPO = Path(__file__).resolve().parents[1]
 SERIES = REPO.parent / "shared/data/corpus/ct/totalseg-abdomen"
@@ -81,14 +81,16 @@ def series(files: list[Path], args: argparse.Namespace) -> int:
     for target in parse_targets(args.targets):
         runs = []
         for warm, given in ((False, False), (True, False), (True, True)):
-            start, previous, chosen, decoded = time.perf_counter(), None, [], []  # decoded: since the key slice, nearest first
-            for k, ds in enumerate(datasets):
-                image = ds.pixel_array
-                before = None if not given or is_key_slice(k, image, decoded[0] if decoded else None) else decoded
-                previous = compress_to(image, target, ladder, bits_stored=int(ds.BitsStored), previous=previous if warm else None,
-                                       previous_slice=before)
-                decoded = read_next(previous.pixels, before, previous.data)
-                chosen.append(previous)
+            start, previous, chosen = time.perf_counter(), None, {}
+            plan = coding_plan(len(datasets)) if given else [(k, None) for k in range(len(datasets))]
+            neighbours = Neighbours(plan)
+            for k, reference in plan:
+                image, before = datasets[k].pixel_array, neighbours.given(reference)
+                previous = compress_to(image, target, ladder, bits_stored=int(datasets[k].BitsStored),
+                                       previous=previous if warm else None, previous_slice=before)
+                neighbours.coded(k, reference, previous.pixels, before, previous.data)
+                chosen[k] = previous
+            chosen = [chosen[k] for k in range(len(datasets))]
             runs.append(((time.perf_counter() - start) / len(datasets), chosen))
         (cold, cold_files), (warm_s, warm_files), (_, series_files) = runs
         same = [c.data for c in cold_files] == [c.data for c in warm_files]

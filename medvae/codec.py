@@ -6,6 +6,7 @@ The Python API, the command line, the tests and ``evaluate.py`` all go through
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import functools
@@ -36,7 +37,7 @@ from medvae.models.gain import LOWEST_QUALITY, QUALITY_UNITS, quality_units
 from medvae.refine import check_refinement, refine_latents
 from medvae.residual.coder import PassOutputs, check_max_error, pass_bounds
 from medvae.residual.weights import Residual, load_residual
-from medvae.series import KEY_EVERY, MAX_PREVIOUS, as_slices, is_key_slice, previous_planes, read_next
+from medvae.series import CHAIN, Neighbours, as_slices, can_follow, coding_plan, previous_planes
 
 #: Torch threads of the format-1 float decoder. Its entropy decoder depends on float
 #: results that change with the thread count, so format-1 files decode with the count
@@ -416,27 +417,49 @@ class Codec:
         )[0]
 
     def compress_series(
-        self, images: Sequence[np.ndarray], *, max_error: int, key_every: int = KEY_EVERY, progress: bool = False, **options
+        self, images: Sequence[np.ndarray], *, max_error: int, max_chain: int = CHAIN, progress: bool = False, **options
     ) -> list[bytes]:
         """The files of a series' consecutive slices (a volume's, in order), lossless or
-        near-lossless (``max_error``; other ``options`` as for :meth:`compress`): every
-        ``key_every``-th slice, from the first, alone (a key slice), each other given the one
-        before as it decodes (:meth:`compress` with ``previous``), so a slice decodes after at
-        most ``key_every − 1`` others (0: only the first is a key slice). A slice of another
-        shape or dtype than the one before is coded alone. :meth:`decompress_series` decodes them."""
-        files, decoded = [], []  # decoded: the slices since the last key slice, nearest first
-        for k, image in enumerate(tqdm(images, desc="series", unit="slice", disable=not progress)):
-            read = None if is_key_slice(k, image, decoded[0] if decoded else None, key_every) else decoded
-            data, pixels = self.compress_with_pixels(image, max_error=max_error, previous=read, **options)
-            decoded = read_next(pixels, read, data)
-            files.append(data)
+        near-lossless (``max_error``; other ``options`` as for :meth:`compress`), one per slice in
+        slice order. Key slices, coded alone, sit in the middle of runs of ``2·max_chain + 1``
+        slices; every other slice is coded given its neighbour towards the key slice as it
+        decodes (:meth:`compress` with ``previous``), so a slice decodes after at most
+        ``max_chain`` others (0: every slice alone; :func:`medvae.series.coding_plan`). A slice of
+        another shape or dtype than the one before starts a new run. :meth:`decompress_series` decodes them."""
+        follows = [i > 0 and can_follow(images[i], images[i - 1]) for i in range(len(images))]
+        plan = coding_plan(len(images), max_chain, follows)
+        neighbours, files = Neighbours(plan), [b""] * len(images)
+        for k, reference in tqdm(plan, desc="series", unit="slice", disable=not progress):
+            read = neighbours.given(reference)
+            files[k], pixels = self.compress_with_pixels(images[k], max_error=max_error, previous=read, **options)
+            neighbours.coded(k, reference, pixels, read, files[k])
         return files
 
     def decompress_series(self, files: Sequence[bytes], progress: bool = False) -> list[np.ndarray]:
-        """The slices of :meth:`compress_series`' files, in order (each decoded given the ones before)."""
-        images: list[np.ndarray] = []
-        for data in tqdm(files, desc="series", unit="slice", disable=not progress):
-            images.append(self.decompress(data, previous=list(reversed(images[-MAX_PREVIOUS:])) or None))
+        """The slices of a series' files (:meth:`compress_series`'), in the files' order. Each file
+        is decoded once the slices it was coded given are, found by the pixel CRCs it records,
+        whichever way the series was coded; raises :class:`BitstreamError` for a file whose
+        slices none of the others decode to."""
+        headers = [bitstream.read_header(data) for data in files]
+        waiting: dict[int, list[int]] = {}  # pixel CRC -> the files coded given a slice of those pixels
+        for k, header in enumerate(headers):
+            if header.previous_crc is not None:
+                waiting.setdefault(header.previous_crc, []).append(k)
+        ready = collections.deque(k for k, header in enumerate(headers) if header.previous_crc is None)
+        images: list[np.ndarray | None] = [None] * len(files)
+        by_crc: dict[int, np.ndarray] = {}
+        with tqdm(total=len(files), desc="series", unit="slice", disable=not progress) as bar:
+            while ready:
+                k = ready.popleft()
+                wanted = (headers[k].previous_crc, headers[k].earlier_crc)
+                read = [by_crc[crc] for crc in wanted if crc is not None and crc in by_crc] or None
+                images[k] = by_crc[headers[k].pixels_crc] = self.decompress(files[k], previous=read)
+                ready.extend(waiting.pop(headers[k].pixels_crc, []))
+                bar.update()
+        missing = [k for k, image in enumerate(images) if image is None]
+        if missing:
+            raise BitstreamError(f"file {missing[0]} of the series was coded given a slice (pixel CRC "
+                                 f"{headers[missing[0]].previous_crc:08x}) that none of the series' files decodes to")
         return images
 
     def compress_with_pixels(self, image: np.ndarray, **options) -> tuple[bytes, np.ndarray]:

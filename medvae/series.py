@@ -1,34 +1,94 @@
-"""Series coding's key slices: which slices of a volume are coded alone.
+"""Series coding's plan: which slices of a volume are coded alone, and which neighbour each other one follows.
 
 Lossless and near-lossless coding of a series (:meth:`medvae.Codec.compress_series`, ``medvae
-compress --series``) codes each slice given the one before it, except key slices, which are
-coded alone: every :data:`KEY_EVERY`-th slice, so that a viewer decodes any slice after at most
-``KEY_EVERY − 1`` others, and any slice that cannot follow the one before (another shape or dtype).
+compress --series``) codes each slice given a neighbour, except key slices, which are coded alone.
+A key slice sits in the middle of each run of ``2·max_chain + 1`` slices: the slices after it are
+coded forward, each given the one before, and the slices before it backward, each given the one
+after (neighbouring slices share as much either way). So a viewer decodes any slice after at most
+``max_chain`` others (:data:`CHAIN`, 7, by default) with one key slice per 15, where a key slice
+at the start of each run would need one per 8. A slice that cannot follow its neighbour (another
+shape or dtype) starts a run of its own.
+
+Decoding needs no plan: each file records the pixel CRCs of the slices it was coded given, so a
+decoder finds them among the decoded slices (:meth:`medvae.Codec.decompress_series`, ``medvae
+decompress``), whichever way the series was coded.
 """
 
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
 from medvae import bitstream
 from medvae.errors import InputError
 
-#: :meth:`medvae.Codec.compress_series` codes every 8th slice alone: a slice decodes after at most 7 others.
-KEY_EVERY = 8
-#: Longest chain of files, each coded given the one before, that ``medvae decompress`` follows back
-#: to a key slice (a longer one is refused as forged), so ``medvae compress --key-every`` goes up to it.
+#: :meth:`medvae.Codec.compress_series` and ``--series`` code so that a slice decodes after at most 7 others.
+CHAIN = 7
+#: Longest chain of files, each coded given a neighbour, that ``medvae decompress`` follows back
+#: to a key slice (a longer one is refused as forged), so ``medvae compress --max-chain`` goes up to it.
 MAX_CHAIN = 4096
 #: The most previous slices a series residual model reads (:attr:`medvae.residual.model.ResidualModel.previous`).
 MAX_PREVIOUS = 2
 
+#: One step of a plan: (slice, the slice it is coded given; None for a key slice, coded alone).
+Step = tuple[int, int | None]
 
-def is_key_slice(index: int, image: np.ndarray, previous: np.ndarray | None, key_every: int = KEY_EVERY) -> bool:
-    """Whether slice ``index`` of a series is coded alone: every ``key_every``-th slice from the
-    first (0: only the first), and any slice without a ``previous`` one of its shape and dtype."""
-    if isinstance(key_every, bool) or not isinstance(key_every, (int, np.integer)) or key_every < 0:
-        raise InputError(f"key_every must be a whole number >= 0 (0: only the first slice is a key slice), got {key_every!r}")
-    follows = previous is not None and np.shape(image) == previous.shape and np.asarray(image).dtype == previous.dtype
-    return not follows or bool(key_every and index % key_every == 0)
+
+def coding_plan(count: int, max_chain: int = CHAIN, follows: Sequence[bool] | None = None) -> list[Step]:
+    """The order in which a series of ``count`` slices is coded: each slice with the neighbour it
+    is coded given, always coded before it (None for a key slice). Key slices sit in the middle
+    of runs of ``2·max_chain + 1`` slices (the last run may be shorter), the run's slices before
+    the key coded backward from it, those after it forward; so no slice is more than
+    ``max_chain`` steps from its key slice (0: every slice alone). ``follows[i]`` (default: all
+    true) says whether slice ``i`` may be coded given slice ``i − 1`` and the other way round (same
+    shape and dtype); where it may not, a new run starts."""
+    if isinstance(max_chain, bool) or not isinstance(max_chain, (int, np.integer)) or not 0 <= max_chain <= MAX_CHAIN:
+        raise InputError(f"max_chain must be a whole number from 0 (every slice alone) to {MAX_CHAIN}, got {max_chain!r}")
+    starts = [i for i in range(count) if i == 0 or (follows is not None and not follows[i])] + [count]
+    plan: list[Step] = []
+    for first, end in zip(starts, starts[1:]):  # slices that may follow one another
+        for start in range(first, end, 2 * max_chain + 1):
+            stop = min(start + 2 * max_chain + 1, end)
+            key = (start + stop - 1) // 2
+            plan.append((key, None))
+            plan += [(i, i + 1) for i in range(key - 1, start - 1, -1)]
+            plan += [(i, i - 1) for i in range(key + 1, stop)]
+    return plan
+
+
+def can_follow(image: np.ndarray, neighbour: np.ndarray) -> bool:
+    """Whether a slice may be coded given ``neighbour``: the same shape and dtype."""
+    return np.shape(image) == np.shape(neighbour) and np.asarray(image).dtype == np.asarray(neighbour).dtype
+
+
+class Neighbours:
+    """What each slice of a series passes to the slices coded given it (:func:`read_next`: its
+    decoded pixels, then those it read), kept until the last of them is coded, so a long series
+    holds a few slices, not all. Slices are named by any hashable key; ``plan`` is (slice,
+    reference) pairs, as :func:`coding_plan` gives them."""
+
+    def __init__(self, plan: Sequence[tuple[Hashable, Hashable | None]]):
+        self._waiting = Counter(reference for _, reference in plan if reference is not None)
+        self._kept: dict[Hashable, list[np.ndarray]] = {}
+
+    def given(self, reference: Hashable | None) -> list[np.ndarray] | None:
+        """The slices a slice coded given ``reference`` reads, nearest first; None for a key slice,
+        or when ``reference`` was not coded (a failed or skipped slice: code this one alone)."""
+        return None if reference is None else self._kept.get(reference)
+
+    def coded(self, slice_key: Hashable, reference: Hashable | None, pixels: np.ndarray, read: list[np.ndarray] | None,
+              data: bytes) -> None:
+        """Slice ``slice_key``, planned given ``reference``, was coded given ``read`` into ``data``,
+        which decodes to ``pixels``."""
+        if reference is not None and reference in self._waiting:
+            self._waiting[reference] -= 1
+            if not self._waiting[reference]:
+                del self._waiting[reference]
+                self._kept.pop(reference, None)
+        if slice_key in self._waiting:
+            self._kept[slice_key] = read_next(pixels, read, data)
 
 
 def previous_planes(before: list[np.ndarray], count: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from medvae.cli.files import UsageError
 from medvae.errors import MedVAEError
-from medvae.series import KEY_EVERY
+from medvae.series import CHAIN
 
 if TYPE_CHECKING:  # the CLI imports rate control (and torch) only when a target is given
     from medvae.rate_control import Target
@@ -26,9 +26,9 @@ class Options:
     max_error: int | None = None  # lossless (0) or near-lossless coding; None: lossy
     target: Target | None = None  # rate control picks each slice's setting
     iterations: int | None = None  # a progressive model's iteration count (rnn-conv); None: all
-    series: bool = False  # a volume's slices coded given the one before (with max_error; key slices alone)
-    key_every: int = KEY_EVERY  # --series: every key_every-th slice of a series is a key slice, coded alone
-    series_ranks: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's (series, rank)
+    series: bool = False  # a volume's slices coded given a neighbour (with max_error; key slices alone)
+    max_chain: int = CHAIN  # --series: a slice decodes after at most max_chain others (medvae.series.coding_plan)
+    series_ranks: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's (series, rank, slices)
 
 
 @lru_cache(maxsize=2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from medvae.cli import batch, common
 from medvae.cli.common import (
@@ -28,7 +29,7 @@ from medvae.cli.common import (
 from medvae.cli.files import Task, UsageError, plan, slice_paths
 from medvae.errors import MedVAEError
 from medvae.io.files import publish
-from medvae.series import KEY_EVERY, MAX_CHAIN, is_key_slice, read_next
+from medvae.series import CHAIN, MAX_CHAIN, Neighbours, can_follow, coding_plan
 
 EXAMPLES = """examples:
   medvae compress scans/ -o scans_mvae/                 every file under scans/, tree mirrored
@@ -39,8 +40,8 @@ EXAMPLES = """examples:
   medvae compress scans/ -o out/ --model medvae --quality 3   the ladder of seven separately trained weights
   medvae compress scans/ -o out/ --lossless             the archive's choice: decodes to the input exactly
   medvae compress scans/ -o out/ --max-error 2          near-lossless: every pixel within 2 of the input
-  medvae compress ct.nii.gz -o out/ --lossless --series  a volume's slices, each given the one before: fewer bits
-  medvae compress ct.nii.gz -o out/ --lossless --series --key-every 32   fewer key slices: fewer bits, longer chains
+  medvae compress ct.nii.gz -o out/ --lossless --series  a volume's slices, each given a neighbour: fewer bits
+  medvae compress ct.nii.gz -o out/ --lossless --series --max-chain 32   fewer key slices: fewer bits, longer chains
   medvae compress scans/ -o out/ --ratio 10             rate control: the best file at or below 10:1
   medvae compress scans/ -o out/ --psnr 50              rate control: the smallest file of at least 50 dB
   medvae compress cr.dcm -o out/ --model rnn-conv --iterations 4   the RNN-Conv baseline, 4 of its 8 iterations
@@ -54,7 +55,7 @@ def setup(model: str, quality: float | None, options: Options) -> None:
     """Prepare this process for :func:`compress_file` (the model, the options)."""
     _state["codec"] = common.load_codec(model, quality)
     _state["options"] = options
-    _state.pop("last", None)  # --series: a slice written by an earlier run is no previous slice of this one's
+    _state.pop("series", None)  # --series: a slice written by an earlier run is no neighbour of this one's
     if options.target is not None:
         _state["ladder"] = rate_ladder(model, quality, _state["codec"])
 
@@ -91,12 +92,11 @@ def compress_file(task: Task) -> batch.Outcome:
             outcome.status, outcome.message = "skipped", "outputs exist"
             return outcome
         chosen = []
-        for n, i in enumerate(todo):
+        for n, (i, place) in enumerate(series_steps(task, len(stack), todo, options)):
             meta = source_metadata.pack(source_metadata.from_stack(stack, i))
             settings = dict(bits_stored=stack.bits_stored, metadata=meta, refine_steps=options.refine_steps,
                             padding_value=padding_value(stack, i))
-            position = series_position(task, i, len(stack), options) if options.series else None
-            before = previous_in_series(stack.pixels[i], position, options.key_every) if position is not None else None
+            before = neighbour_in_series(stack.pixels[i], place) if place is not None else None
             if options.target is not None:
                 from medvae.rate_control import compress_to
 
@@ -109,8 +109,8 @@ def compress_file(task: Task) -> batch.Outcome:
             else:
                 data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
             publish(targets[i], data, overwrite=options.force)
-            if position is not None:  # written: the next slice of its series may follow it, and read what it read
-                _state["last"] = (*position, read_next(decoded, before, data))
+            if place is not None:  # written: the slices coded given it may read it, and what it read
+                place.neighbours.coded(place.rank, place.reference, decoded, before, data)
             h, w = stack.pixels[i].shape
             count(outcome, targets[i], len(data), len(data) - len(meta), h * w)
             batch.progress(task.source, n + 1, len(todo))
@@ -129,22 +129,41 @@ def compress_file(task: Task) -> batch.Outcome:
     return outcome
 
 
-def series_position(task: Task, i: int, slices: int, options: Options) -> tuple:
-    """(series, rank) of slice ``i`` of ``task``'s input: a multi-slice input is a series of its
-    own; a single-slice DICOM file has the rank :func:`medvae.cli.series_order.series_order` gave it."""
-    if slices > 1:
-        return str(task.source), i
-    return options.series_ranks.get(str(task.source), (str(task.source), 0))
+class Place(NamedTuple):
+    """``--series``: a slice's place in its series, as :func:`medvae.series.coding_plan` codes it."""
+
+    rank: int  # the slice's place in its series
+    reference: int | None  # the rank of the slice it is coded given; None for a key slice
+    neighbours: Neighbours  # what the series' slices coded so far in this process pass on
 
 
-def previous_in_series(image, position: tuple, key_every: int) -> list | None:
-    """``--series``: the decoded pixels of the slice written last in this process, and of those
-    it read, nearest first, when that is the one before ``image`` at ``position`` (series, rank)
-    and ``image`` is no key slice (:func:`medvae.series.is_key_slice`, one every ``key_every``),
-    else None: a slice without its previous one written here (a resumed run, a failed write) is coded alone."""
-    last = _state.get("last")  # (series, rank, decoded pixels of it and the slices it read) of the slice written last
-    previous = last[2] if last is not None and last[:2] == (position[0], position[1] - 1) else None
-    return None if is_key_slice(position[1], image, previous[0] if previous else None, key_every) else previous
+def series_steps(task: Task, slices: int, todo: list[int], options: Options) -> list[tuple[int, Place | None]]:
+    """The slices ``todo`` of ``task``'s input in the order they are coded, each with its
+    :class:`Place` in its series with ``--series`` (else None). A multi-slice input is a series
+    of its own, coded in its plan's order; a single-slice DICOM file has the place
+    :func:`medvae.cli.series_order.series_order` gave it (which ran the files in their plan's order)."""
+    if not options.series:
+        return [(i, None) for i in todo]
+    series, rank, count = (str(task.source), None, slices) if slices > 1 else \
+        options.series_ranks.get(str(task.source), (str(task.source), 0, 1))
+    current = _state.get("series")
+    if current is None or current[0] != series:  # a new series: the last one's slices are no neighbours of it
+        plan = coding_plan(count, options.max_chain)
+        _state["series"] = current = (series, Neighbours(plan), dict(plan))  # slice: reference, in coding order
+    _, neighbours, references = current
+    if rank is None:
+        wanted = set(todo)
+        return [(i, Place(i, reference, neighbours)) for i, reference in references.items() if i in wanted]
+    return [(i, Place(rank, references[rank], neighbours)) for i in todo]
+
+
+def neighbour_in_series(image, place: Place) -> list | None:
+    """``--series``: the decoded pixels of the slice ``image`` is coded given, and of those it
+    read, nearest first (:class:`medvae.series.Neighbours`); None for a key slice, and for a slice
+    whose neighbour was not written in this process (a resumed run, a failed write) or cannot be
+    followed (another shape or dtype): it is coded alone."""
+    before = place.neighbours.given(place.reference)
+    return before if before is not None and can_follow(image, before[0]) else None
 
 
 def rate_note(target, chosen: list) -> str:
@@ -263,20 +282,20 @@ def compress_all(args: argparse.Namespace) -> int:
     series_coder = codec if target is None or not args.series else rate_ladder(args.model, args.quality, codec).near_lossless
     if args.series and (series_coder is None or series_coder.series_residual is None):
         raise UsageError(f"{args.model} comes without a series residual model: --series needs the shipped default")
+    if args.max_chain is not None and not args.series:
+        raise UsageError("--max-chain sets how many slices --series may decode before one: add --series")
+    if args.max_chain is not None and not 0 <= args.max_chain <= MAX_CHAIN:
+        raise UsageError(f"--max-chain must be 0 to {MAX_CHAIN} (0: every slice alone), got {args.max_chain}")
     ranks = {}
     if args.series:  # one process, each DICOM series' files together and in slice order
         from medvae.cli.series_order import series_order
 
-        tasks, ranks = series_order(tasks)
+        tasks, ranks = series_order(tasks, CHAIN if args.max_chain is None else args.max_chain)
         if args.workers and args.workers > 1:
-            raise UsageError("--series codes each slice after the one before it, in one process: drop --workers")
-    if args.key_every is not None and not args.series:
-        raise UsageError("--key-every sets how often --series codes a slice alone: add --series")
-    if args.key_every is not None and not 1 <= args.key_every <= MAX_CHAIN:
-        raise UsageError(f"--key-every must be 1 to {MAX_CHAIN} (1: every slice alone), got {args.key_every}")
+            raise UsageError("--series codes each slice after a neighbour coded before it, in one process: drop --workers")
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
                       max_error=bound, target=target, iterations=args.iterations, series=args.series, series_ranks=ranks,
-                      key_every=args.key_every or KEY_EVERY)
+                      max_chain=CHAIN if args.max_chain is None else args.max_chain)
     workers = 1 if args.series else args.workers or batch.auto_workers(len(tasks), threads_per_worker=2)
     outcomes += batch.run(
         tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options),
@@ -308,14 +327,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--series", action="store_true",
                         help="with --lossless, --max-error or a rate target (--ratio, --bpp, --psnr: its near-lossless "
                         "files): code each slice of a volume (a multi-slice input, or a DICOM "
-                        "series' files, in slice order) given the slice before it, fewer bits; every "
-                        f"{KEY_EVERY}th slice is coded alone (--key-every), so a slice decodes after at most {KEY_EVERY - 1} "
-                        "others (medvae decompress finds them beside it); one process")
-    parser.add_argument("--key-every", type=int, default=None, metavar="N",
-                        help=f"with --series: code every Nth slice of a series alone (default {KEY_EVERY}; 1 to {MAX_CHAIN}): "
-                        "larger N, fewer bits (a slice coded alone costs about a sixth more near-losslessly on CT), "
-                        "but decoding one slice decodes up to N - 1 before it, and a damaged file loses up to the "
-                        "N - 1 after it")
+                        "series' files, in slice order) given a neighbour, fewer bits; a key slice in the middle of "
+                        f"every {2 * CHAIN + 1} is coded alone, so a slice decodes after at most {CHAIN} others "
+                        "(--max-chain; medvae decompress finds them beside it); one process")
+    parser.add_argument("--max-chain", type=int, default=None, metavar="N",
+                        help=f"with --series: a slice decodes after at most N others (default {CHAIN}; 0 to {MAX_CHAIN}): "
+                        "one key slice, coded alone, in the middle of every 2N + 1 slices; larger N, fewer bits (a slice "
+                        "coded alone costs about a sixth more near-losslessly on CT), but decoding one slice decodes up "
+                        "to N others, and a damaged file loses up to the N beyond it")
     parser.set_defaults(func=run)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import re
 import time
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,9 +70,11 @@ def restore(task: Task, codec, options: Options) -> batch.Outcome:
             return batch.Outcome(task.source, "skipped", "output exists", outputs=[target], slices=1,
                                  input_bytes=len(data), output_bytes=target.stat().st_size)
         raise FileExistsError(f"output {target} exists")
-    previous = previous_slices(task.source, codec, header) if header.previous_crc is not None else None
-    image = decode(data, codec, previous)
-    _remember(task.source, image, header.pixels_crc, previous, header.previous_crc)
+    crc, image = _decoded.get(_key(task.source), (None, None))  # decoded already, for a file coded given it
+    if crc != header.pixels_crc:
+        previous = previous_slices(task.source, codec, header) if header.previous_crc is not None else None
+        image = decode(data, codec, previous)
+        _remember(task.source, header.pixels_crc, image)
     image_bytes = header.n_bytes - header.metadata_bytes
     bits = header.bits_stored or (info.bits_stored if info else 0) or image.dtype.itemsize * 8
     ratio = metrics.compression_ratio(image_bytes, header.shape, bits)
@@ -92,64 +95,64 @@ def decode(data: bytes, codec, previous=None):
     return medvae.decompress(data, previous=previous) if codec is None else codec.decompress(data, previous)
 
 
-#: The file decoded last in this process, by file (path, modification time, size): its pixels
-#: and those of the slice it was decoded given, by pixel CRC: the next file of a series reads them.
-_decoded: dict[tuple, dict[int, object]] = {}
+#: The files decoded last in this process, by file (path, modification time, size): the pixel
+#: CRC and pixels of each, for the files coded given them; the oldest go once their pixels pass
+#: :data:`_KEEP_BYTES`. So a series' files decoded in slice order decode once each, whichever way
+#: the series was coded (a key slice's run is coded outwards from it).
+_decoded: OrderedDict[tuple, tuple[int, object]] = OrderedDict()
+_KEEP_BYTES = 512 << 20
 
 
 def previous_slices(path: Path, codec, header) -> list | None:
-    """The decoded slices a file ``medvae compress --series`` coded given the slices before it
-    (``header``: its header) reads, nearest first, found by the pixel CRCs it records: the
-    ``.mvae`` beside it that decodes to its previous slice (:func:`_file_before`), decoded after
-    its own previous ones back to a key slice, coded alone (at most ``KEY_EVERY − 1`` files from
-    ``compress --series``, N − 1 with ``--key-every N``; longer than :data:`medvae.series.MAX_CHAIN`
-    is refused). Each file of the chain reads the slices decoded before it by their CRCs, not
+    """The decoded slices a file ``medvae compress --series`` coded given its neighbours
+    (``header``: its header) reads, nearest first, found by the pixel CRCs it records among the
+    files decoded last, else by decoding the ``.mvae`` beside it that decodes to the slice it was
+    coded given (:func:`_file_before`), after its own back to a key slice, coded alone, or to a file
+    whose slices are decoded (at most 7 files from ``compress --series``, N with ``--max-chain N``;
+    longer than :data:`medvae.series.MAX_CHAIN` is refused). Slices are found by their CRCs, not
     their places: slices with the same pixels (blank ones) may be found in another file than the
-    one coded. The file decoded last is kept, so files decoded in slice order decode
-    each file once. Raises :class:`BitstreamError` when a file of the chain is missing, or the
-    chain comes back to a file it passed."""
+    one coded. Raises :class:`BitstreamError` when a file of the chain is missing, or the chain
+    comes back to a file it passed."""
     import medvae
     from medvae.errors import BitstreamError
     from medvae.series import MAX_CHAIN
 
-    chain = []  # (file, bytes, header) before ``path`` back to one decoded alone (or already decoded), nearest first
+    chain = []  # (file, bytes, header) before ``path`` back to one whose slices are decoded, nearest first
     visited = {path.resolve()}
-    current, crc, decoded = path, header.previous_crc, {}
-    while True:
-        before = _file_before(current, crc, visited)
+    current, wanted = path, header
+    while _slices_read(wanted, complete=True) is None:
+        before = _file_before(current, wanted.previous_crc, visited)
         visited.add(before.resolve())
-        if _key(before) in _decoded:
-            decoded.update(_decoded[_key(before)])
-            break
         data = before.read_bytes()
         chain.append((before, data, medvae.read_header(data)))
-        crc = chain[-1][2].previous_crc
-        if crc is None:
+        if chain[-1][2].previous_crc is None:
             break
         if len(chain) > MAX_CHAIN:
-            raise BitstreamError(f"{path.name}: more than {MAX_CHAIN} files each coded given the one before; refused")
-        current = before
+            raise BitstreamError(f"{path.name}: more than {MAX_CHAIN} files each coded given a neighbour; refused")
+        current, wanted = before, chain[-1][2]
     for before, data, earlier in reversed(chain):  # each file given the slices decoded before it
-        read = _slices_read(earlier, decoded)
-        image = decode(data, codec, read)
-        _remember(before, image, earlier.pixels_crc, read, earlier.previous_crc)
-        decoded[earlier.pixels_crc] = image
-    return _slices_read(header, decoded)
+        image = decode(data, codec, _slices_read(earlier))
+        _remember(before, earlier.pixels_crc, image)
+    return _slices_read(header)
 
 
-def _slices_read(header, decoded: dict) -> list | None:
-    """The slices a file reads (its previous slice, and the one before where it records it),
-    nearest first, among those ``decoded`` (by pixel CRC); None for a file coded alone or when
-    none is there (decoding then says what is missing)."""
-    wanted = (header.previous_crc, header.earlier_crc)
-    return [decoded[crc] for crc in wanted if crc is not None and crc in decoded] or None
+def _slices_read(header, complete: bool = False) -> list | None:
+    """The slices a file reads (the slice it was coded given, and the one beyond where it records
+    it), nearest first, among the files decoded last (by pixel CRC); None for a file coded alone,
+    when none is there (decoding then says what is missing), or, ``complete``, when one is missing."""
+    wanted = [crc for crc in (header.previous_crc, header.earlier_crc) if crc is not None]
+    kept = {crc: image for crc, image in _decoded.values()}
+    found = [kept[crc] for crc in wanted if crc in kept]
+    return found if found and (len(found) == len(wanted) or not complete) else None
 
 
-def _remember(path: Path, image, crc: int, read: list | None, previous_crc: int | None) -> None:
-    """Keep the file decoded last (only it: the next file of its series reads it, and the slice
-    it was decoded given, ``read[0]`` of pixel CRC ``previous_crc``)."""
-    _decoded.clear()
-    _decoded[_key(path)] = {crc: image, **({previous_crc: read[0]} if read else {})}
+def _remember(path: Path, crc: int, image) -> None:
+    """Keep a decoded file's pixels (of pixel CRC ``crc``) for the files coded given it; the files
+    decoded longest ago go beyond :data:`_KEEP_BYTES` of pixels."""
+    _decoded[_key(path)] = (crc, image)
+    _decoded.move_to_end(_key(path))
+    while len(_decoded) > 1 and sum(image.nbytes for _, image in _decoded.values()) > _KEEP_BYTES:
+        _decoded.popitem(last=False)
 
 
 def _key(path: Path) -> tuple:
@@ -159,21 +162,21 @@ def _key(path: Path) -> tuple:
 
 
 def _file_before(path: Path, crc: int, visited: set[Path]) -> Path:
-    """The ``.mvae`` beside ``path`` whose pixels have CRC ``crc``: ``slice_N−1.mvae`` beside
-    ``slice_N.mvae`` (a volume's outputs), else a sibling whose header records that pixel CRC
+    """The ``.mvae`` beside ``path`` whose pixels have CRC ``crc``: ``slice_N−1.mvae`` or
+    ``slice_N+1.mvae`` beside ``slice_N.mvae`` (a volume's outputs), else a sibling whose header records that pixel CRC
     (a DICOM series' outputs keep their files' names), never one of ``visited`` (slices with the
     same pixels, blank ones, must not send the chain back). Raises :class:`BitstreamError`."""
     from medvae.errors import BitstreamError
 
     match = re.fullmatch(r"slice_(\d+)\.mvae", path.name)
-    if match and int(match.group(1)) > 0:
-        before = path.with_name(f"slice_{int(match.group(1)) - 1:0{len(match.group(1))}d}.mvae")
+    for step in (-1, 1) if match else ():
+        before = path.with_name(f"slice_{int(match.group(1)) + step:0{len(match.group(1))}d}.mvae")
         if before.resolve() not in visited and _pixels_crc(before) == crc:
             return before
     for sibling in sorted(path.parent.glob("*.mvae")):
         if sibling.resolve() not in visited and _pixels_crc(sibling) == crc:
             return sibling
-    raise BitstreamError(f"{path.name} was coded given the slice before it (pixel CRC {crc:08x}), whose .mvae is not "
+    raise BitstreamError(f"{path.name} was coded given a neighbouring slice (pixel CRC {crc:08x}), whose .mvae is not "
                          "beside it; decode the folder as medvae compress --series wrote it")
 
 

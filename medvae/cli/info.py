@@ -179,13 +179,13 @@ def format_text(info: dict[str, Any]) -> str:
     ]
     if info["previous_slice_crc"] is not None:
         two = info["earlier_slice_crc"] not in (None, info["previous_slice_crc"])
-        given = f"the previous slice of its series (pixel CRC {info['previous_slice_crc']})"
+        given = f"a neighbouring slice of its series (pixel CRC {info['previous_slice_crc']})"
         if two:
-            given += f" and the one before it (pixel CRC {info['earlier_slice_crc']})"
+            given += f" and the one beyond it (pixel CRC {info['earlier_slice_crc']})"
         rows.append(("series", f"coded given {given}: decodes after {'them' if two else 'it'} "
                                "(medvae decompress finds them beside this file)"))
     if info["base_predicted_pairs"] is not None:
-        rows.append(("base", f"latent quantized with step {info['base_step']:g}, coded against the previous slice's in "
+        rows.append(("base", f"latent quantized with step {info['base_step']:g}, coded against that slice's in "
                              f"{info['base_predicted_pairs']} (channel, scale range) pairs (medvae.prediction)"))
     if info["quality"] is not None:
         rows.append(("quality", f"{info['quality']:g} (variable-rate model)"))

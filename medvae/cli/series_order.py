@@ -1,9 +1,11 @@
-"""``medvae compress --series`` on one DICOM file per slice: the files of each series in slice order.
+"""``medvae compress --series`` on one DICOM file per slice: the files of each series in coding order.
 
 Each input file is a job of its own; with ``--series`` the jobs run in one process, in an order
-that puts each DICOM series' single-slice files together and in anatomical order
-(:func:`medvae.io.series.order_slices`), and each file knows its series and its rank there, so
-:func:`medvae.cli.compress.compress_file` codes it given the file before (coded just before it).
+that puts each DICOM series' single-slice files together, ranked in anatomical order
+(:func:`medvae.io.series.order_slices`) and run in the order of the series' coding plan
+(:func:`medvae.series.coding_plan`: key slices first, then outwards from them), and each file
+knows its series, its rank there and the series' length, so
+:func:`medvae.cli.compress.compress_file` codes it given the neighbour its plan names (coded before it).
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from medvae.cli.files import Task
+from medvae.series import coding_plan
 
-#: A file's series (folder, Series Instance UID, rows, columns) and its rank in it.
-Rank = tuple[tuple[str, str, int, int], int]
+#: A file's series (folder, Series Instance UID, rows, columns), its rank in it and the series' length.
+Rank = tuple[tuple[str, str, int, int], int, int]
 
 
-def series_order(tasks: list[Task]) -> tuple[list[Task], dict[str, Rank]]:
-    """``tasks`` with each DICOM series' single-slice files together, in slice order (the others
-    where they were), and the rank of each such file (by ``str(source)``) in its series."""
+def series_order(tasks: list[Task], max_chain: int) -> tuple[list[Task], dict[str, Rank]]:
+    """``tasks`` with each DICOM series' single-slice files together, in the order of the series'
+    coding plan for ``max_chain`` (the others where they were), and the rank of each such file
+    (by ``str(source)``) in its series, with the series' length."""
     import pydicom
 
     from medvae.io.dicom import has_dicom_prefix
@@ -39,7 +43,8 @@ def series_order(tasks: list[Task]) -> tuple[list[Task], dict[str, Rank]]:
     ranks: dict[str, Rank] = {}
     for key, group in members.items():
         for rank, path in enumerate(order_slices(group)):
-            ranks[str(path)] = (key, rank)
+            ranks[str(path)] = (key, rank, len(group))
+    plans = {key: {rank: n for n, (rank, _) in enumerate(coding_plan(len(group), max_chain))} for key, group in members.items()}
     by_source = {str(task.source): task for task in tasks}
     ordered, placed = [], set()
     for task in tasks:
@@ -48,5 +53,6 @@ def series_order(tasks: list[Task]) -> tuple[list[Task], dict[str, Rank]]:
             ordered.append(task)
         elif rank[0] not in placed:  # the series goes where its first listed file was, whole and in order
             placed.add(rank[0])
-            ordered += sorted((by_source[s] for s, r in ranks.items() if r[0] == rank[0]), key=lambda t: ranks[str(t.source)][1])
+            ordered += sorted((by_source[s] for s, r in ranks.items() if r[0] == rank[0]),
+                              key=lambda t: plans[rank[0]][ranks[str(t.source)][1]])
     return ordered, ranks

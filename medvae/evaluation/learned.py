@@ -202,8 +202,9 @@ class WithResidual(ImageCodec):
 
 
 class SeriesWithResidual(WithResidual):
-    """:class:`WithResidual` on a series: each slice but its key slices (every 8th) coded given the
-    one before (:meth:`medvae.Codec.compress_series`, the series residual model). The stream is the
+    """:class:`WithResidual` on a series: each slice but its key slices (one in the middle of every
+    15) coded given its neighbours towards the key slice (:meth:`medvae.Codec.compress_series`, the
+    series residual model). The stream is the
     slices' files, each after its length (4 bytes), so a slice's row counts its own file and 4
     bytes; one image alone is a series of one."""
 
@@ -287,7 +288,7 @@ def _register() -> None:
     register_family(Family("medvae-optimized", _bounded_points(OptimizedResidual, "residual"),
                            "medvae-residual with optimized quantization: quantizer bound, the error measured", learned=True))
     register_family(Family("medvae-series", _bounded_points(SeriesWithResidual, "series_residual"),
-                           "medvae-residual on a series, each slice but every 8th given the one before", learned=True))
+                           "medvae-residual on a series, each slice but its key slices given a neighbour", learned=True))
 
 
 _register()

@@ -1,4 +1,4 @@
-"""``medvae compress --lossless --series``: a volume's slices, each coded given the one before."""
+"""``medvae compress --lossless --series``: a volume's slices, each coded given a neighbour."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 
 from medvae import bitstream, metrics, prediction
 from medvae.cli import main
-from medvae.series import KEY_EVERY
+from medvae.series import CHAIN, MAX_CHAIN
 
 
 def _volume(count: int) -> np.ndarray:
@@ -27,9 +27,10 @@ def _volume(count: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def coded(tmp_path_factory):
-    """A volume of KEY_EVERY + 2 slices through compress --lossless --series (two workers) and decompress."""
+    """A volume of 2·CHAIN + 3 slices (a full run and a short one) through compress --lossless
+    --series and decompress (two workers)."""
     root = tmp_path_factory.mktemp("series")
-    volume = _volume(KEY_EVERY + 2)
+    volume = _volume(2 * CHAIN + 3)
     np.save(root / "vol.npy", volume)
     assert main(["compress", str(root / "vol.npy"), "-o", str(root / "c"), "--lossless", "--series"]) == 0
     assert main(["decompress", str(root / "c"), "-o", str(root / "d"), "--workers", "2"]) == 0
@@ -41,7 +42,8 @@ def test_a_volume_round_trips_slice_by_slice(coded):
     files = sorted((root / "c" / "vol").glob("slice_*.mvae"))
     versions = [bitstream.layout(bitstream.read_header(f.read_bytes()).version) for f in files]  # adapted or not
     series = bitstream.TWO_PREVIOUS_VERSION  # the shipped series model reads the two slices before
-    assert versions == [8] + [series] * (KEY_EVERY - 1) + [8, series]  # key slices alone, the others given the ones before
+    # key slices alone, in the middle of each run of 2·CHAIN + 1; the others given the ones towards them
+    assert versions == [series] * CHAIN + [8] + [series] * CHAIN + [8, series]
     for k, path in enumerate(sorted((root / "d" / "vol").glob("slice_*.npy"))):
         np.testing.assert_array_equal(np.load(path), volume[k])
 
@@ -55,7 +57,7 @@ def test_info_says_a_file_follows_its_previous_slice(coded, capsys):
     assert record["base_step"] == prediction.base_step(record["max_error"]) / prediction.UNIT_STEP > 1  # and more coarsely
     assert main(["info", str(root / "c" / "vol" / "slice_0003.mvae")]) == 0
     text = capsys.readouterr().out
-    assert "coded given the previous slice" in text and "coded against the previous slice's" in text
+    assert "coded given a neighbouring slice" in text and "coded against that slice's" in text
     assert f"latent quantized with step {record['base_step']:g}" in text
 
 
@@ -71,14 +73,14 @@ def test_info_names_both_slices_a_two_slice_file_read(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)[0]
     assert (record["previous_slice_crc"], record["earlier_slice_crc"]) == tuple(f"{bitstream.pixels_crc(v):08x}" for v in volume[1::-1])
     assert main(["info", str(tmp_path / "s.mvae")]) == 0
-    assert "and the one before it" in capsys.readouterr().out
+    assert "and the one beyond it" in capsys.readouterr().out
 
 
-def test_a_series_file_without_its_previous_slice_fails_clearly(coded, tmp_path, capsys):
+def test_a_series_file_without_its_neighbour_fails_clearly(coded, tmp_path, capsys):
     root, _ = coded
     shutil.copy(root / "c" / "vol" / "slice_0003.mvae", tmp_path / "slice_0003.mvae")
     assert main(["decompress", str(tmp_path / "slice_0003.mvae"), "-o", str(tmp_path / "d")]) == 1
-    assert "coded given the slice before it" in capsys.readouterr().err
+    assert "coded given a neighbouring slice" in capsys.readouterr().err
     assert not (tmp_path / "d" / "slice_0003.npy").exists()
 
 
@@ -89,25 +91,42 @@ def test_series_needs_a_bound_or_a_target(tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
-@pytest.mark.parametrize("key_every, layouts", [(2, "KSKSK"), (5, "KSSSS"), (1, "KKKKK")])
-def test_key_every_sets_which_slices_are_coded_alone(tmp_path, key_every, layouts):
+@pytest.mark.parametrize("max_chain, layouts", [(1, "SKSKS"), (4, "SSKSS"), (0, "KKKKK")])
+def test_max_chain_sets_which_slices_are_coded_alone(tmp_path, max_chain, layouts):
     volume = _volume(5)
     np.save(tmp_path / "vol.npy", volume)
     assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series",
-                 "--key-every", str(key_every)]) == 0
+                 "--max-chain", str(max_chain)]) == 0
     files = sorted((tmp_path / "c" / "vol").glob("slice_*.mvae"))
     headers = [bitstream.read_header(f.read_bytes()) for f in files]
     assert "".join("K" if h.previous_crc is None else "S" for h in headers) == layouts
-    assert main(["decompress", str(tmp_path / "c" / "vol" / "slice_0004.mvae"), "-o", str(tmp_path / "d")]) == 0  # the chain back to its key slice
-    assert np.abs(np.load(tmp_path / "d" / "slice_0004.npy").astype(int) - volume[4]).max() <= 1
+    assert main(["decompress", str(tmp_path / "c" / "vol" / "slice_0000.mvae"), "-o", str(tmp_path / "d")]) == 0  # the chain to its key slice
+    assert np.abs(np.load(tmp_path / "d" / "slice_0000.npy").astype(int) - volume[0]).max() <= 1
+
+
+def test_a_folder_decoded_in_slice_order_decodes_each_file_once(tmp_path, monkeypatch):
+    """Slices before a key slice are coded backward from it, yet decoding the folder in slice
+    order decodes every file once: the decoded files are kept for those coded given them."""
+    from medvae.cli import decompress
+
+    volume = _volume(2 * CHAIN + 1)
+    np.save(tmp_path / "vol.npy", volume)
+    assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--lossless", "--series"]) == 0
+    decoded = []
+    decode = decompress.decode
+    monkeypatch.setattr(decompress, "decode", lambda data, *a: decoded.append(data) or decode(data, *a))
+    assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--workers", "1"]) == 0
+    assert len(decoded) == len(set(decoded)) == len(volume)
+    for k, path in enumerate(sorted((tmp_path / "d" / "vol").glob("slice_*.npy"))):
+        np.testing.assert_array_equal(np.load(path), volume[k])
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--series", "--key-every", "0"], "--key-every must be 1 to 4096 (1: every slice alone), got 0"),
-    (["--series", "--key-every", "4097"], "--key-every must be 1 to 4096"),
-    (["--key-every", "4"], "--key-every sets how often --series codes a slice alone: add --series"),
+    (["--series", "--max-chain", "-1"], "--max-chain must be 0 to 4096 (0: every slice alone), got -1"),
+    (["--series", "--max-chain", "4097"], "--max-chain must be 0 to 4096"),
+    (["--max-chain", "4"], "--max-chain sets how many slices --series may decode before one: add --series"),
 ])
-def test_key_every_out_of_range_or_without_series_is_a_usage_error(tmp_path, capsys, arguments, message):
+def test_max_chain_out_of_range_or_without_series_is_a_usage_error(tmp_path, capsys, arguments, message):
     np.save(tmp_path / "vol.npy", _volume(2))
     assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--lossless", *arguments]) == 2
     assert message in capsys.readouterr().err
@@ -116,14 +135,14 @@ def test_key_every_out_of_range_or_without_series_is_a_usage_error(tmp_path, cap
 
 def test_rate_control_along_a_series(tmp_path, capsys):
     """``--series --psnr``: past the lossy model's reach, rate control's near-lossless files code
-    each slice given the ones before (format 10: the third slice reads two); every slice meets the target, decoded from the folder."""
-    volume = _volume(3)
+    each slice given its neighbours (format 10: the last slice reads two); every slice meets the target, decoded from the folder."""
+    volume = _volume(4)
     np.save(tmp_path / "vol.npy", volume)
     assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--series", "--psnr", "70"]) == 0
     files = sorted((tmp_path / "c" / "vol").glob("slice_*.mvae"))
     headers = [bitstream.read_header(f.read_bytes()) for f in files]
-    assert [bitstream.layout(h.version) for h in headers] == [8, 10, 10]
-    assert headers[2].earlier_crc == headers[0].pixels_crc != headers[2].previous_crc  # the CLI passed both slices
+    assert [bitstream.layout(h.version) for h in headers] == [10, 8, 10, 10]  # key slice 1
+    assert headers[3].earlier_crc == headers[1].pixels_crc != headers[3].previous_crc  # the CLI passed both slices
     captured = capsys.readouterr()
     assert "PSNR 70 dB: optimized, step" in captured.out + captured.err  # the rate note (optimized near-lossless)
     assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d")]) == 0
@@ -132,8 +151,8 @@ def test_rate_control_along_a_series(tmp_path, capsys):
 
 
 def test_a_dicom_series_of_one_file_per_slice_round_trips(tmp_path):
-    """Files named against their anatomical order: coded in slice order (by Image Position), each
-    given the ones before; decoded back, each file finding its previous ones by their pixel CRCs."""
+    """Files named against their anatomical order: ranked by Image Position, the middle one coded
+    alone and the others given it; decoded back, each file finding its neighbours by their pixel CRCs."""
     volume = _volume(3)[:, :, :64].astype(np.uint16) + 1000
     source = tmp_path / "in"
     source.mkdir()
@@ -148,11 +167,11 @@ def test_a_dicom_series_of_one_file_per_slice_round_trips(tmp_path):
         ds.save_as(source / name)
     assert main(["compress", str(source), "-o", str(tmp_path / "c"), "--lossless", "--series"]) == 0
     versions = {name: bitstream.layout(bitstream.read_header((tmp_path / "c" / f"{name}.mvae").read_bytes()).version) for name in "cab"}
-    assert versions == {"c": 8, "a": 10, "b": 10}
+    assert versions == {"c": 10, "a": 8, "b": 10}
     assert main(["compress", str(source), "-o", str(tmp_path / "x"), "--lossless", "--series", "--workers", "2"]) == 2
-    assert main(["decompress", str(tmp_path / "c" / "b.mvae"), str(tmp_path / "c" / "a.mvae"), "-o", str(tmp_path / "d")]) == 0
+    assert main(["decompress", str(tmp_path / "c" / "b.mvae"), str(tmp_path / "c" / "c.mvae"), "-o", str(tmp_path / "d")]) == 0
     for k, name in enumerate("cab"):
-        if name != "c":
+        if name != "a":
             np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "d" / f"{name}.dcm").pixel_array, volume[k])
 
 
@@ -162,14 +181,15 @@ def test_identical_slices_do_not_send_decoding_round_in_circles(tmp_path):
     it was coded given by their CRCs (the chain may pass another blank file than the one coded)."""
     import medvae
 
-    blank, first = np.full((32, 40), 7, np.int16), _volume(1)[0, :32, :40]
-    volume = [first, blank, blank, blank]
-    files = medvae.load("medvae").compress_series(volume, max_error=0, key_every=0)
+    blank, middle = np.full((32, 40), 7, np.int16), _volume(1)[0, :32, :40]
+    volume = [blank, blank, middle, blank, blank]  # the key slice in the middle, blanks coded outwards from it
+    files = medvae.load("medvae").compress_series(volume, max_error=0, max_chain=MAX_CHAIN)
+    assert [bitstream.read_header(f).previous_crc is None for f in files] == [False, False, True, False, False]
     (tmp_path / "c").mkdir()
-    for name, data in zip("adbc", files):  # names against the coding order
+    for name, data in zip("aedbc", files):  # names against the coding order
         (tmp_path / "c" / f"{name}.mvae").write_bytes(data)
     assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--workers", "1"]) == 0
-    for name, image in zip("adbc", volume):
+    for name, image in zip("aedbc", volume):
         np.testing.assert_array_equal(np.load(tmp_path / "d" / f"{name}.npy"), image)
 
 
@@ -183,7 +203,7 @@ def test_a_damaged_dicom_header_is_coded_alone_not_a_crash(tmp_path):
     rows = data.index(b"\x28\x00\x10\x00")  # (0028,0010) Rows, explicit VR little endian: "US", length 2
     (tmp_path / "bad.dcm").write_bytes(data[:rows] + b"\x28\x00\x08\x00IS\x02\x00ab" + data[rows:])  # Number of Frames "ab"
     tasks = [Task(tmp_path / "bad.dcm", tmp_path / "out" / "bad")]
-    assert series_order(tasks) == (tasks, {})
+    assert series_order(tasks, CHAIN) == (tasks, {})
 
 
 def test_a_slice_after_a_lossy_choice_reads_only_that_slice(tmp_path):

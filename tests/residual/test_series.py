@@ -18,7 +18,7 @@ from medvae.io.slices import Slice
 from medvae.residual.model import ResidualModel, previous_tensor, residual_bits, slice_tensors, with_previous
 from medvae.residual.training import Pair, series_pairs, train_residual
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
-from medvae.series import as_slices, previous_planes
+from medvae.series import Neighbours, as_slices, coding_plan, previous_planes
 from tests.conftest import small_residual, small_series_residual
 
 
@@ -48,7 +48,7 @@ def codec() -> medvae.Codec:
 def test_a_series_round_trips_within_its_bound(codec, dtype, max_error):
     volume = _volume(dtype=dtype)
     files = codec.compress_series(volume, max_error=max_error)
-    assert [bitstream.layout(bitstream.read_header(f).version) for f in files] == [8, 9, 9]  # the first slice alone, then given the one before
+    assert [bitstream.layout(bitstream.read_header(f).version) for f in files] == [9, 8, 9]  # the middle slice alone, the others given it
     for decoded, image in zip(codec.decompress_series(files), volume):
         assert decoded.dtype == image.dtype
         assert np.abs(decoded.astype(np.int64) - image).max() <= max_error
@@ -99,16 +99,67 @@ def test_series_coding_refuses_what_it_cannot_do(codec):
 
 
 def test_key_slices_bound_what_a_slice_needs(codec):
-    """Every key_every-th slice is coded alone; 0 codes only the first alone; a bad value is refused."""
+    """Key slices sit in the middle of runs of 2·max_chain + 1 (the last run shorter), the others
+    coded towards them; 0 codes every slice alone; a bad value is refused."""
     volume = _volume(5)
     versions = lambda files: [bitstream.layout(bitstream.read_header(f).version) for f in files]  # noqa: E731
-    files = codec.compress_series(volume, max_error=0, key_every=2)
-    assert versions(files) == [8, 9, 8, 9, 8]
-    assert codec.decompress(files[2]).tolist() == volume[2].tolist()  # a key slice decodes alone
-    assert versions(codec.compress_series(volume, max_error=0, key_every=0)) == [8, 9, 9, 9, 9]
-    for bad in (-1, 1.5, True):
-        with pytest.raises(InputError, match="key_every"):
-            codec.compress_series(volume, max_error=0, key_every=bad)
+    files = codec.compress_series(volume, max_error=0, max_chain=1)
+    assert versions(files) == [9, 8, 9, 8, 9]
+    headers = [bitstream.read_header(f) for f in files]
+    crc = [bitstream.pixels_crc(v) for v in volume]
+    assert [h.previous_crc for h in headers] == [crc[1], None, crc[1], None, crc[3]]  # slice 0 given slice 1: backward
+    assert codec.decompress(files[3]).tolist() == volume[3].tolist()  # a key slice decodes alone
+    assert codec.decompress(files[0], previous=volume[1]).tolist() == volume[0].tolist()
+    assert versions(codec.compress_series(volume, max_error=0, max_chain=0)) == [8] * 5
+    for bad in (-1, 1.5, True, 4097):
+        with pytest.raises(InputError, match="max_chain"):
+            codec.compress_series(volume, max_error=0, max_chain=bad)
+
+
+@pytest.mark.parametrize("count, max_chain", [(1, 7), (2, 7), (15, 7), (16, 7), (20, 7), (31, 7), (9, 1), (6, 0), (40, 3)])
+def test_a_coding_plan_keeps_every_slice_within_max_chain_of_its_key_slice(count, max_chain):
+    """Every slice once; each coded after the neighbour it reads; at most max_chain steps from a
+    key slice; and one key slice per 2·max_chain + 1 slices, half as many as a key every max_chain + 1."""
+    plan = coding_plan(count, max_chain)
+    assert sorted(k for k, _ in plan) == list(range(count))
+    coded, depth = set(), {}
+    for k, reference in plan:
+        assert reference is None or (abs(k - reference) == 1 and reference in coded)
+        depth[k] = 0 if reference is None else depth[reference] + 1
+        coded.add(k)
+    assert max(depth.values()) <= max_chain
+    assert sum(reference is None for _, reference in plan) == -(-count // (2 * max_chain + 1))
+
+
+def test_a_slice_that_cannot_follow_starts_a_new_run():
+    plan = coding_plan(7, 7, follows=[False, True, True, False, True, True, True])
+    assert dict(plan) == {1: None, 0: 1, 2: 1, 4: None, 3: 4, 5: 4, 6: 5}
+
+
+def test_neighbours_keep_a_slice_only_until_the_last_slice_that_reads_it():
+    plan = coding_plan(5, 2)  # key 2; 1, 0 backward; 3, 4 forward
+    neighbours, pixels = Neighbours(plan), {k: np.full((2, 2), k) for k in range(5)}
+    kept = []
+    for k, reference in plan:
+        read = neighbours.given(reference)
+        assert (read is None) == (reference is None)
+        neighbours.coded(k, reference, pixels[k], None, b"")  # as if coded alone: it passes on only its pixels
+        kept.append(sorted(neighbours._kept))
+    assert kept == [[2], [1, 2], [2], [3], []]
+
+
+def test_a_series_decodes_by_the_crcs_its_files_record(codec):
+    """Each file is decoded once the slices it names are: files coded forward from the first
+    slice (the layout of earlier releases) decode too, and a missing key slice is a clear error."""
+    volume = _volume(4)
+    forward = [codec.compress(volume[0], max_error=0)]
+    forward += [codec.compress(volume[k], max_error=0, previous=volume[k - 1 :: -1][:2]) for k in range(1, 4)]
+    for decoded, image in zip(codec.decompress_series(forward), volume):
+        np.testing.assert_array_equal(decoded, image)
+    files = codec.compress_series(volume, max_error=0)  # key slice 1
+    assert bitstream.read_header(files[1]).previous_crc is None
+    with pytest.raises(BitstreamError, match="none of the series' files decodes to"):
+        codec.decompress_series(files[:1] + files[2:])
 
 
 def test_a_slice_of_another_size_starts_the_series_again(codec):
@@ -210,12 +261,12 @@ def test_a_series_read_two_slices_back_round_trips(codec2, max_error):
     """Format 10 records the CRCs of both slices the model read: the slice after a key slice
     reads the key slice twice, the later ones the two slices before them."""
     volume = _volume(5)
-    files = codec2.compress_series(volume, max_error=max_error, key_every=3)
+    files = codec2.compress_series(volume, max_error=max_error, max_chain=2)
     headers = [bitstream.read_header(f) for f in files]
-    assert [bitstream.layout(h.version) for h in headers] == [8, 10, 10, 8, 10]
+    assert [bitstream.layout(h.version) for h in headers] == [10, 10, 8, 10, 10]
     crc = [bitstream.pixels_crc(v) if max_error == 0 else None for v in volume]
-    if max_error == 0:
-        assert [(h.previous_crc, h.earlier_crc) for h in headers] == [(None, None), (crc[0], crc[0]), (crc[1], crc[0]), (None, None), (crc[3], crc[3])]
+    if max_error == 0:  # key slice 2; slices 1 and 0 coded backward from it, 3 and 4 forward
+        assert [(h.previous_crc, h.earlier_crc) for h in headers] == [(crc[1], crc[2]), (crc[2], crc[2]), (None, None), (crc[2], crc[2]), (crc[3], crc[2])]
     for decoded, image in zip(codec2.decompress_series(files), volume):
         assert np.abs(decoded.astype(np.int64) - image).max() <= max_error
 
