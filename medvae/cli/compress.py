@@ -29,7 +29,7 @@ from medvae.cli.common import (
 from medvae.cli.files import Task, UsageError, plan, slice_paths
 from medvae.errors import MedVAEError
 from medvae.io.files import publish
-from medvae.series import CHAIN, MAX_CHAIN, Neighbours, can_follow, coding_plan
+from medvae.series import CHAIN, MAX_CHAIN, Neighbours, can_follow, coding_plan, read_next
 
 EXAMPLES = """examples:
   medvae compress scans/ -o scans_mvae/                 every file under scans/, tree mirrored
@@ -92,7 +92,7 @@ def compress_file(task: Task) -> batch.Outcome:
             outcome.status, outcome.message = "skipped", "outputs exist"
             return outcome
         chosen = []
-        for n, (i, place) in enumerate(series_steps(task, len(stack), todo, options)):
+        for n, (i, place) in enumerate(series_steps(task, targets, todo, options)):
             meta = source_metadata.pack(source_metadata.from_stack(stack, i))
             settings = dict(bits_stored=stack.bits_stored, metadata=meta, refine_steps=options.refine_steps,
                             padding_value=padding_value(stack, i))
@@ -135,16 +135,18 @@ class Place(NamedTuple):
     rank: int  # the slice's place in its series
     reference: int | None  # the rank of the slice it is coded given; None for a key slice
     neighbours: Neighbours  # what the series' slices coded so far in this process pass on
+    output: Path | None  # the reference's .mvae, which an earlier run may have written (--skip-existing)
 
 
-def series_steps(task: Task, slices: int, todo: list[int], options: Options) -> list[tuple[int, Place | None]]:
-    """The slices ``todo`` of ``task``'s input in the order they are coded, each with its
-    :class:`Place` in its series with ``--series`` (else None). A multi-slice input is a series
-    of its own, coded in its plan's order; a single-slice DICOM file has the place
-    :func:`medvae.cli.series_order.series_order` gave it (which ran the files in their plan's order)."""
+def series_steps(task: Task, targets: list[Path], todo: list[int], options: Options) -> list[tuple[int, Place | None]]:
+    """The slices ``todo`` of ``task``'s input (written to ``targets``) in the order they are
+    coded, each with its :class:`Place` in its series with ``--series`` (else None). A
+    multi-slice input is a series of its own, coded in its plan's order; a single-slice DICOM
+    file has the place :func:`medvae.cli.series_order.series_order` gave it (which ran the files
+    in their plan's order)."""
     if not options.series:
         return [(i, None) for i in todo]
-    series, rank, count = (str(task.source), None, slices) if slices > 1 else \
+    series, rank, count = (str(task.source), None, len(targets)) if len(targets) > 1 else \
         options.series_ranks.get(str(task.source), (str(task.source), 0, 1))
     current = _state.get("series")
     if current is None or current[0] != series:  # a new series: the last one's slices are no neighbours of it
@@ -153,17 +155,39 @@ def series_steps(task: Task, slices: int, todo: list[int], options: Options) -> 
     _, neighbours, references = current
     if rank is None:
         wanted = set(todo)
-        return [(i, Place(i, reference, neighbours)) for i, reference in references.items() if i in wanted]
-    return [(i, Place(rank, references[rank], neighbours)) for i in todo]
+        return [(i, Place(i, reference, neighbours, targets[reference] if reference is not None else None))
+                for i, reference in references.items() if i in wanted]
+    reference = references[rank]
+    return [(i, Place(rank, reference, neighbours, options.series_outputs.get((series, reference)))) for i in todo]
 
 
 def neighbour_in_series(image, place: Place) -> list | None:
     """``--series``: the decoded pixels of the slice ``image`` is coded given, and of those it
-    read, nearest first (:class:`medvae.series.Neighbours`); None for a key slice, and for a slice
-    whose neighbour was not written in this process (a resumed run, a failed write) or cannot be
-    followed (another shape or dtype): it is coded alone."""
+    read, nearest first (:class:`medvae.series.Neighbours`), or, where an earlier run wrote that
+    slice (``--skip-existing`` kept it), decoded from its file, so a resumed run writes the files
+    an uninterrupted one would. None for a key slice, and for a slice whose neighbour was not
+    written or does not decode (a failed write, a damaged file), or cannot be followed (another
+    shape or dtype): it is coded alone."""
     before = place.neighbours.given(place.reference)
+    if before is None and place.output is not None and place.output.exists():
+        before = decoded_neighbour(place.output)
     return before if before is not None and can_follow(image, before[0]) else None
+
+
+def decoded_neighbour(path: Path) -> list | None:
+    """What the slice of ``path``, written by an earlier run, passes to the slices coded given it
+    (:func:`medvae.series.read_next`), decoded as ``medvae decompress`` decodes it (with the
+    weights it names, after the files it was coded given); None when it does not decode."""
+    import medvae
+    from medvae.cli.decompress import decode, previous_slices
+
+    try:
+        data = path.read_bytes()
+        header = medvae.read_header(data)
+        read = previous_slices(path, None, header) if header.previous_crc is not None else None
+        return read_next(decode(data, None, read), read, data)
+    except (MedVAEError, OSError):
+        return None
 
 
 def rate_note(target, chosen: list) -> str:
@@ -282,20 +306,25 @@ def compress_all(args: argparse.Namespace) -> int:
     series_coder = codec if target is None or not args.series else rate_ladder(args.model, args.quality, codec).near_lossless
     if args.series and (series_coder is None or series_coder.series_residual is None):
         raise UsageError(f"{args.model} comes without a series residual model: --series needs the shipped default")
+    if args.key_every is not None:
+        raise UsageError(f"--key-every is now --max-chain N: a slice decodes after at most N others, with a key slice in "
+                         f"the middle of every 2N + 1 (--key-every {args.key_every} bounded the chain at "
+                         f"--max-chain {max(args.key_every - 1, 0)})")
     if args.max_chain is not None and not args.series:
         raise UsageError("--max-chain sets how many slices --series may decode before one: add --series")
     if args.max_chain is not None and not 0 <= args.max_chain <= MAX_CHAIN:
         raise UsageError(f"--max-chain must be 0 to {MAX_CHAIN} (0: every slice alone), got {args.max_chain}")
-    ranks = {}
+    ranks, outputs = {}, {}
     if args.series:  # one process, each DICOM series' files together and in slice order
         from medvae.cli.series_order import series_order
 
         tasks, ranks = series_order(tasks, CHAIN if args.max_chain is None else args.max_chain)
+        outputs = {ranks[str(t.source)][:2]: slice_paths(t.base, 1, ".mvae")[0] for t in tasks if str(t.source) in ranks}
         if args.workers and args.workers > 1:
             raise UsageError("--series codes each slice after a neighbour coded before it, in one process: drop --workers")
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
                       max_error=bound, target=target, iterations=args.iterations, series=args.series, series_ranks=ranks,
-                      max_chain=CHAIN if args.max_chain is None else args.max_chain)
+                      max_chain=CHAIN if args.max_chain is None else args.max_chain, series_outputs=outputs)
     workers = 1 if args.series else args.workers or batch.auto_workers(len(tasks), threads_per_worker=2)
     outcomes += batch.run(
         tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options),
@@ -330,6 +359,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "series' files, in slice order) given a neighbour, fewer bits; a key slice in the middle of "
                         f"every {2 * CHAIN + 1} is coded alone, so a slice decodes after at most {CHAIN} others "
                         "(--max-chain; medvae decompress finds them beside it); one process")
+    parser.add_argument("--key-every", type=int, default=None, help=argparse.SUPPRESS)  # replaced by --max-chain: says so
     parser.add_argument("--max-chain", type=int, default=None, metavar="N",
                         help=f"with --series: a slice decodes after at most N others (default {CHAIN}; 0 to {MAX_CHAIN}): "
                         "one key slice, coded alone, in the middle of every 2N + 1 slices; larger N, fewer bits (a slice "

@@ -121,10 +121,47 @@ def test_a_folder_decoded_in_slice_order_decodes_each_file_once(tmp_path, monkey
         np.testing.assert_array_equal(np.load(path), volume[k])
 
 
+def test_a_resumed_series_writes_the_files_an_uninterrupted_run_writes(tmp_path):
+    """--skip-existing keeps what an interrupted run wrote (coding order 2, 1, 0, 3, 4: cut after
+    slice 1); the slices coded given a kept one are coded given its decoded file, not alone."""
+    volume = _volume(5)
+    np.save(tmp_path / "vol.npy", volume)
+    command = ["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series", "--max-chain", "2"]
+    assert main(command) == 0
+    folder = tmp_path / "c" / "vol"
+    whole = {path.name: path.read_bytes() for path in folder.glob("slice_*.mvae")}
+    for k in (0, 3, 4):
+        (folder / f"slice_{k:04d}.mvae").unlink()
+    assert main([*command, "--skip-existing"]) == 0
+    assert {path.name: path.read_bytes() for path in folder.glob("slice_*.mvae")} == whole
+
+
+def test_a_resumed_dicom_series_codes_its_files_given_the_kept_ones(tmp_path):
+    volume = _volume(3)[:, :, :64].astype(np.uint16) + 1000
+    source = tmp_path / "in"
+    source.mkdir()
+    for k, name in enumerate("abc"):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.Rows, ds.Columns = volume.shape[1:]
+        ds.PixelRepresentation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 0, 16, 12, 11
+        ds.PixelData = volume[k].tobytes()
+        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(source / f"{name}.dcm")
+    command = ["compress", str(source), "-o", str(tmp_path / "c"), "--lossless", "--series"]
+    assert main(command) == 0
+    whole = {name: (tmp_path / "c" / f"{name}.mvae").read_bytes() for name in "abc"}
+    (tmp_path / "c" / "c.mvae").unlink()  # b is the key slice; c was coded given it
+    assert main([*command, "--skip-existing"]) == 0
+    assert {name: (tmp_path / "c" / f"{name}.mvae").read_bytes() for name in "abc"} == whole
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--series", "--max-chain", "-1"], "--max-chain must be 0 to 4096 (0: every slice alone), got -1"),
     (["--series", "--max-chain", "4097"], "--max-chain must be 0 to 4096"),
     (["--max-chain", "4"], "--max-chain sets how many slices --series may decode before one: add --series"),
+    (["--series", "--key-every", "8"], "--key-every is now --max-chain N"),
 ])
 def test_max_chain_out_of_range_or_without_series_is_a_usage_error(tmp_path, capsys, arguments, message):
     np.save(tmp_path / "vol.npy", _volume(2))
