@@ -426,6 +426,9 @@ class Codec:
         decodes (:meth:`compress` with ``previous``), so a slice decodes after at most
         ``max_chain`` others (0: every slice alone; :func:`medvae.series.coding_plan`). A slice of
         another shape or dtype than the one before starts a new run. :meth:`decompress_series` decodes them."""
+        if "key_every" in options:  # the parameter this replaced
+            raise InputError("key_every is now max_chain: a slice decodes after at most max_chain others, with a key "
+                             "slice in the middle of every 2·max_chain + 1 (key_every=K bounded the chain at K − 1)")
         follows = [i > 0 and can_follow(images[i], images[i - 1]) for i in range(len(images))]
         plan = coding_plan(len(images), max_chain, follows)
         neighbours, files = Neighbours(plan), [b""] * len(images)

@@ -114,6 +114,8 @@ def test_key_slices_bound_what_a_slice_needs(codec):
     for bad in (-1, 1.5, True, 4097):
         with pytest.raises(InputError, match="max_chain"):
             codec.compress_series(volume, max_error=0, max_chain=bad)
+    with pytest.raises(InputError, match="key_every is now max_chain"):
+        codec.compress_series(volume, max_error=0, key_every=8)
 
 
 @pytest.mark.parametrize("count, max_chain", [(1, 7), (2, 7), (15, 7), (16, 7), (20, 7), (31, 7), (9, 1), (6, 0), (40, 3)])
