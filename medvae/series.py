@@ -12,6 +12,12 @@ shape or dtype) starts a run of its own.
 Decoding needs no plan: each file records the pixel CRCs of the slices it was coded given, so a
 decoder finds them among the decoded slices (:meth:`medvae.Codec.decompress_series`, ``medvae
 decompress``), whichever way the series was coded.
+
+Why finding slices by CRC cannot decode a wrong image silently: slices with equal pixels have
+equal CRCs, so any of them is the slice the encoder read; slices whose pixels differ but whose
+CRC-32 agree (a chance of 2^-32 a pair) would feed the residual model other inputs, and the file's
+own pixel CRC, checked after every decode, then fails (but for another 2^-32 chance) with
+:class:`BitstreamError`.
 """
 
 from __future__ import annotations

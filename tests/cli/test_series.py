@@ -220,8 +220,11 @@ def test_identical_slices_do_not_send_decoding_round_in_circles(tmp_path):
 
     blank, middle = np.full((32, 40), 7, np.int16), _volume(1)[0, :32, :40]
     volume = [blank, blank, middle, blank, blank]  # the key slice in the middle, blanks coded outwards from it
-    files = medvae.load("medvae").compress_series(volume, max_error=0, max_chain=MAX_CHAIN)
+    codec = medvae.load("medvae")
+    files = codec.compress_series(volume, max_error=0, max_chain=MAX_CHAIN)
     assert [bitstream.read_header(f).previous_crc is None for f in files] == [False, False, True, False, False]
+    for decoded, image in zip(codec.decompress_series(files), volume):
+        np.testing.assert_array_equal(decoded, image)
     (tmp_path / "c").mkdir()
     for name, data in zip("aedbc", files):  # names against the coding order
         (tmp_path / "c" / f"{name}.mvae").write_bytes(data)
