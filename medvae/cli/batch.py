@@ -220,12 +220,15 @@ def run(
     debug: bool = False,
     desc: str = "",
     err: TextIO | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> list[Outcome]:
     """Run ``job`` on every task and return the outcomes in task order.
 
     ``init(*init_args)`` prepares each process (the model); ``job`` must be a
     module-level function so worker processes can import it. Failures are
-    printed as they happen.
+    printed as they happen. ``groups`` (indexes into ``tasks``, each task in one):
+    tasks that share work run in one worker process, in that order (the files of a
+    series, which decode given one another); the largest groups start first.
     """
     err = err or sys.stderr
     outcomes: dict[int, Outcome] = {}
@@ -254,7 +257,8 @@ def run(
                 for i, task in enumerate(tasks):
                     record(i, job(task))
         else:
-            _run_pool(tasks, job, workers, init, init_args, debug, record, slices)
+            groups = sorted(groups or [[i] for i in range(len(tasks))], key=len, reverse=True)
+            _run_pool(tasks, groups, job, workers, init, init_args, debug, record, slices)
     finally:
         _report = None
         bar.close()
@@ -263,28 +267,37 @@ def run(
     return [outcomes[i] for i in range(len(tasks))]
 
 
-def _run_pool(tasks, job, workers, init, init_args, debug, record, slices: _SliceProgress) -> None:
+def _run_group(job: Callable[[Task], Outcome], tasks: Sequence[Task]) -> list[Outcome]:
+    """``job`` on each of ``tasks`` in turn, in one worker process."""
+    return [job(task) for task in tasks]
+
+
+def _run_pool(tasks, groups, job, workers, init, init_args, debug, record, slices: _SliceProgress) -> None:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()  # the workers' slice progress
+    workers = min(workers, len(groups))
     pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)), mp_context=context, initializer=_init_worker,
+        max_workers=workers, mp_context=context, initializer=_init_worker,
         initargs=(init, init_args, debug, max(1, cores() // workers), os.getpid(), queue)
     )
-    futures = {pool.submit(job, task): i for i, task in enumerate(tasks)}
+    futures = {pool.submit(_run_group, job, [tasks[i] for i in group]): group for group in groups}
     try:
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             _drain(queue, slices)
             for future in done:
-                i = futures[future]
+                group = futures[future]
                 try:
-                    record(i, future.result())
+                    for i, outcome in zip(group, future.result()):
+                        record(i, outcome)
                 except BrokenProcessPool:
-                    record(i, Outcome(tasks[i].source, "failed",
-                                      "a worker process died (out of memory?); rerun this file with --workers 1"))
+                    for i in group:
+                        record(i, Outcome(tasks[i].source, "failed",
+                                          "a worker process died (out of memory?); rerun this file with --workers 1"))
                 except Exception as exc:  # the model failed to load in the worker, or a pickling error
-                    record(i, failure(tasks[i].source, exc))
+                    for i in group:
+                        record(i, failure(tasks[i].source, exc))
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # let files in progress finish; start no more
         raise

@@ -199,6 +199,40 @@ def _pixels_crc(path: Path) -> int | None:
         return None
 
 
+def series_groups(tasks: list[Task]) -> list[list[int]]:
+    """The tasks whose files decode given one another, as groups of indexes in task order: a file
+    coded given a slice joins every file beside it that decodes to that slice's pixel CRC (a
+    series' key slice and the slices coded outwards from it), so that one worker decodes each such
+    file once instead of every worker decoding the chains its files need (``docs/cli.md``). A file
+    whose header does not read is a group of its own (its job says what is wrong)."""
+    from medvae import bitstream
+    from medvae.errors import MedVAEError
+
+    parent = list(range(len(tasks)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    headers, by_crc = {}, {}  # by (folder, pixel CRC): the tasks whose files decode to those pixels
+    for i, task in enumerate(tasks):
+        try:
+            headers[i] = bitstream.read_header(task.source.read_bytes())
+        except (MedVAEError, OSError):
+            continue
+        by_crc.setdefault((task.source.parent, headers[i].pixels_crc), []).append(i)
+    for i, header in headers.items():
+        for crc in (header.previous_crc, header.earlier_crc):
+            for j in by_crc.get((tasks[i].source.parent, crc), []) if crc is not None else []:
+                parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(tasks)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
 def is_bitstream_name(path: Path) -> bool:
     """Folders are searched for ``*.mvae`` files only."""
     return path.name.lower().endswith(".mvae")
@@ -224,10 +258,11 @@ def decompress_all(args: argparse.Namespace) -> int:
         return batch.exit_status(outcomes)
     load_codec(args.model)  # fail fast (exit 2) on a bad --model
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug)
-    workers = args.workers or batch.auto_workers(len(tasks), threads_per_worker=1)
+    groups = series_groups(tasks)  # a series' files go to one worker: each counts as one file here
+    workers = args.workers or batch.auto_workers(len(groups), threads_per_worker=1)
     outcomes += batch.run(
         tasks, decompress_file, workers=workers, init=setup, init_args=(args.model, options),
-        debug=args.debug, desc="decompress",
+        debug=args.debug, desc="decompress", groups=groups,
     )
     batch.print_summary(outcomes, batch.elapsed(start), rates=False)
     return batch.exit_status(outcomes)

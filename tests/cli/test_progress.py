@@ -94,7 +94,7 @@ def test_an_interrupted_pool_returns_although_workers_reported_more_than_a_pipe_
         "if __name__ == '__main__':\n"
         "    tasks = [Task(Path('quick'), Path('q')), Task(Path('chatty.nii.gz'), Path('c'))]\n"
         "    try:\n"
-        "        batch._run_pool(tasks, chatty, 2, None, (), False, record, batch._SliceProgress(tqdm(disable=True)))\n"
+        "        batch._run_pool(tasks, [[0], [1]], chatty, 2, None, (), False, record, batch._SliceProgress(tqdm(disable=True)))\n"
         "    except KeyboardInterrupt:\n"
         "        print('interrupted')\n"
     )

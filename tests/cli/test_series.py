@@ -157,6 +157,22 @@ def test_a_resumed_dicom_series_codes_its_files_given_the_kept_ones(tmp_path):
     assert {name: (tmp_path / "c" / f"{name}.mvae").read_bytes() for name in "abc"} == whole
 
 
+def test_decompress_gives_each_run_of_a_series_to_one_worker(tmp_path):
+    """Files that decode given one another (a key slice and the slices coded outwards from it)
+    form one group, so one worker decodes each of them once; other files are groups of their own."""
+    from medvae.cli.decompress import series_groups
+    from medvae.cli.files import Task
+
+    np.save(tmp_path / "vol.npy", _volume(5))
+    np.save(tmp_path / "one.npy", _volume(1)[0])
+    assert main(["compress", str(tmp_path / "vol.npy"), str(tmp_path / "one.npy"), "-o", str(tmp_path / "c"),
+                 "--lossless", "--series", "--max-chain", "1"]) == 0  # runs: slices 0-2 (key 1) and 3-4 (key 3)
+    files = sorted((tmp_path / "c" / "vol").glob("slice_*.mvae")) + [tmp_path / "c" / "one.mvae", tmp_path / "c" / "none.mvae"]
+    tasks = [Task(f, tmp_path / "d" / f.stem) for f in files]  # none.mvae does not exist: a group of its own
+    assert sorted(series_groups(tasks)) == [[0, 1, 2], [3, 4], [5], [6]]
+    assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--workers", "2"]) == 0
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--series", "--max-chain", "-1"], "--max-chain must be 0 to 4096 (0: every slice alone), got -1"),
     (["--series", "--max-chain", "4097"], "--max-chain must be 0 to 4096"),
