@@ -190,6 +190,18 @@ def decoded_neighbour(path: Path) -> list | None:
         return None
 
 
+def series_groups(tasks: list[Task], ranks: dict) -> list[list[int]]:
+    """The tasks as groups of indexes that run in one worker, in order: a DICOM series' files
+    (``ranks``, from :func:`medvae.cli.series_order.series_order`, which put them together in their
+    plan's order) form one, so each is coded given a neighbour coded before it in that process;
+    every other file (a multi-slice input holds its series) is a group of its own."""
+    groups: dict[object, list[int]] = {}
+    for i, task in enumerate(tasks):
+        rank = ranks.get(str(task.source))
+        groups.setdefault(("series", rank[0]) if rank is not None else i, []).append(i)
+    return list(groups.values())
+
+
 def rate_note(target, chosen: list) -> str:
     """What rate control chose for a file's slices and what they achieve."""
     settings = sorted({c.setting for c in chosen})
@@ -315,19 +327,18 @@ def compress_all(args: argparse.Namespace) -> int:
     if args.max_chain is not None and not 0 <= args.max_chain <= MAX_CHAIN:
         raise UsageError(f"--max-chain must be 0 to {MAX_CHAIN} (0: every slice alone), got {args.max_chain}")
     ranks, outputs = {}, {}
-    if args.series:  # one process, each DICOM series' files together and in slice order
+    if args.series:  # each DICOM series' files together, in their plan's order, for one worker
         from medvae.cli.series_order import series_order
 
         tasks, ranks = series_order(tasks, CHAIN if args.max_chain is None else args.max_chain)
         outputs = {ranks[str(t.source)][:2]: slice_paths(t.base, 1, ".mvae")[0] for t in tasks if str(t.source) in ranks}
-        if args.workers and args.workers > 1:
-            raise UsageError("--series codes each slice after a neighbour coded before it, in one process: drop --workers")
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
                       max_error=bound, target=target, iterations=args.iterations, series=args.series, series_ranks=ranks,
                       max_chain=CHAIN if args.max_chain is None else args.max_chain, series_outputs=outputs)
-    workers = 1 if args.series else args.workers or batch.auto_workers(len(tasks), threads_per_worker=2)
+    groups = series_groups(tasks, ranks)  # each series in one worker, in its plan's order
+    workers = args.workers or batch.auto_workers(len(groups), threads_per_worker=2)
     outcomes += batch.run(
-        tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options),
+        tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options), groups=groups,
         debug=args.debug, desc="compress",
     )
     batch.print_summary(outcomes, batch.elapsed(start), rates=True)
@@ -358,7 +369,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "files): code each slice of a volume (a multi-slice input, or a DICOM "
                         "series' files, in slice order) given a neighbour, fewer bits; a key slice in the middle of "
                         f"every {2 * CHAIN + 1} is coded alone, so a slice decodes after at most {CHAIN} others "
-                        "(--max-chain; medvae decompress finds them beside it); one process")
+                        "(--max-chain; medvae decompress finds them beside it); each series in one worker process")
     parser.add_argument("--key-every", type=int, default=None, help=argparse.SUPPRESS)  # replaced by --max-chain: says so
     parser.add_argument("--max-chain", type=int, default=None, metavar="N",
                         help=f"with --series: a slice decodes after at most N others (default {CHAIN}; 0 to {MAX_CHAIN}): "

@@ -171,6 +171,10 @@ def test_decompress_gives_each_run_of_a_series_to_one_worker(tmp_path):
     tasks = [Task(f, tmp_path / "d" / f.stem) for f in files]  # none.mvae does not exist: a group of its own
     assert sorted(series_groups(tasks)) == [[0, 1, 2], [3, 4], [5], [6]]
     assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--workers", "2"]) == 0
+    assert main(["compress", str(tmp_path / "vol.npy"), str(tmp_path / "one.npy"), "-o", str(tmp_path / "c2"),
+                 "--lossless", "--series", "--max-chain", "1", "--workers", "2"]) == 0  # each input in one worker
+    assert {f.relative_to(tmp_path / "c2"): f.read_bytes() for f in (tmp_path / "c2").rglob("*.mvae")} == \
+        {f.relative_to(tmp_path / "c"): f.read_bytes() for f in (tmp_path / "c").rglob("*.mvae")}
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -221,7 +225,9 @@ def test_a_dicom_series_of_one_file_per_slice_round_trips(tmp_path):
     assert main(["compress", str(source), "-o", str(tmp_path / "c"), "--lossless", "--series"]) == 0
     versions = {name: bitstream.layout(bitstream.read_header((tmp_path / "c" / f"{name}.mvae").read_bytes()).version) for name in "cab"}
     assert versions == {"c": 10, "a": 8, "b": 10}
-    assert main(["compress", str(source), "-o", str(tmp_path / "x"), "--lossless", "--series", "--workers", "2"]) == 2
+    assert main(["compress", str(source), "-o", str(tmp_path / "x"), "--lossless", "--series", "--workers", "2"]) == 0
+    assert {name: (tmp_path / "x" / f"{name}.mvae").read_bytes() for name in "cab"} == \
+        {name: (tmp_path / "c" / f"{name}.mvae").read_bytes() for name in "cab"}  # one series: one worker, the same files
     assert main(["decompress", str(tmp_path / "c" / "b.mvae"), str(tmp_path / "c" / "c.mvae"), "-o", str(tmp_path / "d")]) == 0
     for k, name in enumerate("cab"):
         if name != "a":
