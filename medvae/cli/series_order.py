@@ -1,7 +1,8 @@
 """``medvae compress --series`` on one DICOM file per slice: the files of each series in coding order.
 
-Each input file is a job of its own; with ``--series`` the jobs run in one process, in an order
-that puts each DICOM series' single-slice files together, ranked in anatomical order
+Each input file is a job of its own; with ``--series`` each series' jobs run in one worker
+process (:func:`medvae.cli.compress.series_groups`), in an order that puts each DICOM series'
+single-slice files together, ranked in anatomical order
 (:func:`medvae.io.series.order_slices`) and run in the order of the series' coding plan
 (:func:`medvae.series.coding_plan`: key slices first, then outwards from them), and each file
 knows its series, its rank there and the series' length, so
