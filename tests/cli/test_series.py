@@ -25,6 +25,23 @@ def _volume(count: int) -> np.ndarray:
     ])
 
 
+def _dicom_series(folder, names: str) -> np.ndarray:
+    """A DICOM series of one file per slice in ``folder``, ``names[k]``.dcm at position 5·k mm
+    along the normal, from a small 12-bit volume, which it returns."""
+    volume = _volume(len(names))[:, :, :64].astype(np.uint16) + 1000
+    folder.mkdir()
+    for k, name in enumerate(names):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.Rows, ds.Columns = volume.shape[1:]
+        ds.PixelRepresentation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 0, 16, 12, 11
+        ds.PixelData = volume[k].tobytes()
+        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(folder / f"{name}.dcm")
+    return volume
+
+
 @pytest.fixture(scope="module")
 def coded(tmp_path_factory):
     """A volume of 2·CHAIN + 3 slices (a full run and a short one) through compress --lossless
@@ -137,18 +154,8 @@ def test_a_resumed_series_writes_the_files_an_uninterrupted_run_writes(tmp_path)
 
 
 def test_a_resumed_dicom_series_codes_its_files_given_the_kept_ones(tmp_path):
-    volume = _volume(3)[:, :, :64].astype(np.uint16) + 1000
     source = tmp_path / "in"
-    source.mkdir()
-    for k, name in enumerate("abc"):
-        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-        ds.Rows, ds.Columns = volume.shape[1:]
-        ds.PixelRepresentation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 0, 16, 12, 11
-        ds.PixelData = volume[k].tobytes()
-        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.SOPInstanceUID = pydicom.uid.generate_uid()
-        ds.save_as(source / f"{name}.dcm")
+    _dicom_series(source, "abc")
     command = ["compress", str(source), "-o", str(tmp_path / "c"), "--lossless", "--series"]
     assert main(command) == 0
     whole = {name: (tmp_path / "c" / f"{name}.mvae").read_bytes() for name in "abc"}
@@ -210,18 +217,8 @@ def test_rate_control_along_a_series(tmp_path, capsys):
 def test_a_dicom_series_of_one_file_per_slice_round_trips(tmp_path):
     """Files named against their anatomical order: ranked by Image Position, the middle one coded
     alone and the others given it; decoded back, each file finding its neighbours by their pixel CRCs."""
-    volume = _volume(3)[:, :, :64].astype(np.uint16) + 1000
     source = tmp_path / "in"
-    source.mkdir()
-    for k, name in enumerate(["c.dcm", "a.dcm", "b.dcm"]):  # anatomical order c, a, b
-        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
-        ds.Rows, ds.Columns = volume.shape[1:]
-        ds.PixelRepresentation, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 0, 16, 12, 11
-        ds.PixelData = volume[k].tobytes()
-        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.SOPInstanceUID = pydicom.uid.generate_uid()
-        ds.save_as(source / name)
+    volume = _dicom_series(source, "cab")  # anatomical order c, a, b
     assert main(["compress", str(source), "-o", str(tmp_path / "c"), "--lossless", "--series"]) == 0
     versions = {name: bitstream.layout(bitstream.read_header((tmp_path / "c" / f"{name}.mvae").read_bytes()).version) for name in "cab"}
     assert versions == {"c": 10, "a": 8, "b": 10}
