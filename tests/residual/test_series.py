@@ -162,6 +162,9 @@ def test_a_series_decodes_by_the_crcs_its_files_record(codec):
     assert bitstream.read_header(files[1]).previous_crc is None
     with pytest.raises(BitstreamError, match="none of the series' files decodes to"):
         codec.decompress_series(files[:1] + files[2:])
+    a_given_b, b_given_a = codec.compress(volume[0], max_error=0, previous=volume[1]), codec.compress(volume[1], max_error=0, previous=volume[0])
+    with pytest.raises(BitstreamError, match="none of the series' files decodes to"):  # a cycle: no key slice to start from
+        codec.decompress_series([a_given_b, b_given_a])
 
 
 def test_a_slice_of_another_size_starts_the_series_again(codec):
