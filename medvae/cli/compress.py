@@ -176,16 +176,18 @@ def neighbour_in_series(image, place: Place) -> list | None:
 
 def decoded_neighbour(path: Path) -> list | None:
     """What the slice of ``path``, written by an earlier run, passes to the slices coded given it
-    (:func:`medvae.series.read_next`), decoded as ``medvae decompress`` decodes it (with the
-    weights it names, after the files it was coded given); None when it does not decode."""
+    (:func:`medvae.series.read_next`), decoded as ``medvae decompress`` decodes it, after the
+    files it was coded given: by this run's codec, or with rate control, by the shipped weights
+    each file names; None when it does not decode."""
     import medvae
     from medvae.cli.decompress import decode, previous_slices
 
+    codec = _state["codec"] if _state["options"].target is None else None
     try:
         data = path.read_bytes()
         header = medvae.read_header(data)
-        read = previous_slices(path, None, header) if header.previous_crc is not None else None
-        return read_next(decode(data, None, read), read, data)
+        read = previous_slices(path, codec, header) if header.previous_crc is not None else None
+        return read_next(decode(data, codec, read), read, data)
     except (MedVAEError, OSError):
         return None
 
