@@ -37,7 +37,7 @@ from medvae.models.gain import LOWEST_QUALITY, QUALITY_UNITS, quality_units
 from medvae.refine import check_refinement, refine_latents
 from medvae.residual.coder import PassOutputs, check_max_error, pass_bounds
 from medvae.residual.weights import Residual, load_residual
-from medvae.series import CHAIN, Neighbours, as_slices, can_follow, coding_plan, previous_planes
+from medvae.series import CHAIN, Neighbours, as_slices, can_follow, coding_plan, previous_planes, slice_key, slices_wanted
 
 #: Torch threads of the format-1 float decoder. Its entropy decoder depends on float
 #: results that change with the thread count, so format-1 files decode with the count
@@ -440,29 +440,36 @@ class Codec:
 
     def decompress_series(self, files: Sequence[bytes], progress: bool = False) -> list[np.ndarray]:
         """The slices of a series' files (:meth:`compress_series`'), in the files' order. Each file
-        is decoded once the slices it was coded given are, found by the pixel CRCs it records,
-        whichever way the series was coded; raises :class:`BitstreamError` for a file whose
-        slices none of the others decode to."""
+        is decoded once all the slices it was coded given are, found by the pixel CRCs it records
+        (:func:`medvae.series.slice_key`), whichever way the series was coded; raises
+        :class:`BitstreamError` for a file whose slices none of the others decode to."""
         headers = [bitstream.read_header(data) for data in files]
-        waiting: dict[int, list[int]] = {}  # pixel CRC -> the files coded given a slice of those pixels
-        for k, header in enumerate(headers):
-            if header.previous_crc is not None:
-                waiting.setdefault(header.previous_crc, []).append(k)
-        ready = collections.deque(k for k, header in enumerate(headers) if header.previous_crc is None)
+        wanted = [slices_wanted(header) for header in headers]
+        missing = [len(set(keys)) for keys in wanted]  # per file: the slices it reads not decoded yet
+        waiting: dict[tuple, list[int]] = {}  # a slice (slice_key) -> the files that read it
+        for k, keys in enumerate(wanted):
+            for key in set(keys):
+                waiting.setdefault(key, []).append(k)
+        ready = collections.deque(k for k, count in enumerate(missing) if count == 0)
         images: list[np.ndarray | None] = [None] * len(files)
-        by_crc: dict[int, np.ndarray] = {}
+        decoded: dict[tuple, np.ndarray] = {}
         with tqdm(total=len(files), desc="series", unit="slice", disable=not progress) as bar:
             while ready:
                 k = ready.popleft()
-                wanted = (headers[k].previous_crc, headers[k].earlier_crc)
-                read = [by_crc[crc] for crc in wanted if crc is not None and crc in by_crc] or None
-                images[k] = by_crc[headers[k].pixels_crc] = self.decompress(files[k], previous=read)
-                ready.extend(waiting.pop(headers[k].pixels_crc, []))
+                images[k] = self.decompress(files[k], previous=[decoded[key] for key in wanted[k]] or None)
+                produced = slice_key(headers[k].pixels_crc, headers[k])
+                if produced not in decoded:  # slices with the same pixels are one slice to their readers
+                    decoded[produced] = images[k]
+                    for j in waiting.pop(produced, []):
+                        missing[j] -= 1
+                        if not missing[j]:
+                            ready.append(j)
                 bar.update()
-        missing = [k for k, image in enumerate(images) if image is None]
-        if missing:
-            raise BitstreamError(f"file {missing[0]} of the series was coded given a slice (pixel CRC "
-                                 f"{headers[missing[0]].previous_crc:08x}) that none of the series' files decodes to")
+        stuck = [k for k, image in enumerate(images) if image is None]
+        if stuck:
+            raise BitstreamError(f"file {stuck[0]} of the series was coded given a slice (pixel CRC "
+                                 f"{next(key[0] for key in wanted[stuck[0]] if key not in decoded):08x}) that none of "
+                                 "the series' files decodes to")
         return images
 
     def compress_with_pixels(self, image: np.ndarray, **options) -> tuple[bytes, np.ndarray]:

@@ -64,6 +64,18 @@ def coding_plan(count: int, max_chain: int = CHAIN, follows: Sequence[bool] | No
     return plan
 
 
+def slice_key(crc: int, header: bitstream.Header) -> tuple:
+    """How decoders find a slice a file was coded given: its pixel CRC, with the shape and dtype
+    of that file (a slice follows only one of its own shape and dtype), so that blank slices of
+    another dtype, whose bytes and CRC are the same, are not taken for it."""
+    return crc, tuple(header.shape), np.dtype(header.dtype).str
+
+
+def slices_wanted(header: bitstream.Header) -> list[tuple]:
+    """The :func:`slice_key` of each slice a file was coded given, nearest first (none for a key slice)."""
+    return [slice_key(crc, header) for crc in (header.previous_crc, header.earlier_crc) if crc is not None]
+
+
 def can_follow(image: np.ndarray, neighbour: np.ndarray) -> bool:
     """Whether a slice may be coded given ``neighbour``: the same shape and dtype."""
     return np.shape(image) == np.shape(neighbour) and np.asarray(image).dtype == np.asarray(neighbour).dtype

@@ -70,11 +70,11 @@ def restore(task: Task, codec, options: Options) -> batch.Outcome:
             return batch.Outcome(task.source, "skipped", "output exists", outputs=[target], slices=1,
                                  input_bytes=len(data), output_bytes=target.stat().st_size)
         raise FileExistsError(f"output {target} exists")
-    crc, image = _decoded.get(_key(task.source), (None, None))  # decoded already, for a file coded given it
-    if crc != header.pixels_crc:
+    image = _decoded.of_file(task.source, header)  # decoded already, for a file coded given it
+    if image is None:
         previous = previous_slices(task.source, codec, header) if header.previous_crc is not None else None
         image = decode(data, codec, previous)
-        _remember(task.source, header.pixels_crc, image)
+        _decoded.remember(task.source, header, image)
     image_bytes = header.n_bytes - header.metadata_bytes
     bits = header.bits_stored or (info.bits_stored if info else 0) or image.dtype.itemsize * 8
     ratio = metrics.compression_ratio(image_bytes, header.shape, bits)
@@ -95,24 +95,74 @@ def decode(data: bytes, codec, previous=None):
     return medvae.decompress(data, previous=previous) if codec is None else codec.decompress(data, previous)
 
 
-#: The files decoded last in this process, by file (path, modification time, size): the pixel
-#: CRC and pixels of each, for the files coded given them; the oldest go once their pixels pass
-#: :data:`_KEEP_BYTES`. So a series' files decoded in slice order decode once each, whichever way
-#: the series was coded (a key slice's run is coded outwards from it).
-_decoded: OrderedDict[tuple, tuple[int, object]] = OrderedDict()
-_KEEP_BYTES = 512 << 20
+class DecodedSlices:
+    """The files decoded last in this process, for the files coded given them: each file (path,
+    modification time, size) with its pixels, found again by :func:`medvae.series.slice_key`
+    (pixel CRC, shape, dtype). The oldest go once their pixels pass ``keep_bytes``, so a series'
+    files decoded in slice order decode once each, whichever way the series was coded (a key
+    slice's run is coded outwards from it)."""
+
+    def __init__(self, keep_bytes: int = 512 << 20):
+        self.keep_bytes = keep_bytes
+        self._files: OrderedDict[tuple, tuple[tuple, object]] = OrderedDict()  # file -> (slice key, pixels)
+        self._slices: dict[tuple, object] = {}  # slice key -> pixels
+        self._bytes = 0
+
+    def of_file(self, path: Path, header) -> object | None:
+        """The pixels of ``path`` (``header``: its header) if it was decoded as it is now."""
+        from medvae.series import slice_key
+
+        kept = self._files.get(_key(path))
+        return kept[1] if kept is not None and kept[0] == slice_key(header.pixels_crc, header) else None
+
+    def read_by(self, header, complete: bool = False) -> list | None:
+        """The slices a file (``header``) reads, nearest first, among those kept; None for a file
+        coded alone, when none is kept (decoding then says what is missing), or, ``complete``,
+        when one is missing."""
+        from medvae.series import slices_wanted
+
+        wanted = slices_wanted(header)
+        found = [self._slices[key] for key in wanted if key in self._slices]
+        return found if found and (len(found) == len(wanted) or not complete) else None
+
+    def remember(self, path: Path, header, image) -> None:
+        """Keep ``path``'s decoded pixels (``header``: its header); forget the oldest beyond the budget."""
+        from medvae.series import slice_key
+
+        file = _key(path)
+        if file in self._files:
+            self._forget(file)
+        key = slice_key(header.pixels_crc, header)
+        self._files[file] = (key, image)
+        self._slices[key] = image
+        self._bytes += image.nbytes
+        while len(self._files) > 1 and self._bytes > self.keep_bytes:
+            self._forget(next(iter(self._files)))
+
+    def _forget(self, file: tuple) -> None:
+        key, image = self._files.pop(file)
+        self._bytes -= image.nbytes
+        if self._slices.get(key) is image:  # another kept file with the same pixels serves its readers
+            other = next((pixels for k, pixels in self._files.values() if k == key), None)
+            if other is None:
+                del self._slices[key]
+            else:
+                self._slices[key] = other
+
+
+_decoded = DecodedSlices()
 
 
 def previous_slices(path: Path, codec, header) -> list | None:
     """The decoded slices a file ``medvae compress --series`` coded given its neighbours
-    (``header``: its header) reads, nearest first, found by the pixel CRCs it records among the
-    files decoded last, else by decoding the ``.mvae`` beside it that decodes to the slice it was
-    coded given (:func:`_file_before`), after its own back to a key slice, coded alone, or to a file
-    whose slices are decoded (at most 7 files from ``compress --series``, N with ``--max-chain N``;
-    longer than :data:`medvae.series.MAX_CHAIN` is refused). Slices are found by their CRCs, not
-    their places: slices with the same pixels (blank ones) may be found in another file than the
-    one coded. Raises :class:`BitstreamError` when a file of the chain is missing, or the chain
-    comes back to a file it passed."""
+    (``header``: its header) reads, nearest first: from the files decoded last
+    (:class:`DecodedSlices`), else by decoding the ``.mvae`` beside it that decodes to the slice
+    it was coded given (:func:`_file_before`), after its own back to a key slice, coded alone, or
+    to a file whose slices are decoded (at most 7 files from ``compress --series``, N with
+    ``--max-chain N``; longer than :data:`medvae.series.MAX_CHAIN` is refused). Slices are found by
+    their CRCs, not their places: slices with the same pixels (blank ones) may be found in another
+    file than the one coded. Raises :class:`BitstreamError` when a file of the chain is missing, or
+    the chain comes back to a file it passed."""
     import medvae
     from medvae.errors import BitstreamError
     from medvae.series import MAX_CHAIN
@@ -120,8 +170,8 @@ def previous_slices(path: Path, codec, header) -> list | None:
     chain = []  # (file, bytes, header) before ``path`` back to one whose slices are decoded, nearest first
     visited = {path.resolve()}
     current, wanted = path, header
-    while _slices_read(wanted, complete=True) is None:
-        before = _file_before(current, wanted.previous_crc, visited)
+    while _decoded.read_by(wanted, complete=True) is None:
+        before = _file_before(current, wanted, visited)
         visited.add(before.resolve())
         data = before.read_bytes()
         chain.append((before, data, medvae.read_header(data)))
@@ -131,28 +181,8 @@ def previous_slices(path: Path, codec, header) -> list | None:
             raise BitstreamError(f"{path.name}: more than {MAX_CHAIN} files each coded given a neighbour; refused")
         current, wanted = before, chain[-1][2]
     for before, data, earlier in reversed(chain):  # each file given the slices decoded before it
-        image = decode(data, codec, _slices_read(earlier))
-        _remember(before, earlier.pixels_crc, image)
-    return _slices_read(header)
-
-
-def _slices_read(header, complete: bool = False) -> list | None:
-    """The slices a file reads (the slice it was coded given, and the one beyond where it records
-    it), nearest first, among the files decoded last (by pixel CRC); None for a file coded alone,
-    when none is there (decoding then says what is missing), or, ``complete``, when one is missing."""
-    wanted = [crc for crc in (header.previous_crc, header.earlier_crc) if crc is not None]
-    kept = {crc: image for crc, image in _decoded.values()}
-    found = [kept[crc] for crc in wanted if crc in kept]
-    return found if found and (len(found) == len(wanted) or not complete) else None
-
-
-def _remember(path: Path, crc: int, image) -> None:
-    """Keep a decoded file's pixels (of pixel CRC ``crc``) for the files coded given it; the files
-    decoded longest ago go beyond :data:`_KEEP_BYTES` of pixels."""
-    _decoded[_key(path)] = (crc, image)
-    _decoded.move_to_end(_key(path))
-    while len(_decoded) > 1 and sum(image.nbytes for _, image in _decoded.values()) > _KEEP_BYTES:
-        _decoded.popitem(last=False)
+        _decoded.remember(before, earlier, decode(data, codec, _decoded.read_by(earlier)))
+    return _decoded.read_by(header)
 
 
 def _key(path: Path) -> tuple:
@@ -161,40 +191,66 @@ def _key(path: Path) -> tuple:
     return path.resolve(), stat.st_mtime_ns, stat.st_size
 
 
-def _file_before(path: Path, crc: int, visited: set[Path]) -> Path:
-    """The ``.mvae`` beside ``path`` whose pixels have CRC ``crc``: ``slice_N−1.mvae`` or
-    ``slice_N+1.mvae`` beside ``slice_N.mvae`` (a volume's outputs), else a sibling whose header records that pixel CRC
-    (a DICOM series' outputs keep their files' names), never one of ``visited`` (slices with the
-    same pixels, blank ones, must not send the chain back). Raises :class:`BitstreamError`."""
+def _file_before(path: Path, wanted, visited: set[Path]) -> Path:
+    """The ``.mvae`` beside ``path`` that decodes to the slice a file (``wanted``: its header) was
+    coded given: ``slice_N−1.mvae`` or ``slice_N+1.mvae`` beside ``slice_N.mvae`` (a volume's
+    outputs), else a sibling (a DICOM series' outputs keep their files' names); never one of
+    ``visited`` (slices with the same pixels, blank ones, must not send the chain back). Of the
+    files with those pixels, one that itself read the slice beyond (``wanted``'s second CRC) comes
+    first, so decoding it also gives that slice. Raises :class:`BitstreamError`."""
     from medvae.errors import BitstreamError
+    from medvae.series import slice_key
+
+    def decodes_to(candidate: Path) -> bool:
+        header = _header(candidate)
+        return header is not None and slice_key(header.pixels_crc, header) == slice_key(wanted.previous_crc, wanted)
+
+    def read_beyond(candidate: Path) -> bool:
+        header, beyond = _header(candidate), wanted.earlier_crc
+        return beyond is None or header.previous_crc == beyond or (header.previous_crc is None and beyond == wanted.previous_crc)
 
     match = re.fullmatch(r"slice_(\d+)\.mvae", path.name)
-    for step in (-1, 1) if match else ():
-        before = path.with_name(f"slice_{int(match.group(1)) + step:0{len(match.group(1))}d}.mvae")
-        if before.resolve() not in visited and _pixels_crc(before) == crc:
-            return before
-    for sibling in sorted(path.parent.glob("*.mvae")):
-        if sibling.resolve() not in visited and _pixels_crc(sibling) == crc:
-            return sibling
-    raise BitstreamError(f"{path.name} was coded given a neighbouring slice (pixel CRC {crc:08x}), whose .mvae is not "
-                         "beside it; decode the folder as medvae compress --series wrote it")
+    nearby = [path.with_name(f"slice_{int(match.group(1)) + step:0{len(match.group(1))}d}.mvae") for step in (-1, 1)] if match else []
+    fallback = None
+    for candidate in [*nearby, *_siblings(path.parent)]:
+        if candidate.resolve() not in visited and decodes_to(candidate):
+            if read_beyond(candidate):
+                return candidate
+            fallback = fallback or candidate
+    if fallback is not None:
+        return fallback
+    raise BitstreamError(f"{path.name} was coded given a neighbouring slice (pixel CRC {wanted.previous_crc:08x}), whose "
+                         ".mvae is not beside it; decode the folder as medvae compress --series wrote it")
 
 
-@lru_cache(maxsize=4096)
-def _pixels_crc_of(key: tuple) -> int | None:
+def _siblings(folder: Path) -> list[Path]:
+    """The ``.mvae`` files of ``folder``, listed once per state of the folder."""
+    try:
+        return _siblings_of(folder.resolve(), folder.stat().st_mtime_ns)
+    except OSError:
+        return []
+
+
+@lru_cache(maxsize=64)
+def _siblings_of(folder: Path, mtime: int) -> list[Path]:
+    return sorted(folder.glob("*.mvae"))
+
+
+@lru_cache(maxsize=65536)
+def _header_of(key: tuple):
     from medvae import bitstream
     from medvae.errors import MedVAEError
 
     try:
-        return bitstream.read_header(key[0].read_bytes()).pixels_crc
+        return bitstream.read_header(key[0].read_bytes())
     except (MedVAEError, OSError):
         return None
 
 
-def _pixels_crc(path: Path) -> int | None:
-    """The pixel CRC a ``.mvae`` records (None for a damaged or unreadable one), read once per file state."""
+def _header(path: Path):
+    """The header of a ``.mvae`` (None for a damaged, unreadable or missing one), read once per file state."""
     try:
-        return _pixels_crc_of(_key(path))
+        return _header_of(_key(path))
     except OSError:  # gone, a dangling link
         return None
 

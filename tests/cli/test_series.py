@@ -25,10 +25,11 @@ def _volume(count: int) -> np.ndarray:
     ])
 
 
-def _dicom_series(folder, names: str) -> np.ndarray:
+def _dicom_series(folder, names, blank=()) -> np.ndarray:
     """A DICOM series of one file per slice in ``folder``, ``names[k]``.dcm at position 5·k mm
-    along the normal, from a small 12-bit volume, which it returns."""
+    along the normal, from a small 12-bit volume (the slices ``blank`` all 0), which it returns."""
     volume = _volume(len(names))[:, :, :64].astype(np.uint16) + 1000
+    volume[list(blank)] = 0
     folder.mkdir()
     for k, name in enumerate(names):
         ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
@@ -229,6 +230,20 @@ def test_a_dicom_series_of_one_file_per_slice_round_trips(tmp_path):
     for k, name in enumerate("cab"):
         if name != "a":
             np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "d" / f"{name}.dcm").pixel_array, volume[k])
+
+
+def test_a_chain_through_blank_slices_finds_the_slice_beyond(tmp_path):
+    """Slice 13 reads blank slice 12 and slice 11 (padding at both ends; runs 0-6 and 7-13). Its
+    file, named to sort first, is decoded before any other: of the blank files, the chain must take
+    the one that itself read slice 11, not the first blank one listed."""
+    names = [f"b{k:02d}" if k != 13 else "a13" for k in range(14)]
+    volume = _dicom_series(tmp_path / "in", names, blank=(0, 1, 2, 3, 4, 5, 6, 12, 13))
+    assert main(["compress", str(tmp_path / "in"), "-o", str(tmp_path / "c"), "--lossless", "--series", "--max-chain", "3"]) == 0
+    header = bitstream.read_header((tmp_path / "c" / "a13.mvae").read_bytes())
+    assert (header.previous_crc, header.earlier_crc) == (bitstream.pixels_crc(volume[12]), bitstream.pixels_crc(volume[11]))
+    assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--workers", "1"]) == 0
+    for k, name in enumerate(names):
+        np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "d" / f"{name}.dcm").pixel_array, volume[k])
 
 
 def test_identical_slices_do_not_send_decoding_round_in_circles(tmp_path):

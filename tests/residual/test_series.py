@@ -167,6 +167,29 @@ def test_a_series_decodes_by_the_crcs_its_files_record(codec):
         codec.decompress_series([a_given_b, b_given_a])
 
 
+def test_blank_slices_of_another_dtype_are_not_taken_for_each_other(codec):
+    """All-zero int16 and uint16 slices have the same bytes and CRC: each run's files read their own."""
+    a, b = _volume(3, dtype=np.int16), _volume(3, dtype=np.uint16, seed=1)
+    a[1], b[1] = np.zeros_like(a[1]), np.zeros_like(b[1])  # each run's key slice
+    for decoded, image in zip(codec.decompress_series(codec.compress_series(a + b, max_error=0)), a + b):
+        assert decoded.dtype == image.dtype
+        np.testing.assert_array_equal(decoded, image)
+
+
+def test_a_file_waits_for_both_slices_it_read(codec2):
+    """Slice 13 reads blank slice 12 and slice 11; blank pixels are decoded first (key slice 3),
+    and slice 13 must still wait for slice 11, two steps from its own key slice (blank padding at
+    both ends of a volume)."""
+    volume = _volume(14)
+    for k in (0, 1, 2, 3, 4, 5, 6, 12, 13):
+        volume[k] = np.full_like(volume[k], -1024)
+    files = codec2.compress_series(volume, max_error=0, max_chain=3)  # runs 0-6 (key 3) and 7-13 (key 10)
+    header = bitstream.read_header(files[13])
+    assert (header.previous_crc, header.earlier_crc) == (bitstream.pixels_crc(volume[12]), bitstream.pixels_crc(volume[11]))
+    for decoded, image in zip(codec2.decompress_series(files), volume):
+        np.testing.assert_array_equal(decoded, image)
+
+
 def test_a_slice_of_another_size_starts_the_series_again(codec):
     a, b, _ = _volume()
     small = _volume(shape=(40, 44), seed=3)[0]
