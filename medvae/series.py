@@ -64,6 +64,16 @@ def coding_plan(count: int, max_chain: int = CHAIN, follows: Sequence[bool] | No
     return plan
 
 
+def runs(plan: Sequence[Step]) -> dict[int, int]:
+    """Each slice's run in ``plan`` (:func:`coding_plan`): the runs' slices read only one another,
+    so each run may be coded in a process of its own."""
+    run, of = -1, {}
+    for k, reference in plan:
+        run += reference is None
+        of[k] = run
+    return of
+
+
 def slice_key(crc: int, header: bitstream.Header) -> tuple:
     """How decoders find a slice a file was coded given: its pixel CRC, with the shape and dtype
     of that file (a slice follows only one of its own shape and dtype), so that blank slices of

@@ -12,7 +12,9 @@ processes that share the cores (each gets ``cores // workers`` torch threads, at
 one: no oversubscription); each loads the model once (``initializer``). With one worker
 the main process codes with all of torch's threads.
 Workers ignore Ctrl-C: the main process stops handing out files and waits for
-the files in progress to finish, so nothing is left half-done.
+the files in progress to finish, so nothing is left half-done. Files that share
+work (a run of a series: ``run(groups=…)``) go to a worker together, and are
+reported, and finished on Ctrl-C, together.
 """
 
 from __future__ import annotations

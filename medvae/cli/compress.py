@@ -147,7 +147,7 @@ def series_steps(task: Task, targets: list[Path], todo: list[int], options: Opti
     if not options.series:
         return [(i, None) for i in todo]
     series, rank, count = (str(task.source), None, len(targets)) if len(targets) > 1 else \
-        options.series_ranks.get(str(task.source), (str(task.source), 0, 1))
+        options.series_ranks.get(str(task.source), (str(task.source), 0, 1))[:3]
     current = _state.get("series")
     if current is None or current[0] != series:  # a new series: the last one's slices are no neighbours of it
         plan = coding_plan(count, options.max_chain)
@@ -193,14 +193,15 @@ def decoded_neighbour(path: Path) -> list | None:
 
 
 def series_groups(tasks: list[Task], ranks: dict) -> list[list[int]]:
-    """The tasks as groups of indexes that run in one worker, in order: a DICOM series' files
-    (``ranks``, from :func:`medvae.cli.series_order.series_order`, which put them together in their
-    plan's order) form one, so each is coded given a neighbour coded before it in that process;
+    """The tasks as groups of indexes that run in one worker, in order: the files of one run of a
+    DICOM series' plan (``ranks``, from :func:`medvae.cli.series_order.series_order`, which put them
+    together in their plan's order: a key slice and the files coded outwards from it, at most
+    2·max_chain + 1) form one, so each is coded given a neighbour coded before it in that process;
     every other file (a multi-slice input holds its series) is a group of its own."""
     groups: dict[object, list[int]] = {}
     for i, task in enumerate(tasks):
         rank = ranks.get(str(task.source))
-        groups.setdefault(("series", rank[0]) if rank is not None else i, []).append(i)
+        groups.setdefault(("run", rank[0], rank[3]) if rank is not None else i, []).append(i)
     return list(groups.values())
 
 
@@ -337,7 +338,7 @@ def compress_all(args: argparse.Namespace) -> int:
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
                       max_error=bound, target=target, iterations=args.iterations, series=args.series, series_ranks=ranks,
                       max_chain=CHAIN if args.max_chain is None else args.max_chain, series_outputs=outputs)
-    groups = series_groups(tasks, ranks)  # each series in one worker, in its plan's order
+    groups = series_groups(tasks, ranks)  # each run of a series in one worker, in its plan's order
     workers = args.workers or batch.auto_workers(len(groups), threads_per_worker=2)
     outcomes += batch.run(
         tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options), groups=groups,
@@ -371,7 +372,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "files): code each slice of a volume (a multi-slice input, or a DICOM "
                         "series' files, in slice order) given a neighbour, fewer bits; a key slice in the middle of "
                         f"every {2 * CHAIN + 1} is coded alone, so a slice decodes after at most {CHAIN} others "
-                        "(--max-chain; medvae decompress finds them beside it); each series in one worker process")
+                        "(--max-chain; medvae decompress finds them beside it); each run of a series in one worker process")
     parser.add_argument("--key-every", type=int, default=None, help=argparse.SUPPRESS)  # replaced by --max-chain: says so
     parser.add_argument("--max-chain", type=int, default=None, metavar="N",
                         help=f"with --series: a slice decodes after at most N others (default {CHAIN}; 0 to {MAX_CHAIN}): "

@@ -14,16 +14,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from medvae.cli.files import Task
-from medvae.series import coding_plan
+from medvae.series import coding_plan, runs
 
-#: A file's series (folder, Series Instance UID, rows, columns), its rank in it and the series' length.
-Rank = tuple[tuple[str, str, int, int], int, int]
+#: A file's series (folder, Series Instance UID, rows, columns), its rank in it, the series' length
+#: and the file's run in the series' plan (:func:`medvae.series.runs`: a worker codes a run whole).
+Rank = tuple[tuple[str, str, int, int], int, int, int]
 
 
 def series_order(tasks: list[Task], max_chain: int) -> tuple[list[Task], dict[str, Rank]]:
     """``tasks`` with each DICOM series' single-slice files together, in the order of the series'
     coding plan for ``max_chain`` (the others where they were), and the rank of each such file
-    (by ``str(source)``) in its series, with the series' length."""
+    (by ``str(source)``) in its series, with the series' length and the file's run."""
     import pydicom
 
     from medvae.io.dicom import has_dicom_prefix
@@ -42,10 +43,12 @@ def series_order(tasks: list[Task], max_chain: int) -> tuple[list[Task], dict[st
             continue
         members.setdefault(key, []).append((task.source, ds))
     ranks: dict[str, Rank] = {}
+    plans = {}
     for key, group in members.items():
+        plan = coding_plan(len(group), max_chain)
+        plans[key], run = {rank: n for n, (rank, _) in enumerate(plan)}, runs(plan)
         for rank, path in enumerate(order_slices(group)):
-            ranks[str(path)] = (key, rank, len(group))
-    plans = {key: {rank: n for n, (rank, _) in enumerate(coding_plan(len(group), max_chain))} for key, group in members.items()}
+            ranks[str(path)] = (key, rank, len(group), run[rank])
     by_source = {str(task.source): task for task in tasks}
     ordered, placed = [], set()
     for task in tasks:

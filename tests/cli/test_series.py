@@ -232,6 +232,20 @@ def test_a_dicom_series_of_one_file_per_slice_round_trips(tmp_path):
             np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "d" / f"{name}.dcm").pixel_array, volume[k])
 
 
+def test_compress_gives_each_run_of_a_dicom_series_to_one_worker(tmp_path):
+    """The files of a series run in their plan's order, and each run (a key slice and the files
+    coded outwards from it) is one worker's group: runs read nothing of one another."""
+    from medvae.cli.compress import series_groups
+    from medvae.cli.files import Task
+    from medvae.cli.series_order import series_order
+
+    _dicom_series(tmp_path / "in", "abcde")
+    tasks = [Task(tmp_path / "in" / f"{name}.dcm", tmp_path / "c" / name) for name in "edcba"]
+    ordered, ranks = series_order(tasks, 1)  # runs: a b c (key b) and d e (key d)
+    assert [t.source.stem for t in ordered] == ["b", "a", "c", "d", "e"]
+    assert series_groups(ordered, ranks) == [[0, 1, 2], [3, 4]]
+
+
 def test_a_chain_through_blank_slices_finds_the_slice_beyond(tmp_path):
     """Slice 13 reads blank slice 12 and slice 11 (padding at both ends; runs 0-6 and 7-13). Its
     file, named to sort first, is decoded before any other: of the blank files, the chain must take
