@@ -257,12 +257,12 @@ def _header(path: Path):
 
 def series_groups(tasks: list[Task]) -> list[list[int]]:
     """The tasks whose files decode given one another, as groups of indexes in task order: a file
-    coded given a slice joins every file beside it that decodes to that slice's pixel CRC (a
-    series' key slice and the slices coded outwards from it), so that one worker decodes each such
+    coded given a slice joins every file beside it that decodes to that slice
+    (:func:`medvae.series.slice_key`): a series' key slice and the slices coded outwards from it,
+    and any other file with the same pixels (blank slices), so that one worker decodes each such
     file once instead of every worker decoding the chains its files need (``docs/cli.md``). A file
     whose header does not read is a group of its own (its job says what is wrong)."""
-    from medvae import bitstream
-    from medvae.errors import MedVAEError
+    from medvae.series import slice_key, slices_wanted
 
     parent = list(range(len(tasks)))
 
@@ -272,16 +272,15 @@ def series_groups(tasks: list[Task]) -> list[list[int]]:
             i = parent[i]
         return i
 
-    headers, by_crc = {}, {}  # by (folder, pixel CRC): the tasks whose files decode to those pixels
+    headers, by_slice = {}, {}  # by (folder, slice_key): the tasks whose files decode to those pixels
     for i, task in enumerate(tasks):
-        try:
-            headers[i] = bitstream.read_header(task.source.read_bytes())
-        except (MedVAEError, OSError):
-            continue
-        by_crc.setdefault((task.source.parent, headers[i].pixels_crc), []).append(i)
+        header = _header(task.source)  # read once per process: the chains decoded here read them again
+        if header is not None:
+            headers[i] = header
+            by_slice.setdefault((task.source.parent, slice_key(header.pixels_crc, header)), []).append(i)
     for i, header in headers.items():
-        for crc in (header.previous_crc, header.earlier_crc):
-            for j in by_crc.get((tasks[i].source.parent, crc), []) if crc is not None else []:
+        for wanted in slices_wanted(header):
+            for j in by_slice.get((tasks[i].source.parent, wanted), []):
                 parent[root(i)] = root(j)
     groups: dict[int, list[int]] = {}
     for i in range(len(tasks)):
