@@ -43,20 +43,20 @@ def series_order(tasks: list[Task], max_chain: int) -> tuple[list[Task], dict[st
             continue
         members.setdefault(key, []).append((task.source, ds))
     ranks: dict[str, Rank] = {}
-    plans = {}
+    in_plan_order: dict[tuple[str, str, int, int], list[Path]] = {}
     for key, group in members.items():
-        plan = coding_plan(len(group), max_chain)
-        plans[key], run = {rank: n for n, (rank, _) in enumerate(plan)}, runs(plan)
-        for rank, path in enumerate(order_slices(group)):
+        plan, paths = coding_plan(len(group), max_chain), order_slices(group)
+        run = runs(plan)
+        for rank, path in enumerate(paths):
             ranks[str(path)] = (key, rank, len(group), run[rank])
+        in_plan_order[key] = [paths[rank] for rank, _ in plan]
     by_source = {str(task.source): task for task in tasks}
     ordered, placed = [], set()
     for task in tasks:
         rank = ranks.get(str(task.source))
         if rank is None:
             ordered.append(task)
-        elif rank[0] not in placed:  # the series goes where its first listed file was, whole and in order
+        elif rank[0] not in placed:  # the series goes where its first listed file was, whole and in plan order
             placed.add(rank[0])
-            ordered += sorted((by_source[s] for s, r in ranks.items() if r[0] == rank[0]),
-                              key=lambda t: plans[rank[0]][ranks[str(t.source)][1]])
+            ordered += [by_source[str(path)] for path in in_plan_order[rank[0]]]
     return ordered, ranks
