@@ -8,7 +8,8 @@ Layout (all integers little-endian)::
                   previous slice of a series, 10 the two previous slices, 15 to 17 the
                   same with an adaptation of the residual laws that names their family,
                   18 to 20 those coded with optimized quantization, 21 to 26 series files
-                  whose base latent is coded against the previous slice's;
+                  whose base latent is coded against the previous slice's, 27 to 29 slices
+                  coded alone whose base latent has another step than the unit;
                   6 from a variable-rate model, 11 from one with a correction block;
                   1, 2, 4, 5, 7 and 12 to 14 are still read)
     5       1     dtype code (0 uint8, 1 uint16, 2 int16)
@@ -58,7 +59,9 @@ Layout (all integers little-endian)::
                   the previous slice's (:mod:`medvae.prediction`): after the previous slices'
                   CRCs, u16 length and the prediction block (a nibble per channel of y and
                   range of its table index, then, where y has another step than the unit,
-                  a byte: that step in quarters)
+                  a byte: that step in quarters). Formats 27, 28 and 29 are 8, 15 and 18
+                  (a slice coded alone) whose y has another step than the unit: after the
+                  count j (and the quantizer's bound), u8 that step in quarters
     ...     4     length m of the metadata block (u32, 0 when absent)
     ...     m     metadata: opaque bytes the caller attaches (the command line stores the
                   source DICOM header there, so decoding can write DICOM back)
@@ -85,6 +88,7 @@ import numpy as np
 
 from medvae import correction
 from medvae.errors import BitstreamError
+from medvae.prediction import STEPS, UNIT_STEP
 
 MAGIC = b"MVAE"
 FORMAT_VERSION = 3
@@ -147,8 +151,20 @@ BOUNDED_VERSIONS = (*BOUNDED_VERSIONS, *PREDICTED_VERSIONS)
 _RESIDUAL_VERSIONS = (*_RESIDUAL_VERSIONS, *PREDICTED_VERSIONS)
 _TIGHTER_VERSIONS = (*_TIGHTER_VERSIONS, *PREDICTED_VERSIONS)
 _PREDICTION_LENGTH = struct.Struct("<H")
+#: Formats 27, 28 and 29 are the formats of a slice coded alone, 8, 15 and 18, whose base latent y
+#: has a quantization step other than the unit (:func:`medvae.prediction.noise_step`), recorded in
+#: the header: a series slice records its step in its prediction block instead.
+STEPPED_VERSIONS = dict(zip(range(27, 30), (BOUNDED_RESIDUAL_VERSION, 15, 18)))
+_STEPPED_TWIN = {version: stepped for stepped, version in STEPPED_VERSIONS.items()}
+OPTIMIZED_VERSIONS.update({v: OPTIMIZED_VERSIONS[t] for v, t in STEPPED_VERSIONS.items() if t in OPTIMIZED_VERSIONS})
+ADAPTED_VERSIONS.update({v: ADAPTED_VERSIONS[t] for v, t in STEPPED_VERSIONS.items() if t in ADAPTED_VERSIONS})
+NAMED_LAW_VERSIONS = (*NAMED_LAW_VERSIONS, *(v for v, t in STEPPED_VERSIONS.items() if t in NAMED_LAW_VERSIONS))
+BOUNDED_VERSIONS = (*BOUNDED_VERSIONS, *STEPPED_VERSIONS)
+_RESIDUAL_VERSIONS = (*_RESIDUAL_VERSIONS, *STEPPED_VERSIONS)
+_TIGHTER_VERSIONS = (*_TIGHTER_VERSIONS, *STEPPED_VERSIONS)
+_STEP = struct.Struct("<B")
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
-READABLE_VERSIONS = tuple(range(1, 27))
+READABLE_VERSIONS = tuple(range(1, 30))
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
 _DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 _FIXED = struct.Struct("<8sIIiiHH")  # fingerprint, H, W, lo, hi, latent h, latent w
@@ -188,6 +204,10 @@ class Header:
     psnr: float | None = None  # variable-rate models: the PSNR the encoder measured (inf: identical)
     correction: bytes = b""  # format 11: the correction block (:mod:`medvae.correction`)
     base_prediction: bytes = b""  # formats 21 to 26: the base latent's prediction block (:mod:`medvae.prediction`)
+    #: Formats 27 to 29: the quantization step of y, in quarters, of a slice coded alone
+    #: (:func:`medvae.prediction.noise_step`); the unit (4) in every other file (a series slice's
+    #: step is in its prediction block).
+    base_step: int = UNIT_STEP
     version: int = FORMAT_VERSION
     n_bytes: int = 0  # size of the whole container (filled in on reading)
     metadata_bytes: int = 0  # size of the metadata block (filled in on reading)
@@ -251,6 +271,9 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
     series = header.previous_crc is not None
     if header.base_prediction and not (series and 0 < len(header.base_prediction) <= 65535):
         raise ValueError("only a series slice's file (a residual layer given the previous slice) predicts its base, in 1 to 65535 bytes")
+    stepped = header.base_step != UNIT_STEP
+    if stepped and not (residual and not series and header.base_step in STEPS):
+        raise ValueError(f"a base step of {header.base_step}/4 is for a residual layer coded alone, within {STEPS[0]} to {STEPS[-1]} quarters")
     if residual:
         version = TWO_PREVIOUS_VERSION if header.earlier_crc is not None else SERIES_RESIDUAL_VERSION if series else BOUNDED_RESIDUAL_VERSION
         if len(header.residual_strings) == ADAPTED_STRINGS or optimized:
@@ -259,6 +282,8 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
             version = _OPTIMIZED_TWIN[version]
         if header.base_prediction:
             version = _PREDICTED_TWIN[version]
+        if stepped:
+            version = _STEPPED_TWIN[version]
     else:
         version = CORRECTED_VERSION if header.correction else VARIABLE_RATE_VERSION if variable_rate else FORMAT_VERSION
     if len(strings) > 65535 or len(header.residual_strings) > 65535:
@@ -289,6 +314,8 @@ def pack(header: Header, strings: list[bytes], metadata: bytes = b"") -> bytes:
         parts += [_BOUND.pack(header.max_error), _TIGHTER.pack(header.tighter_passes)]
         if optimized:
             parts.append(_BOUND.pack(header.quantizer_bound))
+        if stepped:
+            parts.append(_STEP.pack(header.base_step))
         if series:
             parts.append(_CRC.pack(header.previous_crc))
         if header.earlier_crc is not None:
@@ -355,7 +382,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         exceptions = r.take(exc_len, "exception block")
     block = r.take(correction.BLOCK_BYTES, "correction block") if version == CORRECTED_VERSION else b""
     max_error, residual_fp, residual_strings, tighter_passes, previous_crc, earlier_crc = None, "", [], 0, None, None
-    quantizer_bound, base_prediction = None, b""
+    quantizer_bound, base_prediction, base_step = None, b"", UNIT_STEP
     twin = layout(version)  # an adapted format lays out its header as its twin
     if twin in _RESIDUAL_VERSIONS:
         (max_error,) = _BOUND.unpack(r.take(_BOUND.size, "residual layer header"))
@@ -363,6 +390,10 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
             (tighter_passes,) = _TIGHTER.unpack(r.take(_TIGHTER.size, "residual layer header"))
         if version in OPTIMIZED_VERSIONS:
             (quantizer_bound,) = _BOUND.unpack(r.take(_BOUND.size, "residual layer header"))
+        if version in STEPPED_VERSIONS:
+            (base_step,) = _STEP.unpack(r.take(_STEP.size, "base step"))
+            if base_step not in STEPS or base_step == UNIT_STEP:
+                raise BitstreamError(f"corrupted bitstream: a format-{version} file with a base step of {base_step}/4")
         if twin in (SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION):
             (previous_crc,) = _CRC.unpack(r.take(_CRC.size, "previous slice's checksum"))
         if twin == TWO_PREVIOUS_VERSION:
@@ -417,6 +448,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
         psnr=psnr,
         correction=block,
         base_prediction=base_prediction,
+        base_step=base_step,
         version=version,
         n_bytes=len(data),
         metadata_bytes=len(metadata),
@@ -427,8 +459,8 @@ def unpack(data: bytes) -> tuple[Header, list[bytes], bytes]:
 def layout(version: int) -> int:
     """The format whose layout a file of ``version`` follows: an adapted residual format's twin
     (12, 13, 14, 15, 16, 17 and 18, 19, 20: 8, 9, 10; :data:`ADAPTED_VERSIONS`), a predicted one's
-    (21 to 26: 9 and 10, :data:`PREDICTED_VERSIONS`), else the version itself."""
-    version = PREDICTED_VERSIONS.get(version, version)
+    (21 to 26: 9 and 10, :data:`PREDICTED_VERSIONS`; 27 to 29: 8, :data:`STEPPED_VERSIONS`), else the version itself."""
+    version = PREDICTED_VERSIONS.get(version, STEPPED_VERSIONS.get(version, version))
     return ADAPTED_VERSIONS.get(version, version)
 
 

@@ -24,6 +24,7 @@ from compressai.models import CompressionModel
 from tqdm import tqdm
 
 from medvae import bitstream, correction, metrics, prediction, zoo
+from medvae.prediction import UNIT_STEP
 from medvae.allocator import keep_freed_memory
 from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
@@ -71,6 +72,7 @@ class _Encoded(NamedTuple):
     x: NormalizedImage  # the model's input: the image in [0, 1], padded to the stride
     correction: bytes = b""  # the correction block the decoder applies (medvae.correction), if any
     prediction: bytes = b""  # the base prediction block (medvae.prediction), if y was coded against one
+    step: int = UNIT_STEP  # y's quantization step, in quarters (medvae.prediction)
 
 
 class BaseLayer(NamedTuple):
@@ -141,6 +143,10 @@ class Codec:
             its base latent against the analysis of that slice where it pays
             (:mod:`medvae.prediction`, formats 21 to 26). Off: formats 9, 10, 16, 17, 19 and 20,
             as before. Decoding follows the file either way.
+        noise_step: a slice coded alone with a residual layer: quantize its base latent with a
+            step that grows with the image's noise (:func:`medvae.prediction.noise_step`,
+            formats 27 to 29 where the step is not the unit). Off: formats 8, 15 and 18, as
+            before. Decoding follows the file either way.
 
     Coding runs in the exact arithmetic of :mod:`medvae.exact`: the bytes written and
     the pixels decoded are the same on every CPU, at any torch thread count, and on
@@ -151,7 +157,7 @@ class Codec:
         self, model: CompressionModel, *, device: str | torch.device = "cpu", update_tables: bool = False,
         residual: Residual | None = None, quality: float | None = None, alternatives: Sequence[Codec] = (),
         series_residual: Residual | None = None, correction: bool = True, adaptation: bool = True,
-        base_prediction: bool = True,
+        base_prediction: bool = True, noise_step: bool = True,
     ):
         if not hasattr(model, "model_name"):
             raise TypeError("Codec needs a registered MedVAE model (medvae.models.create(...))")
@@ -194,6 +200,9 @@ class Codec:
         #: Whether a series slice's base latent is coded against the previous slice's where it pays
         #: (:mod:`medvae.prediction`; hyperprior weights coded in one pass over y).
         self.base_prediction = base_prediction and self._predicts
+        #: Whether a slice coded alone with a residual layer quantizes its base latent with the
+        #: step its noise calls for (:func:`medvae.prediction.noise_step`; the same weights as above).
+        self.noise_step = noise_step and self._predicts
         for other in self.alternatives:
             if not (self.variable_rate and other.variable_rate and other.name == self.name and other.model.config["lmbdas"] == self.model.config["lmbdas"]):
                 raise InputError(f"alternative weights must be variable-rate {self.name} weights with the same levels")
@@ -269,7 +278,7 @@ class Codec:
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
         iterations: int | None = None, transformed: Stored | None = None, synthesize: bool = True,
-        predict_from: np.ndarray | None = None, base_step: int = prediction.UNIT_STEP,
+        predict_from: np.ndarray | None = None, base_step: int | None = prediction.UNIT_STEP,
     ) -> _Encoded:
         """The strings, the pixels every decoder will get (or, without ``keep_pixels``, only
         their checksum, computed band by band: an image-sized array less), and what went
@@ -283,15 +292,17 @@ class Codec:
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
         iterations: int | None = None, every_iteration: bool = False, transformed: Stored | None = None,
-        synthesize: bool = True, predict_from: np.ndarray | None = None, base_step: int = prediction.UNIT_STEP,
+        synthesize: bool = True, predict_from: np.ndarray | None = None, base_step: int | None = prediction.UNIT_STEP,
     ) -> list[_Encoded]:
         """:meth:`_encode`'s result; for a progressive model with ``every_iteration``, one per
         iteration count from 1 to ``iterations`` (the encoder is causal: the first k
         iterations of a longer run are the k-iteration file). ``predict_from``: the previous
         slice of a series as decoded, to code y against (:mod:`medvae.prediction`), y quantized with
-        ``base_step`` (in quarters)."""
+        ``base_step`` (in quarters; None: the step the image's noise calls for, :func:`medvae.prediction.noise_step`)."""
         image = check_image(image)
         exceptions, value_range, x = self._model_input(image, value_range, padding_value)
+        if base_step is None:
+            base_step = prediction.noise_step(image, value_range)
         encodings, predicted_block = [], b""
         with torch.inference_mode():
             if self.progressive:
@@ -313,7 +324,7 @@ class Codec:
                     outputs = [self.twin.encode(latents, base_step)]
             for strings, x_hat in outputs:
                 if not synthesize:
-                    encodings.append(_Encoded(strings, None, 0, 0.0, value_range, exceptions, x, prediction=predicted_block))
+                    encodings.append(_Encoded(strings, None, 0, 0.0, value_range, exceptions, x, prediction=predicted_block, step=base_step))
                     continue
                 crc, error, decoded = 0, 0.0, np.empty(image.shape, image.dtype) if keep_pixels else None
                 block, bands = b"", pixel_rows(x_hat, image.shape, value_range, image.dtype)
@@ -328,7 +339,7 @@ class Codec:
                         error += float(np.square(band.astype(np.float64) - image[first : first + band.shape[0]]).sum())
                     if decoded is not None:
                         decoded[first : first + band.shape[0]] = band
-                encodings.append(_Encoded(strings, decoded, crc, error, value_range, exceptions, x, block, predicted_block))
+                encodings.append(_Encoded(strings, decoded, crc, error, value_range, exceptions, x, block, predicted_block, base_step))
         return encodings
 
     def _corrects(self, shape: tuple[int, int]) -> bool:
@@ -497,7 +508,7 @@ class Codec:
         image = check_image(image)
         previous = self._previous_planes(previous, image, residual)
         # A series slice's base depends on the bound only through its step (one coding per step).
-        base = functools.cache(lambda step: self._base(image, **options, keep_pixels=True, **self._series_base(previous, step)))
+        base = functools.cache(lambda step: self._base(image, **options, keep_pixels=True, **self._base_options(previous, step)))
         step_of = functools.partial(self._base_step, previous)
         first_pass = functools.cache(
             lambda step, bounds: residual.coder.first_pass(base(step).decoded, base(step).value_range, previous, bounds)
@@ -559,7 +570,7 @@ class Codec:
             codec, encoded = self._chosen(image, keep_pixels=keep_pixels, **options)
             return codec._container(image, encoded, bits_stored, metadata)
         previous = self._previous_planes(previous, image, residual)
-        encoded = self._base(image, **options, keep_pixels=True, **self._series_base(previous, self._base_step(previous, max_error)))
+        encoded = self._base(image, **options, keep_pixels=True, **self._base_options(previous, self._base_step(previous, max_error)))
         return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, previous=previous, optimize=optimize)
 
     @staticmethod
@@ -577,16 +588,21 @@ class Codec:
         return previous_planes(slices, residual.model.previous)
 
     def _base_step(self, previous: np.ndarray | None, max_error: int) -> int | None:
-        """y's quantization step (in quarters) for a slice at bound ``max_error``: for a series
-        slice given ``previous`` (its planes, nearest first), coded against the analysis of the
-        previous one, :func:`medvae.prediction.base_step`; None for any other slice (coded as
-        before), and for every slice with ``base_prediction=False``."""
-        return prediction.base_step(max_error) if previous is not None and self.base_prediction else None
+        """y's quantization step (in quarters) for a residual file at bound ``max_error``: for a
+        series slice given ``previous`` (its planes, nearest first), coded against the analysis of
+        the previous one, :func:`medvae.prediction.base_step`; for a slice coded alone, None: the
+        step its noise calls for (:func:`medvae.prediction.noise_step`, picked once the value range
+        is known); the unit with ``base_prediction=False`` or ``noise_step=False`` respectively."""
+        if previous is not None:
+            return prediction.base_step(max_error) if self.base_prediction else prediction.UNIT_STEP
+        return None if self.noise_step else prediction.UNIT_STEP
 
-    @staticmethod
-    def _series_base(previous: np.ndarray | None, step: int | None) -> dict[str, Any]:
-        """:meth:`_base`'s options for a slice whose y has ``step`` (:meth:`_base_step`)."""
-        return {} if step is None else {"predict_from": previous[0], "base_step": step}
+    def _base_options(self, previous: np.ndarray | None, step: int | None) -> dict[str, Any]:
+        """:meth:`_base`'s options for a residual file's base whose y has ``step`` (:meth:`_base_step`):
+        a series slice's is predicted from the previous slice (``previous``: its planes)."""
+        if previous is not None and self.base_prediction:
+            return {"predict_from": previous[0], "base_step": step}
+        return {"base_step": step}
 
     def _chosen(self, image: np.ndarray, **options) -> tuple[Codec, _Encoded]:
         """The lossy coding of ``image`` (:meth:`_base`'s ``options``) by these weights or, with
@@ -626,11 +642,11 @@ class Codec:
         self, image: np.ndarray, *, value_range: tuple[int, int] | None = None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, iterations: int | None = None,
         quality: float | None = None, keep_pixels: bool = False, transformed: Stored | None = None, synthesize: bool = True,
-        predict_from: np.ndarray | None = None, base_step: int = prediction.UNIT_STEP,
+        predict_from: np.ndarray | None = None, base_step: int | None = prediction.UNIT_STEP,
     ) -> _Encoded:
         """The lossy coding of ``image`` with :meth:`compress`'s options, checked; ``predict_from``:
         the previous slice of a series as decoded, whose analysis predicts y, quantized with
-        ``base_step`` (:mod:`medvae.prediction`)."""
+        ``base_step`` (:mod:`medvae.prediction`; None: :func:`medvae.prediction.noise_step`)."""
         check_refinement(refine_steps, lmbda)
         if iterations is not None and not self.progressive:
             raise InputError(f"iterations= is for progressive models (rnn-conv); {self.name} codes one quality per weights")
@@ -692,6 +708,7 @@ class Codec:
             previous_crc=None if previous is None else bitstream.pixels_crc(previous[0]),
             earlier_crc=bitstream.pixels_crc(previous[1]) if previous is not None and len(previous) > 1 else None,
             base_prediction=encoded.prediction,
+            base_step=prediction.UNIT_STEP if encoded.prediction else encoded.step,  # a series slice's is in its block
         )
         if self.variable_rate:
             peak = 2 ** metrics.stored_bits(bits_stored, image.dtype) - 1
@@ -756,9 +773,9 @@ class Codec:
         chunk = None if header.version == 2 else self.twin.chunk  # format 2: one string per latent
         self.twin.check_lengths(strings, header.latent_shape, chunk)
         before = self._previous_of(header, previous)
-        predicted = self._predicted(header, before)
+        predicted, step = self._predicted(header, before)
         try:
-            x_hat = self.twin.decode(strings, header.latent_shape, chunk, predicted)
+            x_hat = self.twin.decode(strings, header.latent_shape, chunk, predicted, step)
             decoded = pixels(x_hat, header.shape, header.value_range, header.dtype)
         except (RuntimeError, ValueError, IndexError) as exc:
             raise BitstreamError(f"entropy decoding failed: {exc}") from None
@@ -776,17 +793,18 @@ class Codec:
             )
         return decoded
 
-    def _predicted(self, header: bitstream.Header, previous: np.ndarray | None) -> tuple[torch.Tensor, np.ndarray, int] | None:
-        """A format-21 to 26 file's base prediction (:mod:`medvae.prediction`): the analysis of the
-        previous slice (``previous``: :meth:`_previous_of`'s planes) and the options and y's step of
-        the file's block; None for other files."""
+    def _predicted(self, header: bitstream.Header, previous: np.ndarray | None) -> tuple[tuple[torch.Tensor, np.ndarray] | None, int]:
+        """A file's base prediction and y's step: for formats 21 to 26 (:mod:`medvae.prediction`),
+        the analysis of the previous slice (``previous``: :meth:`_previous_of`'s planes) with the
+        options of the file's block, and its block's step; for other files, None and the header's
+        step (the unit but in formats 27 to 29)."""
         if not header.base_prediction:
-            return None
+            return None, header.base_step
         if previous is None or not self._predicts:
             raise BitstreamError(f"corrupted bitstream: a format-{header.version} file cannot come from {self.name} weights")
         options, step = prediction.read(header.base_prediction, self.twin.y_channels)
         x = prediction_input(previous[0], header.value_range, self.model.downsampling_factor)
-        return self.twin.predicted_symbols(x, step), options, step
+        return (self.twin.predicted_symbols(x, step), options), step
 
     def _quality_of(self, header: bitstream.Header) -> None:
         """Set the quality a variable-rate file was coded at (refusing one out of range)."""
@@ -905,7 +923,7 @@ class Codec:
 
 def load(
     source: str | os.PathLike, quality: int | None = None, *, device: str = "cpu", correction: bool = True, adaptation: bool = True,
-    base_prediction: bool = True,
+    base_prediction: bool = True, noise_step: bool = True,
 ) -> Codec:
     """A :class:`Codec` from a checkpoint file or a shipped model name.
 
@@ -914,7 +932,8 @@ def load(
     (``medvae-vr``) ``quality`` is any number in its range, the codec's default quality.
     ``correction=False``: its lossy files carry no correction of the reconstruction;
     ``adaptation=False``: its residual layers no adaptation of their laws; ``base_prediction=False``:
-    its series slices no prediction of their base latent (:class:`Codec`).
+    its series slices no prediction of their base latent; ``noise_step=False``: its slices coded alone
+    with a residual layer the unit step of y (:class:`Codec`).
     """
     path = zoo.resolve(source, quality)
     model = _load_weights(path)
@@ -923,13 +942,14 @@ def load(
         raise InputError(f"{source} holds weights for one rate; quality= is for shipped ladders and variable-rate models")
     variable_quality = quality if variable_rate else None  # else quality chose the file
     alternatives = [
-        load(other, quality, device=device, correction=correction, adaptation=adaptation, base_prediction=base_prediction)
+        load(other, quality, device=device, correction=correction, adaptation=adaptation, base_prediction=base_prediction,
+             noise_step=noise_step)
         for other in zoo.alternative_paths(path)
     ]
     return Codec(
         model, device=device, residual=_residual_at(zoo.residual_path(path)), quality=variable_quality,
         alternatives=alternatives, series_residual=_residual_at(zoo.residual_path(path, series=True)), correction=correction,
-        adaptation=adaptation, base_prediction=base_prediction,
+        adaptation=adaptation, base_prediction=base_prediction, noise_step=noise_step,
     )
 
 

@@ -63,7 +63,7 @@ def describe(path: Path) -> dict[str, Any]:
         "correction_bytes": len(header.correction) or None,
         "adaptation_bytes": len(header.residual_strings[2]) if header.version in bitstream.ADAPTED_VERSIONS else None,
         "base_predicted_pairs": _predicted_pairs(header.base_prediction),
-        "base_step": _base_step(header.base_prediction),
+        "base_step": _base_step(header),
         "residual_laws": _laws(header),
         "psnr": _psnr(header),
         "psnr_at_least": _psnr_floor(header),
@@ -98,11 +98,15 @@ def _predicted_pairs(block: bytes) -> int | None:
     return predicted_count(block) if block else None
 
 
-def _base_step(block: bytes) -> float | None:
-    """The quantization step of a series file's base latent y (1 in every other file), in units; None without a prediction block."""
+def _base_step(header) -> float | None:
+    """The quantization step of a residual file's base latent y, in units: a series file's (in its
+    prediction block) or a file's coded alone (formats 27 to 29); None for a file at the unit step
+    without a prediction block."""
     from medvae.prediction import UNIT_STEP, block_step
 
-    return block_step(block) / UNIT_STEP if block else None
+    if header.base_prediction:
+        return block_step(header.base_prediction) / UNIT_STEP
+    return header.base_step / UNIT_STEP if header.base_step != UNIT_STEP else None
 
 
 def _laws(header) -> list[str] | None:
@@ -187,6 +191,9 @@ def format_text(info: dict[str, Any]) -> str:
     if info["base_predicted_pairs"] is not None:
         rows.append(("base", f"latent quantized with step {info['base_step']:g}, coded against that slice's in "
                              f"{info['base_predicted_pairs']} (channel, scale range) pairs (medvae.prediction)"))
+    elif info["base_step"] is not None:
+        rows.append(("base", f"latent quantized with step {info['base_step']:g}, the step this image's noise calls for "
+                             "(medvae.prediction.noise_step)"))
     if info["quality"] is not None:
         rows.append(("quality", f"{info['quality']:g} (variable-rate model)"))
     if info["correction_bytes"]:

@@ -368,13 +368,14 @@ class ExactTwin(nn.Module):
 
     def decode(
         self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK,
-        predicted: tuple[Tensor, np.ndarray, int] | None = None,
+        predicted: tuple[Tensor, np.ndarray] | None = None, step: int = UNIT_STEP,
     ) -> TiledOutput:
         """The reconstruction from the strings ``encode`` wrote (computed when read); ``shape``:
         the latent coded by the entropy bottleneck (y for the factorized prior, z for
         hyperpriors); ``chunk``: symbols per string (None: format 2, one string per latent);
         ``predicted``: for :meth:`encode_predicted`'s strings, the prediction and its block's
-        options and step (:func:`medvae.prediction.read`)."""
+        options (:func:`medvae.prediction.read`); ``step``: y's quantization step, in quarters
+        (the block's, or the header's for a slice coded alone)."""
         conditional = self._coders[1]
         groups = self._split(strings, shape, chunk)
         hat = self._bottleneck_value(self._bottleneck_symbols(groups[-1], shape, chunk))
@@ -382,7 +383,6 @@ class ExactTwin(nn.Module):
             return self.family.synthesize(self, hat)
         features = self.family.hyper_decode(self, hat)
         y_shape = (1, self.y_channels, 4 * shape[0], 4 * shape[1])
-        step = UNIT_STEP if predicted is None else predicted[2]
         rows = self._scale_indexes(features, y_shape, step)
         if predicted is None:
             y_symbols = decode_symbols(conditional, groups[0], rows, y_shape, chunk)
