@@ -89,7 +89,8 @@ def _earlier() -> np.ndarray:
 @pytest.mark.parametrize("label", [f"{adapted}{layer}" for adapted in ("", "adapted-")
                                    for layer in ("lossless", "near-lossless-2", "series-lossless", "series-near-lossless-2")]
                          + ["optimized-near-lossless-4", "optimized-series-near-lossless-4"]
-                         + ["predicted-series-lossless", "predicted-series-near-lossless-2", "predicted-optimized-series-near-lossless-4"])
+                         + ["predicted-series-lossless", "predicted-series-near-lossless-2", "predicted-optimized-series-near-lossless-4"]
+                         + ["stepped-lossless", "stepped-near-lossless-2", "stepped-optimized-near-lossless-4"])
 def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
     """The shipped residual model (format 8) and series residual model (format 10, given the two
     slices before), lossless and with max error 2; without the per-image adaptation of the laws
@@ -98,13 +99,15 @@ def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
     optimized coding at quantizer bound 4 (formats 18 and 20); all these series files without the
     prediction of the base latent (``base_prediction=False``, as the release before wrote them), and
     with it and the series step of y, as the default codes series now (formats 24 and 26,
-    :mod:`medvae.prediction`)."""
-    predicted = label.startswith("predicted-")
-    kind = label.removeprefix("predicted-")
+    :mod:`medvae.prediction`); the slices coded alone at the unit step of y (``noise_step=False``,
+    as the release before wrote them), and at the step their noise calls for, as the default codes
+    them now (formats 28 and 29)."""
+    predicted, stepped = label.startswith("predicted-"), label.startswith("stepped-")
+    kind = label.removeprefix("predicted-").removeprefix("stepped-")
     optimized = kind.startswith("optimized-")
-    adapted = kind.startswith("adapted-") or optimized or predicted
+    adapted = kind.startswith("adapted-") or optimized or predicted or stepped
     source, previous = _source(), [_previous(), _earlier()] if "series" in label else None
-    codec = medvae.load("medvae", adaptation=adapted, base_prediction=predicted)
+    codec = medvae.load("medvae", adaptation=adapted, base_prediction=predicted, noise_step=stepped)
     written = codec.compress(source, bits_stored=12, max_error=0 if label.endswith("lossless") else int(label[-1]), previous=previous,
                              optimize=optimized)
     golden = GOLDEN / f"medvae-{label}.mvae"
@@ -120,8 +123,8 @@ def test_the_residual_models_write_and_decode_the_golden_bitstream(label):
     assert hashlib.sha256(golden.read_bytes()).hexdigest() == expected["mvae_sha256"]
     assert written == golden.read_bytes(), "the encoder now writes other bytes: regenerate on purpose (see module doc)"
     version = medvae.read_header(written).version
-    assert (version in medvae.bitstream.PREDICTED_VERSIONS) == predicted
-    plain = medvae.bitstream.PREDICTED_VERSIONS.get(version, version)
+    assert (version in medvae.bitstream.PREDICTED_VERSIONS, version in medvae.bitstream.STEPPED_VERSIONS) == (predicted, stepped)
+    plain = medvae.bitstream.PREDICTED_VERSIONS.get(version, medvae.bitstream.STEPPED_VERSIONS.get(version, version))
     assert (plain in medvae.bitstream.LAW_VERSIONS, plain in medvae.bitstream.OPTIMIZED_VERSIONS) == (adapted and not optimized, optimized)
     assert _sha256(medvae.decompress(golden.read_bytes(), previous=previous)) == expected["pixels_sha256"]
 
