@@ -88,9 +88,11 @@ class CheckerboardTwin(ExactTwin):
         y_hat = self._code(features, shape, self.chunk, step)
         return strings + z_strings, self.family.synthesize(self, y_hat, features)
 
-    def decode(self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK, predicted: None = None) -> TiledOutput:
-        if predicted is not None:
-            raise BitstreamError("corrupted bitstream: medvae-ctx files carry no base prediction")
+    def decode(
+        self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK, predicted: None = None, step: int = UNIT_STEP
+    ) -> TiledOutput:
+        if predicted is not None or step != UNIT_STEP:
+            raise BitstreamError("corrupted bitstream: medvae-ctx files carry no base prediction or step")
         if chunk is None:
             raise BitstreamError("corrupted bitstream: medvae-ctx files are coded in bands (format 3 and later)")
         conditional = self._coders[1]

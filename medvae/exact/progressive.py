@@ -25,11 +25,18 @@ from torch import Tensor, nn
 
 from medvae.errors import BitstreamError
 from medvae.exact.calibrate import Plan
-from medvae.exact.fixed import Fixed, LIMIT, pow2, requantize, saturate
+from medvae.exact.fixed import LIMIT, Fixed, pow2, requantize, saturate
 from medvae.exact.image import NormalizedImage
 from medvae.exact.layers import ExactConv2d, concat
 from medvae.exact.twin import CHUNK, band_count, decode_symbols, encode_symbols
-from medvae.models.rnn_conv import DECODER_CELLS, ConvLSTMCell, RNNConv, gain_shift, table_indexes
+from medvae.models.rnn_conv import (
+    DECODER_CELLS,
+    ConvLSTMCell,
+    RNNConv,
+    gain_shift,
+    table_indexes,
+)
+from medvae.prediction import UNIT_STEP
 
 #: Fractional bits of the gates (values in [0, 1]), the cell state (|c| <= 32), the hidden
 #: state (|h| <= 1) and the image-sized values (input, residual, reconstruction, |v| <= 8).
@@ -163,11 +170,13 @@ class ProgressiveTwin(nn.Module):
             outputs.append((list(strings), _Whole(Fixed(x_hat, IMAGE_FRAC))))
         return outputs
 
-    def decode(self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK, predicted: None = None) -> _Whole:
+    def decode(
+        self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK, predicted: None = None, step: int = UNIT_STEP
+    ) -> _Whole:
         """The reconstruction from the strings :meth:`iterate` wrote; ``shape``: the bit planes'
-        size (the image's over 16). Its files carry no base prediction (``predicted``: None)."""
-        if predicted is not None:
-            raise BitstreamError("corrupted bitstream: rnn-conv files carry no base prediction")
+        size (the image's over 16). Its files carry no base prediction or step (``predicted``: None)."""
+        if predicted is not None or step != UNIT_STEP:
+            raise BitstreamError("corrupted bitstream: rnn-conv files carry no base prediction or step")
         bands = band_count((self.bits, *shape), chunk)
         iterations = len(strings) // bands
         if len(strings) != iterations * bands:

@@ -82,7 +82,8 @@ def coded_files(tmp_path_factory):
     given the previous slice of its series (a small untrained series model that also reads its
     context's error bounds, one pass at the tighter bound; format 9), and one given the two slices
     before it (format 10), both with their base latent coded against the previous slice's, y at the
-    series step (formats 23 and 24); every residual layer with the per-image adaptation of its laws (formats 12 to 14,
+    series step (formats 23 and 24), the others y at the step their noise calls for (formats 28 and 29);
+    every residual layer with the per-image adaptation of its laws (formats 12 to 14,
     whose fit must also come out the same: the files are re-encoded)."""
     folder = tmp_path_factory.mktemp("exact")
     job = []
@@ -127,8 +128,10 @@ def coded_files(tmp_path_factory):
         if previous is not None:  # and its y at the series step (integer arithmetic: the same symbols everywhere)
             assert prediction.block_step(medvae.read_header(data).base_prediction) == prediction.base_step(max_error) != prediction.UNIT_STEP
         if max_error is not None:  # each residual layer carries the adaptation of its laws, with their families (formats 15 to 20)
-            plain = bitstream.PREDICTED_VERSIONS.get(version, version)
+            plain = bitstream.PREDICTED_VERSIONS.get(version, bitstream.STEPPED_VERSIONS.get(version, version))
             assert plain in (bitstream.OPTIMIZED_VERSIONS if optimize else bitstream.LAW_VERSIONS)
+            # a slice coded alone, noisy: y at the step its noise calls for (formats 28 and 29; integer rule, the same everywhere)
+            assert (version in bitstream.STEPPED_VERSIONS) == (previous is None)
         (folder / f"{label}.mvae").write_bytes(data)
         job.append({
             "weights": weights, "quality": quality, "file": str(folder / f"{label}.mvae"),
