@@ -88,9 +88,14 @@ import numpy as np
 
 from medvae import correction
 from medvae.errors import BitstreamError
-from medvae.prediction import STEPS, UNIT_STEP
 
 MAGIC = b"MVAE"
+#: y's quantization step, in quarters of a unit (:mod:`medvae.prediction`): 4 (the unit) in every
+#: file but a series slice's (its prediction block records it) and a noisy slice's coded alone
+#: (formats 27 to 29 record it in the header).
+UNIT_STEP = 4
+#: The steps a file may record (in quarters: 1 to 4 units).
+STEPS = range(UNIT_STEP, 4 * UNIT_STEP + 1)
 FORMAT_VERSION = 3
 #: The format of files with a residual layer (lossless and near-lossless coding).
 RESIDUAL_VERSION = 4

@@ -38,6 +38,7 @@ import torch
 from compressai.entropy_models import EntropyModel
 from torch import Tensor
 
+from medvae.bitstream import STEPS, UNIT_STEP  # noqa: F401  (y's steps, which the container records)
 from medvae.errors import BitstreamError
 from medvae.residual.tables import interval_bits
 
@@ -52,11 +53,6 @@ BUCKETS = len(BUCKET_CUTS) + 1
 #: A (channel, bucket)'s option, a 4-bit nibble of the prediction block: 0 codes y as without
 #: prediction, ``1 + s`` codes ``y − p`` with the table index lowered by ``SHIFTS[s]`` (at least 0).
 NOT_PREDICTED = 0
-#: y's quantization step, in quarters of a unit: 4 (a unit step) in every file but a predicted
-#: series slice's, whose step :func:`base_step` picks and the prediction block records.
-UNIT_STEP = 4
-#: The steps a prediction block may record (in quarters: 1 to 4 units).
-STEPS = range(UNIT_STEP, 4 * UNIT_STEP + 1)
 #: Bits of a bypass group, and the largest group count one length group holds, in CompressAI's rANS coder.
 _BYPASS_BITS, _BYPASS_MAX = 4, 15
 
