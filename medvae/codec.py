@@ -143,9 +143,10 @@ class Codec:
             its base latent against the analysis of that slice where it pays
             (:mod:`medvae.prediction`, formats 21 to 26). Off: formats 9, 10, 16, 17, 19 and 20,
             as before. Decoding follows the file either way.
-        noise_step: a slice coded alone with a residual layer: quantize its base latent with a
-            step that grows with the image's noise (:func:`medvae.prediction.noise_step`,
-            formats 27 to 29 where the step is not the unit). Off: formats 8, 15 and 18, as
+        noise_step: a slice with a residual layer: quantize its base latent with the step the
+            image's noise calls for where that is coarser than the unit (a slice coded alone:
+            formats 27 to 29) or than a series slice's step (:func:`medvae.prediction.noise_step`).
+            Off: formats 8, 15 and 18 for a slice alone, a series slice at its bound's step, as
             before. Decoding follows the file either way.
 
     Coding runs in the exact arithmetic of :mod:`medvae.exact`: the bytes written and
@@ -200,8 +201,8 @@ class Codec:
         #: Whether a series slice's base latent is coded against the previous slice's where it pays
         #: (:mod:`medvae.prediction`; hyperprior weights coded in one pass over y).
         self.base_prediction = base_prediction and self._predicts
-        #: Whether a slice coded alone with a residual layer quantizes its base latent with the
-        #: step its noise calls for (:func:`medvae.prediction.noise_step`; the same weights as above).
+        #: Whether a residual file's base latent takes the coarser step its image's noise calls for
+        #: (:func:`medvae.prediction.noise_step`; the same weights as above).
         self.noise_step = noise_step and self._predicts
         for other in self.alternatives:
             if not (self.variable_rate and other.variable_rate and other.name == self.name and other.model.config["lmbdas"] == self.model.config["lmbdas"]):
@@ -278,31 +279,33 @@ class Codec:
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
         iterations: int | None = None, transformed: Stored | None = None, synthesize: bool = True,
-        predict_from: np.ndarray | None = None, base_step: int | None = prediction.UNIT_STEP,
+        predict_from: np.ndarray | None = None, base_step: int = prediction.UNIT_STEP, noise_step: bool = False,
     ) -> _Encoded:
         """The strings, the pixels every decoder will get (or, without ``keep_pixels``, only
         their checksum, computed band by band: an image-sized array less), and what went
         into them. ``transformed``: this image's ``g_a`` output, already computed
         (:meth:`quality_coder`). Without ``synthesize``, the strings alone: no pixels, no
         checksum, no error (:attr:`QualityCoder.size`)."""
-        return self._encodings(image, value_range, refine_steps, lmbda, padding_value, keep_pixels, iterations,
-                               transformed=transformed, synthesize=synthesize, predict_from=predict_from, base_step=base_step)[-1]
+        return self._encodings(image, value_range, refine_steps, lmbda, padding_value, keep_pixels, iterations, transformed=transformed,
+                               synthesize=synthesize, predict_from=predict_from, base_step=base_step, noise_step=noise_step)[-1]
 
     def _encodings(
         self, image: np.ndarray, value_range: tuple[int, int] | None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, keep_pixels: bool = True,
         iterations: int | None = None, every_iteration: bool = False, transformed: Stored | None = None,
-        synthesize: bool = True, predict_from: np.ndarray | None = None, base_step: int | None = prediction.UNIT_STEP,
+        synthesize: bool = True, predict_from: np.ndarray | None = None, base_step: int = prediction.UNIT_STEP,
+        noise_step: bool = False,
     ) -> list[_Encoded]:
         """:meth:`_encode`'s result; for a progressive model with ``every_iteration``, one per
         iteration count from 1 to ``iterations`` (the encoder is causal: the first k
         iterations of a longer run are the k-iteration file). ``predict_from``: the previous
         slice of a series as decoded, to code y against (:mod:`medvae.prediction`), y quantized with
-        ``base_step`` (in quarters; None: the step the image's noise calls for, :func:`medvae.prediction.noise_step`)."""
+        ``base_step`` (in quarters), or with ``noise_step`` the coarser step the image's noise calls
+        for (:func:`medvae.prediction.noise_step`), if coarser."""
         image = check_image(image)
         exceptions, value_range, x = self._model_input(image, value_range, padding_value)
-        if base_step is None:
-            base_step = prediction.noise_step(image, value_range)
+        if noise_step:
+            base_step = max(base_step, prediction.noise_step(image, value_range))
         encodings, predicted_block = [], b""
         with torch.inference_mode():
             if self.progressive:
@@ -587,22 +590,25 @@ class Codec:
                 raise InputError(f"the previous slice ({before.shape}, {before.dtype}) must have this one's shape and dtype ({image.shape}, {image.dtype})")
         return previous_planes(slices, residual.model.previous)
 
-    def _base_step(self, previous: np.ndarray | None, max_error: int) -> int | None:
-        """y's quantization step (in quarters) for a residual file at bound ``max_error``: for a
-        series slice given ``previous`` (its planes, nearest first), coded against the analysis of
-        the previous one, :func:`medvae.prediction.base_step`; for a slice coded alone, None: the
-        step its noise calls for (:func:`medvae.prediction.noise_step`, picked once the value range
-        is known); the unit with ``base_prediction=False`` or ``noise_step=False`` respectively."""
-        if previous is not None:
-            return prediction.base_step(max_error) if self.base_prediction else prediction.UNIT_STEP
-        return None if self.noise_step else prediction.UNIT_STEP
+    def _base_step(self, previous: np.ndarray | None, max_error: int) -> int:
+        """The least quantization step of y (in quarters) for a residual file at bound ``max_error``:
+        for a series slice given ``previous`` (its planes, nearest first), coded against the analysis
+        of the previous one, :func:`medvae.prediction.base_step`; the unit for a slice coded alone
+        and with ``base_prediction=False``. With :attr:`noise_step`, the encoder takes the image's
+        noise step where that is coarser (:meth:`_base_options`)."""
+        return prediction.base_step(max_error) if previous is not None and self.base_prediction else prediction.UNIT_STEP
 
-    def _base_options(self, previous: np.ndarray | None, step: int | None) -> dict[str, Any]:
-        """:meth:`_base`'s options for a residual file's base whose y has ``step`` (:meth:`_base_step`):
-        a series slice's is predicted from the previous slice (``previous``: its planes)."""
-        if previous is not None and self.base_prediction:
-            return {"predict_from": previous[0], "base_step": step}
-        return {"base_step": step}
+    def _base_options(self, previous: np.ndarray | None, step: int) -> dict[str, Any]:
+        """:meth:`_base`'s options for a residual file's base whose y has at least ``step``
+        (:meth:`_base_step`): a series slice's is predicted from the previous slice (``previous``:
+        its planes); with :attr:`noise_step`, y takes the step the image's noise calls for where
+        coarser (:func:`medvae.prediction.noise_step`, known once the image's value range is), but
+        in a series slice without a prediction block, which has nowhere to record it."""
+        if previous is None:
+            return {"base_step": step, "noise_step": self.noise_step}
+        if self.base_prediction:
+            return {"base_step": step, "noise_step": self.noise_step, "predict_from": previous[0]}
+        return {"base_step": step}  # a series slice without a prediction block, which would record another step
 
     def _chosen(self, image: np.ndarray, **options) -> tuple[Codec, _Encoded]:
         """The lossy coding of ``image`` (:meth:`_base`'s ``options``) by these weights or, with
@@ -642,11 +648,11 @@ class Codec:
         self, image: np.ndarray, *, value_range: tuple[int, int] | None = None, refine_steps: int = 0,
         lmbda: float | None = None, padding_value: int | None = None, iterations: int | None = None,
         quality: float | None = None, keep_pixels: bool = False, transformed: Stored | None = None, synthesize: bool = True,
-        predict_from: np.ndarray | None = None, base_step: int | None = prediction.UNIT_STEP,
+        predict_from: np.ndarray | None = None, base_step: int = prediction.UNIT_STEP, noise_step: bool = False,
     ) -> _Encoded:
         """The lossy coding of ``image`` with :meth:`compress`'s options, checked; ``predict_from``:
         the previous slice of a series as decoded, whose analysis predicts y, quantized with
-        ``base_step`` (:mod:`medvae.prediction`; None: :func:`medvae.prediction.noise_step`)."""
+        ``base_step`` (:mod:`medvae.prediction`) or, with ``noise_step``, the coarser step the noise calls for."""
         check_refinement(refine_steps, lmbda)
         if iterations is not None and not self.progressive:
             raise InputError(f"iterations= is for progressive models (rnn-conv); {self.name} codes one quality per weights")
@@ -655,7 +661,8 @@ class Codec:
         image = check_image(image)
         self._set_quality(quality)
         return self._encode(image, value_range, refine_steps, lmbda, padding_value, keep_pixels=keep_pixels, iterations=iterations,
-                            transformed=transformed, synthesize=synthesize, predict_from=predict_from, base_step=base_step)
+                            transformed=transformed, synthesize=synthesize, predict_from=predict_from, base_step=base_step,
+                            noise_step=noise_step)
 
     def compress_progressive(
         self, image: np.ndarray, *, bits_stored: int = 0, metadata: bytes = b"", padding_value: int | None = None,

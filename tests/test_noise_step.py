@@ -102,13 +102,24 @@ def test_optimized_and_rate_control_files_carry_the_step(codecs):
     np.testing.assert_array_equal(coder.base(2), base)
 
 
-def test_the_series_key_slices_take_their_noise_step_and_the_others_the_series_step(codecs):
-    stepped, _ = codecs
-    files = stepped.compress_series([_phantom(10, seed) for seed in range(3)], max_error=1)
-    headers = [bitstream.read_header(f) for f in files]
-    key = next(h for h in headers if h.previous_crc is None)
-    assert key.version == 28 and key.base_step > prediction.UNIT_STEP
-    assert all(prediction.block_step(h.base_prediction) == prediction.base_step(1) for h in headers if h.previous_crc is not None)
+@pytest.mark.parametrize("noise", [3, 10])
+def test_series_slices_take_the_coarser_of_their_bounds_step_and_their_noise_step(codecs, noise):
+    """A key slice, coded alone, takes its noise step; the others the coarser of the series step of
+    their bound (:func:`medvae.prediction.base_step`) and their noise step, in their prediction block;
+    without ``noise_step``, the series step alone, as before."""
+    stepped, unit = codecs
+    slices = [_phantom(noise, seed) for seed in range(3)]
+    noise_steps = []
+    for codec, noisy in ((stepped, True), (unit, False)):
+        headers = [bitstream.read_header(f) for f in codec.compress_series(slices, max_error=1)]
+        for k, header in enumerate(headers):
+            noise_step = prediction.noise_step(slices[k], header.value_range) if noisy else prediction.UNIT_STEP
+            noise_steps += [noise_step] if noisy else []
+            if header.previous_crc is None:
+                assert header.base_step == noise_step and header.version == (28 if noise_step > prediction.UNIT_STEP else 15)
+            else:
+                assert prediction.block_step(header.base_prediction) == max(prediction.base_step(1), noise_step)
+    assert all(step > prediction.base_step(1) if noise == 10 else step < prediction.base_step(1) for step in noise_steps)
 
 
 def _with_step_byte(data: bytes, value: int) -> bytes:

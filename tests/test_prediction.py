@@ -50,7 +50,8 @@ def test_a_predicted_base_decodes_within_the_bound_in_fewer_bytes(codecs, max_er
     nibble_bytes = (predicted.twin.y_channels * prediction.BUCKETS + 1) // 2
     assert len(header.base_prediction) == nibble_bytes + 1  # a nibble per channel and bucket, then the step
     options, step = prediction.read(header.base_prediction, predicted.twin.y_channels)
-    assert step == prediction.base_step(max_error) > prediction.UNIT_STEP == prediction.block_step(old_header.base_prediction or b"")
+    noise = prediction.noise_step(image, header.value_range)  # the coarser of the bound's step and the noise's
+    assert step == max(prediction.base_step(max_error), noise) > prediction.UNIT_STEP == prediction.block_step(old_header.base_prediction or b"")
     assert prediction.predicted_count(header.base_prediction) == np.count_nonzero(options) > 0
     assert len(data) < len(old)
     decoded = predicted.decompress(data, previous=before)
@@ -66,6 +67,7 @@ def test_at_the_unit_step_the_prediction_changes_how_y_is_coded_not_y(codecs, mo
     is what changes the base."""
     predicted, plain = codecs
     monkeypatch.setattr(prediction, "base_step", lambda max_error: prediction.UNIT_STEP)
+    monkeypatch.setattr(prediction, "noise_step", lambda image, value_range: prediction.UNIT_STEP)
     before, image = _phantom(0, 1), _phantom(1, 2)
     data, old = predicted.compress(image, max_error=2, previous=before), plain.compress(image, max_error=2, previous=before)
     assert len(bitstream.read_header(data).base_prediction) == (predicted.twin.y_channels * prediction.BUCKETS + 1) // 2
@@ -180,6 +182,7 @@ def test_on_a_ct_series_the_base_costs_a_fifth_less(codecs):
     near = predicted.compress(image, max_error=2, previous=before)
     with pytest.MonkeyPatch.context() as patch:  # y at the unit step, as the release before coded it
         patch.setattr(prediction, "base_step", lambda max_error: prediction.UNIT_STEP)
+        patch.setattr(prediction, "noise_step", lambda image, value_range: prediction.UNIT_STEP)
         unit = predicted.compress(image, max_error=2, previous=before)
     assert len(near) < len(unit)  # measured over the test series: 1.2-1.6 % smaller at bounds 1 to 4
 

@@ -72,7 +72,7 @@ def test_info_says_a_file_follows_its_previous_slice(coded, capsys):
     record = json.loads(capsys.readouterr().out)[0]
     assert record["previous_slice_crc"] is not None
     assert record["format"] in bitstream.PREDICTED_VERSIONS and record["base_predicted_pairs"] > 0  # its base coded against the slice before
-    assert record["base_step"] == prediction.base_step(record["max_error"]) / prediction.UNIT_STEP > 1  # and more coarsely
+    assert record["base_step"] >= prediction.base_step(record["max_error"]) / prediction.UNIT_STEP > 1  # and more coarsely (or as its noise calls for)
     assert main(["info", str(root / "c" / "vol" / "slice_0003.mvae")]) == 0
     text = capsys.readouterr().out
     assert "coded given a neighbouring slice" in text and "coded against that slice's" in text

@@ -126,7 +126,9 @@ def coded_files(tmp_path_factory):
             assert bitstream.layout(version) == 8 + len(previous)  # format 9 given one slice, 10 given two
         assert (version in bitstream.PREDICTED_VERSIONS) == (previous is not None)  # its base coded against the previous slice's (21 to 26)
         if previous is not None:  # and its y at the series step (integer arithmetic: the same symbols everywhere)
-            assert prediction.block_step(medvae.read_header(data).base_prediction) == prediction.base_step(max_error) != prediction.UNIT_STEP
+            header = medvae.read_header(data)  # the coarser of the bound's step and the noise's
+            expected = max(prediction.base_step(max_error), prediction.noise_step(image, header.value_range))
+            assert prediction.block_step(header.base_prediction) == expected != prediction.UNIT_STEP
         if max_error is not None:  # each residual layer carries the adaptation of its laws, with their families (formats 15 to 20)
             plain = bitstream.PREDICTED_VERSIONS.get(version, bitstream.STEPPED_VERSIONS.get(version, version))
             assert plain in (bitstream.OPTIMIZED_VERSIONS if optimize else bitstream.LAW_VERSIONS)
