@@ -149,25 +149,20 @@ _VARIABLE_RATE_VERSIONS = (LINEAR_MIX_VERSION, VARIABLE_RATE_VERSION, CORRECTED_
 #: against the previous slice's (:mod:`medvae.prediction`), the prediction block in the header.
 PREDICTED_VERSIONS = dict(zip(range(21, 27), (SERIES_RESIDUAL_VERSION, TWO_PREVIOUS_VERSION, 16, 17, 19, 20)))
 _PREDICTED_TWIN = {version: predicted for predicted, version in PREDICTED_VERSIONS.items()}
-OPTIMIZED_VERSIONS.update({v: OPTIMIZED_VERSIONS[t] for v, t in PREDICTED_VERSIONS.items() if t in OPTIMIZED_VERSIONS})
-ADAPTED_VERSIONS.update({v: ADAPTED_VERSIONS[t] for v, t in PREDICTED_VERSIONS.items() if t in ADAPTED_VERSIONS})
-NAMED_LAW_VERSIONS = (*NAMED_LAW_VERSIONS, *(v for v, t in PREDICTED_VERSIONS.items() if t in NAMED_LAW_VERSIONS))
-BOUNDED_VERSIONS = (*BOUNDED_VERSIONS, *PREDICTED_VERSIONS)
-_RESIDUAL_VERSIONS = (*_RESIDUAL_VERSIONS, *PREDICTED_VERSIONS)
-_TIGHTER_VERSIONS = (*_TIGHTER_VERSIONS, *PREDICTED_VERSIONS)
 _PREDICTION_LENGTH = struct.Struct("<H")
 #: Formats 27, 28 and 29 are the formats of a slice coded alone, 8, 15 and 18, whose base latent y
 #: has a quantization step other than the unit (:func:`medvae.prediction.noise_step`), recorded in
 #: the header: a series slice records its step in its prediction block instead.
 STEPPED_VERSIONS = dict(zip(range(27, 30), (BOUNDED_RESIDUAL_VERSION, 15, 18)))
 _STEPPED_TWIN = {version: stepped for stepped, version in STEPPED_VERSIONS.items()}
-OPTIMIZED_VERSIONS.update({v: OPTIMIZED_VERSIONS[t] for v, t in STEPPED_VERSIONS.items() if t in OPTIMIZED_VERSIONS})
-ADAPTED_VERSIONS.update({v: ADAPTED_VERSIONS[t] for v, t in STEPPED_VERSIONS.items() if t in ADAPTED_VERSIONS})
-NAMED_LAW_VERSIONS = (*NAMED_LAW_VERSIONS, *(v for v, t in STEPPED_VERSIONS.items() if t in NAMED_LAW_VERSIONS))
-BOUNDED_VERSIONS = (*BOUNDED_VERSIONS, *STEPPED_VERSIONS)
-_RESIDUAL_VERSIONS = (*_RESIDUAL_VERSIONS, *STEPPED_VERSIONS)
-_TIGHTER_VERSIONS = (*_TIGHTER_VERSIONS, *STEPPED_VERSIONS)
 _STEP = struct.Struct("<B")
+for _derived in (PREDICTED_VERSIONS, STEPPED_VERSIONS):  # a derived format belongs wherever its twin does
+    OPTIMIZED_VERSIONS.update({v: OPTIMIZED_VERSIONS[t] for v, t in _derived.items() if t in OPTIMIZED_VERSIONS})
+    ADAPTED_VERSIONS.update({v: ADAPTED_VERSIONS[t] for v, t in _derived.items() if t in ADAPTED_VERSIONS})
+    NAMED_LAW_VERSIONS = (*NAMED_LAW_VERSIONS, *(v for v, t in _derived.items() if t in NAMED_LAW_VERSIONS))
+    BOUNDED_VERSIONS = (*BOUNDED_VERSIONS, *_derived)
+    _RESIDUAL_VERSIONS = (*_RESIDUAL_VERSIONS, *_derived)
+    _TIGHTER_VERSIONS = (*_TIGHTER_VERSIONS, *_derived)
 #: Versions this release reads; 1 decodes through the float path of the release that wrote it.
 READABLE_VERSIONS = tuple(range(1, 30))
 DTYPE_CODES = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1, np.dtype(np.int16): 2}
