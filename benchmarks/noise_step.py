@@ -15,6 +15,7 @@ against the unit step (real bytes). The rule was chosen on the train and val row
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import medvae
@@ -81,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"| {' / '.join(change(tau, best[tau]) for tau in args.max_error)} % |")
                 lines.append(line)
                 print(line, flush=True)
+                Path(args.out).write_text(f"$ python benchmarks/noise_step.py {' '.join(sys.argv[1:] if argv is None else argv)}\n\n" + "\n".join(lines) + "\n")  # so far
     finally:
         prediction.noise_step = rule
-    Path(args.out).write_text("$ python benchmarks/noise_step.py\n\n" + "\n".join(lines) + "\n")
     return 0
 
 
