@@ -7,7 +7,7 @@ patient of the corpus (the middle slice of each volume of the train and val spli
 first of each test patient) with the shipped default at each bound τ, once with y's step forced
 to each of ``--steps`` (in quarters; through the rule's hook, so the files are what the codec
 writes at that step), and prints per image the rule's step, the best step tried, and both
-against the unit step (real bytes). The rule was chosen on the train and val rows.
+against the unit step (real bytes). The rule was fitted to all these rows (test ones included).
 
     python benchmarks/noise_step.py [--splits val,train,test] [--steps 4,5,6,7,8,10] [--max-error 0,1,2,4,8]
 """
