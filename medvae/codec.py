@@ -24,7 +24,6 @@ from compressai.models import CompressionModel
 from tqdm import tqdm
 
 from medvae import bitstream, correction, metrics, prediction, zoo
-from medvae.prediction import UNIT_STEP
 from medvae.allocator import keep_freed_memory
 from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
 from medvae.errors import BitstreamError, InputError
@@ -72,7 +71,7 @@ class _Encoded(NamedTuple):
     x: NormalizedImage  # the model's input: the image in [0, 1], padded to the stride
     correction: bytes = b""  # the correction block the decoder applies (medvae.correction), if any
     prediction: bytes = b""  # the base prediction block (medvae.prediction), if y was coded against one
-    step: int = UNIT_STEP  # y's quantization step, in quarters (medvae.prediction)
+    step: int = bitstream.UNIT_STEP  # y's quantization step, in quarters (medvae.prediction; the field above hides the module)
 
 
 class BaseLayer(NamedTuple):

@@ -38,7 +38,7 @@ import torch
 from compressai.entropy_models import EntropyModel
 from torch import Tensor
 
-from medvae.bitstream import STEPS, UNIT_STEP  # noqa: F401  (y's steps, which the container records)
+from medvae.bitstream import STEPS, UNIT_STEP  # y's steps, which the container records
 from medvae.errors import BitstreamError
 from medvae.residual.tables import interval_bits
 
@@ -73,7 +73,8 @@ NOISE_STEP_LIMIT = 12
 
 
 def noise_step(image: np.ndarray, value_range: tuple[int, int]) -> int:
-    """The quantization step of y, in quarters, for a slice coded alone with a residual layer: the
+    """The quantization step of y, in quarters, that an image's noise calls for under a residual
+    layer (a slice coded alone takes it; a series slice the coarser of it and :func:`base_step`): the
     noisier the image against its intensity span, the coarser. The residual layer codes what the
     base leaves, noise above all, and base detail finer than the noise buys the residual nothing
     (docs/lossless.md, "The step of y for a slice coded alone"): on the corpus, clean CT slices

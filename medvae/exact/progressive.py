@@ -25,17 +25,11 @@ from torch import Tensor, nn
 
 from medvae.errors import BitstreamError
 from medvae.exact.calibrate import Plan
-from medvae.exact.fixed import LIMIT, Fixed, pow2, requantize, saturate
+from medvae.exact.fixed import Fixed, LIMIT, pow2, requantize, saturate
 from medvae.exact.image import NormalizedImage
 from medvae.exact.layers import ExactConv2d, concat
 from medvae.exact.twin import CHUNK, band_count, decode_symbols, encode_symbols
-from medvae.models.rnn_conv import (
-    DECODER_CELLS,
-    ConvLSTMCell,
-    RNNConv,
-    gain_shift,
-    table_indexes,
-)
+from medvae.models.rnn_conv import DECODER_CELLS, ConvLSTMCell, RNNConv, gain_shift, table_indexes
 from medvae.prediction import UNIT_STEP
 
 #: Fractional bits of the gates (values in [0, 1]), the cell state (|c| <= 32), the hidden
