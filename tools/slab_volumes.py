@@ -11,6 +11,10 @@ manifest, and a manifest listing the original rows and those volumes (same patie
 patient-level split holds).
 
     python tools/slab_volumes.py ../shared/data/corpus-plus/MANIFEST.csv --out MANIFEST-slab2.csv
+    python tools/slab_volumes.py ../shared/data/corpus-plus/MANIFEST-slab2.csv --out MANIFEST-slab2-slab3s2.csv --width 3 --stride 2
+
+(the second adds slabs of 3 slices every 2, which share a third of their data as the CT test
+series' 3 mm slices every 2 mm do, to the first's manifest; slab volumes are not slabbed again).
 """
 
 from __future__ import annotations
@@ -28,17 +32,22 @@ from medvae.io import read  # noqa: E402
 from medvae.io.manifest import MANIFEST_COLUMNS  # noqa: E402
 
 
-def slabs(volume: np.ndarray, width: int) -> np.ndarray:
-    """Slice k of the result is the mean of ``volume``'s slices k .. k + width − 1, rounded to
-    the nearest integer (halves to even), in ``volume``'s dtype: (n − width + 1, H, W)."""
+def slabs(volume: np.ndarray, width: int, stride: int = 1) -> np.ndarray:
+    """Slice k of the result is the mean of ``volume``'s slices stride·k .. stride·k + width − 1,
+    rounded to the nearest integer (halves to even), in ``volume``'s dtype: slabs of ``width``
+    slices every ``stride`` (3 every 2: neighbouring slabs share a third, as 3 mm slices every 2 mm)."""
     if not 2 <= width <= len(volume):
         raise ValueError(f"a slab takes 2 to {len(volume)} slices of this volume, not {width}")
-    total = sum(volume[k : len(volume) - width + 1 + k].astype(np.int64) for k in range(width))
+    if not 1 <= stride < width:
+        raise ValueError(f"slabs of {width} slices overlap at a stride of 1 to {width - 1}, not {stride}")
+    starts = range(0, len(volume) - width + 1, stride)
+    total = sum(volume[k : k + stride * (len(starts) - 1) + 1 : stride].astype(np.int64) for k in range(width))
     return np.round(total / width).astype(volume.dtype)
 
 
-def add_slabs(manifest: Path, out: Path, width: int = 2) -> list[dict]:
+def add_slabs(manifest: Path, out: Path, width: int = 2, stride: int = 1) -> list[dict]:
     """Write the slab volumes and the manifest ``out`` (beside ``manifest``); returns the new rows.
+    Slab volumes the manifest already lists (an earlier run's) are kept, not slabbed again.
     Refuses to overwrite ``out`` or a slab volume."""
     if out.exists():
         raise SystemExit(f"{out} exists; choose another --out")
@@ -47,19 +56,19 @@ def add_slabs(manifest: Path, out: Path, width: int = 2) -> list[dict]:
         fields, rows = reader.fieldnames or MANIFEST_COLUMNS, list(reader)
     added = []
     for row in rows:
-        if row["split"].strip().lower() != "train" or row["modality"].strip().upper() != "CT":
+        if row["split"].strip().lower() != "train" or row["modality"].strip().upper() != "CT" or "tools/slab_volumes.py" in row["source"]:
             continue
         stack = read(manifest.parent / row["path"], modality="CT")
         if len(stack.pixels) <= width:
             continue
-        target = Path(f"slab{width}") / row["patient"] / (Path(row["path"]).name.split(".")[0] + ".npy")
+        target = Path(f"slab{width}" + (f"s{stride}" if stride > 1 else "")) / row["patient"] / (Path(row["path"]).name.split(".")[0] + ".npy")
         if (manifest.parent / target).exists():
             raise SystemExit(f"{manifest.parent / target} exists; remove it first")
         (manifest.parent / target).parent.mkdir(parents=True, exist_ok=True)
-        volume = slabs(np.asarray(stack.pixels), width)
+        volume = slabs(np.asarray(stack.pixels), width, stride)
         np.save(manifest.parent / target, volume)
         added.append({**{k: "" for k in fields}, "path": target.as_posix(), "modality": "CT", "patient": row["patient"],
-                      "split": "train", "source": f"{row['path']}, overlapping slabs of {width} slices (tools/slab_volumes.py)",
+                      "split": "train", "source": f"{row['path']}, overlapping slabs of {width} slices every {stride} (tools/slab_volumes.py)",
                       "note": "x".join(map(str, volume.shape[::-1]))})
     with open(out, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
@@ -73,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("manifest", type=Path)
     parser.add_argument("--out", required=True, help="name of the manifest to write beside MANIFEST")
     parser.add_argument("--width", type=int, default=2, help="slices per slab (default 2)")
+    parser.add_argument("--stride", type=int, default=1, help="slices from one slab to the next (default 1)")
     args = parser.parse_args(argv)
-    added = add_slabs(args.manifest, args.manifest.parent / args.out, args.width)
+    added = add_slabs(args.manifest, args.manifest.parent / args.out, args.width, args.stride)
     print(f"{len(added)} slab volume(s) added: {args.manifest.parent / args.out}")
     return 0
 

@@ -110,8 +110,9 @@ def _base_step(header) -> float | None:
 
 
 def _laws(header) -> list[str] | None:
-    """The family of each residual pass's law (``medvae.residual.tables.LAWS``): None for a lossy
-    file, or one whose block is damaged (decoding says so)."""
+    """The family of each residual pass's law (``medvae.residual.tables.LAWS``), and whether the
+    pass clips its means to its tables' reach (``medvae.residual.adaptation.within_reach``): None
+    for a lossy file, or one whose block is damaged (decoding says so)."""
     from medvae import bitstream
     from medvae.residual.adaptation import Adaptation
     from medvae.residual.model import PHASES
@@ -123,9 +124,10 @@ def _laws(header) -> list[str] | None:
         return ["laplace"] * len(PHASES)
     previous = bitstream.layout(header.version) - bitstream.BOUNDED_RESIDUAL_VERSION  # slices the series model reads
     try:
-        return [LAWS[p.law] for p in Adaptation.from_bytes(header.residual_strings[2], previous).passes]
+        passes = Adaptation.from_bytes(header.residual_strings[2], previous).passes
     except BitstreamError:
         return None
+    return [LAWS[p.law] + (" (means within reach)" if p.reach else "") for p in passes]
 
 
 def _psnr(header) -> float | str | None:

@@ -8,7 +8,9 @@ residuals of the 5×5 neighbourhood that earlier passes decoded, the base's seco
 a series' previous slices less the base) and a shift of the table index (the scale by
 2^(k/4)), as LS-based adaptive predictors of lossless image coding fit theirs per image, and
 the family of the law (formats 15 to 17: :data:`medvae.residual.tables.LAWS`, the Laplace law the
-network was trained for or the mixed law whose logistic core fits CT residuals better). It
+network was trained for or the mixed law whose logistic core fits CT residuals better), and
+whether the pass keeps each mean within its table's reach of the pixel's bounds
+(:func:`within_reach`; what this release writes for every pass). It
 keeps each part only where it codes the pass for less, the block's own bytes counted (and,
 near-losslessly, the pass's squared error weighed in bits), and writes them as a third
 residual string (:class:`Adaptation`).
@@ -35,6 +37,7 @@ import torch
 
 from medvae import least_squares
 from medvae.errors import BitstreamError
+from medvae.residual import folding
 from medvae.residual.model import PHASES
 from medvae.residual.tables import COUNT, LAWS, LOG2_MIN, STEPS
 
@@ -61,8 +64,11 @@ COST_FRAC = 16
 _PASS = struct.Struct("<bB")  # index shift, coefficient shift (or _NO_CORRECTION)
 #: The family the encoder tries first: the mixed law (:data:`medvae.residual.tables.LAWS`).
 MIXED = LAWS.index("mixed")
-#: Bits of a pass's law in the block's first byte (formats 15 to 17): pass p's at bits 2p, 2p + 1.
+#: Bits of a pass in the block's first byte (formats 15 to 17): pass p's law at bit 2p, its
+#: :attr:`PassAdaptation.reach` at bit 2p + 1 (a release that knew no reach read both as the law).
 _LAW_BITS = 2
+_REACH_BIT = 2
+assert len(LAWS) == 2, "one bit names a pass's law"
 
 
 def neighbours(p: int) -> tuple[tuple[int, int], ...]:
@@ -116,12 +122,14 @@ def features(
 class PassAdaptation(NamedTuple):
     """One pass's adaptation: a table index shift, the mean's correction
     ``⌊(Σ coefficient·feature + 2^(shift − 1))/2^shift⌋`` (no correction: ``coefficients`` None),
-    and the law's family (an index into :data:`medvae.residual.tables.LAWS`)."""
+    the law's family (an index into :data:`medvae.residual.tables.LAWS`), and ``reach``: whether
+    each mean is then kept within the table's reach of its pixel's bounds (:func:`within_reach`)."""
 
     index_shift: int = 0
     shift: int = 0
     coefficients: np.ndarray | None = None
     law: int = 0
+    reach: bool = False
 
     def apply(self, planes: Callable[..., Iterator[np.ndarray]], mean: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The adapted (mean, index) of a pass; ``planes`` gives its features (:func:`features`).
@@ -141,6 +149,21 @@ class PassAdaptation(NamedTuple):
         if self.coefficients is None:
             return _PASS.pack(self.index_shift, _NO_CORRECTION)
         return _PASS.pack(self.index_shift, self.shift) + self.coefficients.astype("<i2").tobytes()
+
+
+def within_reach(mean: np.ndarray, index: np.ndarray, low: np.ndarray, high: np.ndarray, step: int) -> np.ndarray:
+    """``mean`` clipped to [low − step·w, high + step·w], w the half-width of each pixel's table
+    (``index``, one of :func:`medvae.residual.tables.law_tables`), ``low`` and ``high`` its residual
+    bounds and ``step`` = 2τ + 1: so every pixel's possible symbols meet its table.
+
+    Why it is needed, and exact: a mean farther than that from the pixel's bounds puts every value
+    the pixel can take beyond its table, where each costs an escape (a byte or more) even when the
+    pixel has a single likely value, such as air at the lowest value a little below a mean the network
+    set too low. Clipped, the nearest bound's symbol is the table's end, which the bounded law gives
+    the table's whole mass beyond it. It is integer arithmetic on what every decoder has (the table
+    widths are shipped integers), so the decoder clips exactly as the encoder did."""
+    reach = step * folding.table_widths()[index]
+    return np.clip(mean, low - reach, high + reach)
 
 
 def shifted(index: np.ndarray, shift: int) -> np.ndarray:
@@ -164,27 +187,25 @@ class Adaptation(NamedTuple):
     @property
     def active(self) -> bool:
         """Whether any pass changes its laws (a file without a change carries no block)."""
-        return any(a.index_shift or a.coefficients is not None or a.law for a in self.passes)
+        return any(a.index_shift or a.coefficients is not None or a.law or a.reach for a in self.passes)
 
     def to_bytes(self, laws: bool = True) -> bytes:
-        """The block; ``laws``: with the byte of the passes' laws (formats 15 to 17)."""
-        if not laws and any(a.law for a in self.passes):
-            raise ValueError("a block without its laws byte holds Laplace laws only")
-        first = bytes([sum(a.law << (_LAW_BITS * p) for p, a in enumerate(self.passes))]) if laws else b""
+        """The block; ``laws``: with the byte of the passes' laws and reach (formats 15 to 17)."""
+        if not laws and any(a.law or a.reach for a in self.passes):
+            raise ValueError("a block without its laws byte holds Laplace laws only, without reach")
+        first = bytes([sum((a.law | _REACH_BIT * a.reach) << (_LAW_BITS * p) for p, a in enumerate(self.passes))]) if laws else b""
         return first + b"".join(a.to_bytes() for a in self.passes)
 
     @classmethod
     def from_bytes(cls, data: bytes, previous: int = 0, laws: bool = True) -> Adaptation:
         """Parse a block written for a model reading ``previous`` slices, with the byte of its
         laws (``laws``; formats 15 to 17) or without (formats 12 to 14). Raises :class:`BitstreamError`."""
-        families = [0] * len(PHASES)
+        fields = [0] * len(PHASES)  # each pass's law | _REACH_BIT · reach
         pos = 0
         if laws:
             if not data:
                 raise BitstreamError("corrupted residual adaptation block (truncated)")
-            families = [(data[0] >> (_LAW_BITS * p)) & ((1 << _LAW_BITS) - 1) for p in range(len(PHASES))]
-            if any(law >= len(LAWS) for law in families):
-                raise BitstreamError("corrupted residual adaptation block (unknown law)")
+            fields = [(data[0] >> (_LAW_BITS * p)) & ((1 << _LAW_BITS) - 1) for p in range(len(PHASES))]
             pos = 1
         passes = []
         for p in range(len(PHASES)):
@@ -201,7 +222,8 @@ class Adaptation(NamedTuple):
                     raise BitstreamError("corrupted residual adaptation block (truncated)")
                 coefficients = np.frombuffer(data, "<i2", n, pos).astype(np.int64)
                 pos += 2 * n
-            passes.append(PassAdaptation(index_shift, 0 if coefficients is None else shift, coefficients, families[p]))
+            law, reach = fields[p] & (_REACH_BIT - 1), bool(fields[p] & _REACH_BIT)
+            passes.append(PassAdaptation(index_shift, 0 if coefficients is None else shift, coefficients, law, reach))
         if pos != len(data):
             raise BitstreamError("corrupted residual adaptation block (bytes left over)")
         return cls(tuple(passes))

@@ -265,8 +265,13 @@ class ResidualCoder:
             q[coded] = folding.decode(decoder, escapes, _laws(mean, index, low, high, coded, bound))
             return q
 
-        adapt = None if block is None else lambda p, planes, mean, index, *_: block.passes[p].apply(planes, mean, index)
-        decoded = self._passes(base, value_range, bounds, code, limits=(lower, upper), previous=previous, adapt=adapt, offsets=offsets)
+        def adapt(p: int, planes, mean: np.ndarray, index: np.ndarray, low: np.ndarray, high: np.ndarray, bound: int):
+            mean, index = block.passes[p].apply(planes, mean, index)
+            return (adaptation.within_reach(mean, index, low, high, 2 * bound + 1) if block.passes[p].reach else mean), index
+
+        decoded = self._passes(
+            base, value_range, bounds, code, limits=(lower, upper), previous=previous, adapt=None if block is None else adapt, offsets=offsets,
+        )
         decoder.finish()
         escapes.finish()
         return _add(base, decoded)
@@ -324,10 +329,13 @@ class _Fitter:
 
     def __call__(self, p: int, planes, mean: np.ndarray, index: np.ndarray, low: np.ndarray, high: np.ndarray, bound: int):
         r = _pass_residual(self.residual, PHASES[p], mean.shape)
-        cost = lambda m, i: _cost(m, i, r, low, high, bound)  # noqa: E731
+        reach = lambda m, i: adaptation.within_reach(m, i, low, high, 2 * bound + 1)  # noqa: E731
+        cost = lambda m, i: _cost(reach(m, i), i, r, low, high, bound)  # noqa: E731
         fitted, mean, index = adaptation.fit(planes, mean, index, r, (r > low) & (r < high), cost)
-        self.passes.append(fitted)
-        return mean, index
+        within = reach(mean, index)
+        reached = bool(((within != mean) & (low < high)).any())  # a pass whose coded pixels the clip leaves alone needs no flag
+        self.passes.append(fitted._replace(reach=reached))
+        return within, index
 
 
 def _pass_residual(residual: np.ndarray, phase: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:

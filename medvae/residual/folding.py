@@ -53,6 +53,11 @@ def _tables() -> _Tables:
     return _Tables(-np.asarray(offsets, np.int64), flat, searched, first, np.append(flat[1:], rans.TOTAL))
 
 
+def table_widths() -> np.ndarray:
+    """Each table's half-width w (it codes −w..w; int64, indexed as :func:`medvae.residual.tables.law_tables`)."""
+    return _tables().width
+
+
 def symbol_range(mean: np.ndarray, lower: np.ndarray, upper: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
     """``(q_low, q_high)``: the symbols that decode to the residual bounds ``lower`` and ``upper``
     (``x − x̃`` at the pixel's bounds) for integer means and quantization ``step`` (int64)."""

@@ -8,6 +8,7 @@ damage. The cross-ISA job (tests/exact) decodes and re-encodes adapted files ide
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal, getcontext
 
 import numpy as np
@@ -19,7 +20,8 @@ from medvae.cli.info import describe, format_text
 from medvae.errors import BitstreamError
 from medvae.io.slices import manifest_slices
 from medvae.residual import adaptation
-from medvae.residual.adaptation import Adaptation, PassAdaptation, feature_count, features, neighbours
+from medvae.residual.adaptation import Adaptation, PassAdaptation, feature_count, features, neighbours, within_reach
+from medvae.residual.folding import symbol_range, table_widths
 from medvae.residual.model import PHASES
 from medvae.residual.tables import COUNT, LAWS, LOG2_MIN, STEPS
 from tests.conftest import CORPUS, small_residual
@@ -145,23 +147,44 @@ def test_blocks_round_trip_and_damaged_ones_are_refused():
     rng = np.random.default_rng(5)
     block = Adaptation((
         PassAdaptation(2, law=1), PassAdaptation(-1, 14, rng.integers(-32767, 32768, feature_count(1, 1))),
-        PassAdaptation(law=1), PassAdaptation(0, 30, rng.integers(-5, 5, feature_count(3, 1)), law=1),
+        PassAdaptation(law=1, reach=True), PassAdaptation(0, 30, rng.integers(-5, 5, feature_count(3, 1)), law=1),
     ))
     data = block.to_bytes()
-    assert data[0] == 0b01_01_00_01  # the laws of passes 3, 2, 1, 0: two bits each, pass 0 the lowest
+    assert data[0] == 0b01_11_00_01  # passes 3, 2, 1, 0, two bits each (reach, law), pass 0 the lowest
     again = Adaptation.from_bytes(data, previous=1)
     assert again.to_bytes() == data and [p.index_shift for p in again.passes] == [2, -1, 0, 0]
-    assert [p.law for p in again.passes] == [1, 0, 1, 1] and again.active
-    for damaged, previous in ((data[:-1], 1), (data + b"\0", 1), (data, 0), (data, 2), (data[:1] + b"\0\x1f" + data[3:], 1), (b"", 1),
-                              (bytes([data[0] | 0b10]) + data[1:], 1)):  # a law no release knows
+    assert [p.law for p in again.passes] == [1, 0, 1, 1] and [p.reach for p in again.passes] == [False, False, True, False]
+    assert again.active
+    for damaged, previous in ((data[:-1], 1), (data + b"\0", 1), (data, 0), (data, 2), (data[:1] + b"\0\x1f" + data[3:], 1), (b"", 1)):
         with pytest.raises(BitstreamError):
             Adaptation.from_bytes(damaged, previous)
     with pytest.raises(ValueError, match="Laplace"):  # formats 12 to 14 have no byte for the laws
         block.to_bytes(laws=False)
-    laplace = block._replace(passes=tuple(p._replace(law=0) for p in block.passes))
+    with pytest.raises(ValueError, match="reach"):
+        Adaptation((PassAdaptation(reach=True),) + (PassAdaptation(),) * 3).to_bytes(laws=False)
+    assert Adaptation((PassAdaptation(reach=True),) + (PassAdaptation(),) * 3).active
+    laplace = block._replace(passes=tuple(p._replace(law=0, reach=False) for p in block.passes))
     old_layout = Adaptation.from_bytes(laplace.to_bytes(laws=False), previous=1, laws=False)  # formats 12 to 14
     assert old_layout.to_bytes() == laplace.to_bytes() and old_layout.to_bytes(laws=False) == laplace.to_bytes()[1:]
     assert Adaptation((PassAdaptation(law=1),) + (PassAdaptation(),) * 3).active and not Adaptation((PassAdaptation(),) * 4).active
+
+
+def test_within_reach_puts_every_possible_symbol_of_a_pixel_on_its_table():
+    """A mean far beyond a pixel's bounds is clipped just far enough that the bound's symbol is
+    the table's end (no escape needed); a mean within reach is left alone."""
+    width = table_widths()
+    index = np.array([0, 0, 5, COUNT + 7, 3])
+    low, high = np.array([-10, -10, 0, 0, -3]), np.array([40, 40, 0, 9, 3])
+    for step in (1, 3, 5):
+        mean = np.array([-10 - step * int(width[0]) - 50, 40 + step * (int(width[0]) + 1), 1000, -(10**6), 2])
+        clipped = within_reach(mean, index, low, high, step)
+        assert clipped[-1] == 2  # within reach: unchanged
+        assert clipped[0] == -10 - step * width[0] and clipped[1] == 40 + step * width[0]
+        q_low, q_high = symbol_range(clipped, low, high, step)
+        assert (q_low <= width[index]).all() and (q_high >= -width[index]).all()  # the range meets the table
+        assert (q_low == width[index])[:1].all() and (q_high == -width[index])[1:2].all()  # just: the nearest end
+        outside_before = symbol_range(mean, low, high, step)
+        assert (outside_before[0][:1] > width[0]).all() and (outside_before[1][1:2] < -width[0]).all()
 
 
 def test_a_law_is_an_offset_into_the_tables_of_every_family():
@@ -231,3 +254,33 @@ def test_near_lossless_adaptation_does_not_buy_bits_with_more_fidelity_than_they
         return 8 * len(data) + weigh * float(np.square(pixels.astype(np.int64) - image).sum())
 
     assert cost(adapted) <= 1.001 * cost(plain)
+
+
+@pytest.mark.skipif(not MANIFEST.is_file(), reason=f"sample corpus not found at {CORPUS}")
+@pytest.mark.parametrize("max_error", [0, 1])
+def test_passes_whose_means_leave_the_tables_reach_clip_them_and_decode_only_so(max_error, monkeypatch, tmp_path):
+    """On the edge of a CT slice (the table, air at the lowest value) the network sets some means
+    so far beyond a pixel's bounds that every value it can take lies past its table: an escape each,
+    a byte or more. The encoder clips those means (:func:`within_reach`) and flags the pass; the
+    file then escapes less and is smaller, decodes within the bound, and a decoder that ignored the
+    flag would read other residuals, which the pixel CRC refuses rather than return another image."""
+    image = next(s.pixels for s in manifest_slices(MANIFEST, "test") if s.patient == "totalseg-abdomen")[320:384, :64].copy()
+    codec = medvae.load("medvae")
+    data = codec.compress(image, max_error=max_error)
+    header, strings, metadata = bitstream.unpack(data)
+    block = Adaptation.from_bytes(header.residual_strings[2])
+    assert any(p.reach for p in block.passes)
+    (tmp_path / "reach.mvae").write_bytes(data)
+    laws = describe(tmp_path / "reach.mvae")["residual_laws"]
+    assert laws == [LAWS[p.law] + (" (means within reach)" if p.reach else "") for p in block.passes]
+    with monkeypatch.context() as patch:  # the encoder without the clip: no pass flagged, more escaped
+        patch.setattr(adaptation, "within_reach", lambda mean, *_: mean)
+        unclipped = bitstream.unpack(codec.compress(image, max_error=max_error))[0]
+    assert not any(p.reach for p in Adaptation.from_bytes(unclipped.residual_strings[2]).passes)
+    assert len(header.residual_strings[1]) < len(unclipped.residual_strings[1])
+    assert sum(map(len, header.residual_strings)) < sum(map(len, unclipped.residual_strings))
+    assert np.abs(codec.decompress(data).astype(np.int64) - image).max() <= max_error
+    unreached = block._replace(passes=tuple(p._replace(reach=False) for p in block.passes)).to_bytes()
+    forged = dataclasses.replace(header, residual_strings=(*header.residual_strings[:2], unreached))
+    with pytest.raises(BitstreamError):
+        codec.decompress(bitstream.pack(forged, strings, metadata))

@@ -20,6 +20,15 @@ def test_a_slab_is_the_rounded_mean_of_consecutive_slices():
         slabs(volume, 1)
 
 
+def test_slabs_every_stride_slices_share_width_minus_stride_of_them():
+    volume = np.arange(9, dtype=np.int16).reshape(9, 1, 1) * 4  # 0, 4, ..., 32
+    assert slabs(volume, 3, 2)[:, 0, 0].tolist() == [4, 12, 20, 28]  # slices 0-2, 2-4, 4-6, 6-8
+    assert slabs(volume[:8], 3, 2)[:, 0, 0].tolist() == [4, 12, 20]  # a last slab short of slices is left out
+    for stride in (0, 3):
+        with pytest.raises(ValueError, match="stride"):
+            slabs(volume, 3, stride)
+
+
 def test_slab_volumes_join_the_training_split_of_their_patient(tmp_path):
     rng = np.random.default_rng(0)
     volume = rng.integers(-1000, 1000, (5, 16, 12)).astype(np.int16)
@@ -38,3 +47,9 @@ def test_slab_volumes_join_the_training_split_of_their_patient(tmp_path):
     np.testing.assert_array_equal(np.stack([s.pixels for s in slices[10:]]), slabs(volume, 2))
     with pytest.raises(SystemExit, match="exists"):
         add_slabs(tmp_path / "MANIFEST.csv", tmp_path / "MANIFEST-slab2.csv")
+
+    again = add_slabs(tmp_path / "MANIFEST-slab2.csv", tmp_path / "MANIFEST-slab3s2.csv", width=3, stride=2)
+    assert [r["path"] for r in again] == ["slab3s2/p/vol.npy"]  # the slab2 volume is not slabbed again
+    slices = manifest_slices(tmp_path / "MANIFEST-slab3s2.csv", split="train")
+    assert len(slices) == 5 + 5 + 4 + 2
+    np.testing.assert_array_equal(np.stack([s.pixels for s in slices[14:]]), slabs(volume, 3, 2))
