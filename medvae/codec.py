@@ -349,13 +349,16 @@ class Codec:
         its pixels are, so :meth:`quality_coder`'s sizes are exact)."""
         return self.variable_rate and self.correction and correction.applies(shape)
 
-    def base_layer(self, image: np.ndarray, padding_value: int | None = None, base_step: int = prediction.UNIT_STEP) -> BaseLayer:
+    def base_layer(
+        self, image: np.ndarray, padding_value: int | None = None, base_step: int = prediction.UNIT_STEP, noise_step: bool = False,
+    ) -> BaseLayer:
         """What the residual layer of lossless and near-lossless coding builds on: the pixels
         every decoder gets from this image's lossy coding, the intensity mapping used, and
         where the base restores the image exactly (:class:`BaseLayer`). ``base_step``: y's
         quantization step, in quarters (a predicted series slice's: :func:`medvae.prediction.base_step`;
-        the pixels are those of such a file, with or without the prediction)."""
-        encoded = self._encode(image, None, padding_value=padding_value, base_step=base_step)
+        the pixels are those of such a file, with or without the prediction); ``noise_step``: the
+        coarser of it and the step the image's noise calls for, as a slice coded alone takes."""
+        encoded = self._encode(image, None, padding_value=padding_value, base_step=base_step, noise_step=noise_step)
         return BaseLayer(encoded.decoded, encoded.value_range, encoded.exceptions.exact(image.shape))
 
     def compress(

@@ -79,6 +79,25 @@ def test_a_noisy_slice_alone_codes_its_base_coarser_in_fewer_bytes(codecs, max_e
     np.testing.assert_array_equal(stepped.decompress(old), unit.decompress(old))
 
 
+def test_training_bases_at_the_noise_step_are_the_bases_slices_alone_are_coded_on(codecs):
+    """``base_pairs(..., noise_step=True)`` (``medvae train-residual --noise-step``) trains a residual
+    model on the very pixels a slice coded alone builds its residual on: a noisy one's at its noise
+    step, a clean one's at the unit step."""
+    from medvae.io.slices import Slice
+    from medvae.residual.training import base_pairs
+
+    stepped, _ = codecs
+    noisy, clean = _phantom(10), _phantom(0)
+    slices = [Slice(image, 12, "CT", "p", "slice.dcm", 0) for image in (noisy, clean)]
+    pairs = base_pairs(stepped, slices, progress=False, noise_step=True)
+    unit = base_pairs(stepped, slices, progress=False)
+    for pair, image in zip(pairs, (noisy, clean)):
+        coded_on = stepped.bounded_coder(image).base(0)
+        np.testing.assert_array_equal(pair.base, coded_on)
+    assert not np.array_equal(pairs[0].base, unit[0].base)  # the noisy slice: another step
+    np.testing.assert_array_equal(pairs[1].base, unit[1].base)  # the clean one: the unit step
+
+
 def test_a_clean_slice_keeps_the_unit_step_and_the_format_before(codecs):
     stepped, unit = codecs
     image = _phantom(0)

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-step", type=int, default=4, metavar="QUARTERS",
                         help="the base latent's quantization step in quarters (default 4: the unit; a series slice's base "
                         "is coded with 5 losslessly, 6 at bounds 1-2, 7 above: medvae.prediction.base_step)")
+    parser.add_argument("--noise-step", action="store_true",
+                        help="each slice's base latent at the coarser of --base-step and the step its noise calls for "
+                        "(medvae.prediction.noise_step), as a slice coded alone is coded")
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="training state, written every 500 steps; an existing one is resumed")
 
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.base_step not in STEPS:
         raise SystemExit(f"medvae train-residual: --base-step takes {STEPS.start} to {STEPS.stop - 1} quarters, not {args.base_step}")
-    step_name = "" if args.base_step == UNIT_STEP else f".step{args.base_step}"  # each step its own cache
+    step_name = ("" if args.base_step == UNIT_STEP else f".step{args.base_step}") + (".noise" if args.noise_step else "")  # each step its own cache
 
     def pairs_of(split: str):
         cache = Path(f"{args.pairs}{step_name}.{split}.npz") if args.pairs else None
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         if cache and cache.exists():
             pairs = load_pairs(cache)
         else:
-            pairs = base_pairs(codec, slices, base_step=args.base_step)
+            pairs = base_pairs(codec, slices, base_step=args.base_step, noise_step=args.noise_step)
             if cache:
                 save_pairs(pairs, cache)
         if not args.series:
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     plan = calibrate_residual(model, train[:: max(1, len(train) // 40)])
     info = {
         "base": codec.name, "base_fingerprint": codec.fingerprint, "steps": log[-1]["step"] if log else args.steps, "batch": args.batch,
-        "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "base_step": args.base_step, "device": args.device, "max_errors": list(max_errors), "train_slices": len(train),
+        "crop": args.crop, "lr": args.lr, "bf16": args.bf16, "base_step": args.base_step, "noise_step": args.noise_step, "device": args.device, "max_errors": list(max_errors), "train_slices": len(train),
         "law": args.law, "val_bpp": evaluate_bpp(model, val, law=args.law) if val else None, "log": log, "command": " ".join(["medvae", *sys.argv[1:]]),
     }
     save_residual(Residual(model, plan, info), out)

@@ -48,13 +48,17 @@ class Pair:
         return iter((self.image, self.base, self.value_range, self.previous))
 
 
-def base_pairs(codec: Codec, slices: list[Slice], progress: bool = True, base_step: int = UNIT_STEP) -> list[Pair]:
+def base_pairs(
+    codec: Codec, slices: list[Slice], progress: bool = True, base_step: int = UNIT_STEP, noise_step: bool = False,
+) -> list[Pair]:
     """Each slice with what the base layer ``codec`` reconstructs from it, its latent y quantized
-    with ``base_step`` (in quarters: a series slice's, :func:`medvae.prediction.base_step`)."""
+    with ``base_step`` (in quarters: a series slice's, :func:`medvae.prediction.base_step`), or with
+    ``noise_step`` the coarser of it and the step the slice's noise calls for
+    (:func:`medvae.prediction.noise_step`: what a slice coded alone gets)."""
     pairs = []
     for s in tqdm(slices, desc="base layer", unit="slice", disable=not progress):
         # the loss gives pixels outside the range no bits, as the coder does
-        base, value_range, _ = codec.base_layer(s.pixels, base_step=base_step)
+        base, value_range, _ = codec.base_layer(s.pixels, base_step=base_step, noise_step=noise_step)
         pairs.append(Pair(s.pixels, base, value_range))
     return pairs
 
