@@ -10,7 +10,7 @@ a series' previous slices less the base) and a shift of the table index (the sca
 the family of the law (formats 15 to 17: :data:`medvae.residual.tables.LAWS`, the Laplace law the
 network was trained for or the mixed law whose logistic core fits CT residuals better), and
 whether the pass keeps each mean within its table's reach of the pixel's bounds
-(:func:`within_reach`; what this release writes for every pass). It
+(:func:`within_reach`; flagged where that clip changes a coded pixel's mean). It
 keeps each part only where it codes the pass for less, the block's own bytes counted (and,
 near-losslessly, the pass's squared error weighed in bits), and writes them as a third
 residual string (:class:`Adaptation`).
