@@ -141,7 +141,7 @@ def test_golden_files_of_the_residual_models_shipped_before_still_decode(name):
     assert medvae.bitstream.read_header(data).residual_fingerprint == expected["fingerprint"]
     codec = medvae.load("medvae")
     assert expected["fingerprint"] not in (codec.residual.fingerprint, codec.series_residual.fingerprint)
-    read = bitstream.layout(medvae.bitstream.read_header(data).version) - bitstream.BOUNDED_RESIDUAL_VERSION  # previous slices
+    read = bitstream.layout(bitstream.read_header(data).version) - bitstream.BOUNDED_RESIDUAL_VERSION  # previous slices it reads
     previous = [_previous(), _earlier()][:read] or None
     assert _sha256(medvae.decompress(data, previous=previous)) == expected["pixels_sha256"]
 
