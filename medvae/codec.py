@@ -37,6 +37,7 @@ from medvae.models.gain import LOWEST_QUALITY, QUALITY_UNITS, quality_units
 from medvae.refine import check_refinement, refine_latents
 from medvae.residual.coder import PassOutputs, check_max_error, pass_bounds
 from medvae.residual.weights import Residual, load_residual
+from medvae.workers import Call, run_graph, worker_count
 from medvae.series import CHAIN, Neighbours, as_slices, can_follow, coding_plan, previous_planes, slice_key, slices_wanted
 
 #: Torch threads of the format-1 float decoder. Its entropy decoder depends on float
@@ -433,7 +434,8 @@ class Codec:
         )[0]
 
     def compress_series(
-        self, images: Sequence[np.ndarray], *, max_error: int, max_chain: int = CHAIN, progress: bool = False, **options
+        self, images: Sequence[np.ndarray], *, max_error: int, max_chain: int = CHAIN, progress: bool = False,
+        workers: int | None = None, **options,
     ) -> list[bytes]:
         """The files of a series' consecutive slices (a volume's, in order), lossless or
         near-lossless (``max_error``; other ``options`` as for :meth:`compress`), one per slice in
@@ -441,23 +443,42 @@ class Codec:
         slices; every other slice is coded given its neighbour towards the key slice as it
         decodes (:meth:`compress` with ``previous``), so a slice decodes after at most
         ``max_chain`` others (0: every slice alone; :func:`medvae.series.coding_plan`). A slice of
-        another shape or dtype than the one before starts a new run. :meth:`decompress_series` decodes them."""
+        another shape or dtype than the one before starts a new run. Independent chains of slices
+        are coded at once in ``workers`` processes (default: one per torch thread;
+        :mod:`medvae.workers`), which changes no byte. :meth:`decompress_series` decodes them."""
         if "key_every" in options:  # the parameter this replaced
             raise InputError("key_every is now max_chain: a slice decodes after at most max_chain others, with a key "
                              "slice in the middle of every 2·max_chain + 1 (key_every=K bounded the chain at K − 1)")
         follows = [i > 0 and can_follow(images[i], images[i - 1]) for i in range(len(images))]
         plan = coding_plan(len(images), max_chain, follows)
         neighbours, files = Neighbours(plan), [b""] * len(images)
-        for k, reference in tqdm(plan, desc="series", unit="slice", disable=not progress):
-            read = neighbours.given(reference)
-            files[k], pixels = self.compress_with_pixels(images[k], max_error=max_error, previous=read, **options)
-            neighbours.coded(k, reference, pixels, read, files[k])
+        after = collections.defaultdict(list)  # slice: the steps coded given it
+        for k, reference in plan:
+            after[reference].append((k, reference))
+        keys = {k for k, reference in plan if reference is None}
+        width = sum(reference in keys for _, reference in plan)  # chains that may run at once
+        reads: dict[int, list[np.ndarray] | None] = {}
+
+        def call(step: tuple[int, int | None]) -> Call:
+            reads[step[0]] = neighbours.given(step[1])
+            return "compress_with_pixels", (images[step[0]],), {"max_error": max_error, "previous": reads[step[0]], **options}
+
+        with tqdm(total=len(plan), desc="series", unit="slice", disable=not progress) as bar:
+            def done(step: tuple[int, int | None], result: tuple[bytes, np.ndarray]) -> list[tuple[int, int | None]]:
+                k, reference = step
+                files[k] = result[0]
+                neighbours.coded(k, reference, result[1], reads.pop(k), files[k])
+                bar.update()
+                return after[k]
+
+            run_graph(self, after[None], call, done, worker_count(workers, self.device, width))
         return files
 
-    def decompress_series(self, files: Sequence[bytes], progress: bool = False) -> list[np.ndarray]:
+    def decompress_series(self, files: Sequence[bytes], progress: bool = False, workers: int | None = None) -> list[np.ndarray]:
         """The slices of a series' files (:meth:`compress_series`'), in the files' order. Each file
         is decoded once all the slices it was coded given are, found by the pixel CRCs it records
-        (:func:`medvae.series.slice_key`), whichever way the series was coded; raises
+        (:func:`medvae.series.slice_key`), whichever way the series was coded; independent chains
+        at once in ``workers`` processes (as :meth:`compress_series`). Raises
         :class:`BitstreamError` for a file whose slices none of the others decode to."""
         headers = [bitstream.read_header(data) for data in files]
         wanted = [slices_wanted(header) for header in headers]
@@ -466,21 +487,28 @@ class Codec:
         for k, keys in enumerate(wanted):
             for key in set(keys):
                 waiting.setdefault(key, []).append(k)
-        ready = collections.deque(k for k, count in enumerate(missing) if count == 0)
+        first = [k for k, count in enumerate(missing) if count == 0]
+        width = sum(len(waiting.get(slice_key(headers[k].pixels_crc, headers[k]), ())) for k in first)  # chains that may run at once
         images: list[np.ndarray | None] = [None] * len(files)
         decoded: dict[tuple, np.ndarray] = {}
+
+        def call(k: int) -> Call:
+            return "decompress", (files[k],), {"previous": [decoded[key] for key in wanted[k]] or None}
+
         with tqdm(total=len(files), desc="series", unit="slice", disable=not progress) as bar:
-            while ready:
-                k = ready.popleft()
-                images[k] = self.decompress(files[k], previous=[decoded[key] for key in wanted[k]] or None)
+            def done(k: int, image: np.ndarray) -> list[int]:
+                images[k], ready = image, []
                 produced = slice_key(headers[k].pixels_crc, headers[k])
                 if produced not in decoded:  # slices with the same pixels are one slice to their readers
-                    decoded[produced] = images[k]
+                    decoded[produced] = image
                     for j in waiting.pop(produced, []):
                         missing[j] -= 1
                         if not missing[j]:
                             ready.append(j)
                 bar.update()
+                return ready
+
+            run_graph(self, first, call, done, worker_count(workers, self.device, width))
         stuck = [k for k, image in enumerate(images) if image is None]
         if stuck:
             raise BitstreamError(f"file {stuck[0]} of the series was coded given a slice (pixel CRC "

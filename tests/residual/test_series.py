@@ -397,3 +397,23 @@ def test_training_bases_at_a_step_are_the_bases_series_slices_are_coded_on(codec
     [pair] = base_pairs(codec, slices, progress=False, base_step=step)
     np.testing.assert_array_equal(pair.base, coded_on)
     assert not np.array_equal(pair.base, base_pairs(codec, slices, progress=False)[0].base)
+
+
+# --- independent chains in worker processes (medvae.workers) ----------------------------------
+
+
+def test_chains_coded_in_worker_processes_give_the_same_files_and_slices(codec2):
+    volume = _volume(7)
+    files = codec2.compress_series(volume, max_error=1, max_chain=2, workers=1)
+    assert codec2.compress_series(volume, max_error=1, max_chain=2, workers=2) == files
+    decoded = codec2.decompress_series(files, workers=2)
+    for image, alone in zip(decoded, codec2.decompress_series(files, workers=1)):
+        np.testing.assert_array_equal(image, alone)
+
+
+def test_a_damaged_file_raises_from_a_worker_process(codec2):
+    files = codec2.compress_series(_volume(5), max_error=0, max_chain=2, workers=1)
+    damaged = bytearray(files[4])  # the last slice of a chain: read by no other
+    damaged[len(damaged) // 2] ^= 4
+    with pytest.raises(BitstreamError):
+        codec2.decompress_series([*files[:4], bytes(damaged)], workers=2)
