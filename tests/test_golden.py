@@ -160,14 +160,18 @@ def test_adapted_files_of_the_release_before_still_decode(name):
 
 
 @pytest.mark.parametrize("name", ["unit-step-predicted-series-lossless", "unit-step-predicted-series-near-lossless-2",
-                                  "unit-step-predicted-optimized-series-near-lossless-4"])
-def test_predicted_files_of_the_release_before_still_decode(name):
-    """Formats 24 and 26 as the release before wrote them (the golden files of then: y at the unit
-    step, a block without a step byte) decode to the pixels they decoded to then."""
-    expected = json.loads((REPO / "tests/data/unit-step-predicted.json").read_text())[name]
+                                  "unit-step-predicted-optimized-series-near-lossless-4", "stepped-predicted-series-lossless",
+                                  "stepped-predicted-series-near-lossless-2", "stepped-predicted-optimized-series-near-lossless-4"])
+def test_predicted_files_of_the_releases_before_still_decode(name):
+    """Formats 24 and 26 as the releases before wrote them (the golden files of then: y at the unit
+    step, a block without a step byte; then a coarser y, a step byte, and z coded alone, without
+    its table's byte) decode to the pixels they decoded to then."""
+    unit = name.startswith("unit-step")
+    expected = json.loads((REPO / f"tests/data/{'unit-step' if unit else 'stepped'}-predicted.json").read_text())[name]
     data = (REPO / f"tests/data/{name}.mvae").read_bytes()
     header = medvae.bitstream.read_header(data)
     assert (header.version, header.residual_fingerprint, len(header.base_prediction)) == (
         expected["version"], expected["fingerprint"], expected["block_bytes"])
-    assert medvae.prediction.block_step(header.base_prediction) == medvae.prediction.UNIT_STEP
+    assert (medvae.prediction.block_step(header.base_prediction) == medvae.prediction.UNIT_STEP) == unit
+    assert medvae.prediction.block_hyper(header.base_prediction) is None
     assert _sha256(medvae.decompress(data, previous=[_previous(), _earlier()])) == expected["pixels_sha256"]

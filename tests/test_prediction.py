@@ -48,8 +48,8 @@ def test_a_predicted_base_decodes_within_the_bound_in_fewer_bytes(codecs, max_er
     header, old_header = bitstream.read_header(data), bitstream.read_header(old)
     assert header.version in bitstream.PREDICTED_VERSIONS and bitstream.PREDICTED_VERSIONS[header.version] == old_header.version
     nibble_bytes = (predicted.twin.y_channels * prediction.BUCKETS + 1) // 2
-    assert len(header.base_prediction) == nibble_bytes + 1  # a nibble per channel and bucket, then the step
-    options, step = prediction.read(header.base_prediction, predicted.twin.y_channels)
+    options, step, hyper = prediction.read(header.base_prediction, predicted.twin.y_channels)
+    assert len(header.base_prediction) == nibble_bytes + 1 + (hyper is not None)  # a nibble per channel and bucket, the step, z's table
     noise = prediction.noise_step(image, header.value_range)  # the coarser of the bound's step and the noise's
     assert step == max(prediction.base_step(max_error), noise) > prediction.UNIT_STEP == prediction.block_step(old_header.base_prediction or b"")
     assert prediction.predicted_count(header.base_prediction) == np.count_nonzero(options) > 0
@@ -70,7 +70,8 @@ def test_at_the_unit_step_the_prediction_changes_how_y_is_coded_not_y(codecs, mo
     monkeypatch.setattr(prediction, "noise_step", lambda image, value_range: prediction.UNIT_STEP)
     before, image = _phantom(0, 1), _phantom(1, 2)
     data, old = predicted.compress(image, max_error=2, previous=before), plain.compress(image, max_error=2, previous=before)
-    assert len(bitstream.read_header(data).base_prediction) == (predicted.twin.y_channels * prediction.BUCKETS + 1) // 2
+    nibble_bytes = (predicted.twin.y_channels * prediction.BUCKETS + 1) // 2
+    assert len(bitstream.read_header(data).base_prediction) in (nibble_bytes, nibble_bytes + 2)  # no step byte but before z's table
     assert len(data) < len(old)
     np.testing.assert_array_equal(predicted.decompress(data, previous=before), plain.decompress(old, previous=before))
 
@@ -187,17 +188,22 @@ def test_on_a_ct_series_the_base_costs_a_fifth_less(codecs):
     assert len(near) < len(unit)  # measured over the test series: 1.2-1.6 % smaller at bounds 1 to 4
 
 
-def test_the_block_holds_a_nibble_per_channel_and_bucket_and_the_step():
-    """:func:`medvae.prediction.pack` and :func:`read` round trip any options and step; an odd
-    count's padding nibble must be 0; a block predicting nothing at the unit step, a step out of
-    range, or the unit step written out, is refused (the encoder writes none of them)."""
+def test_the_block_holds_a_nibble_per_channel_and_bucket_the_step_and_zs_table():
+    """:func:`medvae.prediction.pack` and :func:`read` round trip any options, step and z's table;
+    an odd count's padding nibble must be 0; a block predicting nothing at the unit step, a step
+    out of range, or the unit step written out without z's table after it, is refused (the
+    encoder writes none of them)."""
     options = np.random.default_rng(1).integers(0, 16, (8, prediction.BUCKETS))
     for step in prediction.STEPS:
-        opts, read_step = prediction.read(prediction.pack(options, step), 8)
-        np.testing.assert_array_equal(opts, options)
-        assert read_step == step == prediction.block_step(prediction.pack(options, step))
-        assert prediction.predicted_count(prediction.pack(options, step)) == np.count_nonzero(options)
+        for hyper in (None, 0, 7, 255):
+            block = prediction.pack(options, step, hyper)
+            opts, read_step, read_hyper = prediction.read(block, 8)
+            np.testing.assert_array_equal(opts, options)
+            assert read_step == step == prediction.block_step(block)
+            assert read_hyper == hyper == prediction.block_hyper(block)
+            assert prediction.predicted_count(block) == np.count_nonzero(options)
     assert len(prediction.pack(options)) == 12 and len(prediction.pack(options, 6)) == 13  # the unit step is not written
+    assert prediction.pack(options, prediction.UNIT_STEP, 3)[12:] == bytes([prediction.UNIT_STEP, 3])  # but before z's table
     odd = options[:7]
     padded = bytearray(prediction.pack(odd))
     padded[-1] |= 0x10
@@ -207,6 +213,9 @@ def test_the_block_holds_a_nibble_per_channel_and_bucket_and_the_step():
     with pytest.raises(BitstreamError, match="no symbol"):
         prediction.read(prediction.pack(zeros), 8)
     assert prediction.read(prediction.pack(zeros, 6), 8)[1] == 6  # a coarser y alone is worth a block
+    assert prediction.read(prediction.pack(zeros, prediction.UNIT_STEP, 5), 8)[2] == 5  # and a predicted z alone
+    with pytest.raises(BitstreamError, match="bytes"):
+        prediction.read(prediction.pack(options, 6, 5) + b"\0", 8)
     for bad in (prediction.pack(options) + bytes([prediction.UNIT_STEP]), prediction.pack(options) + bytes([3]),
                 prediction.pack(options) + bytes([max(prediction.STEPS) + 1])):
         with pytest.raises(BitstreamError, match="step"):
@@ -215,3 +224,47 @@ def test_the_block_holds_a_nibble_per_channel_and_bucket_and_the_step():
     assert steps == sorted(steps) and set(steps) <= set(prediction.STEPS) and steps[0] > prediction.UNIT_STEP
     indexes = torch.tensor([0, 11, 12, 23, 24, 63], dtype=torch.int32)
     assert prediction.bucket_of(indexes).tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_z_is_coded_against_the_previous_slices_where_it_pays(codecs):
+    """z's difference from the previous slice's z costs the fewest bits under the table
+    :func:`medvae.prediction.choose_hyper` picks (each table's exact cost, against CompressAI's
+    rANS), and is not coded so where z alone costs less."""
+    twin = codecs[0].twin
+    bottleneck, conditional = twin._coders[0], twin._coders[1]
+    rng = np.random.default_rng(3)
+    z = torch.from_numpy(rng.integers(-2, 3, (1, bottleneck._quantized_cdf.size(0), 4, 4)).astype(np.int32))
+    near = z + torch.from_numpy((rng.random(z.shape) < 0.05).astype(np.int32))  # 95 % of symbols equal
+    hyper = prediction.choose_hyper(z, near, bottleneck, conditional)
+    assert hyper is not None
+    cdf, lengths, offsets = conditional._quantized_cdf.tolist(), conditional._cdf_length.reshape(-1).int().tolist(), conditional._offset.reshape(-1).int().tolist()
+    size = lambda i: len(conditional.entropy_coder.encode_with_indexes((z - near).reshape(-1).tolist(), [i] * z.numel(), cdf, lengths, offsets))  # noqa: E731
+    assert size(hyper) <= min(size(i) for i in range(conditional._quantized_cdf.size(0))) + 8  # within the coder's flush
+    medians = torch.zeros_like(z)  # z at its medians, which the bottleneck codes in few bits; a prediction far off
+    assert prediction.choose_hyper(medians, torch.from_numpy(rng.integers(-40, 41, z.shape).astype(np.int32)), bottleneck, conditional) is None
+
+
+@pytest.mark.skipif(not MANIFEST.is_file(), reason=f"sample corpus not found at {CORPUS}")
+def test_on_a_ct_series_z_costs_a_third_of_what_it_did(codecs, monkeypatch):
+    """Two consecutive slices of the corpus' CT test series: the predicted z's string is under
+    half the bottleneck's (measured: about 150 bytes against 400), the file decodes within its
+    bound, and a block naming another table, or one that does not exist, is refused (the pixel
+    CRC, or the table check), never decoded to other pixels."""
+    predicted, _ = codecs
+    series = [s for s in load_images([MANIFEST], "test", modality="CT") if s.patient == "totalseg-abdomen"][:2]
+    before, image = (s.pixels for s in series)
+    data = predicted.compress(image, max_error=1, previous=before)
+    header, strings, metadata = bitstream.unpack(data)
+    hyper = prediction.block_hyper(header.base_prediction)
+    assert hyper is not None
+    np.testing.assert_array_equal(predicted.decompress(data, previous=before), predicted.decompress(data, previous=before))
+    assert np.abs(predicted.decompress(data, previous=before).astype(np.int64) - image).max() <= 1
+    with monkeypatch.context() as patch:
+        patch.setattr(prediction, "choose_hyper", lambda *args: None)
+        alone = bitstream.unpack(predicted.compress(image, max_error=1, previous=before))[1]
+    assert len(strings[-1]) < 0.5 * len(alone[-1])  # z's string is the last
+    for forged in (hyper + 1, 200):
+        block = header.base_prediction[:-1] + bytes([forged])
+        damaged = bitstream.pack(dataclasses.replace(header, base_prediction=block), strings, metadata)
+        with pytest.raises(BitstreamError):
+            predicted.decompress(damaged, previous=before)

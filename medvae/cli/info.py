@@ -63,6 +63,7 @@ def describe(path: Path) -> dict[str, Any]:
         "correction_bytes": len(header.correction) or None,
         "adaptation_bytes": len(header.residual_strings[2]) if header.version in bitstream.ADAPTED_VERSIONS else None,
         "base_predicted_pairs": _predicted_pairs(header.base_prediction),
+        "hyper_predicted_table": _hyper_table(header.base_prediction),
         "base_step": _base_step(header),
         "residual_laws": _laws(header),
         "psnr": _psnr(header),
@@ -96,6 +97,14 @@ def _predicted_pairs(block: bytes) -> int | None:
     from medvae.prediction import predicted_count
 
     return predicted_count(block) if block else None
+
+
+def _hyper_table(block: bytes) -> int | None:
+    """The table a series file codes its hyper-latent z's difference from the previous slice's
+    with (``medvae.prediction.choose_hyper``); None where z is coded alone."""
+    from medvae.prediction import block_hyper
+
+    return block_hyper(block) if block else None
 
 
 def _base_step(header) -> float | None:
@@ -191,8 +200,9 @@ def format_text(info: dict[str, Any]) -> str:
         rows.append(("series", f"coded given {given}: decodes after {'them' if two else 'it'} "
                                "(medvae decompress finds them beside this file)"))
     if info["base_predicted_pairs"] is not None:
+        hyper = "" if info["hyper_predicted_table"] is None else f", and z under table {info['hyper_predicted_table']}"
         rows.append(("base", f"latent quantized with step {info['base_step']:g}, coded against that slice's in "
-                             f"{info['base_predicted_pairs']} (channel, scale range) pairs (medvae.prediction)"))
+                             f"{info['base_predicted_pairs']} (channel, scale range) pairs{hyper} (medvae.prediction)"))
     elif info["base_step"] is not None:
         rows.append(("base", f"latent quantized with step {info['base_step']:g}, the step this image's noise calls for "
                              "(medvae.prediction.noise_step)"))

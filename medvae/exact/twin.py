@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import numpy as np
 import torch
 from compressai.entropy_models import EntropyModel
 from compressai.models import CompressionModel
@@ -107,6 +106,11 @@ def decode_symbols(
         values = coder.entropy_coder.decode_with_indexes(guarded(string, len(band)), band, *tables)
         part.copy_(torch.tensor(values, dtype=torch.int32).reshape(part.shape))
     return out
+
+
+def _constant_indexes(shape: tuple[int, ...], index: int) -> IndexRows:
+    """Table indexes of a latent of ``shape`` (1, C, H, W) coded with one table, ``index``."""
+    return lambda r0, r1: torch.full((1, shape[1], r1 - r0, shape[-1]), index, dtype=torch.int32)
 
 
 def channel_indexes(channels: int, width: int) -> IndexRows:
@@ -321,46 +325,54 @@ class ExactTwin(nn.Module):
         strings, x_hat, _ = self._encode_hyperprior(latents, step=step)
         return strings, x_hat
 
-    def predicted_symbols(self, x: NormalizedImage, step: int = UNIT_STEP) -> Tensor:
+    def predicted_symbols(self, x: NormalizedImage, step: int = UNIT_STEP) -> tuple[Tensor, Tensor]:
         """The prediction of :mod:`medvae.prediction` from an image (the previous slice of a
         series as decoded, normalised as this slice is): the y of its analysis quantized with
-        ``step`` (in quarters), as int32 symbols."""
-        return self._symbols(self.analyze(x)[0], step=step)
+        ``step`` (in quarters), and its z, rounded as the coder rounds z, as int32 symbols."""
+        y, z = self.analyze(x)
+        return self._symbols(y, step=step), self._symbols(z, self.medians)
 
     def encode_predicted(
-        self, latents: list[Stored | Tensor], predicted: Tensor, step: int = UNIT_STEP
+        self, latents: list[Stored | Tensor], predicted: tuple[Tensor, Tensor], step: int = UNIT_STEP
     ) -> tuple[list[bytes], TiledOutput, bytes]:
-        """:meth:`encode` with y quantized with ``step`` (in quarters) and coded against
+        """:meth:`encode` with y quantized with ``step`` (in quarters) and y and z coded against
         ``predicted`` (:meth:`predicted_symbols` at that step) where :func:`medvae.prediction.choose`
-        finds it pays; also returns the prediction block (empty where nothing gains at the unit
-        step: the strings are then :meth:`encode`'s). The reconstruction is that of y itself, as
-        without prediction. Hyperprior models, one pass over y."""
+        and :func:`~medvae.prediction.choose_hyper` find it pays; also returns the prediction block
+        (empty where nothing gains at the unit step: the strings are then :meth:`encode`'s). The
+        reconstruction is that of y itself, as without prediction. Hyperprior models, one pass over y."""
         if not self.hyperprior or self.y_passes != 1:
             raise ValueError("base prediction is for hyperprior models coded in one pass over y")
         return self._encode_hyperprior(latents, predicted, step)
 
     def _encode_hyperprior(
-        self, latents: list[Stored | Tensor], predicted: Tensor | None = None, step: int = UNIT_STEP
+        self, latents: list[Stored | Tensor], predicted: tuple[Tensor, Tensor] | None = None, step: int = UNIT_STEP
     ) -> tuple[list[bytes], TiledOutput, bytes]:
         """:meth:`encode` (and, with ``predicted``, :meth:`encode_predicted`) of ``[y, z]``."""
         conditional = self._coders[1]
         y, z = latents
         latents.clear()
         z_symbols = self._symbols(z, self.medians)
-        z_strings = self._bottleneck_strings(z_symbols)
+        hyper = None
+        if predicted is not None:
+            z_symbols, z_predicted = z_symbols.cpu(), predicted[1].cpu()
+            hyper = prediction.choose_hyper(z_symbols, z_predicted, self._coders[0], conditional)
+        if hyper is None:
+            z_strings = self._bottleneck_strings(z_symbols)
+        else:
+            z_strings = encode_symbols(conditional, z_symbols - z_predicted, _constant_indexes(z_symbols.shape, hyper), self.chunk)
         features = self.family.hyper_decode(self, self._bottleneck_value(z_symbols))
         y_symbols = self._symbols(y, step=step)
         del y
         coded, rows, block = y_symbols, self._scale_indexes(features, y_symbols.shape, step), b""
         if predicted is not None:
-            y_symbols, predicted = y_symbols.cpu(), predicted.cpu()  # the entropy coder's side
-            if predicted.shape != y_symbols.shape:
-                raise ValueError(f"a prediction of shape {tuple(predicted.shape)} for a latent of shape {tuple(y_symbols.shape)}")
+            y_symbols, y_predicted = y_symbols.cpu(), predicted[0].cpu()  # the entropy coder's side
+            if y_predicted.shape != y_symbols.shape:
+                raise ValueError(f"a prediction of shape {tuple(y_predicted.shape)} for a latent of shape {tuple(y_symbols.shape)}")
             indexes = rows(0, y_symbols.shape[-2])
-            options = prediction.choose(y_symbols, predicted, indexes, conditional)
-            if options.any() or step != UNIT_STEP:  # else nothing gains: coded as without prediction, no block
-                block = prediction.pack(options, step)
-                coded = prediction.coded(y_symbols, predicted, options, indexes)
+            options = prediction.choose(y_symbols, y_predicted, indexes, conditional)
+            if options.any() or step != UNIT_STEP or hyper is not None:  # else nothing gains: coded as without prediction, no block
+                block = prediction.pack(options, step, hyper)
+                coded = prediction.coded(y_symbols, y_predicted, options, indexes)
                 rows = lambda r0, r1: prediction.indexes_for(indexes[:, :, r0:r1], options)  # noqa: E731
         y_strings = encode_symbols(conditional, coded, rows, self.chunk)
         y_values = self._values(y_symbols, self.conditional_frac, step=step)
@@ -368,17 +380,26 @@ class ExactTwin(nn.Module):
 
     def decode(
         self, strings: list[bytes], shape: tuple[int, int], chunk: int | None = CHUNK,
-        predicted: tuple[Tensor, np.ndarray] | None = None, step: int = UNIT_STEP,
+        predicted: prediction.Prediction | None = None, step: int = UNIT_STEP,
     ) -> TiledOutput:
         """The reconstruction from the strings ``encode`` wrote (computed when read); ``shape``:
         the latent coded by the entropy bottleneck (y for the factorized prior, z for
         hyperpriors); ``chunk``: symbols per string (None: format 2, one string per latent);
         ``predicted``: for :meth:`encode_predicted`'s strings, the prediction and its block's
-        options (:func:`medvae.prediction.read`); ``step``: y's quantization step, in quarters
+        options and z's table (:func:`medvae.prediction.read`); ``step``: y's quantization step, in quarters
         (the block's, or the header's for a slice coded alone)."""
         conditional = self._coders[1]
         groups = self._split(strings, shape, chunk)
-        hat = self._bottleneck_value(self._bottleneck_symbols(groups[-1], shape, chunk))
+        if predicted is not None and predicted.hyper is not None:
+            if predicted.hyper >= conditional._quantized_cdf.size(0):
+                raise BitstreamError(f"corrupted base prediction block: z's table {predicted.hyper} does not exist")
+            z_predicted = predicted.z.cpu()
+            if tuple(z_predicted.shape[-2:]) != tuple(shape):
+                raise BitstreamError(f"a base prediction of shape {tuple(z_predicted.shape)} for a hyper-latent of shape {tuple(shape)}")
+            z_symbols = decode_symbols(conditional, groups[-1], _constant_indexes(z_predicted.shape, predicted.hyper), tuple(z_predicted.shape), chunk)
+            hat = self._bottleneck_value(z_symbols + z_predicted)
+        else:
+            hat = self._bottleneck_value(self._bottleneck_symbols(groups[-1], shape, chunk))
         if not self.hyperprior:
             return self.family.synthesize(self, hat)
         features = self.family.hyper_decode(self, hat)
@@ -387,7 +408,7 @@ class ExactTwin(nn.Module):
         if predicted is None:
             y_symbols = decode_symbols(conditional, groups[0], rows, y_shape, chunk)
         else:
-            values, options = predicted[0].cpu(), predicted[1]
+            values, options = predicted.y.cpu(), predicted.options
             if tuple(values.shape) != y_shape:
                 raise BitstreamError(f"a base prediction of shape {tuple(values.shape)} for a latent of shape {y_shape}")
             indexes = rows(0, y_shape[-2])

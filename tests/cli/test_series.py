@@ -77,6 +77,7 @@ def test_info_says_a_file_follows_its_previous_slice(coded, capsys):
     text = capsys.readouterr().out
     assert "coded given a neighbouring slice" in text and "coded against that slice's" in text
     assert f"latent quantized with step {record['base_step']:g}" in text
+    assert record["hyper_predicted_table"] is not None and f"and z under table {record['hyper_predicted_table']}" in text
 
 
 def test_info_names_both_slices_a_two_slice_file_read(tmp_path, capsys):

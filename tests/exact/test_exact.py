@@ -129,6 +129,7 @@ def coded_files(tmp_path_factory):
             header = medvae.read_header(data)  # the coarser of the bound's step and the noise's
             expected = max(prediction.base_step(max_error), prediction.noise_step(image, header.value_range))
             assert prediction.block_step(header.base_prediction) == expected != prediction.UNIT_STEP
+            assert prediction.block_hyper(header.base_prediction) is not None  # and z coded against the previous slice's
         if max_error is not None:  # each residual layer carries the adaptation of its laws, with their families (formats 15 to 20)
             plain = bitstream.PREDICTED_VERSIONS.get(version, bitstream.STEPPED_VERSIONS.get(version, version))
             assert plain in (bitstream.OPTIMIZED_VERSIONS if optimize else bitstream.LAW_VERSIONS)

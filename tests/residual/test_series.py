@@ -11,14 +11,14 @@ import pytest
 import torch
 
 import medvae
-from medvae import bitstream
+from medvae import bitstream, prediction
 from medvae.errors import BitstreamError, InputError, MedVAEError
 from medvae.evaluation.learned import SeriesWithResidual
 from medvae.io.slices import Slice
 from medvae.residual.model import ResidualModel, previous_tensor, residual_bits, slice_tensors, with_previous
 from medvae.residual.training import Pair, series_pairs, train_residual
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
-from medvae.series import Neighbours, as_slices, coding_plan, previous_planes
+from medvae.series import CHAIN_TRIAL, Neighbours, StepSearch, as_slices, coding_plan, previous_planes
 from tests.conftest import small_residual, small_series_residual
 
 
@@ -417,3 +417,55 @@ def test_a_damaged_file_raises_from_a_worker_process(codec2):
     damaged[len(damaged) // 2] ^= 4
     with pytest.raises(BitstreamError):
         codec2.decompress_series([*files[:4], bytes(damaged)], workers=2)
+
+
+# --- the encoder's step search (medvae.series.StepSearch) ---------------------------------------
+
+
+def test_each_chain_keeps_the_step_its_first_slice_codes_smaller():
+    """The first slice of each chain is coded with the rule's step and CHAIN_TRIAL quarters
+    coarser and keeps the smaller file (the rule's on a tie); the rest of the chain takes its
+    choice; key slices are coded once, with the rule's."""
+    plan = coding_plan(7, 2)  # key 2: chains 1, 0 and 3, 4; key 5 (a run of two): chain 6
+    search = StepSearch(plan)
+    assert [search.candidates(k) for k in (2, 1, 3)] == [(0,), (0, CHAIN_TRIAL), (0, CHAIN_TRIAL)]
+    assert search.offer(1, CHAIN_TRIAL, (b"xx", None)) is None  # waits for the other candidate
+    assert search.offer(1, 0, (b"xxx", None)) == (b"xx", None)
+    assert search.offer(3, 0, (b"xx", None)) is None
+    assert search.offer(3, CHAIN_TRIAL, (b"yy", None)) == (b"xx", None)  # a tie: the rule's
+    assert [search.candidates(k) for k in (0, 4)] == [(CHAIN_TRIAL,), (0,)]
+    assert StepSearch(plan, search=False).candidates(1) == (0,)
+
+
+def test_a_series_files_steps_are_the_smaller_files_steps(codec2):
+    """On a real coding: each chain's first slice holds whichever of its two steps gives the smaller
+    file (the files compress() writes for each), the next slice of the chain is coded as much
+    coarser as its first, and the files decode within the bound."""
+    volume = _volume(5)
+    files = codec2.compress_series(volume, max_error=2, max_chain=2)
+    decoded = codec2.decompress_series(files)
+    rule = codec2.compress_series(volume, max_error=2, max_chain=2, step_search=False)
+    for first, key, later in ((1, 2, 0), (3, 2, 4)):
+        tried = [codec2.compress(volume[first], max_error=2, previous=[decoded[key]], coarser_step=c) for c in (0, CHAIN_TRIAL)]
+        assert files[first] == min(tried, key=len) and rule[first] == tried[0]
+        chosen = (0, CHAIN_TRIAL)[tried.index(files[first])]
+        assert files[later] == codec2.compress(volume[later], max_error=2, previous=[decoded[first], decoded[key]], coarser_step=chosen)
+    for image, back in zip(volume, decoded):
+        assert np.abs(back.astype(np.int64) - image).max() <= 2
+
+
+def test_a_coarser_step_is_for_files_that_record_it(codec):
+    a, b, _ = _volume()
+    with pytest.raises(InputError, match="coarser_step"):
+        codec.compress(b, coarser_step=1)  # lossy
+    for bad in (-1, 13, 1.5, True):
+        with pytest.raises(InputError, match="coarser_step"):
+            codec.compress(b, max_error=0, coarser_step=bad)
+    unpredicted = copy.copy(codec)
+    unpredicted.base_prediction = False
+    with pytest.raises(InputError, match="coarser_step"):
+        unpredicted.compress(b, max_error=0, previous=a, coarser_step=2)
+    data = codec.compress(b, max_error=0, previous=a, coarser_step=2)
+    assert prediction.block_step(bitstream.read_header(data).base_prediction) == prediction.block_step(
+        bitstream.read_header(codec.compress(b, max_error=0, previous=a)).base_prediction) + 2
+    np.testing.assert_array_equal(codec.decompress(data, previous=a), b)
