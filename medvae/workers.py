@@ -23,11 +23,12 @@ import multiprocessing
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 import torch
 
-from medvae.errors import InputError
+from medvae.errors import InputError, MedVAEError
 
 Task = TypeVar("Task")
 #: A task's call on the codec: (method name, positional arguments, keyword arguments).
@@ -39,11 +40,12 @@ _codec: Any = None  # a worker's codec, inherited from the parent at fork
 def worker_count(workers: int | None, device: torch.device | str, width: int) -> int:
     """How many processes code a graph at most ``width`` slices wide: ``workers``, by default
     torch's thread count (the cores this process was given, each worker taking one), at most
-    ``width``; 1 (this process, with all its threads) where forking a loaded model is not safe:
-    outside Linux, or with a model on a GPU."""
+    ``width``; 1 (this process, with all its threads) where forking a loaded model is not safe or
+    not allowed: outside Linux, with a model on a GPU, or in a daemonic process (a
+    ``multiprocessing.Pool``'s worker, which may not start processes)."""
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InputError(f"workers must be a whole number >= 1 (None: one per torch thread), got {workers!r}")
-    if not sys.platform.startswith("linux") or torch.device(device).type != "cpu":
+    if not sys.platform.startswith("linux") or torch.device(device).type != "cpu" or multiprocessing.current_process().daemon:
         return 1
     return max(1, min(torch.get_num_threads() if workers is None else workers, width))
 
@@ -55,7 +57,8 @@ def run_graph(
     ``done(task, result)``, in this process, gets each result and returns the tasks it makes
     ready. With ``workers`` > 1, tasks run in that many forked processes, one torch thread each;
     with 1, here, one after another. An exception a task raises is raised here, after the tasks
-    running with it finish (no more start)."""
+    running with it finish (no more start); a worker that dies (out of memory, killed) raises a
+    :class:`MedVAEError` that says so."""
     if workers <= 1:
         ready = collections.deque(first)
         while ready:
@@ -71,7 +74,12 @@ def run_graph(
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     task = pending.pop(future)
-                    for after in done(task, future.result()):
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        raise MedVAEError(f"a worker process coding the series died (out of memory, or killed); "
+                                          f"code it in this process with workers=1 ({workers} were running)") from None
+                    for after in done(task, result):
                         pending[pool.submit(_run, *call(after))] = after
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)

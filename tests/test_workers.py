@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 
 import pytest
 import torch
 
-from medvae.errors import InputError
+from medvae.errors import InputError, MedVAEError
 from medvae.workers import run_graph, worker_count
 
 
@@ -18,6 +19,8 @@ class _Recorder:
     def visit(self, task: int, after: int | None) -> tuple[int, int, int | None]:
         if task == 13:
             raise InputError("task 13 refuses")
+        if task == 66:
+            os._exit(1)  # a worker killed (out of memory, say)
         return os.getpid(), task, after
 
 
@@ -66,6 +69,13 @@ def test_worker_count_takes_the_threads_and_the_graph_width():
     assert worker_count(8, "cpu", 3) == (3 if linux else 1)  # no more processes than slices that can run at once
     assert worker_count(8, "cpu", 0) == 1
     assert worker_count(2, "cuda", 10) == 1  # a model on a GPU is not forked
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # nor from a daemonic pool worker
+        assert pool.apply(worker_count, (2, "cpu", 10)) == 1
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(InputError, match="workers"):
             worker_count(bad, "cpu", 4)
+
+
+def test_a_worker_that_dies_is_reported_as_such():
+    with pytest.raises(MedVAEError, match="worker process .* died"):
+        run_graph(_Recorder(), [0], lambda task: ("visit", (task, None), {}), lambda task, result: [66] if task == 0 else [], 2)
