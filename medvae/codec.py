@@ -629,6 +629,14 @@ class Codec:
         encoded = self._base(image, **options, keep_pixels=True, **self._base_options(previous, self._base_step(previous, max_error)))
         return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, previous=previous, optimize=optimize)
 
+    def rule_step(self, image: np.ndarray, header: bitstream.Header) -> int:
+        """The step of y (in quarters) the encoder's rule gives ``image`` coded as the lossless or
+        near-lossless series slice ``header`` describes (its bound and value range): the series
+        step of the bound, or the noise's if coarser (:meth:`_base_step`, :func:`medvae.prediction.noise_step`).
+        A file's step less this is how much coarser the step search coded it (:class:`medvae.series.StepSearch`)."""
+        step = prediction.base_step(header.max_error)
+        return max(step, prediction.noise_step(image, header.value_range)) if self.noise_step else step
+
     def _check_coarser_step(self, coarser_step: int, residual: Residual | None, previous) -> None:
         """An :class:`InputError` unless ``coarser_step`` (:meth:`compress`) is a whole number of
         quarters from 0 to 12 that the file can record: a residual file's, but a series slice's

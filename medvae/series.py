@@ -108,6 +108,17 @@ class StepSearch:
             return (0, CHAIN_TRIAL) if self._search else (0,)
         return (self._chosen[reference],)
 
+    def ready(self, k: int) -> bool:
+        """Whether slice ``k``'s candidates are known: a key slice's and a chain's first slice's
+        always, a later slice's once the slice it follows has its choice."""
+        reference = self._reference[k]
+        return reference is None or self._reference[reference] is None or reference in self._chosen
+
+    def adopt(self, k: int, coarser_step: int) -> None:
+        """Take ``coarser_step`` as slice ``k``'s choice, made elsewhere: 0 for a slice coded alone
+        for want of its neighbour, or what a file written before says (:func:`choice_of`)."""
+        self._chosen[k] = coarser_step
+
     def offer(self, k: int, coarser_step: int, result: tuple[bytes, np.ndarray]) -> tuple[bytes, np.ndarray] | None:
         """Slice ``k`` coded with ``coarser_step`` gave ``result`` (file, pixels): the chosen
         result once every candidate has been offered (the smallest file; the earlier candidate
@@ -120,6 +131,13 @@ class StepSearch:
         del self._offered[k]
         self._chosen[k] = min(candidates, key=lambda c: len(offered[c][0]))
         return offered[self._chosen[k]]
+
+
+def choice_of(step: int, rule: int) -> int:
+    """The choice (``coarser_step``) of a slice the step search coded, from the step its file
+    records and the rule's step for that slice (:meth:`medvae.Codec.rule_step`): its candidates were
+    0 and :data:`CHAIN_TRIAL`. At the largest step, where the two meet, the rule's."""
+    return 0 if step <= rule else CHAIN_TRIAL
 
 
 def slice_key(crc: int, header: bitstream.Header) -> tuple:

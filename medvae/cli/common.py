@@ -30,6 +30,7 @@ class Options:
     max_chain: int = CHAIN  # --series: a slice decodes after at most max_chain others (medvae.series.coding_plan)
     series_ranks: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's medvae.cli.series_order.Rank
     series_outputs: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's .mvae, by (series, rank)
+    series_sources: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's path, by (series, rank)
 
 
 @lru_cache(maxsize=2)

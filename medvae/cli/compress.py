@@ -29,7 +29,7 @@ from medvae.cli.common import (
 from medvae.cli.files import Task, UsageError, plan, slice_paths
 from medvae.errors import MedVAEError
 from medvae.io.files import publish
-from medvae.series import CHAIN, MAX_CHAIN, Neighbours, can_follow, coding_plan, read_next
+from medvae.series import CHAIN, MAX_CHAIN, Neighbours, StepSearch, can_follow, choice_of, coding_plan, read_next
 
 EXAMPLES = """examples:
   medvae compress scans/ -o scans_mvae/                 every file under scans/, tree mirrored
@@ -105,7 +105,7 @@ def compress_file(task: Task) -> batch.Outcome:
                                           previous_slice=before, **settings))
                 data, decoded = chosen[-1].data, chosen[-1].pixels
             elif options.series:
-                data, decoded = codec.compress_with_pixels(stack.pixels[i], max_error=options.max_error, previous=before, **settings)
+                data, decoded = coded_in_series(codec, stack, i, place, before, options.max_error, settings)
             else:
                 data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
             publish(targets[i], data, overwrite=options.force)
@@ -136,6 +136,8 @@ class Place(NamedTuple):
     reference: int | None  # the rank of the slice it is coded given; None for a key slice
     neighbours: Neighbours  # what the series' slices coded so far in this process pass on
     output: Path | None  # the reference's .mvae, which an earlier run may have written (--skip-existing)
+    search: StepSearch  # the series' step choices so far in this process (medvae.series.StepSearch)
+    source: Path | None = None  # the reference's input, a single-slice file (None: this input holds it)
 
 
 def series_steps(task: Task, targets: list[Path], todo: list[int], options: Options) -> list[tuple[int, Place | None]]:
@@ -151,14 +153,41 @@ def series_steps(task: Task, targets: list[Path], todo: list[int], options: Opti
     current = _state.get("series")
     if current is None or current[0] != series:  # a new series: the last one's slices are no neighbours of it
         plan = coding_plan(count, options.max_chain)
-        _state["series"] = current = (series, Neighbours(plan), dict(plan))  # slice: reference, in coding order
-    _, neighbours, references = current
+        search = StepSearch(plan, _state["codec"].base_prediction)
+        _state["series"] = current = (series, Neighbours(plan), dict(plan), search)  # slice: reference, in coding order
+    _, neighbours, references, search = current
     if rank is None:
         wanted = set(todo)
-        return [(i, Place(i, reference, neighbours, targets[reference] if reference is not None else None))
+        return [(i, Place(i, reference, neighbours, targets[reference] if reference is not None else None, search))
                 for i, reference in references.items() if i in wanted]
     reference = references[rank]
-    return [(i, Place(rank, reference, neighbours, options.series_outputs.get((series, reference)))) for i in todo]
+    output, source = options.series_outputs.get((series, reference)), options.series_sources.get((series, reference))
+    return [(i, Place(rank, reference, neighbours, output, search, source)) for i in todo]
+
+
+def coded_in_series(codec, stack, i: int, place: Place, before: list | None, max_error: int, settings: dict) -> tuple:
+    """``--series``: slice ``i`` of ``stack`` coded given ``before`` (None: alone), as
+    :meth:`medvae.Codec.compress_series` codes it, step search included (:class:`medvae.series.StepSearch`:
+    a chain's first slice at two steps of y, the smaller file kept), and the pixels its file
+    decodes to. Where the slice it follows was written by an earlier run (``--skip-existing``),
+    its chain's choice is read back from that file, so a resumed run writes the files an
+    uninterrupted one would."""
+    import medvae
+    from medvae import io as mio
+    from medvae.prediction import block_step
+
+    search, image = place.search, stack.pixels[i]
+    if before is None:  # a key slice, or one whose neighbour is missing: coded alone, at the rule's step
+        search.adopt(place.rank, 0)
+        return codec.compress_with_pixels(image, max_error=max_error, **settings)
+    if not search.ready(place.rank):
+        header = medvae.read_header(place.output.read_bytes())
+        reference = stack.pixels[place.reference] if place.source is None else mio.read(place.source).pixels[0]
+        search.adopt(place.reference, choice_of(block_step(header.base_prediction), codec.rule_step(reference, header))
+                     if header.base_prediction else 0)
+    for coarser in search.candidates(place.rank):
+        chosen = search.offer(place.rank, coarser, codec.compress_with_pixels(image, max_error=max_error, previous=before, coarser_step=coarser, **settings))
+    return chosen
 
 
 def neighbour_in_series(image, place: Place) -> list | None:
@@ -329,15 +358,17 @@ def compress_all(args: argparse.Namespace) -> int:
         raise UsageError("--max-chain sets how many slices --series may decode before one: add --series")
     if args.max_chain is not None and not 0 <= args.max_chain <= MAX_CHAIN:
         raise UsageError(f"--max-chain must be 0 to {MAX_CHAIN} (0: every slice alone), got {args.max_chain}")
-    ranks, outputs = {}, {}
+    ranks, outputs, sources = {}, {}, {}
     if args.series:  # each DICOM series' files together, in their plan's order, for one worker
         from medvae.cli.series_order import series_order
 
         tasks, ranks = series_order(tasks, CHAIN if args.max_chain is None else args.max_chain)
         outputs = {ranks[str(t.source)][:2]: slice_paths(t.base, 1, ".mvae")[0] for t in tasks if str(t.source) in ranks}
+        sources = {ranks[str(t.source)][:2]: t.source for t in tasks if str(t.source) in ranks}
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
                       max_error=bound, target=target, iterations=args.iterations, series=args.series, series_ranks=ranks,
-                      max_chain=CHAIN if args.max_chain is None else args.max_chain, series_outputs=outputs)
+                      max_chain=CHAIN if args.max_chain is None else args.max_chain, series_outputs=outputs,
+                      series_sources=sources)
     groups = series_groups(tasks, ranks)  # each run of a series in one worker, in its plan's order
     workers = args.workers or batch.auto_workers(len(groups), threads_per_worker=2)
     outcomes += batch.run(

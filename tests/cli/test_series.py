@@ -155,6 +155,36 @@ def test_a_resumed_series_writes_the_files_an_uninterrupted_run_writes(tmp_path)
     assert {path.name: path.read_bytes() for path in folder.glob("slice_*.mvae")} == whole
 
 
+def test_the_cli_codes_a_volume_as_compress_series_does(tmp_path):
+    """--series codes each slice as ``Codec.compress_series`` does, the step search included:
+    the same base prediction block (steps, z's table) and the same strings, slice by slice."""
+    import medvae
+
+    volume = _volume(5)
+    np.save(tmp_path / "vol.npy", volume)
+    assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series", "--max-chain", "2"]) == 0
+    cli = [path.read_bytes() for path in sorted((tmp_path / "c" / "vol").glob("slice_*.mvae"))]
+    library = medvae.load("medvae").compress_series(list(volume), max_error=1, max_chain=2, bits_stored=bitstream.read_header(cli[0]).bits_stored)
+    for ours, theirs in zip(cli, library):
+        (a, strings_a, _), (b, strings_b, _) = bitstream.unpack(ours), bitstream.unpack(theirs)
+        assert (a.base_prediction, a.residual_strings, strings_a) == (b.base_prediction, b.residual_strings, strings_b)
+
+
+def test_a_resumed_dicom_series_reads_its_chains_step_back_from_the_kept_files(tmp_path):
+    """Key slice c; a is coded given b and e given d, each as much coarser as its chain's first
+    slice chose (medvae.series.StepSearch): with a and e deleted, the resumed run reads that
+    choice back from b's and d's files (and their inputs) and writes the same files."""
+    source = tmp_path / "in"
+    _dicom_series(source, "abcde")
+    command = ["compress", str(source), "-o", str(tmp_path / "c"), "--max-error", "1", "--series"]
+    assert main(command) == 0
+    whole = {name: (tmp_path / "c" / f"{name}.mvae").read_bytes() for name in "abcde"}
+    for name in "ae":
+        (tmp_path / "c" / f"{name}.mvae").unlink()
+    assert main([*command, "--skip-existing"]) == 0
+    assert {name: (tmp_path / "c" / f"{name}.mvae").read_bytes() for name in "abcde"} == whole
+
+
 def test_a_resumed_dicom_series_codes_its_files_given_the_kept_ones(tmp_path):
     source = tmp_path / "in"
     _dicom_series(source, "abc")

@@ -18,7 +18,7 @@ from medvae.io.slices import Slice
 from medvae.residual.model import ResidualModel, previous_tensor, residual_bits, slice_tensors, with_previous
 from medvae.residual.training import Pair, series_pairs, train_residual
 from medvae.residual.weights import Residual, calibrate_residual, load_residual, save_residual
-from medvae.series import CHAIN_TRIAL, Neighbours, StepSearch, as_slices, coding_plan, previous_planes
+from medvae.series import CHAIN_TRIAL, Neighbours, StepSearch, as_slices, choice_of, coding_plan, previous_planes
 from tests.conftest import small_residual, small_series_residual
 
 
@@ -435,6 +435,11 @@ def test_each_chain_keeps_the_step_its_first_slice_codes_smaller():
     assert search.offer(3, CHAIN_TRIAL, (b"yy", None)) == (b"xx", None)  # a tie: the rule's
     assert [search.candidates(k) for k in (0, 4)] == [(CHAIN_TRIAL,), (0,)]
     assert StepSearch(plan, search=False).candidates(1) == (0,)
+    resumed = StepSearch(plan)  # a run that finds slice 1 written before: its choice read back from its file
+    assert not resumed.ready(0) and resumed.ready(1) and resumed.ready(2)
+    resumed.adopt(1, choice_of(step=9, rule=7))
+    assert resumed.ready(0) and resumed.candidates(0) == (CHAIN_TRIAL,)
+    assert [choice_of(7, 7), choice_of(9, 7), choice_of(16, 16)] == [0, CHAIN_TRIAL, 0]
 
 
 def test_a_series_files_steps_are_the_smaller_files_steps(codec2):
