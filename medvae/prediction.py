@@ -181,11 +181,12 @@ def choose_hyper(symbols: Tensor, predicted: Tensor, bottleneck: EntropyModel, c
     """The table of ``conditional`` under which z's ``symbols`` less the ``predicted`` ones (both
     (1, C, H, W)) cost the fewest bits (:func:`symbol_costs`, exact; the lowest index on a tie),
     if fewer than ``symbols`` cost under the entropy ``bottleneck`` (each channel its table); else None."""
-    channels, rows, width = symbols.shape[1:]
-    alone = symbol_costs(symbols, torch.arange(channels, dtype=torch.int32)[None, :, None, None].expand(symbols.shape), bottleneck).sum()
-    difference = symbols - predicted
+    channels = torch.arange(symbols.shape[1], dtype=torch.int32)[None, :, None, None].expand(symbols.shape)
+    alone = symbol_costs(symbols, channels, bottleneck).sum()
+    values, counts = torch.unique(symbols - predicted, return_counts=True)  # few distinct differences: cost each once
+    values, counts = values.view(1, 1, 1, -1), counts.numpy()
     tables = conditional._quantized_cdf.size(0)
-    costs = [symbol_costs(difference, torch.full(symbols.shape, i, dtype=torch.int32), conditional).sum() for i in range(tables)]
+    costs = [symbol_costs(values, torch.full(values.shape, i, dtype=torch.int32), conditional)[0, 0] @ counts for i in range(tables)]
     best = int(np.argmin(costs))
     return best if costs[best] < alone else None
 
