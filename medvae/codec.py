@@ -471,7 +471,8 @@ class Codec:
         for k, reference in plan:
             after[reference].append(k)
         keys = after[None]
-        width = sum(len(search.candidates(k)) for k, reference in plan if reference in keys)  # codings that may run at once
+        chains = sum(len(search.candidates(k)) for k, reference in plan if reference in keys)
+        width = max(len(keys), chains)  # codings that may run at once: the key slices, then the chains' first slices
         reads: dict[int, list[np.ndarray] | None] = {}
 
         def tasks(k: int) -> list[tuple[int, int]]:  # (slice, coarser_step)
@@ -510,7 +511,8 @@ class Codec:
             for key in set(keys):
                 waiting.setdefault(key, []).append(k)
         first = [k for k, count in enumerate(missing) if count == 0]
-        width = sum(len(waiting.get(slice_key(headers[k].pixels_crc, headers[k]), ())) for k in first)  # chains that may run at once
+        chains = sum(len(waiting.get(slice_key(headers[k].pixels_crc, headers[k]), ())) for k in first)
+        width = max(len(first), chains)  # decodings that may run at once: the key slices, then the chains' first slices
         images: list[np.ndarray | None] = [None] * len(files)
         decoded: dict[tuple, np.ndarray] = {}
 

@@ -411,6 +411,21 @@ def test_chains_coded_in_worker_processes_give_the_same_files_and_slices(codec2)
         np.testing.assert_array_equal(image, alone)
 
 
+def test_slices_coded_alone_run_in_worker_processes_too(codec, monkeypatch):
+    """With max_chain=0 every slice is a key slice: they are independent, so they go to the
+    workers as the chains do (the count the coder asks for is the key slices'), with the same files."""
+    from medvae import workers
+
+    volume = _volume(4)
+    asked = []
+    monkeypatch.setattr("medvae.codec.worker_count", lambda n, device, width: asked.append(width) or workers.worker_count(n, device, width))
+    files = codec.compress_series(volume, max_error=1, max_chain=0, workers=2)
+    assert asked == [4] and files == codec.compress_series(volume, max_error=1, max_chain=0, workers=1)
+    assert [image.tolist() for image in codec.decompress_series(files, workers=2)] == [
+        image.tolist() for image in codec.decompress_series(files, workers=1)]
+    assert asked[-1] == 4
+
+
 def test_a_damaged_file_raises_from_a_worker_process(codec2):
     files = codec2.compress_series(_volume(5), max_error=0, max_chain=2, workers=1)
     damaged = bytearray(files[4])  # the last slice of a chain: read by no other
