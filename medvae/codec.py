@@ -307,9 +307,7 @@ class Codec:
         (at most :data:`medvae.bitstream.STEPS`' last)."""
         image = check_image(image)
         exceptions, value_range, x = self._model_input(image, value_range, padding_value)
-        if noise_step:
-            base_step = max(base_step, prediction.noise_step(image, value_range))
-        base_step = min(base_step + coarser_step, bitstream.STEPS[-1])
+        base_step = min(prediction.rule_step(base_step, image, value_range, noise_step) + coarser_step, bitstream.STEPS[-1])
         encodings, predicted_block = [], b""
         with torch.inference_mode():
             if self.progressive:
@@ -634,10 +632,9 @@ class Codec:
     def rule_step(self, image: np.ndarray, header: bitstream.Header) -> int:
         """The step of y (in quarters) the encoder's rule gives ``image`` coded as the lossless or
         near-lossless series slice ``header`` describes (its bound and value range): the series
-        step of the bound, or the noise's if coarser (:meth:`_base_step`, :func:`medvae.prediction.noise_step`).
+        step of the bound, or the noise's if coarser (:func:`medvae.prediction.rule_step`, as the encoder applies it).
         A file's step less this is how much coarser the step search coded it (:class:`medvae.series.StepSearch`)."""
-        step = prediction.base_step(header.max_error)
-        return max(step, prediction.noise_step(image, header.value_range)) if self.noise_step else step
+        return prediction.rule_step(prediction.base_step(header.max_error), image, header.value_range, self.noise_step)
 
     def _check_coarser_step(self, coarser_step: int, residual: Residual | None, previous) -> None:
         """An :class:`InputError` unless ``coarser_step`` (:meth:`compress`) is a whole number of

@@ -88,6 +88,12 @@ def base_step(max_error: int) -> int:
     return 5 if max_error == 0 else 6 if max_error <= 2 else 7
 
 
+def rule_step(least: int, image: np.ndarray, value_range: tuple[int, int], noise: bool = True) -> int:
+    """y's step by the encoder's rule: ``least`` (the unit, or a series slice's :func:`base_step`)
+    or, with ``noise``, the image's :func:`noise_step` where coarser."""
+    return max(least, noise_step(image, value_range)) if noise else least
+
+
 #: :func:`noise_step`'s rule: the step q (in quarters) is the nearest integer to
 #: ``cbrt(NOISE_SCALE · noise / span)``, within ``UNIT_STEP`` and :data:`NOISE_STEP_LIMIT`.
 NOISE_SCALE = 2**14

@@ -29,8 +29,7 @@ class Options:
     series: bool = False  # a volume's slices coded given a neighbour (with max_error; key slices alone)
     max_chain: int = CHAIN  # --series: a slice decodes after at most max_chain others (medvae.series.coding_plan)
     series_ranks: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's medvae.cli.series_order.Rank
-    series_outputs: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's .mvae, by (series, rank)
-    series_sources: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's path, by (series, rank)
+    series_tasks: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's Task, by (series, rank)
 
 
 @lru_cache(maxsize=2)

@@ -161,7 +161,8 @@ def series_steps(task: Task, targets: list[Path], todo: list[int], options: Opti
         return [(i, Place(i, reference, neighbours, targets[reference] if reference is not None else None, search))
                 for i, reference in references.items() if i in wanted]
     reference = references[rank]
-    output, source = options.series_outputs.get((series, reference)), options.series_sources.get((series, reference))
+    kept = options.series_tasks.get((series, reference))  # the reference's file, if the batch holds it
+    output, source = (slice_paths(kept.base, 1, ".mvae")[0], kept.source) if kept is not None else (None, None)
     return [(i, Place(rank, reference, neighbours, output, search, source)) for i in todo]
 
 
@@ -358,17 +359,15 @@ def compress_all(args: argparse.Namespace) -> int:
         raise UsageError("--max-chain sets how many slices --series may decode before one: add --series")
     if args.max_chain is not None and not 0 <= args.max_chain <= MAX_CHAIN:
         raise UsageError(f"--max-chain must be 0 to {MAX_CHAIN} (0: every slice alone), got {args.max_chain}")
-    ranks, outputs, sources = {}, {}, {}
+    ranks, series_tasks = {}, {}
     if args.series:  # each DICOM series' files together, in their plan's order, for one worker
         from medvae.cli.series_order import series_order
 
         tasks, ranks = series_order(tasks, CHAIN if args.max_chain is None else args.max_chain)
-        outputs = {ranks[str(t.source)][:2]: slice_paths(t.base, 1, ".mvae")[0] for t in tasks if str(t.source) in ranks}
-        sources = {ranks[str(t.source)][:2]: t.source for t in tasks if str(t.source) in ranks}
+        series_tasks = {ranks[str(t.source)][:2]: t for t in tasks if str(t.source) in ranks}
     options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
                       max_error=bound, target=target, iterations=args.iterations, series=args.series, series_ranks=ranks,
-                      max_chain=CHAIN if args.max_chain is None else args.max_chain, series_outputs=outputs,
-                      series_sources=sources)
+                      max_chain=CHAIN if args.max_chain is None else args.max_chain, series_tasks=series_tasks)
     groups = series_groups(tasks, ranks)  # each run of a series in one worker, in its plan's order
     workers = args.workers or batch.auto_workers(len(groups), threads_per_worker=2)
     outcomes += batch.run(
