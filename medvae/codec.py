@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -443,7 +443,8 @@ class Codec:
 
     def compress_series(
         self, images: Sequence[np.ndarray], *, max_error: int, max_chain: int = CHAIN, progress: bool = False,
-        workers: int | None = None, step_search: bool = True, **options,
+        workers: int | None = None, step_search: bool = True, slice_options: Sequence[Mapping[str, Any]] | None = None,
+        written: Callable[[int, bytes], None] | None = None, **options,
     ) -> list[bytes]:
         """The files of a series' consecutive slices (a volume's, in order), lossless or
         near-lossless (``max_error``; other ``options`` as for :meth:`compress`), one per slice in
@@ -456,7 +457,13 @@ class Codec:
         the chain takes (:class:`medvae.series.StepSearch`; off: one coding per slice, about 15 %
         faster, files up to 0.4 % larger). Independent
         chains of slices are coded at once in ``workers`` processes (default: one per torch
-        thread; :mod:`medvae.workers`), which changes no byte. :meth:`decompress_series` decodes them."""
+        thread; :mod:`medvae.workers`), which changes no byte. ``slice_options``: one mapping per
+        slice of options for that slice alone (its ``metadata``, its ``padding_value``), over
+        ``options``; ``written(k, data)``, when given, gets each slice's file as soon as it is
+        chosen, in coding order (``medvae compress --series`` writes it out then, so an interrupted
+        run keeps what it coded). :meth:`decompress_series` decodes them."""
+        if slice_options is not None and len(slice_options) != len(images):
+            raise InputError(f"slice_options holds {len(slice_options)} mappings for {len(images)} slices")
         if "key_every" in options:  # the parameter this replaced
             raise InputError("key_every is now max_chain: a slice decodes after at most max_chain others, with a key "
                              "slice in the middle of every 2·max_chain + 1 (key_every=K bounded the chain at K − 1)")
@@ -479,7 +486,8 @@ class Codec:
 
         def call(task: tuple[int, int]) -> Call:
             k, coarser = task
-            return "compress_with_pixels", (images[k],), {"max_error": max_error, "previous": reads[k], "coarser_step": coarser, **options}
+            own = slice_options[k] if slice_options is not None else {}
+            return "compress_with_pixels", (images[k],), {**options, **own, "max_error": max_error, "previous": reads[k], "coarser_step": coarser}
 
         with tqdm(total=len(plan), desc="series", unit="slice", disable=not progress) as bar:
             def done(task: tuple[int, int], result: tuple[bytes, np.ndarray]) -> list[tuple[int, int]]:
@@ -489,6 +497,8 @@ class Codec:
                     return []
                 files[k] = chosen[0]
                 neighbours.coded(k, reference_of[k], chosen[1], reads.pop(k), files[k])
+                if written is not None:
+                    written(k, files[k])
                 bar.update()
                 return [task for later in after[k] for task in tasks(later)]
 

@@ -91,6 +91,9 @@ def compress_file(task: Task) -> batch.Outcome:
         if not todo:
             outcome.status, outcome.message = "skipped", "outputs exist"
             return outcome
+        if options.series and options.target is None and len(todo) == len(stack) > 1:
+            coded_volume(codec, stack, targets, options, outcome)  # every slice to code: the library's graph, in workers
+            todo = []
         chosen = []
         for n, (i, place) in enumerate(series_steps(task, targets, todo, options)):
             meta = source_metadata.pack(source_metadata.from_stack(stack, i))
@@ -127,6 +130,27 @@ def compress_file(task: Task) -> batch.Outcome:
             failed.message += f" ({len(outcome.outputs)} slice(s) were written before the failure)"
         return failed
     return outcome
+
+
+def coded_volume(codec, stack, targets: list[Path], options: Options, outcome: batch.Outcome) -> None:
+    """``--series`` on a multi-slice input none of whose slices is written yet: every slice coded
+    by :meth:`medvae.Codec.compress_series` (independent chains at once in worker processes,
+    :mod:`medvae.workers`), each file written as soon as it is chosen. It writes the files the
+    slice-by-slice path below writes (the same plan and step search; a test compares them), which
+    resumes a volume that an interrupted run left half written."""
+    from medvae import source_metadata
+
+    metadata = [source_metadata.pack(source_metadata.from_stack(stack, i)) for i in range(len(stack))]
+    each = [dict(metadata=meta, padding_value=padding_value(stack, i)) for i, meta in enumerate(metadata)]
+
+    def written(i: int, data: bytes) -> None:
+        publish(targets[i], data, overwrite=options.force)
+        h, w = stack.pixels[i].shape
+        count(outcome, targets[i], len(data), len(data) - len(metadata[i]), h * w)
+        batch.progress(outcome.source, outcome.slices, len(stack))
+
+    codec.compress_series(list(stack.pixels), max_error=options.max_error, max_chain=options.max_chain, slice_options=each,
+                          written=written, bits_stored=stack.bits_stored, refine_steps=options.refine_steps)
 
 
 class Place(NamedTuple):

@@ -156,15 +156,26 @@ def test_a_resumed_series_writes_the_files_an_uninterrupted_run_writes(tmp_path)
 
 
 def test_the_cli_codes_a_volume_as_compress_series_does(tmp_path):
-    """--series codes each slice as ``Codec.compress_series`` does, the step search included:
-    the same base prediction block (steps, z's table) and the same strings, slice by slice."""
+    """A volume's slices go through ``Codec.compress_series`` itself (its worker processes
+    included), each with the source metadata of its own slice; a DICOM series of one file per
+    slice goes slice by slice through the CLI's own path, which codes each slice as
+    ``compress_series`` does, the step search included: the same base prediction block (steps,
+    z's table) and the same strings, slice by slice."""
     import medvae
 
     volume = _volume(5)
     np.save(tmp_path / "vol.npy", volume)
     assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series", "--max-chain", "2"]) == 0
     cli = [path.read_bytes() for path in sorted((tmp_path / "c" / "vol").glob("slice_*.mvae"))]
-    library = medvae.load("medvae").compress_series(list(volume), max_error=1, max_chain=2, bits_stored=bitstream.read_header(cli[0]).bits_stored)
+    codec = medvae.load("medvae")
+    library = codec.compress_series(list(volume), max_error=1, max_chain=2, bits_stored=bitstream.read_header(cli[0]).bits_stored)
+    assert [bitstream.unpack(f)[1] for f in cli] == [bitstream.unpack(f)[1] for f in library]
+    assert len({bitstream.unpack(f)[2] for f in cli}) == 5  # each slice's own metadata (its position)
+
+    series = _dicom_series(tmp_path / "in", "abcde")
+    assert main(["compress", str(tmp_path / "in"), "-o", str(tmp_path / "d"), "--max-error", "1", "--series"]) == 0
+    cli = [(tmp_path / "d" / f"{name}.mvae").read_bytes() for name in "abcde"]
+    library = codec.compress_series(list(series), max_error=1, bits_stored=12)
     for ours, theirs in zip(cli, library):
         (a, strings_a, _), (b, strings_b, _) = bitstream.unpack(ours), bitstream.unpack(theirs)
         assert (a.base_prediction, a.residual_strings, strings_a) == (b.base_prediction, b.residual_strings, strings_b)

@@ -426,6 +426,26 @@ def test_slices_coded_alone_run_in_worker_processes_too(codec, monkeypatch):
     assert asked[-1] == 4
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_file_is_handed_over_once_chosen_with_its_own_options(codec2, workers):
+    """``written`` gets every slice's file once, each after the slice it was coded given (so a
+    caller writing them out as they come never writes a file before the one it reads), and
+    ``slice_options`` reach their slice alone: each file carries its own metadata."""
+    volume = _volume(5)
+    handed: list[tuple[int, bytes]] = []
+    files = codec2.compress_series(volume, max_error=1, max_chain=2, workers=workers, written=lambda k, data: handed.append((k, data)),
+                                   slice_options=[{"metadata": f"slice {k}".encode()} for k in range(5)])
+    assert sorted(k for k, _ in handed) == list(range(5)) and dict(handed) == dict(enumerate(files))
+    order = [k for k, _ in handed]
+    for k, reference in coding_plan(5, 2):
+        assert reference is None or order.index(reference) < order.index(k)
+    assert [bitstream.unpack(f)[2] for f in files] == [f"slice {k}".encode() for k in range(5)]
+    plain = codec2.compress_series(volume, max_error=1, max_chain=2, workers=1)
+    assert [bitstream.unpack(f)[1] for f in files] == [bitstream.unpack(f)[1] for f in plain]  # the same strings
+    with pytest.raises(InputError, match="slice_options holds 2 mappings for 5 slices"):
+        codec2.compress_series(volume, max_error=1, slice_options=[{}, {}])
+
+
 def test_a_damaged_file_raises_from_a_worker_process(codec2):
     files = codec2.compress_series(_volume(5), max_error=0, max_chain=2, workers=1)
     damaged = bytearray(files[4])  # the last slice of a chain: read by no other
