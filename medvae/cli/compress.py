@@ -11,9 +11,10 @@ never replace existing files unless ``--force``.
 from __future__ import annotations
 
 import argparse
+import collections
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from medvae.cli import batch, common
 from medvae.cli.common import (
@@ -29,7 +30,7 @@ from medvae.cli.common import (
 from medvae.cli.files import Task, UsageError, plan, slice_paths
 from medvae.errors import MedVAEError
 from medvae.io.files import publish
-from medvae.series import CHAIN, MAX_CHAIN, Neighbours, StepSearch, can_follow, choice_of, coding_plan, read_next
+from medvae.series import CHAIN, MAX_CHAIN, Neighbours, StepSearch, can_follow, choice_of, coding_plan, read_next, runs
 
 EXAMPLES = """examples:
   medvae compress scans/ -o scans_mvae/                 every file under scans/, tree mirrored
@@ -77,9 +78,17 @@ def compress_file(task: Task) -> batch.Outcome:
 
     options: Options = _state["options"]
     codec = _state["codec"]
+    ahead = _state.setdefault("ahead", {}).pop(str(task.source), None)
+    if ahead is not None:  # coded with its run's key slice (coded_run)
+        batch.progress(task.source, 1, 1)
+        return ahead
     outcome = batch.Outcome(task.source)
     try:
         outcome.input_bytes = task.source.stat().st_size
+        run = run_to_code(task, options)
+        if run is not None:
+            coded_run(codec, run, options, outcome)
+            return outcome
         single = slice_paths(task.base, 1, ".mvae")[0]
         if options.skip_existing and single.exists():  # done before; no need to read the input
             outcome.status, outcome.message = "skipped", "output exists"
@@ -134,23 +143,72 @@ def compress_file(task: Task) -> batch.Outcome:
 
 def coded_volume(codec, stack, targets: list[Path], options: Options, outcome: batch.Outcome) -> None:
     """``--series`` on a multi-slice input none of whose slices is written yet: every slice coded
-    by :meth:`medvae.Codec.compress_series` (independent chains at once in worker processes,
-    :mod:`medvae.workers`), each file written as soon as it is chosen. It writes the files the
-    slice-by-slice path below writes (the same plan and step search; a test compares them), which
-    resumes a volume that an interrupted run left half written."""
+    by :func:`coded_together`. It writes the files the slice-by-slice path below writes (the same
+    plan and step search; a test compares them), which resumes a volume that an interrupted run
+    left half written."""
+    coded_together(codec, [(stack, i) for i in range(len(stack))], targets, [outcome] * len(stack), options)
+
+
+def run_to_code(task: Task, options: Options) -> list[Task] | None:
+    """``--series`` on a DICOM series of one file per slice: the files of ``task``'s run in slice
+    order (:func:`medvae.series.runs`; a key slice and the files coded outwards from it), when
+    ``task`` is the run's key slice, the run holds more than one file and none of its outputs is
+    written (or ``--force``); else None, and each file goes the slice-by-slice path (resuming a
+    run, a rate target)."""
+    rank = options.series_ranks.get(str(task.source))
+    if not options.series or options.target is not None or rank is None:
+        return None
+    series, me, count, run = rank
+    plan = coding_plan(count, options.max_chain)
+    members = sorted(k for k, of in runs(plan).items() if of == run)
+    tasks = [options.series_tasks.get((series, k)) for k in members]
+    if len(members) < 2 or dict(plan)[me] is not None or None in tasks:
+        return None
+    if not options.force and any(slice_paths(t.base, 1, ".mvae")[0].exists() for t in tasks):
+        return None
+    return tasks
+
+
+def coded_run(codec, run: list[Task], options: Options, outcome: batch.Outcome) -> None:
+    """The files of ``run`` (:func:`run_to_code`) coded by :func:`coded_together`, counted in
+    ``outcome`` for the key slice's file and, for each other file, in an outcome its own job
+    returns when the batch hands it out in this process (next: the run is one worker's group).
+    What was written before a failure stays written, and counted."""
+    from medvae import io as mio
+
+    stacks = [mio.read(t.source) for t in run]
+    key = next(i for i, t in enumerate(run) if t.source == outcome.source)
+    outcomes = [outcome if i == key else batch.Outcome(t.source) for i, t in enumerate(run)]
+    for t, o in zip(run, outcomes):
+        o.input_bytes = t.source.stat().st_size
+    targets = [slice_paths(t.base, 1, ".mvae")[0] for t in run]
+    try:
+        coded_together(codec, [(stack, 0) for stack in stacks], targets, outcomes, options)
+    finally:
+        _state["ahead"].update({str(o.source): o for o in outcomes if o is not outcome and o.slices})
+
+
+def coded_together(codec, slices: list[tuple[Any, int]], targets: list[Path], outcomes: list[batch.Outcome], options: Options) -> None:
+    """Consecutive slices of a series (each a stack and its index) coded by
+    :meth:`medvae.Codec.compress_series` (independent chains at once in worker processes,
+    :mod:`medvae.workers`), each with its own source metadata and padding, its file written to
+    its target as soon as it is chosen and counted in its outcome."""
     from medvae import source_metadata
 
-    metadata = [source_metadata.pack(source_metadata.from_stack(stack, i)) for i in range(len(stack))]
-    each = [dict(metadata=meta, padding_value=padding_value(stack, i)) for i, meta in enumerate(metadata)]
+    metadata = [source_metadata.pack(source_metadata.from_stack(stack, i)) for stack, i in slices]
+    each = [dict(metadata=meta, padding_value=padding_value(stack, i), bits_stored=stack.bits_stored)
+            for (stack, i), meta in zip(slices, metadata)]
+    per_source = collections.Counter(id(o) for o in outcomes)
 
-    def written(i: int, data: bytes) -> None:
-        publish(targets[i], data, overwrite=options.force)
+    def written(k: int, data: bytes) -> None:
+        publish(targets[k], data, overwrite=options.force)
+        stack, i = slices[k]
         h, w = stack.pixels[i].shape
-        count(outcome, targets[i], len(data), len(data) - len(metadata[i]), h * w)
-        batch.progress(outcome.source, outcome.slices, len(stack))
+        count(outcomes[k], targets[k], len(data), len(data) - len(metadata[k]), h * w)
+        batch.progress(outcomes[k].source, outcomes[k].slices, per_source[id(outcomes[k])])
 
-    codec.compress_series(list(stack.pixels), max_error=options.max_error, max_chain=options.max_chain, slice_options=each,
-                          written=written, bits_stored=stack.bits_stored, refine_steps=options.refine_steps)
+    codec.compress_series([stack.pixels[i] for stack, i in slices], max_error=options.max_error, max_chain=options.max_chain,
+                          slice_options=each, written=written, refine_steps=options.refine_steps)
 
 
 class Place(NamedTuple):

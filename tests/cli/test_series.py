@@ -156,11 +156,11 @@ def test_a_resumed_series_writes_the_files_an_uninterrupted_run_writes(tmp_path)
 
 
 def test_the_cli_codes_a_volume_as_compress_series_does(tmp_path):
-    """A volume's slices go through ``Codec.compress_series`` itself (its worker processes
-    included), each with the source metadata of its own slice; a DICOM series of one file per
-    slice goes slice by slice through the CLI's own path, which codes each slice as
-    ``compress_series`` does, the step search included: the same base prediction block (steps,
-    z's table) and the same strings, slice by slice."""
+    """A volume's slices, and each run of a DICOM series of one file per slice, go through
+    ``Codec.compress_series`` itself (its worker processes included), each slice with the source
+    metadata of its own: the same base prediction block (steps, z's table) and the same strings,
+    slice by slice. (A resumed run goes slice by slice through the CLI's own path: the resume
+    tests compare its files with these.)"""
     import medvae
 
     volume = _volume(5)
@@ -179,6 +179,38 @@ def test_the_cli_codes_a_volume_as_compress_series_does(tmp_path):
     for ours, theirs in zip(cli, library):
         (a, strings_a, _), (b, strings_b, _) = bitstream.unpack(ours), bitstream.unpack(theirs)
         assert (a.base_prediction, a.residual_strings, strings_a) == (b.base_prediction, b.residual_strings, strings_b)
+
+
+def test_a_dicom_run_coded_at_once_counts_every_file_and_keeps_what_a_failure_left(tmp_path, capsys, monkeypatch):
+    """The key slice's job codes its whole run; every file of it is counted as coded by its own
+    job. Where the coding fails midway, the files written before stay written and counted, the
+    key slice's job reports the failure, and the run's other files are coded slice by slice,
+    given the kept ones, into the files an uninterrupted run writes."""
+    import medvae
+
+    _dicom_series(tmp_path / "in", "abcde")
+    command = ["compress", str(tmp_path / "in"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series"]
+    assert main(command) == 0
+    assert "5 ok, 0 failed" in capsys.readouterr().out
+    whole = {name: (tmp_path / "c" / f"{name}.mvae").read_bytes() for name in "abcde"}
+
+    coded = medvae.Codec.compress_series
+
+    def failing(self, images, *, written, **options):  # the worker dies after two files
+        def two(k, data):
+            if len(handed) == 2:
+                raise MemoryError("out of memory")
+            handed.append(k)
+            written(k, data)
+        return coded(self, images, written=two, **options)
+
+    handed: list[int] = []
+    monkeypatch.setattr(medvae.Codec, "compress_series", failing)
+    assert main([*command[:3], str(tmp_path / "d"), *command[4:]]) == 1
+    out, err = capsys.readouterr()
+    assert "4 ok, 1 failed" in out and "out of memory" in err and "(1 slice(s) were written before the failure)" in err
+    assert {name: (tmp_path / "d" / f"{name}.mvae").read_bytes() for name in "abcde"} == whole
+    assert handed[0] == 2  # the key slice, c, was written first and kept
 
 
 def test_a_resumed_dicom_series_reads_its_chains_step_back_from_the_kept_files(tmp_path):
