@@ -1126,6 +1126,11 @@ def decompress(
     """Decode ``data``; without ``model``, the shipped weights named in its header are used.
     ``previous``: the previous slice of its series, for a file coded given it (:meth:`Codec.compress_series`)."""
     if model is None:
-        header = bitstream.read_header(data)
-        return _shipped(zoo.path_for_fingerprint(header.model, header.fingerprint)).decompress(data, previous)
+        return shipped_codec(bitstream.read_header(data)).decompress(data, previous)
     return _as_codec(model).decompress(data, previous)
+
+
+def shipped_codec(header: bitstream.Header) -> Codec:
+    """The codec of the shipped weights a file's ``header`` names (its model and weights
+    fingerprint: :func:`medvae.zoo.path_for_fingerprint`), loaded once per process."""
+    return _shipped(zoo.path_for_fingerprint(header.model, header.fingerprint))

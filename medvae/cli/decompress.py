@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from medvae.cli import batch, common
 from medvae.cli.common import Options, add_common_arguments
@@ -46,21 +47,38 @@ def setup(model: str | None, options: Options) -> None:
 def decompress_file(task: Task) -> batch.Outcome:
     """Decode one ``.mvae`` file and write the restored image; never raises."""
     options: Options = _state["options"]
+    ahead = _state.setdefault("ahead", {}).pop(str(task.source), None)
+    if ahead is not None:  # decoded with its group (restore_group)
+        return ahead
     try:
-        return restore(task, _state["codec"], options)
+        group = options.decode_groups.get(str(task.source))
+        done = restore_group(group, _state["codec"], options) if group else None
+        return done if done is not None else restore(task, _state["codec"], options)
     except Exception as exc:  # one line per file; the batch goes on
         failed = batch.failure(task.source, exc, options.debug)
         failed.message = failed.message.replace("(model=...)", "(--model CHECKPOINT)")
         return failed
 
 
-def restore(task: Task, codec, options: Options) -> batch.Outcome:
-    """Decode ``task.source`` with ``codec`` (shipped weights when None) and publish the result."""
-    from medvae import bitstream, metrics, source_metadata
-    from medvae.cli.restore import render, suffix_for
+class Restoring(NamedTuple):
+    """A file to restore, read and checked, and where its image goes (:func:`to_restore`)."""
+
+    task: Task
+    data: bytes
+    header: object
+    info: object  # the source's metadata it carries (medvae.source_metadata), or None
+    target: Path
+
+
+def to_restore(task: Task, options: Options) -> Restoring | batch.Outcome:
+    """``task``'s file read and checked (magic, lengths and CRC, before any decoding), with its
+    output path; or, where ``--skip-existing`` keeps the output, the outcome that says so.
+    Raises where the output exists (without ``--force``) or is the input."""
+    from medvae import bitstream, source_metadata
+    from medvae.cli.restore import suffix_for
 
     data = task.source.read_bytes()
-    header, _, meta = bitstream.unpack(data)  # verifies magic, lengths and CRC before any decoding
+    header, _, meta = bitstream.unpack(data)
     info = source_metadata.unpack(meta) if source_metadata.is_source_metadata(meta) else None
     target = task.base.with_name(task.base.name + suffix_for(info))
     if target.resolve() == task.source.resolve():
@@ -70,22 +88,74 @@ def restore(task: Task, codec, options: Options) -> batch.Outcome:
             return batch.Outcome(task.source, "skipped", "output exists", outputs=[target], slices=1,
                                  input_bytes=len(data), output_bytes=target.stat().st_size)
         raise FileExistsError(f"output {target} exists")
-    image = _decoded.of_file(task.source, header)  # decoded already, for a file coded given it
+    return Restoring(task, data, header, info, target)
+
+
+def restore(task: Task, codec, options: Options) -> batch.Outcome:
+    """Decode ``task.source`` with ``codec`` (shipped weights when None) and publish the result."""
+    file = to_restore(task, options)
+    if isinstance(file, batch.Outcome):
+        return file
+    image = _decoded.of_file(task.source, file.header)  # decoded already, for a file coded given it
     if image is None:
-        previous = previous_slices(task.source, codec, header) if header.previous_crc is not None else None
-        image = decode(data, codec, previous)
-        _decoded.remember(task.source, header, image)
+        previous = previous_slices(task.source, codec, file.header) if file.header.previous_crc is not None else None
+        image = decode(file.data, codec, previous)
+        _decoded.remember(task.source, file.header, image)
+    return published(file, image, options)
+
+
+def published(file: Restoring, image, options: Options) -> batch.Outcome:
+    """Write ``file``'s decoded ``image`` in the source's format; what was done."""
+    from medvae import metrics
+    from medvae.cli.restore import render
+
+    header, info = file.header, file.info
     image_bytes = header.n_bytes - header.metadata_bytes
     bits = header.bits_stored or (info.bits_stored if info else 0) or image.dtype.itemsize * 8
     ratio = metrics.compression_ratio(image_bytes, header.shape, bits)
-    blob = render(image, info, compression_ratio=ratio, name=str(target), max_error=header.max_error)
-    publish(target, blob, overwrite=options.force)
+    blob = render(image, info, compression_ratio=ratio, name=str(file.target), max_error=header.max_error)
+    publish(file.target, blob, overwrite=options.force)
     pixels = header.shape[0] * header.shape[1]
     return batch.Outcome(
-        task.source, outputs=[target], slices=1, input_bytes=len(data), output_bytes=len(blob),
+        file.task.source, outputs=[file.target], slices=1, input_bytes=len(file.data), output_bytes=len(blob),
         image_bytes=image_bytes, pixels=pixels, bpp_sum=8.0 * image_bytes / pixels,
-        file_bpp_sum=8.0 * len(data) / pixels,
+        file_bpp_sum=8.0 * len(file.data) / pixels,
     )
+
+
+def restore_group(group: list[Task], codec, options: Options) -> batch.Outcome | None:
+    """Files that decode given one another (:func:`series_groups`; ``group[0]`` this job's)
+    decoded at once by :meth:`medvae.Codec.decompress_series` (independent chains in worker
+    processes, :mod:`medvae.workers`), then each published; the outcome of the first, the others'
+    kept for their own jobs, which the batch hands out next in this process. None, and each file
+    goes its own way (:func:`restore`, which says what is wrong with which file), where any output
+    is kept or in the way, the files name other weights, their images would hold more than
+    :class:`DecodedSlices` keeps, or one does not decode."""
+    from medvae.codec import shipped_codec
+    from medvae.errors import MedVAEError
+
+    try:
+        files = [to_restore(task, options) for task in group]
+    except (MedVAEError, OSError, UsageError):
+        return None
+    if any(isinstance(file, batch.Outcome) for file in files):
+        return None
+    headers = [file.header for file in files]
+    if len({(h.model, h.fingerprint) for h in headers}) > 1 or sum(h.shape[0] * h.shape[1] * 8 for h in headers) > _decoded.keep_bytes:
+        return None
+    try:
+        coder = codec if codec is not None else shipped_codec(headers[0])
+        images = coder.decompress_series([file.data for file in files])
+    except MedVAEError:
+        return None
+    outcomes = []
+    for file, image in zip(files, images):
+        try:
+            outcomes.append(published(file, image, options))
+        except Exception as exc:  # this file's failure; the others are written
+            outcomes.append(batch.failure(file.task.source, exc, options.debug))
+    _state["ahead"].update({str(o.source): o for o in outcomes[1:]})
+    return outcomes[0]
 
 
 def decode(data: bytes, codec, previous=None):
@@ -312,8 +382,9 @@ def decompress_all(args: argparse.Namespace) -> int:
     if not tasks:  # nothing to do: no model to load, no all-zero summary
         return batch.exit_status(outcomes)
     load_codec(args.model)  # fail fast (exit 2) on a bad --model
-    options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug)
     groups = series_groups(tasks)  # a series' files go to one worker: each counts as one file here
+    decode_groups = {str(tasks[g[0]].source): [tasks[i] for i in g] for g in groups if len(g) > 1}  # decoded at once
+    options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, decode_groups=decode_groups)
     workers = args.workers or batch.auto_workers(len(groups), threads_per_worker=1)
     outcomes += batch.run(
         tasks, decompress_file, workers=workers, init=setup, init_args=(args.model, options),

@@ -124,20 +124,51 @@ def test_max_chain_sets_which_slices_are_coded_alone(tmp_path, max_chain, layout
 
 
 def test_a_folder_decoded_in_slice_order_decodes_each_file_once(tmp_path, monkeypatch):
-    """Slices before a key slice are coded backward from it, yet decoding the folder in slice
-    order decodes every file once: the decoded files are kept for those coded given them."""
+    """Slices before a key slice are coded backward from it, yet decoding the folder file by file
+    in slice order (as where an output is kept: here the key slice's) decodes every file once: the
+    decoded files are kept for those coded given them."""
     from medvae.cli import decompress
 
     volume = _volume(2 * CHAIN + 1)
     np.save(tmp_path / "vol.npy", volume)
     assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--lossless", "--series"]) == 0
+    (tmp_path / "d" / "vol").mkdir(parents=True)
+    np.save(tmp_path / "d" / "vol" / f"slice_{CHAIN:04d}.npy", volume[CHAIN])  # kept by --skip-existing
     decoded = []
     decode = decompress.decode
     monkeypatch.setattr(decompress, "decode", lambda data, *a: decoded.append(data) or decode(data, *a))
-    assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--workers", "1"]) == 0
+    assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--workers", "1", "--skip-existing"]) == 0
     assert len(decoded) == len(set(decoded)) == len(volume)
     for k, path in enumerate(sorted((tmp_path / "d" / "vol").glob("slice_*.npy"))):
         np.testing.assert_array_equal(np.load(path), volume[k])
+
+
+def test_a_folder_decodes_each_run_at_once_and_a_damaged_file_alone(tmp_path, monkeypatch, capsys):
+    """The files of each run (a key slice and the chains from it) are decoded by one
+    ``Codec.decompress_series`` (its worker processes included), not file by file. Where one of
+    them is damaged, the run goes file by file: every other file is restored, and the damaged
+    one's job says what is wrong with it."""
+    import medvae
+
+    volume = _volume(2 * CHAIN + 3)
+    np.save(tmp_path / "vol.npy", volume)
+    assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--max-error", "2", "--series"]) == 0
+    runs = []
+    decompress_series = medvae.Codec.decompress_series
+    monkeypatch.setattr(medvae.Codec, "decompress_series", lambda self, files, **kw: runs.append(len(files)) or decompress_series(self, files, **kw))
+    assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--workers", "1"]) == 0
+    assert sorted(runs) == [2, 2 * CHAIN + 1]
+    for k, path in enumerate(sorted((tmp_path / "d" / "vol").glob("slice_*.npy"))):
+        assert np.abs(np.load(path).astype(int) - volume[k]).max() <= 2
+
+    damaged = tmp_path / "c" / "vol" / "slice_0000.mvae"  # the end of a chain: no other file reads it
+    data = bytearray(damaged.read_bytes())
+    data[-20] ^= 1
+    damaged.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "e"), "--workers", "1"]) == 1
+    assert "slice_0000.mvae" in capsys.readouterr().err
+    assert sorted(path.name for path in (tmp_path / "e" / "vol").glob("*.npy")) == [f"slice_{k:04d}.npy" for k in range(1, len(volume))]
 
 
 def test_a_resumed_series_writes_the_files_an_uninterrupted_run_writes(tmp_path):
