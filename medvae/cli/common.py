@@ -30,6 +30,7 @@ class Options:
     max_chain: int = CHAIN  # --series: a slice decodes after at most max_chain others (medvae.series.coding_plan)
     series_ranks: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's medvae.cli.series_order.Rank
     series_tasks: dict = field(default_factory=dict)  # --series: each single-slice DICOM file's Task, by (series, rank)
+    series_at_once: bool = False  # --series: a DICOM series' runs coded as one graph (the batch runs in this process)
     decode_groups: dict = field(default_factory=dict)  # decompress: a group's first file (str) -> the group's Tasks, in order
 
 

@@ -151,18 +151,20 @@ def coded_volume(codec, stack, targets: list[Path], options: Options, outcome: b
 
 def run_to_code(task: Task, options: Options) -> list[Task] | None:
     """``--series`` on a DICOM series of one file per slice: the files of ``task``'s run in slice
-    order (:func:`medvae.series.runs`; a key slice and the files coded outwards from it), when
-    ``task`` is the run's key slice, the run holds more than one file and none of its outputs is
-    written (or ``--force``); else None, and each file goes the slice-by-slice path (resuming a
-    run, a rate target)."""
+    order (:func:`medvae.series.runs`; a key slice and the files coded outwards from it), or of its
+    whole series where the batch runs in this process (``series_at_once``: its runs are one graph
+    then, which keeps both workers busy), when ``task`` is the first of them coded (a key slice),
+    they are more than one file and none of their outputs is written (or ``--force``); else None,
+    and each file goes the slice-by-slice path (resuming a run, a rate target)."""
     rank = options.series_ranks.get(str(task.source))
     if not options.series or options.target is not None or rank is None:
         return None
     series, me, count, run = rank
     plan = coding_plan(count, options.max_chain)
-    members = sorted(k for k, of in runs(plan).items() if of == run)
+    of = runs(plan)
+    members = sorted(k for k in of if options.series_at_once or of[k] == run)
     tasks = [options.series_tasks.get((series, k)) for k in members]
-    if len(members) < 2 or dict(plan)[me] is not None or None in tasks:
+    if len(members) < 2 or me != next(k for k, _ in plan if k in members) or None in tasks:
         return None
     if not options.force and any(slice_paths(t.base, 1, ".mvae")[0].exists() for t in tasks):
         return None
@@ -172,7 +174,8 @@ def run_to_code(task: Task, options: Options) -> list[Task] | None:
 def coded_run(codec, run: list[Task], options: Options, outcome: batch.Outcome) -> None:
     """The files of ``run`` (:func:`run_to_code`) coded by :func:`coded_together`, counted in
     ``outcome`` for the key slice's file and, for each other file, in an outcome its own job
-    returns when the batch hands it out in this process (next: the run is one worker's group).
+    returns when the batch hands it out in this process (a run is one worker's group; a whole
+    series only where the batch runs here).
     What was written before a failure stays written, and counted."""
     from medvae import io as mio
 
@@ -447,11 +450,12 @@ def compress_all(args: argparse.Namespace) -> int:
 
         tasks, ranks = series_order(tasks, CHAIN if args.max_chain is None else args.max_chain)
         series_tasks = {ranks[str(t.source)][:2]: t for t in tasks if str(t.source) in ranks}
-    options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
-                      max_error=bound, target=target, iterations=args.iterations, series=args.series, series_ranks=ranks,
-                      max_chain=CHAIN if args.max_chain is None else args.max_chain, series_tasks=series_tasks)
     groups = series_groups(tasks, ranks)  # each run of a series in one worker, in its plan's order
     workers = args.workers or batch.auto_workers(len(groups), threads_per_worker=2)
+    options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, refine_steps=steps,
+                      max_error=bound, target=target, iterations=args.iterations, series=args.series, series_ranks=ranks,
+                      max_chain=CHAIN if args.max_chain is None else args.max_chain, series_tasks=series_tasks,
+                      series_at_once=workers == 1)
     outcomes += batch.run(
         tasks, compress_file, workers=workers, init=setup, init_args=(args.model, args.quality, options), groups=groups,
         debug=args.debug, desc="compress",

@@ -358,6 +358,22 @@ def series_groups(tasks: list[Task]) -> list[list[int]]:
     return list(groups.values())
 
 
+def decoded_together(tasks: list[Task], groups: list[list[int]]) -> list[list[int]]:
+    """``groups`` (of :func:`series_groups`) merged in task order into as few groups as hold at
+    most :class:`DecodedSlices`' budget of images each (by their headers), for one process to
+    decode each at once: the key slices of several runs, and all their chains, side by side."""
+    merged: list[list[int]] = []
+    held = _decoded.keep_bytes + 1
+    for group in sorted(groups, key=min):
+        size = sum(8 * h.shape[0] * h.shape[1] for h in (_header(tasks[i].source) for i in group) if h is not None)
+        if held + size > _decoded.keep_bytes:
+            merged.append([])
+            held = 0
+        merged[-1] += group
+        held += size
+    return [sorted(group) for group in merged]
+
+
 def is_bitstream_name(path: Path) -> bool:
     """Folders are searched for ``*.mvae`` files only."""
     return path.name.lower().endswith(".mvae")
@@ -383,9 +399,12 @@ def decompress_all(args: argparse.Namespace) -> int:
         return batch.exit_status(outcomes)
     load_codec(args.model)  # fail fast (exit 2) on a bad --model
     groups = series_groups(tasks)  # a series' files go to one worker: each counts as one file here
-    decode_groups = {str(tasks[g[0]].source): [tasks[i] for i in g] for g in groups if len(g) > 1}  # decoded at once
-    options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, decode_groups=decode_groups)
     workers = args.workers or batch.auto_workers(len(groups), threads_per_worker=1)
+    together = [g for g in groups if len(g) > 1]
+    if workers == 1:  # all in this process: groups decoded as one graph keep both workers busy
+        together = decoded_together(tasks, together)
+    decode_groups = {str(tasks[g[0]].source): [tasks[i] for i in g] for g in together}
+    options = Options(force=args.force, skip_existing=args.skip_existing, debug=args.debug, decode_groups=decode_groups)
     outcomes += batch.run(
         tasks, decompress_file, workers=workers, init=setup, init_args=(args.model, options),
         debug=args.debug, desc="decompress", groups=groups,

@@ -145,9 +145,10 @@ def test_a_folder_decoded_in_slice_order_decodes_each_file_once(tmp_path, monkey
 
 def test_a_folder_decodes_each_run_at_once_and_a_damaged_file_alone(tmp_path, monkeypatch, capsys):
     """The files of each run (a key slice and the chains from it) are decoded by one
-    ``Codec.decompress_series`` (its worker processes included), not file by file. Where one of
-    them is damaged, the run goes file by file: every other file is restored, and the damaged
-    one's job says what is wrong with it."""
+    ``Codec.decompress_series`` (its worker processes included), not file by file, and in one
+    process (``--workers 1``) the runs together, as one graph. Where one of them is damaged, they
+    go file by file: every other file is restored, and the damaged one's job says what is wrong
+    with it."""
     import medvae
 
     volume = _volume(2 * CHAIN + 3)
@@ -157,7 +158,7 @@ def test_a_folder_decodes_each_run_at_once_and_a_damaged_file_alone(tmp_path, mo
     decompress_series = medvae.Codec.decompress_series
     monkeypatch.setattr(medvae.Codec, "decompress_series", lambda self, files, **kw: runs.append(len(files)) or decompress_series(self, files, **kw))
     assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--workers", "1"]) == 0
-    assert sorted(runs) == [2, 2 * CHAIN + 1]
+    assert runs == [len(volume)]  # in one process (--workers 1), both runs as one graph
     for k, path in enumerate(sorted((tmp_path / "d" / "vol").glob("slice_*.npy"))):
         assert np.abs(np.load(path).astype(int) - volume[k]).max() <= 2
 
@@ -242,6 +243,23 @@ def test_a_dicom_run_coded_at_once_counts_every_file_and_keeps_what_a_failure_le
     assert "4 ok, 1 failed" in out and "out of memory" in err and "(1 slice(s) were written before the failure)" in err
     assert {name: (tmp_path / "d" / f"{name}.mvae").read_bytes() for name in "abcde"} == whole
     assert handed[0] == 2  # the key slice, c, was written first and kept
+
+
+def test_a_dicom_series_runs_are_one_graph_in_one_process(tmp_path, monkeypatch):
+    """With the batch in this process (``--workers 1``), the runs of a DICOM series (here 3 and 2
+    files) are coded by one ``compress_series``; with worker processes of its own, each run by
+    one, in its worker (the same files either way)."""
+    import medvae
+
+    _dicom_series(tmp_path / "in", "abcde")
+    calls = []
+    compress_series = medvae.Codec.compress_series
+    monkeypatch.setattr(medvae.Codec, "compress_series", lambda self, images, **kw: calls.append(len(images)) or compress_series(self, images, **kw))
+    command = ["compress", str(tmp_path / "in"), "--max-error", "1", "--series", "--max-chain", "1"]
+    assert main([*command, "-o", str(tmp_path / "one"), "--workers", "1"]) == 0
+    assert calls == [5]
+    assert main([*command, "-o", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert all((tmp_path / "one" / f"{n}.mvae").read_bytes() == (tmp_path / "two" / f"{n}.mvae").read_bytes() for n in "abcde")
 
 
 def test_a_resumed_dicom_series_reads_its_chains_step_back_from_the_kept_files(tmp_path):
