@@ -505,12 +505,16 @@ class Codec:
             run_graph(self, [task for k in keys for task in tasks(k)], call, done, worker_count(workers, self.device, width))
         return files
 
-    def decompress_series(self, files: Sequence[bytes], progress: bool = False, workers: int | None = None) -> list[np.ndarray]:
+    def decompress_series(
+        self, files: Sequence[bytes], progress: bool = False, workers: int | None = None,
+        decoded: Callable[[int, np.ndarray], None] | None = None,
+    ) -> list[np.ndarray]:
         """The slices of a series' files (:meth:`compress_series`'), in the files' order. Each file
         is decoded once all the slices it was coded given are, found by the pixel CRCs it records
         (:func:`medvae.series.slice_key`), whichever way the series was coded; independent chains
-        at once in ``workers`` processes (as :meth:`compress_series`). Raises
-        :class:`BitstreamError` for a file whose slices none of the others decode to."""
+        at once in ``workers`` processes (as :meth:`compress_series`); ``decoded(k, image)``, when
+        given, gets each file's image as soon as it is decoded (``medvae decompress`` writes it out
+        then). Raises :class:`BitstreamError` for a file whose slices none of the others decode to."""
         headers = [bitstream.read_header(data) for data in files]
         wanted = [slices_wanted(header) for header in headers]
         missing = [len(set(keys)) for keys in wanted]  # per file: the slices it reads not decoded yet
@@ -522,17 +526,19 @@ class Codec:
         chains = sum(len(waiting.get(slice_key(headers[k].pixels_crc, headers[k]), ())) for k in first)
         width = max(len(first), chains)  # decodings that may run at once: the key slices, then the chains' first slices
         images: list[np.ndarray | None] = [None] * len(files)
-        decoded: dict[tuple, np.ndarray] = {}
+        slices: dict[tuple, np.ndarray] = {}  # each slice decoded, by slice_key
 
         def call(k: int) -> Call:
-            return "decompress", (files[k],), {"previous": [decoded[key] for key in wanted[k]] or None}
+            return "decompress", (files[k],), {"previous": [slices[key] for key in wanted[k]] or None}
 
         with tqdm(total=len(files), desc="series", unit="slice", disable=not progress) as bar:
             def done(k: int, image: np.ndarray) -> list[int]:
                 images[k], ready = image, []
+                if decoded is not None:
+                    decoded(k, image)
                 produced = slice_key(headers[k].pixels_crc, headers[k])
-                if produced not in decoded:  # slices with the same pixels are one slice to their readers
-                    decoded[produced] = image
+                if produced not in slices:  # slices with the same pixels are one slice to their readers
+                    slices[produced] = image
                     for j in waiting.pop(produced, []):
                         missing[j] -= 1
                         if not missing[j]:
@@ -544,7 +550,7 @@ class Codec:
         stuck = [k for k, image in enumerate(images) if image is None]
         if stuck:
             raise BitstreamError(f"file {stuck[0]} of the series was coded given a slice (pixel CRC "
-                                 f"{next(key[0] for key in wanted[stuck[0]] if key not in decoded):08x}) that none of "
+                                 f"{next(key[0] for key in wanted[stuck[0]] if key not in slices):08x}) that none of "
                                  "the series' files decodes to")
         return images
 

@@ -11,7 +11,6 @@ never replace existing files unless ``--force``.
 from __future__ import annotations
 
 import argparse
-import collections
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -201,14 +200,16 @@ def coded_together(codec, slices: list[tuple[Any, int]], targets: list[Path], ou
     metadata = [source_metadata.pack(source_metadata.from_stack(stack, i)) for stack, i in slices]
     each = [dict(metadata=meta, padding_value=padding_value(stack, i), bits_stored=stack.bits_stored)
             for (stack, i), meta in zip(slices, metadata)]
-    per_source = collections.Counter(id(o) for o in outcomes)
+    done = 0
 
     def written(k: int, data: bytes) -> None:
+        nonlocal done
         publish(targets[k], data, overwrite=options.force)
         stack, i = slices[k]
         h, w = stack.pixels[i].shape
         count(outcomes[k], targets[k], len(data), len(data) - len(metadata[k]), h * w)
-        batch.progress(outcomes[k].source, outcomes[k].slices, per_source[id(outcomes[k])])
+        done += 1
+        batch.progress(outcomes[0].source, done, len(slices))  # shown as the first file's slices
 
     codec.compress_series([stack.pixels[i] for stack, i in slices], max_error=options.max_error, max_chain=options.max_chain,
                           slice_options=each, written=written, refine_steps=options.refine_steps)

@@ -129,8 +129,9 @@ def restore_group(group: list[Task], codec, options: Options) -> batch.Outcome |
     processes, :mod:`medvae.workers`), then each published; the outcome of the first, the others'
     kept for their own jobs, which the batch hands out next in this process. None, and each file
     goes its own way (:func:`restore`, which says what is wrong with which file), where any output
-    is kept or in the way, the files name other weights, their images would hold more than
-    :class:`DecodedSlices` keeps, or one does not decode."""
+    is kept or in the way, the files name other weights, or their images would hold more than
+    :class:`DecodedSlices` keeps; where one does not decode, the files written before stay
+    written and counted, and the others go their own way."""
     from medvae.codec import shipped_codec
     from medvae.errors import MedVAEError
 
@@ -141,21 +142,24 @@ def restore_group(group: list[Task], codec, options: Options) -> batch.Outcome |
     if any(isinstance(file, batch.Outcome) for file in files):
         return None
     headers = [file.header for file in files]
-    if len({(h.model, h.fingerprint) for h in headers}) > 1 or sum(h.shape[0] * h.shape[1] * 8 for h in headers) > _decoded.keep_bytes:
+    if len({(h.model, h.fingerprint) for h in headers}) > 1 or sum(map(_image_bytes, headers)) > _decoded.keep_bytes:
         return None
+    outcomes: dict[int, batch.Outcome] = {}
+
+    def decoded(k: int, image) -> None:  # written out at once, and shown as the first file's slices
+        try:
+            outcomes[k] = published(files[k], image, options)
+        except Exception as exc:  # this file's failure; the others are written
+            outcomes[k] = batch.failure(files[k].task.source, exc, options.debug)
+        batch.progress(group[0].source, len(outcomes), len(group))
+
     try:
         coder = codec if codec is not None else shipped_codec(headers[0])
-        images = coder.decompress_series([file.data for file in files])
-    except MedVAEError:
-        return None
-    outcomes = []
-    for file, image in zip(files, images):
-        try:
-            outcomes.append(published(file, image, options))
-        except Exception as exc:  # this file's failure; the others are written
-            outcomes.append(batch.failure(file.task.source, exc, options.debug))
-    _state["ahead"].update({str(o.source): o for o in outcomes[1:]})
-    return outcomes[0]
+        coder.decompress_series([file.data for file in files], decoded=decoded)
+    except MedVAEError:  # the written ones stay written and counted; the others go one by one
+        pass
+    _state["ahead"].update({str(files[k].task.source): o for k, o in outcomes.items() if k})
+    return outcomes.get(0) or restore(group[0], codec, options)
 
 
 def decode(data: bytes, codec, previous=None):
@@ -358,6 +362,12 @@ def series_groups(tasks: list[Task]) -> list[list[int]]:
     return list(groups.values())
 
 
+def _image_bytes(header) -> int:
+    """What a file's decoded image holds in memory, at most (8 bytes a pixel), for the budget of
+    images decoded at once (:class:`DecodedSlices`' ``keep_bytes``)."""
+    return 8 * header.shape[0] * header.shape[1]
+
+
 def decoded_together(tasks: list[Task], groups: list[list[int]]) -> list[list[int]]:
     """``groups`` (of :func:`series_groups`) merged in task order into as few groups as hold at
     most :class:`DecodedSlices`' budget of images each (by their headers), for one process to
@@ -365,7 +375,7 @@ def decoded_together(tasks: list[Task], groups: list[list[int]]) -> list[list[in
     merged: list[list[int]] = []
     held = _decoded.keep_bytes + 1
     for group in sorted(groups, key=min):
-        size = sum(8 * h.shape[0] * h.shape[1] for h in (_header(tasks[i].source) for i in group) if h is not None)
+        size = sum(_image_bytes(h) for h in (_header(tasks[i].source) for i in group) if h is not None)
         if held + size > _decoded.keep_bytes:
             merged.append([])
             held = 0

@@ -172,6 +172,35 @@ def test_a_folder_decodes_each_run_at_once_and_a_damaged_file_alone(tmp_path, mo
     assert sorted(path.name for path in (tmp_path / "e" / "vol").glob("*.npy")) == [f"slice_{k:04d}.npy" for k in range(1, len(volume))]
 
 
+def test_a_graph_decoding_that_fails_midway_keeps_what_it_wrote(tmp_path, monkeypatch, capsys):
+    """Where decoding a folder's files at once stops (a file that decodes to other pixels than it
+    records, say), the images written before stay written and counted, and the other files are
+    decoded one by one, each given the files it reads."""
+    import medvae
+    from medvae.errors import BitstreamError
+
+    volume = _volume(5)
+    np.save(tmp_path / "vol.npy", volume)
+    assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series", "--max-chain", "2"]) == 0
+    decompress_series = medvae.Codec.decompress_series
+
+    def failing(self, files, *, decoded, **options):
+        def two(k, image):
+            if len(handed) == 2:
+                raise BitstreamError("corrupted (injected)")
+            handed.append(k)
+            decoded(k, image)
+        return decompress_series(self, files, decoded=two, **options)
+
+    handed: list[int] = []
+    monkeypatch.setattr(medvae.Codec, "decompress_series", failing)
+    capsys.readouterr()
+    assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--workers", "1"]) == 0
+    assert "5 ok, 0 failed" in capsys.readouterr().out and len(handed) == 2
+    for k in range(5):
+        assert np.abs(np.load(tmp_path / "d" / "vol" / f"slice_{k:04d}.npy").astype(int) - volume[k]).max() <= 1
+
+
 def test_a_resumed_series_writes_the_files_an_uninterrupted_run_writes(tmp_path):
     """--skip-existing keeps what an interrupted run wrote (coding order 2, 1, 0, 3, 4: cut after
     slice 1); the slices coded given a kept one are coded given its decoded file, not alone."""

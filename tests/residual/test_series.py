@@ -430,7 +430,8 @@ def test_slices_coded_alone_run_in_worker_processes_too(codec, monkeypatch):
 def test_each_file_is_handed_over_once_chosen_with_its_own_options(codec2, workers):
     """``written`` gets every slice's file once, each after the slice it was coded given (so a
     caller writing them out as they come never writes a file before the one it reads), and
-    ``slice_options`` reach their slice alone: each file carries its own metadata."""
+    ``slice_options`` reach their slice alone: each file carries its own metadata. Decoding hands
+    over each image as ``decoded`` the same way."""
     volume = _volume(5)
     handed: list[tuple[int, bytes]] = []
     files = codec2.compress_series(volume, max_error=1, max_chain=2, workers=workers, written=lambda k, data: handed.append((k, data)),
@@ -444,6 +445,9 @@ def test_each_file_is_handed_over_once_chosen_with_its_own_options(codec2, worke
     assert [bitstream.unpack(f)[1] for f in files] == [bitstream.unpack(f)[1] for f in plain]  # the same strings
     with pytest.raises(InputError, match="slice_options holds 2 mappings for 5 slices"):
         codec2.compress_series(volume, max_error=1, slice_options=[{}, {}])
+    images: dict[int, np.ndarray] = {}
+    decoded = codec2.decompress_series(files, workers=workers, decoded=lambda k, image: images.setdefault(k, image))
+    assert sorted(images) == list(range(5)) and all(images[k] is decoded[k] for k in range(5))
 
 
 def test_a_damaged_file_raises_from_a_worker_process(codec2):
