@@ -43,6 +43,28 @@ def _dicom_series(folder, names, blank=()) -> np.ndarray:
     return volume
 
 
+def _fail_after(monkeypatch, method: str, hand_over: str, count: int, error: Exception) -> list[int]:
+    """Make ``medvae.Codec.<method>`` raise ``error`` from its ``hand_over`` callback (``written``,
+    ``decoded``) once it has handed over ``count`` slices: a worker dying midway, a damaged file.
+    Returns the slices handed over, as they come."""
+    import medvae
+
+    real, handed = getattr(medvae.Codec, method), []
+
+    def failing(self, items, **options):
+        callback = options.pop(hand_over)
+
+        def counted(k, value):
+            if len(handed) == count:
+                raise error
+            handed.append(k)
+            callback(k, value)
+        return real(self, items, **{hand_over: counted}, **options)
+
+    monkeypatch.setattr(medvae.Codec, method, failing)
+    return handed
+
+
 @pytest.fixture(scope="module")
 def coded(tmp_path_factory):
     """A volume of 2·CHAIN + 3 slices (a full run and a short one) through compress --lossless
@@ -176,24 +198,12 @@ def test_a_graph_decoding_that_fails_midway_keeps_what_it_wrote(tmp_path, monkey
     """Where decoding a folder's files at once stops (a file that decodes to other pixels than it
     records, say), the images written before stay written and counted, and the other files are
     decoded one by one, each given the files it reads."""
-    import medvae
     from medvae.errors import BitstreamError
 
     volume = _volume(5)
     np.save(tmp_path / "vol.npy", volume)
     assert main(["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series", "--max-chain", "2"]) == 0
-    decompress_series = medvae.Codec.decompress_series
-
-    def failing(self, files, *, decoded, **options):
-        def two(k, image):
-            if len(handed) == 2:
-                raise BitstreamError("corrupted (injected)")
-            handed.append(k)
-            decoded(k, image)
-        return decompress_series(self, files, decoded=two, **options)
-
-    handed: list[int] = []
-    monkeypatch.setattr(medvae.Codec, "decompress_series", failing)
+    handed = _fail_after(monkeypatch, "decompress_series", "decoded", 2, BitstreamError("corrupted (injected)"))
     capsys.readouterr()
     assert main(["decompress", str(tmp_path / "c"), "-o", str(tmp_path / "d"), "--workers", "1"]) == 0
     assert "5 ok, 0 failed" in capsys.readouterr().out and len(handed) == 2
@@ -247,7 +257,6 @@ def test_a_dicom_run_coded_at_once_counts_every_file_and_keeps_what_a_failure_le
     job. Where the coding fails midway, the files written before stay written and counted, the
     key slice's job reports the failure, and the run's other files are coded slice by slice,
     given the kept ones, into the files an uninterrupted run writes."""
-    import medvae
 
     _dicom_series(tmp_path / "in", "abcde")
     command = ["compress", str(tmp_path / "in"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series"]
@@ -255,18 +264,7 @@ def test_a_dicom_run_coded_at_once_counts_every_file_and_keeps_what_a_failure_le
     assert "5 ok, 0 failed" in capsys.readouterr().out
     whole = {name: (tmp_path / "c" / f"{name}.mvae").read_bytes() for name in "abcde"}
 
-    coded = medvae.Codec.compress_series
-
-    def failing(self, images, *, written, **options):  # the worker dies after two files
-        def two(k, data):
-            if len(handed) == 2:
-                raise MemoryError("out of memory")
-            handed.append(k)
-            written(k, data)
-        return coded(self, images, written=two, **options)
-
-    handed: list[int] = []
-    monkeypatch.setattr(medvae.Codec, "compress_series", failing)
+    handed = _fail_after(monkeypatch, "compress_series", "written", 2, MemoryError("out of memory"))  # a worker dies
     assert main([*command[:3], str(tmp_path / "d"), *command[4:]]) == 1
     out, err = capsys.readouterr()
     assert "4 ok, 1 failed" in out and "out of memory" in err and "(1 slice(s) were written before the failure)" in err
