@@ -85,8 +85,7 @@ def compress_file(task: Task) -> batch.Outcome:
     try:
         outcome.input_bytes = task.source.stat().st_size
         run = run_to_code(task, options)
-        if run is not None:
-            coded_run(codec, run, options, outcome)
+        if run is not None and coded_run(codec, run, options, outcome):
             return outcome
         single = slice_paths(task.base, 1, ".mvae")[0]
         if options.skip_existing and single.exists():  # done before; no need to read the input
@@ -170,15 +169,20 @@ def run_to_code(task: Task, options: Options) -> list[Task] | None:
     return tasks
 
 
-def coded_run(codec, run: list[Task], options: Options, outcome: batch.Outcome) -> None:
+def coded_run(codec, run: list[Task], options: Options, outcome: batch.Outcome) -> bool:
     """The files of ``run`` (:func:`run_to_code`) coded by :func:`coded_together`, counted in
     ``outcome`` for the key slice's file and, for each other file, in an outcome its own job
     returns when the batch hands it out in this process (a run is one worker's group; a whole
     series only where the batch runs here).
-    What was written before a failure stays written, and counted."""
+    What was written before a failure stays written, and counted. False, having coded nothing,
+    where a file of the run does not read: each file then goes its own way, and that one's job
+    says what is wrong with it."""
     from medvae import io as mio
 
-    stacks = [mio.read(t.source) for t in run]
+    try:
+        stacks = [mio.read(t.source) for t in run]
+    except Exception:  # its own job reports it
+        return False
     key = next(i for i, t in enumerate(run) if t.source == outcome.source)
     outcomes = [outcome if i == key else batch.Outcome(t.source) for i, t in enumerate(run)]
     for t, o in zip(run, outcomes):
@@ -188,6 +192,7 @@ def coded_run(codec, run: list[Task], options: Options, outcome: batch.Outcome) 
         coded_together(codec, [(stack, 0) for stack in stacks], targets, outcomes, options)
     finally:
         _state["ahead"].update({str(o.source): o for o in outcomes if o is not outcome and o.slices})
+    return True
 
 
 def coded_together(codec, slices: list[tuple[Any, int]], targets: list[Path], outcomes: list[batch.Outcome], options: Options) -> None:

@@ -272,6 +272,18 @@ def test_a_dicom_run_coded_at_once_counts_every_file_and_keeps_what_a_failure_le
     assert handed[0] == 2  # the key slice, c, was written first and kept
 
 
+def test_a_dicom_file_that_does_not_read_fails_alone(tmp_path, capsys):
+    """A file of a series whose pixels do not read fails with its own message; its run is coded
+    file by file, and every other file is written."""
+    _dicom_series(tmp_path / "in", "abcde")
+    broken = tmp_path / "in" / "e.dcm"
+    broken.write_bytes(broken.read_bytes()[:-500])  # truncated pixel data
+    assert main(["compress", str(tmp_path / "in"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series"]) == 1
+    out, err = capsys.readouterr()
+    assert "4 ok, 1 failed" in out and "e.dcm" in err and "c.dcm" not in err
+    assert sorted(path.name for path in (tmp_path / "c").glob("*.mvae")) == [f"{n}.mvae" for n in "abcd"]
+
+
 def test_a_dicom_series_runs_are_one_graph_in_one_process(tmp_path, monkeypatch):
     """With the batch in this process (``--workers 1``), the runs of a DICOM series (here 3 and 2
     files) are coded by one ``compress_series``; with worker processes of its own, each run by
