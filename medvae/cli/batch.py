@@ -29,7 +29,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -158,6 +158,20 @@ def _die_with_parent(parent: int) -> None:
 
 #: Where :func:`progress` goes: the bar's in :func:`run`'s process, a queue to it in a worker.
 _report: Callable[[str, int, int], None] | None = None
+#: Outcomes a job prepared for later jobs of its group, which it did the work of (by source), in this process.
+_prepared: dict[str, Outcome] = {}
+
+
+def prepare(outcomes: Iterable[Outcome]) -> None:
+    """Keep ``outcomes`` for the jobs of the files they name: a job that coded or decoded the
+    files of its group with its own (a series run at once) leaves them here, and each later job
+    of the group, which the batch hands out next in the same process, takes its own (:func:`prepared`)."""
+    _prepared.update({str(outcome.source): outcome for outcome in outcomes})
+
+
+def prepared(source: Path) -> Outcome | None:
+    """The outcome a job of ``source``'s group prepared for it (:func:`prepare`), once; else None."""
+    return _prepared.pop(str(source), None)
 
 
 def progress(source: Path, done: int, total: int) -> None:

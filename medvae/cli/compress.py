@@ -77,9 +77,8 @@ def compress_file(task: Task) -> batch.Outcome:
 
     options: Options = _state["options"]
     codec = _state["codec"]
-    ahead = _state.setdefault("ahead", {}).pop(str(task.source), None)
+    ahead = batch.prepared(task.source)
     if ahead is not None:  # coded with its run's key slice (coded_run)
-        batch.progress(task.source, 1, 1)
         return ahead
     outcome = batch.Outcome(task.source)
     try:
@@ -99,7 +98,8 @@ def compress_file(task: Task) -> batch.Outcome:
             outcome.status, outcome.message = "skipped", "outputs exist"
             return outcome
         if options.series and options.target is None and len(todo) == len(stack) > 1:
-            coded_volume(codec, stack, targets, options, outcome)  # every slice to code: the library's graph, in workers
+            # every slice to code: at once; a resumed volume goes slice by slice below, into the same files
+            coded_together(codec, [(stack, i) for i in range(len(stack))], targets, [outcome] * len(stack), options)
             todo = []
         chosen = []
         for n, (i, place) in enumerate(series_steps(task, targets, todo, options)):
@@ -137,14 +137,6 @@ def compress_file(task: Task) -> batch.Outcome:
             failed.message += f" ({len(outcome.outputs)} slice(s) were written before the failure)"
         return failed
     return outcome
-
-
-def coded_volume(codec, stack, targets: list[Path], options: Options, outcome: batch.Outcome) -> None:
-    """``--series`` on a multi-slice input none of whose slices is written yet: every slice coded
-    by :func:`coded_together`. It writes the files the slice-by-slice path below writes (the same
-    plan and step search; a test compares them), which resumes a volume that an interrupted run
-    left half written."""
-    coded_together(codec, [(stack, i) for i in range(len(stack))], targets, [outcome] * len(stack), options)
 
 
 def run_to_code(task: Task, options: Options) -> list[Task] | None:
@@ -191,7 +183,7 @@ def coded_run(codec, run: list[Task], options: Options, outcome: batch.Outcome) 
     try:
         coded_together(codec, [(stack, 0) for stack in stacks], targets, outcomes, options)
     finally:
-        _state["ahead"].update({str(o.source): o for o in outcomes if o is not outcome and o.slices})
+        batch.prepare(o for o in outcomes if o is not outcome and o.slices)
     return True
 
 

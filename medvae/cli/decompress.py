@@ -47,7 +47,7 @@ def setup(model: str | None, options: Options) -> None:
 def decompress_file(task: Task) -> batch.Outcome:
     """Decode one ``.mvae`` file and write the restored image; never raises."""
     options: Options = _state["options"]
-    ahead = _state.setdefault("ahead", {}).pop(str(task.source), None)
+    ahead = batch.prepared(task.source)
     if ahead is not None:  # decoded with its group (restore_group)
         return ahead
     try:
@@ -158,7 +158,7 @@ def restore_group(group: list[Task], codec, options: Options) -> batch.Outcome |
         coder.decompress_series([file.data for file in files], decoded=decoded)
     except MedVAEError:  # the written ones stay written and counted; the others go one by one
         pass
-    _state["ahead"].update({str(files[k].task.source): o for k, o in outcomes.items() if k})
+    batch.prepare(o for k, o in outcomes.items() if k)
     return outcomes.get(0) or restore(group[0], codec, options)
 
 
@@ -373,10 +373,10 @@ def decoded_together(tasks: list[Task], groups: list[list[int]]) -> list[list[in
     most :class:`DecodedSlices`' budget of images each (by their headers), for one process to
     decode each at once: the key slices of several runs, and all their chains, side by side."""
     merged: list[list[int]] = []
-    held = _decoded.keep_bytes + 1
+    held = 0
     for group in sorted(groups, key=min):
         size = sum(_image_bytes(h) for h in (_header(tasks[i].source) for i in group) if h is not None)
-        if held + size > _decoded.keep_bytes:
+        if not merged or held + size > _decoded.keep_bytes:
             merged.append([])
             held = 0
         merged[-1] += group
