@@ -38,7 +38,10 @@ from medvae.refine import check_refinement, refine_latents
 from medvae.residual.coder import PassOutputs, check_max_error, pass_bounds
 from medvae.residual.weights import Residual, load_residual
 from medvae.workers import Call, run_graph, worker_count
-from medvae.series import CHAIN, Neighbours, StepSearch, as_slices, can_follow, coding_plan, previous_planes, slice_key, slices_wanted
+from medvae.series import (
+    CHAIN, Neighbours, StepSearch, as_slices, can_follow, choice_of, coding_plan, previous_planes, read_by_those_to_code, slice_key,
+    slices_wanted,
+)
 
 #: Torch threads of the format-1 float decoder. Its entropy decoder depends on float
 #: results that change with the thread count, so format-1 files decode with the count
@@ -444,7 +447,7 @@ class Codec:
     def compress_series(
         self, images: Sequence[np.ndarray], *, max_error: int, max_chain: int = CHAIN, progress: bool = False,
         workers: int | None = None, step_search: bool = True, slice_options: Sequence[Mapping[str, Any]] | None = None,
-        written: Callable[[int, bytes], None] | None = None, **options,
+        written: Callable[[int, bytes], None] | None = None, kept: Mapping[int, bytes] | None = None, **options,
     ) -> list[bytes]:
         """The files of a series' consecutive slices (a volume's, in order), lossless or
         near-lossless (``max_error``; other ``options`` as for :meth:`compress`), one per slice in
@@ -461,44 +464,58 @@ class Codec:
         slice of options for that slice alone (its ``metadata``, its ``padding_value``), over
         ``options``; ``written(k, data)``, when given, gets each slice's file as soon as it is
         chosen, in coding order (``medvae compress --series`` writes it out then, so an interrupted
-        run keeps what it coded). :meth:`decompress_series` decodes them."""
+        run keeps what it coded). ``kept``: files an earlier run of the same call wrote for some
+        slices (by index; an interrupted run's, ``medvae compress --skip-existing``): they are
+        returned as given, not handed to ``written``, and each one a slice to code reads is
+        decoded, given the slices it read, with its chain's step read back from it, so the other
+        slices get the files an uninterrupted run writes. :meth:`decompress_series` decodes them."""
         if slice_options is not None and len(slice_options) != len(images):
             raise InputError(f"slice_options holds {len(slice_options)} mappings for {len(images)} slices")
         if "key_every" in options:  # the parameter this replaced
             raise InputError("key_every is now max_chain: a slice decodes after at most max_chain others, with a key "
                              "slice in the middle of every 2·max_chain + 1 (key_every=K bounded the chain at K − 1)")
+        kept = dict(kept or {})
+        if any(k not in range(len(images)) or not isinstance(data, bytes) for k, data in kept.items()):
+            raise InputError(f"kept maps slice indexes from 0 to {len(images) - 1} to the bytes of their files")
         follows = [i > 0 and can_follow(images[i], images[i - 1]) for i in range(len(images))]
         plan = coding_plan(len(images), max_chain, follows)
         reference_of = dict(plan)
+        plan = [(k, reference) for k, reference in plan if k in read_by_those_to_code(plan, kept)]
         search = StepSearch(plan, step_search and self.base_prediction)
-        neighbours, files = Neighbours(plan), [b""] * len(images)
-        after = collections.defaultdict(list)  # slice: the slices coded given it
+        neighbours, files = Neighbours(plan), [kept.get(k, b"") for k in range(len(images))]
+        after = collections.defaultdict(list)  # slice: the slices coded (or kept files decoded) given it
         for k, reference in plan:
             after[reference].append(k)
         keys = after[None]
-        chains = sum(len(search.candidates(k)) for k, reference in plan if reference in keys)
+        chains = sum(len(search.candidates(k)) for k, reference in plan if reference in keys and k not in kept)
         width = max(len(keys), chains)  # codings that may run at once: the key slices, then the chains' first slices
         reads: dict[int, list[np.ndarray] | None] = {}
 
-        def tasks(k: int) -> list[tuple[int, int]]:  # (slice, coarser_step)
+        def tasks(k: int) -> list[tuple[int, int | None]]:  # (slice, coarser_step; None: decode its kept file)
             reads[k] = neighbours.given(reference_of[k])
-            return [(k, coarser) for coarser in search.candidates(k)]
+            return [(k, None)] if k in kept else [(k, coarser) for coarser in search.candidates(k)]
 
-        def call(task: tuple[int, int]) -> Call:
+        def call(task: tuple[int, int | None]) -> Call:
             k, coarser = task
+            if coarser is None:
+                return "kept_pixels", (k, images[k], kept[k]), {"previous": reads[k]}
             own = slice_options[k] if slice_options is not None else {}
             return "compress_with_pixels", (images[k],), {**options, **own, "max_error": max_error, "previous": reads[k], "coarser_step": coarser}
 
         with tqdm(total=len(plan), desc="series", unit="slice", disable=not progress) as bar:
-            def done(task: tuple[int, int], result: tuple[bytes, np.ndarray]) -> list[tuple[int, int]]:
+            def done(task: tuple[int, int | None], result) -> list[tuple[int, int | None]]:
                 k = task[0]
-                chosen = search.offer(k, task[1], result)
-                if chosen is None:
-                    return []
-                files[k] = chosen[0]
+                if task[1] is None:  # a kept file, decoded: its chain's choice is the step it records
+                    chosen = kept[k], result
+                    search.adopt(k, self.step_choice(images[k], kept[k]))
+                else:
+                    chosen = search.offer(k, task[1], result)
+                    if chosen is None:
+                        return []
+                    files[k] = chosen[0]
+                    if written is not None:
+                        written(k, files[k])
                 neighbours.coded(k, reference_of[k], chosen[1], reads.pop(k), files[k])
-                if written is not None:
-                    written(k, files[k])
                 bar.update()
                 return [task for later in after[k] for task in tasks(later)]
 
@@ -644,6 +661,29 @@ class Codec:
         previous = self._previous_planes(previous, image, residual)
         encoded = self._base(image, **options, keep_pixels=True, **self._base_options(previous, self._base_step(previous, max_error)))
         return self._container(image, encoded, bits_stored, metadata, max_error, residual, tighter_passes, previous=previous, optimize=optimize)
+
+    def kept_pixels(self, k: int, image: np.ndarray, data: bytes, previous: list[np.ndarray] | None) -> np.ndarray:
+        """The pixels of ``data``, the kept file of slice ``k`` (``image``) of a series coding
+        (:meth:`compress_series`' ``kept``), decoded given ``previous``, the slices the coding
+        plan has it read; a clear error if it does not decode so (another ``max_chain``, damage)
+        or does not hold ``image`` within its bound (a stale or lossy file), which would
+        otherwise become the neighbour of the slices coded after it."""
+        try:
+            pixels = self.decompress(data, previous=previous)
+        except BitstreamError as exc:
+            raise BitstreamError(f"the kept file of slice {k} does not decode as this series codes it (written with another "
+                                 f"max_chain, or damaged: code it again): {exc}") from None
+        bound = bitstream.read_header(data).max_error
+        if bound is None or pixels.shape != image.shape or np.abs(pixels.astype(np.int64) - image).max() > bound:
+            raise InputError(f"the kept file of slice {k} is not a lossless or near-lossless file of that slice")
+        return pixels
+
+    def step_choice(self, image: np.ndarray, data: bytes) -> int:
+        """How much coarser than the rule (``coarser_step``) the series file ``data`` of ``image``
+        quantized y: what its chain chose (:class:`medvae.series.StepSearch`), read back from a
+        file an earlier run wrote, so the chain's later slices are coded as that run codes them."""
+        header = bitstream.read_header(data)
+        return choice_of(prediction.block_step(header.base_prediction), self.rule_step(image, header)) if header.base_prediction else 0
 
     def rule_step(self, image: np.ndarray, header: bitstream.Header) -> int:
         """The step of y (in quarters) the encoder's rule gives ``image`` coded as the lossless or

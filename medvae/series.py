@@ -23,7 +23,7 @@ own pixel CRC, checked after every decode, then fails (but for another 2^-32 cha
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 
 import numpy as np
 
@@ -72,6 +72,20 @@ def runs(plan: Sequence[Step]) -> dict[int, int]:
         run += reference is None
         of[k] = run
     return of
+
+
+def read_by_those_to_code(plan: Sequence[Step], kept: Collection[int]) -> set[int]:
+    """The slices of ``plan`` a series coding has to handle when the files of the slices ``kept``
+    exist (an interrupted run's): every other slice, to code, and each kept one that a slice to
+    code reads, directly or through other kept ones, to decode (the rest are left as they are)."""
+    reference_of = dict(plan)
+    wanted = {k for k, _ in plan if k not in kept}
+    for k in list(wanted):
+        reference = reference_of[k]
+        while reference is not None and reference in kept and reference not in wanted:
+            wanted.add(reference)
+            reference = reference_of[reference]
+    return wanted
 
 
 #: How many quarters coarser than the encoder's rule :meth:`medvae.Codec.compress_series` also
