@@ -29,7 +29,7 @@ from medvae.cli.common import (
 from medvae.cli.files import Task, UsageError, plan, slice_paths
 from medvae.errors import MedVAEError
 from medvae.io.files import publish
-from medvae.series import CHAIN, MAX_CHAIN, Neighbours, StepSearch, can_follow, choice_of, coding_plan, read_next, runs
+from medvae.series import CHAIN, MAX_CHAIN, Neighbours, can_follow, coding_plan, read_next, runs
 
 EXAMPLES = """examples:
   medvae compress scans/ -o scans_mvae/                 every file under scans/, tree mirrored
@@ -97,12 +97,13 @@ def compress_file(task: Task) -> batch.Outcome:
         if not todo:
             outcome.status, outcome.message = "skipped", "outputs exist"
             return outcome
-        if options.series and options.target is None and len(todo) == len(stack) > 1:
-            # every slice to code: at once; a resumed volume goes slice by slice below, into the same files
-            coded_together(codec, [(stack, i) for i in range(len(stack))], targets, [outcome] * len(stack), options)
+        if options.series and options.target is None and len(stack) > 1:  # at once, given the slices kept
+            kept = {i: targets[i].read_bytes() for i in range(len(stack)) if i not in todo}
+            coded_together(codec, [(stack, i) for i in range(len(stack))], targets, [outcome] * len(stack), options, kept)
             todo = []
         chosen = []
-        for n, (i, place) in enumerate(series_steps(task, targets, todo, options)):
+        places = series_steps(task, targets, todo, options) if options.target is not None else [(i, None) for i in todo]
+        for n, (i, place) in enumerate(places):
             meta = source_metadata.pack(source_metadata.from_stack(stack, i))
             settings = dict(bits_stored=stack.bits_stored, metadata=meta, refine_steps=options.refine_steps,
                             padding_value=padding_value(stack, i))
@@ -114,8 +115,6 @@ def compress_file(task: Task) -> batch.Outcome:
                 chosen.append(compress_to(stack.pixels[i], options.target, _state["ladder"], previous=search_start,
                                           previous_slice=before, **settings))
                 data, decoded = chosen[-1].data, chosen[-1].pixels
-            elif options.series:
-                data, decoded = coded_in_series(codec, stack, i, place, before, options.max_error, settings)
             else:
                 data = codec.compress(stack.pixels[i], max_error=options.max_error, iterations=options.iterations, **settings)
             publish(targets[i], data, overwrite=options.force)
@@ -143,9 +142,9 @@ def run_to_code(task: Task, options: Options) -> list[Task] | None:
     """``--series`` on a DICOM series of one file per slice: the files of ``task``'s run in slice
     order (:func:`medvae.series.runs`; a key slice and the files coded outwards from it), or of its
     whole series where the batch runs in this process (``series_at_once``: its runs are one graph
-    then, which keeps both workers busy), when ``task`` is the first of them coded (a key slice),
-    they are more than one file and none of their outputs is written (or ``--force``); else None,
-    and each file goes the slice-by-slice path (resuming a run, a rate target)."""
+    then, which keeps both workers busy), when ``task`` is the first of them coded (a key slice)
+    and they are more than one file; else None (a file alone, a rate target: each file goes its
+    own way)."""
     rank = options.series_ranks.get(str(task.source))
     if not options.series or options.target is not None or rank is None:
         return None
@@ -156,42 +155,54 @@ def run_to_code(task: Task, options: Options) -> list[Task] | None:
     tasks = [options.series_tasks.get((series, k)) for k in members]
     if len(members) < 2 or me != next(k for k, _ in plan if k in members) or None in tasks:
         return None
-    if not options.force and any(slice_paths(t.base, 1, ".mvae")[0].exists() for t in tasks):
-        return None
     return tasks
 
 
 def coded_run(codec, run: list[Task], options: Options, outcome: batch.Outcome) -> bool:
-    """The files of ``run`` (:func:`run_to_code`) coded by :func:`coded_together`, counted in
+    """The files of ``run`` (:func:`run_to_code`) that read, coded by :func:`coded_together`
+    given the outputs that exist (unless ``--force``: an interrupted run's, kept), counted in
     ``outcome`` for the key slice's file and, for each other file, in an outcome its own job
     returns when the batch hands it out in this process (a run is one worker's group; a whole
-    series only where the batch runs here).
-    What was written before a failure stays written, and counted. False, having coded nothing,
-    where a file of the run does not read: each file then goes its own way, and that one's job
-    says what is wrong with it."""
+    series only where the batch runs here). If the coding fails, what was written stays written
+    and counted, and each file not written fails with the reason (``--skip-existing`` then codes
+    the rest given the files kept). True where the key slice's file was coded; False where it is
+    kept or does not read: its job then goes on as a file's alone (skipped, exists, read error),
+    as does that of every file that does not read."""
     from medvae import io as mio
 
+    stacks: dict[int, Any] = {}
+    for i, t in enumerate(run):
+        try:
+            stacks[i] = mio.read(t.source)
+        except Exception:  # its own job reports it
+            pass
+    members = sorted(stacks)
+    targets = [slice_paths(run[i].base, 1, ".mvae")[0] for i in members]
+    kept = {} if options.force else {n: target.read_bytes() for n, target in enumerate(targets) if target.exists()}
+    outcomes = [outcome if run[i].source == outcome.source else batch.Outcome(run[i].source) for i in members]
+    for i, o in zip(members, outcomes):
+        o.input_bytes = run[i].source.stat().st_size
     try:
-        stacks = [mio.read(t.source) for t in run]
-    except Exception:  # its own job reports it
-        return False
-    key = next(i for i, t in enumerate(run) if t.source == outcome.source)
-    outcomes = [outcome if i == key else batch.Outcome(t.source) for i, t in enumerate(run)]
-    for t, o in zip(run, outcomes):
-        o.input_bytes = t.source.stat().st_size
-    targets = [slice_paths(t.base, 1, ".mvae")[0] for t in run]
-    try:
-        coded_together(codec, [(stack, 0) for stack in stacks], targets, outcomes, options)
+        coded_together(codec, [(stacks[i], 0) for i in members], targets, outcomes, options, kept)
+    except Exception as exc:
+        for n, o in enumerate(outcomes):
+            if n not in kept and not o.slices:
+                outcomes[n] = batch.failure(o.source, exc, options.debug)
+        if not any(o is outcome for o in outcomes):  # the key slice's own file was not written
+            raise
     finally:
-        batch.prepare(o for o in outcomes if o is not outcome and o.slices)
-    return True
+        batch.prepare(o for n, o in enumerate(outcomes) if o.source != outcome.source and n not in kept)
+    return any(o is outcome for n, o in enumerate(outcomes) if n not in kept)
 
 
-def coded_together(codec, slices: list[tuple[Any, int]], targets: list[Path], outcomes: list[batch.Outcome], options: Options) -> None:
+def coded_together(codec, slices: list[tuple[Any, int]], targets: list[Path], outcomes: list[batch.Outcome], options: Options,
+                   kept: dict[int, bytes]) -> None:
     """Consecutive slices of a series (each a stack and its index) coded by
     :meth:`medvae.Codec.compress_series` (independent chains at once in worker processes,
     :mod:`medvae.workers`), each with its own source metadata and padding, its file written to
-    its target as soon as it is chosen and counted in its outcome."""
+    its target as soon as it is chosen and counted in its outcome; the slices ``kept`` (their
+    files, an earlier run's) are not coded again, and the others are coded given them, as an
+    uninterrupted run codes them."""
     from medvae import source_metadata
 
     metadata = [source_metadata.pack(source_metadata.from_stack(stack, i)) for stack, i in slices]
@@ -206,10 +217,10 @@ def coded_together(codec, slices: list[tuple[Any, int]], targets: list[Path], ou
         h, w = stack.pixels[i].shape
         count(outcomes[k], targets[k], len(data), len(data) - len(metadata[k]), h * w)
         done += 1
-        batch.progress(outcomes[0].source, done, len(slices))  # shown as the first file's slices
+        batch.progress(outcomes[0].source, done, len(slices) - len(kept))  # shown as the first file's slices
 
     codec.compress_series([stack.pixels[i] for stack, i in slices], max_error=options.max_error, max_chain=options.max_chain,
-                          slice_options=each, written=written, refine_steps=options.refine_steps)
+                          slice_options=each, written=written, kept=kept, refine_steps=options.refine_steps)
 
 
 class Place(NamedTuple):
@@ -219,16 +230,15 @@ class Place(NamedTuple):
     reference: int | None  # the rank of the slice it is coded given; None for a key slice
     neighbours: Neighbours  # what the series' slices coded so far in this process pass on
     output: Path | None  # the reference's .mvae, which an earlier run may have written (--skip-existing)
-    search: StepSearch  # the series' step choices so far in this process (medvae.series.StepSearch)
-    source: Path | None = None  # the reference's input, a single-slice file (None: this input holds it)
 
 
 def series_steps(task: Task, targets: list[Path], todo: list[int], options: Options) -> list[tuple[int, Place | None]]:
-    """The slices ``todo`` of ``task``'s input (written to ``targets``) in the order they are
-    coded, each with its :class:`Place` in its series with ``--series`` (else None). A
-    multi-slice input is a series of its own, coded in its plan's order; a single-slice DICOM
-    file has the place :func:`medvae.cli.series_order.series_order` gave it (which ran the files
-    in their plan's order)."""
+    """Rate control (``--ratio``, ``--psnr``...): the slices ``todo`` of ``task``'s input (written
+    to ``targets``) in the order they are coded, each with its :class:`Place` in its series with
+    ``--series`` (else None). A multi-slice input is a series of its own, coded in its plan's
+    order; a single-slice DICOM file has the place :func:`medvae.cli.series_order.series_order`
+    gave it (which ran the files in their plan's order). (Bounded coding goes through
+    :meth:`medvae.Codec.compress_series`: :func:`coded_together`.)"""
     if not options.series:
         return [(i, None) for i in todo]
     series, rank, count = (str(task.source), None, len(targets)) if len(targets) > 1 else \
@@ -236,42 +246,15 @@ def series_steps(task: Task, targets: list[Path], todo: list[int], options: Opti
     current = _state.get("series")
     if current is None or current[0] != series:  # a new series: the last one's slices are no neighbours of it
         plan = coding_plan(count, options.max_chain)
-        search = StepSearch(plan, _state["codec"].base_prediction)
-        _state["series"] = current = (series, Neighbours(plan), dict(plan), search)  # slice: reference, in coding order
-    _, neighbours, references, search = current
+        _state["series"] = current = (series, Neighbours(plan), dict(plan))  # slice: reference, in coding order
+    _, neighbours, references = current
     if rank is None:
         wanted = set(todo)
-        return [(i, Place(i, reference, neighbours, targets[reference] if reference is not None else None, search))
+        return [(i, Place(i, reference, neighbours, targets[reference] if reference is not None else None))
                 for i, reference in references.items() if i in wanted]
     reference = references[rank]
     kept = options.series_tasks.get((series, reference))  # the reference's file, if the batch holds it
-    output, source = (slice_paths(kept.base, 1, ".mvae")[0], kept.source) if kept is not None else (None, None)
-    return [(i, Place(rank, reference, neighbours, output, search, source)) for i in todo]
-
-
-def coded_in_series(codec, stack, i: int, place: Place, before: list | None, max_error: int, settings: dict) -> tuple:
-    """``--series``: slice ``i`` of ``stack`` coded given ``before`` (None: alone), as
-    :meth:`medvae.Codec.compress_series` codes it, step search included (:class:`medvae.series.StepSearch`:
-    a chain's first slice at two steps of y, the smaller file kept), and the pixels its file
-    decodes to. Where the slice it follows was written by an earlier run (``--skip-existing``),
-    its chain's choice is read back from that file, so a resumed run writes the files an
-    uninterrupted one would."""
-    import medvae
-    from medvae import io as mio
-    from medvae.prediction import block_step
-
-    search, image = place.search, stack.pixels[i]
-    if before is None:  # a key slice, or one whose neighbour is missing: coded alone, at the rule's step
-        search.adopt(place.rank, 0)
-        return codec.compress_with_pixels(image, max_error=max_error, **settings)
-    if not search.ready(place.rank):
-        header = medvae.read_header(place.output.read_bytes())
-        reference = stack.pixels[place.reference] if place.source is None else mio.read(place.source).pixels[0]
-        search.adopt(place.reference, choice_of(block_step(header.base_prediction), codec.rule_step(reference, header))
-                     if header.base_prediction else 0)
-    for coarser in search.candidates(place.rank):
-        chosen = search.offer(place.rank, coarser, codec.compress_with_pixels(image, max_error=max_error, previous=before, coarser_step=coarser, **settings))
-    return chosen
+    return [(i, Place(rank, reference, neighbours, slice_paths(kept.base, 1, ".mvae")[0] if kept is not None else None)) for i in todo]
 
 
 def neighbour_in_series(image, place: Place) -> list | None:

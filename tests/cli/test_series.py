@@ -226,12 +226,29 @@ def test_a_resumed_series_writes_the_files_an_uninterrupted_run_writes(tmp_path)
     assert {path.name: path.read_bytes() for path in folder.glob("slice_*.mvae")} == whole
 
 
+def test_a_resume_with_another_max_chain_fails_clearly_and_overwrites_nothing(tmp_path, capsys):
+    """The kept files were coded under another plan (--max-chain 1: slice 2 follows slice 1), which
+    the resumed run (--max-chain 2: slice 2 is a key slice) cannot decode them by: the file fails
+    with that reason instead of coding slice 0 given a slice it does not decode to."""
+    volume = _volume(5)
+    np.save(tmp_path / "vol.npy", volume)
+    command = ["compress", str(tmp_path / "vol.npy"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series"]
+    assert main([*command, "--max-chain", "1"]) == 0
+    folder = tmp_path / "c" / "vol"
+    (folder / "slice_0000.mvae").unlink()
+    kept = {path.name: path.read_bytes() for path in folder.glob("slice_*.mvae")}
+    capsys.readouterr()
+    assert main([*command, "--max-chain", "2", "--skip-existing"]) == 1
+    assert "the kept file of slice 2 does not decode as this series codes it" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in folder.glob("slice_*.mvae")} == kept
+
+
 def test_the_cli_codes_a_volume_as_compress_series_does(tmp_path):
     """A volume's slices, and each run of a DICOM series of one file per slice, go through
     ``Codec.compress_series`` itself (its worker processes included), each slice with the source
     metadata of its own: the same base prediction block (steps, z's table) and the same strings,
-    slice by slice. (A resumed run goes slice by slice through the CLI's own path: the resume
-    tests compare its files with these.)"""
+    slice by slice. (A resumed run goes through it too, with the files kept: the resume tests
+    compare its files with these.)"""
     import medvae
 
     volume = _volume(5)
@@ -254,9 +271,11 @@ def test_the_cli_codes_a_volume_as_compress_series_does(tmp_path):
 
 def test_a_dicom_run_coded_at_once_counts_every_file_and_keeps_what_a_failure_left(tmp_path, capsys, monkeypatch):
     """The key slice's job codes its whole run; every file of it is counted as coded by its own
-    job. Where the coding fails midway, the files written before stay written and counted, the
-    key slice's job reports the failure, and the run's other files are coded slice by slice,
-    given the kept ones, into the files an uninterrupted run writes."""
+    job. Where the coding fails midway, the files written before stay written and counted, each
+    file not written fails with the reason, and --skip-existing then codes those given the kept
+    ones (Codec.compress_series' ``kept``) into the files an uninterrupted run writes, without
+    coding the kept ones again."""
+    import medvae
 
     _dicom_series(tmp_path / "in", "abcde")
     command = ["compress", str(tmp_path / "in"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series"]
@@ -264,12 +283,21 @@ def test_a_dicom_run_coded_at_once_counts_every_file_and_keeps_what_a_failure_le
     assert "5 ok, 0 failed" in capsys.readouterr().out
     whole = {name: (tmp_path / "c" / f"{name}.mvae").read_bytes() for name in "abcde"}
 
+    real = medvae.Codec.compress_series
     handed = _fail_after(monkeypatch, "compress_series", "written", 2, MemoryError("out of memory"))  # a worker dies
     assert main([*command[:3], str(tmp_path / "d"), *command[4:]]) == 1
     out, err = capsys.readouterr()
-    assert "4 ok, 1 failed" in out and "out of memory" in err and "(1 slice(s) were written before the failure)" in err
+    assert "2 ok, 3 failed" in out and err.count("out of memory") == 3
+    written = {name for name in "abcde" if (tmp_path / "d" / f"{name}.mvae").exists()}
+    assert handed[0] == 2 and len(written) == 2 and "c" in written  # the key slice, c, was written first and kept
+    assert all((tmp_path / "d" / f"{name}.mvae").read_bytes() == whole[name] for name in written)
+
+    monkeypatch.setattr(medvae.Codec, "compress_series", real)
+    handed.clear()
+    resumed = _fail_after(monkeypatch, "compress_series", "written", 5, MemoryError("not reached"))  # counts what is written
+    assert main([*command[:3], str(tmp_path / "d"), *command[4:], "--skip-existing"]) == 0
+    assert "3 ok, 0 failed, 2 skipped" in capsys.readouterr().out and len(resumed) == 3
     assert {name: (tmp_path / "d" / f"{name}.mvae").read_bytes() for name in "abcde"} == whole
-    assert handed[0] == 2  # the key slice, c, was written first and kept
 
 
 def test_a_dicom_file_that_does_not_read_fails_alone(tmp_path, capsys):
