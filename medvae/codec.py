@@ -480,7 +480,8 @@ class Codec:
         follows = [i > 0 and can_follow(images[i], images[i - 1]) for i in range(len(images))]
         plan = coding_plan(len(images), max_chain, follows)
         reference_of = dict(plan)
-        plan = [(k, reference) for k, reference in plan if k in read_by_those_to_code(plan, kept)]
+        handled = read_by_those_to_code(plan, kept)  # the slices to code, and the kept files they read
+        plan = [(k, reference) for k, reference in plan if k in handled]
         search = StepSearch(plan, step_search and self.base_prediction)
         neighbours, files = Neighbours(plan), [kept.get(k, b"") for k in range(len(images))]
         after = collections.defaultdict(list)  # slice: the slices coded (or kept files decoded) given it

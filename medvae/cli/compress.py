@@ -98,7 +98,7 @@ def compress_file(task: Task) -> batch.Outcome:
             outcome.status, outcome.message = "skipped", "outputs exist"
             return outcome
         if options.series and options.target is None and len(stack) > 1:  # at once, given the slices kept
-            kept = {i: targets[i].read_bytes() for i in range(len(stack)) if i not in todo}
+            kept = {i: targets[i].read_bytes() for i in set(range(len(stack))) - set(todo)}
             coded_together(codec, [(stack, i) for i in range(len(stack))], targets, [outcome] * len(stack), options, kept)
             todo = []
         chosen = []
