@@ -42,16 +42,18 @@ table entry times the step in quarters, one IEEE product that every device round
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
-from compressai.entropy_models import EntropyModel
 from torch import Tensor
 
 from medvae.bitstream import STEPS, UNIT_STEP  # y's steps, which the container records
 from medvae.errors import BitstreamError
 from medvae.residual.tables import interval_bits
+
+if TYPE_CHECKING:
+    from compressai.entropy_models import EntropyModel
 
 #: Table index shifts the encoder tries for predicted symbols (the scale table of CompressAI's
 #: Gaussian conditional steps by about 13 % an index: a shift of 6 is about half the scale).

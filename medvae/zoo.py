@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from medvae.errors import BitstreamError, MedVAEError
-from medvae.models.gain import LOWEST_QUALITY
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 #: Importable packages whose ``WEIGHTS_DIR`` holds more shipped weights, and what pip calls them.
@@ -134,6 +133,8 @@ def shipped_path(model: str, quality: int | None = None, hint: str = HINT) -> Pa
         if "weights" not in entry:
             raise MedVAEError(f"{model!r} comes with {_install_hint(entry['optional'])}")
         levels = len(entry["weights"]["model_config"]["lmbdas"])
+        from medvae.models.gain import LOWEST_QUALITY  # here: reading the index (medvae info) needs no CompressAI
+
         if quality is not None and not LOWEST_QUALITY <= float(quality) <= levels:
             raise MedVAEError(f"{model!r} has no quality {quality:g}: it codes any quality from {LOWEST_QUALITY} to {levels}")
         return Path(entry["weights"]["path"])

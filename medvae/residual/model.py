@@ -21,7 +21,6 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
-from compressai.layers import ResidualBlock
 from torch import Tensor, nn
 
 from medvae.residual.tables import LAWS, LOGISTIC_OCTAVES, TAIL_BITS, TAIL_OCTAVES, TAIL_WEIGHT, family_tables, table_index
@@ -92,8 +91,10 @@ def input_channels(previous: int, bounds: bool) -> int:
     return IN_CHANNELS + PREVIOUS_CHANNELS * previous + BOUND_CHANNELS * bounds
 
 
-def _block(channels: int) -> ResidualBlock:
+def _block(channels: int) -> nn.Module:
     """CompressAI's residual block (its exact twin is :class:`medvae.exact.layers.ExactResidualBlock`) with our slope."""
+    from compressai.layers import ResidualBlock  # here: medvae info reads this module's constants without CompressAI
+
     block = ResidualBlock(channels, channels)
     block.leaky_relu = nn.LeakyReLU(SLOPE)
     return block

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,15 @@ def test_info_shows_the_mode(restored, capsys):
     assert info["mode"] == "near-lossless, max error 2 on every pixel" and info["max_error"] == 2
     assert main(["info", str(path)]) == 0
     assert "near-lossless, max error 2" in capsys.readouterr().out
+
+
+def test_info_reads_a_file_without_importing_compressai(restored):
+    """``medvae info`` reads headers: it needs no model, so it does not pay for importing
+    CompressAI (which imports torch_geometric and torch._dynamo: seconds on every call)."""
+    path = restored / "c-near" / "CT_small.mvae"
+    code = f"import sys; from medvae.cli import main; assert main(['info', {str(path)!r}]) == 0; print('compressai' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "near-lossless, max error 2" in result.stdout and result.stdout.strip().endswith("False")
 
 
 def test_bound_options_are_checked_before_any_work(tmp_path, checkpoint, capsys):
