@@ -15,7 +15,7 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 def test_the_notebooks_exist():
-    assert {p.name for p in NOTEBOOKS} >= {"quickstart.ipynb", "rd_curves.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {"quickstart.ipynb", "rd_curves.ipynb", "lossless.ipynb"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
