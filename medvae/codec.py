@@ -26,7 +26,7 @@ from tqdm import tqdm
 from medvae import bitstream, correction, metrics, prediction, zoo
 from medvae.allocator import keep_freed_memory
 from medvae.checkpoint import exact_fingerprint, fingerprint, load_model
-from medvae.errors import BitstreamError, InputError
+from medvae.errors import BitstreamError, InputError, KeptFileError
 from medvae.exact import calibrate, exact_twin
 from medvae.exact.fixed import Stored
 from medvae.exact.image import NormalizedImage, pixel_rows, pixels
@@ -488,7 +488,7 @@ class Codec:
         for k, reference in plan:
             after[reference].append(k)
         keys = after[None]
-        chains = sum(len(search.candidates(k)) for k, reference in plan if reference in keys and k not in kept)
+        chains = sum(1 if k in kept else len(search.candidates(k)) for k, reference in plan if reference in keys)
         width = max(len(keys), chains)  # codings that may run at once: the key slices, then the chains' first slices
         reads: dict[int, list[np.ndarray] | None] = {}
 
@@ -672,11 +672,10 @@ class Codec:
         try:
             pixels = self.decompress(data, previous=previous)
         except BitstreamError as exc:
-            raise BitstreamError(f"the kept file of slice {k} does not decode as this series codes it (written with another "
-                                 f"max_chain, or damaged: code it again): {exc}") from None
+            raise KeptFileError(k, f"does not decode as this series codes it ({exc})") from None
         bound = bitstream.read_header(data).max_error
         if bound is None or pixels.shape != image.shape or np.abs(pixels.astype(np.int64) - image).max() > bound:
-            raise InputError(f"the kept file of slice {k} is not a lossless or near-lossless file of that slice")
+            raise KeptFileError(k, "is not a lossless or near-lossless file of that slice")
         return pixels
 
     def step_choice(self, image: np.ndarray, data: bytes) -> int:

@@ -27,7 +27,7 @@ from medvae.cli.common import (
     refine_steps,
 )
 from medvae.cli.files import Task, UsageError, plan, slice_paths
-from medvae.errors import MedVAEError
+from medvae.errors import KeptFileError, MedVAEError
 from medvae.io.files import publish
 from medvae.series import CHAIN, MAX_CHAIN, Neighbours, can_follow, coding_plan, read_next, runs
 
@@ -99,7 +99,10 @@ def compress_file(task: Task) -> batch.Outcome:
             return outcome
         if options.series and options.target is None and len(stack) > 1:  # at once, given the slices kept
             kept = {i: targets[i].read_bytes() for i in set(range(len(stack))) - set(todo)}
-            coded_together(codec, [(stack, i) for i in range(len(stack))], targets, [outcome] * len(stack), options, kept)
+            try:
+                coded_together(codec, [(stack, i) for i in range(len(stack))], targets, [outcome] * len(stack), options, kept)
+            except KeptFileError as exc:
+                raise kept_error(exc, targets) from None
             todo = []
         chosen = []
         places = series_steps(task, targets, todo, options) if options.target is not None else [(i, None) for i in todo]
@@ -180,19 +183,31 @@ def coded_run(codec, run: list[Task], options: Options, outcome: batch.Outcome) 
     targets = [slice_paths(run[i].base, 1, ".mvae")[0] for i in members]
     kept = {} if options.force else {n: target.read_bytes() for n, target in enumerate(targets) if target.exists()}
     outcomes = [outcome if run[i].source == outcome.source else batch.Outcome(run[i].source) for i in members]
+    key = next((n for n, o in enumerate(outcomes) if o is outcome), None)  # None: the key slice's file does not read
     for i, o in zip(members, outcomes):
         o.input_bytes = run[i].source.stat().st_size
     try:
         coded_together(codec, [(stacks[i], 0) for i in members], targets, outcomes, options, kept)
     except Exception as exc:
+        error = kept_error(exc, targets)
         for n, o in enumerate(outcomes):
             if n not in kept and not o.slices:
-                outcomes[n] = batch.failure(o.source, exc, options.debug)
-        if not any(o is outcome for o in outcomes):  # the key slice's own file was not written
-            raise
+                outcomes[n] = batch.failure(o.source, error, options.debug)
+        if key is not None and key not in kept and not outcome.slices:  # the key slice's own file was not written
+            raise error from None
     finally:
-        batch.prepare(o for n, o in enumerate(outcomes) if o.source != outcome.source and n not in kept)
-    return any(o is outcome for n, o in enumerate(outcomes) if n not in kept)
+        batch.prepare(o for n, o in enumerate(outcomes) if n != key and n not in kept and (o.slices or o.status == "failed"))
+    return key is not None and key not in kept
+
+
+def kept_error(exc: Exception, targets: list[Path]) -> Exception:
+    """``exc``, naming the output file where it is about a kept file of the run (slice ``n`` of
+    :meth:`medvae.Codec.compress_series` is ``targets[n]``), with what to do about it."""
+    if not isinstance(exc, KeptFileError):
+        return exc
+    return MedVAEError(f"the existing output {targets[exc.slice_index]} {exc.reason}: a run that coded this series "
+                       "otherwise wrote it (another --max-chain or model, or without a file that did not read then); "
+                       "pass --force to code the series again")
 
 
 def coded_together(codec, slices: list[tuple[Any, int]], targets: list[Path], outcomes: list[batch.Outcome], options: Options,
@@ -253,8 +268,8 @@ def series_steps(task: Task, targets: list[Path], todo: list[int], options: Opti
         return [(i, Place(i, reference, neighbours, targets[reference] if reference is not None else None))
                 for i, reference in references.items() if i in wanted]
     reference = references[rank]
-    kept = options.series_tasks.get((series, reference))  # the reference's file, if the batch holds it
-    return [(i, Place(rank, reference, neighbours, slice_paths(kept.base, 1, ".mvae")[0] if kept is not None else None)) for i in todo]
+    held = options.series_tasks.get((series, reference))  # the reference's file, if the batch holds it
+    return [(i, Place(rank, reference, neighbours, slice_paths(held.base, 1, ".mvae")[0] if held is not None else None)) for i in todo]
 
 
 def neighbour_in_series(image, place: Place) -> list | None:

@@ -239,7 +239,8 @@ def test_a_resume_with_another_max_chain_fails_clearly_and_overwrites_nothing(tm
     kept = {path.name: path.read_bytes() for path in folder.glob("slice_*.mvae")}
     capsys.readouterr()
     assert main([*command, "--max-chain", "2", "--skip-existing"]) == 1
-    assert "the kept file of slice 2 does not decode as this series codes it" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"the existing output {folder / 'slice_0002.mvae'} does not decode as this series codes it" in err and "--force" in err
     assert {path.name: path.read_bytes() for path in folder.glob("slice_*.mvae")} == kept
 
 
@@ -300,16 +301,27 @@ def test_a_dicom_run_coded_at_once_counts_every_file_and_keeps_what_a_failure_le
     assert {name: (tmp_path / "d" / f"{name}.mvae").read_bytes() for name in "abcde"} == whole
 
 
-def test_a_dicom_file_that_does_not_read_fails_alone(tmp_path, capsys):
-    """A file of a series whose pixels do not read fails with its own message; its run is coded
-    file by file, and every other file is written."""
+@pytest.mark.parametrize("name", ["e", "c"], ids=["last file", "key slice"])
+def test_a_dicom_file_that_does_not_read_fails_alone(tmp_path, capsys, monkeypatch, name):
+    """A file of a series whose pixels do not read fails with its own message; the other files of
+    its run are coded as a run without it, and written. Where that file is the key slice's, whose
+    job codes the run, and the coding of the others fails too, the key slice's file still says
+    why it failed: it does not read (the others say why they were not coded)."""
     _dicom_series(tmp_path / "in", "abcde")
-    broken = tmp_path / "in" / "e.dcm"
+    broken = tmp_path / "in" / f"{name}.dcm"
     broken.write_bytes(broken.read_bytes()[:-500])  # truncated pixel data
-    assert main(["compress", str(tmp_path / "in"), "-o", str(tmp_path / "c"), "--max-error", "1", "--series"]) == 1
+    command = ["compress", str(tmp_path / "in"), "--max-error", "1", "--series"]
+    assert main([*command, "-o", str(tmp_path / "c")]) == 1
     out, err = capsys.readouterr()
-    assert "4 ok, 1 failed" in out and "e.dcm" in err and "c.dcm" not in err
-    assert sorted(path.name for path in (tmp_path / "c").glob("*.mvae")) == [f"{n}.mvae" for n in "abcd"]
+    others = [n for n in "abcde" if n != name]
+    assert "4 ok, 1 failed" in out and f"{name}.dcm" in err and not any(f"{n}.dcm" in err for n in others)
+    assert sorted(path.name for path in (tmp_path / "c").glob("*.mvae")) == [f"{n}.mvae" for n in others]
+
+    _fail_after(monkeypatch, "compress_series", "written", 0, MemoryError("out of memory"))
+    assert main([*command, "-o", str(tmp_path / "d")]) == 1
+    out, err = capsys.readouterr()
+    lines = {n: next(line for line in err.splitlines() if f"{n}.dcm" in line) for n in "abcde"}
+    assert "0 ok, 5 failed" in out and "out of memory" not in lines[name] and all("out of memory" in lines[n] for n in others)
 
 
 def test_a_dicom_series_runs_are_one_graph_in_one_process(tmp_path, monkeypatch):

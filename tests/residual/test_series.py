@@ -12,7 +12,7 @@ import torch
 
 import medvae
 from medvae import bitstream, prediction
-from medvae.errors import BitstreamError, InputError, MedVAEError
+from medvae.errors import BitstreamError, InputError, KeptFileError, MedVAEError
 from medvae.evaluation.learned import SeriesWithResidual
 from medvae.io.slices import Slice
 from medvae.residual.model import ResidualModel, previous_tensor, residual_bits, slice_tensors, with_previous
@@ -453,24 +453,36 @@ def test_each_file_is_handed_over_once_chosen_with_its_own_options(codec2, worke
 def test_a_resumed_series_keeps_the_files_written_and_codes_the_rest_as_an_uninterrupted_run(codec2, monkeypatch):
     """``kept``: the files an interrupted run wrote are returned as they are and not handed over;
     a kept file is decoded only where a slice to code reads it (through its chain), its chain's
-    step read back from it; so the slices coded give the files an uninterrupted run gives."""
+    step read back from it; so the slices coded give the files an uninterrupted run gives. The
+    chains' first slices are made to keep the coarser step (CHAIN_TRIAL), which the later slices
+    then follow only if the resumed run reads it back. Independent chains still run side by side."""
+    def keep_the_coarser(self, k, coarser_step, result):  # StepSearch.offer, choosing the last candidate
+        offered = self._offered.setdefault(k, {})
+        offered[coarser_step] = result
+        if len(offered) < len(self.candidates(k)):
+            return None
+        del self._offered[k]
+        self._chosen[k] = self.candidates(k)[-1]
+        return offered[self._chosen[k]]
+
+    monkeypatch.setattr(StepSearch, "offer", keep_the_coarser)
     volume = _volume(5)  # max_chain 2: key slice 2, chains 1, 0 and 3, 4
     whole = codec2.compress_series(volume, max_error=2, max_chain=2, workers=1)
-    decoded, handed, adopted = [], [], []
-    decompress, step_choice = codec2.decompress, codec2.step_choice
+    assert [codec2.step_choice(volume[k], whole[k]) for k in (1, 3, 0, 4)] == [CHAIN_TRIAL] * 4
+    decoded, handed, widths = [], [], []
+    decompress, worker_count = codec2.decompress, medvae.codec.worker_count
     monkeypatch.setattr(codec2, "decompress", lambda data, **kw: decoded.append(data) or decompress(data, **kw))
-    monkeypatch.setattr(codec2, "step_choice", lambda image, data: adopted.append(step_choice(image, data)) or adopted[-1])
-    for kept, read in (({1: whole[1], 2: whole[2], 3: whole[3]}, [1, 2, 3]), ({0: whole[0], 1: whole[1]}, [])):
+    monkeypatch.setattr(medvae.codec, "worker_count", lambda workers, device, width: widths.append(width) or worker_count(workers, device, width))
+    for kept, read, width in (({1: whole[1], 2: whole[2], 3: whole[3]}, [1, 2, 3], 2), ({0: whole[0], 1: whole[1]}, [], 2)):
         decoded.clear(), handed.clear()
         files = codec2.compress_series(volume, max_error=2, max_chain=2, workers=1, kept=kept,
                                        written=lambda k, data: handed.append(k))
         assert files == whole and sorted(handed) == sorted(set(range(5)) - set(kept))
-        assert sorted(whole.index(data) for data in decoded) == read
-    assert len(adopted) == 3  # the three kept files decoded, each chain's choice read back from its first slice
+        assert sorted(whole.index(data) for data in decoded) == read and widths[-1] == width
     other = codec2.compress_series(_volume(5, seed=3), max_error=2, max_chain=2, workers=1)
-    with pytest.raises(InputError, match="the kept file of slice 2 is not a lossless or near-lossless file of that slice"):
+    with pytest.raises(KeptFileError, match="the kept file of slice 2 is not a lossless or near-lossless file of that slice"):
         codec2.compress_series(volume, max_error=2, max_chain=2, workers=1, kept={2: other[2]})
-    with pytest.raises(BitstreamError, match="the kept file of slice 2 does not decode as this series codes it"):
+    with pytest.raises(KeptFileError, match="the kept file of slice 2 does not decode as this series codes it"):
         codec2.compress_series(volume, max_error=2, max_chain=2, workers=1, kept={2: whole[1]})  # slice 1 follows 2
     with pytest.raises(InputError, match="kept maps slice indexes from 0 to 4"):
         codec2.compress_series(volume, max_error=2, max_chain=2, kept={5: whole[0]})
