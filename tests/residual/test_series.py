@@ -488,6 +488,19 @@ def test_a_resumed_series_keeps_the_files_written_and_codes_the_rest_as_an_unint
         codec2.compress_series(volume, max_error=2, max_chain=2, kept={5: whole[0]})
 
 
+def test_any_files_kept_give_the_uninterrupted_run(codec2):
+    """Whichever files an interrupted run left (random subsets of two runs, backward and forward
+    chains), the resumed run returns the uninterrupted run's files and writes the others."""
+    volume = _volume(7)  # max_chain 2: key slice 2 (chains 1, 0 and 3, 4), key slice 5 (chain 6)
+    whole = codec2.compress_series(volume, max_error=1, max_chain=2, workers=1)
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        kept = {int(k): whole[k] for k in rng.choice(7, size=int(rng.integers(1, 6)), replace=False)}
+        handed = []
+        files = codec2.compress_series(volume, max_error=1, max_chain=2, kept=kept, written=lambda k, data: handed.append(k))
+        assert files == whole and sorted(handed) == sorted(set(range(7)) - set(kept)), sorted(kept)
+
+
 def test_a_damaged_file_raises_from_a_worker_process(codec2):
     files = codec2.compress_series(_volume(5), max_error=0, max_chain=2, workers=1)
     damaged = bytearray(files[4])  # the last slice of a chain: read by no other
