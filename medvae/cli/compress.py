@@ -81,6 +81,7 @@ def compress_file(task: Task) -> batch.Outcome:
     if ahead is not None:  # coded with its run's key slice (coded_run)
         return ahead
     outcome = batch.Outcome(task.source)
+    kept_count = 0  # outputs of an earlier run that --skip-existing keeps (counted in outcome, not written now)
     try:
         outcome.input_bytes = task.source.stat().st_size
         run = run_to_code(task, options)
@@ -94,6 +95,7 @@ def compress_file(task: Task) -> batch.Outcome:
         stack = mio.read(task.source)
         targets = slice_paths(task.base, len(stack), ".mvae")
         todo = select(targets, task.source, options, outcome)
+        kept_count = len(outcome.outputs)
         if not todo:
             outcome.status, outcome.message = "skipped", "outputs exist"
             return outcome
@@ -135,8 +137,8 @@ def compress_file(task: Task) -> batch.Outcome:
             )
     except Exception as exc:  # one line per file; the batch goes on
         failed = batch.failure(task.source, exc, options.debug)
-        if outcome.outputs:
-            failed.message += f" ({len(outcome.outputs)} slice(s) were written before the failure)"
+        if len(outcome.outputs) > kept_count:
+            failed.message += f" ({len(outcome.outputs) - kept_count} slice(s) were written before the failure)"
         return failed
     return outcome
 

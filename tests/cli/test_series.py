@@ -241,6 +241,7 @@ def test_a_resume_with_another_max_chain_fails_clearly_and_overwrites_nothing(tm
     assert main([*command, "--max-chain", "2", "--skip-existing"]) == 1
     err = capsys.readouterr().err
     assert f"the existing output {folder / 'slice_0002.mvae'} does not decode as this series codes it" in err and "--force" in err
+    assert "were written before the failure" not in err  # the 4 files were kept, not written
     assert {path.name: path.read_bytes() for path in folder.glob("slice_*.mvae")} == kept
 
 
