@@ -81,7 +81,7 @@ def compress_file(task: Task) -> batch.Outcome:
     if ahead is not None:  # coded with its run's key slice (coded_run)
         return ahead
     outcome = batch.Outcome(task.source)
-    kept_count = 0  # outputs of an earlier run that --skip-existing keeps (counted in outcome, not written now)
+    kept: dict[int, bytes] = {}  # outputs of an earlier run that --skip-existing keeps (counted in outcome, not written now)
     try:
         outcome.input_bytes = task.source.stat().st_size
         run = run_to_code(task, options)
@@ -94,13 +94,11 @@ def compress_file(task: Task) -> batch.Outcome:
             return outcome
         stack = mio.read(task.source)
         targets = slice_paths(task.base, len(stack), ".mvae")
-        todo = select(targets, task.source, options, outcome)
-        kept_count = len(outcome.outputs)
+        todo, kept = select(targets, task.source, options, outcome)
         if not todo:
             outcome.status, outcome.message = "skipped", "outputs exist"
             return outcome
         if options.series and options.target is None and len(stack) > 1:  # at once, given the slices kept
-            kept = {i: targets[i].read_bytes() for i in set(range(len(stack))) - set(todo)}
             try:
                 coded_together(codec, [(stack, i) for i in range(len(stack))], targets, [outcome] * len(stack), options, kept)
             except KeptFileError as exc:
@@ -137,8 +135,8 @@ def compress_file(task: Task) -> batch.Outcome:
             )
     except Exception as exc:  # one line per file; the batch goes on
         failed = batch.failure(task.source, exc, options.debug)
-        if len(outcome.outputs) > kept_count:
-            failed.message += f" ({len(outcome.outputs) - kept_count} slice(s) were written before the failure)"
+        if len(outcome.outputs) > len(kept):
+            failed.message += f" ({len(outcome.outputs) - len(kept)} slice(s) were written before the failure)"
         return failed
     return outcome
 
@@ -336,8 +334,8 @@ def padding_value(stack, i: int) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-def select(targets: list[Path], source: Path, options: Options, outcome: batch.Outcome) -> list[int]:
-    """Indices of the slices to code now.
+def select(targets: list[Path], source: Path, options: Options, outcome: batch.Outcome) -> tuple[list[int], dict[int, bytes]]:
+    """Indices of the slices to code now, and the outputs kept (by index, their bytes).
 
     Existing outputs fail the file (``FileExistsError``) unless ``--force``
     (overwrite) or ``--skip-existing`` (keep them: they are complete, since
@@ -348,18 +346,19 @@ def select(targets: list[Path], source: Path, options: Options, outcome: batch.O
         raise UsageError("refusing to overwrite the input with its own output")
     existing = [i for i, t in enumerate(targets) if t.exists()]
     if not existing or options.force:
-        return list(range(len(targets)))
+        return list(range(len(targets))), {}
     if not options.skip_existing:
         raise FileExistsError(f"output {targets[existing[0]]} exists")
+    kept = {}
     for i in existing:
-        data = targets[i].read_bytes()
+        data = kept[i] = targets[i].read_bytes()
         try:
             header = medvae.read_header(data)  # verified: complete unless damaged since
         except MedVAEError as exc:
             raise MedVAEError(f"existing output {targets[i]}: {exc}; remove it or pass --force") from None
         h, w = header.shape
         count(outcome, targets[i], len(data), len(data) - header.metadata_bytes, h * w)
-    return [i for i in range(len(targets)) if i not in existing]
+    return [i for i in range(len(targets)) if i not in kept], kept
 
 
 def count_kept(outcome: batch.Outcome, path: Path) -> None:
